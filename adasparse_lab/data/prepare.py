@@ -1,0 +1,222 @@
+"""Preparation: validate, encode vocabularies, normalise dense features, cache as parquet.
+
+Encoding rules
+- Categorical values seen in train at least ``min_freq`` times get codes 1..V (most frequent
+  first); everything else, nulls and values unseen in train included, maps to 0 (OOV).
+- The domain column is a label set, not a learned feature: its vocabulary is the union of the
+  splits, so every evaluated domain has a name and an index (``domain_idx``, 0..K-1).
+- Dense features: signed log1p (optional), then standardised with train mean and std; nulls
+  become 0 (the train mean).
+The result is cached under ``cache_dir/<hash of the data config>`` and reloaded on later runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from adasparse_lab.data.schema import Schema
+from adasparse_lab.data.sources import SPLITS, RawData
+from adasparse_lab.errors import DataError
+
+log = logging.getLogger(__name__)
+PREP_VERSION = 1  # bump when the encoded layout changes: old caches are then ignored
+
+
+@dataclass
+class TensorSplit:
+    """One split as in-memory tensors. N rows, F categorical fields, Dn dense features."""
+
+    cat: torch.Tensor  # [N, F] int64 codes, 0 = OOV
+    dense: torch.Tensor  # [N, Dn] float32, standardised
+    label: torch.Tensor  # [N] float32 in {0, 1}
+    domain: torch.Tensor  # [N] int64 domain index 0..K-1
+    user: torch.Tensor | None = None  # [N] int64 user key (GAUC), if the schema has one
+    p_true: torch.Tensor | None = None  # [N] float64 true click probability (synthetic)
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+
+@dataclass
+class PreparedData:
+    """What every downstream module needs: tensors per split and the sizes models derive from."""
+
+    schema: Schema
+    splits: dict[str, TensorSplit]
+    vocab_sizes: list[int]  # per categorical field, including the OOV row
+    domain_names: list[str]
+    domain_groups: dict[str, int] | None
+    cache_path: Path | None = None
+
+    @property
+    def n_domains(self) -> int:
+        return len(self.domain_names)
+
+    def domain_feature_index(self) -> list[int]:
+        """Positions of the domain-aware fields among the categorical fields."""
+        return [self.schema.categorical.index(c) for c in self.schema.domain_features]
+
+    def rows_per_domain(self, split: str = "train") -> np.ndarray:
+        return np.bincount(self.splits[split].domain.numpy(), minlength=self.n_domains)
+
+
+def config_hash(description: dict) -> str:
+    blob = json.dumps({"v": PREP_VERSION, **description}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _vocab(train: pl.DataFrame, col: str, min_freq: int) -> pl.DataFrame:
+    counts = train.get_column(col).drop_nulls().value_counts(name="n")
+    kept = counts.filter(pl.col("n") >= min_freq).sort(["n", col], descending=[True, False])
+    return kept.select(col).with_row_index("code", offset=1)
+
+
+def _encode_column(frame: pl.DataFrame, col: str, vocab: pl.DataFrame) -> pl.Series:
+    values = vocab.get_column(col)
+    src = frame.get_column(col)
+    if src.dtype != values.dtype:  # e.g. an int column read as str in one file
+        src, values = src.cast(pl.String), values.cast(pl.String)
+    return src.replace_strict(
+        values, vocab.get_column("code"), default=0, return_dtype=pl.Int64
+    ).fill_null(0)
+
+
+def _dense_matrix(frame: pl.DataFrame, cols: tuple[str, ...], log1p: bool) -> np.ndarray:
+    if not cols:
+        return np.zeros((frame.height, 0), dtype=np.float64)
+    exprs = [pl.col(c).cast(pl.Float64) for c in cols]
+    if log1p:
+        exprs = [e.sign() * e.abs().log1p() for e in exprs]
+    return frame.select(exprs).to_numpy()
+
+
+def encode(raw: RawData, schema: Schema, min_freq: int, dense_log1p: bool) -> dict:
+    """Encode raw frames into numpy arrays per split plus vocabulary metadata."""
+    for name in SPLITS:
+        if name not in raw.frames:
+            raise DataError(f"data source gave no {name!r} split (got {sorted(raw.frames)})")
+        schema.validate(raw.frames[name], f"{name} split")
+        if raw.frames[name].height == 0:
+            raise DataError(f"the {name} split is empty")
+    train = raw.frames["train"]
+    all_domains = pl.concat([raw.frames[s].get_column(schema.domain).cast(pl.String) for s in SPLITS])
+    domain_names = sorted(all_domains.drop_nulls().unique().to_list())
+    domain_vocab = pl.DataFrame({schema.domain: domain_names}).with_row_index("code", offset=1)
+
+    vocabs = {}
+    for col in schema.categorical:
+        if col == schema.domain:
+            vocabs[col] = domain_vocab
+        else:
+            vocabs[col] = _vocab(train, col, min_freq)
+    dense_train = _dense_matrix(train, schema.dense, dense_log1p)
+    mean = np.nanmean(dense_train, axis=0) if dense_train.size else np.zeros(0)
+    std = np.nanstd(dense_train, axis=0) if dense_train.size else np.zeros(0)
+    std = np.where(std > 0, std, 1.0)
+
+    out: dict = {"splits": {}, "domain_names": domain_names}
+    out["vocab_sizes"] = [vocabs[c].height + 1 for c in schema.categorical]
+    for name in SPLITS:
+        frame = raw.frames[name]
+        frame = frame.with_columns(pl.col(schema.domain).cast(pl.String))
+        if frame.get_column(schema.domain).null_count():
+            raise DataError(f"{name} split: domain column {schema.domain!r} has nulls")
+        cols = {f"c{i}": _encode_column(frame, c, vocabs[c]) for i, c in enumerate(schema.categorical)}
+        dense = (_dense_matrix(frame, schema.dense, dense_log1p) - mean) / std
+        table = pl.DataFrame(cols).with_columns(
+            label=frame.get_column(schema.label).cast(pl.Float32),
+            domain=cols[f"c{schema.categorical.index(schema.domain)}"] - 1,
+        )
+        for j in range(dense.shape[1]):
+            col = np.nan_to_num(dense[:, j], nan=0.0).astype(np.float32)
+            table = table.with_columns(pl.Series(f"x{j}", col))
+        if schema.user is not None:
+            table = table.with_columns(user=frame.get_column(schema.user).hash().reinterpret(signed=True))
+        if "p_true" in frame.columns:
+            table = table.with_columns(p_true=frame.get_column("p_true").cast(pl.Float64))
+        out["splits"][name] = table
+    return out
+
+
+def _to_tensors(table: pl.DataFrame, n_cat: int, n_dense: int) -> TensorSplit:
+    cat = table.select([f"c{i}" for i in range(n_cat)]).to_numpy().astype(np.int64)
+    dense = (
+        table.select([f"x{j}" for j in range(n_dense)]).to_numpy().astype(np.float32)
+        if n_dense
+        else np.zeros((table.height, 0), dtype=np.float32)
+    )
+    return TensorSplit(
+        cat=torch.from_numpy(np.ascontiguousarray(cat)),
+        dense=torch.from_numpy(np.ascontiguousarray(dense)),
+        label=torch.from_numpy(table.get_column("label").to_numpy().copy()),
+        domain=torch.from_numpy(table.get_column("domain").to_numpy().astype(np.int64)),
+        user=torch.from_numpy(table.get_column("user").to_numpy().copy()) if "user" in table.columns else None,
+        p_true=torch.from_numpy(table.get_column("p_true").to_numpy().copy())
+        if "p_true" in table.columns
+        else None,
+    )
+
+
+def prepare(
+    source,
+    schema: Schema,
+    cache_dir: str | Path | None,
+    min_freq: int = 1,
+    dense_log1p: bool = True,
+) -> PreparedData:
+    """Load from cache when the data config is unchanged, else encode and write the cache."""
+    description = {
+        "source": type(source).__name__,
+        "source_args": source.describe(),
+        "schema": schema.__dict__,
+        "min_freq": min_freq,
+        "dense_log1p": dense_log1p,
+    }
+    key = config_hash(description)
+    path = Path(cache_dir) / key if cache_dir is not None else None
+    meta_file = path / "meta.json" if path is not None else None
+    if meta_file is not None and meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+        tables = {s: pl.read_parquet(path / f"{s}.parquet") for s in SPLITS}
+        log.info("loaded prepared data from cache %s", path)
+    else:
+        t0 = time.perf_counter()
+        raw = source.load()
+        enc = encode(raw, schema, min_freq, dense_log1p)
+        tables = enc["splits"]
+        meta = {
+            "vocab_sizes": enc["vocab_sizes"],
+            "domain_names": enc["domain_names"],
+            "domain_groups": raw.domain_groups,
+            "description": description,
+        }
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+            for s, table in tables.items():
+                table.write_parquet(path / f"{s}.parquet")
+            meta_file.write_text(json.dumps(meta, indent=1, default=str))  # type: ignore[union-attr]
+        log.info("prepared data in %.1fs (cache: %s)", time.perf_counter() - t0, path)
+    splits = {
+        s: _to_tensors(t, len(schema.categorical), len(schema.dense)) for s, t in tables.items()
+    }
+    data = PreparedData(
+        schema=schema,
+        splits=splits,
+        vocab_sizes=meta["vocab_sizes"],
+        domain_names=meta["domain_names"],
+        domain_groups=meta["domain_groups"],
+        cache_path=path,
+    )
+    empty = [d for d, n in zip(data.domain_names, data.rows_per_domain("train")) if n == 0]
+    if empty:
+        log.warning("domains with no training rows (their embedding stays untrained): %s", empty)
+    return data

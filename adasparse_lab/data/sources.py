@@ -1,0 +1,145 @@
+"""Where rows come from: the synthetic generator or files the user brings, and how to split them.
+
+A source returns raw (unencoded) polars frames; a splitter turns one frame into train/val/test.
+Both are built from config with ``_target_``; preparation (``prepare.py``) encodes the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from adasparse_lab.data.synthetic import SyntheticSpec, generate
+from adasparse_lab.errors import ConfigError, DataError
+
+SPLITS = ("train", "val", "test")
+_SPLIT_STREAM = 0x5EED5917
+
+
+@dataclass(frozen=True)
+class RawData:
+    """Raw frames per split, plus what a source knows about its domains (synthetic only)."""
+
+    frames: dict[str, pl.DataFrame]
+    domain_groups: dict[str, int] | None = None
+
+
+class RandomSplit:
+    """Seeded random split of one table into train/val/test fractions."""
+
+    def __init__(self, val: float = 0.1, test: float = 0.1, seed: int = 0) -> None:
+        if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
+            raise ConfigError(f"data.split: val={val} and test={test} must be in (0,1) with sum < 1")
+        self.val, self.test, self.seed = val, test, seed
+
+    def __call__(self, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        # A stream of its own: the same integer seed in a generator must not line up with it.
+        u = np.random.default_rng([self.seed, _SPLIT_STREAM]).random(frame.height)
+        part = np.where(u < self.test, 2, np.where(u < self.test + self.val, 1, 0))
+        part_s = pl.Series("__part", part.astype(np.int8))
+        tagged = frame.with_columns(part_s)
+        return {
+            name: tagged.filter(pl.col("__part") == k).drop("__part")
+            for k, name in enumerate(SPLITS)
+        }
+
+
+class TimeSplit:
+    """Split by a time column: the latest rows are test, the ones before them val."""
+
+    def __init__(self, column: str, val: float = 0.1, test: float = 0.1) -> None:
+        if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
+            raise ConfigError(f"data.split: val={val} and test={test} must be in (0,1) with sum < 1")
+        self.column, self.val, self.test = column, val, test
+
+    def __call__(self, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        if self.column not in frame.columns:
+            raise DataError(f"data.split.column {self.column!r} is not a column: {frame.columns}")
+        ordered = frame.sort(self.column, maintain_order=True)
+        n = ordered.height
+        n_train = int(round(n * (1 - self.val - self.test)))
+        n_val = int(round(n * self.val))
+        return {
+            "train": ordered.slice(0, n_train),
+            "val": ordered.slice(n_train, n_val),
+            "test": ordered.slice(n_train + n_val),
+        }
+
+
+class SyntheticSource:
+    """The built-in generator (see ``synthetic.py``)."""
+
+    def __init__(self, split: RandomSplit | TimeSplit, **spec: object) -> None:
+        # Keyword arguments go straight into the frozen SyntheticSpec: a typo raises TypeError
+        # naming the key instead of being swallowed.
+        try:
+            self.spec = SyntheticSpec(**spec)  # type: ignore[arg-type]
+        except TypeError as err:
+            raise ConfigError(f"data.source: {err}") from None
+        self.split = split
+
+    def load(self) -> RawData:
+        frame = generate(self.spec)
+        return RawData(frames=self.split(frame), domain_groups=self.spec.domain_groups())
+
+    def describe(self) -> dict:
+        return asdict(self.spec)
+
+
+def read_table(path: str | Path, separator: str = ",") -> pl.DataFrame:
+    """Read a parquet or CSV file; a missing file is named in the error."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"data file does not exist: {p.resolve()}")
+    if p.suffix in (".parquet", ".pq"):
+        return pl.read_parquet(p)
+    if p.suffix in (".csv", ".tsv", ".txt"):
+        sep = "\t" if p.suffix == ".tsv" else separator
+        return pl.read_csv(p, separator=sep, infer_schema_length=10_000)
+    raise DataError(f"{p}: unknown file type {p.suffix!r}; use .parquet, .csv or .tsv")
+
+
+class TabularSource:
+    """Files the user brings: one table split by ``split``, or separate train/val/test files."""
+
+    def __init__(
+        self,
+        path: str | None = None,
+        train: str | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        split: RandomSplit | TimeSplit | None = None,
+        separator: str = ",",
+    ) -> None:
+        files = {"train": train, "val": val, "test": test}
+        if path is None and not all(files.values()):
+            raise ConfigError(
+                "data.source: give either `path` (one file, split by data.source.split) "
+                "or all of `train`, `val` and `test`"
+            )
+        if path is not None and split is None:
+            raise ConfigError("data.source.split is required when data.source.path is one file")
+        self.path, self.files, self.split, self.separator = path, files, split, separator
+        for p in [path, *files.values()]:
+            if p is not None and not Path(p).expanduser().exists():
+                raise DataError(f"data file does not exist: {Path(p).expanduser().resolve()}")
+
+    def load(self) -> RawData:
+        if self.path is not None:
+            assert self.split is not None
+            return RawData(frames=self.split(read_table(self.path, self.separator)))
+        return RawData(
+            frames={k: read_table(p, self.separator) for k, p in self.files.items() if p}
+        )
+
+    def describe(self) -> dict:
+        """Identify the inputs by path, size and modification time (for the cache key)."""
+        out: dict = {}
+        for key, p in [("path", self.path), *self.files.items()]:
+            if p is not None:
+                st = Path(p).expanduser().stat()
+                out[key] = [str(Path(p).expanduser().resolve()), st.st_size, st.st_mtime_ns]
+        return out

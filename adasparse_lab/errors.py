@@ -1,0 +1,9 @@
+"""Errors raised for bad user input, with messages that name the problem."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key."""
+
+
+class DataError(ValueError):
+    """Input data is missing or malformed; the message names the column or file."""

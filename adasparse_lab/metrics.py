@@ -1,0 +1,131 @@
+"""Ranking and calibration metrics, overall and per domain, computed with polars group-bys.
+
+AUC is the Mann-Whitney statistic with average ranks for ties:
+    AUC = (sum of positive ranks - P (P + 1) / 2) / (P N).
+GAUC is the impression-weighted mean of per-user AUC over users that have both classes.
+A domain with a single class in a split has no AUC: it is excluded from means with a warning
+that names it, never turned into a silent NaN.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+
+def _grouped_auc(frame: pl.DataFrame, score: str, by: str) -> pl.DataFrame:
+    """Per-group AUC of ``score`` against ``label``; null where a group has one class."""
+    ranked = frame.with_columns(rank=pl.col(score).rank("average").over(by))
+    stats = ranked.group_by(by).agg(
+        n=pl.len(),
+        pos=pl.col("label").sum(),
+        rank_pos=(pl.col("rank") * pl.col("label")).sum(),
+    )
+    neg = pl.col("n") - pl.col("pos")
+    auc = (pl.col("rank_pos") - pl.col("pos") * (pl.col("pos") + 1) / 2) / (pl.col("pos") * neg)
+    return stats.with_columns(
+        auc=pl.when((pl.col("pos") > 0) & (neg > 0)).then(auc).otherwise(None)
+    )
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Overall AUC; NaN only when the labels hold a single class."""
+    frame = pl.DataFrame({"label": np.asarray(labels, dtype=np.float64),
+                          "score": np.asarray(scores, dtype=np.float64), "g": 0})
+    value = _grouped_auc(frame, "score", "g").get_column("auc")[0]
+    return float("nan") if value is None else float(value)
+
+
+@dataclass
+class DomainMetrics:
+    name: str
+    rows: int
+    pos_rate: float
+    auc: float | None  # None: single class in this split
+    logloss: float
+    oracle_auc: float | None = None  # AUC of the true click probability (synthetic data)
+
+
+@dataclass
+class EvalMetrics:
+    auc: float
+    logloss: float
+    mean_domain_auc: float
+    domains: list[DomainMetrics]
+    gauc: float | None = None
+    excluded: list[str] = field(default_factory=list)
+
+    def as_dict(self, prefix: str) -> dict[str, float]:
+        out = {f"{prefix}/auc": self.auc, f"{prefix}/logloss": self.logloss,
+               f"{prefix}/mean_domain_auc": self.mean_domain_auc}
+        if self.gauc is not None:
+            out[f"{prefix}/gauc"] = self.gauc
+        for d in self.domains:
+            if d.auc is not None:
+                out[f"{prefix}/auc/{d.name}"] = d.auc
+            out[f"{prefix}/logloss/{d.name}"] = d.logloss
+            if d.oracle_auc is not None:
+                out[f"{prefix}/oracle_auc/{d.name}"] = d.oracle_auc
+        return out
+
+
+def _logloss(label: np.ndarray, logit: np.ndarray) -> np.ndarray:
+    # Stable binary cross-entropy from logits, per row.
+    return np.maximum(logit, 0) - logit * label + np.log1p(np.exp(-np.abs(logit)))
+
+
+def evaluate_scores(
+    label: np.ndarray,
+    logit: np.ndarray,
+    domain: np.ndarray,
+    domain_names: list[str],
+    user: np.ndarray | None = None,
+    p_true: np.ndarray | None = None,
+    split: str = "eval",
+) -> EvalMetrics:
+    """All metrics of one split from per-row labels, logits and domain indices."""
+    frame = pl.DataFrame({
+        "label": label.astype(np.float64), "logit": logit.astype(np.float64),
+        "domain": domain.astype(np.int64), "loss": _logloss(label.astype(np.float64), logit.astype(np.float64)),
+    })
+    if p_true is not None:
+        frame = frame.with_columns(pl.Series("p_true", p_true.astype(np.float64)))
+    per_domain = _grouped_auc(frame, "logit", "domain").join(
+        frame.group_by("domain").agg(logloss=pl.col("loss").mean()), on="domain"
+    )
+    if p_true is not None:
+        oracle = _grouped_auc(frame, "p_true", "domain").select("domain", oracle=pl.col("auc"))
+        per_domain = per_domain.join(oracle, on="domain")
+    domains, excluded = [], []
+    for row in per_domain.sort("domain").iter_rows(named=True):
+        name = domain_names[row["domain"]]
+        if row["auc"] is None:
+            excluded.append(name)
+        domains.append(DomainMetrics(
+            name=name, rows=row["n"], pos_rate=row["pos"] / row["n"], auc=row["auc"],
+            logloss=row["logloss"], oracle_auc=row.get("oracle"),
+        ))
+    if excluded:
+        log.warning("%s split: domain(s) %s have a single class; excluded from AUC means", split, excluded)
+    aucs = [d.auc for d in domains if d.auc is not None]
+    gauc = None
+    if user is not None:
+        per_user = _grouped_auc(frame.with_columns(pl.Series("user", user)), "logit", "user")
+        valid = per_user.filter(pl.col("auc").is_not_null())
+        if valid.height:
+            gauc = float((valid["auc"] * valid["n"]).sum() / valid["n"].sum())
+    overall = _grouped_auc(frame.with_columns(g=pl.lit(0)), "logit", "g")["auc"][0]
+    return EvalMetrics(
+        auc=float("nan") if overall is None else float(overall),
+        logloss=float(frame["loss"].mean()),
+        mean_domain_auc=float(np.mean(aucs)) if aucs else math.nan,
+        domains=domains,
+        gauc=gauc,
+        excluded=excluded,
+    )

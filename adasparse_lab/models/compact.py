@@ -1,0 +1,86 @@
+"""Physically smaller per-domain networks for the ``domain`` pruner input.
+
+With masks that depend on the domain alone, each domain's pruned rows and columns can be
+sliced away and the surviving weights pi folded into the next layer, giving a plain MLP that
+predicts exactly what the masked model predicts for that domain, at the analytic FLOPs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adasparse_lab.errors import ConfigError
+from adasparse_lab.models.adasparse import AdaSparseModel
+
+
+class CompactTower(nn.Module):
+    """forward(h0 [B, H_0]) -> logits [B]: gathers the kept inputs, then a plain MLP."""
+
+    def __init__(self, input_index: torch.Tensor, layers: list[nn.Linear]) -> None:
+        super().__init__()
+        self.register_buffer("input_index", input_index)
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, h0: torch.Tensor) -> torch.Tensor:
+        x = h0.index_select(1, self.input_index)
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+        return self.layers[-1](x).squeeze(-1)
+
+    def widths(self) -> list[int]:
+        return [int(self.input_index.numel()), *(layer.out_features for layer in self.layers)]
+
+
+class CompactModel(nn.Module):
+    """Serving form of one domain: the shared embedding plus that domain's CompactTower."""
+
+    def __init__(self, embedding: nn.Module, tower: CompactTower) -> None:
+        super().__init__()
+        self.embedding, self.tower = embedding, tower
+
+    def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return self.tower(self.embedding(cat, dense)[1])
+
+
+def _sliced(layer: nn.Linear, rows: torch.Tensor, cols: torch.Tensor, col_scale: torch.Tensor) -> nn.Linear:
+    out = nn.Linear(len(cols), len(rows))
+    out.weight.copy_(layer.weight[rows][:, cols] * col_scale)
+    out.bias.copy_(layer.bias[rows])
+    return out
+
+
+@torch.no_grad()
+def compact_tower(model: AdaSparseModel, domain_code: int) -> CompactTower:
+    """Slice the tower for the domain whose domain-field code is ``domain_code``."""
+    spec = model.spec
+    if spec is None or spec.inputs != "domain":
+        raise ConfigError("compaction needs pruner.inputs='domain' (paper-form masks vary per sample)")
+    if model.embedding.n_domain_fields != 1:
+        raise ConfigError("compaction needs exactly one domain-aware field (the domain column)")
+    emb = model.embedding
+    field = int(emb.order[0])
+    e_d = emb.table.weight[emb.offsets[field] + domain_code].unsqueeze(0)  # [1, D]
+    keep: dict[int, torch.Tensor] = {}
+    scale: dict[int, torch.Tensor] = {}
+    for pos in model.positions:
+        pi = spec.gate(model.pruners[str(pos)](e_d), model.alpha).pi[0]
+        keep[pos] = torch.nonzero(pi != 0).flatten()
+        scale[pos] = pi[keep[pos]]
+
+    def kept(pos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if pos in keep:
+            return keep[pos], scale[pos]
+        n = model.widths[pos]
+        return torch.arange(n), torch.ones(n)
+
+    layers = []
+    for pos, layer in enumerate([*model.layers, model.head], start=1):
+        cols, col_scale = kept(pos - 1)
+        rows = kept(pos)[0] if pos < len(model.widths) else torch.arange(1)
+        layers.append(_sliced(layer, rows, cols, col_scale))
+    return CompactTower(kept(0)[0], layers)
+
+
+def compact_model(model: AdaSparseModel, domain_code: int) -> CompactModel:
+    return CompactModel(model.embedding, compact_tower(model, domain_code)).eval()

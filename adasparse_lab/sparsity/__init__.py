@@ -1,0 +1,15 @@
+"""Sparsity targets: band schedules and the flexible sparsity regulariser."""
+
+from adasparse_lab.sparsity.regularizer import SparsityRegularizer
+from adasparse_lab.sparsity.schedules import (
+    AGPBand,
+    BandSchedule,
+    ConstantBand,
+    CosineBand,
+    LinearBand,
+    StepBand,
+)
+
+__all__ = [
+    "AGPBand", "BandSchedule", "ConstantBand", "CosineBand", "LinearBand", "SparsityRegularizer", "StepBand",
+]

@@ -1,0 +1,185 @@
+"""One fit loop for every model: Adam, sparsity schedules driven by the global step, early
+stopping on validation mean per-domain AUC, best state kept, deterministic given a seed.
+
+Early stopping and best-state selection only consider epochs at which the target band has
+reached its final value: otherwise a study would keep the dense early epochs of a pruned run
+and claim its sparsity.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from adasparse_lab.data.batches import iterate, n_batches, split_to_device
+from adasparse_lab.data.prepare import PreparedData
+from adasparse_lab.errors import ConfigError
+from adasparse_lab.evaluation import Evaluation, evaluate
+from adasparse_lab.models.adasparse import AdaSparseModel
+from adasparse_lab.sparsity import BandSchedule, ConstantBand, SparsityRegularizer
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 10
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 2
+    eval_batch_size: int = 8192
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key}={getattr(self, key)} must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr={self.lr} must be > 0")
+        if self.patience < 0:
+            raise ConfigError(f"train.patience={self.patience} must be >= 0")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"train.device={self.device!r}; choose one of ['auto', 'cpu', 'cuda']")
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("train.device='cuda' but no CUDA device is available")
+        return torch.device(self.device)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    step: int
+    train_loss: float
+    train_reg: float
+    samples_per_s: float
+    alpha: float
+    lambda_hat: float
+    band: tuple[float, float]
+    eligible: bool  # the band had reached its final value
+    val: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    history: list[EpochRecord]
+    steps: int
+    seconds: float
+    best_val: Evaluation | None
+
+
+EpochCallback = Callable[[EpochRecord], None]
+
+
+def _train_epoch(model, optimizer, regularizer, schedule, data, settings, state, bar) -> tuple[float, float, int]:
+    """One pass over the train split; returns (mean loss, mean regulariser, rows)."""
+    spec = model.spec
+    loss_sum = torch.zeros((), device=state["device"])
+    reg_sum = torch.zeros((), device=state["device"])
+    steps = 0
+    for batch in iterate(state["train"], settings.batch_size, shuffle=True, generator=state["gen"]):
+        progress = state["step"] / state["total_steps"]
+        if spec is not None:
+            model.set_alpha(spec.alpha_at(progress))
+        out = model(batch.cat, batch.dense)
+        loss = F.binary_cross_entropy_with_logits(out.logits, batch.label)
+        reg = regularizer.penalty(out.keep, schedule.band(progress), regularizer.lambda_at(progress))
+        optimizer.zero_grad(set_to_none=True)
+        (loss + reg).backward()
+        optimizer.step()
+        loss_sum += loss.detach()
+        reg_sum += reg.detach()
+        state["step"] += 1
+        steps += 1
+        if bar is not None and steps % 50 == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / steps:.4f}", refresh=False)
+            bar.update(50 * settings.batch_size)
+    if bar is not None:
+        bar.update(len(state["train"]) - (steps // 50) * 50 * settings.batch_size)
+    mean_loss = loss_sum.item() / max(steps, 1)
+    if not math.isfinite(mean_loss):
+        raise NonFiniteLossError(f"non-finite training loss ({mean_loss}) at step {state['step']}")
+    return mean_loss, reg_sum.item() / max(steps, 1), len(state["train"])
+
+
+def fit(
+    model: AdaSparseModel,
+    data: PreparedData,
+    settings: TrainSettings,
+    regularizer: SparsityRegularizer | None = None,
+    schedule: BandSchedule | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> FitResult:
+    """Train ``model`` on data.splits['train'], select on 'val'; the model ends in its best state."""
+    torch.manual_seed(settings.seed)
+    device = settings.torch_device()
+    model.to(device)
+    regularizer = regularizer or SparsityRegularizer()
+    schedule = schedule or ConstantBand(0.0, 0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    steps_per_epoch = n_batches(data.splits["train"], settings.batch_size)
+    state = {
+        "step": 0, "total_steps": settings.epochs * steps_per_epoch, "device": device,
+        "train": split_to_device(data.splits["train"], device),
+        "gen": torch.Generator().manual_seed(settings.seed),
+    }
+    history: list[EpochRecord] = []
+    best = (-math.inf, -1, None, None)  # (score, epoch, state_dict, evaluation)
+    since_best = 0
+    t_start = time.perf_counter()
+    for epoch in range(1, settings.epochs + 1):
+        bar = tqdm(total=len(state["train"]), desc=f"epoch {epoch}/{settings.epochs}", unit="row",
+                   unit_scale=True, leave=False, disable=not settings.progress)
+        t0 = time.perf_counter()
+        model.train()
+        loss, reg, rows = _train_epoch(model, optimizer, regularizer, schedule, data, settings, state, bar)
+        seconds = time.perf_counter() - t0
+        bar.close()
+        progress = state["step"] / state["total_steps"]
+        val = evaluate(model, data, "val", settings.eval_batch_size, device)
+        record = EpochRecord(
+            epoch=epoch, step=state["step"], train_loss=loss, train_reg=reg,
+            samples_per_s=rows / seconds, alpha=float(model.alpha),
+            lambda_hat=regularizer.lambda_at(progress), band=schedule.band(progress),
+            eligible=progress >= schedule.done_at() - 1e-9,
+            val=val.as_dict("val", data.domain_names),
+        )
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        score = val.metrics.mean_domain_auc
+        log.info("epoch %d: loss %.4f reg %.4f val mean-domain AUC %.4f sparsity %.3f FLOPs ratio %.3f (%.0f rows/s)",
+                 epoch, loss, reg, score, record.val.get("sparsity/mean", 0.0), val.flops.ratio, record.samples_per_s)
+        if not record.eligible:
+            continue
+        if score > best[0] or best[2] is None:
+            best = (score, epoch, copy.deepcopy(model.state_dict()), val)
+            since_best = 0
+        else:
+            since_best += 1
+            if since_best > settings.patience:
+                log.info("early stop after epoch %d (best epoch %d)", epoch, best[1])
+                break
+    if best[2] is not None:
+        model.load_state_dict(best[2])
+    return FitResult(best_epoch=best[1], history=history, steps=state["step"],
+                     seconds=time.perf_counter() - t_start, best_val=best[3])
