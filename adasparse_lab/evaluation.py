@@ -9,7 +9,7 @@ import torch
 
 from adasparse_lab.data.batches import iterate, split_to_device
 from adasparse_lab.data.prepare import PreparedData
-from adasparse_lab.metrics import EvalMetrics, evaluate_scores
+from adasparse_lab.metrics import EvalMetrics, evaluate_scores, safe_name
 from adasparse_lab.models.adasparse import AdaSparseModel
 from adasparse_lab.models.flops import dense_flops, tower_flops
 
@@ -45,15 +45,15 @@ class Evaluation:
 
     def as_dict(self, prefix: str, domain_names: list[str]) -> dict[str, float]:
         out = self.metrics.as_dict(prefix)
-        for k, name in enumerate(domain_names):
+        for k, name in enumerate(map(safe_name, domain_names)):
             for j, pos in enumerate(self.sparsity.positions):
                 out[f"sparsity/{name}/l{pos}"] = float(self.sparsity.ratio[k, j])
             out[f"flops/{name}"] = float(self.flops.per_domain[k])
             out[f"flops_ratio/{name}"] = float(self.flops.per_domain[k] / self.flops.dense)
         if self.sparsity.positions:
-            out["sparsity/mean"] = float(np.mean(self.sparsity.ratio))
+            out["sparsity/mean"] = float(np.nanmean(self.sparsity.ratio))
             for j, pos in enumerate(self.sparsity.positions):
-                out[f"sparsity/l{pos}"] = float(np.mean(self.sparsity.ratio[:, j]))
+                out[f"sparsity/l{pos}"] = float(np.nanmean(self.sparsity.ratio[:, j]))
         out["flops/dense"] = self.flops.dense
         out["flops/mean"] = self.flops.overall
         out["flops/ratio"] = self.flops.ratio
@@ -88,8 +88,8 @@ def evaluate(
     split_data = data.splits[split]
     domain = split_data.domain.numpy()
     rows = np.bincount(domain, minlength=K).astype(np.float64)
-    safe = np.maximum(rows, 1.0)[:, None]
-    keep_prob = [(acc.numpy() / safe) for acc in keep_sum]
+    with np.errstate(invalid="ignore", divide="ignore"):  # a domain absent from the split: NaN
+        keep_prob = [acc.numpy() / rows[:, None] for acc in keep_sum]
     ratio = np.stack([1.0 - kp.mean(1) for kp in keep_prob], 1) if keep_prob else np.zeros((K, 0))
     breakdown = {}
     for name, parts in flops_parts.items():

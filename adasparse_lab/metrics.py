@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
 log = logging.getLogger(__name__)
+_BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-./ ]")
+
+
+def safe_name(name: str) -> str:
+    """A domain name as it appears in metric keys (MLflow's character set; others become '_')."""
+    return _BAD_KEY_CHARS.sub("_", str(name))
 
 
 def _grouped_auc(frame: pl.DataFrame, score: str, by: str) -> pl.DataFrame:
@@ -67,11 +74,12 @@ class EvalMetrics:
         if self.gauc is not None:
             out[f"{prefix}/gauc"] = self.gauc
         for d in self.domains:
+            name = safe_name(d.name)
             if d.auc is not None:
-                out[f"{prefix}/auc/{d.name}"] = d.auc
-            out[f"{prefix}/logloss/{d.name}"] = d.logloss
+                out[f"{prefix}/auc/{name}"] = d.auc
+            out[f"{prefix}/logloss/{name}"] = d.logloss
             if d.oracle_auc is not None:
-                out[f"{prefix}/oracle_auc/{d.name}"] = d.oracle_auc
+                out[f"{prefix}/oracle_auc/{name}"] = d.oracle_auc
         return out
 
 

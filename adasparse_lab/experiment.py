@@ -1,0 +1,237 @@
+"""Build everything a run needs from the composed config and run it: the one function that
+takes ``cfg``. Everything it calls takes typed arguments and is usable without Hydra.
+
+Expected config (conf/config.yaml)::
+
+    data:      {source: {_target_...}, schema: {...}, min_freq, dense_log1p}
+    model:     {_target_: AdaSparseModel, vocab_sizes: ???, n_dense: ???, domain_fields: ???, ...}
+    pruner:    {_target_: PrunerSpec, gate: {...}, ...}  |  {gate: null} for the dense model
+    schedule:  {_target_: <BandSchedule>, r_min, r_max, ...}
+    regularizer: {_target_: SparsityRegularizer, ...}
+    train:     TrainSettings fields
+    tracking:  {enabled, uri, artifact_root}
+    paths:     {studies, cache, data}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from adasparse_lab.data import PreparedData, Schema, prepare
+from adasparse_lab.errors import ConfigError, DataError
+from adasparse_lab.evaluation import Evaluation, evaluate
+from adasparse_lab.metrics import safe_name
+from adasparse_lab.models import AdaSparseModel, PrunerSpec
+from adasparse_lab.sparsity import BandSchedule, SparsityRegularizer
+from adasparse_lab.trainer import EpochRecord, FitResult, TrainSettings, fit
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate(node: DictConfig, key: str, **kwargs):
+    """hydra.utils.instantiate, with our own config/data errors surfaced as they are."""
+    try:
+        return instantiate(node, **kwargs, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (ConfigError, DataError)):
+            raise cause from None
+        raise ConfigError(f"{key}: {err}") from None
+
+
+@dataclass
+class Components:
+    """Everything validated before any data is read or any step is trained."""
+
+    pruner: PrunerSpec | None
+    schedule: BandSchedule
+    regularizer: SparsityRegularizer
+    settings: TrainSettings
+
+
+def build_components(cfg: DictConfig) -> Components:
+    pruner = None if cfg.pruner.get("gate") is None else _instantiate(cfg.pruner, "pruner")
+    try:
+        settings = TrainSettings(**OmegaConf.to_container(cfg.train, resolve=True))  # type: ignore[arg-type]
+    except TypeError as err:
+        raise ConfigError(f"train: {err}") from None
+    return Components(
+        pruner=pruner,
+        schedule=_instantiate(cfg.schedule, "schedule"),
+        regularizer=_instantiate(cfg.regularizer, "regularizer"),
+        settings=settings,
+    )
+
+
+def build_data(data_cfg: DictConfig, cache_dir: str | None) -> PreparedData:
+    source = _instantiate(data_cfg.source, "data.source")
+    try:
+        schema = Schema.from_config(**OmegaConf.to_container(data_cfg.schema, resolve=True))  # type: ignore[arg-type]
+    except TypeError as err:
+        raise ConfigError(f"data.schema: {err}") from None
+    return prepare(source, schema, cache_dir, data_cfg.min_freq, data_cfg.dense_log1p)
+
+
+def build_model(model_cfg: DictConfig, data: PreparedData, pruner: PrunerSpec | None) -> AdaSparseModel:
+    # The ??? sizes come from the data; the pruner object is passed after instantiation
+    # (OmegaConf cannot merge a dataclass holding a union of gate types).
+    factory = _instantiate(
+        model_cfg, "model",
+        vocab_sizes=data.vocab_sizes,
+        n_dense=len(data.schema.dense),
+        domain_fields=data.domain_feature_index(),
+        _partial_=True,
+    )
+    try:
+        return factory(pruner=pruner)
+    except TypeError as err:
+        raise ConfigError(f"model: {err}") from None
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, float]  # flat: val/..., test/..., sparsity/..., flops/...
+    domains: pl.DataFrame  # one row per domain: sizes, AUCs, oracle, sparsity, FLOPs
+    val: Evaluation
+    test: Evaluation
+    fit: FitResult
+    model: AdaSparseModel
+    data: PreparedData
+
+
+def domain_table(data: PreparedData, val: Evaluation, test: Evaluation) -> pl.DataFrame:
+    """Per-domain summary used by metrics.json, the printed table and the reports."""
+    train_rows = data.rows_per_domain("train")
+    rows = []
+    for k, name in enumerate(data.domain_names):
+        v, t = val.metrics.domains[k] if k < len(val.metrics.domains) else None, test.metrics.domains
+        tm = next((d for d in t if d.name == name), None)
+        vm = next((d for d in val.metrics.domains if d.name == name), None)
+        rows.append({
+            "domain": name,
+            "group": None if data.domain_groups is None else data.domain_groups.get(name),
+            "train_rows": int(train_rows[k]),
+            "test_rows": tm.rows if tm else 0,
+            "pos_rate": tm.pos_rate if tm else None,
+            "val_auc": vm.auc if vm else None,
+            "test_auc": tm.auc if tm else None,
+            "test_logloss": tm.logloss if tm else None,
+            "oracle_auc": tm.oracle_auc if tm else None,
+            "sparsity": float(np.nanmean(test.sparsity.ratio[k])) if test.sparsity.positions else 0.0,
+            "flops": float(test.flops.per_domain[k]),
+            "flops_ratio": float(test.flops.per_domain[k] / test.flops.dense),
+        })
+        del v
+    return pl.DataFrame(rows)
+
+
+def keep_table(data: PreparedData, evaluation: Evaluation) -> pl.DataFrame:
+    """Long table of keep probabilities: domain, position, neuron, keep_prob."""
+    frames = []
+    for j, pos in enumerate(evaluation.sparsity.positions):
+        kp = evaluation.sparsity.keep_prob[j]
+        K, H = kp.shape
+        frames.append(pl.DataFrame({
+            "domain": np.repeat(np.array(data.domain_names, dtype=object), H).tolist(),
+            "position": np.full(K * H, pos, dtype=np.int32),
+            "neuron": np.tile(np.arange(H, dtype=np.int32), K),
+            "keep_prob": kp.reshape(-1).astype(np.float64),
+        }))
+    if not frames:
+        return pl.DataFrame(schema={"domain": pl.String, "position": pl.Int32, "neuron": pl.Int32, "keep_prob": pl.Float64})
+    return pl.concat(frames)
+
+
+def write_outputs(out_dir: Path, cfg: DictConfig, result: RunResult) -> list[Path]:
+    """metrics.json, domains.csv, keep_prob.parquet, the resolved config and the weights."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history = [
+        {"epoch": r.epoch, "step": r.step, "train_loss": r.train_loss, "train_reg": r.train_reg,
+         "samples_per_s": r.samples_per_s, "alpha": r.alpha, "lambda_hat": r.lambda_hat,
+         "band": list(r.band), "eligible": r.eligible, **r.val}
+        for r in result.fit.history
+    ]
+    payload = {
+        "metrics": result.metrics,
+        "domains": result.domains.to_dicts(),
+        "best_epoch": result.fit.best_epoch,
+        "fit_seconds": result.fit.seconds,
+        "steps": result.fit.steps,
+        "history": history,
+    }
+    files = [out_dir / "metrics.json", out_dir / "domains.csv", out_dir / "keep_prob.parquet",
+             out_dir / "config.yaml", out_dir / "model_state.pt"]
+    files[0].write_text(json.dumps(payload, indent=1, default=float))
+    result.domains.write_csv(files[1])
+    keep_table(result.data, result.test).write_parquet(files[2])
+    files[3].write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    torch.save(result.model.state_dict(), files[4])  # state_dict (alpha included), not a pt2 model
+    return files
+
+
+def train_and_evaluate(
+    cfg: DictConfig, data: PreparedData | None = None, on_epoch=None, components: Components | None = None
+) -> RunResult:
+    """Fit on train, select on val, evaluate the selected model on val and test."""
+    parts = components or build_components(cfg)
+    data = data or build_data(cfg.data, cfg.paths.cache)
+    model = build_model(cfg.model, data, parts.pruner)
+    fitted = fit(model, data, parts.settings, parts.regularizer, parts.schedule, on_epoch=on_epoch)
+    device = parts.settings.torch_device()
+    val = evaluate(model, data, "val", parts.settings.eval_batch_size, device)
+    test = evaluate(model, data, "test", parts.settings.eval_batch_size, device)
+    metrics = {**val.as_dict("val", data.domain_names), **test.metrics.as_dict("test")}
+    metrics["best_epoch"] = float(fitted.best_epoch)
+    metrics["fit_seconds"] = fitted.seconds
+    return RunResult(metrics, domain_table(data, val, test), val, test, fitted, model, data)
+
+
+def epoch_logger(tracker, run_id: str):
+    """An on_epoch callback that logs an epoch's train and val metrics in one batch."""
+    def log_epoch(record: EpochRecord) -> None:
+        tracker.log_metrics(run_id, {
+            "train/loss": record.train_loss, "train/reg": record.train_reg,
+            "train/samples_per_s": record.samples_per_s, "train/alpha": record.alpha,
+            "train/lambda_hat": record.lambda_hat, "train/band_lo": record.band[0],
+            "train/band_hi": record.band[1], **record.val,
+        }, step=record.epoch)
+    return log_epoch
+
+
+def format_summary(domains: pl.DataFrame, metrics: dict[str, float]) -> str:
+    """The per-domain table a run prints for its user."""
+    has_oracle = domains["oracle_auc"].null_count() < domains.height
+    head = f"{'domain':<14}{'train rows':>11}{'pos rate':>9}{'val AUC':>9}{'test AUC':>9}"
+    head += f"{'oracle':>8}{'gap':>7}" if has_oracle else ""
+    head += f"{'sparsity':>9}{'FLOPs':>10}{'ratio':>7}"
+    lines = [head, "-" * len(head)]
+
+    def fmt(x, spec=".4f"):
+        return "-" if x is None else format(x, spec)
+
+    for r in domains.iter_rows(named=True):
+        line = f"{safe_name(r['domain'])[:13]:<14}{r['train_rows']:>11,}{fmt(r['pos_rate'], '.3f'):>9}"
+        line += f"{fmt(r['val_auc']):>9}{fmt(r['test_auc']):>9}"
+        if has_oracle:
+            gap = None if r["oracle_auc"] is None or r["test_auc"] is None else r["oracle_auc"] - r["test_auc"]
+            line += f"{fmt(r['oracle_auc']):>8}{fmt(gap, '.3f'):>7}"
+        line += f"{r['sparsity']:>9.3f}{r['flops']:>10,.0f}{r['flops_ratio']:>7.3f}"
+        lines.append(line)
+    lines.append("-" * len(head))
+    lines.append(
+        f"mean per-domain AUC: val {metrics['val/mean_domain_auc']:.4f}  test {metrics['test/mean_domain_auc']:.4f}"
+        f" | overall test AUC {metrics['test/auc']:.4f} logloss {metrics['test/logloss']:.4f}"
+        + (f" GAUC {metrics['test/gauc']:.4f}" if "test/gauc" in metrics else "")
+        + f" | FLOPs ratio {metrics['flops/ratio']:.3f} (dense {metrics['flops/dense']:,.0f}/sample)"
+    )
+    return "\n".join(lines)

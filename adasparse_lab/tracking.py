@@ -1,0 +1,96 @@
+"""MLflow tracking through an explicit client (no global fluent state, so a sweep can hold a
+parent run and many child runs). Metrics are logged in batches: per-call logging is 10-50x
+slower on the SQLite store."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from adasparse_lab.metrics import safe_name
+
+log = logging.getLogger(__name__)
+MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+
+
+def flatten(cfg: Mapping | DictConfig, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {'a.b.c': 'value'} for MLflow params."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    out: dict[str, str] = {}
+    for key, value in cfg.items():  # type: ignore[union-attr]
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = str(value)[:6000]
+    return out
+
+
+class Tracker:
+    """One MLflow experiment; creates runs (optionally nested) and logs to them by id."""
+
+    def __init__(self, uri: str, artifact_root: str | None, experiment: str) -> None:
+        from mlflow.tracking import MlflowClient  # heavy import: only when tracking is on
+
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            # An explicit artifact location: the default is relative to the current directory.
+            location = Path(artifact_root or "mlartifacts").expanduser().resolve() / experiment
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location.as_uri())
+            except Exception:  # another worker created it first
+                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+
+    def start_run(self, name: str | None, parent_run_id: str | None = None, tags: Mapping[str, str] | None = None) -> str:
+        all_tags = dict(tags or {})
+        if parent_run_id is not None:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(safe_name(k), float(v), now, step) for k, v in metrics.items() if v == v]
+        for i in range(0, len(items), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=items[i : i + MAX_METRICS_PER_BATCH])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, str(v)[:5000])
+
+    def log_artifacts(self, run_id: str, paths: Iterable[Path]) -> None:
+        for p in paths:
+            if p.is_dir():
+                self.client.log_artifacts(run_id, str(p), artifact_path=p.name)
+            elif p.exists():
+                self.client.log_artifact(run_id, str(p))
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+
+def tracker_from_config(tracking_cfg: DictConfig, experiment: str) -> Tracker | None:
+    if not tracking_cfg.enabled:
+        return None
+    return Tracker(tracking_cfg.uri, tracking_cfg.artifact_root, experiment)

@@ -1,0 +1,63 @@
+"""`python -m adasparse_lab.train [overrides]`: one run - fit, evaluate, log, print a table."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from adasparse_lab.errors import ConfigError, DataError
+from adasparse_lab.experiment import (
+    build_components,
+    build_data,
+    epoch_logger,
+    format_summary,
+    train_and_evaluate,
+    write_outputs,
+)
+from adasparse_lab.tracking import flatten, tracker_from_config
+
+log = logging.getLogger("adasparse_lab.train")
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
+    components = build_components(cfg)  # bad config fails here, before any data or training
+    data = build_data(cfg.data, cfg.paths.cache)
+    tracker = tracker_from_config(cfg.tracking, cfg.experiment)
+    run_id = None
+    if tracker is not None:
+        run_id = tracker.start_run(cfg.run_name or f"{cfg.data.name}-{cfg.pruner.get('_target_') and cfg.pruner.gate._target_.rsplit('.', 1)[-1] or 'dense'}")
+        tracker.log_params(run_id, flatten(cfg))
+    try:
+        result = train_and_evaluate(
+            cfg, data, on_epoch=epoch_logger(tracker, run_id) if tracker else None, components=components
+        )
+    except BaseException:
+        if tracker is not None:
+            tracker.end_run(run_id, "FAILED")
+        raise
+    files = write_outputs(out_dir, cfg, result)
+    if tracker is not None:
+        tracker.log_metrics(run_id, result.metrics, step=result.fit.best_epoch)
+        tracker.log_artifacts(run_id, files)
+        tracker.end_run(run_id)
+    print(format_summary(result.domains, result.metrics))
+    print(f"\nrun directory: {out_dir}" + (f"\nMLflow run: {run_id} in {tracker.uri}" if tracker else ""))
+    return result.metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except (ConfigError, DataError) as err:
+        log.error("%s", err)
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()
