@@ -43,9 +43,9 @@ class BandSchedule:
 
     def band(self, progress: float) -> tuple[float, float]:
         t = min(max((progress - self.begin) / (self.end - self.begin), 0.0), 1.0)
-        centre = self.initial + (self.centre - self.initial) * self.shape(t)
-        half = (self.r_max - self.r_min) / 2
-        return max(centre - half, 0.0), centre + half
+        # Shift the final band down by the distance still to go (exactly 0 once final).
+        shift = (self.centre - self.initial) * (1.0 - self.shape(t))
+        return max(self.r_min - shift, 0.0), self.r_max - shift
 
 
 class ConstantBand(BandSchedule):

@@ -1,0 +1,121 @@
+"""Data layer: the synthetic generator, preparation, caching and batching."""
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from adasparse_lab.data.batches import iterate
+from adasparse_lab.data.prepare import prepare
+from adasparse_lab.data.schema import Schema
+from adasparse_lab.data.sources import RandomSplit, SyntheticSource, TabularSource, TimeSplit
+from adasparse_lab.data.synthetic import SCHEMA, SyntheticSpec, generate
+from adasparse_lab.errors import ConfigError, DataError
+from adasparse_lab.metrics import auc
+
+
+class TestSynthetic:
+    frame = generate(SyntheticSpec(n_rows=200_000, seed=1))
+
+    def test_domains_sizes_and_groups(self):
+        spec = SyntheticSpec()
+        assert spec.n_domains >= 8
+        counts = self.frame.group_by("domain").len().sort("domain")["len"].to_numpy()
+        assert counts.max() / counts.min() >= 30
+        groups = spec.domain_groups()
+        assert len(set(groups.values())) == spec.n_groups
+        # every group mixes large and small domains
+        assert {groups["d00"], groups["d11"]} != {groups["d00"]} or spec.n_groups == 1
+
+    def test_zipf_ids_and_oracle(self):
+        users = self.frame["user_id"].value_counts()["count"].sort(descending=True).to_numpy()
+        assert users[0] > 20 * np.median(users)  # heavy head, long tail
+        # the label is drawn from p_true: its mean matches the click rate, and p_true ranks well
+        assert self.frame["click"].mean() == pytest.approx(self.frame["p_true"].mean(), abs=0.01)
+        assert 0.7 < auc(self.frame["click"].to_numpy(), self.frame["p_true"].to_numpy()) < 0.95
+
+    def test_same_seed_same_data(self):
+        a = generate(SyntheticSpec(n_rows=1000, seed=5))
+        assert a.equals(generate(SyntheticSpec(n_rows=1000, seed=5)))
+        assert not a.equals(generate(SyntheticSpec(n_rows=1000, seed=6)))
+
+    def test_bad_spec_names_key(self):
+        with pytest.raises(ConfigError, match="data.source: .*n_row"):
+            SyntheticSource(RandomSplit(), n_row=10)
+        with pytest.raises(ConfigError, match="n_groups"):
+            SyntheticSpec(n_domains=2, n_groups=3)
+
+
+def test_random_split_is_independent_of_the_generator_seed():
+    frame = generate(SyntheticSpec(n_rows=20_000, seed=0))
+    parts = RandomSplit(0.1, 0.1, seed=0)(frame)
+    assert sum(p.height for p in parts.values()) == frame.height
+    for p in parts.values():  # the split must not correlate with the data (same seed 0)
+        assert p["domain"].n_unique() == 12
+
+
+def test_time_split_orders_by_column():
+    frame = pl.DataFrame({"t": np.arange(100)[::-1], "x": np.arange(100)})
+    parts = TimeSplit("t", val=0.1, test=0.2)(frame)
+    assert parts["train"]["t"].max() < parts["val"]["t"].min() <= parts["val"]["t"].max() < parts["test"]["t"].min()
+    assert [parts[s].height for s in ("train", "val", "test")] == [70, 10, 20]
+
+
+def small_table(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    return pl.DataFrame({
+        "y": rng.integers(0, 2, n),
+        "dom": rng.choice(["a", "b"], n),
+        "item": rng.choice(["i1", "i2", "i3", "rare"], n, p=[0.4, 0.3, 0.29, 0.01]),
+        "price": rng.lognormal(3, 1, n),
+    })
+
+
+def test_prepare_encodes_oov_min_freq_normalises_and_caches(tmp_path, monkeypatch):
+    train, val = small_table(400, 0), small_table(100, 1)
+    val = val.with_columns(item=pl.when(pl.col("item") == "i3").then(pl.lit("unseen")).otherwise(pl.col("item")))
+    for name, frame in (("train", train), ("val", val), ("test", small_table(100, 2))):
+        frame.write_csv(tmp_path / f"{name}.csv")
+    schema = Schema(label="y", domain="dom", categorical=("item",), dense=("price",))
+    source = TabularSource(train=str(tmp_path / "train.csv"), val=str(tmp_path / "val.csv"), test=str(tmp_path / "test.csv"))
+    data = prepare(source, schema, tmp_path / "cache", min_freq=10)
+    assert schema.categorical == ("dom", "item")
+    assert data.domain_names == ["a", "b"]
+    item_codes = data.splits["val"].cat[:, 1]
+    unseen = (val["item"] == "unseen").to_numpy()
+    assert torch.all(item_codes[torch.from_numpy(unseen)] == 0)  # unseen -> OOV index 0
+    rare = (val["item"] == "rare").to_numpy()
+    assert torch.all(item_codes[torch.from_numpy(rare)] == 0)  # below min_freq -> OOV
+    assert data.vocab_sizes == [3, 4]  # domain: OOV + a, b; item: OOV + i1, i2, i3 (not rare)
+    dense = data.splits["train"].dense[:, 0]
+    assert float(dense.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(dense.std(unbiased=False)) == pytest.approx(1.0, abs=1e-4)
+    # second call: served from the cache without reading the source
+    monkeypatch.setattr(TabularSource, "load", lambda self: pytest.fail("cache was not used"))
+    again = prepare(source, schema, tmp_path / "cache", min_freq=10)
+    assert torch.equal(again.splits["val"].cat, data.splits["val"].cat)
+    assert again.cache_path == data.cache_path
+
+
+def test_bad_input_messages(tmp_path):
+    frame = small_table()
+    frame.write_csv(tmp_path / "ok.csv")
+    schema = Schema(label="y", domain="dom", categorical=("item", "missing_col"))
+    src = TabularSource(path=str(tmp_path / "ok.csv"), split=RandomSplit())
+    with pytest.raises(DataError, match=r"train split: missing column\(s\) \['missing_col'\]"):
+        prepare(src, schema, None)
+    frame.with_columns(y=pl.lit(2)).write_csv(tmp_path / "bad_label.csv")
+    src = TabularSource(path=str(tmp_path / "bad_label.csv"), split=RandomSplit())
+    with pytest.raises(DataError, match=r"label column 'y' must hold only 0 and 1.*\[2\]"):
+        prepare(src, Schema(label="y", domain="dom", categorical=("item",)), None)
+    with pytest.raises(DataError, match="data file does not exist: .*nowhere.csv"):
+        TabularSource(path=str(tmp_path / "nowhere.csv"), split=RandomSplit())
+
+
+def test_batches_cover_every_row_once(tiny_data):
+    split = tiny_data.splits["val"]
+    seen = torch.cat([b.label for b in iterate(split, 777, shuffle=True, generator=torch.Generator().manual_seed(0))])
+    assert len(seen) == len(split)
+    assert float(seen.sum()) == float(split.label.sum())
+    first = next(iterate(split, 5))
+    assert first.cat.shape == (5, len(SCHEMA.categorical)) and first.dense.shape == (5, 2)

@@ -1,0 +1,66 @@
+import itertools
+import logging
+
+import numpy as np
+import pytest
+
+from adasparse_lab.metrics import auc, evaluate_scores, safe_name
+
+
+def brute_auc(labels, scores):
+    """Independent count: P(score_pos > score_neg) + 0.5 P(tie) over all pairs."""
+    pos = [s for s, y in zip(scores, labels) if y == 1]
+    neg = [s for s, y in zip(scores, labels) if y == 0]
+    wins = sum((p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+def test_auc_matches_pairwise_count_with_ties():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300).tolist()
+    scores = rng.integers(0, 20, 300).astype(float).tolist()  # many ties
+    assert auc(np.array(labels), np.array(scores)) == pytest.approx(brute_auc(labels, scores), abs=1e-12)
+
+
+def test_auc_extremes_and_single_class():
+    assert auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert auc(np.array([0, 0, 1, 1]), np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert np.isnan(auc(np.array([1, 1]), np.array([0.3, 0.4])))
+
+
+def test_per_domain_metrics_gauc_and_exclusion(caplog):
+    rng = np.random.default_rng(1)
+    n = 600
+    domain = np.repeat([0, 1, 2], n // 3)
+    label = rng.integers(0, 2, n).astype(float)
+    label[domain == 2] = 1.0  # one class only
+    logit = rng.normal(size=n) + 2 * label
+    user = rng.integers(0, 20, n)
+    with caplog.at_level(logging.WARNING):
+        m = evaluate_scores(label, logit, domain, ["a", "b", "c"], user=user, p_true=None, split="val")
+    assert "c" in caplog.text and m.excluded == ["c"]
+    by_name = {d.name: d for d in m.domains}
+    assert by_name["c"].auc is None
+    for k, name in enumerate("ab"):
+        sel = domain == k
+        assert by_name[name].auc == pytest.approx(brute_auc(label[sel].tolist(), logit[sel].tolist()))
+        assert by_name[name].rows == sel.sum()
+        assert by_name[name].pos_rate == pytest.approx(label[sel].mean())
+    assert m.mean_domain_auc == pytest.approx((by_name["a"].auc + by_name["b"].auc) / 2)
+    # GAUC: impression-weighted mean of per-user AUC over users with both classes.
+    num = den = 0.0
+    for u in np.unique(user):
+        sel = user == u
+        if 0 < label[sel].sum() < sel.sum():
+            num += brute_auc(label[sel].tolist(), logit[sel].tolist()) * sel.sum()
+            den += sel.sum()
+    assert m.gauc == pytest.approx(num / den)
+    # logloss from logits equals the direct formula
+    p = 1 / (1 + np.exp(-logit))
+    assert m.logloss == pytest.approx(-np.mean(label * np.log(p) + (1 - label) * np.log(1 - p)))
+    assert "val/auc/c" not in m.as_dict("val") and "val/auc/a" in m.as_dict("val")
+
+
+def test_safe_name():
+    assert safe_name("北京 ad#1") == "__ ad_1"
+    assert safe_name("430548_1007") == "430548_1007"
