@@ -197,14 +197,16 @@ def train_and_evaluate(
 
 
 def epoch_logger(tracker, run_id: str):
-    """An on_epoch callback that logs an epoch's train and val metrics in one batch."""
+    """An on_epoch callback: an epoch's train and val metrics in one batch, under ``epoch/``
+    (step = epoch). The un-prefixed names hold the selected model's final values only."""
     def log_epoch(record: EpochRecord) -> None:
-        tracker.log_metrics(run_id, {
+        values = {
             "train/loss": record.train_loss, "train/reg": record.train_reg,
             "train/samples_per_s": record.samples_per_s, "train/alpha": record.alpha,
             "train/lambda_hat": record.lambda_hat, "train/band_lo": record.band[0],
             "train/band_hi": record.band[1], **record.val,
-        }, step=record.epoch)
+        }
+        tracker.log_metrics(run_id, {f"epoch/{k}": v for k, v in values.items()}, step=record.epoch)
     return log_epoch
 
 

@@ -42,7 +42,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         raise
     files = write_outputs(out_dir, cfg, result)
     if tracker is not None:
-        tracker.log_metrics(run_id, result.metrics, step=result.fit.best_epoch)
+        tracker.log_metrics(run_id, result.metrics)
         tracker.log_artifacts(run_id, files)
         tracker.end_run(run_id)
     print(format_summary(result.domains, result.metrics))

@@ -27,8 +27,11 @@ TINY = [
 
 def compose_config(overrides: list[str], tmp: Path, tiny: bool = True) -> DictConfig:
     """Compose conf/config.yaml with overrides; every path points into ``tmp``."""
+    shrink = TINY if tiny else []
+    if any(o.startswith("data=") and o != "data=synthetic" for o in overrides):
+        shrink = [o for o in shrink if not o.startswith("data.")]  # synthetic-only knobs
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[*(TINY if tiny else []), *overrides], return_hydra_config=False)
+        cfg = compose("config", overrides=[*shrink, *overrides], return_hydra_config=False)
     with open_dict(cfg):
         cfg.paths.studies = str(tmp / "studies")
         cfg.paths.cache = str(tmp / "cache")

@@ -1,0 +1,41 @@
+# adasparse-lab: `make help` lists the targets. Every target sets up .venv first if needed.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: help setup study train test test-all bench lint mlflow-ui
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed  ## create .venv: torch 2.13.0 (CPU) first, then the project with dev extras
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+study: setup  ## the main job: the sparsity study on the built-in synthetic dataset
+	$(PY) -m adasparse_lab.sweep +study=sparsity
+
+train: setup  ## one training run (AdaSparse fusion on synthetic data)
+	$(PY) -m adasparse_lab.train
+
+test: setup  ## the test suite (slow tests excluded; ~5 min on 2 cores)
+	$(PY) -m pytest
+
+test-all: setup  ## every test, slow ones included
+	$(PY) -m pytest -m "slow or not slow"
+
+bench: setup  ## training-throughput, serving-latency and preparation benchmarks
+	$(PY) -m adasparse_lab.bench
+
+lint: setup  ## ruff lint and format check
+	$(VENV)/bin/ruff check adasparse_lab tests
+	$(VENV)/bin/ruff format --check adasparse_lab tests
+
+mlflow-ui: setup  ## browse every run (lean server: 1 worker, no job runner)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui \
+	  --backend-store-uri sqlite:///studies/mlflow.db --workers 1 --port 5000

@@ -1,0 +1,62 @@
+"""What every benchmark section runs on: synthetic rows and the benchmark's architecture.
+
+The synthetic schema has 8 categorical fields (the domain among them) and 2 dense features; the
+tower is embedding D=16 -> MLP [256, 128, 64] -> logit, as in ``conf/model/adasparse.yaml``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from adasparse_lab.data.prepare import PreparedData, TensorSplit, prepare
+from adasparse_lab.data.sources import RandomSplit, SyntheticSource
+from adasparse_lab.data.synthetic import SCHEMA
+from adasparse_lab.models.adasparse import AdaSparseModel, PrunerSpec
+
+EMBEDDING_DIM = 16
+HIDDEN_DIMS = (256, 128, 64)
+_HELD_OUT = 0.05  # val and test fraction each: most generated rows land in train
+
+
+def synthetic_data(train_rows: int, seed: int = 0) -> PreparedData:
+    """Prepare (in memory, no cache) enough synthetic rows for ``train_rows`` training rows."""
+    n_rows = max(math.ceil(train_rows / (1 - 3 * _HELD_OUT)), 2_000)
+    source = SyntheticSource(split=RandomSplit(_HELD_OUT, _HELD_OUT, seed), n_rows=n_rows, seed=seed)
+    data = prepare(source, SCHEMA, cache_dir=None)
+    if len(data.splits["train"]) < train_rows:
+        raise RuntimeError(
+            f"generated {len(data.splits['train'])} training rows, fewer than the {train_rows} asked"
+        )
+    return data
+
+
+def head(split: TensorSplit, n: int) -> TensorSplit:
+    """The first ``n`` rows of a split (views, no copy)."""
+    return TensorSplit(
+        cat=split.cat[:n], dense=split.dense[:n], label=split.label[:n], domain=split.domain[:n],
+        user=None if split.user is None else split.user[:n],
+        p_true=None if split.p_true is None else split.p_true[:n],
+    )
+
+
+def with_train_rows(data: PreparedData, train_rows: int, val_rows: int = 8_192) -> PreparedData:
+    """``data`` whose train split is its first ``train_rows`` rows and whose val split is small
+    (``fit`` evaluates val after every epoch; that time is outside its samples/s)."""
+    splits = dict(data.splits)
+    splits["train"] = head(data.splits["train"], train_rows)
+    splits["val"] = head(data.splits["val"], val_rows)
+    return replace(data, splits=splits)
+
+
+def build_model(data: PreparedData, pruner: PrunerSpec | None) -> AdaSparseModel:
+    """The benchmark's architecture for ``data``; weights drawn from torch's current RNG."""
+    return AdaSparseModel(
+        vocab_sizes=data.vocab_sizes,
+        n_dense=len(data.schema.dense),
+        domain_fields=data.domain_feature_index(),
+        embedding_dim=EMBEDDING_DIM,
+        hidden_dims=HIDDEN_DIMS,
+        dropout=0.0,
+        pruner=pruner,
+    )

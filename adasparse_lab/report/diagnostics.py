@@ -1,0 +1,86 @@
+"""Search diagnostics from Optuna's own plots: optimisation history per objective, hypervolume
+history, parameter importances, parallel coordinates and slices. A plot that cannot be drawn
+(too few trials, no parameters) becomes a note saying why, never a failed report."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+import plotly.graph_objects as go
+from optuna.trial import TrialState
+
+from adasparse_lab.report.analysis import reference_point
+from adasparse_lab.report.style import finish
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Diagnostic:
+    title: str
+    figure: go.Figure | None
+    note: str = ""
+
+
+def _evaluator():
+    # fANOVA (Optuna's default) needs scikit-learn, which this project does not depend on.
+    if importlib.util.find_spec("sklearn") is not None:
+        return optuna.importance.FanovaImportanceEvaluator(seed=0)
+    return optuna.importance.PedAnovaImportanceEvaluator()
+
+
+def _attempt(title: str, make: Callable[[], go.Figure], height: int = 420) -> Diagnostic:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fig = make()
+    except Exception as err:  # an Optuna plot refusing this study: say why in the report
+        log.info("%s: not drawn (%s)", title, err)
+        return Diagnostic(title, None, f"not available: {err}")
+    fig.update_layout(title_text=None)
+    return Diagnostic(title, finish(fig, None, height))
+
+
+def _target(index: int) -> Callable[[optuna.trial.FrozenTrial], float]:
+    return lambda t: t.values[index]
+
+
+def diagnostics(study: optuna.Study, objectives: list[dict[str, str]], prefix: str = "") -> list[Diagnostic]:
+    """Optuna's plots for ``study``; ``objectives`` as in report.storage.objectives."""
+    vis = optuna.visualization
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return [Diagnostic(f"{prefix}search diagnostics", None, "no completed trial yet")]
+    multi = len(study.directions) > 1
+    names = [o["name"] for o in objectives]
+    # The AUC objective (the first maximised one) drives the single-target plots.
+    main = next((i for i, o in enumerate(objectives) if o["direction"] == "maximize"), 0)
+    target = _target(main) if multi else None
+    out = [
+        _attempt(f"{prefix}optimisation history: {name}",
+                 lambda i=i, name=name: vis.plot_optimization_history(
+                     study, target=_target(i) if multi else None, target_name=name), 380)
+        for i, name in enumerate(names)
+    ]
+    if multi:
+        values = np.array([t.values for t in done], dtype=np.float64)
+        ref = reference_point(values, [o["direction"] for o in objectives])
+        out.append(_attempt(f"{prefix}hypervolume history (reference point {np.round(ref, 4).tolist()})",
+                            lambda: vis.plot_hypervolume_history(study, ref), 380))
+    has_params = any(t.params for t in done)
+    if not has_params:
+        return out + [Diagnostic(f"{prefix}parameters", None, "the study samples no parameters")]
+    out.append(_attempt(f"{prefix}parameter importances",
+                        lambda: vis.plot_param_importances(study, evaluator=_evaluator(), target=target,
+                                                           target_name=names[main])))
+    out.append(_attempt(f"{prefix}parallel coordinates ({names[main]})",
+                        lambda: vis.plot_parallel_coordinate(study, target=target, target_name=names[main]), 460))
+    out.append(_attempt(f"{prefix}slices ({names[main]})",
+                        lambda: vis.plot_slice(study, target=target, target_name=names[main]), 400))
+    return out

@@ -1,0 +1,167 @@
+"""The MLflow side of a stored study: one ``search_runs`` per run kind (trial, reeval,
+reference), flattened into polars tables; artifacts are read only for the runs that need them.
+
+Run tags (the sweep's contract): ``kind`` = study | trial | reeval | reference,
+``trial_number``, ``seed``. Metric keys use sanitised domain names (metrics.safe_name).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import polars as pl
+
+from adasparse_lab.metrics import safe_name
+
+log = logging.getLogger(__name__)
+RUN_KINDS = ("trial", "reeval", "reference")
+_LAYER_KEY = re.compile(r"^sparsity/(.+)/l(\d+)$")
+
+RUN_SCHEMA = {
+    "kind": pl.String, "run_id": pl.String, "status": pl.String, "number": pl.Int64,
+    "seed": pl.Int64, "auc": pl.Float64, "test_auc": pl.Float64, "flops_ratio": pl.Float64,
+    "sparsity": pl.Float64, "start_ms": pl.Int64,
+}
+DOMAIN_SCHEMA = {
+    "kind": pl.String, "run_id": pl.String, "number": pl.Int64, "seed": pl.Int64,
+    "domain": pl.String, "val_auc": pl.Float64, "test_auc": pl.Float64,
+    "flops_ratio": pl.Float64, "sparsity": pl.Float64,
+}
+LAYER_SCHEMA = {"run_id": pl.String, "domain": pl.String, "position": pl.Int64, "sparsity": pl.Float64}
+
+
+@dataclass
+class RunTables:
+    """runs: one row per run; domains: one per (run, domain); layers: one per (run, domain,
+    masked position). ``handles`` keeps the MLflow objects needed to read artifacts later."""
+
+    runs: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RUN_SCHEMA))
+    domains: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=DOMAIN_SCHEMA))
+    layers: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=LAYER_SCHEMA))
+    handles: dict = field(default_factory=dict)  # run_id -> mlflow Run
+    client: object | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _local_store_missing(uri: str) -> bool:
+    # Opening a missing SQLite store would create (and migrate) an empty one: refuse instead.
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def _search(client, experiment_id: str, kind: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=f"tags.kind = '{kind}'",
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _int_tag(tags: dict, key: str) -> int | None:
+    try:
+        return int(tags[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _domain_rows(kind: str, run, number, seed, names: dict[str, str]) -> tuple[list, list]:
+    """Per-domain and per-layer rows of one run; ``names`` maps safe names to domain names."""
+    m = run.data.metrics
+    layers: dict[str, dict[int, float]] = {}
+    for key, value in m.items():
+        hit = _LAYER_KEY.match(key)
+        if hit and hit.group(1) in names:
+            layers.setdefault(hit.group(1), {})[int(hit.group(2))] = value
+    rows, layer_rows = [], []
+    for safe, name in names.items():
+        per_layer = layers.get(safe, {})
+        rows.append({
+            "kind": kind, "run_id": run.info.run_id, "number": number, "seed": seed, "domain": name,
+            "val_auc": m.get(f"val/auc/{safe}"), "test_auc": m.get(f"test/auc/{safe}"),
+            "flops_ratio": m.get(f"flops_ratio/{safe}"),
+            "sparsity": sum(per_layer.values()) / len(per_layer) if per_layer else None,
+        })
+        layer_rows += [{"run_id": run.info.run_id, "domain": name, "position": p, "sparsity": v}
+                       for p, v in sorted(per_layer.items())]
+    return rows, layer_rows
+
+
+def discover_domains(runs: list) -> list[str]:
+    """Domain names from metric keys, for studies that did not store their domain list."""
+    found = set()
+    for run in runs:
+        found.update(k.removeprefix("val/auc/") for k in run.data.metrics if k.startswith("val/auc/"))
+    return sorted(found)
+
+
+def read_runs(uri: str, experiment: str, domains: list[str] | None) -> RunTables:
+    """Every trial, re-evaluation and reference run of one study's MLflow experiment."""
+    out = RunTables()
+    if _local_store_missing(uri):
+        out.warnings.append(f"MLflow store {uri} not found: per-domain results are missing")
+        return out
+    from mlflow.tracking import MlflowClient  # heavy import: only when there is a store
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        out.warnings.append(f"MLflow experiment {experiment!r} not found in {uri}")
+        return out
+    out.client = client
+    found = {kind: _search(client, exp.experiment_id, kind) for kind in RUN_KINDS}
+    names = domains or discover_domains(found["trial"] + found["reference"])
+    safe_names = {safe_name(d): d for d in names}
+    rows, domain_rows, layer_rows = [], [], []
+    for kind, runs in found.items():
+        for run in runs:
+            tags, m = run.data.tags, run.data.metrics
+            number, seed = _int_tag(tags, "trial_number"), _int_tag(tags, "seed")
+            rows.append({
+                "kind": kind, "run_id": run.info.run_id, "status": run.info.status,
+                "number": number, "seed": seed, "auc": m.get("val/mean_domain_auc"),
+                "test_auc": m.get("test/mean_domain_auc"), "flops_ratio": m.get("flops/ratio"),
+                "sparsity": m.get("sparsity/mean"), "start_ms": run.info.start_time,
+            })
+            d_rows, l_rows = _domain_rows(kind, run, number, seed, safe_names)
+            domain_rows += d_rows
+            layer_rows += l_rows
+            out.handles[run.info.run_id] = run
+    out.runs = pl.DataFrame(rows, schema=RUN_SCHEMA)
+    out.domains = pl.DataFrame(domain_rows, schema=DOMAIN_SCHEMA)
+    out.layers = pl.DataFrame(layer_rows, schema=LAYER_SCHEMA)
+    return out
+
+
+def artifact_file(tables: RunTables, run_id: str, name: str, scratch: Path) -> Path | None:
+    """Local path of one artifact: read in place from a file store, else downloaded."""
+    run = tables.handles.get(run_id)
+    if run is None or tables.client is None:
+        return None
+    uri = run.info.artifact_uri
+    if uri.startswith("file:"):
+        path = Path(unquote(urlparse(uri).path)) / name
+        return path if path.is_file() else None
+    try:
+        return Path(tables.client.download_artifacts(run_id, name, str(scratch)))
+    except Exception as err:  # a missing artifact in a remote store: the report goes on without it
+        log.warning("run %s: cannot read artifact %s (%s)", run_id, name, err)
+        return None
+
+
+def read_artifact_tables(tables: RunTables, run_ids: list[str], name: str) -> dict[str, pl.DataFrame]:
+    """``name`` (csv or parquet) of each run that has it, keyed by run id."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="report-artifacts-") as tmp:
+        for run_id in run_ids:
+            path = artifact_file(tables, run_id, name, Path(tmp) / run_id)
+            if path is None:
+                continue
+            out[run_id] = pl.read_parquet(path) if name.endswith(".parquet") else pl.read_csv(path)
+    return out

@@ -1,0 +1,140 @@
+"""The Optuna side of a stored study: find its storage, open it, and turn its trials into a
+polars table. Nothing here trains or writes: a report may be built while workers still run.
+
+Storage strings: an RDB URL (``sqlite:///studies/x/optuna.db``, ``postgresql://...``) or the
+path of a journal file (``studies/x/journal.log``). Without one, a study named ``x`` lives in
+``<studies>/x/optuna.db`` if that file exists, else in ``<studies>/x/journal.log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import optuna
+import polars as pl
+
+from adasparse_lab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+STORAGE_FILES = ("optuna.db", "journal.log")
+
+
+def studies_found(studies_dir: Path) -> list[str]:
+    """Names of the studies with a storage file under ``studies_dir``."""
+    if not studies_dir.is_dir():
+        return []
+    return sorted(p.name for p in studies_dir.iterdir()
+                  if p.is_dir() and any((p / f).is_file() for f in STORAGE_FILES))
+
+
+def _not_found(name: str, where: str, studies_dir: Path, known: list[str] | None = None) -> ConfigError:
+    found = known if known is not None else studies_found(studies_dir)
+    listing = ", ".join(found) if found else "none"
+    origin = "in that storage" if known is not None else f"under {studies_dir}/"
+    return ConfigError(f"study {name!r} not found ({where}); studies found {origin}: {listing}")
+
+
+def default_storage(name: str, studies_dir: Path = Path("studies")) -> str:
+    """The storage string of study ``name`` under the documented layout."""
+    db = studies_dir / name / "optuna.db"
+    if db.is_file():
+        return f"sqlite:///{db}"
+    journal = studies_dir / name / "journal.log"
+    if journal.is_file():
+        return str(journal)
+    raise _not_found(name, f"neither {db} nor {journal} exists", studies_dir)
+
+
+def open_storage(storage: str | optuna.storages.BaseStorage) -> str | optuna.storages.BaseStorage:
+    """A URL or journal path -> something optuna.load_study accepts. Refuses paths that do not
+    exist (opening them would create an empty storage)."""
+    if not isinstance(storage, str):
+        return storage
+    if "://" in storage:
+        if storage.startswith("sqlite:///"):
+            path = Path(storage.removeprefix("sqlite:///"))
+            if not path.is_file():
+                raise ConfigError(f"storage {storage!r}: no such file {path}")
+        return storage
+    path = Path(storage)
+    if not path.is_file():
+        raise ConfigError(f"storage {storage!r}: no such journal file")
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def load_study(name: str, storage: str | optuna.storages.BaseStorage | None,
+               studies_dir: Path = Path("studies")) -> tuple[optuna.Study, str]:
+    """Open study ``name``; returns the study and a printable description of its storage."""
+    spec = storage if storage is not None else default_storage(name, studies_dir)
+    opened = open_storage(spec)
+    known = optuna.get_all_study_names(opened)
+    if name not in known:
+        raise _not_found(name, f"storage {spec}", studies_dir, known)
+    return optuna.load_study(study_name=name, storage=opened), str(spec)
+
+
+def objectives(study: optuna.Study) -> list[dict[str, str]]:
+    """[{name, direction}] per objective, from the study attr, else Optuna's metric names."""
+    directions = [d.name.lower() for d in study.directions]
+    stored = study.user_attrs.get("objectives")
+    if isinstance(stored, list) and len(stored) == len(directions):
+        return [{"name": str(o.get("name", f"objective {i}")), "direction": directions[i]}
+                for i, o in enumerate(stored)]
+    names = study.metric_names or [f"objective {i}" for i in range(len(directions))]
+    return [{"name": n, "direction": d} for n, d in zip(names, directions)]
+
+
+def _duration(trial: optuna.trial.FrozenTrial) -> float | None:
+    if "duration_s" in trial.user_attrs:
+        return float(trial.user_attrs["duration_s"])
+    return trial.duration.total_seconds() if trial.duration is not None else None
+
+
+def _param_column(values: list) -> pl.Series | list:
+    """Numeric params stay numeric (sortable, colourable); anything else becomes text."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return pl.Series(values, dtype=pl.Float64)
+    return pl.Series([None if v is None else str(v) for v in values], dtype=pl.String)
+
+
+def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
+    """One row per trial. Columns: study, number, state, duration_s, started, finished, run_id,
+    pruner_form, pruner_inputs, band_lo, band_hi, fail_reason, ``obj:<name>`` per objective,
+    ``param:<name>`` per sampled parameter."""
+    objs = objectives(study)
+    trials = study.get_trials(deepcopy=False)
+    rows, params = [], {}
+    for t in trials:
+        band = t.user_attrs.get("band") or [None, None]
+        row = {
+            "study": study_name, "number": t.number, "state": t.state.name,
+            "duration_s": _duration(t),
+            "started": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
+            "finished": t.datetime_complete.isoformat(timespec="seconds") if t.datetime_complete else None,
+            "run_id": t.user_attrs.get("mlflow_run_id"),
+            "pruner_form": t.user_attrs.get("pruner_form", t.params.get("pruner")),
+            "pruner_inputs": t.user_attrs.get("pruner_inputs"),
+            "band_lo": band[0], "band_hi": band[1],
+            "fail_reason": t.user_attrs.get("fail_reason"),
+        }
+        values = t.values if t.values is not None else [None] * len(objs)
+        for o, v in zip(objs, values):
+            row[f"obj:{o['name']}"] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+        rows.append(row)
+        for key in t.params:
+            params.setdefault(key, None)
+    schema = {
+        "study": pl.String, "number": pl.Int64, "state": pl.String, "duration_s": pl.Float64,
+        "started": pl.String, "finished": pl.String, "run_id": pl.String,
+        "pruner_form": pl.String, "pruner_inputs": pl.String, "band_lo": pl.Float64,
+        "band_hi": pl.Float64, "fail_reason": pl.String,
+        **{f"obj:{o['name']}": pl.Float64 for o in objs},
+    }
+    table = pl.DataFrame(rows, schema=schema)
+    columns = [_param_column([t.params.get(k) for t in trials]).alias(f"param:{k}") for k in sorted(params)]
+    return table.with_columns(columns) if columns else table

@@ -1,0 +1,122 @@
+"""Learned-structure figures of one trial: a domain x layer sparsity heatmap, per-layer
+domain x neuron keep maps, and the domain x domain overlap (Jaccard of kept neurons).
+
+Inputs (one trial, polars): ``keep`` (domain, position, neuron, keep_prob), ``layers``
+(domain, position, sparsity), ``domains`` (domain, group, train_rows). Domains are shown in
+one order for all three figures: by similarity of their kept neurons, so that domains that
+learned alike sit together; their true groups (synthetic data) colour the labels and mark the
+overlap map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+from plotly.subplots import make_subplots
+
+from adasparse_lab.report.analysis import jaccard, kept_matrix, neuron_order, similarity_order
+from adasparse_lab.report.style import SEQUENTIAL, domain_label, finish, rounded
+
+KEEP_SCALE = [[0.0, "#f7f7f7"], [0.5, "#9ecae1"], [1.0, "#08306b"]]
+
+
+def position_name(position: int) -> str:
+    return "input" if position == 0 else f"layer {position}"
+
+
+def keep_matrices(keep: pl.DataFrame, domains: list[str]) -> dict[int, np.ndarray]:
+    """position -> [K, H] keep probabilities, rows in ``domains`` order (NaN where missing)."""
+    out = {}
+    index = {d: i for i, d in enumerate(domains)}
+    for (position,), part in keep.group_by("position", maintain_order=True):
+        width = int(part["neuron"].max()) + 1
+        mat = np.full((len(domains), width), np.nan)
+        rows = np.array([index.get(d, -1) for d in part["domain"].to_list()])
+        ok = rows >= 0
+        mat[rows[ok], part["neuron"].to_numpy()[ok]] = part["keep_prob"].to_numpy()[ok]
+        out[int(position)] = mat
+    return dict(sorted(out.items()))
+
+
+def structure_order(keep: pl.DataFrame, domains: pl.DataFrame) -> list[str]:
+    """Domains ordered by similarity of their kept neurons (all masked positions together);
+    by training size when the trial has no keep probabilities."""
+    by_size = domains.sort("train_rows", descending=True, nulls_last=True)["domain"].to_list()
+    names = [d for d in by_size if d in set(keep["domain"].to_list())] or by_size
+    mats = keep_matrices(keep, names)
+    if not mats:
+        return by_size
+    kept = np.concatenate([kept_matrix(m) for m in mats.values()], axis=1)
+    return [names[i] for i in similarity_order(jaccard(kept))]
+
+
+def _labels(order: list[str], domains: pl.DataFrame) -> list[str]:
+    groups = dict(zip(domains["domain"].to_list(), domains["group"].to_list()))
+    return [domain_label(d, groups.get(d)) for d in order]
+
+
+def sparsity_heatmap(layers: pl.DataFrame, order: list[str], domains: pl.DataFrame, title: str) -> go.Figure:
+    """Rows: domains (``order``); columns: masked positions; cell: fraction of pruned neurons."""
+    positions = sorted(layers["position"].unique().to_list())
+    lookup = {(r["domain"], r["position"]): r["sparsity"] for r in layers.iter_rows(named=True)}
+    z = [rounded([lookup.get((d, p)) for p in positions], 3) for d in order]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[position_name(p) for p in positions], y=_labels(order, domains), zmin=0, zmax=1,
+        colorscale=SEQUENTIAL, texttemplate="%{z:.2f}", colorbar={"title": {"text": "sparsity"}},
+        hovertemplate="%{y} · %{x}<br>sparsity %{z:.3f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title_text="domain (ordered by similarity)")
+    fig.update_xaxes(title_text="masked position", side="top")
+    return finish(fig, title, 140 + 26 * len(order))
+
+
+def keep_map_figure(keep: pl.DataFrame, order: list[str], domains: pl.DataFrame, title: str) -> go.Figure:
+    """One panel per masked position: domains x neurons keep probability (in %, stored as
+    bytes), neurons ordered shared-first and grouped by which domains keep them."""
+    mats = keep_matrices(keep, order)
+    positions = list(mats)
+    widths = [mats[p].shape[1] for p in positions] or [1]
+    fig = make_subplots(rows=1, cols=max(1, len(positions)), column_widths=widths, horizontal_spacing=0.015,
+                        subplot_titles=[f"{position_name(p)} ({mats[p].shape[1]} neurons)" for p in positions])
+    labels = _labels(order, domains)
+    for j, p in enumerate(positions):
+        mat = mats[p][:, neuron_order(mats[p])]
+        z = np.rint(np.nan_to_num(mat, nan=0.0) * 100).astype(np.uint8)
+        fig.add_trace(go.Heatmap(
+            z=z, y=labels, coloraxis="coloraxis", xgap=0, ygap=1,
+            hovertemplate="%{y}<br>neuron rank %{x}<br>keep %{z}%<extra>" + position_name(p) + "</extra>"),
+            row=1, col=j + 1)
+        fig.update_xaxes(showticklabels=False, title_text="neurons: shared → specific", row=1, col=j + 1)
+        fig.update_yaxes(autorange="reversed", showticklabels=j == 0, row=1, col=j + 1)
+    fig.update_layout(coloraxis={"colorscale": KEEP_SCALE, "cmin": 0, "cmax": 100,
+                                 "colorbar": {"title": {"text": "keep %"}}})
+    return finish(fig, title, 150 + 26 * len(order))
+
+
+def overlap_figure(keep: pl.DataFrame, order: list[str], domains: pl.DataFrame, title: str) -> go.Figure:
+    """Jaccard index of the kept-neuron sets of every pair of domains (all masked positions
+    together), domains in similarity order; a dot marks pairs in the same true group."""
+    mats = keep_matrices(keep, order)
+    kept = np.concatenate([kept_matrix(m) for m in mats.values()], axis=1) if mats else np.ones((len(order), 1), bool)
+    sim = jaccard(kept)
+    labels = _labels(order, domains)
+    fig = go.Figure(go.Heatmap(
+        z=[rounded(row, 3) for row in sim], x=labels, y=labels, zmin=0, zmax=1, colorscale=SEQUENTIAL,
+        colorbar={"title": {"text": "Jaccard"}}, texttemplate="%{z:.2f}" if len(order) <= 14 else None,
+        hovertemplate="%{y} × %{x}<br>Jaccard %{z:.3f}<extra></extra>"))
+    groups = dict(zip(domains["domain"].to_list(), domains["group"].to_list()))
+    if any(groups.get(d) is not None for d in order):
+        xs, ys = [], []
+        for i, a in enumerate(order):
+            for j, b in enumerate(order):
+                if i != j and groups.get(a) is not None and groups.get(a) == groups.get(b):
+                    xs.append(labels[j])
+                    ys.append(labels[i])
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="same true group",
+                                 marker={"symbol": "circle-open", "size": 7, "color": "#e6194b", "line": {"width": 2}},
+                                 hoverinfo="skip", showlegend=True))
+        fig.update_layout(legend={"orientation": "h", "y": -0.05, "yanchor": "top"})
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(side="top", tickangle=-45)
+    size = 220 + 30 * len(order)
+    return finish(fig, title, size).update_layout(width=size + 180)

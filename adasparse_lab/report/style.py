@@ -1,0 +1,77 @@
+"""Shared look of the report's figures: one small template (the default one would be copied
+into every figure of the HTML), fixed colours per pruner form, and compact numbers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import plotly.graph_objects as go
+
+FORM_COLORS = {"fusion": "#7b3294", "binarization": "#1b9e77", "scaling": "#d95f02", "none": "#555555"}
+PALETTE = ["#4363d8", "#e6194b", "#3cb44b", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
+           "#469990", "#808000", "#000075", "#a9a9a9"]
+GROUP_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+REFERENCE_COLOR = "#111111"
+SEQUENTIAL = "Viridis"
+FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
+
+
+def template() -> go.layout.Template:
+    axis = {"showline": True, "linecolor": "#888", "gridcolor": "#e6e6e6", "zeroline": False,
+            "ticks": "outside", "automargin": True}
+    return go.layout.Template(layout={
+        "font": {"family": FONT, "size": 12, "color": "#222"},
+        "paper_bgcolor": "white", "plot_bgcolor": "white", "colorway": PALETTE,
+        "hoverlabel": {"align": "left"}, "hovermode": "closest",
+        "xaxis": axis, "yaxis": axis,
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+        "legend": {"bgcolor": "rgba(255,255,255,0.7)"},
+        "title": {"x": 0.01, "font": {"size": 15}},
+    })
+
+
+def finish(fig: go.Figure, title: str | None = None, height: int | None = None) -> go.Figure:
+    """The house template and an explicit height (the HTML container takes it from here)."""
+    fig.update_layout(template=template())
+    if title is not None:
+        fig.update_layout(title_text=title)
+    if height is not None:
+        fig.update_layout(height=height)
+    return fig
+
+
+def color_for(value: object, index: int) -> str:
+    return FORM_COLORS.get(str(value), PALETTE[index % len(PALETTE)])
+
+
+def group_color(group: int | None) -> str:
+    return "#444" if group is None else GROUP_COLORS[int(group) % len(GROUP_COLORS)]
+
+
+def rounded(values: Iterable, digits: int = 4) -> list:
+    """Plain JSON numbers with ``digits`` decimals (None for missing): much smaller than
+    Plotly's base64 float64 arrays for short columns."""
+    out = []
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            out.append(None)
+        else:
+            out.append(round(float(v), digits))
+    return out
+
+
+def fmt(value: object, spec: str = ".4f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return format(value, spec) if abs(value) >= 1e-3 or value == 0 else format(value, ".3g")
+    return str(value)
+
+
+def domain_label(domain: str, group: int | None, colored: bool = True) -> str:
+    """Axis label of a domain; its true group (synthetic data) shown and coloured."""
+    if group is None:
+        return domain
+    text = f"{domain} · g{group}"
+    return f'<span style="color:{group_color(group)}">{text}</span>' if colored else text
