@@ -1,0 +1,379 @@
+"""The ask-and-tell study driver: ask -> compose -> fit/evaluate -> tell, resumable and
+shareable by several workers. Selection on validation, claims on test: once the budget is
+spent, the Pareto trials are re-trained with several seeds and evaluated on test.
+
+The driver needs two callables from its caller, so it stays usable without ``@hydra.main``:
+``compose(overrides) -> DictConfig`` (the study's base overrides plus ``overrides``) and the
+base config itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FixedTrial, TrialState
+
+from adasparse_lab.data import PreparedData
+from adasparse_lab.errors import ConfigError
+from adasparse_lab.experiment import (
+    RunResult,
+    build_components,
+    build_data,
+    epoch_logger,
+    train_and_evaluate,
+    write_outputs,
+)
+from adasparse_lab.metrics import auc
+from adasparse_lab.study import space as space_mod
+from adasparse_lab.study.pareto import hypervolume_2d, pareto_mask
+from adasparse_lab.study.settings import StudySettings, parse_settings
+from adasparse_lab.study.storage import open_storage, recover_stale, worker_alive, worker_id
+from adasparse_lab.tracking import Tracker
+
+log = logging.getLogger(__name__)
+Compose = Callable[[list[str]], DictConfig]
+
+
+class StudyFailedError(RuntimeError):
+    """Too many trials failed: the study stops with the reasons."""
+
+
+@dataclass
+class StudyOutcome:
+    study: optuna.Study
+    settings: StudySettings
+    pareto: list[optuna.trial.FrozenTrial]
+    folder: Path
+    storage_desc: str
+    tracker: Tracker
+    parent_run_id: str
+    done: bool
+
+
+def machine_info() -> dict[str, str]:
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import mlflow
+    import plotly
+    import polars
+
+    return {"cpu": cpu, "platform": platform.platform(), "python": platform.python_version(),
+            "threads": str(torch.get_num_threads()), "torch": torch.__version__,
+            "optuna": optuna.__version__, "mlflow": mlflow.__version__, "polars": polars.__version__,
+            "plotly": plotly.__version__}
+
+
+class StudyRunner:
+    def __init__(self, base: DictConfig, compose: Compose) -> None:
+        self.base, self.compose = base, compose
+        self.settings = parse_settings(base.study)
+        self.params = space_mod.parse_space(base.study.space)
+        self.folder = Path(base.paths.studies) / self.settings.name
+        self.worker = worker_id()
+        self._data: dict[str, PreparedData] = {}
+        self._started = time.monotonic()
+        self._validated = False
+
+    # -- set-up -------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Everything that can be checked before the first trial."""
+        if self._validated:
+            return
+        space_mod.validate(self.params, self.compose, lambda cfg: build_components(cfg))
+        if self.settings.grid:
+            space_mod.grid(self.params)
+        if self.settings.workers > 1 and self.settings.storage == "sqlite":
+            raise ConfigError("study.workers>1 needs study.storage=journal or a database URL")
+        self._validated = True
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        if self.settings.grid:
+            return optuna.samplers.GridSampler(space_mod.grid(self.params), seed=0)
+        from hydra.utils import instantiate
+
+        return instantiate(self.base.study.sampler)
+
+    def open(self) -> tuple[optuna.Study, str]:
+        storage, desc = open_storage(self.settings.storage, self.settings.name, Path(self.base.paths.studies),
+                                     self.settings.workers)
+        kwargs = dict(storage=storage, study_name=self.settings.name, sampler=self._sampler())
+        if len(self.settings.objectives) > 1:
+            kwargs["directions"] = self.settings.directions
+        else:
+            kwargs["direction"] = self.settings.directions[0]
+        try:
+            study = optuna.create_study(**kwargs)
+            study.set_metric_names(self.settings.metrics)
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(storage=storage, study_name=self.settings.name, sampler=kwargs["sampler"])
+            if [d.name.lower() for d in study.directions] != self.settings.directions:
+                raise ConfigError(
+                    f"study.objectives: the stored study {self.settings.name!r} has directions "
+                    f"{[d.name.lower() for d in study.directions]}; use another study.name"
+                ) from None
+        return study, desc
+
+    def _tracker_and_parent(self, study: optuna.Study) -> tuple[Tracker, str]:
+        tracking = self.base.tracking
+        if not tracking.enabled:
+            raise ConfigError("a study needs tracking=mlflow (every trial is an MLflow run)")
+        tracker = Tracker(tracking.uri, tracking.artifact_root, self.settings.name)
+        parent = study.user_attrs.get("parent_run_id")
+        for _ in range(50):  # another worker may be creating it right now
+            if parent is not None or study.user_attrs.get("creator") not in (None, self.worker):
+                break
+            study.set_user_attr("creator", self.worker)
+            parent = tracker.start_run(f"study-{self.settings.name}", tags={"kind": "study"})
+            study.set_user_attr("parent_run_id", parent)
+            study.set_user_attr("objectives", [o.__dict__ for o in self.settings.objectives])
+            study.set_user_attr("mlflow_uri", tracking.uri)
+            study.set_user_attr("mlflow_experiment", self.settings.name)
+            study.set_user_attr("config", OmegaConf.to_yaml(self.base, resolve=True))
+            study.set_user_attr("machine", machine_info())
+            study.set_user_attr("started_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            tracker.log_params(parent, {"study": self.settings.name, "n_trials": self.settings.n_trials,
+                                        "objectives": ",".join(self.settings.metrics)})
+        while parent is None:
+            time.sleep(0.5)
+            parent = optuna.load_study(storage=study._storage, study_name=study.study_name).user_attrs.get("parent_run_id")
+        return tracker, parent
+
+    def data_for(self, cfg: DictConfig) -> PreparedData:
+        key = OmegaConf.to_yaml(cfg.data, resolve=True)
+        if key not in self._data:
+            self._data[key] = build_data(cfg.data, cfg.paths.cache)
+        return self._data[key]
+
+    # -- one run --------------------------------------------------------------------------
+    def _train_run(self, cfg: DictConfig, tracker: Tracker, run_id: str, out_dir: Path) -> RunResult:
+        components = build_components(cfg)
+        result = train_and_evaluate(cfg, self.data_for(cfg), on_epoch=epoch_logger(tracker, run_id),
+                                    components=components)
+        files = write_outputs(out_dir, cfg, result)
+        tracker.log_metrics(run_id, result.metrics)
+        tracker.log_artifacts(run_id, files)
+        return result
+
+    def trial_config(self, trial: optuna.Trial | FixedTrial) -> tuple[DictConfig, list[str]]:
+        overrides = space_mod.compose_overrides(self.params, trial)
+        cfg = self.compose(overrides)
+        space_mod.apply_values(self.params, trial, cfg)
+        return cfg, overrides
+
+    def run_trial(self, study: optuna.Study, trial: optuna.Trial, tracker: Tracker, parent: str) -> None:
+        t0 = time.perf_counter()
+        run_id = None
+        try:
+            cfg, overrides = self.trial_config(trial)
+            gate = cfg.pruner.get("gate")
+            trial.set_user_attr("pruner_form", "none" if gate is None else gate._target_.rsplit(".", 1)[-1].removesuffix("Gate").lower())
+            trial.set_user_attr("pruner_inputs", cfg.pruner.get("inputs", "none"))
+            trial.set_user_attr("band", [cfg.schedule.r_min, cfg.schedule.r_max])
+            run_id = tracker.start_run(f"trial-{trial.number}", parent, tags={
+                "kind": "trial", "trial_number": str(trial.number), "worker": self.worker,
+                "overrides": " ".join(overrides)})
+            trial.set_user_attr("mlflow_run_id", run_id)
+            tracker.log_params(run_id, trial.params)
+            result = self._train_run(cfg, tracker, run_id, self.folder / "trials" / str(trial.number))
+            values = [result.metrics.get(m, math.nan) for m in self.settings.metrics]
+            bad = [f"{m}={v}" for m, v in zip(self.settings.metrics, values) if not math.isfinite(v)]
+            if bad:
+                raise ValueError(f"non-finite objective(s): {', '.join(bad)}")
+            if self.settings.flops_budget is not None:
+                trial.set_constraint("flops_budget", result.metrics["flops/ratio"] - self.settings.flops_budget)
+            trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))
+            study.tell(trial, values)
+            tracker.end_run(run_id)
+            log.info("trial %d: %s (%.1fs)", trial.number,
+                     ", ".join(f"{m}={v:.4f}" for m, v in zip(self.settings.metrics, values)), time.perf_counter() - t0)
+        except Exception as err:  # a failing trial never kills the study
+            reason = f"{type(err).__name__}: {err}"[:2000]
+            log.warning("trial %d failed: %s", trial.number, reason)
+            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr("failure_kind", "error")
+            trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))
+            study.tell(trial, state=TrialState.FAIL)
+            if run_id is not None:
+                tracker.set_tags(run_id, {"fail_reason": reason})
+                tracker.end_run(run_id, "FAILED")
+        except BaseException:  # Ctrl-C: leave nothing RUNNING
+            study.tell(trial, state=TrialState.FAIL)
+            if run_id is not None:
+                tracker.end_run(run_id, "KILLED")
+            raise
+
+    # -- the loop -------------------------------------------------------------------------
+    def _counts(self, study: optuna.Study) -> tuple[int, int, list[optuna.trial.FrozenTrial]]:
+        trials = study.get_trials(deepcopy=False)
+        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+        errors = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("failure_kind") == "error"]
+        return complete, running, errors
+
+    def _fail_stale_runs(self, tracker: Tracker, parent: str) -> None:
+        """MLflow runs left RUNNING by dead workers (trials, re-evaluations, the reference)."""
+        runs = tracker.client.search_runs([tracker.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+        for run in runs:
+            ident = run.data.tags.get("worker")
+            if run.info.run_id != parent and ident and worker_alive(ident) is False:
+                tracker.set_tags(run.info.run_id, {"fail_reason": f"worker {ident} died"})
+                tracker.end_run(run.info.run_id, "FAILED")
+
+    def optimise(self, study: optuna.Study, tracker: Tracker, parent: str) -> bool:
+        """Run trials until the budget of COMPLETE trials is reached; True when it is."""
+        s = self.settings
+        while True:
+            recover_stale(study)
+            complete, running, errors = self._counts(study)
+            if complete >= s.n_trials:
+                return True
+            if s.timeout_s is not None and time.monotonic() - self._started > s.timeout_s:
+                log.info("study.timeout_s=%s reached with %d/%d trials complete", s.timeout_s, complete, s.n_trials)
+                return False
+            if len(errors) >= s.max_failures:
+                reasons = "; ".join(f"#{t.number}: {t.user_attrs.get('fail_reason')}" for t in errors[-3:])
+                raise StudyFailedError(
+                    f"{len(errors)} trials failed (study.max_failures={s.max_failures}); last: {reasons}")
+            if complete + running >= s.n_trials:  # the rest is running in other workers
+                time.sleep(s.poll_s)
+                continue
+            trial = study.ask()
+            trial.set_user_attr("worker", self.worker)
+            live = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
+                    if t.number < trial.number]
+            if len(live) >= s.n_trials:  # another worker took the last slot at the same time
+                trial.set_user_attr("failure_kind", "surplus")
+                trial.set_user_attr("fail_reason", "budget already taken by other workers")
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            log.info("trial %d (%d/%d complete)", trial.number, complete, s.n_trials)
+            self.run_trial(study, trial, tracker, parent)
+
+    def pareto(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if all(c <= 0 for c in t.system_attrs.get("constraints", []) or [])]
+        if not done:
+            return []
+        mask = pareto_mask([t.values for t in done], self.settings.directions)
+        front = sorted((t for t, m in zip(done, mask) if m), key=lambda t: t.values[-1])
+        return front
+
+    def _reeval_targets(self, front: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+        k = self.settings.reeval_max_trials
+        if k <= 0 or not self.settings.reeval_seeds:
+            return []
+        if len(front) <= k:
+            return front
+        idx = sorted({round(i * (len(front) - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+        return [front[i] for i in idx]  # spread along the front
+
+    def _claim(self, tracker: Tracker, parent: str, tags: dict[str, str]) -> str | None:
+        """Create a run for a (kind, trial, seed) unless a live or finished one exists."""
+        query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+        for run in tracker.client.search_runs([tracker.experiment_id], query, max_results=50):
+            if run.info.status in ("FINISHED", "RUNNING"):
+                return None
+        name = "-".join(v for v in tags.values())
+        return tracker.start_run(name, parent, tags={**tags, "worker": self.worker})
+
+    def reference(self, tracker: Tracker, parent: str, study: optuna.Study) -> None:
+        """The dense shared model (pruner=none) of the study's base config, once."""
+        run_id = self._claim(tracker, parent, {"kind": "reference"})
+        if run_id is None:
+            return
+        cfg = self.compose(["pruner=none"])
+        try:
+            self._train_run(cfg, tracker, run_id, self.folder / "reference")
+            tracker.end_run(run_id)
+            study.set_user_attr("reference_run_id", run_id)
+        except Exception as err:
+            tracker.set_tags(run_id, {"fail_reason": f"{type(err).__name__}: {err}"[:2000]})
+            tracker.end_run(run_id, "FAILED")
+            log.warning("the dense reference run failed: %s", err)
+
+    def reevaluate(self, front: list[optuna.trial.FrozenTrial], tracker: Tracker, parent: str) -> None:
+        for t in self._reeval_targets(front):
+            for seed in self.settings.reeval_seeds:
+                run_id = self._claim(tracker, parent, {"kind": "reeval", "trial_number": str(t.number), "seed": str(seed)})
+                if run_id is None:
+                    continue
+                cfg, _ = self.trial_config(FixedTrial(t.params, t.number))
+                cfg.seed = seed
+                try:
+                    self._train_run(cfg, tracker, run_id, self.folder / "reeval" / f"{t.number}-seed{seed}")
+                    tracker.end_run(run_id)
+                except Exception as err:
+                    tracker.set_tags(run_id, {"fail_reason": f"{type(err).__name__}: {err}"[:2000]})
+                    tracker.end_run(run_id, "FAILED")
+                    log.warning("re-evaluation of trial %d, seed %d failed: %s", t.number, seed, err)
+
+    def log_study_metrics(self, study: optuna.Study, tracker: Tracker, parent: str) -> None:
+        """Hypervolume history (2 objectives) against the fixed reference point."""
+        ref = self.settings.hypervolume_reference
+        if ref is None or len(self.settings.objectives) != 2:
+            return
+        done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+        history = {}
+        for i in range(1, len(done) + 1):
+            history[i] = hypervolume_2d([t.values for t in done[:i]], self.settings.directions, ref)
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric("study/hypervolume", v, now, step) for step, v in history.items()]
+        for i in range(0, len(metrics), 1000):
+            tracker.client.log_batch(parent, metrics=metrics[i : i + 1000])
+        study.set_user_attr("hypervolume_reference", list(ref))
+
+    def run(self) -> StudyOutcome:
+        self.validate()
+        study, desc = self.open()
+        tracker, parent = self._tracker_and_parent(study)
+        recover_stale(study)
+        self._fail_stale_runs(tracker, parent)
+        base_data = self.data_for(self.compose([]))
+        if "domains" not in study.user_attrs:
+            study.set_user_attr("domains", _domain_summary(base_data))
+        if self.settings.reference:
+            self.reference(tracker, parent, study)
+        done = self.optimise(study, tracker, parent)
+        front = self.pareto(study)
+        if done:
+            self.reevaluate(front, tracker, parent)
+            self.log_study_metrics(study, tracker, parent)
+        return StudyOutcome(study, self.settings, front, self.folder, desc, tracker, parent, done)
+
+
+def _domain_summary(data: PreparedData) -> list[dict]:
+    """Per domain: train rows, train positive rate, and the oracle AUC on test (synthetic)."""
+    rows = data.rows_per_domain("train")
+    train, test = data.splits["train"], data.splits["test"]
+    out = []
+    for k, name in enumerate(data.domain_names):
+        pos = float(train.label[train.domain == k].mean()) if rows[k] else None
+        oracle = None
+        sel = test.domain == k
+        if test.p_true is not None and int(sel.sum()):
+            oracle = auc(test.label[sel].numpy(), test.p_true[sel].numpy())
+            oracle = None if math.isnan(oracle) else oracle
+        out.append({"domain": name, "group": None if data.domain_groups is None else data.domain_groups.get(name),
+                    "train_rows": int(rows[k]), "pos_rate": pos, "oracle_auc": oracle})
+    return out
+
+

@@ -1,0 +1,95 @@
+"""The ``study`` config node as a typed, validated object (see conf/study/*.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from adasparse_lab.errors import ConfigError
+
+DIRECTIONS = ("maximize", "minimize")
+OBJECTIVE_PREFIXES = ("val/", "flops/", "sparsity/", "flops_ratio/")
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    direction: str
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    name: str
+    storage: str
+    workers: int
+    n_trials: int
+    timeout_s: float | None
+    max_failures: int
+    objectives: tuple[Objective, ...]
+    flops_budget: float | None
+    reeval_seeds: tuple[int, ...]
+    reeval_max_trials: int
+    reference: bool
+    grid: bool
+    hypervolume_reference: tuple[float, ...] | None
+    poll_s: float
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def metrics(self) -> list[str]:
+        return [o.metric for o in self.objectives]
+
+
+def parse_settings(node: DictConfig) -> StudySettings:
+    """Validate ``cfg.study``; every error names its key."""
+    raw = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(raw, dict)
+    known = {"name", "storage", "workers", "n_trials", "timeout_s", "max_failures", "objectives",
+             "flops_budget", "reeval", "reference", "grid", "hypervolume_reference", "poll_s",
+             "space", "sampler"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"study: unknown key(s) {unknown}; known: {sorted(known)}")
+    objectives = []
+    for i, o in enumerate(raw.get("objectives") or []):
+        if set(o) != {"metric", "direction"}:
+            raise ConfigError(f"study.objectives[{i}] needs exactly 'metric' and 'direction', got {sorted(o)}")
+        if o["direction"] not in DIRECTIONS:
+            raise ConfigError(f"study.objectives[{i}].direction={o['direction']!r}; choose one of {list(DIRECTIONS)}")
+        if not str(o["metric"]).startswith(OBJECTIVE_PREFIXES):
+            raise ConfigError(f"study.objectives[{i}].metric={o['metric']!r} must start with one of {list(OBJECTIVE_PREFIXES)}")
+        objectives.append(Objective(o["metric"], o["direction"]))
+    if not objectives:
+        raise ConfigError("study.objectives: give at least one objective")
+    checks = {
+        "n_trials": raw.get("n_trials", 0) >= 1,
+        "workers": raw.get("workers", 1) >= 1,
+        "max_failures": raw.get("max_failures", 1) >= 1,
+    }
+    for key, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"study.{key}={raw.get(key)!r} is out of range")
+    reeval = raw.get("reeval") or {}
+    hv_ref = raw.get("hypervolume_reference")
+    if hv_ref is not None and len(hv_ref) != len(objectives):
+        raise ConfigError(f"study.hypervolume_reference needs {len(objectives)} values, got {hv_ref}")
+    return StudySettings(
+        name=str(raw["name"]),
+        storage=str(raw.get("storage", "auto")),
+        workers=int(raw.get("workers", 1)),
+        n_trials=int(raw["n_trials"]),
+        timeout_s=raw.get("timeout_s"),
+        max_failures=int(raw.get("max_failures", 5)),
+        objectives=tuple(objectives),
+        flops_budget=raw.get("flops_budget"),
+        reeval_seeds=tuple(int(s) for s in reeval.get("seeds", [1, 2, 3])),
+        reeval_max_trials=int(reeval.get("max_trials", 5)),
+        reference=bool(raw.get("reference", True)),
+        grid=bool(raw.get("grid", False)),
+        hypervolume_reference=tuple(hv_ref) if hv_ref is not None else None,
+        poll_s=float(raw.get("poll_s", 2.0)),
+    )

@@ -1,0 +1,186 @@
+"""A study's search space as data (``study.space`` in conf/study/*.yaml), validated up front.
+
+Each entry is ``<key>: {type: ..., ...}``:
+
+- ``float`` / ``int``: ``low``, ``high``, optional ``log``, ``step``; the value is set at the
+  config path ``<key>`` (e.g. ``regularizer.lambda_end``).
+- ``categorical``: ``choices``; the value is set at ``<key>``. With ``overrides`` (a map from
+  each choice to a list of Hydra overrides), ``<key>`` is only a name and the chosen
+  overrides are applied at compose time, e.g. ``dense: [pruner=none]``.
+- ``group``: ``choices`` of the config group ``<key>`` (``pruner``, ``schedule``, ...),
+  applied as ``<key>=<choice>`` at compose time.
+- ``band``: ``centre: [lo, hi]`` and ``width: [lo, hi]``; samples ``<key>.centre`` and
+  ``<key>.width`` and sets ``schedule.r_min`` / ``schedule.r_max``.
+
+Compose-time entries are sampled first; then value entries are sampled only where their path
+exists in the composed config (a conditional space: ``pruner.gate.eps`` is not sampled for a
+gate without eps).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from adasparse_lab.errors import ConfigError
+
+COMPOSE_TYPES = ("group", "categorical_overrides")
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str
+    type: str  # float | int | categorical | group | band
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+    overrides: dict[str, list[str]] = field(default_factory=dict)
+    centre: tuple[float, float] | None = None
+    width: tuple[float, float] | None = None
+
+    @property
+    def at_compose(self) -> bool:
+        return self.type == "group" or (self.type == "categorical" and bool(self.overrides))
+
+
+def _range(key: str, name: str, value: Any) -> tuple[float, float]:
+    if not (isinstance(value, (list, tuple)) and len(value) == 2):
+        raise ConfigError(f"study.space.{key}.{name} must be [low, high], got {value!r}")
+    lo, hi = float(value[0]), float(value[1])
+    if lo > hi:
+        raise ConfigError(f"study.space.{key}.{name}: low={lo} > high={hi}")
+    return lo, hi
+
+
+def parse_param(key: str, spec: Mapping[str, Any]) -> Param:
+    kind = spec.get("type")
+    allowed = {
+        "float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
+        "categorical": {"type", "choices", "overrides"}, "group": {"type", "choices"},
+        "band": {"type", "centre", "width"},
+    }
+    if kind not in allowed:
+        raise ConfigError(f"study.space.{key}.type={kind!r}; choose one of {sorted(allowed)}")
+    unknown = set(spec) - allowed[kind]
+    if unknown:
+        raise ConfigError(f"study.space.{key}: unknown field(s) {sorted(unknown)} for type {kind}")
+    if kind in ("float", "int"):
+        if "low" not in spec or "high" not in spec:
+            raise ConfigError(f"study.space.{key}: {kind} needs low and high")
+        low, high = spec["low"], spec["high"]
+        if low > high:
+            raise ConfigError(f"study.space.{key}: low={low} > high={high}")
+        if spec.get("log") and low <= 0:
+            raise ConfigError(f"study.space.{key}: log scale needs low > 0 (low={low})")
+        return Param(key, kind, low=low, high=high, log=bool(spec.get("log", False)), step=spec.get("step"))
+    if kind == "band":
+        centre, width = _range(key, "centre", spec.get("centre")), _range(key, "width", spec.get("width"))
+        if centre[0] - width[1] / 2 < 0 or centre[1] + width[1] / 2 >= 1:
+            raise ConfigError(f"study.space.{key}: centre +- width/2 must stay inside [0, 1)")
+        return Param(key, kind, centre=centre, width=width)
+    choices = tuple(spec.get("choices") or ())
+    if not choices:
+        raise ConfigError(f"study.space.{key}: {kind} needs a non-empty list of choices")
+    overrides = {str(k): list(v) for k, v in (spec.get("overrides") or {}).items()}
+    missing = [c for c in choices if overrides and str(c) not in overrides]
+    if missing:
+        raise ConfigError(f"study.space.{key}.overrides: no overrides for choice(s) {missing}")
+    return Param(key, kind, choices=choices, overrides=overrides)
+
+
+def parse_space(space: Mapping[str, Any] | DictConfig) -> list[Param]:
+    if isinstance(space, DictConfig):
+        space = OmegaConf.to_container(space, resolve=True)  # type: ignore[assignment]
+    if not space:
+        raise ConfigError("study.space is empty: give at least one parameter")
+    return [parse_param(str(k), v) for k, v in space.items()]  # type: ignore[union-attr]
+
+
+def compose_overrides(params: list[Param], trial: optuna.Trial) -> list[str]:
+    """Sample the compose-time parameters; return their Hydra overrides."""
+    out: list[str] = []
+    for p in params:
+        if p.type == "group":
+            out.append(f"{p.key}={trial.suggest_categorical(p.key, p.choices)}")
+        elif p.at_compose:
+            out.extend(p.overrides[str(trial.suggest_categorical(p.key, p.choices))])
+    return out
+
+
+def apply_values(params: list[Param], trial: optuna.Trial, cfg: DictConfig) -> None:
+    """Sample the value parameters whose path exists in ``cfg`` and write them into it."""
+    for p in params:
+        if p.at_compose:
+            continue
+        if p.type == "band":
+            centre = trial.suggest_float(f"{p.key}.centre", *p.centre)  # type: ignore[misc]
+            width = trial.suggest_float(f"{p.key}.width", *p.width)  # type: ignore[misc]
+            OmegaConf.update(cfg, "schedule.r_min", round(centre - width / 2, 6))
+            OmegaConf.update(cfg, "schedule.r_max", round(centre + width / 2, 6))
+            continue
+        if OmegaConf.select(cfg, p.key, default=_MISSING) is _MISSING:
+            continue  # conditional: this composition has no such key
+        OmegaConf.update(cfg, p.key, _suggest(p, trial))
+
+
+def _suggest(p: Param, trial: optuna.Trial) -> Any:
+    if p.type == "float":
+        return trial.suggest_float(p.key, p.low, p.high, log=p.log, step=p.step)  # type: ignore[arg-type]
+    if p.type == "int":
+        return trial.suggest_int(p.key, int(p.low), int(p.high), log=p.log, step=int(p.step or 1))  # type: ignore[arg-type]
+    return trial.suggest_categorical(p.key, p.choices)
+
+
+def grid(params: list[Param]) -> dict[str, list]:
+    """The search space for optuna's GridSampler (only categorical and group entries)."""
+    bad = [p.key for p in params if p.type not in ("categorical", "group")]
+    if bad:
+        raise ConfigError(f"study.grid=true needs categorical/group parameters only; not {bad}")
+    return {p.key: list(p.choices) for p in params}
+
+
+def validate(params: list[Param], compose: Callable[[list[str]], DictConfig], check: Callable[[DictConfig], None]) -> None:
+    """Fail before the first trial: unknown paths, unknown group choices, values the config
+    itself rejects at either end of a range. ``compose`` builds a config from overrides;
+    ``check`` raises ConfigError for an invalid config."""
+    composed: dict[tuple[str, ...], DictConfig] = {}
+
+    def get(extra: tuple[str, ...]) -> DictConfig:
+        if extra not in composed:
+            composed[extra] = compose(list(extra))
+        return copy.deepcopy(composed[extra])
+
+    variants: list[tuple[str, ...]] = [()]
+    for p in params:
+        if not p.at_compose:
+            continue
+        for choice in p.choices:
+            extra = (f"{p.key}={choice}",) if p.type == "group" else tuple(p.overrides[str(choice)])
+            try:
+                get(extra)
+            except Exception as err:  # Hydra names the missing option and lists the choices
+                raise ConfigError(f"study.space.{p.key}: choice {choice!r} does not compose: {err}") from None
+            variants.append(extra)
+    for p in params:
+        if p.at_compose or p.type == "band":
+            continue
+        found = [v for v in variants if OmegaConf.select(get(v), p.key, default=_MISSING) is not _MISSING]
+        if not found:
+            raise ConfigError(f"study.space.{p.key}: unknown parameter path (not in the composed config)")
+        if p.type not in ("float", "int"):
+            continue
+        for value in (p.low, p.high):
+            cfg = get(found[0])
+            OmegaConf.update(cfg, p.key, value)
+            try:
+                check(cfg)
+            except ConfigError as err:
+                raise ConfigError(f"study.space.{p.key}: value {value} is rejected: {err}") from None

@@ -1,0 +1,80 @@
+"""The end of a study: the Pareto table (printed and written as CSV), read back from MLflow."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+import polars as pl
+
+from adasparse_lab.metrics import safe_name
+from adasparse_lab.tracking import Tracker
+
+
+def reeval_table(tracker: Tracker) -> pl.DataFrame:
+    """One row per finished re-evaluation run: trial, seed and every final metric."""
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id], "tags.kind = 'reeval' and attributes.status = 'FINISHED'", max_results=5000)
+    rows = [{"trial": int(r.data.tags["trial_number"]), "seed": int(r.data.tags["seed"]), **r.data.metrics}
+            for r in runs]
+    return pl.DataFrame(rows) if rows else pl.DataFrame(schema={"trial": pl.Int64, "seed": pl.Int64})
+
+
+def pareto_table(front: list[optuna.trial.FrozenTrial], metrics: list[str], domains: list[str],
+                 reeval: pl.DataFrame) -> pl.DataFrame:
+    """Front trials with objectives, key params and per-domain test AUC (mean and std over seeds)."""
+    rows = []
+    for t in front:
+        row: dict = {"trial": t.number, **{m: v for m, v in zip(metrics, t.values)}}
+        row["pruner"] = t.user_attrs.get("pruner_form")
+        band = t.user_attrs.get("band") or [None, None]
+        row["band"] = f"[{band[0]:.2f},{band[1]:.2f}]" if band[0] is not None else None
+        sub = reeval.filter(pl.col("trial") == t.number) if reeval.height else reeval
+        row["seeds"] = sub.height
+        for key in ["test/mean_domain_auc", *(f"test/auc/{safe_name(d)}" for d in domains)]:
+            values = sub[key].drop_nulls().to_numpy() if key in sub.columns else np.array([])
+            row[f"{key}:mean"] = float(values.mean()) if len(values) else None
+            row[f"{key}:std"] = float(values.std(ddof=1)) if len(values) > 1 else None
+        row["params"] = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t.params.items()))
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _pm(mean, std) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.4f}" + (f"±{std:.4f}" if std is not None and not math.isnan(std) else "")
+
+
+def format_pareto(table: pl.DataFrame, metrics: list[str], domains: list[str]) -> str:
+    if table.height == 0:
+        return "no COMPLETE trial: no Pareto front"
+    lines = ["Pareto front (selected on validation; test = mean±std over re-evaluation seeds)"]
+    head = f"{'trial':>5}  " + "".join(f"{m:>22}" for m in metrics) + f"{'test mean AUC':>20}  {'pruner':<13}{'band':<13}params"
+    lines += [head, "-" * len(head)]
+    for r in table.iter_rows(named=True):
+        line = f"{r['trial']:>5}  " + "".join(f"{r[m]:>22.4f}" for m in metrics)
+        line += f"{_pm(r['test/mean_domain_auc:mean'], r['test/mean_domain_auc:std']):>20}  "
+        line += f"{(r['pruner'] or '-'):<13}{(r['band'] or '-'):<13}{r['params']}"
+        lines.append(line)
+    lines += ["", "Per-domain test AUC of the front trials (mean over seeds):"]
+    head = f"{'domain':<14}" + "".join(f"{'#' + str(t):>10}" for t in table["trial"])
+    lines += [head, "-" * len(head)]
+    for d in domains:
+        key = f"test/auc/{safe_name(d)}:mean"
+        cells = "".join(f"{v:>10.4f}" if v is not None else f"{'-':>10}" for v in table[key]) if key in table.columns else ""
+        lines.append(f"{safe_name(d)[:13]:<14}{cells}")
+    return "\n".join(lines)
+
+
+def write_pareto(table: pl.DataFrame, folder: Path) -> Path:
+    path = folder / "pareto.csv"
+    folder.mkdir(parents=True, exist_ok=True)
+    table.write_csv(path)
+    return path

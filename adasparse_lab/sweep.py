@@ -1,0 +1,63 @@
+"""`python -m adasparse_lab.sweep +study=sparsity [overrides]`: an Optuna study over the
+composed config; every trial an MLflow run; ends with the Pareto table and the HTML report.
+
+Run the same command again to resume (completed trials are kept, trials of dead workers are
+marked FAIL); run it N times at once, or pass ``study.workers=N``, to add workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import hydra
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from adasparse_lab.errors import ConfigError, DataError
+from adasparse_lab.study.driver import StudyFailedError, StudyOutcome, StudyRunner
+from adasparse_lab.study.finish import finish
+
+log = logging.getLogger("adasparse_lab.sweep")
+
+
+def spawn_workers(n: int, argv: list[str]) -> list[subprocess.Popen]:
+    """Start n extra worker processes running the same study (``study.workers=1`` each)."""
+    args = [a for a in argv if not a.startswith("study.workers=")] + ["study.workers=1"]
+    return [subprocess.Popen([sys.executable, "-m", "adasparse_lab.sweep", *args]) for _ in range(n)]
+
+
+def run_study(base: DictConfig, overrides: list[str], argv: list[str] | None = None) -> StudyOutcome:
+    """The sweep without @hydra.main: ``overrides`` are the command line's (``+study=...``)."""
+    if "study" not in base:
+        raise ConfigError("no study selected: add +study=<name> (see conf/study/)")
+
+    def compose_trial(extra: list[str]) -> DictConfig:
+        return compose("config", overrides=[*overrides, *extra])
+
+    runner = StudyRunner(base, compose_trial)
+    runner.validate()
+    extra_workers = spawn_workers(runner.settings.workers - 1, argv or overrides) if runner.settings.workers > 1 else []
+    try:
+        outcome = runner.run()
+    finally:
+        for p in extra_workers:
+            p.wait()
+    finish(outcome, runner)
+    return outcome
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    overrides = list(HydraConfig.get().overrides.task)
+    try:
+        run_study(cfg, overrides, sys.argv[1:])
+    except (ConfigError, DataError, StudyFailedError) as err:
+        log.error("%s", err)
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()
