@@ -4,6 +4,7 @@ slower on the SQLite store."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -38,10 +39,17 @@ class Tracker:
     def __init__(self, uri: str, artifact_root: str | None, experiment: str) -> None:
         from mlflow.tracking import MlflowClient  # heavy import: only when tracking is on
 
-        if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        if uri.startswith("sqlite:///"):
+            db = Path(uri.removeprefix("sqlite:///")).expanduser()
+            db.parent.mkdir(parents=True, exist_ok=True)
+            # Several workers may start at once: one creates the schema, the others wait.
+            with open(db.with_name(db.name + ".lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self.client = MlflowClient(tracking_uri=uri)
+                self.client.search_experiments(max_results=1)  # creates/migrates the schema
+        else:
+            self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +168,20 @@ def _to_tensors(table: pl.DataFrame, n_cat: int, n_dense: int) -> TensorSplit:
     )
 
 
+def _write_cache(path: Path, tables: dict[str, pl.DataFrame], meta: dict) -> None:
+    """Write into a temporary folder and rename it into place, so that a concurrent worker
+    never reads a half-written cache (whoever renames first wins; the other copy is dropped)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    for split, table in tables.items():
+        table.write_parquet(tmp / f"{split}.parquet")
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    try:
+        tmp.rename(path)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def prepare(
     source,
     schema: Schema,
@@ -200,10 +216,7 @@ def prepare(
             "description": description,
         }
         if path is not None:
-            path.mkdir(parents=True, exist_ok=True)
-            for s, table in tables.items():
-                table.write_parquet(path / f"{s}.parquet")
-            meta_file.write_text(json.dumps(meta, indent=1, default=str))  # type: ignore[union-attr]
+            _write_cache(path, tables, meta)
         log.info("prepared data in %.1fs (cache: %s)", time.perf_counter() - t0, path)
     splits = {
         s: _to_tensors(t, len(schema.categorical), len(schema.dense)) for s, t in tables.items()

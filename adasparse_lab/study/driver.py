@@ -13,6 +13,7 @@ import logging
 import math
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -120,7 +121,9 @@ class StudyRunner:
             kwargs["direction"] = self.settings.directions[0]
         try:
             study = optuna.create_study(**kwargs)
-            study.set_metric_names(self.settings.metrics)
+            with warnings.catch_warnings():  # experimental since optuna 3.2, stable in use
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(self.settings.metrics)
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(storage=storage, study_name=self.settings.name, sampler=kwargs["sampler"])
             if [d.name.lower() for d in study.directions] != self.settings.directions:

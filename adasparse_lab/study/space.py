@@ -1,14 +1,15 @@
 """A study's search space as data (``study.space`` in conf/study/*.yaml), validated up front.
 
-Each entry is ``<key>: {type: ..., ...}``:
+Each entry is ``<name>: {type: ..., path: ..., ...}``; ``name`` is the Optuna parameter name
+and ``path`` (default: the name) the config path it sets:
 
-- ``float`` / ``int``: ``low``, ``high``, optional ``log``, ``step``; the value is set at the
-  config path ``<key>`` (e.g. ``regularizer.lambda_end``).
-- ``categorical``: ``choices``; the value is set at ``<key>``. With ``overrides`` (a map from
-  each choice to a list of Hydra overrides), ``<key>`` is only a name and the chosen
-  overrides are applied at compose time, e.g. ``dense: [pruner=none]``.
-- ``group``: ``choices`` of the config group ``<key>`` (``pruner``, ``schedule``, ...),
-  applied as ``<key>=<choice>`` at compose time.
+- ``float`` / ``int``: ``low``, ``high``, optional ``log``, ``step``; the value is set at
+  ``path`` (e.g. ``regularizer.lambda_end``).
+- ``categorical``: ``choices``; the value is set at ``path``. With ``overrides`` (a map from
+  each choice to a list of Hydra overrides), the chosen overrides are applied at compose
+  time instead, e.g. ``dense: [pruner=none]``.
+- ``group``: ``choices`` of the config group ``path`` (``pruner``, ``schedule``, ...),
+  applied as ``<path>=<choice>`` at compose time.
 - ``band``: ``centre: [lo, hi]`` and ``width: [lo, hi]``; samples ``<key>.centre`` and
   ``<key>.width`` and sets ``schedule.r_min`` / ``schedule.r_max``.
 
@@ -35,8 +36,9 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class Param:
-    key: str
+    key: str  # the Optuna parameter name
     type: str  # float | int | categorical | group | band
+    path: str = ""  # the config path (or group) it sets
     low: float | None = None
     high: float | None = None
     log: bool = False
@@ -63,13 +65,13 @@ def _range(key: str, name: str, value: Any) -> tuple[float, float]:
 def parse_param(key: str, spec: Mapping[str, Any]) -> Param:
     kind = spec.get("type")
     allowed = {
-        "float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
-        "categorical": {"type", "choices", "overrides"}, "group": {"type", "choices"},
-        "band": {"type", "centre", "width"},
+        "float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"},
+        "categorical": {"choices", "overrides"}, "group": {"choices"}, "band": {"centre", "width"},
     }
     if kind not in allowed:
         raise ConfigError(f"study.space.{key}.type={kind!r}; choose one of {sorted(allowed)}")
-    unknown = set(spec) - allowed[kind]
+    unknown = set(spec) - allowed[kind] - {"type", "path"}
+    path = str(spec.get("path") or key)
     if unknown:
         raise ConfigError(f"study.space.{key}: unknown field(s) {sorted(unknown)} for type {kind}")
     if kind in ("float", "int"):
@@ -80,12 +82,12 @@ def parse_param(key: str, spec: Mapping[str, Any]) -> Param:
             raise ConfigError(f"study.space.{key}: low={low} > high={high}")
         if spec.get("log") and low <= 0:
             raise ConfigError(f"study.space.{key}: log scale needs low > 0 (low={low})")
-        return Param(key, kind, low=low, high=high, log=bool(spec.get("log", False)), step=spec.get("step"))
+        return Param(key, kind, path, low=low, high=high, log=bool(spec.get("log", False)), step=spec.get("step"))
     if kind == "band":
         centre, width = _range(key, "centre", spec.get("centre")), _range(key, "width", spec.get("width"))
         if centre[0] - width[1] / 2 < 0 or centre[1] + width[1] / 2 >= 1:
             raise ConfigError(f"study.space.{key}: centre +- width/2 must stay inside [0, 1)")
-        return Param(key, kind, centre=centre, width=width)
+        return Param(key, kind, path, centre=centre, width=width)
     choices = tuple(spec.get("choices") or ())
     if not choices:
         raise ConfigError(f"study.space.{key}: {kind} needs a non-empty list of choices")
@@ -93,7 +95,7 @@ def parse_param(key: str, spec: Mapping[str, Any]) -> Param:
     missing = [c for c in choices if overrides and str(c) not in overrides]
     if missing:
         raise ConfigError(f"study.space.{key}.overrides: no overrides for choice(s) {missing}")
-    return Param(key, kind, choices=choices, overrides=overrides)
+    return Param(key, kind, path, choices=choices, overrides=overrides)
 
 
 def parse_space(space: Mapping[str, Any] | DictConfig) -> list[Param]:
@@ -109,7 +111,7 @@ def compose_overrides(params: list[Param], trial: optuna.Trial) -> list[str]:
     out: list[str] = []
     for p in params:
         if p.type == "group":
-            out.append(f"{p.key}={trial.suggest_categorical(p.key, p.choices)}")
+            out.append(f"{p.path}={trial.suggest_categorical(p.key, p.choices)}")
         elif p.at_compose:
             out.extend(p.overrides[str(trial.suggest_categorical(p.key, p.choices))])
     return out
@@ -126,9 +128,9 @@ def apply_values(params: list[Param], trial: optuna.Trial, cfg: DictConfig) -> N
             OmegaConf.update(cfg, "schedule.r_min", round(centre - width / 2, 6))
             OmegaConf.update(cfg, "schedule.r_max", round(centre + width / 2, 6))
             continue
-        if OmegaConf.select(cfg, p.key, default=_MISSING) is _MISSING:
+        if OmegaConf.select(cfg, p.path, default=_MISSING) is _MISSING:
             continue  # conditional: this composition has no such key
-        OmegaConf.update(cfg, p.key, _suggest(p, trial))
+        OmegaConf.update(cfg, p.path, _suggest(p, trial))
 
 
 def _suggest(p: Param, trial: optuna.Trial) -> Any:
@@ -163,7 +165,7 @@ def validate(params: list[Param], compose: Callable[[list[str]], DictConfig], ch
         if not p.at_compose:
             continue
         for choice in p.choices:
-            extra = (f"{p.key}={choice}",) if p.type == "group" else tuple(p.overrides[str(choice)])
+            extra = (f"{p.path}={choice}",) if p.type == "group" else tuple(p.overrides[str(choice)])
             try:
                 get(extra)
             except Exception as err:  # Hydra names the missing option and lists the choices
@@ -172,14 +174,14 @@ def validate(params: list[Param], compose: Callable[[list[str]], DictConfig], ch
     for p in params:
         if p.at_compose or p.type == "band":
             continue
-        found = [v for v in variants if OmegaConf.select(get(v), p.key, default=_MISSING) is not _MISSING]
+        found = [v for v in variants if OmegaConf.select(get(v), p.path, default=_MISSING) is not _MISSING]
         if not found:
-            raise ConfigError(f"study.space.{p.key}: unknown parameter path (not in the composed config)")
+            raise ConfigError(f"study.space.{p.key}: unknown parameter path {p.path!r} (not in the composed config)")
         if p.type not in ("float", "int"):
             continue
         for value in (p.low, p.high):
             cfg = get(found[0])
-            OmegaConf.update(cfg, p.key, value)
+            OmegaConf.update(cfg, p.path, value)
             try:
                 check(cfg)
             except ConfigError as err:

@@ -1,0 +1,189 @@
+"""The study driver: failures, tracking, resume after SIGKILL, several workers, bad configs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from hydra import initialize_config_dir
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from adasparse_lab.errors import ConfigError
+from adasparse_lab.study.pareto import hypervolume_2d, pareto_mask
+from adasparse_lab.sweep import run_study
+from tests.conftest import CONF, ROOT
+
+QUICK = ["+study=quick", "study.reeval.max_trials=1", "study.poll_s=0.2"]
+
+
+def study_overrides(tmp: Path, *extra: str) -> list[str]:
+    return [*QUICK, f"paths.studies={tmp}/studies", f"paths.reports={tmp}/reports",
+            f"paths.cache={tmp}/cache", *extra]
+
+
+def run_in_process(tmp: Path, *extra: str):
+    from hydra import compose
+
+    overrides = study_overrides(tmp, *extra)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        base = compose("config", overrides=overrides)
+        return run_study(base, overrides)
+
+
+def sweep_cmd(tmp: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "adasparse_lab.sweep", *study_overrides(tmp, *extra)]
+
+
+def test_pareto_mask_and_hypervolume_by_hand():
+    points = [[0.80, 1.0], [0.70, 0.5], [0.75, 1.2], [0.60, 0.4], [0.70, 0.5]]
+    assert pareto_mask(points, ["maximize", "minimize"]).tolist() == [True, True, False, True, True]
+    # minimised: (-.8,1), (-.7,.5), (-.6,.4); reference (-.5, 2): .3*1 + .2*.5 + .1*.1
+    assert hypervolume_2d(points, ["maximize", "minimize"], [0.5, 2.0]) == pytest.approx(0.41)
+
+
+def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypatch):
+    """Trial 0 raises, trial 1 gets a NaN loss; both end FAIL with a reason, 4 trials complete."""
+    import adasparse_lab.study.driver as driver
+    import adasparse_lab.trainer as trainer
+
+    real = driver.train_and_evaluate
+    calls = {"n": 0}
+
+    def flaky(cfg, data, on_epoch=None, components=None):
+        calls["n"] += 1
+        if calls["n"] == 2:  # call 1 is the dense reference run
+            raise RuntimeError("injected failure")
+        if calls["n"] == 3:
+            with monkeypatch.context() as m:
+                m.setattr(trainer.F, "binary_cross_entropy_with_logits",
+                          lambda logits, label: (logits * float("nan")).mean())
+                return real(cfg, data, on_epoch, components)
+        return real(cfg, data, on_epoch, components)
+
+    monkeypatch.setattr(driver, "train_and_evaluate", flaky)
+    outcome = run_in_process(tmp_path)
+    trials = outcome.study.get_trials()
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) == 4 and states.count(TrialState.FAIL) == 2
+    assert trials[0].user_attrs["fail_reason"] == "RuntimeError: injected failure"
+    assert "non-finite training loss" in trials[1].user_attrs["fail_reason"]
+
+    client = MlflowClient(outcome.tracker.uri)
+    exp = client.get_experiment_by_name("quick")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    kinds = [r.data.tags.get("kind") for r in runs]
+    assert kinds.count("study") == 1 and kinds.count("trial") == 6 and kinds.count("reference") == 1
+    assert kinds.count("reeval") == 1  # max_trials=1 x seeds [1]
+    parent = next(r for r in runs if r.data.tags["kind"] == "study")
+    assert parent.info.status == "FINISHED"
+    assert "pareto.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert client.get_metric_history(parent.info.run_id, "study/hypervolume")[-1].value > 0
+    by_trial = {r.data.tags["trial_number"]: r for r in runs if r.data.tags.get("kind") == "trial"}
+    failed = by_trial["0"]
+    assert failed.info.status == "FAILED" and failed.data.tags["fail_reason"] == "RuntimeError: injected failure"
+    for t in trials:
+        run = by_trial[str(t.number)]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert t.user_attrs["mlflow_run_id"] == run.info.run_id
+        if t.state == TrialState.COMPLETE:
+            assert run.data.metrics["val/mean_domain_auc"] == pytest.approx(t.values[0])
+            history = client.get_metric_history(run.info.run_id, "epoch/val/auc/d11")
+            assert [m.step for m in history] == [1, 2]  # per-domain metrics by epoch
+            assert {p for p in run.data.params} >= {"lambda_end", "band.centre", "lr"}
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["+study.space.depth={path:model.depth,type:int,low:1,high:3}"], r"study.space.depth: unknown parameter path 'model.depth'"),
+    (["study.space.lr.low=0.1", "study.space.lr.high=0.01"], r"study.space.lr: low=0.1 > high=0.01"),
+    (["+study.space.form={path:pruner,type:group,choices:[fusion,magic]}"], r"study.space.form: choice 'magic'"),
+    (["+study.space.eps={path:pruner.gate.eps,type:float,low:0.1,high:1.5}"], r"study.space.eps: value 1.5 is rejected"),
+    (["study.objectives=[{metric:val/mean_domain_auc,direction:up}]"], r"study.objectives\[0\].direction='up'"),
+    (["+study.space.x={type:normal}"], r"study.space.x.type='normal'"),
+])
+def test_bad_study_config_fails_before_the_first_trial(tmp_path, extra, match):
+    with pytest.raises(ConfigError, match=match):
+        run_in_process(tmp_path, *extra)
+    assert not (tmp_path / "studies" / "quick" / "optuna.db").exists()
+
+
+def test_cli_bad_study_config_names_the_key(tmp_path):
+    proc = subprocess.run(sweep_cmd(tmp_path, "study.space.lr.low=0.1", "study.space.lr.high=0.01"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "study.space.lr: low=0.1 > high=0.01" in proc.stderr
+
+
+def _trials(tmp: Path, storage: str = "sqlite") -> list[optuna.trial.FrozenTrial]:
+    folder = tmp / "studies" / "quick"
+    url = (optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "journal.log")))
+           if storage == "journal" else f"sqlite:///{folder / 'optuna.db'}")
+    return optuna.load_study(study_name="quick", storage=url).get_trials()
+
+
+def test_sigkill_mid_trial_then_resume(tmp_path):
+    extra = ["study.n_trials=3", "study.reference=false", "train.epochs=4"]
+    proc = subprocess.Popen(sweep_cmd(tmp_path, *extra), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline:  # wait until the second trial is running
+            time.sleep(0.5)
+            db = tmp_path / "studies" / "quick" / "optuna.db"
+            if db.exists():
+                try:
+                    trials = _trials(tmp_path)
+                except Exception:
+                    continue
+                if any(t.state == TrialState.RUNNING and t.number >= 1 and "mlflow_run_id" in t.user_attrs for t in trials):
+                    break
+        else:
+            pytest.fail("the sweep never reached its second trial")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed = [t.number for t in _trials(tmp_path) if t.state == TrialState.RUNNING]
+    assert len(killed) == 1
+    resumed = subprocess.run(sweep_cmd(tmp_path, *extra), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = _trials(tmp_path)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    assert trials[killed[0]].state == TrialState.FAIL
+    assert "died" in trials[killed[0]].user_attrs["fail_reason"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'studies' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("quick")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    killed_run = [r for r in runs if r.data.tags.get("trial_number") == str(killed[0]) and r.data.tags.get("kind") == "trial"]
+    assert [r.info.status for r in killed_run] == ["FAILED"]
+
+
+def test_two_workers_share_one_journal_study(tmp_path):
+    extra = ["study.n_trials=6", "study.storage=journal", "study.reference=false", "study.reeval.max_trials=0"]
+    # Prepare the data cache once so both workers start training at once.
+    procs = [subprocess.Popen(sweep_cmd(tmp_path, *extra), cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=400)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    trials = _trials(tmp_path, "journal")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6
+    assert len({t.number for t in trials}) == len(trials)
+    workers = {t.user_attrs["worker"] for t in complete}
+    assert len(workers) == 2  # both did work
+    client = MlflowClient(f"sqlite:///{tmp_path / 'studies' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("quick")
+    trial_runs = client.search_runs([exp.experiment_id], "tags.kind = 'trial'", max_results=100)
+    assert sorted(int(r.data.tags["trial_number"]) for r in trial_runs) == sorted(t.number for t in trials if "mlflow_run_id" in t.user_attrs)
+    assert len(client.search_runs([exp.experiment_id], "tags.kind = 'study'")) == 1
+
+
