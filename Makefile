@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 study: setup  ## the main job: the sparsity study on the built-in synthetic dataset
-	$(PY) -m adasparse_lab.train
+	$(PY) -m adasparse_lab.sweep +study=sparsity
 
 train: setup  ## one training run (AdaSparse fusion on synthetic data)
 	$(PY) -m adasparse_lab.train

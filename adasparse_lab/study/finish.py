@@ -50,6 +50,12 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     if outcome.done:
         tracker.end_run(outcome.parent_run_id)
     uri = tracker.uri
+    timed = [t for t in outcome.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and "fit_s" in t.user_attrs]
+    if timed:
+        total = sum(t.user_attrs["duration_s"] for t in timed)
+        overhead = total - sum(t.user_attrs["fit_s"] for t in timed)
+        print(f"\nper-trial overhead (compose, storage, tracking, outputs): {overhead / len(timed):.2f}s "
+              f"= {100 * overhead / total:.1f}% of {total / len(timed):.1f}s per trial")
     print(f"\nstudy {s.name!r}: {complete}/{s.n_trials} trials complete"
           + ("" if outcome.done else " (budget not reached: run the same command again to continue)"))
     print(f"  optuna storage : {outcome.storage_desc}")
