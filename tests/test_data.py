@@ -102,7 +102,7 @@ def test_bad_input_messages(tmp_path):
     frame.write_csv(tmp_path / "ok.csv")
     schema = Schema(label="y", domain="dom", categorical=("item", "missing_col"))
     src = TabularSource(path=str(tmp_path / "ok.csv"), split=RandomSplit())
-    with pytest.raises(DataError, match=r"train split: missing column\(s\) \['missing_col'\]"):
+    with pytest.raises(DataError, match=r"ok.csv \(train split\): missing column\(s\) \['missing_col'\]"):
         prepare(src, schema, None)
     frame.with_columns(y=pl.lit(2)).write_csv(tmp_path / "bad_label.csv")
     src = TabularSource(path=str(tmp_path / "bad_label.csv"), split=RandomSplit())

@@ -106,7 +106,8 @@ def encode(raw: RawData, schema: Schema, min_freq: int, dense_log1p: bool) -> di
     for name in SPLITS:
         if name not in raw.frames:
             raise DataError(f"data source gave no {name!r} split (got {sorted(raw.frames)})")
-        schema.validate(raw.frames[name], f"{name} split")
+        origin = (raw.origins or {}).get(name, f"{name} split")
+        schema.validate(raw.frames[name], origin)
         if raw.frames[name].height == 0:
             raise DataError(f"the {name} split is empty")
     train = raw.frames["train"]

@@ -25,6 +25,7 @@ class RawData:
 
     frames: dict[str, pl.DataFrame]
     domain_groups: dict[str, int] | None = None
+    origins: dict[str, str] | None = None  # where each split came from, for error messages
 
 
 class RandomSplit:
@@ -130,9 +131,13 @@ class TabularSource:
     def load(self) -> RawData:
         if self.path is not None:
             assert self.split is not None
-            return RawData(frames=self.split(read_table(self.path, self.separator)))
+            frame = read_table(self.path, self.separator)
+            where = str(Path(self.path).expanduser().resolve())
+            return RawData(frames=self.split(frame), origins={s: f"{where} ({s} split)" for s in SPLITS})
+        files = {k: p for k, p in self.files.items() if p}
         return RawData(
-            frames={k: read_table(p, self.separator) for k, p in self.files.items() if p}
+            frames={k: read_table(p, self.separator) for k, p in files.items()},
+            origins={k: str(Path(p).expanduser().resolve()) for k, p in files.items()},
         )
 
     def describe(self) -> dict:
