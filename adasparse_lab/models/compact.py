@@ -44,7 +44,7 @@ class CompactModel(nn.Module):
 
 
 def _sliced(layer: nn.Linear, rows: torch.Tensor, cols: torch.Tensor, col_scale: torch.Tensor) -> nn.Linear:
-    out = nn.Linear(len(cols), len(rows))
+    out = nn.Linear(len(cols), len(rows), device=layer.weight.device, dtype=layer.weight.dtype)
     out.weight.copy_(layer.weight[rows][:, cols] * col_scale)
     out.bias.copy_(layer.bias[rows])
     return out
@@ -68,16 +68,18 @@ def compact_tower(model: AdaSparseModel, domain_code: int) -> CompactTower:
         keep[pos] = torch.nonzero(pi != 0).flatten()
         scale[pos] = pi[keep[pos]]
 
+    device = e_d.device
+
     def kept(pos: int) -> tuple[torch.Tensor, torch.Tensor]:
         if pos in keep:
             return keep[pos], scale[pos]
         n = model.widths[pos]
-        return torch.arange(n), torch.ones(n)
+        return torch.arange(n, device=device), torch.ones(n, device=device)
 
     layers = []
     for pos, layer in enumerate([*model.layers, model.head], start=1):
         cols, col_scale = kept(pos - 1)
-        rows = kept(pos)[0] if pos < len(model.widths) else torch.arange(1)
+        rows = kept(pos)[0] if pos < len(model.widths) else torch.arange(1, device=device)
         layers.append(_sliced(layer, rows, cols, col_scale))
     return CompactTower(kept(0)[0], layers)
 
