@@ -122,6 +122,7 @@ class StudyRunner:
             kwargs["direction"] = self.settings.directions[0]
         try:
             study = optuna.create_study(**kwargs)
+            study.set_user_attr("creator", self.worker)
             with warnings.catch_warnings():  # experimental since optuna 3.2, stable in use
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(self.settings.metrics)
@@ -135,28 +136,34 @@ class StudyRunner:
         return study, desc
 
     def _tracker_and_parent(self, study: optuna.Study) -> tuple[Tracker, str]:
+        """The study's MLflow experiment and parent run. The worker that created the Optuna
+        study creates the parent run; others wait for it (or take over from a dead creator)."""
         tracking = self.base.tracking
         if not tracking.enabled:
             raise ConfigError("a study needs tracking=mlflow (every trial is an MLflow run)")
         tracker = Tracker(tracking.uri, tracking.artifact_root, self.settings.name)
-        parent = study.user_attrs.get("parent_run_id")
-        for _ in range(50):  # another worker may be creating it right now
-            if parent is not None or study.user_attrs.get("creator") not in (None, self.worker):
+        while True:
+            attrs = study.user_attrs
+            if attrs.get("parent_run_id"):
+                return tracker, attrs["parent_run_id"]
+            creator = attrs.get("creator")
+            if creator in (None, self.worker) or worker_alive(creator) is False:
                 break
-            study.set_user_attr("creator", self.worker)
-            parent = tracker.start_run(f"study-{self.settings.name}", tags={"kind": "study"})
-            study.set_user_attr("parent_run_id", parent)
-            study.set_user_attr("objectives", [o.__dict__ for o in self.settings.objectives])
-            study.set_user_attr("mlflow_uri", tracking.uri)
-            study.set_user_attr("mlflow_experiment", self.settings.name)
-            study.set_user_attr("config", OmegaConf.to_yaml(self.base, resolve=True))
-            study.set_user_attr("machine", machine_info())
-            study.set_user_attr("started_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-            tracker.log_params(parent, {"study": self.settings.name, "n_trials": self.settings.n_trials,
-                                        "objectives": ",".join(self.settings.metrics)})
-        while parent is None:
             time.sleep(0.5)
-            parent = optuna.load_study(storage=study._storage, study_name=study.study_name).user_attrs.get("parent_run_id")
+        study.set_user_attr("creator", self.worker)
+        parent = tracker.start_run(f"study-{self.settings.name}", tags={"kind": "study", "worker": self.worker})
+        for key, value in {
+            "objectives": [o.__dict__ for o in self.settings.objectives],
+            "mlflow_uri": tracking.uri,
+            "mlflow_experiment": self.settings.name,
+            "config": OmegaConf.to_yaml(self.base, resolve=True),
+            "machine": machine_info(),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "parent_run_id": parent,  # last: its presence means the rest is there
+        }.items():
+            study.set_user_attr(key, value)
+        tracker.log_params(parent, {"study": self.settings.name, "n_trials": self.settings.n_trials,
+                                    "objectives": ",".join(self.settings.metrics)})
         return tracker, parent
 
     def data_for(self, cfg: DictConfig) -> PreparedData:
