@@ -38,17 +38,51 @@ class StudySpec:
     n_rows: int = 6000
     n_domains: int = 6
     n_groups: int = 2
+    size_ratio: float = 8.0
     epochs: int = 1
     hidden: list[int] = field(default_factory=lambda: [16, 8])
     embedding_dim: int = 4
     batch_size: int = 256
     seeds: tuple[int, ...] = (1, 2)  # re-evaluation seeds of the front trials
     # (pruner, inputs, r_min, lambda_end, lr) per completed trial
-    trials: list[tuple] = field(default_factory=lambda: [
-        ("fusion", "hidden+domain", 0.15, 10.0, 0.003),
-        ("binarization", "domain", 0.35, 30.0, 0.003),
-        ("scaling", "hidden+domain", 0.15, 1.0, 0.001),
-    ])
+    trials: list[tuple] = field(
+        default_factory=lambda: [
+            ("fusion", "hidden+domain", 0.15, 10.0, 0.003),
+            ("binarization", "domain", 0.35, 30.0, 0.003),
+            ("scaling", "hidden+domain", 0.15, 1.0, 0.001),
+        ]
+    )
+
+
+def demo_spec(n_trials: int = 14, seed: int = 0) -> StudySpec:
+    """A larger study for looking at a report (docs/report.png), not for the test suite:
+    12 domains, 100k rows, 3 epochs, random trials; a few minutes on 2 cores."""
+    import random
+
+    rng = random.Random(seed)
+    trials = [
+        (
+            rng.choice(["fusion", "fusion", "binarization", "scaling"]),
+            rng.choice(["hidden+domain", "domain"]),
+            round(rng.uniform(0.05, 0.5), 2),
+            round(10 ** rng.uniform(0, 2), 2),
+            round(10 ** rng.uniform(-3.3, -2.5), 5),
+        )
+        for _ in range(n_trials)
+    ]
+    return StudySpec(
+        name="demo",
+        n_rows=100_000,
+        n_domains=12,
+        n_groups=3,
+        size_ratio=50.0,
+        epochs=3,
+        hidden=[64, 32],
+        embedding_dim=8,
+        batch_size=1024,
+        seeds=(1, 2),
+        trials=trials,
+    )
 
 
 @dataclass
@@ -66,8 +100,13 @@ def _config(root: Path, spec: StudySpec, overrides: list[str]) -> DictConfig:
         cfg = compose("config", overrides=overrides)
     with open_dict(cfg):
         src = cfg.data.source
-        src.n_rows, src.n_domains, src.n_groups, src.size_ratio = spec.n_rows, spec.n_domains, spec.n_groups, 8.0
-        cfg.train.epochs, cfg.train.batch_size, cfg.train.progress = spec.epochs, spec.batch_size, False
+        src.n_rows, src.n_domains, src.n_groups = spec.n_rows, spec.n_domains, spec.n_groups
+        src.size_ratio = spec.size_ratio
+        cfg.train.epochs, cfg.train.batch_size, cfg.train.progress = (
+            spec.epochs,
+            spec.batch_size,
+            False,
+        )
         cfg.train.device = "cpu"
         cfg.model.hidden_dims, cfg.model.embedding_dim = list(spec.hidden), spec.embedding_dim
         cfg.paths.studies, cfg.paths.cache = str(root), str(root / "cache")
@@ -90,6 +129,7 @@ def _run(tracker: Tracker, parent: str, cfg: DictConfig, data, out: Path, name: 
 def build_study(root: Path, spec: StudySpec | None = None) -> BuiltStudy:
     """Train the spec's runs for real and store them following the sweep's storage contract."""
     spec = spec or StudySpec()
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     root.mkdir(parents=True, exist_ok=True)
     base = _config(root, spec, ["pruner=none"])
     data = build_data(base.data, base.paths.cache)
@@ -97,50 +137,133 @@ def build_study(root: Path, spec: StudySpec | None = None) -> BuiltStudy:
     parent = tracker.start_run(spec.name, tags={"kind": "study"})
     storage = f"sqlite:///{root}/{spec.name}/optuna.db"
     (root / spec.name).mkdir(exist_ok=True)
-    study = optuna.create_study(study_name=spec.name, storage=storage, directions=["maximize", "minimize"])
-    ref_id, ref = _run(tracker, parent, base, data, root / "runs/reference", "reference", {"kind": "reference"})
+    study = optuna.create_study(
+        study_name=spec.name, storage=storage, directions=["maximize", "minimize"]
+    )
+    ref_id, ref = _run(
+        tracker, parent, base, data, root / "runs/reference", "reference", {"kind": "reference"}
+    )
 
     values = []
     for number, (form, inputs, r_min, lam, lr) in enumerate(spec.trials):
-        params = {"pruner": form, "regularizer.lambda_end": lam, "schedule.r_min": r_min, "train.lr": lr}
-        cfg = _config(root, spec, [f"pruner={form}", f"pruner.inputs={inputs}", f"regularizer.lambda_end={lam}",
-                                   f"schedule.r_min={r_min}", f"schedule.r_max={r_min + 0.1}", f"train.lr={lr}"])
-        run_id, result = _run(tracker, parent, cfg, data, root / f"runs/trial{number}", f"trial-{number}",
-                              {"kind": "trial", "trial_number": number})
+        params = {
+            "pruner": form,
+            "regularizer.lambda_end": lam,
+            "schedule.r_min": r_min,
+            "train.lr": lr,
+        }
+        cfg = _config(
+            root,
+            spec,
+            [
+                f"pruner={form}",
+                f"pruner.inputs={inputs}",
+                f"regularizer.lambda_end={lam}",
+                f"schedule.r_min={r_min}",
+                f"schedule.r_max={r_min + 0.1}",
+                f"train.lr={lr}",
+            ],
+        )
+        run_id, result = _run(
+            tracker,
+            parent,
+            cfg,
+            data,
+            root / f"runs/trial{number}",
+            f"trial-{number}",
+            {"kind": "trial", "trial_number": number},
+        )
         v = [result.metrics["val/mean_domain_auc"], result.metrics["flops/ratio"]]
         values.append(v)
-        study.add_trial(optuna.trial.create_trial(
-            values=v, params=params, distributions=DISTRIBUTIONS,
-            user_attrs={"mlflow_run_id": run_id, "pruner_form": form, "pruner_inputs": inputs,
-                        "band": [r_min, r_min + 0.1], "duration_s": result.fit.seconds}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=v,
+                params=params,
+                distributions=DISTRIBUTIONS,
+                user_attrs={
+                    "mlflow_run_id": run_id,
+                    "pruner_form": form,
+                    "pruner_inputs": inputs,
+                    "band": [r_min, r_min + 0.1],
+                    "duration_s": result.fit.seconds,
+                },
+            )
+        )
     n = len(spec.trials)
-    bad = {"pruner": "fusion", "regularizer.lambda_end": 1e2, "schedule.r_min": 0.5, "train.lr": 1e-2}
-    study.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.FAIL, params=bad, distributions=DISTRIBUTIONS,
-        user_attrs={"pruner_form": "fusion", "fail_reason": "NonFiniteLossError: non-finite training loss"}))
-    study.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.RUNNING, params=bad, distributions=DISTRIBUTIONS,
-        user_attrs={"pruner_form": "fusion"}))
+    bad = {
+        "pruner": "fusion",
+        "regularizer.lambda_end": 1e2,
+        "schedule.r_min": 0.5,
+        "train.lr": 1e-2,
+    }
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            params=bad,
+            distributions=DISTRIBUTIONS,
+            user_attrs={
+                "pruner_form": "fusion",
+                "fail_reason": "NonFiniteLossError: non-finite training loss",
+            },
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.RUNNING,
+            params=bad,
+            distributions=DISTRIBUTIONS,
+            user_attrs={"pruner_form": "fusion"},
+        )
+    )
 
     front = [i for i, on in enumerate(pareto_mask(values, ["maximize", "minimize"])) if on]
     for number in front:
         form, inputs, r_min, lam, lr = spec.trials[number]
         for seed in spec.seeds:
-            cfg = _config(root, spec, [f"pruner={form}", f"pruner.inputs={inputs}", f"regularizer.lambda_end={lam}",
-                                       f"schedule.r_min={r_min}", f"schedule.r_max={r_min + 0.1}",
-                                       f"train.lr={lr}", f"seed={seed}"])
-            _run(tracker, parent, cfg, data, root / f"runs/reeval{number}-{seed}", f"reeval-{number}-{seed}",
-                 {"kind": "reeval", "trial_number": number, "seed": seed})
+            cfg = _config(
+                root,
+                spec,
+                [
+                    f"pruner={form}",
+                    f"pruner.inputs={inputs}",
+                    f"regularizer.lambda_end={lam}",
+                    f"schedule.r_min={r_min}",
+                    f"schedule.r_max={r_min + 0.1}",
+                    f"train.lr={lr}",
+                    f"seed={seed}",
+                ],
+            )
+            _run(
+                tracker,
+                parent,
+                cfg,
+                data,
+                root / f"runs/reeval{number}-{seed}",
+                f"reeval-{number}-{seed}",
+                {"kind": "reeval", "trial_number": number, "seed": seed},
+            )
     tracker.end_run(parent)
     attrs = {
-        "objectives": [{"name": "val/mean_domain_auc", "direction": "maximize"},
-                       {"name": "flops/ratio", "direction": "minimize"}],
-        "mlflow_uri": base.tracking.uri, "mlflow_experiment": spec.name, "parent_run_id": parent,
-        "reference_run_id": ref_id, "config": OmegaConf.to_yaml(base, resolve=True),
-        "domains": ref.domains.select("domain", "group", "train_rows", "pos_rate", "oracle_auc").to_dicts(),
-        "machine": {"cpu": platform.processor() or platform.machine(), "platform": platform.platform(),
-                    "threads": 2, "torch": "test", "python": platform.python_version()},
-        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "objectives": [
+            {"name": "val/mean_domain_auc", "direction": "maximize"},
+            {"name": "flops/ratio", "direction": "minimize"},
+        ],
+        "mlflow_uri": base.tracking.uri,
+        "mlflow_experiment": spec.name,
+        "parent_run_id": parent,
+        "reference_run_id": ref_id,
+        "config": OmegaConf.to_yaml(base, resolve=True),
+        "domains": ref.domains.select(
+            "domain", "group", "train_rows", "pos_rate", "oracle_auc"
+        ).to_dicts(),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "platform": platform.platform(),
+            "threads": 2,
+            "torch": "test",
+            "python": platform.python_version(),
+        },
+        "started_at": started,
     }
     for key, value in attrs.items():
         study.set_user_attr(key, value)
@@ -154,10 +277,14 @@ def report_study(tmp_path_factory) -> BuiltStudy:
     done = root / "built.txt"
     if done.is_file():
         storage, uri, n, front = done.read_text().split("\n")
-        return BuiltStudy("tiny", root, storage, uri, int(n), [int(x) for x in front.split(",") if x])
+        return BuiltStudy(
+            "tiny", root, storage, uri, int(n), [int(x) for x in front.split(",") if x]
+        )
     built = build_study(root)
-    done.write_text(f"{built.storage}\n{built.mlflow_uri}\n{built.n_complete}\n"
-                    + ",".join(map(str, built.reeval_numbers)))
+    done.write_text(
+        f"{built.storage}\n{built.mlflow_uri}\n{built.n_complete}\n"
+        + ",".join(map(str, built.reeval_numbers))
+    )
     return built
 
 
@@ -166,13 +293,18 @@ def test_collect_reads_every_table(report_study):
     t = data.trials
     assert t.height == report_study.n_complete + 2
     assert t["state"].value_counts().sort("state").to_dicts() == [
-        {"state": "COMPLETE", "count": 3}, {"state": "FAIL", "count": 1}, {"state": "RUNNING", "count": 1}]
+        {"state": "COMPLETE", "count": 3},
+        {"state": "FAIL", "count": 1},
+        {"state": "RUNNING", "count": 1},
+    ]
     done = t.filter(pl.col("state") == "COMPLETE")
     # Optuna values and MLflow metrics agree; every finished trial has its run and test AUC.
     assert done["run_id"].null_count() == 0 and done["test_auc"].null_count() == 0
     assert ((done["auc"] > 0.4) & (done["auc"] < 1.0)).all()
     assert (done["flops_ratio"] > 0).all()
-    assert sorted(t.filter(pl.col("on_front"))["number"].to_list()) == sorted(report_study.reeval_numbers)
+    assert sorted(t.filter(pl.col("on_front"))["number"].to_list()) == sorted(
+        report_study.reeval_numbers
+    )
     assert {"param:pruner", "param:train.lr", "obj:flops/ratio"} <= set(t.columns)
     assert t.filter(pl.col("state") == "FAIL")["fail_reason"][0].startswith("NonFinite")
 
@@ -180,8 +312,11 @@ def test_collect_reads_every_table(report_study):
     assert data.reference.height == 1 and data.reference["flops_ratio"][0] == pytest.approx(1.0)
     kinds = data.domain_metrics.group_by("kind").len().sort("kind").to_dicts()
     n_front = len(report_study.reeval_numbers)
-    assert kinds == [{"kind": "reeval", "len": 6 * 2 * n_front}, {"kind": "reference", "len": 6},
-                     {"kind": "trial", "len": 6 * 3}]
+    assert kinds == [
+        {"kind": "reeval", "len": 6 * 2 * n_front},
+        {"kind": "reference", "len": 6},
+        {"kind": "trial", "len": 6 * 3},
+    ]
     assert data.reeval.height == n_front and (data.reeval["n_seeds"] == 2).all()
     assert data.reeval_domains.height == 6 * n_front
     # Structure of front trials: one keep probability per domain and neuron of both layers.
@@ -189,3 +324,4 @@ def test_collect_reads_every_table(report_study):
     per_trial = data.keep.group_by("number").len()["len"].to_list()
     assert set(per_trial) == {6 * (16 + 8)}
     assert data.layer_sparsity.height == 3 * 6 * 2
+

@@ -102,7 +102,9 @@ def neuron_order(keep_prob: np.ndarray) -> np.ndarray:
     return np.lexsort(keys)
 
 
-def reference_point(values: np.ndarray, directions: Sequence[str], margin: float = 0.05) -> list[float]:
+def reference_point(
+    values: np.ndarray, directions: Sequence[str], margin: float = 0.05
+) -> list[float]:
     """A hypervolume reference point just worse than every observed value [N, M]."""
     vals = np.asarray(values, dtype=np.float64)
     out = []

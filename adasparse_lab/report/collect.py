@@ -35,10 +35,22 @@ from adasparse_lab.report.storage import load_study, objectives, trials_table
 log = logging.getLogger(__name__)
 AUC_OBJECTIVE = "val/mean_domain_auc"
 FLOPS_OBJECTIVE = "flops/ratio"
-DOMAINS_SCHEMA = {"study": pl.String, "domain": pl.String, "group": pl.Int64, "train_rows": pl.Int64,
-                  "pos_rate": pl.Float64, "oracle_auc": pl.Float64}
-KEEP_SCHEMA = {"study": pl.String, "number": pl.Int64, "domain": pl.String, "position": pl.Int64,
-               "neuron": pl.Int64, "keep_prob": pl.Float64}
+DOMAINS_SCHEMA = {
+    "study": pl.String,
+    "domain": pl.String,
+    "group": pl.Int64,
+    "train_rows": pl.Int64,
+    "pos_rate": pl.Float64,
+    "oracle_auc": pl.Float64,
+}
+KEEP_SCHEMA = {
+    "study": pl.String,
+    "number": pl.Int64,
+    "domain": pl.String,
+    "position": pl.Int64,
+    "neuron": pl.Int64,
+    "keep_prob": pl.Float64,
+}
 
 
 @dataclass
@@ -77,57 +89,55 @@ def _objective_column(objs: list[dict[str, str]], name: str, direction: str) -> 
 
 def _enrich_trials(
     trials: pl.DataFrame, objs: list[dict[str, str]], runs: pl.DataFrame
-) -> tuple[pl.DataFrame, list[str]]:
-    """Adds auc, flops_ratio (Optuna values first, MLflow second), test_auc and sparsity; also
-    returns the run ids whose MLflow val AUC disagrees with the trial's objective value."""
+) -> pl.DataFrame:
+    """Adds auc, flops_ratio (Optuna values first, MLflow second), test_auc and sparsity."""
     trial_runs = runs.filter(pl.col("kind") == "trial")
-    by_id = trial_runs.select("run_id", m_auc="auc", m_flops="flops_ratio", test_auc="test_auc",
-                              sparsity="sparsity")
+    by_id = trial_runs.select(
+        "run_id", m_auc="auc", m_flops="flops_ratio", test_auc="test_auc", sparsity="sparsity"
+    )
     # Trials that did not record their run id: the latest run tagged with their number.
-    by_number = (trial_runs.sort("start_ms").group_by("number").last()
-                 .select("number", alt_run_id="run_id"))
-    out = (trials.join(by_number, on="number", how="left")
-           .with_columns(run_id=pl.coalesce("run_id", "alt_run_id")).drop("alt_run_id")
-           .join(by_id, on="run_id", how="left"))
+    by_number = (
+        trial_runs.sort("start_ms").group_by("number").last().select("number", alt_run_id="run_id")
+    )
+    out = (
+        trials.join(by_number, on="number", how="left")
+        .with_columns(run_id=pl.coalesce("run_id", "alt_run_id"))
+        .drop("alt_run_id")
+        .join(by_id, on="run_id", how="left")
+    )
     auc_col = _objective_column(objs, AUC_OBJECTIVE, "maximize")
     flops_col = _objective_column(objs, FLOPS_OBJECTIVE, "minimize")
     auc = pl.coalesce(pl.col(auc_col), pl.col("m_auc")) if auc_col else pl.col("m_auc")
     flops = pl.coalesce(pl.col(flops_col), pl.col("m_flops")) if flops_col else pl.col("m_flops")
-    out = out.with_columns(auc=auc, flops_ratio=flops)
-    stale = out.filter(pl.col("m_auc").is_not_null() & ((pl.col("auc") - pl.col("m_auc")).abs() > 1e-6))
-    return out.drop("m_auc", "m_flops"), stale["run_id"].to_list()
-
-
-def _repair_stale(tables: RunTables, run_ids: list[str], warnings: list[str]) -> None:
-    """MLflow's latest value of a metric is the one with the highest step: final metrics logged
-    at the best epoch's step are hidden by later epochs' values. Such runs are read back from
-    their domains.csv (val AUC and FLOPs per domain) instead."""
-    if not run_ids:
-        return
-    warnings.append(f"{len(run_ids)} trial run(s) have final MLflow metrics hidden by later epochs; "
-                    "per-domain val AUC and FLOPs were read from their domains.csv")
-    fixed = read_artifact_tables(tables, run_ids, "domains.csv")
-    for run_id, csv in fixed.items():
-        patch = csv.select(pl.col("domain").cast(pl.String), fix_auc=pl.col("val_auc").cast(pl.Float64),
-                           fix_flops=pl.col("flops_ratio").cast(pl.Float64)).with_columns(run_id=pl.lit(run_id))
-        tables.domains = (tables.domains.join(patch, on=["run_id", "domain"], how="left")
-                          .with_columns(val_auc=pl.coalesce("fix_auc", "val_auc"),
-                                        flops_ratio=pl.coalesce("fix_flops", "flops_ratio"))
-                          .drop("fix_auc", "fix_flops"))
+    return out.with_columns(auc=auc, flops_ratio=flops).drop("m_auc", "m_flops")
 
 
 def _reeval_tables(runs: pl.DataFrame, domains: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    finished = runs.filter((pl.col("kind") == "reeval") & (pl.col("status") == "FINISHED")
-                           & pl.col("number").is_not_null())
-    summary = finished.group_by("number").agg(
-        n_seeds=pl.len(), test_auc_mean=pl.col("test_auc").mean(),
-        test_auc_sd=pl.col("test_auc").std().fill_null(0.0), flops_ratio_mean=pl.col("flops_ratio").mean(),
-    ).sort("number")
-    per_domain = (domains.join(finished.select("run_id"), on="run_id", how="semi")
-                  .group_by("number", "domain").agg(
-                      n_seeds=pl.len(), test_auc_mean=pl.col("test_auc").mean(),
-                      test_auc_sd=pl.col("test_auc").std().fill_null(0.0))
-                  .sort("number", "domain"))
+    finished = runs.filter(
+        (pl.col("kind") == "reeval")
+        & (pl.col("status") == "FINISHED")
+        & pl.col("number").is_not_null()
+    )
+    summary = (
+        finished.group_by("number")
+        .agg(
+            n_seeds=pl.len(),
+            test_auc_mean=pl.col("test_auc").mean(),
+            test_auc_sd=pl.col("test_auc").std().fill_null(0.0),
+            flops_ratio_mean=pl.col("flops_ratio").mean(),
+        )
+        .sort("number")
+    )
+    per_domain = (
+        domains.join(finished.select("run_id"), on="run_id", how="semi")
+        .group_by("number", "domain")
+        .agg(
+            n_seeds=pl.len(),
+            test_auc_mean=pl.col("test_auc").mean(),
+            test_auc_sd=pl.col("test_auc").std().fill_null(0.0),
+        )
+        .sort("number", "domain")
+    )
     return summary, per_domain
 
 
@@ -148,52 +158,85 @@ def _domains(attrs: dict, tables: RunTables, fallback_runs: list[str]) -> pl.Dat
         found = read_artifact_tables(tables, [run_id], "domains.csv")
         if run_id in found:
             csv = found[run_id]
-            return csv.select([pl.col(c).cast(DOMAINS_SCHEMA[c]) if c in csv.columns
-                               else pl.lit(None, DOMAINS_SCHEMA[c]).alias(c) for c in cols])
+            return csv.select(
+                [
+                    pl.col(c).cast(DOMAINS_SCHEMA[c])
+                    if c in csv.columns
+                    else pl.lit(None, DOMAINS_SCHEMA[c]).alias(c)
+                    for c in cols
+                ]
+            )
     names = tables.domains["domain"].unique(maintain_order=True).to_list()
-    return pl.DataFrame({"domain": names}).select(
-        [pl.col("domain")] + [pl.lit(None, DOMAINS_SCHEMA[c]).alias(c) for c in cols[1:]])
+    return pl.DataFrame({"domain": names}, schema={"domain": pl.String}).select(
+        [pl.col("domain")] + [pl.lit(None, DOMAINS_SCHEMA[c]).alias(c) for c in cols[1:]]
+    )
 
 
 def _keep(tables: RunTables, trials: pl.DataFrame, max_trials: int) -> pl.DataFrame:
     front = trials.filter(pl.col("on_front") & pl.col("run_id").is_not_null())
-    picked = front[spread_pick(front["flops_ratio"].to_numpy(), max_trials).tolist()] if front.height else front
+    picked = (
+        front[spread_pick(front["flops_ratio"].to_numpy(), max_trials).tolist()]
+        if front.height
+        else front
+    )
     found = read_artifact_tables(tables, picked["run_id"].to_list(), "keep_prob.parquet")
     frames = [
         found[r["run_id"]].with_columns(number=pl.lit(r["number"], pl.Int64))
-        for r in picked.iter_rows(named=True) if r["run_id"] in found and found[r["run_id"]].height
+        for r in picked.iter_rows(named=True)
+        if r["run_id"] in found and found[r["run_id"]].height
     ]
     cols = [c for c in KEEP_SCHEMA if c != "study"]
-    return (pl.concat([f.select([pl.col(c).cast(KEEP_SCHEMA[c]) for c in cols]) for f in frames])
-            if frames else pl.DataFrame(schema={c: KEEP_SCHEMA[c] for c in cols}))
+    return (
+        pl.concat([f.select([pl.col(c).cast(KEEP_SCHEMA[c]) for c in cols]) for f in frames])
+        if frames
+        else pl.DataFrame(schema={c: KEEP_SCHEMA[c] for c in cols})
+    )
 
 
-def collect_study(name: str, storage=None, studies_dir: Path = Path("studies"),
-                  max_structure_trials: int = 12) -> ReportData:
+def collect_study(
+    name: str, storage=None, studies_dir: Path = Path("studies"), max_structure_trials: int = 12
+) -> ReportData:
     """Everything the report shows about study ``name`` (see the module docstring)."""
     study, where = load_study(name, storage, studies_dir)
     attrs = dict(study.user_attrs)
     info = StudyInfo(name, where, study, objectives(study), attrs)
     uri = attrs.get("mlflow_uri")
-    tables = (read_runs(uri, attrs.get("mlflow_experiment", name),
-                        [d["domain"] for d in attrs.get("domains") or []])
-              if uri else RunTables(warnings=["no mlflow_uri in the study's attrs: Optuna values only"]))
+    tables = (
+        read_runs(
+            uri,
+            attrs.get("mlflow_experiment", name),
+            [d["domain"] for d in attrs.get("domains") or []],
+        )
+        if uri
+        else RunTables(warnings=["no mlflow_uri in the study's attrs: Optuna values only"])
+    )
     info.warnings += tables.warnings
-    trials, stale = _enrich_trials(trials_table(name, study), info.objectives, tables.runs)
-    _repair_stale(tables, stale, info.warnings)
+    trials = _enrich_trials(trials_table(name, study), info.objectives, tables.runs)
     trials = mark_front(trials)
     reference = _reference(tables.runs, attrs.get("reference_run_id"))
     trial_ids = trials.select("run_id", trial_number="number").drop_nulls()
     dm = tables.domains
-    per_trial = dm.filter(pl.col("kind") == "trial").join(trial_ids, on="run_id", how="inner").with_columns(number=pl.col("trial_number")).drop("trial_number")
-    domain_metrics = pl.concat([
-        per_trial,
-        dm.filter(pl.col("kind") == "reeval"),
-        dm.join(reference.select("run_id"), on="run_id", how="semi"),
-    ])
+    per_trial = (
+        dm.filter(pl.col("kind") == "trial")
+        .join(trial_ids, on="run_id", how="inner")
+        .with_columns(number=pl.col("trial_number"))
+        .drop("trial_number")
+    )
+    domain_metrics = pl.concat(
+        [
+            per_trial,
+            dm.filter(pl.col("kind") == "reeval"),
+            dm.join(reference.select("run_id"), on="run_id", how="semi"),
+        ]
+    )
     reeval, reeval_domains = _reeval_tables(tables.runs, dm)
-    layers = tables.layers.join(trial_ids, on="run_id", how="inner").rename({"trial_number": "number"})
-    fallback = reference["run_id"].to_list() + trials.filter(pl.col("state") == "COMPLETE")["run_id"].drop_nulls().to_list()[:1]
+    layers = tables.layers.join(trial_ids, on="run_id", how="inner").rename(
+        {"trial_number": "number"}
+    )
+    fallback = (
+        reference["run_id"].to_list()
+        + trials.filter(pl.col("state") == "COMPLETE")["run_id"].drop_nulls().to_list()[:1]
+    )
     study_col = pl.lit(name).alias("study")
     return ReportData(
         studies=[info],
@@ -216,14 +259,28 @@ def merge(parts: list[ReportData]) -> ReportData:
     def stack(attr: str) -> pl.DataFrame:
         return pl.concat([getattr(p, attr) for p in parts], how="diagonal_relaxed")
 
-    names = ["trials", "domain_metrics", "layer_sparsity", "reeval", "reeval_domains",
-             "reference", "domains", "keep"]
+    names = [
+        "trials",
+        "domain_metrics",
+        "layer_sparsity",
+        "reeval",
+        "reeval_domains",
+        "reference",
+        "domains",
+        "keep",
+    ]
     return ReportData(studies=[s for p in parts for s in p.studies], **{n: stack(n) for n in names})
 
 
-def collect(names: list[str], storages: list | None = None, studies_dir: Path = Path("studies"),
-            max_structure_trials: int = 12) -> ReportData:
+def collect(
+    names: list[str],
+    storages: list | None = None,
+    studies_dir: Path = Path("studies"),
+    max_structure_trials: int = 12,
+) -> ReportData:
     storages = storages or [None] * len(names)
     if len(storages) != len(names):
         raise ValueError(f"{len(names)} studies but {len(storages)} storages")
-    return merge([collect_study(n, s, studies_dir, max_structure_trials) for n, s in zip(names, storages)])
+    return merge(
+        [collect_study(n, s, studies_dir, max_structure_trials) for n, s in zip(names, storages)]
+    )

@@ -51,7 +51,9 @@ def _target(index: int) -> Callable[[optuna.trial.FrozenTrial], float]:
     return lambda t: t.values[index]
 
 
-def diagnostics(study: optuna.Study, objectives: list[dict[str, str]], prefix: str = "") -> list[Diagnostic]:
+def diagnostics(
+    study: optuna.Study, objectives: list[dict[str, str]], prefix: str = ""
+) -> list[Diagnostic]:
     """Optuna's plots for ``study``; ``objectives`` as in report.storage.objectives."""
     vis = optuna.visualization
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -63,24 +65,48 @@ def diagnostics(study: optuna.Study, objectives: list[dict[str, str]], prefix: s
     main = next((i for i, o in enumerate(objectives) if o["direction"] == "maximize"), 0)
     target = _target(main) if multi else None
     out = [
-        _attempt(f"{prefix}optimisation history: {name}",
-                 lambda i=i, name=name: vis.plot_optimization_history(
-                     study, target=_target(i) if multi else None, target_name=name), 380)
+        _attempt(
+            f"{prefix}optimisation history: {name}",
+            lambda i=i, name=name: vis.plot_optimization_history(
+                study, target=_target(i) if multi else None, target_name=name
+            ),
+            380,
+        )
         for i, name in enumerate(names)
     ]
     if multi:
         values = np.array([t.values for t in done], dtype=np.float64)
         ref = reference_point(values, [o["direction"] for o in objectives])
-        out.append(_attempt(f"{prefix}hypervolume history (reference point {np.round(ref, 4).tolist()})",
-                            lambda: vis.plot_hypervolume_history(study, ref), 380))
+        out.append(
+            _attempt(
+                f"{prefix}hypervolume history (reference point {np.round(ref, 4).tolist()})",
+                lambda: vis.plot_hypervolume_history(study, ref),
+                380,
+            )
+        )
     has_params = any(t.params for t in done)
     if not has_params:
         return out + [Diagnostic(f"{prefix}parameters", None, "the study samples no parameters")]
-    out.append(_attempt(f"{prefix}parameter importances",
-                        lambda: vis.plot_param_importances(study, evaluator=_evaluator(), target=target,
-                                                           target_name=names[main])))
-    out.append(_attempt(f"{prefix}parallel coordinates ({names[main]})",
-                        lambda: vis.plot_parallel_coordinate(study, target=target, target_name=names[main]), 460))
-    out.append(_attempt(f"{prefix}slices ({names[main]})",
-                        lambda: vis.plot_slice(study, target=target, target_name=names[main]), 400))
+    out.append(
+        _attempt(
+            f"{prefix}parameter importances",
+            lambda: vis.plot_param_importances(
+                study, evaluator=_evaluator(), target=target, target_name=names[main]
+            ),
+        )
+    )
+    out.append(
+        _attempt(
+            f"{prefix}parallel coordinates ({names[main]})",
+            lambda: vis.plot_parallel_coordinate(study, target=target, target_name=names[main]),
+            460,
+        )
+    )
+    out.append(
+        _attempt(
+            f"{prefix}slices ({names[main]})",
+            lambda: vis.plot_slice(study, target=target, target_name=names[main]),
+            400,
+        )
+    )
     return out

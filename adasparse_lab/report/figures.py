@@ -1,19 +1,24 @@
-"""Result figures: the AUC-vs-FLOPs Pareto front (overall and per domain), gain by domain
-size, and the sparsity-band analysis. Each function takes polars tables with the columns
-named in report.collect and returns a Plotly figure; nothing here reads storage.
+"""Result figures: the AUC-vs-FLOPs Pareto front of all trials and the sparsity-band analysis
+(per-domain figures: report.domain_figures). Each function takes polars tables with the
+columns named in report.collect and returns a Plotly figure; nothing here reads storage.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import plotly.graph_objects as go
 import polars as pl
-from plotly.subplots import make_subplots
 
 from adasparse_lab.report.analysis import FRONT_DIRECTIONS, front_order, pareto_mask
-from adasparse_lab.report.style import PALETTE, REFERENCE_COLOR, SEQUENTIAL, color_for, finish, fmt, rounded
+from adasparse_lab.report.style import (
+    PALETTE,
+    REFERENCE_COLOR,
+    SEQUENTIAL,
+    color_for,
+    finish,
+    fmt,
+    rounded,
+)
 
 X_TITLE = "FLOPs ratio (effective / dense)"
 Y_TITLE = "mean per-domain AUC"
@@ -22,15 +27,20 @@ STUDY_SYMBOLS = ["circle", "square", "triangle-up", "diamond", "cross", "x"]
 
 def completed(trials: pl.DataFrame, x: str = "flops_ratio", y: str = "auc") -> pl.DataFrame:
     """COMPLETE trials with both plotted values (failed, running, pruned ones left out)."""
-    return trials.filter((pl.col("state") == "COMPLETE") & pl.col(x).is_not_null() & pl.col(y).is_not_null())
+    return trials.filter(
+        (pl.col("state") == "COMPLETE") & pl.col(x).is_not_null() & pl.col(y).is_not_null()
+    )
 
 
 def hover_text(row: dict, x: str = "flops_ratio", y: str = "auc") -> str:
     """Trial number, objectives, the sampled parameters and the MLflow run id of one trial."""
     head = f"<b>trial {row['number']}</b>" + (f" · {row['study']}" if "study" in row else "")
     lines = [head, f"AUC {fmt(row[y])} · FLOPs {fmt(row[x], '.3f')}"]
-    lines += [f"{k.removeprefix('param:')} = {fmt(v, '.4g')}" for k, v in row.items()
-              if k.startswith("param:") and v is not None]
+    lines += [
+        f"{k.removeprefix('param:')} = {fmt(v, '.4g')}"
+        for k, v in row.items()
+        if k.startswith("param:") and v is not None
+    ]
     if row.get("run_id"):
         lines.append(f"run {row['run_id']}")
     return "<br>".join(lines)
@@ -45,31 +55,69 @@ def front_xy(frame: pl.DataFrame, x: str, y: str) -> tuple[list, list]:
     return rounded(fx[order]), rounded(fy[order])
 
 
-def _point_traces(frame: pl.DataFrame, color_by: str | None, x: str, y: str, symbol: str) -> list[go.Scatter]:
+def _point_traces(
+    frame: pl.DataFrame, color_by: str | None, x: str, y: str, symbol: str
+) -> list[go.Scatter]:
     text = [hover_text(r, x, y) for r in frame.iter_rows(named=True)]
     base = {"mode": "markers", "hovertemplate": "%{text}<extra></extra>"}
-    if color_by is None or color_by not in frame.columns or frame[color_by].null_count() == frame.height:
-        return [go.Scatter(x=rounded(frame[x]), y=rounded(frame[y]), text=text, name="trials",
-                           marker={"color": PALETTE[0], "symbol": symbol, "size": 9}, **base)]
+    if (
+        color_by is None
+        or color_by not in frame.columns
+        or frame[color_by].null_count() == frame.height
+    ):
+        return [
+            go.Scatter(
+                x=rounded(frame[x]),
+                y=rounded(frame[y]),
+                text=text,
+                name="trials",
+                marker={"color": PALETTE[0], "symbol": symbol, "size": 9},
+                **base,
+            )
+        ]
     col = frame[color_by]
     if col.dtype.is_numeric():
-        return [go.Scatter(x=rounded(frame[x]), y=rounded(frame[y]), text=text, name="trials",
-                           marker={"color": rounded(col, 6), "colorscale": SEQUENTIAL, "size": 9,
-                                   "symbol": symbol, "showscale": True,
-                                   "colorbar": {"title": {"text": color_by.removeprefix("param:")}}},
-                           **base)]
+        return [
+            go.Scatter(
+                x=rounded(frame[x]),
+                y=rounded(frame[y]),
+                text=text,
+                name="trials",
+                marker={
+                    "color": rounded(col, 6),
+                    "colorscale": SEQUENTIAL,
+                    "size": 9,
+                    "symbol": symbol,
+                    "showscale": True,
+                    "colorbar": {"title": {"text": color_by.removeprefix("param:")}},
+                },
+                **base,
+            )
+        ]
     traces = []
     for i, value in enumerate(sorted(col.drop_nulls().unique().to_list())):
         idx = np.flatnonzero((col == value).fill_null(False).to_numpy())
-        traces.append(go.Scatter(
-            x=rounded(frame[x][idx]), y=rounded(frame[y][idx]), text=[text[j] for j in idx], name=str(value),
-            marker={"color": color_for(value, i), "symbol": symbol, "size": 9}, **base))
+        traces.append(
+            go.Scatter(
+                x=rounded(frame[x][idx]),
+                y=rounded(frame[y][idx]),
+                text=[text[j] for j in idx],
+                name=str(value),
+                marker={"color": color_for(value, i), "symbol": symbol, "size": 9},
+                **base,
+            )
+        )
     return traces
 
 
-def pareto_figure(trials: pl.DataFrame, reference: pl.DataFrame | None = None,
-                  reeval: pl.DataFrame | None = None, color_by: str | None = "pruner_form",
-                  x: str = "flops_ratio", y: str = "auc") -> go.Figure:
+def pareto_figure(
+    trials: pl.DataFrame,
+    reference: pl.DataFrame | None = None,
+    reeval: pl.DataFrame | None = None,
+    color_by: str | None = "pruner_form",
+    x: str = "flops_ratio",
+    y: str = "auc",
+) -> go.Figure:
     """Every completed trial (val AUC vs FLOPs ratio), coloured by ``color_by`` (one trace per
     value; a colour scale for a numeric column; by study when several studies are shown); the
     front of each study as a staircase line; the dense reference as a star; test
@@ -83,12 +131,25 @@ def pareto_figure(trials: pl.DataFrame, reference: pl.DataFrame | None = None,
         symbol = STUDY_SYMBOLS[s_i % len(STUDY_SYMBOLS)]
         for tr in _point_traces(frame, None if multi else color_by, x, y, symbol):
             if multi:
-                tr.update(name=f"{study}: trials", marker_color=PALETTE[s_i % len(PALETTE)], legendgroup=study)
+                tr.update(
+                    name=f"{study}: trials",
+                    marker_color=PALETTE[s_i % len(PALETTE)],
+                    legendgroup=study,
+                )
             fig.add_trace(tr)
         fx, fy = front_xy(frame, x, y)
-        fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines", line_shape="hv", name=f"{study}: front" if multi else "front",
-                                 line={"color": PALETTE[s_i % len(PALETTE)] if multi else "#333", "width": 2},
-                                 legendgroup=study, hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=fx,
+                y=fy,
+                mode="lines",
+                line_shape="hv",
+                name=f"{study}: front" if multi else "front",
+                line={"color": PALETTE[s_i % len(PALETTE)] if multi else "#333", "width": 2},
+                legendgroup=study,
+                hoverinfo="skip",
+            )
+        )
     for s_i, study in enumerate(studies):
         _add_reference(fig, reference, study, multi, x, s_i)
         _add_reeval(fig, reeval, trials, study, multi, s_i)
@@ -102,108 +163,69 @@ def _add_reference(fig: go.Figure, reference, study: str, multi: bool, x: str, s
         return
     ref = reference.filter(pl.col("study") == study)
     if ref.height and ref["auc"][0] is not None:
-        fig.add_trace(go.Scatter(
-            x=rounded(ref[x]), y=rounded(ref["auc"]), mode="markers", name=f"{study}: dense" if multi else "dense reference",
-            marker={"symbol": "star", "size": 18, "color": REFERENCE_COLOR if not multi else PALETTE[s_i % len(PALETTE)],
-                    "line": {"color": "white", "width": 1}},
-            hovertemplate=f"<b>dense reference</b><br>val AUC %{{y:.4f}}<br>test AUC {fmt(ref['test_auc'][0])}"
-                          f"<br>run {ref['run_id'][0]}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=rounded(ref[x]),
+                y=rounded(ref["auc"]),
+                mode="markers",
+                name=f"{study}: dense" if multi else "dense reference",
+                marker={
+                    "symbol": "star",
+                    "size": 18,
+                    "color": REFERENCE_COLOR if not multi else PALETTE[s_i % len(PALETTE)],
+                    "line": {"color": "white", "width": 1},
+                },
+                hovertemplate=f"<b>dense reference</b><br>val AUC %{{y:.4f}}<br>test AUC {fmt(ref['test_auc'][0])}"
+                f"<br>run {ref['run_id'][0]}<extra></extra>",
+            )
+        )
 
 
-def _add_reeval(fig: go.Figure, reeval, trials: pl.DataFrame, study: str, multi: bool, s_i: int) -> None:
+def _add_reeval(
+    fig: go.Figure, reeval, trials: pl.DataFrame, study: str, multi: bool, s_i: int
+) -> None:
     if reeval is None:
         return
     rv = reeval.filter((pl.col("study") == study) & pl.col("test_auc_mean").is_not_null())
     if not rv.height:
         return
-    rv = rv.join(trials.select("study", "number", "flops_ratio"), on=["study", "number"], how="left")
+    rv = rv.join(
+        trials.select("study", "number", "flops_ratio"), on=["study", "number"], how="left"
+    )
     xs = rv["flops_ratio_mean"].fill_null(rv["flops_ratio"])
-    text = [f"<b>trial {r['number']}</b>: test re-evaluation<br>AUC {fmt(r['test_auc_mean'])} ± "
-            f"{fmt(r['test_auc_sd'])} over {r['n_seeds']} seeds" for r in rv.iter_rows(named=True)]
-    fig.add_trace(go.Scatter(
-        x=rounded(xs), y=rounded(rv["test_auc_mean"]), text=text, mode="markers",
-        name=f"{study}: test re-eval" if multi else "test re-evaluation (mean ± sd over seeds)",
-        marker={"symbol": "diamond-open", "size": 11, "color": PALETTE[s_i % len(PALETTE)] if multi else "#c0392b",
-                "line": {"width": 2}},
-        error_y={"type": "data", "array": rounded(rv["test_auc_sd"]), "visible": True, "thickness": 1.5},
-        hovertemplate="%{text}<extra></extra>"))
-
-
-def domain_order(domains: pl.DataFrame) -> list[tuple[str, int | None]]:
-    """(domain, train rows) by decreasing training size (largest rows over studies)."""
-    sizes = domains.group_by("domain", maintain_order=True).agg(pl.col("train_rows").max())
-    ordered = sizes.sort(["train_rows", "domain"], descending=[True, False], nulls_last=True)
-    return list(zip(ordered["domain"].to_list(), ordered["train_rows"].to_list()))
-
-
-def domain_fronts_figure(points: pl.DataFrame, domains: pl.DataFrame,
-                         reference: pl.DataFrame | None = None, cols: int = 4) -> go.Figure:
-    """Small multiples, one panel per domain ordered by training size: that domain's val AUC
-    against its FLOPs ratio for every trial (``points``: study, number, domain, val_auc,
-    flops_ratio), its front as a line, and the dense reference (``reference``: study, domain,
-    val_auc, flops_ratio) as a star. Per panel and study: points, front (+ reference)."""
-    order = domain_order(domains)
-    cols = max(1, min(cols, len(order)))
-    rows = max(1, math.ceil(len(order) / cols))
-    titles = [f"{d} · {n:,} rows" if n is not None else d for d, n in order]
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
-                        vertical_spacing=min(0.12, 0.5 / rows))
-    pts = points.filter(pl.col("val_auc").is_not_null() & pl.col("flops_ratio").is_not_null())
-    studies = points["study"].unique(maintain_order=True).to_list()
-    for k, (domain, _) in enumerate(order):
-        r, c = k // cols + 1, k % cols + 1
-        for s_i, study in enumerate(studies):
-            color = PALETTE[s_i % len(PALETTE)]
-            frame = pts.filter((pl.col("domain") == domain) & (pl.col("study") == study))
-            label = study if len(studies) > 1 else "trials"
-            fig.add_trace(go.Scatter(
-                x=rounded(frame["flops_ratio"]), y=rounded(frame["val_auc"]), mode="markers",
-                marker={"size": 6, "color": color, "opacity": 0.55}, name=label, legendgroup=label,
-                showlegend=k == 0, customdata=frame["number"].to_list(),
-                hovertemplate="trial %{customdata}<br>AUC %{y:.4f} · FLOPs %{x:.3f}<extra>" + domain + "</extra>"),
-                row=r, col=c)
-            fx, fy = front_xy(frame, "flops_ratio", "val_auc")
-            fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines", line_shape="hv", line={"color": color, "width": 2},
-                                     name=f"{label} front", legendgroup=label, showlegend=k == 0,
-                                     hoverinfo="skip"), row=r, col=c)
-            if reference is not None:
-                ref = reference.filter((pl.col("domain") == domain) & (pl.col("study") == study))
-                if ref.height:
-                    fig.add_trace(go.Scatter(
-                        x=rounded(ref["flops_ratio"]), y=rounded(ref["val_auc"]), mode="markers",
-                        marker={"symbol": "star", "size": 12, "color": REFERENCE_COLOR}, name="dense reference",
-                        legendgroup="reference", showlegend=k == 0 and s_i == 0,
-                        hovertemplate="dense reference<br>AUC %{y:.4f}<extra></extra>"), row=r, col=c)
-    for c in range(1, cols + 1):
-        fig.update_xaxes(title_text="FLOPs ratio", row=rows, col=c)
-    for r in range(1, rows + 1):
-        fig.update_yaxes(title_text="val AUC", row=r, col=1)
-    finish(fig, "Per-domain fronts (largest domain first)", 260 * rows + 90)
-    return fig.update_layout(legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"})
-
-
-def gain_figure(gains: pl.DataFrame) -> go.Figure:
-    """AUC difference to the dense reference per domain against the domain's training rows
-    (log x); one trace per front trial (``gains``: label, domain, train_rows, gain, gain_sd),
-    error bars where the trial was re-evaluated over seeds."""
-    fig = go.Figure()
-    for i, label in enumerate(gains["label"].unique(maintain_order=True).to_list()):
-        g = gains.filter(pl.col("label") == label).sort("train_rows")
-        fig.add_trace(go.Scatter(
-            x=g["train_rows"].to_list(), y=rounded(g["gain"]), mode="lines+markers", name=label,
-            text=g["domain"].to_list(), line={"width": 1.5, "color": PALETTE[i % len(PALETTE)]},
-            error_y={"type": "data", "array": rounded(g["gain_sd"].fill_null(0.0)), "visible": True,
-                     "thickness": 1},
-            hovertemplate="%{text}: %{x:,} rows<br>ΔAUC %{y:+.4f}<extra>" + label + "</extra>"))
-    fig.add_hline(y=0, line={"color": REFERENCE_COLOR, "dash": "dash", "width": 1},
-                  annotation_text="dense reference", annotation_position="bottom right")
-    fig.update_xaxes(type="log", title_text="training rows of the domain (log scale)")
-    fig.update_yaxes(title_text="test AUC − dense reference AUC", zeroline=False)
-    return finish(fig, "Gain by domain size (front trials, test split)", 460)
+    text = [
+        f"<b>trial {r['number']}</b>: test re-evaluation<br>AUC {fmt(r['test_auc_mean'])} ± "
+        f"{fmt(r['test_auc_sd'])} over {r['n_seeds']} seeds"
+        for r in rv.iter_rows(named=True)
+    ]
+    fig.add_trace(
+        go.Scatter(
+            x=rounded(xs),
+            y=rounded(rv["test_auc_mean"]),
+            text=text,
+            mode="markers",
+            name=f"{study}: test re-eval" if multi else "test re-evaluation (mean ± sd over seeds)",
+            marker={
+                "symbol": "diamond-open",
+                "size": 11,
+                "color": PALETTE[s_i % len(PALETTE)] if multi else "#c0392b",
+                "line": {"width": 2},
+            },
+            error_y={
+                "type": "data",
+                "array": rounded(rv["test_auc_sd"]),
+                "visible": True,
+                "thickness": 1.5,
+            },
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
 
 
 def band_varies(trials: pl.DataFrame) -> bool:
-    done = completed(trials).filter(pl.col("band_lo").is_not_null() & pl.col("band_hi").is_not_null())
+    done = completed(trials).filter(
+        pl.col("band_lo").is_not_null() & pl.col("band_hi").is_not_null()
+    )
     return done.select("band_lo", "band_hi").unique().height > 1
 
 
@@ -212,16 +234,37 @@ def band_figure(trials: pl.DataFrame, reference: pl.DataFrame | None = None) -> 
     its target band; the dense reference AUC as a horizontal line."""
     done = completed(trials, "sparsity", "auc").filter(pl.col("band_lo").is_not_null())
     centre = ((done["band_lo"] + done["band_hi"]) / 2).to_list()
-    text = [f"trial {r['number']}<br>band [{fmt(r['band_lo'], '.2f')}, {fmt(r['band_hi'], '.2f')}]"
-            f"<br>sparsity {fmt(r['sparsity'], '.3f')} · AUC {fmt(r['auc'])}" for r in done.iter_rows(named=True)]
-    fig = go.Figure(go.Scatter(
-        x=rounded(done["sparsity"]), y=rounded(done["auc"]), mode="markers", text=text, name="trials",
-        marker={"color": rounded(centre), "colorscale": SEQUENTIAL, "size": 10, "showscale": True,
-                "colorbar": {"title": {"text": "band centre"}}},
-        hovertemplate="%{text}<extra></extra>"))
+    text = [
+        f"trial {r['number']}<br>band [{fmt(r['band_lo'], '.2f')}, {fmt(r['band_hi'], '.2f')}]"
+        f"<br>sparsity {fmt(r['sparsity'], '.3f')} · AUC {fmt(r['auc'])}"
+        for r in done.iter_rows(named=True)
+    ]
+    fig = go.Figure(
+        go.Scatter(
+            x=rounded(done["sparsity"]),
+            y=rounded(done["auc"]),
+            mode="markers",
+            text=text,
+            name="trials",
+            marker={
+                "color": rounded(centre),
+                "colorscale": SEQUENTIAL,
+                "size": 10,
+                "showscale": True,
+                "colorbar": {"title": {"text": "band centre"}},
+            },
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
     if reference is not None and reference.height and reference["auc"][0] is not None:
-        fig.add_hline(y=round(float(reference["auc"][0]), 5), line={"color": REFERENCE_COLOR, "dash": "dash"},
-                      annotation_text="dense reference", annotation_position="top left")
-    fig.update_xaxes(title_text="achieved sparsity (mean over domains and layers)", range=[-0.02, 1.02])
+        fig.add_hline(
+            y=round(float(reference["auc"][0]), 5),
+            line={"color": REFERENCE_COLOR, "dash": "dash"},
+            annotation_text="dense reference",
+            annotation_position="top left",
+        )
+    fig.update_xaxes(
+        title_text="achieved sparsity (mean over domains and layers)", range=[-0.02, 1.02]
+    )
     fig.update_yaxes(title_text=Y_TITLE + " (validation)")
     return finish(fig, "Sparsity band: AUC against achieved sparsity", 460)

@@ -17,8 +17,11 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-PLOT_CONFIG = {"responsive": True, "displaylogo": False,
-               "toImageButtonOptions": {"format": "svg", "scale": 1}}
+PLOT_CONFIG = {
+    "responsive": True,
+    "displaylogo": False,
+    "toImageButtonOptions": {"format": "svg", "scale": 1},
+}
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
@@ -32,7 +35,7 @@ section h2{margin:6px 0 2px 0;font-size:20px} .explain{color:#555;margin:2px 0 1
 .note{color:#8a5a00;font-style:italic} .figure{margin:8px 0 14px 0} h3{font-size:15px;margin:14px 0 2px}
 .headline li{margin:3px 0} table{border-collapse:collapse;font-size:13px;margin:6px 0}
 th,td{border-bottom:1px solid #e6e6e6;padding:3px 8px;text-align:right;white-space:nowrap}
-th{background:#f0f3f7;position:sticky;top:37px;cursor:pointer;user-select:none}
+th{background:#f0f3f7;position:sticky;top:0;cursor:pointer;user-select:none}
 th.sorted-asc::after{content:" \\25B2"} th.sorted-desc::after{content:" \\25BC"}
 td.text,th.text{text-align:left} tr.front td{background:#f3f8ee} tr.failed td{color:#a33}
 .table-wrap{max-height:640px;overflow:auto;border:1px solid #eee}
@@ -114,20 +117,33 @@ class _Figures:
     def __call__(self, fig: go.Figure) -> str:
         self.count += 1
         height = fig.layout.height or 450
-        return pio.to_html(fig, include_plotlyjs=False, full_html=False, config=PLOT_CONFIG,
-                           div_id=f"fig-{self.count}", default_height=f"{height}px", default_width="100%")
+        return pio.to_html(
+            fig,
+            include_plotlyjs=False,
+            full_html=False,
+            config=PLOT_CONFIG,
+            div_id=f"fig-{self.count}",
+            default_height=f"{height}px",
+            default_width="100%",
+        )
 
 
 def _selector(block: Block, render: _Figures) -> str:
-    options = "".join(f'<option value="{html.escape(v.key)}">{html.escape(v.label)}</option>' for v in block.views)
-    parts = [f'<p><label>Front trial: <select id="trial-select" onchange="showStructure(this.value)">'
-             f"{options}</select></label> <span class=\"explain\">({len(block.views)} trials; "
-             "ordered by FLOPs ratio)</span></p>"]
+    options = "".join(
+        f'<option value="{html.escape(v.key)}">{html.escape(v.label)}</option>' for v in block.views
+    )
+    parts = [
+        f'<p><label>Front trial: <select id="trial-select" onchange="showStructure(this.value)">'
+        f'{options}</select></label> <span class="explain">({len(block.views)} trials; '
+        "ordered by FLOPs ratio)</span></p>"
+    ]
     for i, view in enumerate(block.views):
         hidden = "" if i == 0 else " hidden"
         figs = "".join(f'<div class="figure">{render(f)}</div>' for f in view.figures)
         caption = f'<p class="explain">{view.caption}</p>' if view.caption else ""
-        parts.append(f'<div class="structure-view" data-key="{html.escape(view.key)}"{hidden}>{caption}{figs}</div>')
+        parts.append(
+            f'<div class="structure-view" data-key="{html.escape(view.key)}"{hidden}>{caption}{figs}</div>'
+        )
     return "".join(parts)
 
 
@@ -140,14 +156,18 @@ def _block(block: Block, render: _Figures) -> str:
     return head + block.html
 
 
-def render_page(title: str, subtitle: list[str], headline: list[str], sections: list[Section]) -> tuple[str, int]:
+def render_page(
+    title: str, subtitle: list[str], headline: list[str], sections: list[Section]
+) -> tuple[str, int]:
     """The whole page and the number of figures in it."""
     render = _Figures()
     body = []
     for s in sections:
         inner = "".join(_block(b, render) for b in s.blocks)
-        body.append(f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>'
-                    f'<p class="explain">{s.explain}</p>{inner}</section>')
+        body.append(
+            f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>'
+            f'<p class="explain">{s.explain}</p>{inner}</section>'
+        )
     nav = "".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
     head_lines = "".join(f"<p>{line}</p>" for line in subtitle)
     summary = "".join(f"<li>{line}</li>" for line in headline)
@@ -165,8 +185,12 @@ def render_page(title: str, subtitle: list[str], headline: list[str], sections: 
     return page, render.count
 
 
-def table_html(columns: list[tuple[str, str, str]], rows: list[list[tuple[str, object]]],
-               row_classes: list[str] | None = None, sortable: bool = True) -> str:
+def table_html(
+    columns: list[tuple[str, str, str]],
+    rows: list[list[tuple[str, object]]],
+    row_classes: list[str] | None = None,
+    sortable: bool = True,
+) -> str:
     """``columns``: (key, header, 'num'|'text'); ``rows``: per row, per column (shown text,
     sort value). Text is escaped here."""
     head = "".join(f'<th class="{t}" data-type="{t}">{html.escape(h)}</th>' for _, h, t in columns)
@@ -175,7 +199,8 @@ def table_html(columns: list[tuple[str, str, str]], rows: list[list[tuple[str, o
         cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
         cells = "".join(
             f'<td class="{t}" data-v="{html.escape("" if v is None else str(v))}">{html.escape(str(shown))}</td>'
-            for (shown, v), (_, _, t) in zip(row, columns))
+            for (shown, v), (_, _, t) in zip(row, columns)
+        )
         body.append(f"<tr{cls}>{cells}</tr>")
     klass = "sortable" if sortable else "plain"
     return f'<div class="table-wrap"><table class="{klass}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'

@@ -23,16 +23,34 @@ RUN_KINDS = ("trial", "reeval", "reference")
 _LAYER_KEY = re.compile(r"^sparsity/(.+)/l(\d+)$")
 
 RUN_SCHEMA = {
-    "kind": pl.String, "run_id": pl.String, "status": pl.String, "number": pl.Int64,
-    "seed": pl.Int64, "auc": pl.Float64, "test_auc": pl.Float64, "flops_ratio": pl.Float64,
-    "sparsity": pl.Float64, "start_ms": pl.Int64,
+    "kind": pl.String,
+    "run_id": pl.String,
+    "status": pl.String,
+    "number": pl.Int64,
+    "seed": pl.Int64,
+    "auc": pl.Float64,
+    "test_auc": pl.Float64,
+    "flops_ratio": pl.Float64,
+    "sparsity": pl.Float64,
+    "start_ms": pl.Int64,
 }
 DOMAIN_SCHEMA = {
-    "kind": pl.String, "run_id": pl.String, "number": pl.Int64, "seed": pl.Int64,
-    "domain": pl.String, "val_auc": pl.Float64, "test_auc": pl.Float64,
-    "flops_ratio": pl.Float64, "sparsity": pl.Float64,
+    "kind": pl.String,
+    "run_id": pl.String,
+    "number": pl.Int64,
+    "seed": pl.Int64,
+    "domain": pl.String,
+    "val_auc": pl.Float64,
+    "test_auc": pl.Float64,
+    "flops_ratio": pl.Float64,
+    "sparsity": pl.Float64,
 }
-LAYER_SCHEMA = {"run_id": pl.String, "domain": pl.String, "position": pl.Int64, "sparsity": pl.Float64}
+LAYER_SCHEMA = {
+    "run_id": pl.String,
+    "domain": pl.String,
+    "position": pl.Int64,
+    "sparsity": pl.Float64,
+}
 
 
 @dataclass
@@ -56,8 +74,12 @@ def _local_store_missing(uri: str) -> bool:
 def _search(client, experiment_id: str, kind: str) -> list:
     runs, token = [], None
     while True:
-        page = client.search_runs([experiment_id], filter_string=f"tags.kind = '{kind}'",
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.kind = '{kind}'",
+            max_results=1000,
+            page_token=token,
+        )
         runs.extend(page)
         token = page.token
         if not token:
@@ -82,14 +104,23 @@ def _domain_rows(kind: str, run, number, seed, names: dict[str, str]) -> tuple[l
     rows, layer_rows = [], []
     for safe, name in names.items():
         per_layer = layers.get(safe, {})
-        rows.append({
-            "kind": kind, "run_id": run.info.run_id, "number": number, "seed": seed, "domain": name,
-            "val_auc": m.get(f"val/auc/{safe}"), "test_auc": m.get(f"test/auc/{safe}"),
-            "flops_ratio": m.get(f"flops_ratio/{safe}"),
-            "sparsity": sum(per_layer.values()) / len(per_layer) if per_layer else None,
-        })
-        layer_rows += [{"run_id": run.info.run_id, "domain": name, "position": p, "sparsity": v}
-                       for p, v in sorted(per_layer.items())]
+        rows.append(
+            {
+                "kind": kind,
+                "run_id": run.info.run_id,
+                "number": number,
+                "seed": seed,
+                "domain": name,
+                "val_auc": m.get(f"val/auc/{safe}"),
+                "test_auc": m.get(f"test/auc/{safe}"),
+                "flops_ratio": m.get(f"flops_ratio/{safe}"),
+                "sparsity": sum(per_layer.values()) / len(per_layer) if per_layer else None,
+            }
+        )
+        layer_rows += [
+            {"run_id": run.info.run_id, "domain": name, "position": p, "sparsity": v}
+            for p, v in sorted(per_layer.items())
+        ]
     return rows, layer_rows
 
 
@@ -97,7 +128,9 @@ def discover_domains(runs: list) -> list[str]:
     """Domain names from metric keys, for studies that did not store their domain list."""
     found = set()
     for run in runs:
-        found.update(k.removeprefix("val/auc/") for k in run.data.metrics if k.startswith("val/auc/"))
+        found.update(
+            k.removeprefix("val/auc/") for k in run.data.metrics if k.startswith("val/auc/")
+        )
     return sorted(found)
 
 
@@ -123,12 +156,20 @@ def read_runs(uri: str, experiment: str, domains: list[str] | None) -> RunTables
         for run in runs:
             tags, m = run.data.tags, run.data.metrics
             number, seed = _int_tag(tags, "trial_number"), _int_tag(tags, "seed")
-            rows.append({
-                "kind": kind, "run_id": run.info.run_id, "status": run.info.status,
-                "number": number, "seed": seed, "auc": m.get("val/mean_domain_auc"),
-                "test_auc": m.get("test/mean_domain_auc"), "flops_ratio": m.get("flops/ratio"),
-                "sparsity": m.get("sparsity/mean"), "start_ms": run.info.start_time,
-            })
+            rows.append(
+                {
+                    "kind": kind,
+                    "run_id": run.info.run_id,
+                    "status": run.info.status,
+                    "number": number,
+                    "seed": seed,
+                    "auc": m.get("val/mean_domain_auc"),
+                    "test_auc": m.get("test/mean_domain_auc"),
+                    "flops_ratio": m.get("flops/ratio"),
+                    "sparsity": m.get("sparsity/mean"),
+                    "start_ms": run.info.start_time,
+                }
+            )
             d_rows, l_rows = _domain_rows(kind, run, number, seed, safe_names)
             domain_rows += d_rows
             layer_rows += l_rows
@@ -155,7 +196,9 @@ def artifact_file(tables: RunTables, run_id: str, name: str, scratch: Path) -> P
         return None
 
 
-def read_artifact_tables(tables: RunTables, run_ids: list[str], name: str) -> dict[str, pl.DataFrame]:
+def read_artifact_tables(
+    tables: RunTables, run_ids: list[str], name: str
+) -> dict[str, pl.DataFrame]:
     """``name`` (csv or parquet) of each run that has it, keyed by run id."""
     out = {}
     with tempfile.TemporaryDirectory(prefix="report-artifacts-") as tmp:

@@ -25,11 +25,16 @@ def studies_found(studies_dir: Path) -> list[str]:
     """Names of the studies with a storage file under ``studies_dir``."""
     if not studies_dir.is_dir():
         return []
-    return sorted(p.name for p in studies_dir.iterdir()
-                  if p.is_dir() and any((p / f).is_file() for f in STORAGE_FILES))
+    return sorted(
+        p.name
+        for p in studies_dir.iterdir()
+        if p.is_dir() and any((p / f).is_file() for f in STORAGE_FILES)
+    )
 
 
-def _not_found(name: str, where: str, studies_dir: Path, known: list[str] | None = None) -> ConfigError:
+def _not_found(
+    name: str, where: str, studies_dir: Path, known: list[str] | None = None
+) -> ConfigError:
     found = known if known is not None else studies_found(studies_dir)
     listing = ", ".join(found) if found else "none"
     origin = "in that storage" if known is not None else f"under {studies_dir}/"
@@ -66,8 +71,11 @@ def open_storage(storage: str | optuna.storages.BaseStorage) -> str | optuna.sto
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
-def load_study(name: str, storage: str | optuna.storages.BaseStorage | None,
-               studies_dir: Path = Path("studies")) -> tuple[optuna.Study, str]:
+def load_study(
+    name: str,
+    storage: str | optuna.storages.BaseStorage | None,
+    studies_dir: Path = Path("studies"),
+) -> tuple[optuna.Study, str]:
     """Open study ``name``; returns the study and a printable description of its storage."""
     spec = storage if storage is not None else default_storage(name, studies_dir)
     opened = open_storage(spec)
@@ -82,8 +90,10 @@ def objectives(study: optuna.Study) -> list[dict[str, str]]:
     directions = [d.name.lower() for d in study.directions]
     stored = study.user_attrs.get("objectives")
     if isinstance(stored, list) and len(stored) == len(directions):
-        return [{"name": str(o.get("name", f"objective {i}")), "direction": directions[i]}
-                for i, o in enumerate(stored)]
+        return [
+            {"name": str(o.get("name", f"objective {i}")), "direction": directions[i]}
+            for i, o in enumerate(stored)
+        ]
     names = study.metric_names or [f"objective {i}" for i in range(len(directions))]
     return [{"name": n, "direction": d} for n, d in zip(names, directions)]
 
@@ -112,29 +122,46 @@ def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
     for t in trials:
         band = t.user_attrs.get("band") or [None, None]
         row = {
-            "study": study_name, "number": t.number, "state": t.state.name,
+            "study": study_name,
+            "number": t.number,
+            "state": t.state.name,
             "duration_s": _duration(t),
             "started": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
-            "finished": t.datetime_complete.isoformat(timespec="seconds") if t.datetime_complete else None,
+            "finished": t.datetime_complete.isoformat(timespec="seconds")
+            if t.datetime_complete
+            else None,
             "run_id": t.user_attrs.get("mlflow_run_id"),
             "pruner_form": t.user_attrs.get("pruner_form", t.params.get("pruner")),
             "pruner_inputs": t.user_attrs.get("pruner_inputs"),
-            "band_lo": band[0], "band_hi": band[1],
+            "band_lo": band[0],
+            "band_hi": band[1],
             "fail_reason": t.user_attrs.get("fail_reason"),
         }
         values = t.values if t.values is not None else [None] * len(objs)
         for o, v in zip(objs, values):
-            row[f"obj:{o['name']}"] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+            row[f"obj:{o['name']}"] = (
+                None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+            )
         rows.append(row)
         for key in t.params:
             params.setdefault(key, None)
     schema = {
-        "study": pl.String, "number": pl.Int64, "state": pl.String, "duration_s": pl.Float64,
-        "started": pl.String, "finished": pl.String, "run_id": pl.String,
-        "pruner_form": pl.String, "pruner_inputs": pl.String, "band_lo": pl.Float64,
-        "band_hi": pl.Float64, "fail_reason": pl.String,
+        "study": pl.String,
+        "number": pl.Int64,
+        "state": pl.String,
+        "duration_s": pl.Float64,
+        "started": pl.String,
+        "finished": pl.String,
+        "run_id": pl.String,
+        "pruner_form": pl.String,
+        "pruner_inputs": pl.String,
+        "band_lo": pl.Float64,
+        "band_hi": pl.Float64,
+        "fail_reason": pl.String,
         **{f"obj:{o['name']}": pl.Float64 for o in objs},
     }
     table = pl.DataFrame(rows, schema=schema)
-    columns = [_param_column([t.params.get(k) for t in trials]).alias(f"param:{k}") for k in sorted(params)]
+    columns = [
+        _param_column([t.params.get(k) for t in trials]).alias(f"param:{k}") for k in sorted(params)
+    ]
     return table.with_columns(columns) if columns else table

@@ -56,67 +56,139 @@ def _labels(order: list[str], domains: pl.DataFrame) -> list[str]:
     return [domain_label(d, groups.get(d)) for d in order]
 
 
-def sparsity_heatmap(layers: pl.DataFrame, order: list[str], domains: pl.DataFrame, title: str) -> go.Figure:
+def sparsity_heatmap(
+    layers: pl.DataFrame, order: list[str], domains: pl.DataFrame, title: str
+) -> go.Figure:
     """Rows: domains (``order``); columns: masked positions; cell: fraction of pruned neurons."""
     positions = sorted(layers["position"].unique().to_list())
     lookup = {(r["domain"], r["position"]): r["sparsity"] for r in layers.iter_rows(named=True)}
     z = [rounded([lookup.get((d, p)) for p in positions], 3) for d in order]
-    fig = go.Figure(go.Heatmap(
-        z=z, x=[position_name(p) for p in positions], y=_labels(order, domains), zmin=0, zmax=1,
-        colorscale=SEQUENTIAL, texttemplate="%{z:.2f}", colorbar={"title": {"text": "sparsity"}},
-        hovertemplate="%{y} · %{x}<br>sparsity %{z:.3f}<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[position_name(p) for p in positions],
+            y=_labels(order, domains),
+            zmin=0,
+            zmax=1,
+            colorscale=SEQUENTIAL,
+            texttemplate="%{z:.2f}",
+            colorbar={"title": {"text": "sparsity"}},
+            hovertemplate="%{y} · %{x}<br>sparsity %{z:.3f}<extra></extra>",
+        )
+    )
     fig.update_yaxes(autorange="reversed", title_text="domain (ordered by similarity)")
     fig.update_xaxes(title_text="masked position", side="top")
     return finish(fig, title, 140 + 26 * len(order))
 
 
-def keep_map_figure(keep: pl.DataFrame, order: list[str], domains: pl.DataFrame, title: str) -> go.Figure:
+def keep_map_figure(
+    keep: pl.DataFrame, order: list[str], domains: pl.DataFrame, title: str
+) -> go.Figure:
     """One panel per masked position: domains x neurons keep probability (in %, stored as
     bytes), neurons ordered shared-first and grouped by which domains keep them."""
     mats = keep_matrices(keep, order)
     positions = list(mats)
     widths = [mats[p].shape[1] for p in positions] or [1]
-    fig = make_subplots(rows=1, cols=max(1, len(positions)), column_widths=widths, horizontal_spacing=0.015,
-                        subplot_titles=[f"{position_name(p)} ({mats[p].shape[1]} neurons)" for p in positions])
+    fig = make_subplots(
+        rows=1,
+        cols=max(1, len(positions)),
+        column_widths=widths,
+        horizontal_spacing=0.015,
+        subplot_titles=[f"{position_name(p)} ({mats[p].shape[1]} neurons)" for p in positions],
+    )
     labels = _labels(order, domains)
     for j, p in enumerate(positions):
         mat = mats[p][:, neuron_order(mats[p])]
         z = np.rint(np.nan_to_num(mat, nan=0.0) * 100).astype(np.uint8)
-        fig.add_trace(go.Heatmap(
-            z=z, y=labels, coloraxis="coloraxis", xgap=0, ygap=1,
-            hovertemplate="%{y}<br>neuron rank %{x}<br>keep %{z}%<extra>" + position_name(p) + "</extra>"),
-            row=1, col=j + 1)
-        fig.update_xaxes(showticklabels=False, title_text="neurons: shared → specific", row=1, col=j + 1)
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                y=labels,
+                coloraxis="coloraxis",
+                xgap=0,
+                ygap=1,
+                hovertemplate="%{y}<br>neuron rank %{x}<br>keep %{z}%<extra>"
+                + position_name(p)
+                + "</extra>",
+            ),
+            row=1,
+            col=j + 1,
+        )
+        fig.update_xaxes(
+            showticklabels=False, title_text="neurons: shared → specific", row=1, col=j + 1
+        )
         fig.update_yaxes(autorange="reversed", showticklabels=j == 0, row=1, col=j + 1)
-    fig.update_layout(coloraxis={"colorscale": KEEP_SCALE, "cmin": 0, "cmax": 100,
-                                 "colorbar": {"title": {"text": "keep %"}}})
+    fig.update_layout(
+        coloraxis={
+            "colorscale": KEEP_SCALE,
+            "cmin": 0,
+            "cmax": 100,
+            "colorbar": {"title": {"text": "keep %"}},
+        }
+    )
     return finish(fig, title, 150 + 26 * len(order))
 
 
-def overlap_figure(keep: pl.DataFrame, order: list[str], domains: pl.DataFrame, title: str) -> go.Figure:
+def overlap_figure(
+    keep: pl.DataFrame, order: list[str], domains: pl.DataFrame, title: str
+) -> go.Figure:
     """Jaccard index of the kept-neuron sets of every pair of domains (all masked positions
     together), domains in similarity order; a dot marks pairs in the same true group."""
     mats = keep_matrices(keep, order)
-    kept = np.concatenate([kept_matrix(m) for m in mats.values()], axis=1) if mats else np.ones((len(order), 1), bool)
+    kept = (
+        np.concatenate([kept_matrix(m) for m in mats.values()], axis=1)
+        if mats
+        else np.ones((len(order), 1), bool)
+    )
     sim = jaccard(kept)
     labels = _labels(order, domains)
-    fig = go.Figure(go.Heatmap(
-        z=[rounded(row, 3) for row in sim], x=labels, y=labels, zmin=0, zmax=1, colorscale=SEQUENTIAL,
-        colorbar={"title": {"text": "Jaccard"}}, texttemplate="%{z:.2f}" if len(order) <= 14 else None,
-        hovertemplate="%{y} × %{x}<br>Jaccard %{z:.3f}<extra></extra>"))
+    names = [[f"{a} × {b}" for b in order] for a in order]
+    # Numeric axes (labels as tick text) so that group marks can sit in a cell's corner,
+    # clear of the value written in its centre.
+    idx = list(range(len(order)))
+    fig = go.Figure(
+        go.Heatmap(
+            z=[rounded(row, 3) for row in sim],
+            x=idx,
+            y=idx,
+            customdata=names,
+            zmin=0,
+            zmax=1,
+            colorscale=SEQUENTIAL,
+            colorbar={"title": {"text": "Jaccard"}},
+            texttemplate="%{z:.2f}" if len(order) <= 14 else None,
+            hovertemplate="%{customdata}<br>Jaccard %{z:.3f}<extra></extra>",
+        )
+    )
     groups = dict(zip(domains["domain"].to_list(), domains["group"].to_list()))
     if any(groups.get(d) is not None for d in order):
-        xs, ys = [], []
-        for i, a in enumerate(order):
-            for j, b in enumerate(order):
-                if i != j and groups.get(a) is not None and groups.get(a) == groups.get(b):
-                    xs.append(labels[j])
-                    ys.append(labels[i])
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="same true group",
-                                 marker={"symbol": "circle-open", "size": 7, "color": "#e6194b", "line": {"width": 2}},
-                                 hoverinfo="skip", showlegend=True))
-        fig.update_layout(legend={"orientation": "h", "y": -0.05, "yanchor": "top"})
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(side="top", tickangle=-45)
-    size = 220 + 30 * len(order)
+        pairs = [
+            (j + 0.3, i - 0.3)
+            for i, a in enumerate(order)
+            for j, b in enumerate(order)
+            if i != j and groups.get(a) is not None and groups.get(a) == groups.get(b)
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in pairs],
+                y=[p[1] for p in pairs],
+                mode="markers",
+                name="same true group",
+                marker={
+                    "symbol": "circle",
+                    "size": 7,
+                    "color": "#e6194b",
+                    "line": {"width": 1, "color": "white"},
+                },
+                hoverinfo="skip",
+                showlegend=True,
+            )
+        )
+        fig.update_layout(
+            margin={"t": 90},
+            legend={"orientation": "h", "x": 0, "y": 1.01, "yanchor": "bottom"},
+        )
+    fig.update_yaxes(autorange="reversed", tickvals=idx, ticktext=labels, showgrid=False)
+    fig.update_xaxes(tickvals=idx, ticktext=labels, tickangle=-45, showgrid=False)
+    size = 240 + 30 * len(order)
     return finish(fig, title, size).update_layout(width=size + 180)

@@ -8,27 +8,65 @@ from collections.abc import Iterable
 
 import plotly.graph_objects as go
 
-FORM_COLORS = {"fusion": "#7b3294", "binarization": "#1b9e77", "scaling": "#d95f02", "none": "#555555"}
-PALETTE = ["#4363d8", "#e6194b", "#3cb44b", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
-           "#469990", "#808000", "#000075", "#a9a9a9"]
-GROUP_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+FORM_COLORS = {
+    "fusion": "#7b3294",
+    "binarization": "#1b9e77",
+    "scaling": "#d95f02",
+    "none": "#555555",
+}
+PALETTE = [
+    "#4363d8",
+    "#e6194b",
+    "#3cb44b",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#9a6324",
+    "#469990",
+    "#808000",
+    "#000075",
+    "#a9a9a9",
+]
+GROUP_COLORS = [
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+]
 REFERENCE_COLOR = "#111111"
 SEQUENTIAL = "Viridis"
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
 
 
 def template() -> go.layout.Template:
-    axis = {"showline": True, "linecolor": "#888", "gridcolor": "#e6e6e6", "zeroline": False,
-            "ticks": "outside", "automargin": True}
-    return go.layout.Template(layout={
-        "font": {"family": FONT, "size": 12, "color": "#222"},
-        "paper_bgcolor": "white", "plot_bgcolor": "white", "colorway": PALETTE,
-        "hoverlabel": {"align": "left"}, "hovermode": "closest",
-        "xaxis": axis, "yaxis": axis,
-        "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
-        "legend": {"bgcolor": "rgba(255,255,255,0.7)"},
-        "title": {"x": 0.01, "font": {"size": 15}},
-    })
+    axis = {
+        "showline": True,
+        "linecolor": "#888",
+        "gridcolor": "#e6e6e6",
+        "zeroline": False,
+        "ticks": "outside",
+        "automargin": True,
+    }
+    return go.layout.Template(
+        layout={
+            "font": {"family": FONT, "size": 12, "color": "#222"},
+            "paper_bgcolor": "white",
+            "plot_bgcolor": "white",
+            "colorway": PALETTE,
+            "hoverlabel": {"align": "left"},
+            "hovermode": "closest",
+            "xaxis": axis,
+            "yaxis": axis,
+            "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+            "legend": {"bgcolor": "rgba(255,255,255,0.7)"},
+            "title": {"x": 0.01, "font": {"size": 15}},
+        }
+    )
 
 
 def finish(fig: go.Figure, title: str | None = None, height: int | None = None) -> go.Figure:

@@ -15,14 +15,17 @@ GAIN_TRIALS = 8  # front trials drawn in the gain figure (spread over the front'
 def domain_points(domain_metrics: pl.DataFrame, trials: pl.DataFrame) -> pl.DataFrame:
     """Per-domain val AUC and FLOPs ratio of every COMPLETE trial."""
     done = trials.filter(pl.col("state") == "COMPLETE").select("study", "number")
-    return (domain_metrics.filter(pl.col("kind") == "trial")
-            .join(done, on=["study", "number"], how="semi")
-            .select("study", "number", "domain", "val_auc", "test_auc", "flops_ratio", "sparsity"))
+    return (
+        domain_metrics.filter(pl.col("kind") == "trial")
+        .join(done, on=["study", "number"], how="semi")
+        .select("study", "number", "domain", "val_auc", "test_auc", "flops_ratio", "sparsity")
+    )
 
 
 def reference_domains(domain_metrics: pl.DataFrame) -> pl.DataFrame:
-    return (domain_metrics.filter(pl.col("kind") == "reference")
-            .select("study", "domain", "val_auc", "test_auc", "flops_ratio"))
+    return domain_metrics.filter(pl.col("kind") == "reference").select(
+        "study", "domain", "val_auc", "test_auc", "flops_ratio"
+    )
 
 
 def trial_label(row: dict, multi: bool) -> str:
@@ -31,33 +34,57 @@ def trial_label(row: dict, multi: bool) -> str:
     return f"{head}trial {row['number']} ({form}, FLOPs {fmt(row['flops_ratio'], '.2f')})"
 
 
-def domain_gains(trials: pl.DataFrame, domain_metrics: pl.DataFrame, reeval_domains: pl.DataFrame,
-                 domains: pl.DataFrame, limit: int = GAIN_TRIALS) -> pl.DataFrame:
+def domain_gains(
+    trials: pl.DataFrame,
+    domain_metrics: pl.DataFrame,
+    reeval_domains: pl.DataFrame,
+    domains: pl.DataFrame,
+    limit: int = GAIN_TRIALS,
+) -> pl.DataFrame:
     """Test AUC minus the dense reference's test AUC, per front trial and domain: the mean over
     re-evaluation seeds where there is one (with its sd), else the trial's own test run.
     Columns: study, number, label, domain, train_rows, gain, gain_sd."""
     multi = trials["study"].n_unique() > 1
     ref = reference_domains(domain_metrics).select("study", "domain", ref_auc="test_auc")
     frames = []
-    for (study,), part in trials.filter(pl.col("on_front")).group_by("study", maintain_order=True):
+    for _, part in trials.filter(pl.col("on_front")).group_by("study", maintain_order=True):
         front = part[spread_pick(part["flops_ratio"].to_numpy(), limit).tolist()]
-        single = domain_metrics.filter(pl.col("kind") == "trial").join(front.select("study", "number"),
-                                                                       on=["study", "number"], how="semi")
-        merged = (single.select("study", "number", "domain", single_auc="test_auc")
-                  .join(reeval_domains.select("study", "number", "domain", "test_auc_mean", "test_auc_sd"),
-                        on=["study", "number", "domain"], how="left")
-                  .join(ref, on=["study", "domain"], how="inner")
-                  .join(domains.select("study", "domain", "train_rows"), on=["study", "domain"], how="left"))
+        single = domain_metrics.filter(pl.col("kind") == "trial").join(
+            front.select("study", "number"), on=["study", "number"], how="semi"
+        )
+        merged = (
+            single.select("study", "number", "domain", single_auc="test_auc")
+            .join(
+                reeval_domains.select("study", "number", "domain", "test_auc_mean", "test_auc_sd"),
+                on=["study", "number", "domain"],
+                how="left",
+            )
+            .join(ref, on=["study", "domain"], how="inner")
+            .join(
+                domains.select("study", "domain", "train_rows"), on=["study", "domain"], how="left"
+            )
+        )
         labels = {r["number"]: trial_label(r, multi) for r in front.iter_rows(named=True)}
-        frames.append(merged.with_columns(
-            gain=pl.coalesce("test_auc_mean", "single_auc") - pl.col("ref_auc"),
-            gain_sd=pl.col("test_auc_sd"),
-            label=pl.col("number").replace_strict(labels, return_dtype=pl.String),
-        ).filter(pl.col("gain").is_not_null()))
+        frames.append(
+            merged.with_columns(
+                gain=pl.coalesce("test_auc_mean", "single_auc") - pl.col("ref_auc"),
+                gain_sd=pl.col("test_auc_sd"),
+                label=pl.col("number").replace_strict(labels, return_dtype=pl.String),
+            ).filter(pl.col("gain").is_not_null())
+        )
     cols = ["study", "number", "label", "domain", "train_rows", "gain", "gain_sd"]
     if not frames:
-        return pl.DataFrame(schema={"study": pl.String, "number": pl.Int64, "label": pl.String, "domain": pl.String,
-                                    "train_rows": pl.Int64, "gain": pl.Float64, "gain_sd": pl.Float64})
+        return pl.DataFrame(
+            schema={
+                "study": pl.String,
+                "number": pl.Int64,
+                "label": pl.String,
+                "domain": pl.String,
+                "train_rows": pl.Int64,
+                "gain": pl.Float64,
+                "gain_sd": pl.Float64,
+            }
+        )
     return pl.concat([f.select(cols) for f in frames]).sort("study", "number", "train_rows")
 
 
@@ -68,23 +95,31 @@ def headline(trials: pl.DataFrame, reference: pl.DataFrame, reeval: pl.DataFrame
         counts = dict(t.group_by("state").len().iter_rows())
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
         front = t.filter(pl.col("on_front")).sort("flops_ratio")
-        lines.append(f"<b>{study}</b>: {t.height} trials ({states}); {front.height} on the Pareto front.")
+        lines.append(
+            f"<b>{study}</b>: {t.height} trials ({states}); {front.height} on the Pareto front."
+        )
         ref = reference.filter(pl.col("study") == study)
         ref_auc = ref["auc"][0] if ref.height else None
         if front.height and ref_auc is not None:
             near = front.filter(pl.col("auc") >= ref_auc - 0.001)
             if near.height:
                 r = near.row(0, named=True)
-                lines.append(f"Cheapest trial within 0.001 val AUC of the dense model ({fmt(ref_auc)}): trial "
-                             f"{r['number']} ({r['pruner_form']}) at FLOPs ratio {fmt(r['flops_ratio'], '.3f')}, "
-                             f"AUC {fmt(r['auc'])} ({r['auc'] - ref_auc:+.4f}).")
+                lines.append(
+                    f"Cheapest trial within 0.001 val AUC of the dense model ({fmt(ref_auc)}): trial "
+                    f"{r['number']} ({r['pruner_form']}) at FLOPs ratio {fmt(r['flops_ratio'], '.3f')}, "
+                    f"AUC {fmt(r['auc'])} ({r['auc'] - ref_auc:+.4f})."
+                )
             else:
                 best = front.sort("auc", descending=True).row(0, named=True)
-                lines.append(f"No front trial reaches the dense val AUC ({fmt(ref_auc)}); the best is trial "
-                             f"{best['number']} at {fmt(best['auc'])} ({best['auc'] - ref_auc:+.4f}), FLOPs "
-                             f"ratio {fmt(best['flops_ratio'], '.3f')}.")
+                lines.append(
+                    f"No front trial reaches the dense val AUC ({fmt(ref_auc)}); the best is trial "
+                    f"{best['number']} at {fmt(best['auc'])} ({best['auc'] - ref_auc:+.4f}), FLOPs "
+                    f"ratio {fmt(best['flops_ratio'], '.3f')}."
+                )
         rv = reeval.filter(pl.col("study") == study)
         if rv.height:
-            lines.append(f"{rv.height} front trial(s) re-evaluated on test over "
-                         f"{int(rv['n_seeds'].max())} seed(s).")
+            lines.append(
+                f"{rv.height} front trial(s) re-evaluated on test over "
+                f"{int(rv['n_seeds'].max())} seed(s)."
+            )
     return lines

@@ -1,0 +1,13 @@
+"""Study reports: one self-contained Plotly HTML per study, rebuilt from what was stored
+(Optuna storage + MLflow), never from objects in memory.
+
+    python -m adasparse_lab.report study=<name>[,<name2>] [storage=<url>] [out=reports]
+    from adasparse_lab.report import build_report; build_report(["name"], [storage_url], "reports")
+
+Modules: collect (storage -> polars tables; storage.py, runs.py), figures / structure /
+diagnostics (tables -> Plotly figures), sections + html (the page), build (the entry point).
+"""
+
+from adasparse_lab.report.build import build_report
+
+__all__ = ["build_report"]

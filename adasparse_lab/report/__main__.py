@@ -1,0 +1,75 @@
+"""`python -m adasparse_lab.report study=<name>[,<name2>] [storage=<url>[,<url2>]] [out=reports]
+[studies=studies] [color=pruner_form] [static=png|svg]`
+
+Arguments are ``key=value`` pairs parsed here, not by Hydra (which would read ``study=a,b`` as
+a sweep over two values). ``study=a,b`` overlays the studies in one report under
+``<out>/a+b/``. The report is rebuilt from storage, so this works on running studies too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from adasparse_lab.errors import ConfigError
+from adasparse_lab.report.build import STATIC_FORMATS, build
+
+KEYS = {
+    "study": "study name(s), comma-separated (required)",
+    "storage": "Optuna storage per study, comma-separated (default: studies/<name>/optuna.db, else journal.log)",
+    "out": "output folder (default: reports)",
+    "studies": "folder holding the studies (default: studies)",
+    "color": "trial column or param:<name> that colours the front (default: pruner_form)",
+    "static": "also export every figure as png or svg (needs kaleido and Chromium)",
+}
+USAGE = (
+    "usage: python -m adasparse_lab.report study=<name>[,<name2>] [key=value ...]\n"
+    + "\n".join(f"  {k:<8} {v}" for k, v in KEYS.items())
+)
+
+
+def parse_args(argv: Sequence[str]) -> dict[str, str]:
+    args = {}
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep or key not in KEYS:
+            raise ConfigError(f"unknown argument {item!r}\n{USAGE}")
+        args[key] = value
+    if not args.get("study"):
+        raise ConfigError(f"study=<name> is required\n{USAGE}")
+    if args.get("static") and args["static"] not in STATIC_FORMATS:
+        raise ConfigError(f"static={args['static']!r}: choose one of {list(STATIC_FORMATS)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        names = [n for n in args["study"].split(",") if n]
+        storages = args["storage"].split(",") if args.get("storage") else None
+        if storages is not None and len(storages) != len(names):
+            raise ConfigError(
+                f"{len(names)} studies but {len(storages)} storages: give one storage per study"
+            )
+        info = build(
+            names,
+            storages,
+            args.get("out", "reports"),
+            studies_dir=args.get("studies", "studies"),
+            color_by=args.get("color", "pruner_form"),
+            static=args.get("static"),
+        )
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {info.path}")
+    print(f"size: {info.bytes / 1e6:.2f} MB, {info.figures} figures, built in {info.seconds:.1f} s")
+    if info.static_files:  # a skipped or failed export was logged as a warning
+        print(info.static_note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

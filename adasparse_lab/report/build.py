@@ -1,0 +1,176 @@
+"""Build a study report: collect what was stored, make the sections, write one HTML file (and,
+if asked, a static PNG/SVG of every figure). The sweep calls ``build_report`` at its end."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from adasparse_lab.report.collect import ReportData, collect
+from adasparse_lab.report.html import Section, render_page
+from adasparse_lab.report.sections import (
+    band_section,
+    context_section,
+    domains_section,
+    gain_section,
+    pareto_section,
+    search_section,
+    structure_section,
+    trials_section,
+)
+from adasparse_lab.report.tables import headline
+
+log = logging.getLogger(__name__)
+REPORT_FILE = "report.html"
+STATIC_FORMATS = ("png", "svg")
+VERSIONED = ("adasparse-lab", "plotly", "polars", "optuna", "mlflow", "numpy")
+
+
+@dataclass
+class BuildInfo:
+    """What a build produced, for the command's summary line."""
+
+    path: Path
+    bytes: int
+    seconds: float
+    figures: int
+    static_files: list[Path] = field(default_factory=list)
+    static_note: str = ""
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def make_sections(data: ReportData, color_by: str | None = "pruner_form") -> list[Section]:
+    parts = [
+        pareto_section(data, color_by),
+        domains_section(data),
+        structure_section(data),
+        gain_section(data),
+        band_section(data),
+        search_section(data),
+        trials_section(data),
+        context_section(data, versions()),
+    ]
+    return [p for p in parts if p is not None]
+
+
+def report_dir(out_dir: Path, study_names: Sequence[str]) -> Path:
+    return Path(out_dir) / "+".join(study_names)
+
+
+def _figures(sections: list[Section]) -> list[tuple[str, go.Figure]]:
+    """Every figure with a file name: section, running number, and trial for structure views."""
+    out = []
+    for s in sections:
+        items = [(b.figure, "") for b in s.blocks if b.figure is not None]
+        items += [(f, v.key) for b in s.blocks for v in b.views for f in v.figures]
+        for i, (fig, tag) in enumerate(items, start=1):
+            name = f"{s.id}-{i:02d}" + (f"-{tag}" if tag else "")
+            out.append((re.sub(r"[^A-Za-z0-9_.-]+", "_", name), fig))
+    return out
+
+
+def export_static(sections: list[Section], folder: Path, fmt: str) -> tuple[list[Path], str]:
+    """A static image of every figure (kaleido + Chromium); a clear note instead when the
+    exporter is missing or fails, never a failed report."""
+    if fmt not in STATIC_FORMATS:
+        raise ValueError(f"static={fmt!r}: choose one of {list(STATIC_FORMATS)}")
+    if importlib.util.find_spec("kaleido") is None:
+        return [], (
+            "static export skipped: kaleido is not installed (pip install kaleido; it also needs "
+            "Chromium, e.g. Debian's `chromium` package)"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    named = _figures(sections)
+    paths = [folder / f"{name}.{fmt}" for name, _ in named]
+    figs = [fig for _, fig in named]
+    try:  # one browser session for all figures (write_image would start one per figure)
+        pio.write_images(
+            figs,
+            paths,
+            format=fmt,
+            width=[f.layout.width or 1100 for f in figs],
+            height=[f.layout.height or 500 for f in figs],
+        )
+    except Exception as err:  # kaleido without a browser, or a broken one: say so, go on
+        return [p for p in paths if p.is_file()], (
+            f"static export failed ({type(err).__name__}: {err}); kaleido needs Chromium, "
+            "e.g. Debian's `chromium` package"
+        )
+    return paths, f"{len(paths)} {fmt.upper()} file(s) in {folder}"
+
+
+def build(
+    study_names: Sequence[str],
+    storage_urls: Sequence | None = None,
+    out_dir: Path | str = "reports",
+    *,
+    studies_dir: Path | str = "studies",
+    color_by: str | None = "pruner_form",
+    static: str | None = None,
+    max_structure_trials: int = 12,
+) -> BuildInfo:
+    """``build_report`` with the numbers the command prints (size, time, figures)."""
+    t0 = time.perf_counter()
+    names = list(study_names)
+    if not names:
+        raise ValueError("no study named")
+    data = collect(
+        names, list(storage_urls) if storage_urls else None, Path(studies_dir), max_structure_trials
+    )
+    sections = make_sections(data, color_by)
+    title = f"Study report: {' + '.join(names)}"
+    subtitle = [
+        f"{len(data.trials)} trials · built {time.strftime('%Y-%m-%d %H:%M:%S')} from stored results "
+        f"(Optuna + MLflow)"
+    ]
+    page, n_figures = render_page(
+        title, subtitle, headline(data.trials, data.reference, data.reeval), sections
+    )
+    folder = report_dir(Path(out_dir), names)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / REPORT_FILE
+    path.write_text(page, encoding="utf-8")
+    info = BuildInfo(path, path.stat().st_size, 0.0, n_figures)
+    if static:
+        info.static_files, info.static_note = export_static(sections, folder / "figures", static)
+        if info.static_files:
+            log.info("%s", info.static_note)
+        else:
+            log.warning("%s", info.static_note)
+    info.seconds = time.perf_counter() - t0
+    return info
+
+
+def build_report(
+    study_names: Sequence[str],
+    storage_urls: Sequence | None = None,
+    out_dir: Path | str = "reports",
+    **options,
+) -> Path:
+    """Render the report of one or more stored studies; returns the HTML file's path,
+    ``<out_dir>/<name>/report.html`` (``<out_dir>/a+b/report.html`` for several studies).
+
+    storage_urls: one per study (an RDB URL, a journal file path or an Optuna storage object),
+    or None for ``studies/<name>/optuna.db`` (else ``studies/<name>/journal.log``).
+    options: studies_dir, color_by (trial column or ``param:<name>``), static ('png'|'svg'),
+    max_structure_trials.
+    """
+    return build(study_names, storage_urls, out_dir, **options).path

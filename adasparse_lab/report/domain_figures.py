@@ -1,0 +1,177 @@
+"""Per-domain figures: small multiples of each domain's AUC-vs-FLOPs front, and the gain
+over the dense reference by domain size. Plain polars tables in, Plotly figures out."""
+
+from __future__ import annotations
+
+import math
+
+import plotly.graph_objects as go
+import polars as pl
+from plotly.subplots import make_subplots
+
+from adasparse_lab.report.figures import front_xy
+from adasparse_lab.report.style import PALETTE, REFERENCE_COLOR, finish, rounded
+
+
+def domain_order(domains: pl.DataFrame) -> list[tuple[str, int | None]]:
+    """(domain, train rows) by decreasing training size (largest rows over studies)."""
+    sizes = domains.group_by("domain", maintain_order=True).agg(pl.col("train_rows").max())
+    ordered = sizes.sort(["train_rows", "domain"], descending=[True, False], nulls_last=True)
+    return list(zip(ordered["domain"].to_list(), ordered["train_rows"].to_list()))
+
+
+def domain_fronts_figure(
+    points: pl.DataFrame,
+    domains: pl.DataFrame,
+    reference: pl.DataFrame | None = None,
+    cols: int = 4,
+) -> go.Figure:
+    """Small multiples, one panel per domain ordered by training size: that domain's val AUC
+    against its FLOPs ratio for every trial (``points``: study, number, domain, val_auc,
+    flops_ratio), its front as a line, and the dense reference (``reference``: study, domain,
+    val_auc, flops_ratio) as a star. Per panel and study: points, front (+ reference)."""
+    order = domain_order(domains)
+    cols = max(1, min(cols, len(order)))
+    rows = max(1, math.ceil(len(order) / cols))
+    titles = [f"{d} · {n:,} rows" if n is not None else d for d, n in order]
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=titles,
+        horizontal_spacing=0.06,
+        vertical_spacing=min(0.12, 0.5 / rows),
+    )
+    pts = points.filter(pl.col("val_auc").is_not_null() & pl.col("flops_ratio").is_not_null())
+    studies = points["study"].unique(maintain_order=True).to_list()
+    for k, (domain, _) in enumerate(order):
+        r, c = k // cols + 1, k % cols + 1
+        for s_i, study in enumerate(studies):
+            color = PALETTE[s_i % len(PALETTE)]
+            frame = pts.filter((pl.col("domain") == domain) & (pl.col("study") == study))
+            label = study if len(studies) > 1 else "trials"
+            fig.add_trace(
+                go.Scatter(
+                    x=rounded(frame["flops_ratio"]),
+                    y=rounded(frame["val_auc"]),
+                    mode="markers",
+                    marker={"size": 6, "color": color, "opacity": 0.55},
+                    name=label,
+                    legendgroup=label,
+                    showlegend=k == 0,
+                    customdata=frame["number"].to_list(),
+                    hovertemplate="trial %{customdata}<br>AUC %{y:.4f} · FLOPs %{x:.3f}<extra>"
+                    + domain
+                    + "</extra>",
+                ),
+                row=r,
+                col=c,
+            )
+            fx, fy = front_xy(frame, "flops_ratio", "val_auc")
+            fig.add_trace(
+                go.Scatter(
+                    x=fx,
+                    y=fy,
+                    mode="lines",
+                    line_shape="hv",
+                    line={"color": color, "width": 2},
+                    name=f"{study}: front" if len(studies) > 1 else "front",
+                    legendgroup=label,
+                    showlegend=k == 0,
+                    hoverinfo="skip",
+                ),
+                row=r,
+                col=c,
+            )
+            if reference is not None:
+                ref = reference.filter((pl.col("domain") == domain) & (pl.col("study") == study))
+                if ref.height:
+                    fig.add_trace(
+                        go.Scatter(
+                            x=rounded(ref["flops_ratio"]),
+                            y=rounded(ref["val_auc"]),
+                            mode="markers",
+                            marker={"symbol": "star", "size": 12, "color": REFERENCE_COLOR},
+                            name="dense reference",
+                            legendgroup="reference",
+                            showlegend=k == 0 and s_i == 0,
+                            hovertemplate="dense reference<br>AUC %{y:.4f}<extra></extra>",
+                        ),
+                        row=r,
+                        col=c,
+                    )
+    for c in range(1, cols + 1):
+        fig.update_xaxes(title_text="FLOPs ratio", row=rows, col=c)
+    for r in range(1, rows + 1):
+        fig.update_yaxes(title_text="val AUC", row=r, col=1)
+    height = 260 * rows + 110
+    finish(fig, "Per-domain fronts (largest domain first)", height)
+    # The legend sits between the title and the first row of panel titles.
+    return fig.update_layout(
+        margin={"t": 100},
+        legend={
+            "orientation": "h",
+            "x": 0.5,
+            "xanchor": "center",
+            "y": 1 + 48 / (height - 150),
+            "yanchor": "bottom",
+        },
+    )
+
+
+def log_ticks(values: list[float]) -> list[int]:
+    """1-2-5 ticks covering ``values`` (a log axis's default labels crowd with minor digits)."""
+    if not values:
+        return []
+    lo, hi = max(min(values), 1), max(values)
+    ticks = [
+        m * 10**e
+        for e in range(int(math.floor(math.log10(lo))), int(math.log10(hi)) + 2)
+        for m in (1, 2, 5)
+    ]
+    inside = [t for t in ticks if lo / 1.5 <= t <= hi * 1.5]
+    return inside or [int(lo)]
+
+
+def _si(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k" if n >= 1000 else str(n)
+
+
+def gain_figure(gains: pl.DataFrame) -> go.Figure:
+    """AUC difference to the dense reference per domain against the domain's training rows
+    (log x); one trace per front trial (``gains``: label, domain, train_rows, gain, gain_sd),
+    error bars where the trial was re-evaluated over seeds."""
+    fig = go.Figure()
+    for i, label in enumerate(gains["label"].unique(maintain_order=True).to_list()):
+        g = gains.filter(pl.col("label") == label).sort("train_rows")
+        fig.add_trace(
+            go.Scatter(
+                x=g["train_rows"].to_list(),
+                y=rounded(g["gain"]),
+                mode="lines+markers",
+                name=label,
+                text=g["domain"].to_list(),
+                line={"width": 1.5, "color": PALETTE[i % len(PALETTE)]},
+                error_y={
+                    "type": "data",
+                    "array": rounded(g["gain_sd"].fill_null(0.0)),
+                    "visible": True,
+                    "thickness": 1,
+                },
+                hovertemplate="%{text}: %{x:,} rows<br>ΔAUC %{y:+.4f}<extra>" + label + "</extra>",
+            )
+        )
+    fig.add_hline(
+        y=0,
+        line={"color": REFERENCE_COLOR, "dash": "dash", "width": 1},
+        annotation_text="dense reference",
+        annotation_position="top left",
+    )
+    ticks = log_ticks(gains["train_rows"].drop_nulls().to_list())
+    fig.update_xaxes(
+        type="log",
+        tickvals=ticks,
+        ticktext=[_si(t) for t in ticks],
+        title_text="training rows of the domain (log scale)",
+    )
+    fig.update_yaxes(title_text="test AUC − dense reference AUC", zeroline=False)
+    return finish(fig, "Gain by domain size (front trials, test split)", 460)

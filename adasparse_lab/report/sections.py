@@ -1,0 +1,374 @@
+"""The report's sections, in reading order, from the collected tables: each section is a title,
+one line on how to read it, and its figures or tables. Sections that do not apply (no
+reference run, a fixed band, no keep probabilities) are left out or replaced by a note."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import platform
+
+import polars as pl
+
+from adasparse_lab.report.collect import ReportData, StudyInfo
+from adasparse_lab.report.diagnostics import diagnostics
+from adasparse_lab.report.domain_figures import domain_fronts_figure, gain_figure
+from adasparse_lab.report.figures import band_figure, band_varies, completed, pareto_figure
+from adasparse_lab.report.html import Block, Section, StructureView, table_html
+from adasparse_lab.report.structure import (
+    keep_map_figure,
+    overlap_figure,
+    sparsity_heatmap,
+    structure_order,
+)
+from adasparse_lab.report.style import fmt
+from adasparse_lab.report.tables import domain_gains, domain_points, reference_domains, trial_label
+
+
+def _note(text: str) -> Block:
+    return Block(html=f'<p class="note">{html.escape(text)}</p>')
+
+
+def pareto_section(data: ReportData, color_by: str | None) -> Section:
+    if completed(data.trials).height:
+        block = Block(figure=pareto_figure(data.trials, data.reference, data.reeval, color_by))
+    else:
+        block = _note("no completed trial with both a validation AUC and a FLOPs ratio yet")
+    return Section(
+        "pareto",
+        "Pareto front: AUC against FLOPs",
+        "Each point is a finished trial (up and left is better); the line joins the trials that no "
+        "other trial beats on both validation AUC and FLOPs; the star is the dense reference; open "
+        "diamonds are front trials re-run on test over several seeds (bars: ±1 sd). Hover a point "
+        "for its parameters and MLflow run.",
+        [block],
+    )
+
+
+def domains_section(data: ReportData) -> Section:
+    points = domain_points(data.domain_metrics, data.trials)
+    if points.filter(pl.col("val_auc").is_not_null() & pl.col("flops_ratio").is_not_null()).height:
+        block = Block(
+            figure=domain_fronts_figure(
+                points, data.domains, reference_domains(data.domain_metrics)
+            )
+        )
+    else:
+        block = _note("no per-domain AUC and FLOPs stored in MLflow for completed trials yet")
+    return Section(
+        "domains",
+        "Per-domain fronts",
+        "One panel per domain, largest training set first. Where a domain's points fall below its "
+        "star, sparsity costs that domain AUC; above it, the sparse models gain.",
+        [block],
+    )
+
+
+def structure_views(data: ReportData) -> list[StructureView]:
+    views = []
+    multi = len(data.studies) > 1
+    chosen = data.trials.join(
+        data.keep.select("study", "number").unique(), on=["study", "number"], how="semi"
+    )
+    for row in chosen.sort("study", "flops_ratio").iter_rows(named=True):
+        study, number = row["study"], row["number"]
+        keep = data.keep.filter((pl.col("study") == study) & (pl.col("number") == number))
+        layers = data.layer_sparsity.filter(
+            (pl.col("study") == study) & (pl.col("number") == number)
+        )
+        domains = data.domains.filter(pl.col("study") == study)
+        order = structure_order(keep, domains)
+        label = trial_label(row, multi)
+        if not layers.height:  # no per-layer metrics stored: derive them from the keep table
+            layers = keep.group_by("domain", "position").agg(
+                sparsity=1 - pl.col("keep_prob").mean()
+            )
+        views.append(
+            StructureView(
+                key=f"{study}#{number}",
+                label=f"{label}, AUC {fmt(row['auc'])}",
+                caption=f"{html.escape(label)}: pruner inputs {html.escape(str(row['pruner_inputs']))}; "
+                f"mean sparsity {fmt(row['sparsity'], '.3f')}. Domains ordered by similarity of kept neurons.",
+                figures=[
+                    sparsity_heatmap(layers, order, domains, "Sparsity per domain and layer"),
+                    keep_map_figure(keep, order, domains, "Keep probability per neuron"),
+                    overlap_figure(keep, order, domains, "Overlap of kept neurons (Jaccard)"),
+                ],
+            )
+        )
+    return views
+
+
+def structure_section(data: ReportData) -> Section:
+    views = structure_views(data)
+    grouped = data.domains["group"].null_count() < data.domains.height
+    explain = (
+        "Pick a front trial. Heatmap: fraction of neurons each domain prunes per layer. Keep maps: one "
+        "row per domain, one column per neuron, shared neurons on the left, neurons kept by the same "
+        "domains side by side. Overlap: Jaccard index of two domains' kept neurons."
+    )
+    if grouped:
+        explain += (
+            " Labels carry each domain's true group (synthetic data) and red dots mark same-group pairs: "
+            "if similar domains learned similar structures, the dots sit on bright cells."
+        )
+    blocks = (
+        [Block(views=views)] if views else [_note("no keep probabilities stored for front trials")]
+    )
+    return Section("structure", "Learned structure", explain, blocks)
+
+
+def gain_section(data: ReportData) -> Section | None:
+    gains = domain_gains(data.trials, data.domain_metrics, data.reeval_domains, data.domains)
+    if not gains.height:
+        return None
+    return Section(
+        "gain",
+        "Gain by domain size",
+        "Test AUC of front trials minus the dense reference, per domain, against the domain's "
+        "training rows. Above zero the sparse model wins; AdaSparse expects the largest gains in "
+        "small domains (left).",
+        [Block(figure=gain_figure(gains))],
+    )
+
+
+def band_section(data: ReportData) -> Section | None:
+    if not band_varies(data.trials):
+        return None
+    blocks = [
+        Block(
+            figure=band_figure(
+                data.trials.filter(pl.col("study") == s.name),
+                data.reference.filter(pl.col("study") == s.name),
+            ),
+            title=s.name if len(data.studies) > 1 else "",
+        )
+        for s in data.studies
+    ]
+    return Section(
+        "band",
+        "Sparsity band",
+        "Validation AUC against the sparsity each trial reached, coloured by the centre of its "
+        "target band; the dashed line is the dense model. The paper finds ~0.15-0.25 best and "
+        "above ~0.35 harmful.",
+        blocks,
+    )
+
+
+def search_section(data: ReportData) -> Section:
+    blocks = []
+    for s in data.studies:
+        prefix = f"{s.name}: " if len(data.studies) > 1 else ""
+        for d in diagnostics(s.study, s.objectives, prefix):
+            blocks.append(
+                Block(figure=d.figure, title=d.title)
+                if d.figure is not None
+                else Block(title=d.title, html=f'<p class="note">{html.escape(d.note)}</p>')
+            )
+    return Section(
+        "search",
+        "Search diagnostics",
+        "Optuna's view of the search: best value per trial, hypervolume of the front over time, "
+        "which parameters matter, and how each parameter relates to the main objective.",
+        blocks,
+    )
+
+
+def _cell(value, spec: str = ".4f") -> tuple[str, object]:
+    """(shown text, sort value) of one table cell."""
+    if value is None:
+        return "", ""
+    return (fmt(value, spec), value) if isinstance(value, float) else (str(value), value)
+
+
+def trials_section(data: ReportData) -> Section:
+    t = data.trials.join(
+        data.reeval.select("study", "number", "test_auc_mean", "test_auc_sd", "n_seeds"),
+        on=["study", "number"],
+        how="left",
+    ).sort("study", "number")
+    params = [c for c in t.columns if c.startswith("param:")]
+    multi = len(data.studies) > 1
+    cols = (
+        ([("study", "study", "text")] if multi else [])
+        + [
+            ("number", "trial", "num"),
+            ("state", "state", "text"),
+            ("on_front", "front", "text"),
+            ("duration_s", "duration s", "num"),
+            ("pruner_form", "pruner", "text"),
+            ("pruner_inputs", "inputs", "text"),
+            ("band", "band", "text"),
+            ("auc", "val AUC", "num"),
+            ("flops_ratio", "FLOPs ratio", "num"),
+            ("sparsity", "sparsity", "num"),
+            ("test_auc", "test AUC", "num"),
+            ("reeval", "test AUC (seeds)", "num"),
+        ]
+        + [
+            (p, p.removeprefix("param:"), "num" if t[p].dtype.is_numeric() else "text")
+            for p in params
+        ]
+        + [("run_id", "MLflow run", "text"), ("fail_reason", "fail reason", "text")]
+    )
+    rows, classes = [], []
+    for r in t.iter_rows(named=True):
+        special = {
+            "on_front": ("✓" if r["on_front"] else "", int(r["on_front"])),
+            "band": ("", "")
+            if r["band_lo"] is None
+            else (f"[{fmt(r['band_lo'], '.2f')}, {fmt(r['band_hi'], '.2f')}]",) * 2,
+            "reeval": ("", "")
+            if r["test_auc_mean"] is None
+            else (
+                f"{fmt(r['test_auc_mean'])} ± {r['test_auc_sd']:.4f} (n={r['n_seeds']})",
+                r["test_auc_mean"],
+            ),
+            "duration_s": _cell(r["duration_s"], ".1f"),
+            "flops_ratio": _cell(r["flops_ratio"], ".3f"),
+            "sparsity": _cell(r["sparsity"], ".3f"),
+        }
+        rows.append(
+            [
+                special[key]
+                if key in special
+                else _cell(r[key], ".4g" if key.startswith("param:") else ".4f")
+                for key, _, _ in cols
+            ]
+        )
+        classes.append("front" if r["on_front"] else "failed" if r["state"] == "FAIL" else "")
+    return Section(
+        "trials",
+        "Trials",
+        "Every trial with its state, duration, parameters and objectives; click a header to sort. "
+        "Front trials are shaded green, failed ones red.",
+        [Block(html=table_html(cols, rows, classes))],
+    )
+
+
+def _dataset_table(data: ReportData, study: str) -> str:
+    ref = (
+        reference_domains(data.domain_metrics)
+        .filter(pl.col("study") == study)
+        .select("domain", "test_auc")
+    )
+    d = (
+        data.domains.filter(pl.col("study") == study)
+        .join(ref, on="domain", how="left")
+        .sort("train_rows", descending=True, nulls_last=True)
+    )
+    cols = [
+        ("domain", "domain", "text"),
+        ("group", "true group", "num"),
+        ("train_rows", "train rows", "num"),
+        ("pos_rate", "positive rate", "num"),
+        ("oracle_auc", "oracle AUC", "num"),
+        ("test_auc", "dense test AUC", "num"),
+        ("gap", "gap to oracle", "num"),
+    ]
+    rows = []
+    for r in d.iter_rows(named=True):
+        gap = (
+            None
+            if r["oracle_auc"] is None or r["test_auc"] is None
+            else r["oracle_auc"] - r["test_auc"]
+        )
+        rows.append(
+            [
+                (r["domain"], r["domain"]),
+                (fmt(r["group"]), "" if r["group"] is None else r["group"]),
+                (
+                    fmt(r["train_rows"]) if r["train_rows"] is None else f"{r['train_rows']:,}",
+                    r["train_rows"],
+                ),
+                _cell(r["pos_rate"], ".3f"),
+                _cell(r["oracle_auc"]),
+                _cell(r["test_auc"]),
+                _cell(gap, ".4f"),
+            ]
+        )
+    return table_html(cols, rows)
+
+
+def _kv(pairs: list[tuple[str, object]]) -> str:
+    body = "".join(
+        f"<tr><th class='text'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in pairs
+    )
+    return f'<table class="kv">{body}</table>'
+
+
+def _moment(text: object) -> dt.datetime | None:
+    """An ISO time as an aware datetime; naive ones (Optuna's) are local time."""
+    try:
+        moment = dt.datetime.fromisoformat(str(text))
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+def _wall_time(info: StudyInfo, trials: pl.DataFrame) -> str:
+    """From the study's start (or its first trial's) to its last finished trial."""
+    t = trials.filter(pl.col("study") == info.name)
+    busy = t["duration_s"].drop_nulls().sum()
+    starts = [
+        _moment(x) for x in [info.attrs.get("started_at"), *t["started"].drop_nulls().to_list()]
+    ]
+    ends = [_moment(x) for x in t["finished"].drop_nulls().to_list()]
+    starts, ends = [x for x in starts if x], [x for x in ends if x]
+    running = " (still running)" if (t["state"] == "RUNNING").any() else ""
+    if not starts or not ends:
+        return f"unknown{running}; trials busy for {busy / 60:.1f} min in total"
+    first, last = min(starts), max(ends)
+    span = f"{(last - first).total_seconds() / 60:.1f} min, {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M %Z}"
+    return f"{span}{running}; trials busy for {busy / 60:.1f} min in total"
+
+
+def context_section(data: ReportData, versions: dict[str, str]) -> Section:
+    blocks = []
+    for info in data.studies:
+        prefix = f"{info.name}: " if len(data.studies) > 1 else ""
+        a = info.attrs
+        blocks.append(Block(title=f"{prefix}dataset", html=_dataset_table(data, info.name)))
+        machine = a.get("machine") or {}
+        blocks.append(
+            Block(
+                title=f"{prefix}study",
+                html=_kv(
+                    [
+                        ("storage", info.storage),
+                        (
+                            "MLflow",
+                            f"{a.get('mlflow_uri', '-')} · experiment "
+                            f"{a.get('mlflow_experiment', info.name)}",
+                        ),
+                        ("parent run", a.get("parent_run_id", "-")),
+                        ("dense reference run", a.get("reference_run_id", "-")),
+                        (
+                            "objectives",
+                            ", ".join(f"{o['name']} ({o['direction']})" for o in info.objectives),
+                        ),
+                        ("wall time", _wall_time(info, data.trials)),
+                        *[(f"machine: {k}", v) for k, v in machine.items()],
+                        *[("warning", w) for w in info.warnings],
+                    ]
+                ),
+            )
+        )
+        config = a.get("config")
+        if config:
+            blocks.append(
+                Block(
+                    html=f"<details><summary>{html.escape(prefix)}study config (resolved)</summary>"
+                    f"<pre>{html.escape(str(config))}</pre></details>"
+                )
+            )
+    blocks.append(
+        Block(
+            title="this report",
+            html=_kv([("python", platform.python_version()), *versions.items()]),
+        )
+    )
+    return Section(
+        "context", "Context", "What was studied, on what, with what, and for how long.", blocks
+    )
