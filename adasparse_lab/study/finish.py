@@ -8,7 +8,13 @@ import time
 from pathlib import Path
 
 from adasparse_lab.study.driver import StudyOutcome, StudyRunner
-from adasparse_lab.study.summary import format_pareto, pareto_table, reeval_table, write_pareto
+from adasparse_lab.study.summary import (
+    format_pareto,
+    pareto_table,
+    reeval_table,
+    reference_metrics,
+    write_pareto,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +46,7 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     domains = [d["domain"] for d in outcome.study.user_attrs.get("domains", [])]
     table = pareto_table(outcome.pareto, s.metrics, domains, reeval_table(tracker))
     csv = write_pareto(table, outcome.folder)
-    print(format_pareto(table, s.metrics, domains))
+    print(format_pareto(table, s.metrics, domains, reference_metrics(tracker)))
     t0 = time.perf_counter()
     report = build_study_report(outcome, Path(runner.base.paths.reports))
     files = [csv] + ([report] if report is not None else [])
