@@ -1,9 +1,9 @@
 """``python -m adasparse_lab.bench``: run the benchmark sections and print one table.
 
-    python -m adasparse_lab.bench                       # all sections, defaults (~1-3 min, 2 cores)
-    python -m adasparse_lab.bench --only train --repeats 7 --threads 1
-    python -m adasparse_lab.bench --only prep --prep-rows 10000000
-    python -m adasparse_lab.bench --json bench.json     # also write the numbers
+python -m adasparse_lab.bench                       # all sections, defaults (~1-3 min, 2 cores)
+python -m adasparse_lab.bench --only train --repeats 7 --threads 1
+python -m adasparse_lab.bench --only prep --prep-rows 10000000
+python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import torch
 from adasparse_lab.bench.preparation import run_prep_bench
 from adasparse_lab.bench.report import (
     describe_machine,
+    format_load,
     format_machine,
     format_prep,
     format_serve,
     format_train,
+    load_average,
     to_json,
 )
 from adasparse_lab.bench.serving import ServeBenchConfig, run_serve_bench
@@ -33,21 +35,43 @@ SECTIONS = ("train", "serve", "prep")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t, s = TrainBenchConfig(), ServeBenchConfig()
-    p = argparse.ArgumentParser(prog="python -m adasparse_lab.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--only", action="append", choices=SECTIONS,
-                   help="run only this section (repeatable); default: all")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p = argparse.ArgumentParser(
+        prog="python -m adasparse_lab.bench", description=__doc__.splitlines()[0]
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only this section (repeatable); default: all",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
+    )
     p.add_argument("--rows", type=int, default=t.rows, help="rows per timed fit / bare pass")
-    p.add_argument("--loader-rows", type=int, default=t.loader_rows, help="rows per timed DataLoader pass")
+    p.add_argument(
+        "--loader-rows", type=int, default=t.loader_rows, help="rows per timed DataLoader pass"
+    )
     p.add_argument("--warmup-rows", type=int, default=t.warmup_rows)
-    p.add_argument("--repeats", type=int, default=t.repeats, help="interleaved repeats of each variant")
+    p.add_argument(
+        "--repeats", type=int, default=t.repeats, help="interleaved repeats of each variant"
+    )
     p.add_argument("--serve-batch-sizes", type=int, nargs="+", default=list(s.batch_sizes))
-    p.add_argument("--serve-prune", type=float, default=s.prune_fraction,
-                   help="fraction of each hidden layer pruned for the served domain")
-    p.add_argument("--serve-seconds", type=float, default=s.seconds, help="time budget per batch size")
-    p.add_argument("--prep-rows", type=int, default=1_000_000, help="rows for the preparation timing")
+    p.add_argument(
+        "--serve-prune",
+        type=float,
+        default=s.prune_fraction,
+        help="fraction of each hidden layer pruned for the served domain",
+    )
+    p.add_argument(
+        "--serve-seconds", type=float, default=s.seconds, help="time budget per batch size"
+    )
+    p.add_argument(
+        "--prep-rows", type=int, default=1_000_000, help="rows for the preparation timing"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    p.add_argument(
+        "--json", type=Path, default=None, help="also write the numbers to this JSON file"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     args = p.parse_args(argv)
     for key in ("rows", "loader_rows", "warmup_rows", "repeats", "prep_rows"):
@@ -56,35 +80,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the chosen sections, print the table, return (and optionally write) the JSON."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s: %(message)s")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+def run_sections(args: argparse.Namespace) -> tuple:
+    """Run and print the chosen sections; returns (train, serve, prep), None where skipped."""
     sections = set(args.only or SECTIONS)
-    t0 = time.perf_counter()
-    machine = describe_machine()
-    print(format_machine(machine), flush=True)
     train = serve = prep = None
     if "train" in sections:
-        train = run_train_bench(TrainBenchConfig(
+        cfg = TrainBenchConfig(
             rows=args.rows, loader_rows=args.loader_rows, warmup_rows=args.warmup_rows,
             repeats=args.repeats, seed=args.seed,
-        ))
+        )  # fmt: skip
+        train = run_train_bench(cfg)
         print("\n" + format_train(train), flush=True)
     if "serve" in sections:
         serve = run_serve_bench(ServeBenchConfig(
             batch_sizes=tuple(args.serve_batch_sizes), prune_fraction=args.serve_prune,
             seconds=args.serve_seconds, seed=args.seed,
-        ))
+        ))  # fmt: skip
         print("\n" + format_serve(serve), flush=True)
     if "prep" in sections:
         prep = run_prep_bench(args.prep_rows, args.seed)
         print("\n" + format_prep(prep), flush=True)
-    payload = to_json(machine, train, serve, prep) | {"wall_seconds": time.perf_counter() - t0}
-    print(f"\nbenchmark wall time {payload['wall_seconds']:.0f} s")
+    return train, serve, prep
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the chosen sections, print the table, return (and optionally write) the JSON."""
+    args = parse_args(argv)
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    t0, load_at_start = time.perf_counter(), load_average()
+    machine = describe_machine()
+    print(format_machine(machine), flush=True)
+    payload = to_json(machine, *run_sections(args))
+    load = {"start": load_at_start, "end": load_average()}
+    payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
+    print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=1))

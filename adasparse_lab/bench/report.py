@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from dataclasses import asdict, dataclass
@@ -42,9 +43,13 @@ def cpu_model() -> str:
 def describe_machine() -> Machine:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return Machine(
-        cpu=cpu_model(), logical_cpus=os.cpu_count() or 0, usable_cpus=usable or 0,
-        platform=platform.platform(), python=platform.python_version(),
-        torch=torch.__version__, torch_threads=torch.get_num_threads(),
+        cpu=cpu_model(),
+        logical_cpus=os.cpu_count() or 0,
+        usable_cpus=usable or 0,
+        platform=platform.platform(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
     )
 
 
@@ -55,7 +60,9 @@ def ratios(train: TrainBenchResult | None, serve: ServeBenchResult | None) -> di
         out["fit_over_bare"] = train.ratio("fit_adasparse", "bare_adasparse")
         out["fit_over_bare_paired_median"] = train.paired_ratio("fit_adasparse", "bare_adasparse")
         out["fit_over_loader"] = train.ratio("fit_adasparse", "loader_adasparse")
-        out["fit_over_loader_paired_median"] = train.paired_ratio("fit_adasparse", "loader_adasparse")
+        out["fit_over_loader_paired_median"] = train.paired_ratio(
+            "fit_adasparse", "loader_adasparse"
+        )
         out["dense_over_adasparse_fit"] = train.ratio("fit_dense", "fit_adasparse")
     if serve is not None:
         for lat in serve.latencies:
@@ -78,6 +85,28 @@ def to_json(machine: Machine, train, serve, prep) -> dict:
     if prep is not None:
         payload["prep"] = asdict(prep) | {"rows_per_s": prep.rows_per_s}
     return payload
+
+
+def load_average() -> float:
+    """The 1-minute load average (NaN where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return math.nan
+
+
+def format_load(start: float, end: float, m: Machine) -> str:
+    """Load before and after the run; a warning when other processes competed for the CPUs
+    (our own run adds about ``torch_threads`` to the end value)."""
+    line = (
+        f"load average (1 min): {start:.2f} at start, {end:.2f} at end, {m.usable_cpus} usable CPUs"
+    )
+    if start > 0.5 * m.usable_cpus or end > m.torch_threads + 0.5 * m.usable_cpus:
+        line += (
+            "\nWARNING: other processes competed for the CPUs during this run: absolute numbers"
+            " are unreliable; trust the best-of columns and ratios, or rerun on an idle machine"
+        )
+    return line
 
 
 def format_machine(m: Machine) -> str:
@@ -104,7 +133,9 @@ def format_train(t: TrainBenchResult) -> str:
         f"    {'variant':<40}{'rows/pass':>10}{'best/s':>11}{'median/s':>11}",
     ]
     for v in t.timings:
-        lines.append(f"    {LABELS[v]:<40}{t.timings[v][0].rows:>10,}{t.best(v):>11,.0f}{t.median(v):>11,.0f}")
+        lines.append(
+            f"    {LABELS[v]:<40}{t.timings[v][0].rows:>10,}{t.best(v):>11,.0f}{t.median(v):>11,.0f}"
+        )
     r = ratios(t, None)
     verdict = "ok" if r["fit_over_bare"] >= FIT_OVER_BARE_TARGET else "BELOW TARGET"
     lines += [
@@ -138,11 +169,12 @@ def format_serve(s: ServeBenchResult) -> str:
 
 
 def format_prep(p: PrepBenchResult) -> str:
-    return "\n".join([
-        f"[3] data preparation  prepare() of {p.rows:,} synthetic rows into a temp cache, fresh process",
-        f"    cold: {p.seconds:.1f} s ({p.rows_per_s:,.0f} rows/s), peak RSS {p.peak_rss_bytes / GB:.2f} GB "
-        f"(of which {p.import_rss_bytes / GB:.2f} GB after imports)",
-        f"    cached reload: {p.reload_seconds:.1f} s; cache on disk {p.cache_bytes / 1024**2:.0f} MB; "
-        f"train rows {p.train_rows:,}",
-    ])
-
+    return "\n".join(
+        [
+            f"[3] data preparation  prepare() of {p.rows:,} synthetic rows into a temp cache, fresh process",
+            f"    cold: {p.seconds:.1f} s ({p.rows_per_s:,.0f} rows/s), peak RSS {p.peak_rss_bytes / GB:.2f} GB "
+            f"(of which {p.import_rss_bytes / GB:.2f} GB after imports)",
+            f"    cached reload: {p.reload_seconds:.1f} s; cache on disk {p.cache_bytes / 1024**2:.0f} MB; "
+            f"train rows {p.train_rows:,}",
+        ]
+    )

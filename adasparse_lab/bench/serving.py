@@ -36,7 +36,7 @@ class ServeBenchConfig:
     batch_sizes: tuple[int, ...] = (1, 256, 4096)
     prune_fraction: float = 0.35  # of every hidden layer, for the benchmarked domain
     domain: int = 0  # domain index (its domain-field code is domain + 1)
-    seconds: float = 1.0  # time budget per batch size (both models together)
+    seconds: float = 2.0  # time budget per batch size (both models together)
     min_repeats: int = 20
     max_repeats: int = 5_000
     data_rows: int = 20_000
@@ -111,7 +111,9 @@ def domain_rows(data: PreparedData, domain: int, n: int) -> tuple[torch.Tensor, 
     return split.cat[idx], split.dense[idx]
 
 
-def median_ms(fns: dict[str, Callable[[], object]], cfg: ServeBenchConfig) -> tuple[dict[str, float], int]:
+def median_ms(
+    fns: dict[str, Callable[[], object]], cfg: ServeBenchConfig
+) -> tuple[dict[str, float], int]:
     """Median milliseconds per call of each function, called alternately after a warm-up."""
     for fn in fns.values():
         for _ in range(3):
@@ -154,6 +156,8 @@ def run_serve_bench(cfg: ServeBenchConfig) -> ServeBenchResult:
     for b in cfg.batch_sizes:
         cat, dense = domain_rows(data, cfg.domain, b)
         diff = (model(cat, dense).logits - compact(cat, dense)).abs().max().item()
-        ms, repeats = median_ms({"masked": partial(model, cat, dense), "compact": partial(compact, cat, dense)}, cfg)
+        ms, repeats = median_ms(
+            {"masked": partial(model, cat, dense), "compact": partial(compact, cat, dense)}, cfg
+        )
         result.latencies.append(Latency(b, ms["masked"], ms["compact"], repeats, diff))
     return result

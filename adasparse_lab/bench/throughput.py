@@ -35,14 +35,13 @@ from adasparse_lab.sparsity import LinearBand, SparsityRegularizer
 from adasparse_lab.trainer import TrainSettings, fit
 
 log = logging.getLogger(__name__)
-VARIANTS = ("fit_adasparse", "fit_dense", "bare_adasparse", "loader_adasparse")
 
 
 @dataclass(frozen=True)
 class TrainBenchConfig:
-    rows: int = 131_072  # rows per timed pass of the fit and bare variants
-    loader_rows: int = 32_768  # rows per timed pass of the (slow) per-item loader
-    warmup_rows: int = 16_384
+    rows: int = 262_144  # rows per timed pass of the fit and bare variants
+    loader_rows: int = 65_536  # rows per timed pass of the (slower) per-item loader
+    warmup_rows: int = 32_768
     repeats: int = 5
     batch_size: int = 1024
     lr: float = 1e-3
@@ -117,7 +116,9 @@ class TrainStep:
         self.optimizer.step()
 
 
-def bare_epoch(step: TrainStep, split: TensorSplit, batch_size: int, gen: torch.Generator) -> Timing:
+def bare_epoch(
+    step: TrainStep, split: TensorSplit, batch_size: int, gen: torch.Generator
+) -> Timing:
     """One epoch of the bare loop over ``split``."""
     t0 = time.perf_counter()
     n = len(split)
@@ -142,7 +143,9 @@ class RowDataset(Dataset):
         return self.cat[i], self.dense[i], self.label[i]
 
 
-def loader_epoch(step: TrainStep, split: TensorSplit, batch_size: int, gen: torch.Generator) -> Timing:
+def loader_epoch(
+    step: TrainStep, split: TensorSplit, batch_size: int, gen: torch.Generator
+) -> Timing:
     """One epoch fed by ``DataLoader(RowDataset, shuffle=True)``, default collate, no workers."""
     loader = DataLoader(RowDataset(split), batch_size=batch_size, shuffle=True, generator=gen)
     t0 = time.perf_counter()
@@ -195,7 +198,9 @@ def variant_runners(
     }
 
 
-def run_train_bench(cfg: TrainBenchConfig, make_model: ModelFactory = build_model) -> TrainBenchResult:
+def run_train_bench(
+    cfg: TrainBenchConfig, make_model: ModelFactory = build_model
+) -> TrainBenchResult:
     """Warm up every variant once, then run them interleaved ``cfg.repeats`` times."""
     data = synthetic_data(max(cfg.rows, cfg.loader_rows, cfg.warmup_rows), cfg.seed)
     timed = with_train_rows(data, cfg.rows)

@@ -22,7 +22,9 @@ _HELD_OUT = 0.05  # val and test fraction each: most generated rows land in trai
 def synthetic_data(train_rows: int, seed: int = 0) -> PreparedData:
     """Prepare (in memory, no cache) enough synthetic rows for ``train_rows`` training rows."""
     n_rows = max(math.ceil(train_rows / (1 - 3 * _HELD_OUT)), 2_000)
-    source = SyntheticSource(split=RandomSplit(_HELD_OUT, _HELD_OUT, seed), n_rows=n_rows, seed=seed)
+    source = SyntheticSource(
+        split=RandomSplit(_HELD_OUT, _HELD_OUT, seed), n_rows=n_rows, seed=seed
+    )
     data = prepare(source, SCHEMA, cache_dir=None)
     if len(data.splits["train"]) < train_rows:
         raise RuntimeError(
@@ -34,7 +36,10 @@ def synthetic_data(train_rows: int, seed: int = 0) -> PreparedData:
 def head(split: TensorSplit, n: int) -> TensorSplit:
     """The first ``n`` rows of a split (views, no copy)."""
     return TensorSplit(
-        cat=split.cat[:n], dense=split.dense[:n], label=split.label[:n], domain=split.domain[:n],
+        cat=split.cat[:n],
+        dense=split.dense[:n],
+        label=split.label[:n],
+        domain=split.domain[:n],
         user=None if split.user is None else split.user[:n],
         p_true=None if split.p_true is None else split.p_true[:n],
     )

@@ -1,0 +1,230 @@
+"""The benchmark measures what it claims: same rows, same work, equal predictions, sane JSON."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from adasparse_lab.bench.__main__ import main
+from adasparse_lab.bench.serving import (
+    ServeBenchConfig,
+    domain_pruner,
+    domain_rows,
+    sparsify_for_domain,
+)
+from adasparse_lab.bench.throughput import (
+    RowDataset,
+    Timing,
+    TrainBenchConfig,
+    TrainBenchResult,
+    variant_runners,
+)
+from adasparse_lab.bench.workload import build_model, synthetic_data, with_train_rows
+from adasparse_lab.models.compact import compact_model
+
+TRAIN_ROWS = 2_500  # two full batches of 1024 and a partial one of 452
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_data(TRAIN_ROWS, seed=0)
+
+
+class TestRowDataset:
+    def test_item_is_the_split_row(self, data):
+        split = data.splits["train"]
+        ds = RowDataset(split)
+        assert len(ds) == len(split)
+        cat, dense, label = ds[17]
+        assert torch.equal(cat, split.cat[17]) and cat.shape == (8,)
+        assert torch.equal(dense, split.dense[17]) and torch.equal(label, split.label[17])
+
+    def test_loader_batches_equal_the_tensors(self, data):
+        split = data.splits["train"]
+        batches = list(DataLoader(RowDataset(split), batch_size=1024, shuffle=False))
+        assert [len(b[2]) for b in batches] == [1024] * (len(split) // 1024) + [len(split) % 1024]
+        assert torch.equal(torch.cat([b[0] for b in batches]), split.cat)
+        assert torch.equal(torch.cat([b[1] for b in batches]), split.dense)
+        assert torch.equal(torch.cat([b[2] for b in batches]), split.label)
+
+    def test_shuffled_loader_is_a_permutation(self, data):
+        split = data.splits["train"]
+        gen = torch.Generator().manual_seed(0)
+        batches = list(DataLoader(RowDataset(split), batch_size=1024, shuffle=True, generator=gen))
+        cat = torch.cat([b[0] for b in batches])
+        assert not torch.equal(cat, split.cat)
+        key = lambda c: (c * torch.arange(1, 9)).sum(1).sort().values  # noqa: E731
+        assert torch.equal(key(cat), key(split.cat))
+        assert torch.cat([b[2] for b in batches]).sum() == split.label.sum()
+
+
+def counting_factory(seen: dict[str, int]):
+    """build_model plus a hook that counts the rows each model trains on (train mode only)."""
+
+    def make(d, pruner):
+        model = build_model(d, pruner)
+        key = "dense" if pruner is None else "adasparse"
+
+        def count(module, args):
+            if module.training:
+                seen[key] = seen.get(key, 0) + args[0].shape[0]
+
+        model.register_forward_pre_hook(count)
+        return model
+
+    return make
+
+
+class TestThroughputVariants:
+    def test_fit_bare_and_loader_train_on_the_same_rows(self, data):
+        timed = with_train_rows(data, TRAIN_ROWS)
+        cfg = TrainBenchConfig(rows=TRAIN_ROWS, loader_rows=1_500, repeats=1)
+        seen: dict[str, int] = {}
+        runners = variant_runners(cfg, counting_factory(seen))
+        rows = {}
+        for name in ("fit_adasparse", "bare_adasparse", "loader_adasparse", "fit_dense"):
+            seen.clear()
+            timing = runners[name](timed)
+            rows[name] = (timing.rows, sum(seen.values()))
+            assert timing.seconds > 0
+        assert rows["fit_adasparse"] == (TRAIN_ROWS, TRAIN_ROWS)
+        assert rows["bare_adasparse"] == (TRAIN_ROWS, TRAIN_ROWS)
+        assert rows["fit_dense"] == (TRAIN_ROWS, TRAIN_ROWS)
+        assert rows["loader_adasparse"] == (1_500, 1_500)
+
+    def test_bare_step_trains_the_same_model_as_fit(self, data):
+        timed = with_train_rows(data, TRAIN_ROWS)
+        built = []
+
+        def keep(d, pruner):
+            model = build_model(d, pruner)
+            built.append((model, copy.deepcopy(model.state_dict())))
+            return model
+
+        runners = variant_runners(TrainBenchConfig(), keep)
+        runners["bare_adasparse"](timed)
+        runners["fit_adasparse"](timed)
+        (bare, bare_init), (fitted, fit_init) = built
+        assert bare.spec is not None and bare.spec.inputs == "hidden+domain"
+        assert fitted.spec is not None and fitted.spec.inputs == "hidden+domain"
+        # The same seeded initial weights (alpha aside: a schedule value), then both trained.
+        for key, value in bare_init.items():
+            if key != "alpha":
+                assert torch.equal(value, fit_init[key]), key
+        for model, init in ((bare, bare_init), (fitted, fit_init)):
+            assert not torch.equal(model.layers[0].weight, init["layers.0.weight"])
+            assert not torch.equal(model.pruners["1"].weight, init["pruners.1.weight"])
+
+    def test_ratios_are_best_over_best_and_median_of_pairs(self):
+        result = TrainBenchResult(
+            TrainBenchConfig(),
+            {
+                "a": [Timing(100, 1.0), Timing(100, 0.5), Timing(100, 2.0)],  # 100, 200, 50 /s
+                "b": [Timing(100, 0.5), Timing(100, 1.0), Timing(100, 1.0)],  # 200, 100, 100 /s
+            },
+        )
+        assert result.best("a") == 200 and result.median("a") == 100
+        assert result.ratio("a", "b") == 1.0
+        assert result.paired_ratio("a", "b") == 0.5  # median of 0.5, 2.0, 0.5
+
+
+class TestServing:
+    @pytest.mark.parametrize("fraction", [0.2, 0.35, 0.5])
+    def test_compact_equals_masked_on_the_benchmarked_rows(self, data, fraction):
+        torch.manual_seed(0)
+        model = build_model(data, domain_pruner()).eval()
+        sparsify_for_domain(model, domain_code=1, fraction=fraction)
+        compact = compact_model(model, 1)
+        widths = compact.tower.widths()
+        assert widths == [160, *(h - round(fraction * h) for h in (256, 128, 64)), 1]
+        cat, dense = domain_rows(data, domain=0, n=4096)
+        assert (cat[:, data.domain_feature_index()[0]] == 1).all()
+        with torch.no_grad():
+            masked = model(cat, dense)
+            assert all(
+                (k == 0).float().mean().item() == pytest.approx(fraction, abs=0.01)
+                for k in masked.keep
+            )
+            torch.testing.assert_close(compact(cat, dense), masked.logits, rtol=1e-5, atol=1e-5)
+
+    def test_invalid_fraction_is_refused(self):
+        with pytest.raises(ValueError, match="prune_fraction"):
+            ServeBenchConfig(prune_fraction=1.0)
+
+
+TINY = [
+    "--rows",
+    "2048",
+    "--loader-rows",
+    "1024",
+    "--warmup-rows",
+    "1024",
+    "--repeats",
+    "2",
+    "--serve-batch-sizes",
+    "1",
+    "64",
+    "--serve-seconds",
+    "0.05",
+    "--prep-rows",
+    "5000",
+]
+
+
+def test_prep_peak_is_the_childs_own(tmp_path):
+    """ru_maxrss of a spawned child starts at the parent's RSS; the benchmark must not."""
+    from adasparse_lab.bench.preparation import peak_rss_bytes, run_prep_bench
+
+    ballast = torch.ones(96 * 2**20)  # 384 MB resident in this (parent) process
+    parent = peak_rss_bytes()
+    prep = run_prep_bench(rows=3_000)
+    assert ballast.sum() > 0
+    assert 0 < prep.import_rss_bytes <= prep.peak_rss_bytes < parent - 256 * 2**20
+
+
+@pytest.fixture
+def restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_cli_json_has_positive_finite_ratios(tmp_path, capsys, restore_threads):
+    out = tmp_path / "bench.json"
+    payload = main([*TINY, "--threads", "1", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    ratios = payload["ratios"]
+    expected = {
+        "fit_over_bare",
+        "fit_over_bare_paired_median",
+        "fit_over_loader",
+        "fit_over_loader_paired_median",
+        "dense_over_adasparse_fit",
+        "compact_speedup_b1",
+        "compact_speedup_b64",
+        "compact_flops_ratio",
+    }
+    assert expected <= set(ratios)
+    assert all(math.isfinite(v) and v > 0 for v in ratios.values())
+    assert 0 < ratios["compact_flops_ratio"] < 1
+    assert payload["machine"]["torch_threads"] == 1
+    assert set(payload["load_average"]) == {"start", "end"}
+    assert all(lat["max_abs_diff"] < 1e-4 for lat in payload["serve"]["latencies"])
+    prep = payload["prep"]
+    assert prep["rows"] == 5000 and 0.7 * 5000 < prep["train_rows"] < 0.9 * 5000
+    assert prep["peak_rss_bytes"] >= prep["import_rss_bytes"] > 0
+    printed = capsys.readouterr().out
+    assert f"torch {torch.__version__}" in printed and "torch.get_num_threads() = 1" in printed
+    assert "fit / bare loop" in printed and "compact ms" in printed and "peak RSS" in printed
+
+
+def test_only_runs_the_chosen_section(capsys):
+    payload = main(["--only", "serve", "--serve-batch-sizes", "4", "--serve-seconds", "0.01"])
+    assert "serve" in payload and "train" not in payload and "prep" not in payload
+    assert set(payload["ratios"]) == {"compact_speedup_b4", "compact_flops_ratio"}
+    assert "[1] training" not in capsys.readouterr().out
