@@ -185,6 +185,7 @@ def train_and_evaluate(
     """Fit on train, select on val, evaluate the selected model on val and test."""
     parts = components or build_components(cfg)
     data = data or build_data(cfg.data, cfg.paths.cache)
+    torch.manual_seed(parts.settings.seed)  # the initial weights depend on the seed too
     model = build_model(cfg.model, data, parts.pruner)
     fitted = fit(model, data, parts.settings, parts.regularizer, parts.schedule, on_epoch=on_epoch)
     device = parts.settings.torch_device()

@@ -158,6 +158,10 @@ class TestServing:
 
 
 TINY = [
+    "--study",
+    "quick",
+    "--study-trials",
+    "2",
     "--rows",
     "2048",
     "--loader-rows",
@@ -213,6 +217,11 @@ def test_cli_json_has_positive_finite_ratios(tmp_path, capsys, restore_threads):
     assert all(math.isfinite(v) and v > 0 for v in ratios.values())
     assert 0 < ratios["compact_flops_ratio"] < 1
     assert payload["machine"]["torch_threads"] == 1
+    study = payload["study"]  # per-trial overhead of the study driver
+    assert study["trials"] == 2 and study["study"] == "quick"
+    assert 0 < study["mean_fit_s"] < study["mean_trial_s"]
+    assert study["overhead_s"] == pytest.approx(study["mean_trial_s"] - study["mean_fit_s"])
+    assert 0 < study["overhead_share"] < 1
     assert set(payload["load_average"]) == {"start", "end"}
     assert all(lat["max_abs_diff"] < 1e-4 for lat in payload["serve"]["latencies"])
     prep = payload["prep"]

@@ -73,6 +73,15 @@ def test_best_epoch_waits_for_the_final_band(make_cfg, tiny_data):
     assert result.best_epoch >= 2
 
 
+def test_same_seed_same_result_other_seed_other_init(make_cfg, tiny_data):
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        result = train_and_evaluate(make_cfg("tracking=none", f"seed={seed}"), data=tiny_data)
+        runs[name] = result.metrics["val/mean_domain_auc"]
+    assert runs["a"] == runs["b"]
+    assert runs["a"] != runs["c"]
+
+
 def test_build_data_is_cached_between_runs(make_cfg):
     cfg = make_cfg("tracking=none")
     first = build_data(cfg.data, cfg.paths.cache)

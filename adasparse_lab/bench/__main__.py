@@ -3,6 +3,7 @@
 python -m adasparse_lab.bench                       # all sections, defaults (~1-3 min, 2 cores)
 python -m adasparse_lab.bench --only train --repeats 7 --threads 1
 python -m adasparse_lab.bench --only prep --prep-rows 10000000
+python -m adasparse_lab.bench --only study          # per-trial overhead of the study driver
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -28,9 +29,10 @@ from adasparse_lab.bench.report import (
     to_json,
 )
 from adasparse_lab.bench.serving import ServeBenchConfig, run_serve_bench
+from adasparse_lab.bench.study_overhead import format_study, run_study_bench
 from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
-SECTIONS = ("train", "serve", "prep")
+SECTIONS = ("train", "serve", "prep", "study")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--prep-rows", type=int, default=1_000_000, help="rows for the preparation timing"
     )
+    p.add_argument("--study", default="sparsity", help="study whose trials the overhead is measured on")
+    p.add_argument("--study-trials", type=int, default=4, help="trials of the overhead section")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
@@ -81,9 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_sections(args: argparse.Namespace) -> tuple:
-    """Run and print the chosen sections; returns (train, serve, prep), None where skipped."""
+    """Run and print the chosen sections; returns (train, serve, prep, study), None where skipped."""
     sections = set(args.only or SECTIONS)
-    train = serve = prep = None
+    train = serve = prep = study = None
     if "train" in sections:
         cfg = TrainBenchConfig(
             rows=args.rows, loader_rows=args.loader_rows, warmup_rows=args.warmup_rows,
@@ -100,7 +104,10 @@ def run_sections(args: argparse.Namespace) -> tuple:
     if "prep" in sections:
         prep = run_prep_bench(args.prep_rows, args.seed)
         print("\n" + format_prep(prep), flush=True)
-    return train, serve, prep
+    if "study" in sections:
+        study = run_study_bench(args.study, args.study_trials)
+        print("\n" + format_study(study), flush=True)
+    return train, serve, prep, study
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -113,7 +120,10 @@ def main(argv: list[str] | None = None) -> dict:
     t0, load_at_start = time.perf_counter(), load_average()
     machine = describe_machine()
     print(format_machine(machine), flush=True)
-    payload = to_json(machine, *run_sections(args))
+    train, serve, prep, study = run_sections(args)
+    payload = to_json(machine, train, serve, prep)
+    if study is not None:
+        payload["study"] = study.as_dict()
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))

@@ -141,11 +141,20 @@ def _reeval_tables(runs: pl.DataFrame, domains: pl.DataFrame) -> tuple[pl.DataFr
     return summary, per_domain
 
 
-def _reference(runs: pl.DataFrame, wanted: str | None) -> pl.DataFrame:
+def _reference(runs: pl.DataFrame) -> pl.DataFrame:
+    """The dense reference: its runs over seeds (the study's seed and the re-evaluation seeds),
+    averaged. Returns the run ids, and one row of means."""
     refs = runs.filter((pl.col("kind") == "reference") & (pl.col("status") == "FINISHED"))
-    if wanted is not None and wanted in refs["run_id"].to_list():
-        refs = refs.filter(pl.col("run_id") == wanted)
-    return refs.sort("start_ms").tail(1).select("run_id", "auc", "test_auc", "flops_ratio")
+    return refs.sort("start_ms").select("run_id", "auc", "test_auc", "flops_ratio")
+
+
+def _reference_mean(refs: pl.DataFrame) -> pl.DataFrame:
+    if refs.height == 0:
+        return refs
+    return refs.select(
+        pl.col("run_id").first(), pl.col("auc").mean(), pl.col("test_auc").mean(),
+        pl.col("flops_ratio").mean(), n_seeds=pl.len(),
+    )
 
 
 def _domains(attrs: dict, tables: RunTables, fallback_runs: list[str]) -> pl.DataFrame:
@@ -213,7 +222,8 @@ def collect_study(
     info.warnings += tables.warnings
     trials = _enrich_trials(trials_table(name, study), info.objectives, tables.runs)
     trials = mark_front(trials)
-    reference = _reference(tables.runs, attrs.get("reference_run_id"))
+    reference_runs = _reference(tables.runs)
+    reference = _reference_mean(reference_runs)
     trial_ids = trials.select("run_id", trial_number="number").drop_nulls()
     dm = tables.domains
     per_trial = (
@@ -226,7 +236,7 @@ def collect_study(
         [
             per_trial,
             dm.filter(pl.col("kind") == "reeval"),
-            dm.join(reference.select("run_id"), on="run_id", how="semi"),
+            dm.join(reference_runs.select("run_id"), on="run_id", how="semi"),
         ]
     )
     reeval, reeval_domains = _reeval_tables(tables.runs, dm)

@@ -310,19 +310,24 @@ class StudyRunner:
         return tracker.start_run(name, parent, tags={**tags, "worker": self.worker})
 
     def reference(self, tracker: Tracker, parent: str, study: optuna.Study) -> None:
-        """The dense shared model (pruner=none) of the study's base config, once."""
-        run_id = self._claim(tracker, parent, {"kind": "reference"})
-        if run_id is None:
-            return
-        cfg = self.compose(["pruner=none"])
-        try:
-            self._train_run(cfg, tracker, run_id, self.folder / "reference")
-            tracker.end_run(run_id)
-            study.set_user_attr("reference_run_id", run_id)
-        except Exception as err:
-            tracker.set_tags(run_id, {"fail_reason": f"{type(err).__name__}: {err}"[:2000]})
-            tracker.end_run(run_id, "FAILED")
-            log.warning("the dense reference run failed: %s", err)
+        """The dense shared model (pruner=none) of the study's base config, trained with the
+        study's seed and each re-evaluation seed, so that it is compared like for like."""
+        seeds = dict.fromkeys([int(self.base.seed), *self.settings.reeval_seeds])
+        for seed in seeds:
+            run_id = self._claim(tracker, parent, {"kind": "reference", "seed": str(seed)})
+            if run_id is None:
+                continue
+            cfg = self.compose(["pruner=none"])
+            cfg.seed = seed
+            try:
+                self._train_run(cfg, tracker, run_id, self.folder / "reference" / f"seed{seed}")
+                tracker.end_run(run_id)
+                if seed == int(self.base.seed):
+                    study.set_user_attr("reference_run_id", run_id)
+            except Exception as err:
+                tracker.set_tags(run_id, {"fail_reason": f"{type(err).__name__}: {err}"[:2000]})
+                tracker.end_run(run_id, "FAILED")
+                log.warning("the dense reference run (seed %d) failed: %s", seed, err)
 
     def reevaluate(self, front: list[optuna.trial.FrozenTrial], tracker: Tracker, parent: str) -> None:
         for t in self._reeval_targets(front):

@@ -23,10 +23,15 @@ def reeval_table(tracker: Tracker) -> pl.DataFrame:
 
 
 def reference_metrics(tracker: Tracker) -> dict[str, float] | None:
-    """Final metrics of the study's dense reference run (pruner=none), if it finished."""
+    """Final metrics of the study's dense reference (pruner=none), averaged over its seeds."""
     runs = tracker.client.search_runs(
-        [tracker.experiment_id], "tags.kind = 'reference' and attributes.status = 'FINISHED'", max_results=1)
-    return dict(runs[0].data.metrics) if runs else None
+        [tracker.experiment_id], "tags.kind = 'reference' and attributes.status = 'FINISHED'", max_results=100)
+    if not runs:
+        return None
+    keys = set.intersection(*(set(r.data.metrics) for r in runs))
+    out = {k: float(np.mean([r.data.metrics[k] for r in runs])) for k in keys}
+    out["seeds"] = float(len(runs))
+    return out
 
 
 def pareto_table(front: list[optuna.trial.FrozenTrial], metrics: list[str], domains: list[str],
@@ -74,7 +79,8 @@ def format_pareto(table: pl.DataFrame, metrics: list[str], domains: list[str],
         lines.append(line)
     if ref:
         line = "  ref  " + "".join(f"{ref.get(m, math.nan):>22.4f}" for m in metrics)
-        lines.append(line + f"{_pm(ref.get('test/mean_domain_auc'), None):>20}  {'none (dense)':<13}")
+        lines.append(line + f"{_pm(ref.get('test/mean_domain_auc'), None):>20}  {'none (dense)':<13}"
+                     f"{'':<13}mean over {int(ref['seeds'])} seed(s)")
     lines += ["", "Per-domain test AUC of the front trials (mean over seeds) and of the dense reference:"]
     head = f"{'domain':<14}" + "".join(f"{'#' + str(t):>10}" for t in table["trial"]) + (f"{'dense':>10}" if ref else "")
     lines += [head, "-" * len(head)]
