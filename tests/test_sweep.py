@@ -11,7 +11,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from hydra import initialize_config_dir
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
