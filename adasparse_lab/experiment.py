@@ -49,6 +49,12 @@ def _instantiate(node: DictConfig, key: str, **kwargs):
         raise ConfigError(f"{key}: {err}") from None
 
 
+def pruner_form(pruner_cfg: DictConfig) -> str:
+    """'fusion', 'binarization', 'scaling' (the gate class without 'Gate') or 'none'."""
+    gate = pruner_cfg.get("gate")
+    return "none" if gate is None else gate._target_.rsplit(".", 1)[-1].removesuffix("Gate").lower()
+
+
 @dataclass
 class Components:
     """Everything validated before any data is read or any step is trained."""
@@ -113,10 +119,10 @@ def domain_table(data: PreparedData, val: Evaluation, test: Evaluation) -> pl.Da
     """Per-domain summary used by metrics.json, the printed table and the reports."""
     train_rows = data.rows_per_domain("train")
     rows = []
+    val_by_name = {d.name: d for d in val.metrics.domains}
+    test_by_name = {d.name: d for d in test.metrics.domains}
     for k, name in enumerate(data.domain_names):
-        v, t = val.metrics.domains[k] if k < len(val.metrics.domains) else None, test.metrics.domains
-        tm = next((d for d in t if d.name == name), None)
-        vm = next((d for d in val.metrics.domains if d.name == name), None)
+        vm, tm = val_by_name.get(name), test_by_name.get(name)
         rows.append({
             "domain": name,
             "group": None if data.domain_groups is None else data.domain_groups.get(name),
@@ -131,7 +137,6 @@ def domain_table(data: PreparedData, val: Evaluation, test: Evaluation) -> pl.Da
             "flops": float(test.flops.per_domain[k]),
             "flops_ratio": float(test.flops.per_domain[k] / test.flops.dense),
         })
-        del v
     return pl.DataFrame(rows)
 
 

@@ -16,6 +16,7 @@ from adasparse_lab.experiment import (
     build_data,
     epoch_logger,
     format_summary,
+    pruner_form,
     train_and_evaluate,
     write_outputs,
 )
@@ -30,7 +31,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     tracker = tracker_from_config(cfg.tracking, cfg.experiment)
     run_id = None
     if tracker is not None:
-        run_id = tracker.start_run(cfg.run_name or f"{cfg.data.name}-{cfg.pruner.get('_target_') and cfg.pruner.gate._target_.rsplit('.', 1)[-1] or 'dense'}")
+        run_id = tracker.start_run(cfg.run_name or f"{cfg.data.name}-{pruner_form(cfg.pruner)}")
         tracker.log_params(run_id, flatten(cfg))
     try:
         result = train_and_evaluate(

@@ -30,6 +30,7 @@ from adasparse_lab.experiment import (
     build_components,
     build_data,
     epoch_logger,
+    pruner_form,
     train_and_evaluate,
     write_outputs,
 )
@@ -195,8 +196,7 @@ class StudyRunner:
         run_id = None
         try:
             cfg, overrides = self.trial_config(trial)
-            gate = cfg.pruner.get("gate")
-            trial.set_user_attr("pruner_form", "none" if gate is None else gate._target_.rsplit(".", 1)[-1].removesuffix("Gate").lower())
+            trial.set_user_attr("pruner_form", pruner_form(cfg.pruner))
             trial.set_user_attr("pruner_inputs", cfg.pruner.get("inputs", "none"))
             trial.set_user_attr("band", [cfg.schedule.r_min, cfg.schedule.r_max])
             run_id = tracker.start_run(f"trial-{trial.number}", parent, tags={
