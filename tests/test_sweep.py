@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.study.pareto import hypervolume_2d, pareto_mask
+from adasparse_lab.pareto import hypervolume_2d, pareto_mask
 from adasparse_lab.sweep import run_study
 from tests.conftest import CONF, ROOT
 

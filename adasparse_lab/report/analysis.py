@@ -1,4 +1,4 @@
-"""Small numerical pieces of the report: the Pareto front, kept-neuron overlap, and the
+"""Small numerical pieces of the report: the front per study, kept-neuron overlap, and the
 orderings that make structure maps readable. numpy only (scipy is not a dependency).
 
 Shapes: N points, M objectives, K domains, H neurons at one masked position.
@@ -11,31 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from adasparse_lab.pareto import pareto_mask
+
 KEEP_THRESHOLD = 0.5  # a neuron counts as kept by a domain when its keep probability exceeds this
-
-
-def pareto_mask(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """Non-dominated rows of ``points`` [N, M]; ``directions`` holds 'maximize'/'minimize' per
-    column. A point is dominated when another is at least as good in every objective and
-    strictly better in one; duplicates of a front point are all kept. Rows with NaN are never
-    on the front."""
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != len(directions):
-        raise ValueError(f"points {pts.shape} do not match {len(directions)} directions")
-    signs = np.array([1.0 if d == "minimize" else -1.0 for d in directions])
-    bad = [d for d in directions if d not in ("minimize", "maximize")]
-    if bad:
-        raise ValueError(f"directions must be 'minimize' or 'maximize', got {bad}")
-    cost = pts * signs  # everything minimised
-    valid = ~np.isnan(cost).any(axis=1)
-    mask = np.zeros(len(cost), dtype=bool)
-    idx = np.flatnonzero(valid)
-    sub = cost[idx]
-    for i, row in zip(idx, sub):
-        no_worse = (sub <= row).all(axis=1)
-        better = (sub < row).any(axis=1)
-        mask[i] = not (no_worse & better).any()
-    return mask
 
 
 def front_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:

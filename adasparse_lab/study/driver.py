@@ -35,8 +35,8 @@ from adasparse_lab.experiment import (
     write_outputs,
 )
 from adasparse_lab.metrics import auc
+from adasparse_lab.pareto import hypervolume_2d, pareto_mask
 from adasparse_lab.study import space as space_mod
-from adasparse_lab.study.pareto import hypervolume_2d, pareto_mask
 from adasparse_lab.study.settings import StudySettings, parse_settings
 from adasparse_lab.study.storage import open_storage, recover_stale, worker_alive, worker_id
 from adasparse_lab.tracking import Tracker
