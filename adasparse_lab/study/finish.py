@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from adasparse_lab.report import build_report
 from adasparse_lab.study.driver import StudyOutcome, StudyRunner
 from adasparse_lab.study.summary import (
     format_pareto,
@@ -19,28 +20,6 @@ from adasparse_lab.study.summary import (
 log = logging.getLogger(__name__)
 
 
-def build_study_report(outcome: StudyOutcome, reports_dir: Path) -> Path | None:
-    """The study's HTML report (adasparse_lab.report), rebuilt from storage."""
-    try:
-        from adasparse_lab.report import build_report
-    except ImportError:
-        return _optuna_pareto_html(outcome, reports_dir)
-    return build_report([outcome.settings.name], [outcome.storage_desc], reports_dir)
-
-
-def _optuna_pareto_html(outcome: StudyOutcome, reports_dir: Path) -> Path | None:
-    """Fallback: Optuna's own Pareto plot as self-contained HTML."""
-    import optuna
-
-    if len(outcome.settings.objectives) < 2 or not outcome.pareto:
-        return None
-    fig = optuna.visualization.plot_pareto_front(outcome.study, target_names=outcome.settings.metrics)
-    path = reports_dir / outcome.settings.name / "pareto.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(path, include_plotlyjs=True)
-    return path
-
-
 def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     s, tracker = outcome.settings, outcome.tracker
     domains = [d["domain"] for d in outcome.study.user_attrs.get("domains", [])]
@@ -48,8 +27,8 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     csv = write_pareto(table, outcome.folder)
     print(format_pareto(table, s.metrics, domains, reference_metrics(tracker)))
     t0 = time.perf_counter()
-    report = build_study_report(outcome, Path(runner.base.paths.reports))
-    files = [csv] + ([report] if report is not None else [])
+    report = build_report([s.name], [outcome.storage_desc], Path(runner.base.paths.reports))
+    files = [csv, report]
     tracker.log_artifacts(outcome.parent_run_id, files)
     complete = sum(t.state.name == "COMPLETE" for t in outcome.study.get_trials(deepcopy=False))
     tracker.log_metrics(outcome.parent_run_id, {"study/complete_trials": complete, "study/front_size": len(outcome.pareto)})
@@ -66,7 +45,6 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
           + ("" if outcome.done else " (budget not reached: run the same command again to continue)"))
     print(f"  optuna storage : {outcome.storage_desc}")
     print(f"  pareto table   : {csv}")
-    if report is not None:
-        print(f"  report         : {report} ({report.stat().st_size / 1e6:.1f} MB, built in {time.perf_counter() - t0:.1f}s)")
+    print(f"  report         : {report} ({report.stat().st_size / 1e6:.1f} MB, built in {time.perf_counter() - t0:.1f}s)")
     print(f"  mlflow         : experiment {s.name!r}, parent run {outcome.parent_run_id} in {uri}")
     print(f"  browse         : MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri} --workers 1")
