@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from hydra import initialize_config_dir
@@ -188,3 +189,23 @@ def test_two_workers_share_one_journal_study(tmp_path):
     assert len(client.search_runs([exp.experiment_id], "tags.kind = 'study'")) == 1
 
 
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem != "base"))
+def test_every_shipped_study_validates(tmp_path, name):
+    from hydra import compose
+
+    from adasparse_lab.study.driver import StudyRunner
+
+    overrides = [f"+study={name}", f"paths.studies={tmp_path}"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        base = compose("config", overrides=overrides)
+        runner = StudyRunner(base, lambda extra: compose("config", overrides=[*overrides, *extra]))
+        runner.validate()  # paths exist, choices compose, range ends accepted by the config
+    assert runner.settings.name == name and runner.params
+    assert runner.settings.metrics == ["val/mean_domain_auc", "flops/ratio"]
+    if runner.settings.grid:  # a grid study's budget is its grid
+        from adasparse_lab.study.space import grid
+
+        sizes = [len(v) for v in grid(runner.params).values()]
+        assert runner.settings.n_trials == int(np.prod(sizes))
