@@ -62,7 +62,10 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(
-    model: AdaSparseModel, data: PreparedData, split: str, batch_size: int = 8192,
+    model: AdaSparseModel,
+    data: PreparedData,
+    split: str,
+    batch_size: int = 8192,
     device: torch.device | None = None,
 ) -> Evaluation:
     device = device or next(model.parameters()).device
@@ -77,7 +80,11 @@ def evaluate(
         out = model(batch.cat, batch.dense)
         logits.append(out.logits.float().cpu())
         dom = batch.domain.cpu()
-        kept = torch.stack([k.sum(1) for k in out.keep], 1).cpu() if out.keep else torch.zeros(len(dom), 0)
+        kept = (
+            torch.stack([k.sum(1) for k in out.keep], 1).cpu()
+            if out.keep
+            else torch.zeros(len(dom), 0)
+        )
         fl = tower_flops(shape, kept)
         for name in flops_parts:
             flops_parts[name].append(getattr(fl, name).expand(len(dom)))

@@ -88,11 +88,14 @@ def build_data(data_cfg: DictConfig, cache_dir: str | None) -> PreparedData:
     return prepare(source, schema, cache_dir, data_cfg.min_freq, data_cfg.dense_log1p)
 
 
-def build_model(model_cfg: DictConfig, data: PreparedData, pruner: PrunerSpec | None) -> AdaSparseModel:
+def build_model(
+    model_cfg: DictConfig, data: PreparedData, pruner: PrunerSpec | None
+) -> AdaSparseModel:
     # The ??? sizes come from the data; the pruner object is passed after instantiation
     # (OmegaConf cannot merge a dataclass holding a union of gate types).
     factory = _instantiate(
-        model_cfg, "model",
+        model_cfg,
+        "model",
         vocab_sizes=data.vocab_sizes,
         n_dense=len(data.schema.dense),
         domain_fields=data.domain_feature_index(),
@@ -123,20 +126,24 @@ def domain_table(data: PreparedData, val: Evaluation, test: Evaluation) -> pl.Da
     test_by_name = {d.name: d for d in test.metrics.domains}
     for k, name in enumerate(data.domain_names):
         vm, tm = val_by_name.get(name), test_by_name.get(name)
-        rows.append({
-            "domain": name,
-            "group": None if data.domain_groups is None else data.domain_groups.get(name),
-            "train_rows": int(train_rows[k]),
-            "test_rows": tm.rows if tm else 0,
-            "pos_rate": tm.pos_rate if tm else None,
-            "val_auc": vm.auc if vm else None,
-            "test_auc": tm.auc if tm else None,
-            "test_logloss": tm.logloss if tm else None,
-            "oracle_auc": tm.oracle_auc if tm else None,
-            "sparsity": float(np.nanmean(test.sparsity.ratio[k])) if test.sparsity.positions else 0.0,
-            "flops": float(test.flops.per_domain[k]),
-            "flops_ratio": float(test.flops.per_domain[k] / test.flops.dense),
-        })
+        rows.append(
+            {
+                "domain": name,
+                "group": None if data.domain_groups is None else data.domain_groups.get(name),
+                "train_rows": int(train_rows[k]),
+                "test_rows": tm.rows if tm else 0,
+                "pos_rate": tm.pos_rate if tm else None,
+                "val_auc": vm.auc if vm else None,
+                "test_auc": tm.auc if tm else None,
+                "test_logloss": tm.logloss if tm else None,
+                "oracle_auc": tm.oracle_auc if tm else None,
+                "sparsity": float(np.nanmean(test.sparsity.ratio[k]))
+                if test.sparsity.positions
+                else 0.0,
+                "flops": float(test.flops.per_domain[k]),
+                "flops_ratio": float(test.flops.per_domain[k] / test.flops.dense),
+            }
+        )
     return pl.DataFrame(rows)
 
 
@@ -146,14 +153,25 @@ def keep_table(data: PreparedData, evaluation: Evaluation) -> pl.DataFrame:
     for j, pos in enumerate(evaluation.sparsity.positions):
         kp = evaluation.sparsity.keep_prob[j]
         K, H = kp.shape
-        frames.append(pl.DataFrame({
-            "domain": np.repeat(np.array(data.domain_names, dtype=object), H).tolist(),
-            "position": np.full(K * H, pos, dtype=np.int32),
-            "neuron": np.tile(np.arange(H, dtype=np.int32), K),
-            "keep_prob": kp.reshape(-1).astype(np.float64),
-        }))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "domain": np.repeat(np.array(data.domain_names, dtype=object), H).tolist(),
+                    "position": np.full(K * H, pos, dtype=np.int32),
+                    "neuron": np.tile(np.arange(H, dtype=np.int32), K),
+                    "keep_prob": kp.reshape(-1).astype(np.float64),
+                }
+            )
+        )
     if not frames:
-        return pl.DataFrame(schema={"domain": pl.String, "position": pl.Int32, "neuron": pl.Int32, "keep_prob": pl.Float64})
+        return pl.DataFrame(
+            schema={
+                "domain": pl.String,
+                "position": pl.Int32,
+                "neuron": pl.Int32,
+                "keep_prob": pl.Float64,
+            }
+        )
     return pl.concat(frames)
 
 
@@ -161,9 +179,18 @@ def write_outputs(out_dir: Path, cfg: DictConfig, result: RunResult) -> list[Pat
     """metrics.json, domains.csv, keep_prob.parquet, the resolved config and the weights."""
     out_dir.mkdir(parents=True, exist_ok=True)
     history = [
-        {"epoch": r.epoch, "step": r.step, "train_loss": r.train_loss, "train_reg": r.train_reg,
-         "samples_per_s": r.samples_per_s, "alpha": r.alpha, "lambda_hat": r.lambda_hat,
-         "band": list(r.band), "eligible": r.eligible, **r.val}
+        {
+            "epoch": r.epoch,
+            "step": r.step,
+            "train_loss": r.train_loss,
+            "train_reg": r.train_reg,
+            "samples_per_s": r.samples_per_s,
+            "alpha": r.alpha,
+            "lambda_hat": r.lambda_hat,
+            "band": list(r.band),
+            "eligible": r.eligible,
+            **r.val,
+        }
         for r in result.fit.history
     ]
     payload = {
@@ -174,8 +201,13 @@ def write_outputs(out_dir: Path, cfg: DictConfig, result: RunResult) -> list[Pat
         "steps": result.fit.steps,
         "history": history,
     }
-    files = [out_dir / "metrics.json", out_dir / "domains.csv", out_dir / "keep_prob.parquet",
-             out_dir / "config.yaml", out_dir / "model_state.pt"]
+    files = [
+        out_dir / "metrics.json",
+        out_dir / "domains.csv",
+        out_dir / "keep_prob.parquet",
+        out_dir / "config.yaml",
+        out_dir / "model_state.pt",
+    ]
     files[0].write_text(json.dumps(payload, indent=1, default=float))
     result.domains.write_csv(files[1])
     keep_table(result.data, result.test).write_parquet(files[2])
@@ -185,7 +217,10 @@ def write_outputs(out_dir: Path, cfg: DictConfig, result: RunResult) -> list[Pat
 
 
 def train_and_evaluate(
-    cfg: DictConfig, data: PreparedData | None = None, on_epoch=None, components: Components | None = None
+    cfg: DictConfig,
+    data: PreparedData | None = None,
+    on_epoch=None,
+    components: Components | None = None,
 ) -> RunResult:
     """Fit on train, select on val, evaluate the selected model on val and test."""
     parts = components or build_components(cfg)
@@ -205,14 +240,20 @@ def train_and_evaluate(
 def epoch_logger(tracker, run_id: str):
     """An on_epoch callback: an epoch's train and val metrics in one batch, under ``epoch/``
     (step = epoch). The un-prefixed names hold the selected model's final values only."""
+
     def log_epoch(record: EpochRecord) -> None:
         values = {
-            "train/loss": record.train_loss, "train/reg": record.train_reg,
-            "train/samples_per_s": record.samples_per_s, "train/alpha": record.alpha,
-            "train/lambda_hat": record.lambda_hat, "train/band_lo": record.band[0],
-            "train/band_hi": record.band[1], **record.val,
+            "train/loss": record.train_loss,
+            "train/reg": record.train_reg,
+            "train/samples_per_s": record.samples_per_s,
+            "train/alpha": record.alpha,
+            "train/lambda_hat": record.lambda_hat,
+            "train/band_lo": record.band[0],
+            "train/band_hi": record.band[1],
+            **record.val,
         }
         tracker.log_metrics(run_id, {f"epoch/{k}": v for k, v in values.items()}, step=record.epoch)
+
     return log_epoch
 
 
@@ -228,10 +269,16 @@ def format_summary(domains: pl.DataFrame, metrics: dict[str, float]) -> str:
         return "-" if x is None else format(x, spec)
 
     for r in domains.iter_rows(named=True):
-        line = f"{safe_name(r['domain'])[:13]:<14}{r['train_rows']:>11,}{fmt(r['pos_rate'], '.3f'):>9}"
+        line = (
+            f"{safe_name(r['domain'])[:13]:<14}{r['train_rows']:>11,}{fmt(r['pos_rate'], '.3f'):>9}"
+        )
         line += f"{fmt(r['val_auc']):>9}{fmt(r['test_auc']):>9}"
         if has_oracle:
-            gap = None if r["oracle_auc"] is None or r["test_auc"] is None else r["oracle_auc"] - r["test_auc"]
+            gap = (
+                None
+                if r["oracle_auc"] is None or r["test_auc"] is None
+                else r["oracle_auc"] - r["test_auc"]
+            )
             line += f"{fmt(r['oracle_auc']):>8}{fmt(gap, '.3f'):>7}"
         line += f"{r['sparsity']:>9.3f}{r['flops']:>10,.0f}{r['flops_ratio']:>7.3f}"
         lines.append(line)

@@ -43,8 +43,13 @@ def _grouped_auc(frame: pl.DataFrame, score: str, by: str) -> pl.DataFrame:
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Overall AUC; NaN only when the labels hold a single class."""
-    frame = pl.DataFrame({"label": np.asarray(labels, dtype=np.float64),
-                          "score": np.asarray(scores, dtype=np.float64), "g": 0})
+    frame = pl.DataFrame(
+        {
+            "label": np.asarray(labels, dtype=np.float64),
+            "score": np.asarray(scores, dtype=np.float64),
+            "g": 0,
+        }
+    )
     value = _grouped_auc(frame, "score", "g").get_column("auc")[0]
     return float("nan") if value is None else float(value)
 
@@ -69,8 +74,11 @@ class EvalMetrics:
     excluded: list[str] = field(default_factory=list)
 
     def as_dict(self, prefix: str) -> dict[str, float]:
-        out = {f"{prefix}/auc": self.auc, f"{prefix}/logloss": self.logloss,
-               f"{prefix}/mean_domain_auc": self.mean_domain_auc}
+        out = {
+            f"{prefix}/auc": self.auc,
+            f"{prefix}/logloss": self.logloss,
+            f"{prefix}/mean_domain_auc": self.mean_domain_auc,
+        }
         if self.gauc is not None:
             out[f"{prefix}/gauc"] = self.gauc
         for d in self.domains:
@@ -98,10 +106,14 @@ def evaluate_scores(
     split: str = "eval",
 ) -> EvalMetrics:
     """All metrics of one split from per-row labels, logits and domain indices."""
-    frame = pl.DataFrame({
-        "label": label.astype(np.float64), "logit": logit.astype(np.float64),
-        "domain": domain.astype(np.int64), "loss": _logloss(label.astype(np.float64), logit.astype(np.float64)),
-    })
+    frame = pl.DataFrame(
+        {
+            "label": label.astype(np.float64),
+            "logit": logit.astype(np.float64),
+            "domain": domain.astype(np.int64),
+            "loss": _logloss(label.astype(np.float64), logit.astype(np.float64)),
+        }
+    )
     if p_true is not None:
         frame = frame.with_columns(pl.Series("p_true", p_true.astype(np.float64)))
     per_domain = _grouped_auc(frame, "logit", "domain").join(
@@ -115,12 +127,20 @@ def evaluate_scores(
         name = domain_names[row["domain"]]
         if row["auc"] is None:
             excluded.append(name)
-        domains.append(DomainMetrics(
-            name=name, rows=row["n"], pos_rate=row["pos"] / row["n"], auc=row["auc"],
-            logloss=row["logloss"], oracle_auc=row.get("oracle"),
-        ))
+        domains.append(
+            DomainMetrics(
+                name=name,
+                rows=row["n"],
+                pos_rate=row["pos"] / row["n"],
+                auc=row["auc"],
+                logloss=row["logloss"],
+                oracle_auc=row.get("oracle"),
+            )
+        )
     if excluded:
-        log.warning("%s split: domain(s) %s have a single class; excluded from AUC means", split, excluded)
+        log.warning(
+            "%s split: domain(s) %s have a single class; excluded from AUC means", split, excluded
+        )
     aucs = [d.auc for d in domains if d.auc is not None]
     gauc = None
     if user is not None:

@@ -37,7 +37,9 @@ def pareto_mask(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     return mask
 
 
-def hypervolume_2d(points: Sequence[Sequence[float]], directions: Sequence[str], reference: Sequence[float]) -> float:
+def hypervolume_2d(
+    points: Sequence[Sequence[float]], directions: Sequence[str], reference: Sequence[float]
+) -> float:
     """Area dominated by ``points`` and bounded by ``reference`` (a point worse than all)."""
     if len(directions) != 2:
         raise ValueError("hypervolume_2d needs exactly two objectives")

@@ -26,10 +26,14 @@ log = logging.getLogger("adasparse_lab.sweep")
 def spawn_workers(n: int, argv: list[str]) -> list[subprocess.Popen]:
     """Start n extra worker processes running the same study (``study.workers=1`` each)."""
     args = [a for a in argv if not a.startswith("study.workers=")] + ["study.workers=1"]
-    return [subprocess.Popen([sys.executable, "-m", "adasparse_lab.sweep", *args]) for _ in range(n)]
+    return [
+        subprocess.Popen([sys.executable, "-m", "adasparse_lab.sweep", *args]) for _ in range(n)
+    ]
 
 
-def run_study(base: DictConfig, overrides: list[str], argv: list[str] | None = None) -> StudyOutcome:
+def run_study(
+    base: DictConfig, overrides: list[str], argv: list[str] | None = None
+) -> StudyOutcome:
     """The sweep without @hydra.main: ``overrides`` are the command line's (``+study=...``)."""
     if "study" not in base:
         raise ConfigError("no study selected: add +study=<name> (see conf/study/)")
@@ -39,7 +43,11 @@ def run_study(base: DictConfig, overrides: list[str], argv: list[str] | None = N
 
     runner = StudyRunner(base, compose_trial)
     runner.validate()
-    extra_workers = spawn_workers(runner.settings.workers - 1, argv or overrides) if runner.settings.workers > 1 else []
+    extra_workers = (
+        spawn_workers(runner.settings.workers - 1, argv or overrides)
+        if runner.settings.workers > 1
+        else []
+    )
     try:
         outcome = runner.run()
     finally:

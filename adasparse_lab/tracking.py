@@ -57,11 +57,18 @@ class Tracker:
             # An explicit artifact location: the default is relative to the current directory.
             location = Path(artifact_root or "mlartifacts").expanduser().resolve() / experiment
             try:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location.as_uri())
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=location.as_uri()
+                )
             except Exception:  # another worker created it first
                 self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
 
-    def start_run(self, name: str | None, parent_run_id: str | None = None, tags: Mapping[str, str] | None = None) -> str:
+    def start_run(
+        self,
+        name: str | None,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
         all_tags = dict(tags or {})
         if parent_run_id is not None:
             all_tags["mlflow.parentRunId"] = parent_run_id

@@ -35,7 +35,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         tracker.log_params(run_id, flatten(cfg))
     try:
         result = train_and_evaluate(
-            cfg, data, on_epoch=epoch_logger(tracker, run_id) if tracker else None, components=components
+            cfg,
+            data,
+            on_epoch=epoch_logger(tracker, run_id) if tracker else None,
+            components=components,
         )
     except BaseException:
         if tracker is not None:
@@ -47,7 +50,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         tracker.log_artifacts(run_id, files)
         tracker.end_run(run_id)
     print(format_summary(result.domains, result.metrics))
-    print(f"\nrun directory: {out_dir}" + (f"\nMLflow run: {run_id} in {tracker.uri}" if tracker else ""))
+    print(
+        f"\nrun directory: {out_dir}"
+        + (f"\nMLflow run: {run_id} in {tracker.uri}" if tracker else "")
+    )
     return result.metrics
 
 

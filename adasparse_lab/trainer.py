@@ -54,7 +54,9 @@ class TrainSettings:
         if self.patience < 0:
             raise ConfigError(f"train.patience={self.patience} must be >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"train.device={self.device!r}; choose one of ['auto', 'cpu', 'cuda']")
+            raise ConfigError(
+                f"train.device={self.device!r}; choose one of ['auto', 'cpu', 'cuda']"
+            )
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -90,7 +92,9 @@ class FitResult:
 EpochCallback = Callable[[EpochRecord], None]
 
 
-def _train_epoch(model, optimizer, regularizer, schedule, data, settings, state, bar) -> tuple[float, float, int]:
+def _train_epoch(
+    model, optimizer, regularizer, schedule, data, settings, state, bar
+) -> tuple[float, float, int]:
     """One pass over the train split; returns (mean loss, mean regulariser, rows)."""
     spec = model.spec
     loss_sum = torch.zeros((), device=state["device"])
@@ -102,7 +106,9 @@ def _train_epoch(model, optimizer, regularizer, schedule, data, settings, state,
             model.set_alpha(spec.alpha_at(progress))
         out = model(batch.cat, batch.dense)
         loss = F.binary_cross_entropy_with_logits(out.logits, batch.label)
-        reg = regularizer.penalty(out.keep, schedule.band(progress), regularizer.lambda_at(progress))
+        reg = regularizer.penalty(
+            out.keep, schedule.band(progress), regularizer.lambda_at(progress)
+        )
         optimizer.zero_grad(set_to_none=True)
         (loss + reg).backward()
         optimizer.step()
@@ -135,10 +141,14 @@ def fit(
     model.to(device)
     regularizer = regularizer or SparsityRegularizer()
     schedule = schedule or ConstantBand(0.0, 0.0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+    )
     steps_per_epoch = n_batches(data.splits["train"], settings.batch_size)
     state = {
-        "step": 0, "total_steps": settings.epochs * steps_per_epoch, "device": device,
+        "step": 0,
+        "total_steps": settings.epochs * steps_per_epoch,
+        "device": device,
         "train": split_to_device(data.splits["train"], device),
         "gen": torch.Generator().manual_seed(settings.seed),
     }
@@ -147,19 +157,32 @@ def fit(
     since_best = 0
     t_start = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
-        bar = tqdm(total=len(state["train"]), desc=f"epoch {epoch}/{settings.epochs}", unit="row",
-                   unit_scale=True, leave=False, disable=not settings.progress)
+        bar = tqdm(
+            total=len(state["train"]),
+            desc=f"epoch {epoch}/{settings.epochs}",
+            unit="row",
+            unit_scale=True,
+            leave=False,
+            disable=not settings.progress,
+        )
         t0 = time.perf_counter()
         model.train()
-        loss, reg, rows = _train_epoch(model, optimizer, regularizer, schedule, data, settings, state, bar)
+        loss, reg, rows = _train_epoch(
+            model, optimizer, regularizer, schedule, data, settings, state, bar
+        )
         seconds = time.perf_counter() - t0
         bar.close()
         progress = state["step"] / state["total_steps"]
         val = evaluate(model, data, "val", settings.eval_batch_size, device)
         record = EpochRecord(
-            epoch=epoch, step=state["step"], train_loss=loss, train_reg=reg,
-            samples_per_s=rows / seconds, alpha=float(model.alpha),
-            lambda_hat=regularizer.lambda_at(progress), band=schedule.band(progress),
+            epoch=epoch,
+            step=state["step"],
+            train_loss=loss,
+            train_reg=reg,
+            samples_per_s=rows / seconds,
+            alpha=float(model.alpha),
+            lambda_hat=regularizer.lambda_at(progress),
+            band=schedule.band(progress),
             eligible=progress >= schedule.done_at() - 1e-9,
             val=val.as_dict("val", data.domain_names),
         )
@@ -167,8 +190,16 @@ def fit(
         if on_epoch is not None:
             on_epoch(record)
         score = val.metrics.mean_domain_auc
-        log.info("epoch %d: loss %.4f reg %.4f val mean-domain AUC %.4f sparsity %.3f FLOPs ratio %.3f (%.0f rows/s)",
-                 epoch, loss, reg, score, record.val.get("sparsity/mean", 0.0), val.flops.ratio, record.samples_per_s)
+        log.info(
+            "epoch %d: loss %.4f reg %.4f val mean-domain AUC %.4f sparsity %.3f FLOPs ratio %.3f (%.0f rows/s)",
+            epoch,
+            loss,
+            reg,
+            score,
+            record.val.get("sparsity/mean", 0.0),
+            val.flops.ratio,
+            record.samples_per_s,
+        )
         if not record.eligible:
             continue
         if score > best[0] or best[2] is None:
@@ -181,5 +212,10 @@ def fit(
                 break
     if best[2] is not None:
         model.load_state_dict(best[2])
-    return FitResult(best_epoch=best[1], history=history, steps=state["step"],
-                     seconds=time.perf_counter() - t_start, best_val=best[3])
+    return FitResult(
+        best_epoch=best[1],
+        history=history,
+        steps=state["step"],
+        seconds=time.perf_counter() - t_start,
+        best_val=best[3],
+    )

@@ -23,7 +23,12 @@ def test_every_pruner_builds_a_model(make_cfg, tiny_data, pruner):
     cfg = make_cfg(f"pruner={pruner}", "tracking=none")
     parts = build_components(cfg)
     model = build_model(cfg.model, tiny_data, parts.pruner)
-    expected = {"fusion": FusionGate, "binarization": BinarizationGate, "scaling": ScalingGate, "none": None}[pruner]
+    expected = {
+        "fusion": FusionGate,
+        "binarization": BinarizationGate,
+        "scaling": ScalingGate,
+        "none": None,
+    }[pruner]
     if expected is None:
         assert parts.pruner is None and model.positions == []
     else:
@@ -34,7 +39,13 @@ def test_every_pruner_builds_a_model(make_cfg, tiny_data, pruner):
 @pytest.mark.parametrize("schedule", options("schedule"))
 def test_every_schedule(make_cfg, schedule):
     parts = build_components(make_cfg(f"schedule={schedule}", "tracking=none"))
-    cls = {"constant": ConstantBand, "linear": LinearBand, "agp": AGPBand, "cosine": CosineBand, "step": StepBand}
+    cls = {
+        "constant": ConstantBand,
+        "linear": LinearBand,
+        "agp": AGPBand,
+        "cosine": CosineBand,
+        "step": StepBand,
+    }
     assert type(parts.schedule) is cls[schedule]
     assert parts.schedule.band(1.0) == pytest.approx((0.15, 0.25))
 
@@ -49,8 +60,14 @@ def test_every_dataset_prepares(make_cfg, data, domains):
 
 def test_tabular_config_on_a_real_file(make_cfg):
     douban = ROOT / "tests/fixtures/douban/douban_sample.csv"
-    cfg = make_cfg("data=tabular", "tracking=none", f"data.source.path={douban}", "data.schema.label=rating",
-                   "data.schema.domain=domain", "data.schema.categorical=[user_id,item_id]")
+    cfg = make_cfg(
+        "data=tabular",
+        "tracking=none",
+        f"data.source.path={douban}",
+        "data.schema.label=rating",
+        "data.schema.domain=domain",
+        "data.schema.categorical=[user_id,item_id]",
+    )
     prepared = build_data(cfg.data, cfg.paths.cache)
     assert sorted(prepared.domain_names) == ["book", "movie", "music"]
     assert sum(len(s) for s in prepared.splits.values()) == 3000
@@ -61,14 +78,17 @@ def test_tracking_options_compose(make_cfg):
     assert make_cfg("tracking=mlflow").tracking.uri.startswith("sqlite:///")
 
 
-@pytest.mark.parametrize("override,match", [
-    (["schedule.r_min=0.3", "schedule.r_max=0.2"], "schedule.r_min=0.3 and schedule.r_max=0.2"),
-    (["pruner.gate.beta=0.5"], "pruner.gate.beta=0.5 must be >= 1"),
-    (["pruner.inputs=all"], "pruner.inputs='all'"),
-    (["train.lr=-1"], "train.lr=-1"),
-    (["+train.epoch=3"], "train: .*epoch"),
-    (["regularizer.lambda_end=0.001"], "regularizer.lambda_start"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        (["schedule.r_min=0.3", "schedule.r_max=0.2"], "schedule.r_min=0.3 and schedule.r_max=0.2"),
+        (["pruner.gate.beta=0.5"], "pruner.gate.beta=0.5 must be >= 1"),
+        (["pruner.inputs=all"], "pruner.inputs='all'"),
+        (["train.lr=-1"], "train.lr=-1"),
+        (["+train.epoch=3"], "train: .*epoch"),
+        (["regularizer.lambda_end=0.001"], "regularizer.lambda_start"),
+    ],
+)
 def test_bad_values_fail_before_data_is_read(make_cfg, override, match):
     with pytest.raises(ConfigError, match=match):
         build_components(make_cfg(*override, "tracking=none"))
@@ -83,17 +103,32 @@ def test_unknown_group_choice_lists_the_choices(make_cfg):
 
 
 def test_missing_data_path_names_it(make_cfg, tmp_path):
-    cfg = make_cfg("data=tabular", f"data.source.path={tmp_path}/none.parquet", "data.schema.label=y",
-                   "data.schema.domain=d", "data.schema.categorical=[d]")
+    cfg = make_cfg(
+        "data=tabular",
+        f"data.source.path={tmp_path}/none.parquet",
+        "data.schema.label=y",
+        "data.schema.domain=d",
+        "data.schema.categorical=[d]",
+    )
     with pytest.raises(DataError, match="none.parquet"):
         build_data(cfg.data, None)
 
 
 def test_cli_bad_config_exits_with_a_named_key(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "adasparse_lab.train", "schedule.r_min=0.4", "schedule.r_max=0.1",
-         "tracking=none", f"paths.studies={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "adasparse_lab.train",
+            "schedule.r_min=0.4",
+            "schedule.r_max=0.1",
+            "tracking=none",
+            f"paths.studies={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "schedule.r_min=0.4 and schedule.r_max=0.1" in proc.stderr

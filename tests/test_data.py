@@ -57,27 +57,40 @@ def test_random_split_is_independent_of_the_generator_seed():
 def test_time_split_orders_by_column():
     frame = pl.DataFrame({"t": np.arange(100)[::-1], "x": np.arange(100)})
     parts = TimeSplit("t", val=0.1, test=0.2)(frame)
-    assert parts["train"]["t"].max() < parts["val"]["t"].min() <= parts["val"]["t"].max() < parts["test"]["t"].min()
+    assert (
+        parts["train"]["t"].max()
+        < parts["val"]["t"].min()
+        <= parts["val"]["t"].max()
+        < parts["test"]["t"].min()
+    )
     assert [parts[s].height for s in ("train", "val", "test")] == [70, 10, 20]
 
 
 def small_table(n=400, seed=0):
     rng = np.random.default_rng(seed)
-    return pl.DataFrame({
-        "y": rng.integers(0, 2, n),
-        "dom": rng.choice(["a", "b"], n),
-        "item": rng.choice(["i1", "i2", "i3", "rare"], n, p=[0.4, 0.3, 0.29, 0.01]),
-        "price": rng.lognormal(3, 1, n),
-    })
+    return pl.DataFrame(
+        {
+            "y": rng.integers(0, 2, n),
+            "dom": rng.choice(["a", "b"], n),
+            "item": rng.choice(["i1", "i2", "i3", "rare"], n, p=[0.4, 0.3, 0.29, 0.01]),
+            "price": rng.lognormal(3, 1, n),
+        }
+    )
 
 
 def test_prepare_encodes_oov_min_freq_normalises_and_caches(tmp_path, monkeypatch):
     train, val = small_table(400, 0), small_table(100, 1)
-    val = val.with_columns(item=pl.when(pl.col("item") == "i3").then(pl.lit("unseen")).otherwise(pl.col("item")))
+    val = val.with_columns(
+        item=pl.when(pl.col("item") == "i3").then(pl.lit("unseen")).otherwise(pl.col("item"))
+    )
     for name, frame in (("train", train), ("val", val), ("test", small_table(100, 2))):
         frame.write_csv(tmp_path / f"{name}.csv")
     schema = Schema(label="y", domain="dom", categorical=("item",), dense=("price",))
-    source = TabularSource(train=str(tmp_path / "train.csv"), val=str(tmp_path / "val.csv"), test=str(tmp_path / "test.csv"))
+    source = TabularSource(
+        train=str(tmp_path / "train.csv"),
+        val=str(tmp_path / "val.csv"),
+        test=str(tmp_path / "test.csv"),
+    )
     data = prepare(source, schema, tmp_path / "cache", min_freq=10)
     assert schema.categorical == ("dom", "item")
     assert data.domain_names == ["a", "b"]
@@ -102,7 +115,9 @@ def test_bad_input_messages(tmp_path):
     frame.write_csv(tmp_path / "ok.csv")
     schema = Schema(label="y", domain="dom", categorical=("item", "missing_col"))
     src = TabularSource(path=str(tmp_path / "ok.csv"), split=RandomSplit())
-    with pytest.raises(DataError, match=r"ok.csv \(train split\): missing column\(s\) \['missing_col'\]"):
+    with pytest.raises(
+        DataError, match=r"ok.csv \(train split\): missing column\(s\) \['missing_col'\]"
+    ):
         prepare(src, schema, None)
     frame.with_columns(y=pl.lit(2)).write_csv(tmp_path / "bad_label.csv")
     src = TabularSource(path=str(tmp_path / "bad_label.csv"), split=RandomSplit())
@@ -114,7 +129,12 @@ def test_bad_input_messages(tmp_path):
 
 def test_batches_cover_every_row_once(tiny_data):
     split = tiny_data.splits["val"]
-    seen = torch.cat([b.label for b in iterate(split, 777, shuffle=True, generator=torch.Generator().manual_seed(0))])
+    seen = torch.cat(
+        [
+            b.label
+            for b in iterate(split, 777, shuffle=True, generator=torch.Generator().manual_seed(0))
+        ]
+    )
     assert len(seen) == len(split)
     assert float(seen.sum()) == float(split.label.sum())
     first = next(iterate(split, 5))

@@ -15,9 +15,14 @@ from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
 def sparse_domain_model(data, gate, mask_input=False, seed=0):
     """A domain-input model whose pruners give different, substantial sparsity per domain."""
     torch.manual_seed(seed)
-    model = AdaSparseModel(data.vocab_sizes, len(data.schema.dense), data.domain_feature_index(),
-                           embedding_dim=8, hidden_dims=(32, 16),
-                           pruner=PrunerSpec(gate=gate, inputs="domain", mask_input=mask_input))
+    model = AdaSparseModel(
+        data.vocab_sizes,
+        len(data.schema.dense),
+        data.domain_feature_index(),
+        embedding_dim=8,
+        hidden_dims=(32, 16),
+        pruner=PrunerSpec(gate=gate, inputs="domain", mask_input=mask_input),
+    )
     model.set_alpha(5.0)
     with torch.no_grad():
         for p in model.pruners.values():
@@ -32,8 +37,9 @@ def test_dense_flops_by_hand():
 
 
 def test_paper_form_flops_by_hand():
-    shape = TowerShape(widths=[10, 4, 3], masked=[1, 2], pruner_in_domain_dim=2,
-                       sample_dependent=True, zeros=True)
+    shape = TowerShape(
+        widths=[10, 4, 3], masked=[1, 2], pruner_in_domain_dim=2, sample_dependent=True, zeros=True
+    )
     kept = torch.tensor([[2.0, 1.0], [4.0, 3.0]])
     fl = tower_flops(shape, kept)
     # Layer 1 computes all 4 outputs from 10 inputs; layer 2 all 3 outputs from the kept
@@ -50,8 +56,14 @@ def test_paper_form_flops_by_hand():
 
 def test_scaling_gate_saves_nothing(tiny_data):
     torch.manual_seed(0)
-    model = AdaSparseModel(tiny_data.vocab_sizes, 2, tiny_data.domain_feature_index(), 8, (32, 16),
-                           pruner=PrunerSpec(gate=ScalingGate(2.0)))
+    model = AdaSparseModel(
+        tiny_data.vocab_sizes,
+        2,
+        tiny_data.domain_feature_index(),
+        8,
+        (32, 16),
+        pruner=PrunerSpec(gate=ScalingGate(2.0)),
+    )
     ev = evaluate(model, tiny_data, "val")
     pruner_cost = sum(2 * (w + 8) * w + w for w in (32, 16))
     assert ev.flops.overall == pytest.approx(ev.flops.dense + pruner_cost)
@@ -74,7 +86,9 @@ def test_compacted_flops_and_predictions_match(tiny_data, gate, mask_input):
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             tower(h0)
         assert counter.get_total_flops() == pytest.approx(ev.flops.breakdown["matmul"][k])
-        assert sum(layer.out_features for layer in tower.layers) == pytest.approx(ev.flops.breakdown["bias"][k])
+        assert sum(layer.out_features for layer in tower.layers) == pytest.approx(
+            ev.flops.breakdown["bias"][k]
+        )
         assert ev.flops.breakdown["pruner"][k] == 0.0
         # 2) compacted predictions == masked model
         with torch.no_grad():
@@ -86,7 +100,13 @@ def test_compacted_flops_and_predictions_match(tiny_data, gate, mask_input):
 
 
 def test_compaction_refuses_paper_form(tiny_data):
-    model = AdaSparseModel(tiny_data.vocab_sizes, 2, tiny_data.domain_feature_index(), 8, (32, 16),
-                           pruner=PrunerSpec(gate=FusionGate()))
+    model = AdaSparseModel(
+        tiny_data.vocab_sizes,
+        2,
+        tiny_data.domain_feature_index(),
+        8,
+        (32, 16),
+        pruner=PrunerSpec(gate=FusionGate()),
+    )
     with pytest.raises(ConfigError, match="inputs='domain'"):
         compact_tower(model, 1)

@@ -16,8 +16,14 @@ from adasparse_lab.trainer import TrainSettings, fit
 def make_model(data, gate=None, **spec):
     pruner = None if gate is None else PrunerSpec(gate=gate, **spec)
     torch.manual_seed(0)
-    return AdaSparseModel(data.vocab_sizes, len(data.schema.dense), data.domain_feature_index(),
-                          embedding_dim=8, hidden_dims=(32, 16), pruner=pruner)
+    return AdaSparseModel(
+        data.vocab_sizes,
+        len(data.schema.dense),
+        data.domain_feature_index(),
+        embedding_dim=8,
+        hidden_dims=(32, 16),
+        pruner=pruner,
+    )
 
 
 class TestGates:
@@ -50,12 +56,15 @@ class TestGates:
         (out.pi.sum() + out.keep.sum()).backward()
         assert torch.all(v.grad != 0)  # step() alone has zero gradient everywhere
 
-    @pytest.mark.parametrize("make,match", [
-        (lambda: ScalingGate(beta=0.5), "beta=0.5 must be >= 1"),
-        (lambda: FusionGate(beta=0.9), "beta=0.9"),
-        (lambda: BinarizationGate(eps=1.5), "eps=1.5"),
-        (lambda: PrunerSpec(gate=FusionGate(), inputs="both"), "pruner.inputs='both'"),
-    ])
+    @pytest.mark.parametrize(
+        "make,match",
+        [
+            (lambda: ScalingGate(beta=0.5), "beta=0.5 must be >= 1"),
+            (lambda: FusionGate(beta=0.9), "beta=0.9"),
+            (lambda: BinarizationGate(eps=1.5), "eps=1.5"),
+            (lambda: PrunerSpec(gate=FusionGate(), inputs="both"), "pruner.inputs='both'"),
+        ],
+    )
     def test_bad_values_name_the_key(self, make, match):
         with pytest.raises(ConfigError, match=match):
             make()
@@ -105,13 +114,17 @@ class TestModel:
             model = make_model(tiny_data, FusionGate(), inputs="domain", stop_gradient=stop)
             model.set_alpha(1.0)
             out = model(split.cat[:64], split.dense[:64])
-            torch.stack([k.sum() for k in out.keep]).sum().backward()  # depends on e_d only via pruners
+            torch.stack(
+                [k.sum() for k in out.keep]
+            ).sum().backward()  # depends on e_d only via pruners
             grads[stop] = model.embedding.table.weight.grad
         assert grads[False] is not None and grads[False].abs().sum() > 0
         assert grads[True] is None or grads[True].abs().sum() == 0
 
     def test_alpha_is_saved_restored_and_not_advanced_by_evaluation(self, tiny_data):
-        model = make_model(tiny_data, FusionGate(), alpha_start=0.1, alpha_end=5.0, alpha_anneal=0.5)
+        model = make_model(
+            tiny_data, FusionGate(), alpha_start=0.1, alpha_end=5.0, alpha_anneal=0.5
+        )
         settings = TrainSettings(epochs=2, batch_size=1024, progress=False)
         fit(model, tiny_data, settings, SparsityRegularizer(), ConstantBand(0.15, 0.25))
         alpha = float(model.alpha)
@@ -136,7 +149,12 @@ class TestModel:
         results = []
         for _ in range(2):
             model = make_model(tiny_data, FusionGate())
-            fit(model, tiny_data, TrainSettings(epochs=1, progress=False, seed=3), SparsityRegularizer(),
-                ConstantBand(0.15, 0.25))
+            fit(
+                model,
+                tiny_data,
+                TrainSettings(epochs=1, progress=False, seed=3),
+                SparsityRegularizer(),
+                ConstantBand(0.15, 0.25),
+            )
             results.append(evaluate(model, tiny_data, "val").metrics.mean_domain_auc)
         assert results[0] == results[1]

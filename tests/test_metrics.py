@@ -19,7 +19,9 @@ def test_auc_matches_pairwise_count_with_ties():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 300).tolist()
     scores = rng.integers(0, 20, 300).astype(float).tolist()  # many ties
-    assert auc(np.array(labels), np.array(scores)) == pytest.approx(brute_auc(labels, scores), abs=1e-12)
+    assert auc(np.array(labels), np.array(scores)) == pytest.approx(
+        brute_auc(labels, scores), abs=1e-12
+    )
 
 
 def test_auc_extremes_and_single_class():
@@ -37,13 +39,17 @@ def test_per_domain_metrics_gauc_and_exclusion(caplog):
     logit = rng.normal(size=n) + 2 * label
     user = rng.integers(0, 20, n)
     with caplog.at_level(logging.WARNING):
-        m = evaluate_scores(label, logit, domain, ["a", "b", "c"], user=user, p_true=None, split="val")
+        m = evaluate_scores(
+            label, logit, domain, ["a", "b", "c"], user=user, p_true=None, split="val"
+        )
     assert "c" in caplog.text and m.excluded == ["c"]
     by_name = {d.name: d for d in m.domains}
     assert by_name["c"].auc is None
     for k, name in enumerate("ab"):
         sel = domain == k
-        assert by_name[name].auc == pytest.approx(brute_auc(label[sel].tolist(), logit[sel].tolist()))
+        assert by_name[name].auc == pytest.approx(
+            brute_auc(label[sel].tolist(), logit[sel].tolist())
+        )
         assert by_name[name].rows == sel.sum()
         assert by_name[name].pos_rate == pytest.approx(label[sel].mean())
     assert m.mean_domain_auc == pytest.approx((by_name["a"].auc + by_name["b"].auc) / 2)

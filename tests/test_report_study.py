@@ -324,4 +324,3 @@ def test_collect_reads_every_table(report_study):
     per_trial = data.keep.group_by("number").len()["len"].to_list()
     assert set(per_trial) == {6 * (16 + 8)}
     assert data.layer_sparsity.height == 3 * 6 * 2
-

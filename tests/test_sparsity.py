@@ -25,7 +25,9 @@ def keep_with_sparsity(r: float, width: int = 100, batch: int = 4) -> torch.Tens
 class TestRegularizer:
     @pytest.mark.parametrize("r", [0.16, 0.18, 0.2, 0.24])
     def test_zero_inside_band(self, r):
-        assert SparsityRegularizer.penalty([keep_with_sparsity(r)], (0.15, 0.25), 10.0).item() == 0.0
+        assert (
+            SparsityRegularizer.penalty([keep_with_sparsity(r)], (0.15, 0.25), 10.0).item() == 0.0
+        )
 
     @pytest.mark.parametrize("r", [0.0, 0.1, 0.3, 0.6])
     def test_dead_zone_quadratic_outside(self, r):
@@ -65,9 +67,15 @@ class TestSchedules:
         assert s.band(0.0) == s.band(1.0) == (0.15, 0.25)
         assert s.done_at() == 0.0
 
-    @pytest.mark.parametrize("cls,mid", [
-        (LinearBand, 0.5), (AGPBand, 1 - 0.5**3), (CosineBand, 0.5), (StepBand, 0.5),
-    ])
+    @pytest.mark.parametrize(
+        "cls,mid",
+        [
+            (LinearBand, 0.5),
+            (AGPBand, 1 - 0.5**3),
+            (CosineBand, 0.5),
+            (StepBand, 0.5),
+        ],
+    )
     def test_ramps_move_the_centre_from_initial_to_target(self, cls, mid):
         s = cls(r_min=0.3, r_max=0.5, initial=0.0, begin=0.2, end=0.6)
         assert s.band(0.0) == pytest.approx((0.0, 0.1))  # centre 0, half-width 0.1, clipped at 0

@@ -25,8 +25,13 @@ QUICK = ["+study=quick", "study.reeval.max_trials=1", "study.poll_s=0.2"]
 
 
 def study_overrides(tmp: Path, *extra: str) -> list[str]:
-    return [*QUICK, f"paths.studies={tmp}/studies", f"paths.reports={tmp}/reports",
-            f"paths.cache={tmp}/cache", *extra]
+    return [
+        *QUICK,
+        f"paths.studies={tmp}/studies",
+        f"paths.reports={tmp}/reports",
+        f"paths.cache={tmp}/cache",
+        *extra,
+    ]
 
 
 def run_in_process(tmp: Path, *extra: str):
@@ -64,8 +69,11 @@ def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypat
             raise RuntimeError("injected failure")
         if calls["n"] == 2:
             with monkeypatch.context() as m:
-                m.setattr(trainer.F, "binary_cross_entropy_with_logits",
-                          lambda logits, label: (logits * float("nan")).mean())
+                m.setattr(
+                    trainer.F,
+                    "binary_cross_entropy_with_logits",
+                    lambda logits, label: (logits * float("nan")).mean(),
+                )
                 return real(cfg, data, on_epoch, components)
         return real(cfg, data, on_epoch, components)
 
@@ -90,7 +98,10 @@ def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypat
     assert client.get_metric_history(parent.info.run_id, "study/hypervolume")[-1].value > 0
     by_trial = {r.data.tags["trial_number"]: r for r in runs if r.data.tags.get("kind") == "trial"}
     failed = by_trial["0"]
-    assert failed.info.status == "FAILED" and failed.data.tags["fail_reason"] == "RuntimeError: injected failure"
+    assert (
+        failed.info.status == "FAILED"
+        and failed.data.tags["fail_reason"] == "RuntimeError: injected failure"
+    )
     for t in trials:
         run = by_trial[str(t.number)]
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -102,14 +113,32 @@ def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypat
             assert {p for p in run.data.params} >= {"lambda_end", "band.centre", "lr"}
 
 
-@pytest.mark.parametrize("extra,match", [
-    (["+study.space.depth={path:model.depth,type:int,low:1,high:3}"], r"study.space.depth: unknown parameter path 'model.depth'"),
-    (["study.space.lr.low=0.1", "study.space.lr.high=0.01"], r"study.space.lr: low=0.1 > high=0.01"),
-    (["+study.space.form={path:pruner,type:group,choices:[fusion,magic]}"], r"study.space.form: choice 'magic'"),
-    (["+study.space.eps={path:pruner.gate.eps,type:float,low:0.1,high:1.5}"], r"study.space.eps: value 1.5 is rejected"),
-    (["study.objectives=[{metric:val/mean_domain_auc,direction:up}]"], r"study.objectives\[0\].direction='up'"),
-    (["+study.space.x={type:normal}"], r"study.space.x.type='normal'"),
-])
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (
+            ["+study.space.depth={path:model.depth,type:int,low:1,high:3}"],
+            r"study.space.depth: unknown parameter path 'model.depth'",
+        ),
+        (
+            ["study.space.lr.low=0.1", "study.space.lr.high=0.01"],
+            r"study.space.lr: low=0.1 > high=0.01",
+        ),
+        (
+            ["+study.space.form={path:pruner,type:group,choices:[fusion,magic]}"],
+            r"study.space.form: choice 'magic'",
+        ),
+        (
+            ["+study.space.eps={path:pruner.gate.eps,type:float,low:0.1,high:1.5}"],
+            r"study.space.eps: value 1.5 is rejected",
+        ),
+        (
+            ["study.objectives=[{metric:val/mean_domain_auc,direction:up}]"],
+            r"study.objectives\[0\].direction='up'",
+        ),
+        (["+study.space.x={type:normal}"], r"study.space.x.type='normal'"),
+    ],
+)
 def test_bad_study_config_fails_before_the_first_trial(tmp_path, extra, match):
     with pytest.raises(ConfigError, match=match):
         run_in_process(tmp_path, *extra)
@@ -117,21 +146,39 @@ def test_bad_study_config_fails_before_the_first_trial(tmp_path, extra, match):
 
 
 def test_cli_bad_study_config_names_the_key(tmp_path):
-    proc = subprocess.run(sweep_cmd(tmp_path, "study.space.lr.low=0.1", "study.space.lr.high=0.01"),
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        sweep_cmd(tmp_path, "study.space.lr.low=0.1", "study.space.lr.high=0.01"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "study.space.lr: low=0.1 > high=0.01" in proc.stderr
 
 
 def _trials(tmp: Path, storage: str = "sqlite") -> list[optuna.trial.FrozenTrial]:
     folder = tmp / "studies" / "quick"
-    url = (optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "journal.log")))
-           if storage == "journal" else f"sqlite:///{folder / 'optuna.db'}")
+    url = (
+        optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(folder / "journal.log"))
+        )
+        if storage == "journal"
+        else f"sqlite:///{folder / 'optuna.db'}"
+    )
     return optuna.load_study(study_name="quick", storage=url).get_trials()
 
 
 def test_sigkill_mid_trial_then_resume(tmp_path):
-    extra = ["study.n_trials=3", "study.reference=false", "train.epochs=4"]
-    proc = subprocess.Popen(sweep_cmd(tmp_path, *extra), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Trials of a few seconds each, so that the kill lands inside one.
+    extra = [
+        "study.n_trials=3",
+        "study.reference=false",
+        "train.epochs=3",
+        "data.source.n_rows=200000",
+    ]
+    proc = subprocess.Popen(
+        sweep_cmd(tmp_path, *extra), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 180
     try:
         while time.time() < deadline:  # wait until the second trial is running
@@ -142,7 +189,12 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
                     trials = _trials(tmp_path)
                 except Exception:
                     continue
-                if any(t.state == TrialState.RUNNING and t.number >= 1 and "mlflow_run_id" in t.user_attrs for t in trials):
+                if any(
+                    t.state == TrialState.RUNNING
+                    and t.number >= 1
+                    and "mlflow_run_id" in t.user_attrs
+                    for t in trials
+                ):
                     break
         else:
             pytest.fail("the sweep never reached its second trial")
@@ -153,7 +205,9 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
             proc.kill()
     killed = [t.number for t in _trials(tmp_path) if t.state == TrialState.RUNNING]
     assert len(killed) == 1
-    resumed = subprocess.run(sweep_cmd(tmp_path, *extra), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        sweep_cmd(tmp_path, *extra), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = _trials(tmp_path)
     numbers = [t.number for t in trials]
@@ -165,15 +219,32 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
     exp = client.get_experiment_by_name("quick")
     runs = client.search_runs([exp.experiment_id], max_results=100)
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    killed_run = [r for r in runs if r.data.tags.get("trial_number") == str(killed[0]) and r.data.tags.get("kind") == "trial"]
+    killed_run = [
+        r
+        for r in runs
+        if r.data.tags.get("trial_number") == str(killed[0]) and r.data.tags.get("kind") == "trial"
+    ]
     assert [r.info.status for r in killed_run] == ["FAILED"]
 
 
 def test_two_workers_share_one_journal_study(tmp_path):
-    extra = ["study.n_trials=6", "study.storage=journal", "study.reference=false", "study.reeval.max_trials=0"]
+    extra = [
+        "study.n_trials=6",
+        "study.storage=journal",
+        "study.reference=false",
+        "study.reeval.max_trials=0",
+    ]
     # Prepare the data cache once so both workers start training at once.
-    procs = [subprocess.Popen(sweep_cmd(tmp_path, *extra), cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            sweep_cmd(tmp_path, *extra),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     errors = [p.communicate(timeout=400)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
     trials = _trials(tmp_path, "journal")
@@ -185,13 +256,15 @@ def test_two_workers_share_one_journal_study(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'studies' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("quick")
     trial_runs = client.search_runs([exp.experiment_id], "tags.kind = 'trial'", max_results=100)
-    assert sorted(int(r.data.tags["trial_number"]) for r in trial_runs) == sorted(t.number for t in trials if "mlflow_run_id" in t.user_attrs)
+    assert sorted(int(r.data.tags["trial_number"]) for r in trial_runs) == sorted(
+        t.number for t in trials if "mlflow_run_id" in t.user_attrs
+    )
     assert len(client.search_runs([exp.experiment_id], "tags.kind = 'study'")) == 1
 
 
-
-
-@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem != "base"))
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem != "base")
+)
 def test_every_shipped_study_validates(tmp_path, name):
     from hydra import compose
 

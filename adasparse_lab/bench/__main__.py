@@ -70,7 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--prep-rows", type=int, default=1_000_000, help="rows for the preparation timing"
     )
-    p.add_argument("--study", default="sparsity", help="study whose trials the overhead is measured on")
+    p.add_argument(
+        "--study", default="sparsity", help="study whose trials the overhead is measured on"
+    )
     p.add_argument("--study-trials", type=int, default=4, help="trials of the overhead section")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

@@ -37,7 +37,11 @@ class StudyBenchResult:
         return self.overhead_s / self.mean_trial_s
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "overhead_s": self.overhead_s, "overhead_share": self.overhead_share}
+        return {
+            **asdict(self),
+            "overhead_s": self.overhead_s,
+            "overhead_share": self.overhead_share,
+        }
 
 
 def run_study_bench(study: str = "sparsity", n_trials: int = 4) -> StudyBenchResult:
@@ -49,7 +53,9 @@ def run_study_bench(study: str = "sparsity", n_trials: int = 4) -> StudyBenchRes
         ]  # fmt: skip
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             base = compose("config", overrides=overrides)
-            runner = StudyRunner(base, lambda extra: compose("config", overrides=[*overrides, *extra]))
+            runner = StudyRunner(
+                base, lambda extra: compose("config", overrides=[*overrides, *extra])
+            )
             outcome = runner.run()
         done = [t for t in outcome.study.get_trials() if t.state == TrialState.COMPLETE]
         storage = outcome.storage_desc.split(":", 1)[0]
@@ -64,9 +70,11 @@ def run_study_bench(study: str = "sparsity", n_trials: int = 4) -> StudyBenchRes
 
 def format_study(r: StudyBenchResult) -> str:
     verdict = "ok" if r.overhead_share < 0.05 else "ABOVE TARGET"
-    return "\n".join([
-        f"[4] study driver overhead  +study={r.study}, {r.trials} trials ({r.storage} storage, MLflow tracking)",
-        f"    mean trial {r.mean_trial_s:.2f} s = fit+evaluate {r.mean_fit_s:.2f} s"
-        f" + overhead {r.overhead_s:.3f} s (compose, sampling, storage, tracking, outputs)",
-        f"    overhead share {100 * r.overhead_share:.1f}%   target < 5%: {verdict}",
-    ])
+    return "\n".join(
+        [
+            f"[4] study driver overhead  +study={r.study}, {r.trials} trials ({r.storage} storage, MLflow tracking)",
+            f"    mean trial {r.mean_trial_s:.2f} s = fit+evaluate {r.mean_fit_s:.2f} s"
+            f" + overhead {r.overhead_s:.3f} s (compose, sampling, storage, tracking, outputs)",
+            f"    overhead share {100 * r.overhead_share:.1f}%   target < 5%: {verdict}",
+        ]
+    )

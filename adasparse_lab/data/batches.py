@@ -22,7 +22,12 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         if self.cat.device == device:
             return self
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.cat, self.dense, self.label, self.domain)))
+        return Batch(
+            *(
+                t.to(device, non_blocking=True)
+                for t in (self.cat, self.dense, self.label, self.domain)
+            )
+        )
 
 
 def split_to_device(split: TensorSplit, device: torch.device) -> TensorSplit:

@@ -111,7 +111,9 @@ def encode(raw: RawData, schema: Schema, min_freq: int, dense_log1p: bool) -> di
         if raw.frames[name].height == 0:
             raise DataError(f"the {name} split is empty")
     train = raw.frames["train"]
-    all_domains = pl.concat([raw.frames[s].get_column(schema.domain).cast(pl.String) for s in SPLITS])
+    all_domains = pl.concat(
+        [raw.frames[s].get_column(schema.domain).cast(pl.String) for s in SPLITS]
+    )
     domain_names = sorted(all_domains.drop_nulls().unique().to_list())
     domain_vocab = pl.DataFrame({schema.domain: domain_names}).with_row_index("code", offset=1)
 
@@ -133,7 +135,9 @@ def encode(raw: RawData, schema: Schema, min_freq: int, dense_log1p: bool) -> di
         frame = frame.with_columns(pl.col(schema.domain).cast(pl.String))
         if frame.get_column(schema.domain).null_count():
             raise DataError(f"{name} split: domain column {schema.domain!r} has nulls")
-        cols = {f"c{i}": _encode_column(frame, c, vocabs[c]) for i, c in enumerate(schema.categorical)}
+        cols = {
+            f"c{i}": _encode_column(frame, c, vocabs[c]) for i, c in enumerate(schema.categorical)
+        }
         dense = (_dense_matrix(frame, schema.dense, dense_log1p) - mean) / std
         table = pl.DataFrame(cols).with_columns(
             label=frame.get_column(schema.label).cast(pl.Float32),
@@ -143,7 +147,9 @@ def encode(raw: RawData, schema: Schema, min_freq: int, dense_log1p: bool) -> di
             col = np.nan_to_num(dense[:, j], nan=0.0).astype(np.float32)
             table = table.with_columns(pl.Series(f"x{j}", col))
         if schema.user is not None:
-            table = table.with_columns(user=frame.get_column(schema.user).hash().reinterpret(signed=True))
+            table = table.with_columns(
+                user=frame.get_column(schema.user).hash().reinterpret(signed=True)
+            )
         if "p_true" in frame.columns:
             table = table.with_columns(p_true=frame.get_column("p_true").cast(pl.Float64))
         out["splits"][name] = table
@@ -162,7 +168,9 @@ def _to_tensors(table: pl.DataFrame, n_cat: int, n_dense: int) -> TensorSplit:
         dense=torch.from_numpy(np.ascontiguousarray(dense)),
         label=torch.from_numpy(table.get_column("label").to_numpy().copy()),
         domain=torch.from_numpy(table.get_column("domain").to_numpy().astype(np.int64)),
-        user=torch.from_numpy(table.get_column("user").to_numpy().copy()) if "user" in table.columns else None,
+        user=torch.from_numpy(table.get_column("user").to_numpy().copy())
+        if "user" in table.columns
+        else None,
         p_true=torch.from_numpy(table.get_column("p_true").to_numpy().copy())
         if "p_true" in table.columns
         else None,

@@ -88,12 +88,12 @@ class Schema:
         """Fail with a message naming the column and the file when the table is unusable."""
         missing = [c for c in self.required_columns if c not in frame.columns]
         if missing:
-            raise DataError(
-                f"{source}: missing column(s) {missing}; the file has {frame.columns}"
-            )
+            raise DataError(f"{source}: missing column(s) {missing}; the file has {frame.columns}")
         labels = frame.get_column(self.label)
         if labels.null_count():
-            raise DataError(f"{source}: label column {self.label!r} has {labels.null_count()} nulls")
+            raise DataError(
+                f"{source}: label column {self.label!r} has {labels.null_count()} nulls"
+            )
         bad = frame.filter(~pl.col(self.label).cast(pl.Float64, strict=False).is_in([0.0, 1.0]))
         if bad.height:
             examples = bad.get_column(self.label).unique().head(5).to_list()

@@ -33,7 +33,9 @@ class RandomSplit:
 
     def __init__(self, val: float = 0.1, test: float = 0.1, seed: int = 0) -> None:
         if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
-            raise ConfigError(f"data.split: val={val} and test={test} must be in (0,1) with sum < 1")
+            raise ConfigError(
+                f"data.split: val={val} and test={test} must be in (0,1) with sum < 1"
+            )
         self.val, self.test, self.seed = val, test, seed
 
     def __call__(self, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -53,7 +55,9 @@ class TimeSplit:
 
     def __init__(self, column: str, val: float = 0.1, test: float = 0.1) -> None:
         if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
-            raise ConfigError(f"data.split: val={val} and test={test} must be in (0,1) with sum < 1")
+            raise ConfigError(
+                f"data.split: val={val} and test={test} must be in (0,1) with sum < 1"
+            )
         self.column, self.val, self.test = column, val, test
 
     def __call__(self, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -133,7 +137,9 @@ class TabularSource:
             assert self.split is not None
             frame = read_table(self.path, self.separator)
             where = str(Path(self.path).expanduser().resolve())
-            return RawData(frames=self.split(frame), origins={s: f"{where} ({s} split)" for s in SPLITS})
+            return RawData(
+                frames=self.split(frame), origins={s: f"{where} ({s} split)" for s in SPLITS}
+            )
         files = {k: p for k, p in self.files.items() if p}
         return RawData(
             frames={k: read_table(p, self.separator) for k, p in files.items()},

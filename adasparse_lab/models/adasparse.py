@@ -74,7 +74,9 @@ class AdaSparseModel(nn.Module):
         super().__init__()
         hidden_dims = tuple(hidden_dims)
         if not hidden_dims or min(hidden_dims) < 1:
-            raise ConfigError(f"model.hidden_dims={list(hidden_dims)} must be non-empty and positive")
+            raise ConfigError(
+                f"model.hidden_dims={list(hidden_dims)} must be non-empty and positive"
+            )
         if not 0 <= dropout < 1:
             raise ConfigError(f"model.dropout={dropout} must be in [0, 1)")
         self.embedding = FieldEmbedding(vocab_sizes, n_dense, list(domain_fields), embedding_dim)
@@ -92,7 +94,10 @@ class AdaSparseModel(nn.Module):
             self.positions = ([0] if pruner.mask_input else []) + list(range(1, len(widths)))
         paper_form = pruner is not None and pruner.inputs == "hidden+domain"
         self.pruners = nn.ModuleDict(
-            {str(p): nn.Linear(widths[p] + d_e if paper_form else d_e, widths[p]) for p in self.positions}
+            {
+                str(p): nn.Linear(widths[p] + d_e if paper_form else d_e, widths[p])
+                for p in self.positions
+            }
         )
         # alpha is state: saved in the state dict, set only by the trainer's schedule.
         self.register_buffer("alpha", torch.tensor(pruner.alpha_start if pruner else 1.0))

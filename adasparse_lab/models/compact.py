@@ -43,7 +43,9 @@ class CompactModel(nn.Module):
         return self.tower(self.embedding(cat, dense)[1])
 
 
-def _sliced(layer: nn.Linear, rows: torch.Tensor, cols: torch.Tensor, col_scale: torch.Tensor) -> nn.Linear:
+def _sliced(
+    layer: nn.Linear, rows: torch.Tensor, cols: torch.Tensor, col_scale: torch.Tensor
+) -> nn.Linear:
     out = nn.Linear(len(cols), len(rows), device=layer.weight.device, dtype=layer.weight.dtype)
     out.weight.copy_(layer.weight[rows][:, cols] * col_scale)
     out.bias.copy_(layer.bias[rows])
@@ -55,7 +57,9 @@ def compact_tower(model: AdaSparseModel, domain_code: int) -> CompactTower:
     """Slice the tower for the domain whose domain-field code is ``domain_code``."""
     spec = model.spec
     if spec is None or spec.inputs != "domain":
-        raise ConfigError("compaction needs pruner.inputs='domain' (paper-form masks vary per sample)")
+        raise ConfigError(
+            "compaction needs pruner.inputs='domain' (paper-form masks vary per sample)"
+        )
     if model.embedding.n_domain_fields != 1:
         raise ConfigError("compaction needs exactly one domain-aware field (the domain column)")
     emb = model.embedding

@@ -81,4 +81,6 @@ class FusionGate:
         s = torch.sigmoid(alpha * v)
         scaled = self.beta * s
         hard = (scaled > self.eps).to(v.dtype)
-        return GateOutput(pi=_straight_through(scaled * hard, scaled), keep=_straight_through(hard, s))
+        return GateOutput(
+            pi=_straight_through(scaled * hard, scaled), keep=_straight_through(hard, s)
+        )

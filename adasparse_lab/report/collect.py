@@ -152,8 +152,11 @@ def _reference_mean(refs: pl.DataFrame) -> pl.DataFrame:
     if refs.height == 0:
         return refs
     return refs.select(
-        pl.col("run_id").first(), pl.col("auc").mean(), pl.col("test_auc").mean(),
-        pl.col("flops_ratio").mean(), n_seeds=pl.len(),
+        pl.col("run_id").first(),
+        pl.col("auc").mean(),
+        pl.col("test_auc").mean(),
+        pl.col("flops_ratio").mean(),
+        n_seeds=pl.len(),
     )
 
 

@@ -11,5 +11,11 @@ from adasparse_lab.sparsity.schedules import (
 )
 
 __all__ = [
-    "AGPBand", "BandSchedule", "ConstantBand", "CosineBand", "LinearBand", "SparsityRegularizer", "StepBand",
+    "AGPBand",
+    "BandSchedule",
+    "ConstantBand",
+    "CosineBand",
+    "LinearBand",
+    "SparsityRegularizer",
+    "StepBand",
 ]

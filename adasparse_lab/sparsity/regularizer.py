@@ -20,7 +20,9 @@ from adasparse_lab.errors import ConfigError
 
 
 class SparsityRegularizer:
-    def __init__(self, lambda_start: float = 0.01, lambda_end: float = 1.0, growth: float = 0.5) -> None:
+    def __init__(
+        self, lambda_start: float = 0.01, lambda_end: float = 1.0, growth: float = 0.5
+    ) -> None:
         if not 0 < lambda_start <= lambda_end:
             raise ConfigError(
                 f"regularizer.lambda_start={lambda_start} and lambda_end={lambda_end} "
@@ -32,7 +34,9 @@ class SparsityRegularizer:
 
     def lambda_at(self, progress: float) -> float:
         t = min(max(progress / self.growth, 0.0), 1.0)
-        return math.exp(math.log(self.lambda_start) + t * math.log(self.lambda_end / self.lambda_start))
+        return math.exp(
+            math.log(self.lambda_start) + t * math.log(self.lambda_end / self.lambda_start)
+        )
 
     @staticmethod
     def penalty(
@@ -47,5 +51,7 @@ class SparsityRegularizer:
         for k in keep:
             r = 1.0 - k.mean()
             outside = (r < lo) | (r > hi)
-            total = total + torch.where(outside, lambda_hat * (r - centre) ** 2, torch.zeros_like(r))
+            total = total + torch.where(
+                outside, lambda_hat * (r - centre) ** 2, torch.zeros_like(r)
+            )
         return total / len(keep)

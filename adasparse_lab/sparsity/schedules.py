@@ -24,7 +24,9 @@ class BandSchedule:
                 f"schedule.r_min={r_min} and schedule.r_max={r_max} must satisfy 0 <= r_min <= r_max < 1"
             )
         if not 0.0 <= begin < end <= 1.0:
-            raise ConfigError(f"schedule.begin={begin} and schedule.end={end} must satisfy 0 <= begin < end <= 1")
+            raise ConfigError(
+                f"schedule.begin={begin} and schedule.end={end} must satisfy 0 <= begin < end <= 1"
+            )
         if not 0.0 <= initial < 1.0:
             raise ConfigError(f"schedule.initial={initial} must be in [0, 1)")
         self.r_min, self.r_max = r_min, r_max
@@ -76,8 +78,15 @@ class CosineBand(BandSchedule):
 class StepBand(BandSchedule):
     """``n_steps`` equal jumps of the centre between begin and end."""
 
-    def __init__(self, r_min: float, r_max: float, initial: float = 0.0, begin: float = 0.0,
-                 end: float = 0.5, n_steps: int = 4) -> None:
+    def __init__(
+        self,
+        r_min: float,
+        r_max: float,
+        initial: float = 0.0,
+        begin: float = 0.0,
+        end: float = 0.5,
+        n_steps: int = 4,
+    ) -> None:
         super().__init__(r_min, r_max, initial, begin, end)
         if n_steps < 1:
             raise ConfigError(f"schedule.n_steps={n_steps} must be >= 1")

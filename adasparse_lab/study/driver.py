@@ -76,10 +76,17 @@ def machine_info() -> dict[str, str]:
     import plotly
     import polars
 
-    return {"cpu": cpu, "platform": platform.platform(), "python": platform.python_version(),
-            "threads": str(torch.get_num_threads()), "torch": torch.__version__,
-            "optuna": optuna.__version__, "mlflow": mlflow.__version__, "polars": polars.__version__,
-            "plotly": plotly.__version__}
+    return {
+        "cpu": cpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "threads": str(torch.get_num_threads()),
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+        "mlflow": mlflow.__version__,
+        "polars": polars.__version__,
+        "plotly": plotly.__version__,
+    }
 
 
 class StudyRunner:
@@ -114,8 +121,12 @@ class StudyRunner:
         return instantiate(self.base.study.sampler)
 
     def open(self) -> tuple[optuna.Study, str]:
-        storage, desc = open_storage(self.settings.storage, self.settings.name, Path(self.base.paths.studies),
-                                     self.settings.workers)
+        storage, desc = open_storage(
+            self.settings.storage,
+            self.settings.name,
+            Path(self.base.paths.studies),
+            self.settings.workers,
+        )
         kwargs = dict(storage=storage, study_name=self.settings.name, sampler=self._sampler())
         if len(self.settings.objectives) > 1:
             kwargs["directions"] = self.settings.directions
@@ -128,7 +139,9 @@ class StudyRunner:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(self.settings.metrics)
         except optuna.exceptions.DuplicatedStudyError:
-            study = optuna.load_study(storage=storage, study_name=self.settings.name, sampler=kwargs["sampler"])
+            study = optuna.load_study(
+                storage=storage, study_name=self.settings.name, sampler=kwargs["sampler"]
+            )
             if [d.name.lower() for d in study.directions] != self.settings.directions:
                 raise ConfigError(
                     f"study.objectives: the stored study {self.settings.name!r} has directions "
@@ -152,7 +165,9 @@ class StudyRunner:
                 break
             time.sleep(0.5)
         study.set_user_attr("creator", self.worker)
-        parent = tracker.start_run(f"study-{self.settings.name}", tags={"kind": "study", "worker": self.worker})
+        parent = tracker.start_run(
+            f"study-{self.settings.name}", tags={"kind": "study", "worker": self.worker}
+        )
         for key, value in {
             "objectives": [o.__dict__ for o in self.settings.objectives],
             "mlflow_uri": tracking.uri,
@@ -163,8 +178,14 @@ class StudyRunner:
             "parent_run_id": parent,  # last: its presence means the rest is there
         }.items():
             study.set_user_attr(key, value)
-        tracker.log_params(parent, {"study": self.settings.name, "n_trials": self.settings.n_trials,
-                                    "objectives": ",".join(self.settings.metrics)})
+        tracker.log_params(
+            parent,
+            {
+                "study": self.settings.name,
+                "n_trials": self.settings.n_trials,
+                "objectives": ",".join(self.settings.metrics),
+            },
+        )
         return tracker, parent
 
     def data_for(self, cfg: DictConfig) -> PreparedData:
@@ -174,11 +195,15 @@ class StudyRunner:
         return self._data[key]
 
     # -- one run --------------------------------------------------------------------------
-    def _train_run(self, cfg: DictConfig, tracker: Tracker, run_id: str, out_dir: Path) -> RunResult:
+    def _train_run(
+        self, cfg: DictConfig, tracker: Tracker, run_id: str, out_dir: Path
+    ) -> RunResult:
         components = build_components(cfg)
         data = self.data_for(cfg)  # prepared once per process, then shared by every trial
         t0 = time.perf_counter()
-        result = train_and_evaluate(cfg, data, on_epoch=epoch_logger(tracker, run_id), components=components)
+        result = train_and_evaluate(
+            cfg, data, on_epoch=epoch_logger(tracker, run_id), components=components
+        )
         self.last_fit_s = time.perf_counter() - t0  # fit + evaluate, per-epoch logging included
         files = write_outputs(out_dir, cfg, result)
         tracker.log_metrics(run_id, result.metrics)
@@ -191,7 +216,9 @@ class StudyRunner:
         space_mod.apply_values(self.params, trial, cfg)
         return cfg, overrides
 
-    def run_trial(self, study: optuna.Study, trial: optuna.Trial, tracker: Tracker, parent: str) -> None:
+    def run_trial(
+        self, study: optuna.Study, trial: optuna.Trial, tracker: Tracker, parent: str
+    ) -> None:
         t0 = time.perf_counter()
         run_id = None
         try:
@@ -199,26 +226,43 @@ class StudyRunner:
             trial.set_user_attr("pruner_form", pruner_form(cfg.pruner))
             trial.set_user_attr("pruner_inputs", cfg.pruner.get("inputs", "none"))
             trial.set_user_attr("band", [cfg.schedule.r_min, cfg.schedule.r_max])
-            run_id = tracker.start_run(f"trial-{trial.number}", parent, tags={
-                "kind": "trial", "trial_number": str(trial.number), "worker": self.worker,
-                "overrides": " ".join(overrides)})
+            run_id = tracker.start_run(
+                f"trial-{trial.number}",
+                parent,
+                tags={
+                    "kind": "trial",
+                    "trial_number": str(trial.number),
+                    "worker": self.worker,
+                    "overrides": " ".join(overrides),
+                },
+            )
             trial.set_user_attr("mlflow_run_id", run_id)
             tracker.log_params(run_id, trial.params)
-            result = self._train_run(cfg, tracker, run_id, self.folder / "trials" / str(trial.number))
+            result = self._train_run(
+                cfg, tracker, run_id, self.folder / "trials" / str(trial.number)
+            )
             values = [result.metrics.get(m, math.nan) for m in self.settings.metrics]
-            bad = [f"{m}={v}" for m, v in zip(self.settings.metrics, values) if not math.isfinite(v)]
+            bad = [
+                f"{m}={v}" for m, v in zip(self.settings.metrics, values) if not math.isfinite(v)
+            ]
             if bad:
                 raise ValueError(f"non-finite objective(s): {', '.join(bad)}")
             if self.settings.flops_budget is not None:
-                trial.set_constraint("flops_budget", result.metrics["flops/ratio"] - self.settings.flops_budget)
+                trial.set_constraint(
+                    "flops_budget", result.metrics["flops/ratio"] - self.settings.flops_budget
+                )
             tracker.end_run(run_id)
             # Overhead = duration - fit_s: compose, sampling, storage, tracking, outputs (all but
             # the final tell, a single storage write).
             trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))
             trial.set_user_attr("fit_s", round(self.last_fit_s, 3))
             study.tell(trial, values)
-            log.info("trial %d: %s (%.1fs)", trial.number,
-                     ", ".join(f"{m}={v:.4f}" for m, v in zip(self.settings.metrics, values)), time.perf_counter() - t0)
+            log.info(
+                "trial %d: %s (%.1fs)",
+                trial.number,
+                ", ".join(f"{m}={v:.4f}" for m, v in zip(self.settings.metrics, values)),
+                time.perf_counter() - t0,
+            )
         except Exception as err:  # a failing trial never kills the study
             reason = f"{type(err).__name__}: {err}"[:2000]
             log.warning("trial %d failed: %s", trial.number, reason)
@@ -240,12 +284,18 @@ class StudyRunner:
         trials = study.get_trials(deepcopy=False)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
         running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
-        errors = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("failure_kind") == "error"]
+        errors = [
+            t
+            for t in trials
+            if t.state == TrialState.FAIL and t.user_attrs.get("failure_kind") == "error"
+        ]
         return complete, running, errors
 
     def _fail_stale_runs(self, tracker: Tracker, parent: str) -> None:
         """MLflow runs left RUNNING by dead workers (trials, re-evaluations, the reference)."""
-        runs = tracker.client.search_runs([tracker.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+        runs = tracker.client.search_runs(
+            [tracker.experiment_id], "attributes.status = 'RUNNING'", max_results=1000
+        )
         for run in runs:
             ident = run.data.tags.get("worker")
             if run.info.run_id != parent and ident and worker_alive(ident) is False:
@@ -261,19 +311,33 @@ class StudyRunner:
             if complete >= s.n_trials:
                 return True
             if s.timeout_s is not None and time.monotonic() - self._started > s.timeout_s:
-                log.info("study.timeout_s=%s reached with %d/%d trials complete", s.timeout_s, complete, s.n_trials)
+                log.info(
+                    "study.timeout_s=%s reached with %d/%d trials complete",
+                    s.timeout_s,
+                    complete,
+                    s.n_trials,
+                )
                 return False
             if len(errors) >= s.max_failures:
-                reasons = "; ".join(f"#{t.number}: {t.user_attrs.get('fail_reason')}" for t in errors[-3:])
+                reasons = "; ".join(
+                    f"#{t.number}: {t.user_attrs.get('fail_reason')}" for t in errors[-3:]
+                )
                 raise StudyFailedError(
-                    f"{len(errors)} trials failed (study.max_failures={s.max_failures}); last: {reasons}")
+                    f"{len(errors)} trials failed (study.max_failures={s.max_failures}); last: {reasons}"
+                )
             if complete + running >= s.n_trials:  # the rest is running in other workers
                 time.sleep(s.poll_s)
                 continue
             trial = study.ask()
             trial.set_user_attr("worker", self.worker)
-            live = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
-                    if t.number < trial.number]
+            live = [
+                t
+                for t in study.get_trials(
+                    deepcopy=False,
+                    states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING),
+                )
+                if t.number < trial.number
+            ]
             if len(live) >= s.n_trials:  # another worker took the last slot at the same time
                 trial.set_user_attr("failure_kind", "surplus")
                 trial.set_user_attr("fail_reason", "budget already taken by other workers")
@@ -283,15 +347,20 @@ class StudyRunner:
             self.run_trial(study, trial, tracker, parent)
 
     def pareto(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if all(c <= 0 for c in t.system_attrs.get("constraints", []) or [])]
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if all(c <= 0 for c in t.system_attrs.get("constraints", []) or [])
+        ]
         if not done:
             return []
         mask = pareto_mask([t.values for t in done], self.settings.directions)
         front = sorted((t for t, m in zip(done, mask) if m), key=lambda t: t.values[-1])
         return front
 
-    def _reeval_targets(self, front: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    def _reeval_targets(
+        self, front: list[optuna.trial.FrozenTrial]
+    ) -> list[optuna.trial.FrozenTrial]:
         k = self.settings.reeval_max_trials
         if k <= 0 or not self.settings.reeval_seeds:
             return []
@@ -329,28 +398,40 @@ class StudyRunner:
                 tracker.end_run(run_id, "FAILED")
                 log.warning("the dense reference run (seed %d) failed: %s", seed, err)
 
-    def reevaluate(self, front: list[optuna.trial.FrozenTrial], tracker: Tracker, parent: str) -> None:
+    def reevaluate(
+        self, front: list[optuna.trial.FrozenTrial], tracker: Tracker, parent: str
+    ) -> None:
         for t in self._reeval_targets(front):
             for seed in self.settings.reeval_seeds:
-                run_id = self._claim(tracker, parent, {"kind": "reeval", "trial_number": str(t.number), "seed": str(seed)})
+                run_id = self._claim(
+                    tracker,
+                    parent,
+                    {"kind": "reeval", "trial_number": str(t.number), "seed": str(seed)},
+                )
                 if run_id is None:
                     continue
                 cfg, _ = self.trial_config(FixedTrial(t.params, t.number))
                 cfg.seed = seed
                 try:
-                    self._train_run(cfg, tracker, run_id, self.folder / "reeval" / f"{t.number}-seed{seed}")
+                    self._train_run(
+                        cfg, tracker, run_id, self.folder / "reeval" / f"{t.number}-seed{seed}"
+                    )
                     tracker.end_run(run_id)
                 except Exception as err:
                     tracker.set_tags(run_id, {"fail_reason": f"{type(err).__name__}: {err}"[:2000]})
                     tracker.end_run(run_id, "FAILED")
-                    log.warning("re-evaluation of trial %d, seed %d failed: %s", t.number, seed, err)
+                    log.warning(
+                        "re-evaluation of trial %d, seed %d failed: %s", t.number, seed, err
+                    )
 
     def log_study_metrics(self, study: optuna.Study, tracker: Tracker, parent: str) -> None:
         """Hypervolume history (2 objectives) against the fixed reference point."""
         ref = self.settings.hypervolume_reference
         if ref is None or len(self.settings.objectives) != 2:
             return
-        done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+        done = sorted(
+            study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number
+        )
         history = {}
         for i in range(1, len(done) + 1):
             history[i] = hypervolume_2d([t.values for t in done[:i]], self.settings.directions, ref)
@@ -393,8 +474,13 @@ def _domain_summary(data: PreparedData) -> list[dict]:
         if test.p_true is not None and int(sel.sum()):
             oracle = auc(test.label[sel].numpy(), test.p_true[sel].numpy())
             oracle = None if math.isnan(oracle) else oracle
-        out.append({"domain": name, "group": None if data.domain_groups is None else data.domain_groups.get(name),
-                    "train_rows": int(rows[k]), "pos_rate": pos, "oracle_auc": oracle})
+        out.append(
+            {
+                "domain": name,
+                "group": None if data.domain_groups is None else data.domain_groups.get(name),
+                "train_rows": int(rows[k]),
+                "pos_rate": pos,
+                "oracle_auc": oracle,
+            }
+        )
     return out
-
-

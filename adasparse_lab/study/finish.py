@@ -31,20 +31,35 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     files = [csv, report]
     tracker.log_artifacts(outcome.parent_run_id, files)
     complete = sum(t.state.name == "COMPLETE" for t in outcome.study.get_trials(deepcopy=False))
-    tracker.log_metrics(outcome.parent_run_id, {"study/complete_trials": complete, "study/front_size": len(outcome.pareto)})
+    tracker.log_metrics(
+        outcome.parent_run_id,
+        {"study/complete_trials": complete, "study/front_size": len(outcome.pareto)},
+    )
     if outcome.done:
         tracker.end_run(outcome.parent_run_id)
     uri = tracker.uri
-    timed = [t for t in outcome.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and "fit_s" in t.user_attrs]
+    timed = [
+        t
+        for t in outcome.study.get_trials(deepcopy=False)
+        if t.state.name == "COMPLETE" and "fit_s" in t.user_attrs
+    ]
     if timed:
         total = sum(t.user_attrs["duration_s"] for t in timed)
         overhead = total - sum(t.user_attrs["fit_s"] for t in timed)
-        print(f"\nper-trial overhead (compose, storage, tracking, outputs): {overhead / len(timed):.2f}s "
-              f"= {100 * overhead / total:.1f}% of {total / len(timed):.1f}s per trial")
-    print(f"\nstudy {s.name!r}: {complete}/{s.n_trials} trials complete"
-          + ("" if outcome.done else " (budget not reached: run the same command again to continue)"))
+        print(
+            f"\nper-trial overhead (compose, storage, tracking, outputs): {overhead / len(timed):.2f}s "
+            f"= {100 * overhead / total:.1f}% of {total / len(timed):.1f}s per trial"
+        )
+    print(
+        f"\nstudy {s.name!r}: {complete}/{s.n_trials} trials complete"
+        + ("" if outcome.done else " (budget not reached: run the same command again to continue)")
+    )
     print(f"  optuna storage : {outcome.storage_desc}")
     print(f"  pareto table   : {csv}")
-    print(f"  report         : {report} ({report.stat().st_size / 1e6:.1f} MB, built in {time.perf_counter() - t0:.1f}s)")
+    print(
+        f"  report         : {report} ({report.stat().st_size / 1e6:.1f} MB, built in {time.perf_counter() - t0:.1f}s)"
+    )
     print(f"  mlflow         : experiment {s.name!r}, parent run {outcome.parent_run_id} in {uri}")
-    print(f"  browse         : MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri} --workers 1")
+    print(
+        f"  browse         : MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri} --workers 1"
+    )

@@ -48,20 +48,40 @@ def parse_settings(node: DictConfig) -> StudySettings:
     """Validate ``cfg.study``; every error names its key."""
     raw = OmegaConf.to_container(node, resolve=True)
     assert isinstance(raw, dict)
-    known = {"name", "storage", "workers", "n_trials", "timeout_s", "max_failures", "objectives",
-             "flops_budget", "reeval", "reference", "grid", "hypervolume_reference", "poll_s",
-             "space", "sampler"}
+    known = {
+        "name",
+        "storage",
+        "workers",
+        "n_trials",
+        "timeout_s",
+        "max_failures",
+        "objectives",
+        "flops_budget",
+        "reeval",
+        "reference",
+        "grid",
+        "hypervolume_reference",
+        "poll_s",
+        "space",
+        "sampler",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"study: unknown key(s) {unknown}; known: {sorted(known)}")
     objectives = []
     for i, o in enumerate(raw.get("objectives") or []):
         if set(o) != {"metric", "direction"}:
-            raise ConfigError(f"study.objectives[{i}] needs exactly 'metric' and 'direction', got {sorted(o)}")
+            raise ConfigError(
+                f"study.objectives[{i}] needs exactly 'metric' and 'direction', got {sorted(o)}"
+            )
         if o["direction"] not in DIRECTIONS:
-            raise ConfigError(f"study.objectives[{i}].direction={o['direction']!r}; choose one of {list(DIRECTIONS)}")
+            raise ConfigError(
+                f"study.objectives[{i}].direction={o['direction']!r}; choose one of {list(DIRECTIONS)}"
+            )
         if not str(o["metric"]).startswith(OBJECTIVE_PREFIXES):
-            raise ConfigError(f"study.objectives[{i}].metric={o['metric']!r} must start with one of {list(OBJECTIVE_PREFIXES)}")
+            raise ConfigError(
+                f"study.objectives[{i}].metric={o['metric']!r} must start with one of {list(OBJECTIVE_PREFIXES)}"
+            )
         objectives.append(Objective(o["metric"], o["direction"]))
     if not objectives:
         raise ConfigError("study.objectives: give at least one objective")
@@ -76,7 +96,9 @@ def parse_settings(node: DictConfig) -> StudySettings:
     reeval = raw.get("reeval") or {}
     hv_ref = raw.get("hypervolume_reference")
     if hv_ref is not None and len(hv_ref) != len(objectives):
-        raise ConfigError(f"study.hypervolume_reference needs {len(objectives)} values, got {hv_ref}")
+        raise ConfigError(
+            f"study.hypervolume_reference needs {len(objectives)} values, got {hv_ref}"
+        )
     return StudySettings(
         name=str(raw["name"]),
         storage=str(raw.get("storage", "auto")),

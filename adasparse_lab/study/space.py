@@ -65,8 +65,11 @@ def _range(key: str, name: str, value: Any) -> tuple[float, float]:
 def parse_param(key: str, spec: Mapping[str, Any]) -> Param:
     kind = spec.get("type")
     allowed = {
-        "float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"},
-        "categorical": {"choices", "overrides"}, "group": {"choices"}, "band": {"centre", "width"},
+        "float": {"low", "high", "log", "step"},
+        "int": {"low", "high", "log", "step"},
+        "categorical": {"choices", "overrides"},
+        "group": {"choices"},
+        "band": {"centre", "width"},
     }
     if kind not in allowed:
         raise ConfigError(f"study.space.{key}.type={kind!r}; choose one of {sorted(allowed)}")
@@ -82,9 +85,20 @@ def parse_param(key: str, spec: Mapping[str, Any]) -> Param:
             raise ConfigError(f"study.space.{key}: low={low} > high={high}")
         if spec.get("log") and low <= 0:
             raise ConfigError(f"study.space.{key}: log scale needs low > 0 (low={low})")
-        return Param(key, kind, path, low=low, high=high, log=bool(spec.get("log", False)), step=spec.get("step"))
+        return Param(
+            key,
+            kind,
+            path,
+            low=low,
+            high=high,
+            log=bool(spec.get("log", False)),
+            step=spec.get("step"),
+        )
     if kind == "band":
-        centre, width = _range(key, "centre", spec.get("centre")), _range(key, "width", spec.get("width"))
+        centre, width = (
+            _range(key, "centre", spec.get("centre")),
+            _range(key, "width", spec.get("width")),
+        )
         if centre[0] - width[1] / 2 < 0 or centre[1] + width[1] / 2 >= 1:
             raise ConfigError(f"study.space.{key}: centre +- width/2 must stay inside [0, 1)")
         return Param(key, kind, path, centre=centre, width=width)
@@ -149,7 +163,11 @@ def grid(params: list[Param]) -> dict[str, list]:
     return {p.key: list(p.choices) for p in params}
 
 
-def validate(params: list[Param], compose: Callable[[list[str]], DictConfig], check: Callable[[DictConfig], None]) -> None:
+def validate(
+    params: list[Param],
+    compose: Callable[[list[str]], DictConfig],
+    check: Callable[[DictConfig], None],
+) -> None:
     """Fail before the first trial: unknown paths, unknown group choices, values the config
     itself rejects at either end of a range. ``compose`` builds a config from overrides;
     ``check`` raises ConfigError for an invalid config."""
@@ -165,18 +183,28 @@ def validate(params: list[Param], compose: Callable[[list[str]], DictConfig], ch
         if not p.at_compose:
             continue
         for choice in p.choices:
-            extra = (f"{p.path}={choice}",) if p.type == "group" else tuple(p.overrides[str(choice)])
+            extra = (
+                (f"{p.path}={choice}",) if p.type == "group" else tuple(p.overrides[str(choice)])
+            )
             try:
                 get(extra)
             except Exception as err:  # Hydra names the missing option and lists the choices
-                raise ConfigError(f"study.space.{p.key}: choice {choice!r} does not compose: {err}") from None
+                raise ConfigError(
+                    f"study.space.{p.key}: choice {choice!r} does not compose: {err}"
+                ) from None
             variants.append(extra)
     for p in params:
         if p.at_compose or p.type == "band":
             continue
-        found = [v for v in variants if OmegaConf.select(get(v), p.path, default=_MISSING) is not _MISSING]
+        found = [
+            v
+            for v in variants
+            if OmegaConf.select(get(v), p.path, default=_MISSING) is not _MISSING
+        ]
         if not found:
-            raise ConfigError(f"study.space.{p.key}: unknown parameter path {p.path!r} (not in the composed config)")
+            raise ConfigError(
+                f"study.space.{p.key}: unknown parameter path {p.path!r} (not in the composed config)"
+            )
         if p.type not in ("float", "int"):
             continue
         for value in (p.low, p.high):
@@ -185,4 +213,6 @@ def validate(params: list[Param], compose: Callable[[list[str]], DictConfig], ch
             try:
                 check(cfg)
             except ConfigError as err:
-                raise ConfigError(f"study.space.{p.key}: value {value} is rejected: {err}") from None
+                raise ConfigError(
+                    f"study.space.{p.key}: value {value} is rejected: {err}"
+                ) from None

@@ -66,16 +66,26 @@ def worker_alive(ident: str) -> bool | None:
     return start == "0"
 
 
-def open_storage(kind: str, name: str, studies_dir: Path, workers: int) -> tuple[optuna.storages.BaseStorage, str]:
+def open_storage(
+    kind: str, name: str, studies_dir: Path, workers: int
+) -> tuple[optuna.storages.BaseStorage, str]:
     """Return the storage and a printable description of where it is."""
     folder = studies_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     sqlite, journal = folder / "optuna.db", folder / "journal.log"
     if kind == "auto":
-        kind = "journal" if journal.exists() else "sqlite" if sqlite.exists() else ("journal" if workers > 1 else "sqlite")
+        kind = (
+            "journal"
+            if journal.exists()
+            else "sqlite"
+            if sqlite.exists()
+            else ("journal" if workers > 1 else "sqlite")
+        )
     if kind == "sqlite":
         if workers > 1:
-            raise ConfigError("study.workers>1 needs study.storage=journal or an RDB URL (SQLite is for one process)")
+            raise ConfigError(
+                "study.workers>1 needs study.storage=journal or an RDB URL (SQLite is for one process)"
+            )
         url = f"sqlite:///{sqlite}"
         return RDBStorage(url), url
     if kind == "journal":
@@ -101,7 +111,9 @@ def recover_stale(study: optuna.Study, on_failed=None) -> list[int]:
                 continue
         elif worker_alive(ident) is not False:
             continue
-        storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker {ident} died while running the trial")
+        storage.set_trial_user_attr(
+            t._trial_id, "fail_reason", f"worker {ident} died while running the trial"
+        )
         storage.set_trial_user_attr(t._trial_id, "failure_kind", "stale")
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         failed.append(t.number)

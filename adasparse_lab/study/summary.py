@@ -16,16 +16,30 @@ from adasparse_lab.tracking import Tracker
 def reeval_table(tracker: Tracker) -> pl.DataFrame:
     """One row per finished re-evaluation run: trial, seed and every final metric."""
     runs = tracker.client.search_runs(
-        [tracker.experiment_id], "tags.kind = 'reeval' and attributes.status = 'FINISHED'", max_results=5000)
-    rows = [{"trial": int(r.data.tags["trial_number"]), "seed": int(r.data.tags["seed"]), **r.data.metrics}
-            for r in runs]
-    return pl.DataFrame(rows) if rows else pl.DataFrame(schema={"trial": pl.Int64, "seed": pl.Int64})
+        [tracker.experiment_id],
+        "tags.kind = 'reeval' and attributes.status = 'FINISHED'",
+        max_results=5000,
+    )
+    rows = [
+        {
+            "trial": int(r.data.tags["trial_number"]),
+            "seed": int(r.data.tags["seed"]),
+            **r.data.metrics,
+        }
+        for r in runs
+    ]
+    return (
+        pl.DataFrame(rows) if rows else pl.DataFrame(schema={"trial": pl.Int64, "seed": pl.Int64})
+    )
 
 
 def reference_metrics(tracker: Tracker) -> dict[str, float] | None:
     """Final metrics of the study's dense reference (pruner=none), averaged over its seeds."""
     runs = tracker.client.search_runs(
-        [tracker.experiment_id], "tags.kind = 'reference' and attributes.status = 'FINISHED'", max_results=100)
+        [tracker.experiment_id],
+        "tags.kind = 'reference' and attributes.status = 'FINISHED'",
+        max_results=100,
+    )
     if not runs:
         return None
     keys = set.intersection(*(set(r.data.metrics) for r in runs))
@@ -34,8 +48,12 @@ def reference_metrics(tracker: Tracker) -> dict[str, float] | None:
     return out
 
 
-def pareto_table(front: list[optuna.trial.FrozenTrial], metrics: list[str], domains: list[str],
-                 reeval: pl.DataFrame) -> pl.DataFrame:
+def pareto_table(
+    front: list[optuna.trial.FrozenTrial],
+    metrics: list[str],
+    domains: list[str],
+    reeval: pl.DataFrame,
+) -> pl.DataFrame:
     """Front trials with objectives, key params and per-domain test AUC (mean and std over seeds)."""
     rows = []
     for t in front:
@@ -64,13 +82,21 @@ def _pm(mean, std) -> str:
     return f"{mean:.4f}" + (f"±{std:.4f}" if std is not None and not math.isnan(std) else "")
 
 
-def format_pareto(table: pl.DataFrame, metrics: list[str], domains: list[str],
-                  reference: dict[str, float] | None = None) -> str:
+def format_pareto(
+    table: pl.DataFrame,
+    metrics: list[str],
+    domains: list[str],
+    reference: dict[str, float] | None = None,
+) -> str:
     if table.height == 0:
         return "no COMPLETE trial: no Pareto front"
     ref = reference or {}
     lines = ["Pareto front (selected on validation; test = mean±std over re-evaluation seeds)"]
-    head = f"{'trial':>5}  " + "".join(f"{m:>22}" for m in metrics) + f"{'test mean AUC':>20}  {'pruner':<13}{'band':<13}params"
+    head = (
+        f"{'trial':>5}  "
+        + "".join(f"{m:>22}" for m in metrics)
+        + f"{'test mean AUC':>20}  {'pruner':<13}{'band':<13}params"
+    )
     lines += [head, "-" * len(head)]
     for r in table.iter_rows(named=True):
         line = f"{r['trial']:>5}  " + "".join(f"{r[m]:>22.4f}" for m in metrics)
@@ -79,14 +105,27 @@ def format_pareto(table: pl.DataFrame, metrics: list[str], domains: list[str],
         lines.append(line)
     if ref:
         line = "  ref  " + "".join(f"{ref.get(m, math.nan):>22.4f}" for m in metrics)
-        lines.append(line + f"{_pm(ref.get('test/mean_domain_auc'), None):>20}  {'none (dense)':<13}"
-                     f"{'':<13}mean over {int(ref['seeds'])} seed(s)")
-    lines += ["", "Per-domain test AUC of the front trials (mean over seeds) and of the dense reference:"]
-    head = f"{'domain':<14}" + "".join(f"{'#' + str(t):>10}" for t in table["trial"]) + (f"{'dense':>10}" if ref else "")
+        lines.append(
+            line + f"{_pm(ref.get('test/mean_domain_auc'), None):>20}  {'none (dense)':<13}"
+            f"{'':<13}mean over {int(ref['seeds'])} seed(s)"
+        )
+    lines += [
+        "",
+        "Per-domain test AUC of the front trials (mean over seeds) and of the dense reference:",
+    ]
+    head = (
+        f"{'domain':<14}"
+        + "".join(f"{'#' + str(t):>10}" for t in table["trial"])
+        + (f"{'dense':>10}" if ref else "")
+    )
     lines += [head, "-" * len(head)]
     for d in domains:
         key = f"test/auc/{safe_name(d)}:mean"
-        cells = "".join(f"{v:>10.4f}" if v is not None else f"{'-':>10}" for v in table[key]) if key in table.columns else ""
+        cells = (
+            "".join(f"{v:>10.4f}" if v is not None else f"{'-':>10}" for v in table[key])
+            if key in table.columns
+            else ""
+        )
         dense = ref.get(f"test/auc/{safe_name(d)}")
         cells += f"{dense:>10.4f}" if dense is not None else (f"{'-':>10}" if ref else "")
         lines.append(f"{safe_name(d)[:13]:<14}{cells}")
