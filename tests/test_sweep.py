@@ -233,8 +233,8 @@ def test_two_workers_share_one_journal_study(tmp_path):
         "study.storage=journal",
         "study.reference=false",
         "study.reeval.max_trials=0",
+        "data.source.n_rows=100000",  # trials of ~2 s: both workers get some
     ]
-    # Prepare the data cache once so both workers start training at once.
     procs = [
         subprocess.Popen(
             sweep_cmd(tmp_path, *extra),
