@@ -95,6 +95,17 @@ class BuiltStudy:
     reeval_numbers: list[int]
 
 
+def _trial_overrides(form: str, inputs: str, r_min: float, lam: float, lr: float) -> list[str]:
+    return [
+        f"pruner={form}",
+        f"pruner.inputs={inputs}",
+        f"regularizer.lambda_end={lam}",
+        f"schedule.r_min={r_min}",
+        f"schedule.r_max={r_min + 0.1}",
+        f"train.lr={lr}",
+    ]
+
+
 def _config(root: Path, spec: StudySpec, overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -152,18 +163,7 @@ def build_study(root: Path, spec: StudySpec | None = None) -> BuiltStudy:
             "schedule.r_min": r_min,
             "train.lr": lr,
         }
-        cfg = _config(
-            root,
-            spec,
-            [
-                f"pruner={form}",
-                f"pruner.inputs={inputs}",
-                f"regularizer.lambda_end={lam}",
-                f"schedule.r_min={r_min}",
-                f"schedule.r_max={r_min + 0.1}",
-                f"train.lr={lr}",
-            ],
-        )
+        cfg = _config(root, spec, _trial_overrides(form, inputs, r_min, lam, lr))
         run_id, result = _run(
             tracker,
             parent,
@@ -221,17 +221,7 @@ def build_study(root: Path, spec: StudySpec | None = None) -> BuiltStudy:
         form, inputs, r_min, lam, lr = spec.trials[number]
         for seed in spec.seeds:
             cfg = _config(
-                root,
-                spec,
-                [
-                    f"pruner={form}",
-                    f"pruner.inputs={inputs}",
-                    f"regularizer.lambda_end={lam}",
-                    f"schedule.r_min={r_min}",
-                    f"schedule.r_max={r_min + 0.1}",
-                    f"train.lr={lr}",
-                    f"seed={seed}",
-                ],
+                root, spec, [*_trial_overrides(form, inputs, r_min, lam, lr), f"seed={seed}"]
             )
             _run(
                 tracker,
