@@ -23,7 +23,7 @@ study: setup  ## the main job: the sparsity study on the built-in synthetic data
 train: setup  ## one training run (AdaSparse fusion on synthetic data)
 	$(PY) -m adasparse_lab.train
 
-test: setup  ## the test suite (slow tests excluded; ~5 min on 2 cores)
+test: setup  ## the test suite (slow tests excluded; about 2.5 min on 2 cores)
 	$(PY) -m pytest
 
 test-all: setup  ## every test, slow ones included
