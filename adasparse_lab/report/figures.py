@@ -60,37 +60,23 @@ def _point_traces(
 ) -> list[go.Scatter]:
     text = [hover_text(r, x, y) for r in frame.iter_rows(named=True)]
     base = {"mode": "markers", "hovertemplate": "%{text}<extra></extra>"}
-    if (
-        color_by is None
-        or color_by not in frame.columns
-        or frame[color_by].null_count() == frame.height
-    ):
+    col = frame[color_by] if color_by is not None and color_by in frame.columns else None
+    if col is None or col.null_count() == frame.height or col.dtype.is_numeric():
+        marker = {"color": PALETTE[0], "symbol": symbol, "size": 9}
+        if col is not None and col.null_count() < frame.height:  # numeric: a colour scale
+            marker |= {
+                "color": rounded(col, 6),
+                "colorscale": SEQUENTIAL,
+                "showscale": True,
+                "colorbar": {"title": {"text": color_by.removeprefix("param:")}},
+            }
         return [
             go.Scatter(
                 x=rounded(frame[x]),
                 y=rounded(frame[y]),
                 text=text,
                 name="trials",
-                marker={"color": PALETTE[0], "symbol": symbol, "size": 9},
-                **base,
-            )
-        ]
-    col = frame[color_by]
-    if col.dtype.is_numeric():
-        return [
-            go.Scatter(
-                x=rounded(frame[x]),
-                y=rounded(frame[y]),
-                text=text,
-                name="trials",
-                marker={
-                    "color": rounded(col, 6),
-                    "colorscale": SEQUENTIAL,
-                    "size": 9,
-                    "symbol": symbol,
-                    "showscale": True,
-                    "colorbar": {"title": {"text": color_by.removeprefix("param:")}},
-                },
+                marker=marker,
                 **base,
             )
         ]

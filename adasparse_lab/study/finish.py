@@ -3,7 +3,6 @@ a printed summary of where everything is."""
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from adasparse_lab.study.summary import (
     write_pareto,
 )
 
-log = logging.getLogger(__name__)
 
 
 def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
