@@ -17,7 +17,6 @@ from adasparse_lab.study.summary import (
 )
 
 
-
 def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     s, tracker = outcome.settings, outcome.tracker
     domains = [d["domain"] for d in outcome.study.user_attrs.get("domains", [])]
