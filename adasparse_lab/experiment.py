@@ -55,6 +55,23 @@ def pruner_form(pruner_cfg: DictConfig) -> str:
     return "none" if gate is None else gate._target_.rsplit(".", 1)[-1].removesuffix("Gate").lower()
 
 
+def method_name(pruner_cfg: DictConfig) -> str:
+    """The method a run uses, as reports and tables name it: 'dense'; 'adasparse-<form>' with
+    '-domain' for the domain-only pruner input and '-r<rank>' for a low-rank pruner; or a
+    pruning rival's own name ('magnitude', 'domain_magnitude', 'random')."""
+    if pruner_cfg.get("method"):
+        return str(pruner_cfg.method)
+    form = pruner_form(pruner_cfg)
+    if form == "none":
+        return "dense"
+    name = f"adasparse-{form}"
+    if pruner_cfg.get("inputs") == "domain":
+        name += "-domain"
+    if pruner_cfg.get("rank"):
+        name += f"-r{pruner_cfg.rank}"
+    return name
+
+
 @dataclass
 class Components:
     """Everything validated before any data is read or any step is trained."""

@@ -30,6 +30,7 @@ from adasparse_lab.experiment import (
     build_components,
     build_data,
     epoch_logger,
+    method_name,
     pruner_form,
     train_and_evaluate,
     write_outputs,
@@ -224,6 +225,7 @@ class StudyRunner:
         try:
             cfg, overrides = self.trial_config(trial)
             trial.set_user_attr("pruner_form", pruner_form(cfg.pruner))
+            trial.set_user_attr("method", method_name(cfg.pruner))
             trial.set_user_attr("pruner_inputs", cfg.pruner.get("inputs", "none"))
             trial.set_user_attr("band", [cfg.schedule.r_min, cfg.schedule.r_max])
             run_id = tracker.start_run(
@@ -231,6 +233,7 @@ class StudyRunner:
                 parent,
                 tags={
                     "kind": "trial",
+                    "method": method_name(cfg.pruner),
                     "trial_number": str(trial.number),
                     "worker": self.worker,
                     "overrides": " ".join(overrides),
@@ -388,6 +391,7 @@ class StudyRunner:
                 continue
             cfg = self.compose(["pruner=none"])
             cfg.seed = seed
+            tracker.set_tags(run_id, {"method": method_name(cfg.pruner)})
             try:
                 self._train_run(cfg, tracker, run_id, self.folder / "reference" / f"seed{seed}")
                 tracker.end_run(run_id)
@@ -412,6 +416,7 @@ class StudyRunner:
                     continue
                 cfg, _ = self.trial_config(FixedTrial(t.params, t.number))
                 cfg.seed = seed
+                tracker.set_tags(run_id, {"method": method_name(cfg.pruner)})
                 try:
                     self._train_run(
                         cfg, tracker, run_id, self.folder / "reeval" / f"{t.number}-seed{seed}"
