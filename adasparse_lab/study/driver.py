@@ -40,6 +40,7 @@ from adasparse_lab.pareto import hypervolume_2d, pareto_mask
 from adasparse_lab.study import space as space_mod
 from adasparse_lab.study.settings import StudySettings, parse_settings
 from adasparse_lab.study.storage import open_storage, recover_stale, worker_alive, worker_id
+from adasparse_lab.study.tell import tell_complete
 from adasparse_lab.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -259,13 +260,6 @@ class StudyRunner:
             # the final tell, a single storage write).
             trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))
             trial.set_user_attr("fit_s", round(self.last_fit_s, 3))
-            study.tell(trial, values)
-            log.info(
-                "trial %d: %s (%.1fs)",
-                trial.number,
-                ", ".join(f"{m}={v:.4f}" for m, v in zip(self.settings.metrics, values)),
-                time.perf_counter() - t0,
-            )
         except Exception as err:  # a failing trial never kills the study
             reason = f"{type(err).__name__}: {err}"[:2000]
             log.warning("trial %d failed: %s", trial.number, reason)
@@ -276,11 +270,15 @@ class StudyRunner:
             if run_id is not None:
                 tracker.set_tags(run_id, {"fail_reason": reason})
                 tracker.end_run(run_id, "FAILED")
+            return
         except BaseException:  # Ctrl-C: leave nothing RUNNING
             study.tell(trial, state=TrialState.FAIL)
             if run_id is not None:
                 tracker.end_run(run_id, "KILLED")
             raise
+        # Outside the try: an error raised by tell (a sampler's after_trial) is no trial failure.
+        tell_complete(study, trial, values)
+        log.info("trial %d: %s (%.1fs)", trial.number, values, time.perf_counter() - t0)
 
     # -- the loop -------------------------------------------------------------------------
     def _counts(self, study: optuna.Study) -> tuple[int, int, list[optuna.trial.FrozenTrial]]:
