@@ -76,3 +76,11 @@ def compact_tower(model: AdaSparseModel, domain_code: int) -> CompactTower:
 
 def compact_model(model: AdaSparseModel, domain_code: int) -> CompactModel:
     return CompactModel(model.embedding, compact_tower(model, domain_code)).eval()
+
+
+def serving_model(model: AdaSparseModel, domain_code: int) -> CompactModel | None:
+    """The network that serves a domain when its structure is static (the compacted net), or
+    None when masks depend on the sample (the masked model itself must serve)."""
+    if model.static is None and not (model.learns_masks and model.spec.inputs == "domain"):
+        return None
+    return compact_model(model, domain_code)
