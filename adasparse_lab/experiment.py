@@ -31,7 +31,7 @@ from adasparse_lab.data import PreparedData, Schema, prepare
 from adasparse_lab.errors import ConfigError, DataError
 from adasparse_lab.evaluation import Evaluation, evaluate
 from adasparse_lab.metrics import safe_name
-from adasparse_lab.models import AdaSparseModel, PrunerSpec
+from adasparse_lab.models import AdaSparseModel, PrunerSpec, StaticPruning
 from adasparse_lab.sparsity import BandSchedule, SparsityRegularizer
 from adasparse_lab.trainer import EpochRecord, FitResult, TrainSettings, fit
 
@@ -50,7 +50,10 @@ def _instantiate(node: DictConfig, key: str, **kwargs):
 
 
 def pruner_form(pruner_cfg: DictConfig) -> str:
-    """'fusion', 'binarization', 'scaling' (the gate class without 'Gate') or 'none'."""
+    """'fusion', 'binarization', 'scaling' (the gate class without 'Gate'), a pruning rival's
+    method ('magnitude', ...) or 'none'."""
+    if pruner_cfg.get("method"):
+        return str(pruner_cfg.method)
     gate = pruner_cfg.get("gate")
     return "none" if gate is None else gate._target_.rsplit(".", 1)[-1].removesuffix("Gate").lower()
 
@@ -76,14 +79,14 @@ def method_name(pruner_cfg: DictConfig) -> str:
 class Components:
     """Everything validated before any data is read or any step is trained."""
 
-    pruner: PrunerSpec | None
+    pruner: PrunerSpec | StaticPruning | None
     schedule: BandSchedule
     regularizer: SparsityRegularizer
     settings: TrainSettings
 
 
 def build_components(cfg: DictConfig) -> Components:
-    pruner = None if cfg.pruner.get("gate") is None else _instantiate(cfg.pruner, "pruner")
+    pruner = None if cfg.pruner.get("_target_") is None else _instantiate(cfg.pruner, "pruner")
     try:
         settings = TrainSettings(**OmegaConf.to_container(cfg.train, resolve=True))  # type: ignore[arg-type]
     except TypeError as err:
@@ -106,7 +109,7 @@ def build_data(data_cfg: DictConfig, cache_dir: str | None) -> PreparedData:
 
 
 def build_model(
-    model_cfg: DictConfig, data: PreparedData, pruner: PrunerSpec | None
+    model_cfg: DictConfig, data: PreparedData, pruner: PrunerSpec | StaticPruning | None
 ) -> AdaSparseModel:
     # The ??? sizes come from the data; the pruner object is passed after instantiation
     # (OmegaConf cannot merge a dataclass holding a union of gate types).

@@ -96,19 +96,18 @@ def _train_epoch(
     model, optimizer, regularizer, schedule, data, settings, state, bar
 ) -> tuple[float, float, int]:
     """One pass over the train split; returns (mean loss, mean regulariser, rows)."""
-    spec = model.spec
     loss_sum = torch.zeros((), device=state["device"])
     reg_sum = torch.zeros((), device=state["device"])
     steps = 0
     for batch in iterate(state["train"], settings.batch_size, shuffle=True, generator=state["gen"]):
         progress = state["step"] / state["total_steps"]
-        if spec is not None:
-            model.set_alpha(spec.alpha_at(progress))
+        band = schedule.band(progress)
+        model.before_step(progress, band)  # alpha annealing, or a rival's mask update
         out = model(batch.cat, batch.dense)
         loss = F.binary_cross_entropy_with_logits(out.logits, batch.label)
-        reg = regularizer.penalty(
-            out.keep, schedule.band(progress), regularizer.lambda_at(progress)
-        )
+        # Static masks have no gradient: the regulariser applies to learned pruners only.
+        keep = out.keep if model.learns_masks else []
+        reg = regularizer.penalty(keep, band, regularizer.lambda_at(progress))
         optimizer.zero_grad(set_to_none=True)
         (loss + reg).backward()
         optimizer.step()

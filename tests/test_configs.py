@@ -28,9 +28,15 @@ def test_every_pruner_builds_a_model(make_cfg, tiny_data, pruner):
         "binarization": BinarizationGate,
         "scaling": ScalingGate,
         "none": None,
+        "magnitude": "magnitude",
+        "domain_magnitude": "domain_magnitude",
+        "random": "random",
     }[pruner]
     if expected is None:
         assert parts.pruner is None and model.positions == []
+    elif isinstance(expected, str):  # a pruning rival: static masks, no learned pruner
+        assert parts.pruner.method == expected and model.positions == [1, 2]
+        assert model.static is not None and len(model.pruners) == 0
     else:
         assert isinstance(parts.pruner.gate, expected) and model.positions == [1, 2]
     assert model.widths[1:] == [32, 16]

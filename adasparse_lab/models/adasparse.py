@@ -15,6 +15,7 @@ from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.embedding import FieldEmbedding
 from adasparse_lab.models.flops import TowerShape
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
+from adasparse_lab.models.static_pruning import StaticMasks, StaticPruning
 
 PRUNER_INPUTS = ("hidden+domain", "domain")
 
@@ -24,7 +25,10 @@ class PrunerSpec:
     """A pruner variant. ``inputs``: 'hidden+domain' is the paper's [h^l ; e_d] (masks depend on
     the sample); 'domain' feeds e_d only, so each domain has one fixed sub-network that can be
     compacted. alpha rises linearly from alpha_start to alpha_end over the first
-    ``alpha_anneal`` fraction of training, then stays."""
+    ``alpha_anneal`` fraction of training, then stays. ``rank``: None for the paper's full
+    pruner (one Linear [H_l + d_e] -> H_l); r for a low-rank one ([H_l + d_e] -> r -> H_l, no
+    nonlinearity: a factorised Linear), which costs 2r(H_l + d_e + H_l) + H_l FLOPs instead
+    of 2(H_l + d_e)H_l + H_l."""
 
     gate: BinarizationGate | ScalingGate | FusionGate
     inputs: str = "hidden+domain"
@@ -33,8 +37,11 @@ class PrunerSpec:
     alpha_start: float = 0.1
     alpha_end: float = 5.0
     alpha_anneal: float = 0.8
+    rank: int | None = None
 
     def __post_init__(self) -> None:
+        if self.rank is not None and self.rank < 1:
+            raise ConfigError(f"pruner.rank={self.rank} must be a positive integer or null")
         if self.inputs not in PRUNER_INPUTS:
             raise ConfigError(f"pruner.inputs={self.inputs!r}; choose one of {list(PRUNER_INPUTS)}")
         if not 0 < self.alpha_start <= self.alpha_end:
@@ -58,8 +65,19 @@ class ModelOutput:
     pi: list[torch.Tensor]  # per masked position: [B, H_l], the applied weights
 
 
+def _pruner(in_dim: int, width: int, rank: int | None) -> nn.Module:
+    """The full pruner (one Linear) or its low-rank factorisation in_dim -> rank -> width."""
+    if rank is None:
+        return nn.Linear(in_dim, width)
+    return nn.Sequential(nn.Linear(in_dim, rank, bias=False), nn.Linear(rank, width))
+
+
 class AdaSparseModel(nn.Module):
-    """Embedding -> MLP with a pruner after each hidden layer (and optionally on h^0) -> logit."""
+    """Embedding -> MLP with a mask after each hidden layer (and optionally on h^0) -> logit.
+
+    The mask comes from a learned AdaSparse pruner (``PrunerSpec``) or from a pruning rival's
+    static per-domain masks (``StaticPruning``); with ``pruner=None`` it is the dense model.
+    """
 
     def __init__(
         self,
@@ -69,7 +87,7 @@ class AdaSparseModel(nn.Module):
         embedding_dim: int = 16,
         hidden_dims: tuple[int, ...] = (256, 128, 64),
         dropout: float = 0.0,
-        pruner: PrunerSpec | None = None,
+        pruner: PrunerSpec | StaticPruning | None = None,
     ) -> None:
         super().__init__()
         hidden_dims = tuple(hidden_dims)
@@ -92,31 +110,94 @@ class AdaSparseModel(nn.Module):
             self.positions: list[int] = []
         else:
             self.positions = ([0] if pruner.mask_input else []) + list(range(1, len(widths)))
-        paper_form = pruner is not None and pruner.inputs == "hidden+domain"
+        learned = isinstance(pruner, PrunerSpec)
+        paper_form = learned and pruner.inputs == "hidden+domain"
         self.pruners = nn.ModuleDict(
             {
-                str(p): nn.Linear(widths[p] + d_e if paper_form else d_e, widths[p])
-                for p in self.positions
+                str(p): _pruner(widths[p] + d_e if paper_form else d_e, widths[p], pruner.rank)
+                for p in (self.positions if learned else [])
             }
         )
+        # Static masks are indexed by the code of the domain field (the first domain field).
+        self.static = (
+            StaticMasks(
+                pruner, {p: widths[p] for p in self.positions}, vocab_sizes[domain_fields[0]]
+            )
+            if isinstance(pruner, StaticPruning)
+            else None
+        )
         # alpha is state: saved in the state dict, set only by the trainer's schedule.
-        self.register_buffer("alpha", torch.tensor(pruner.alpha_start if pruner else 1.0))
+        self.register_buffer("alpha", torch.tensor(pruner.alpha_start if learned else 1.0))
+
+    @property
+    def learns_masks(self) -> bool:
+        """True when the masks come from pruners trained through the sparsity regulariser."""
+        return isinstance(self.spec, PrunerSpec)
 
     def set_alpha(self, value: float) -> None:
         self.alpha.fill_(value)
 
+    def before_step(self, progress: float, band: tuple[float, float]) -> None:
+        """The trainer's hook before each training step: anneal alpha (AdaSparse) or move the
+        static masks towards the band centre (pruning rivals)."""
+        if isinstance(self.spec, PrunerSpec):
+            self.set_alpha(self.spec.alpha_at(progress))
+        elif self.static is not None:
+            self.static.step((band[0] + band[1]) / 2, self._mask_weights())
+
+    def _mask_weights(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per masked position: (the Linear producing it, or empty for h^0; the one reading it)."""
+        readers = [*self.layers, self.head]
+        return {
+            p: (
+                self.layers[p - 1].weight if p else self.head.weight.new_empty(0),
+                readers[p].weight,
+            )
+            for p in self.positions
+        }
+
     def tower_shape(self) -> TowerShape:
         spec = self.spec
+        learned = isinstance(spec, PrunerSpec)
         return TowerShape(
             widths=list(self.widths),
             masked=list(self.positions),
             pruner_in_domain_dim=self.embedding.domain_dim,
-            sample_dependent=spec is not None and spec.inputs == "hidden+domain",
-            zeros=spec is not None and spec.gate.has_zeros,
+            sample_dependent=learned and spec.inputs == "hidden+domain",
+            zeros=self.static is not None or (learned and spec.gate.has_zeros),
+            pruner_rank=spec.rank if learned else None,
         )
 
-    def _mask(self, pos: int, h: torch.Tensor, e_d: torch.Tensor, out: ModelOutput) -> torch.Tensor:
-        assert self.spec is not None
+    def domain_code(self, cat: torch.Tensor) -> torch.Tensor:
+        """[B] code of the domain field (the first domain-aware field)."""
+        return cat[:, self.embedding.order[0]]
+
+    @torch.no_grad()
+    def static_pi(self, domain_code: int) -> dict[int, torch.Tensor]:
+        """Per masked position, the fixed weights [H_p] that multiply that domain's neurons.
+        Only defined when masks depend on the domain alone (``inputs=domain`` or a rival)."""
+        if self.static is not None:
+            return {p: self.static.mask(p)[domain_code] for p in self.positions}
+        spec = self.spec
+        if not isinstance(spec, PrunerSpec) or spec.inputs != "domain":
+            raise ConfigError(
+                "compaction needs a static structure: pruner.inputs='domain' or a pruning rival "
+                "(paper-form masks vary per sample)"
+            )
+        if self.embedding.n_domain_fields != 1:
+            raise ConfigError("compaction needs exactly one domain-aware field (the domain column)")
+        emb = self.embedding
+        e_d = emb.table.weight[emb.offsets[int(emb.order[0])] + domain_code].unsqueeze(0)
+        return {p: spec.gate(self.pruners[str(p)](e_d), self.alpha).pi[0] for p in self.positions}
+
+    def _mask(self, pos: int, h: torch.Tensor, e_d: torch.Tensor, code, out) -> torch.Tensor:
+        if self.static is not None:
+            if self.training:
+                self.static.observe(pos, h, code)
+            keep = self.static.keep(pos, code)
+            out.keep.append(keep)
+            out.pi.append(keep)
+            return h * keep
         x = torch.cat([h, e_d], dim=1) if self.spec.inputs == "hidden+domain" else e_d
         gated = self.spec.gate(self.pruners[str(pos)](x), self.alpha)
         out.keep.append(gated.keep)
@@ -125,14 +206,15 @@ class AdaSparseModel(nn.Module):
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
         e_d, h = self.embedding(cat, dense)  # e_d [B, d_e], h [B, H_0]
-        if self.spec is not None and self.spec.stop_gradient:
+        if isinstance(self.spec, PrunerSpec) and self.spec.stop_gradient:
             e_d = e_d.detach()
+        code = self.domain_code(cat) if self.static is not None else None
         out = ModelOutput(logits=h.new_empty(0), keep=[], pi=[])
         if 0 in self.positions:
-            h = self._mask(0, h, e_d, out)
+            h = self._mask(0, h, e_d, code, out)
         for pos, layer in enumerate(self.layers, start=1):
             h = self.dropout(torch.relu(layer(h)))
             if pos in self.positions:
-                h = self._mask(pos, h, e_d, out)
+                h = self._mask(pos, h, e_d, code, out)
         out.logits = self.head(h).squeeze(-1)
         return out

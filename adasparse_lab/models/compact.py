@@ -1,4 +1,5 @@
-"""Physically smaller per-domain networks for the ``domain`` pruner input.
+"""Physically smaller per-domain networks for every static structure: the ``domain`` pruner
+input and the pruning rivals (magnitude, domain_magnitude, random).
 
 With masks that depend on the domain alone, each domain's pruned rows and columns can be
 sliced away and the surviving weights pi folded into the next layer, giving a plain MLP that
@@ -10,7 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.adasparse import AdaSparseModel
 
 
@@ -55,24 +55,10 @@ def _sliced(
 @torch.no_grad()
 def compact_tower(model: AdaSparseModel, domain_code: int) -> CompactTower:
     """Slice the tower for the domain whose domain-field code is ``domain_code``."""
-    spec = model.spec
-    if spec is None or spec.inputs != "domain":
-        raise ConfigError(
-            "compaction needs pruner.inputs='domain' (paper-form masks vary per sample)"
-        )
-    if model.embedding.n_domain_fields != 1:
-        raise ConfigError("compaction needs exactly one domain-aware field (the domain column)")
-    emb = model.embedding
-    field = int(emb.order[0])
-    e_d = emb.table.weight[emb.offsets[field] + domain_code].unsqueeze(0)  # [1, D]
-    keep: dict[int, torch.Tensor] = {}
-    scale: dict[int, torch.Tensor] = {}
-    for pos in model.positions:
-        pi = spec.gate(model.pruners[str(pos)](e_d), model.alpha).pi[0]
-        keep[pos] = torch.nonzero(pi != 0).flatten()
-        scale[pos] = pi[keep[pos]]
-
-    device = e_d.device
+    pis = model.static_pi(domain_code)  # raises ConfigError for sample-dependent masks
+    keep = {pos: torch.nonzero(pi != 0).flatten() for pos, pi in pis.items()}
+    scale = {pos: pis[pos][keep[pos]] for pos in pis}
+    device = model.head.weight.device
 
     def kept(pos: int) -> tuple[torch.Tensor, torch.Tensor]:
         if pos in keep:
@@ -90,3 +76,11 @@ def compact_tower(model: AdaSparseModel, domain_code: int) -> CompactTower:
 
 def compact_model(model: AdaSparseModel, domain_code: int) -> CompactModel:
     return CompactModel(model.embedding, compact_tower(model, domain_code)).eval()
+
+
+def serving_model(model: AdaSparseModel, domain_code: int) -> CompactModel | None:
+    """The network that serves a domain when its structure is static (the compacted net), or
+    None when masks depend on the sample (the masked model itself must serve)."""
+    if model.static is None and not (model.learns_masks and model.spec.inputs == "domain"):
+        return None
+    return compact_model(model, domain_code)

@@ -7,8 +7,10 @@ Not counted (identical in every variant): embedding lookups and the dense-featur
 - Paper form (pruner input [h^l ; e_d], ``sample_dependent``): a layer's outputs must all be
   computed before its mask is known, so a mask saves work only in the *next* layer; each
   pruner costs 2 (H_l + d_e) H_l + H_l. This can exceed the dense model, and it is reported.
-- Domain form: masks are fixed per domain, pruned rows and columns vanish, the pruner costs
-  nothing at serving time (its output is a constant folded into the weights).
+- Low-rank pruner ([h ; e_d] -> r -> H_l): 2 r (H_l + d_e) + 2 r H_l + H_l per layer.
+- Domain form and pruning rivals (static masks): masks are fixed per domain, pruned rows and
+  columns vanish, the pruner costs nothing at serving time (its output is a constant folded
+  into the weights).
 - A gate without zeros (scaling) saves nothing.
 """
 
@@ -26,6 +28,7 @@ class TowerShape:
     pruner_in_domain_dim: int  # d_e
     sample_dependent: bool  # paper form: pruners run online
     zeros: bool  # the gate can produce zeros
+    pruner_rank: int | None = None  # low-rank pruners; None = one full Linear
 
 
 @dataclass
@@ -45,6 +48,13 @@ def dense_flops(widths: list[int]) -> float:
     """The same tower with no pruner and nothing pruned."""
     dims = [*widths, 1]
     return float(sum(2 * a * b + b for a, b in zip(dims[:-1], dims[1:])))
+
+
+def pruner_flops(width: int, d_e: int, rank: int | None) -> float:
+    """One online pruner reading [h ; e_d] (width + d_e inputs) and writing ``width`` weights."""
+    if rank is None:
+        return float(2 * (width + d_e) * width + width)
+    return float(2 * rank * (width + d_e) + 2 * rank * width + width)
 
 
 def tower_flops(shape: TowerShape, kept: torch.Tensor) -> Flops:
@@ -67,6 +77,5 @@ def tower_flops(shape: TowerShape, kept: torch.Tensor) -> Flops:
     if shape.sample_dependent:
         d_e = shape.pruner_in_domain_dim
         for pos in shape.masked:
-            w = shape.widths[pos]
-            pruner += 2 * (w + d_e) * w + w
+            pruner += pruner_flops(shape.widths[pos], d_e, shape.pruner_rank)
     return Flops(matmul=matmul, bias=bias, pruner=pruner)

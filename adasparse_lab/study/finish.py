@@ -8,6 +8,7 @@ from pathlib import Path
 
 from adasparse_lab.report import build_report
 from adasparse_lab.study.driver import StudyOutcome, StudyRunner
+from adasparse_lab.study.matched import collect_cells, format_matched
 from adasparse_lab.study.summary import (
     format_pareto,
     pareto_table,
@@ -16,6 +17,8 @@ from adasparse_lab.study.summary import (
     write_pareto,
 )
 
+MATCHED_AT = (0.5, 0.8)  # FLOPs (or latency) ratios at which methods are ranked
+
 
 def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     s, tracker = outcome.settings, outcome.tracker
@@ -23,6 +26,9 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     table = pareto_table(outcome.pareto, s.metrics, domains, reeval_table(tracker))
     csv = write_pareto(table, outcome.folder)
     print(format_pareto(table, s.metrics, domains, reference_metrics(tracker)))
+    cells = collect_cells(outcome.study, tracker.client, tracker.experiment_id, s.metrics[-1])
+    if len({c.method for c in cells}) > 1:  # several methods: compare them at equal cost
+        print("\n" + format_matched(cells, MATCHED_AT, s.metrics[-1]))
     t0 = time.perf_counter()
     report = build_report([s.name], [outcome.storage_desc], Path(runner.base.paths.reports))
     files = [csv, report]

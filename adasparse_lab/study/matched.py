@@ -1,0 +1,152 @@
+"""Methods at matched cost: which method gives the best test AUC at a given FLOPs (or latency)
+ratio? Read from a study's storage (Optuna trials + their MLflow runs), so it can be printed for
+any finished or running study:
+
+    python -m adasparse_lab.study.matched study=rivals [studies=studies] [at=0.5,0.8]
+
+A *cell* is one setting of a method (a trial's parameters without ``seed``); its test AUC is the
+mean and standard deviation over every seed that ran it (grid seeds, re-evaluation seeds) and
+its cost the mean cost ratio. For each method and each anchor ratio the table shows the cell
+whose cost is nearest to the anchor (within ``tolerance``), so methods are compared at the
+same compute, not at the same nominal sparsity.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from adasparse_lab.errors import ConfigError
+
+AUC = "test/mean_domain_auc"
+
+
+@dataclass
+class Cell:
+    method: str
+    params: str  # the setting, without the seed
+    auc: list[float] = field(default_factory=list)
+    cost: list[float] = field(default_factory=list)
+
+    @property
+    def cost_mean(self) -> float:
+        return float(np.mean(self.cost))
+
+    def auc_text(self) -> str:
+        sd = f"±{np.std(self.auc, ddof=1):.4f}" if len(self.auc) > 1 else ""
+        return f"{np.mean(self.auc):.4f}{sd} (n={len(self.auc)})"
+
+
+def collect_cells(study: optuna.Study, client, experiment_id: str, cost: str) -> list[Cell]:
+    """Every COMPLETE trial and its re-evaluation runs, grouped by (method, setting)."""
+    cells: dict[tuple[str, str], Cell] = {}
+    by_trial: dict[int, Cell] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        setting = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t.params.items()) if k != "seed")
+        method = t.user_attrs.get("method", t.user_attrs.get("pruner_form", "?"))
+        cell = cells.setdefault((method, setting), Cell(method, setting))
+        by_trial[t.number] = cell
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id:
+            _add(cell, client.get_run(run_id).data.metrics, cost)
+    runs = client.search_runs(
+        [experiment_id], "attributes.status = 'FINISHED' and tags.kind != 'trial'", max_results=5000
+    )
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("kind") == "reeval" and int(tags.get("trial_number", -1)) in by_trial:
+            _add(by_trial[int(tags["trial_number"])], run.data.metrics, cost)
+        elif tags.get("kind") == "reference":
+            ref = cells.setdefault(("dense", "reference"), Cell("dense", "reference"))
+            _add(ref, run.data.metrics, cost)
+    return [c for c in cells.values() if c.auc]
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _add(cell: Cell, metrics: dict[str, float], cost: str) -> None:
+    value = metrics.get(cost, metrics.get(cost.split("/", 1)[-1]))
+    if AUC in metrics and value is not None and math.isfinite(value):
+        cell.auc.append(metrics[AUC])
+        cell.cost.append(value)
+
+
+def nearest(cells: list[Cell], anchor: float, tolerance: float) -> dict[str, Cell]:
+    """Per method, its cell with the cost nearest to ``anchor`` (if within ``tolerance``)."""
+    best: dict[str, Cell] = {}
+    for c in cells:
+        gap = abs(c.cost_mean - anchor)
+        if gap <= tolerance and (
+            c.method not in best or gap < abs(best[c.method].cost_mean - anchor)
+        ):
+            best[c.method] = c
+    return best
+
+
+def format_matched(
+    cells: list[Cell], anchors: Sequence[float], cost: str, tolerance: float = 0.15
+) -> str:
+    """One block per anchor: methods ranked by mean test AUC at about that cost."""
+    lines = [f"Methods at matched cost ({cost}; test mean per-domain AUC, mean±sd over seeds)"]
+    dense = [c for c in cells if c.method == "dense"]
+    if dense:
+        pooled = Cell(
+            "dense", "", [a for c in dense for a in c.auc], [x for c in dense for x in c.cost]
+        )
+        lines.append(f"  dense model: {pooled.auc_text()} at ratio {pooled.cost_mean:.3f}")
+    for anchor in anchors:
+        found = sorted(nearest(cells, anchor, tolerance).values(), key=lambda c: -np.mean(c.auc))
+        lines.append(f"at ratio ~{anchor:g} (nearest cell within ±{tolerance:g}):")
+        if not found:
+            lines.append("  (no method ran near this cost)")
+        for rank, c in enumerate(found, start=1):
+            lines.append(
+                f"  {rank:>2}. {c.method:<32}{c.auc_text():<28}ratio {c.cost_mean:.3f}  {c.params}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from adasparse_lab.study.storage import open_storage
+
+    args = dict(a.partition("=")[::2] for a in (sys.argv[1:] if argv is None else argv))
+    unknown = set(args) - {"study", "studies", "at", "cost", "tolerance"}
+    if unknown or not args.get("study"):
+        print(
+            "usage: python -m adasparse_lab.study.matched study=<name> [studies=studies] "
+            "[at=0.5,0.8] [cost=<objective>] [tolerance=0.15]",
+            file=sys.stderr,
+        )
+        return 2
+    name = args["study"]
+    folder = Path(args.get("studies", "studies"))
+    if not (folder / name).is_dir():
+        raise ConfigError(f"study={name!r}: no folder {folder / name}")
+    storage, _ = open_storage("auto", name, folder, 1)
+    study = optuna.load_study(study_name=name, storage=storage)
+    attrs = study.user_attrs
+    client = MlflowClient(tracking_uri=attrs["mlflow_uri"])
+    experiment = client.get_experiment_by_name(attrs.get("mlflow_experiment", name))
+    cost = args.get("cost") or study.metric_names[-1]
+    anchors = [float(x) for x in args.get("at", "0.5,0.8").split(",")]
+    cells = collect_cells(study, client, experiment.experiment_id, cost)
+    print(format_matched(cells, anchors, cost, float(args.get("tolerance", 0.15))))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
