@@ -1,5 +1,7 @@
 """Data layer: the synthetic generator, preparation, caching and batching."""
 
+import importlib
+
 import numpy as np
 import polars as pl
 import pytest
@@ -108,6 +110,109 @@ def test_prepare_encodes_oov_min_freq_normalises_and_caches(tmp_path, monkeypatc
     again = prepare(source, schema, tmp_path / "cache", min_freq=10)
     assert torch.equal(again.splits["val"].cat, data.splits["val"].cat)
     assert again.cache_path == data.cache_path
+
+
+class CountingSource:
+    """Wraps a source and counts its loads: a cached prepare must not load at all."""
+
+    def __init__(self, inner):
+        self.inner, self.loads = inner, 0
+
+    def load(self):
+        self.loads += 1
+        return self.inner.load()
+
+    def describe(self):
+        return self.inner.describe()
+
+
+def synthetic(split, n_rows=2000):
+    return SyntheticSource(split, n_rows=n_rows, n_users=50, n_items=40)
+
+
+class TestCacheKey:
+    """Everything that shapes the prepared data is in the cache key; nothing else is read."""
+
+    def test_second_prepare_reads_the_cache_without_calling_the_source(self, tmp_path):
+        first = CountingSource(synthetic(RandomSplit(seed=3)))
+        data = prepare(first, SCHEMA, tmp_path)
+        second = CountingSource(synthetic(RandomSplit(seed=3)))  # an equal config, new objects
+        again = prepare(second, SCHEMA, tmp_path)
+        assert (first.loads, second.loads) == (1, 0)
+        for split in ("train", "val", "test"):
+            assert torch.equal(again.splits[split].cat, data.splits[split].cat)
+            assert torch.equal(again.splits[split].label, data.splits[split].label)
+        assert again.domain_names == data.domain_names and again.vocab_sizes == data.vocab_sizes
+
+    @pytest.mark.parametrize(
+        "other",
+        [RandomSplit(seed=1), RandomSplit(val=0.2, test=0.1), RandomSplit(val=0.1, test=0.3)],
+        ids=["seed", "val-fraction", "test-fraction"],
+    )
+    def test_a_changed_random_split_prepares_a_different_split(self, tmp_path, other):
+        base = prepare(synthetic(RandomSplit(seed=0)), SCHEMA, tmp_path)
+        changed = prepare(synthetic(other), SCHEMA, tmp_path)
+        assert changed.cache_path != base.cache_path
+        fresh = prepare(synthetic(other), SCHEMA, None)  # what the changed config really gives
+        for split in ("train", "val", "test"):
+            assert torch.equal(changed.splits[split].label, fresh.splits[split].label)
+        assert not torch.equal(changed.splits["val"].p_true, base.splits["val"].p_true)
+
+    def test_a_changed_time_split_column_prepares_a_different_split(self, tmp_path):
+        n = 300
+        frame = small_table(n).with_columns(
+            t_up=pl.Series(np.arange(n)), t_down=pl.Series(np.arange(n)[::-1].copy())
+        )
+        frame.write_csv(tmp_path / "log.csv")
+        schema = Schema(label="y", domain="dom", categorical=("item",), dense=("t_up",))
+
+        def source(column):
+            return TabularSource(path=str(tmp_path / "log.csv"), split=TimeSplit(column))
+
+        up = prepare(source("t_up"), schema, tmp_path / "cache")
+        down = prepare(source("t_down"), schema, tmp_path / "cache")
+        # by t_up the test split is the last rows; by t_down the first ones
+        assert float(up.splits["test"].dense[:, 0].min()) > float(
+            up.splits["train"].dense[:, 0].max()
+        )
+        assert float(down.splits["test"].dense[:, 0].max()) < float(
+            down.splits["train"].dense[:, 0].min()
+        )
+
+    def test_a_changed_separator_is_not_served_from_the_cache(self, tmp_path):
+        small_table().write_csv(tmp_path / "log.csv", separator=";")
+        schema = Schema(label="y", domain="dom", categorical=("item",))
+        ok = TabularSource(path=str(tmp_path / "log.csv"), split=RandomSplit(), separator=";")
+        assert prepare(ok, schema, tmp_path / "cache").domain_names == ["a", "b"]
+        wrong = TabularSource(path=str(tmp_path / "log.csv"), split=RandomSplit(), separator=",")
+        with pytest.raises(DataError, match=r"log.csv .*missing column"):
+            prepare(wrong, schema, tmp_path / "cache")
+
+    def test_build_data_from_the_config_reads_the_cache_the_second_time(
+        self, make_cfg, monkeypatch
+    ):
+        from adasparse_lab.experiment import build_data
+
+        cfg = make_cfg("tracking=none", "synthetic.n_rows=3000")
+        calls = []
+        real_load = SyntheticSource.load
+        monkeypatch.setattr(
+            SyntheticSource, "load", lambda self: calls.append(1) or real_load(self)
+        )
+        first = build_data(cfg.data, cfg.paths.cache)
+        second = build_data(cfg.data, cfg.paths.cache)
+        assert len(calls) == 1
+        assert sum(len(split) for split in second.splits.values()) == 3000
+        assert torch.equal(first.splits["test"].cat, second.splits["test"].cat)
+
+    def test_a_new_encoding_version_ignores_old_caches(self, tmp_path, monkeypatch):
+        prepare_mod = importlib.import_module("adasparse_lab.data.prepare")  # not the function
+
+        old = prepare(synthetic(RandomSplit()), SCHEMA, tmp_path)
+        monkeypatch.setattr(prepare_mod, "ENCODING_VERSION", prepare_mod.ENCODING_VERSION + 1)
+        counting = CountingSource(synthetic(RandomSplit()))
+        new = prepare(counting, SCHEMA, tmp_path)
+        assert counting.loads == 1 and new.cache_path != old.cache_path
 
 
 def test_bad_input_messages(tmp_path):

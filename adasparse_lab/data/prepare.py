@@ -7,7 +7,10 @@ Encoding rules
   splits, so every evaluated domain has a name and an index (``domain_idx``, 0..K-1).
 - Dense features: signed log1p (optional), then standardised with train mean and std; nulls
   become 0 (the train mean).
-The result is cached under ``cache_dir/<hash of the data config>`` and reloaded on later runs.
+The result is cached under ``cache_dir/<hash>`` and reloaded on later runs. The hash covers
+everything that shapes the result: the source's description (synthetic spec or files by path,
+size and mtime, separator, the split and its seed/fractions/column), the schema, min_freq,
+dense_log1p and ``ENCODING_VERSION``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ from adasparse_lab.data.sources import SPLITS, RawData
 from adasparse_lab.errors import DataError
 
 log = logging.getLogger(__name__)
-PREP_VERSION = 1  # bump when the encoded layout changes: old caches are then ignored
+# Part of the cache key: bump it whenever the encoding rules or the cached layout change
+# (vocabulary order, OOV handling, dense normalisation, domain order, columns), so that old
+# caches are ignored instead of silently reused. 2: domain names in natural order.
+ENCODING_VERSION = 2
 
 
 @dataclass
@@ -72,7 +78,7 @@ class PreparedData:
 
 
 def config_hash(description: dict) -> str:
-    blob = json.dumps({"v": PREP_VERSION, **description}, sort_keys=True, default=str)
+    blob = json.dumps({"v": ENCODING_VERSION, **description}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

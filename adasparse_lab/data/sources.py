@@ -38,6 +38,9 @@ class RandomSplit:
             )
         self.val, self.test, self.seed = val, test, seed
 
+    def describe(self) -> dict:
+        return {"type": "RandomSplit", "val": self.val, "test": self.test, "seed": self.seed}
+
     def __call__(self, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
         # A stream of its own: the same integer seed in a generator must not line up with it.
         u = np.random.default_rng([self.seed, _SPLIT_STREAM]).random(frame.height)
@@ -60,6 +63,9 @@ class TimeSplit:
             )
         self.column, self.val, self.test = column, val, test
 
+    def describe(self) -> dict:
+        return {"type": "TimeSplit", "column": self.column, "val": self.val, "test": self.test}
+
     def __call__(self, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
         if self.column not in frame.columns:
             raise DataError(f"data.split.column {self.column!r} is not a column: {frame.columns}")
@@ -72,6 +78,15 @@ class TimeSplit:
             "val": ordered.slice(n_train, n_val),
             "test": ordered.slice(n_train + n_val),
         }
+
+
+def describe_split(split: object) -> dict:
+    """A splitter's parameters for the cache key; a user's own splitter without ``describe``
+    is described by its class and attributes."""
+    if hasattr(split, "describe"):
+        return split.describe()
+    cls = type(split)
+    return {"type": f"{cls.__module__}.{cls.__qualname__}", **vars(split)}
 
 
 class SyntheticSource:
@@ -91,7 +106,8 @@ class SyntheticSource:
         return RawData(frames=self.split(frame), domain_groups=self.spec.domain_groups())
 
     def describe(self) -> dict:
-        return asdict(self.spec)
+        """Everything that shapes the rows and their split (for the cache key)."""
+        return {**asdict(self.spec), "split": describe_split(self.split)}
 
 
 def read_table(path: str | Path, separator: str = ",") -> pl.DataFrame:
@@ -147,10 +163,13 @@ class TabularSource:
         )
 
     def describe(self) -> dict:
-        """Identify the inputs by path, size and modification time (for the cache key)."""
-        out: dict = {}
+        """Everything that shapes the rows (for the cache key): the inputs by path, size and
+        modification time, how they are read (separator) and split."""
+        out: dict = {"separator": self.separator}
         for key, p in [("path", self.path), *self.files.items()]:
             if p is not None:
                 st = Path(p).expanduser().stat()
                 out[key] = [str(Path(p).expanduser().resolve()), st.st_size, st.st_mtime_ns]
+        if self.path is not None:  # separate train/val/test files are not split
+            out["split"] = describe_split(self.split)
         return out
