@@ -4,7 +4,8 @@ Encoding rules
 - Categorical values seen in train at least ``min_freq`` times get codes 1..V (most frequent
   first); everything else, nulls and values unseen in train included, maps to 0 (OOV).
 - The domain column is a label set, not a learned feature: its vocabulary is the union of the
-  splits, so every evaluated domain has a name and an index (``domain_idx``, 0..K-1).
+  splits, so every evaluated domain has a name and an index (``domain_idx``, 0..K-1), in
+  natural order (``domain_order``: "2" before "10").
 - Dense features: signed log1p (optional), then standardised with train mean and std; nulls
   become 0 (the train mean).
 The result is cached under ``cache_dir/<hash>`` and reloaded on later runs. The hash covers
@@ -18,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import re
 import shutil
 import tempfile
 import time
@@ -82,6 +85,19 @@ def config_hash(description: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def domain_order(name: str) -> tuple:
+    """Sort key of domain names: numbers by value ("2" before "10"), other names with their
+    digit runs compared as numbers ("d2" before "d10"), numbers before other names."""
+    try:
+        value = float(name)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value):
+        return (0, value, name)
+    parts = re.split(r"(\d+)", name)  # text, digits, text, ...: odd positions are digit runs
+    return (1, tuple(int(p) if i % 2 else p for i, p in enumerate(parts)))
+
+
 def _vocab(train: pl.DataFrame, col: str, min_freq: int) -> pl.DataFrame:
     counts = train.get_column(col).drop_nulls().value_counts(name="n")
     kept = counts.filter(pl.col("n") >= min_freq).sort(["n", col], descending=[True, False])
@@ -120,7 +136,7 @@ def encode(raw: RawData, schema: Schema, min_freq: int, dense_log1p: bool) -> di
     all_domains = pl.concat(
         [raw.frames[s].get_column(schema.domain).cast(pl.String) for s in SPLITS]
     )
-    domain_names = sorted(all_domains.drop_nulls().unique().to_list())
+    domain_names = sorted(all_domains.drop_nulls().unique().to_list(), key=domain_order)
     domain_vocab = pl.DataFrame({schema.domain: domain_names}).with_row_index("code", offset=1)
 
     vocabs = {}
