@@ -28,6 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab.data import PreparedData, Schema, prepare
+from adasparse_lab.data.prepare import MAX_VOCAB
 from adasparse_lab.errors import ConfigError, DataError
 from adasparse_lab.evaluation import Evaluation, evaluate
 from adasparse_lab.metrics import safe_name
@@ -105,7 +106,14 @@ def build_data(data_cfg: DictConfig, cache_dir: str | None) -> PreparedData:
         schema = Schema.from_config(**OmegaConf.to_container(data_cfg.schema, resolve=True))  # type: ignore[arg-type]
     except TypeError as err:
         raise ConfigError(f"data.schema: {err}") from None
-    return prepare(source, schema, cache_dir, data_cfg.min_freq, data_cfg.dense_log1p)
+    return prepare(
+        source,
+        schema,
+        cache_dir,
+        data_cfg.min_freq,
+        data_cfg.dense_log1p,
+        max_vocab=data_cfg.get("max_vocab", MAX_VOCAB),
+    )
 
 
 def build_model(

@@ -6,6 +6,7 @@ Both are built from config with ``_target_``; preparation (``prepare.py``) encod
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from adasparse_lab.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 _SPLIT_STREAM = 0x5EED5917
+_DUPLICATED = re.compile(r"(.+)_duplicated_\d+")
 
 
 @dataclass(frozen=True)
@@ -111,16 +113,36 @@ class SyntheticSource:
 
 
 def read_table(path: str | Path, separator: str = ",") -> pl.DataFrame:
-    """Read a parquet or CSV file; a missing file is named in the error."""
+    """Read a parquet or CSV file. Whatever makes it unreadable (missing, empty, not UTF-8,
+    duplicate column names, no rows) is a DataError that names the file."""
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"data file does not exist: {p.resolve()}")
-    if p.suffix in (".parquet", ".pq"):
-        return pl.read_parquet(p)
-    if p.suffix in (".csv", ".tsv", ".txt"):
-        sep = "\t" if p.suffix == ".tsv" else separator
-        return pl.read_csv(p, separator=sep, infer_schema_length=10_000)
-    raise DataError(f"{p}: unknown file type {p.suffix!r}; use .parquet, .csv or .tsv")
+    if p.suffix not in (".parquet", ".pq", ".csv", ".tsv", ".txt"):
+        raise DataError(f"{p}: unknown file type {p.suffix!r}; use .parquet, .csv or .tsv")
+    sep = "\t" if p.suffix == ".tsv" else separator
+    try:
+        if p.suffix in (".parquet", ".pq"):
+            frame = pl.read_parquet(p)
+        else:
+            frame = pl.read_csv(p, separator=sep, infer_schema_length=10_000)
+    except pl.exceptions.NoDataError:
+        raise DataError(f"{p}: the file is empty (no header, no rows)") from None
+    except pl.exceptions.PolarsError as err:
+        if "utf-8" in str(err).lower():
+            raise DataError(
+                f"{p}: not valid UTF-8 ({err}); convert it first, e.g. iconv -f latin1 -t utf-8"
+            ) from None
+        raise DataError(f"{p}: cannot be read ({type(err).__name__}: {err})") from None
+    # polars renames a repeated CSV header name to <name>_duplicated_<k>
+    dupes = sorted(
+        {m[1] for c in frame.columns if (m := _DUPLICATED.fullmatch(c)) and m[1] in frame.columns}
+    )
+    if dupes:
+        raise DataError(f"{p}: duplicate column name(s) {dupes} in the header")
+    if frame.height == 0:
+        raise DataError(f"{p}: has a header but no rows")
+    return frame
 
 
 class TabularSource:
