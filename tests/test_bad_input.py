@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
@@ -307,3 +308,14 @@ def test_integer_ids_read_as_floats_in_one_file_keep_their_codes(tmp_path):
     codes = data.splits["val"].cat[:, 1]
     assert int((codes == 0).sum()) == 1  # only the null row is OOV
     assert data.splits["val"].cat[1:, 1].tolist() == data.splits["train"].cat[1:, 1].tolist()
+    # NaN in a float id column (parquet) is missing too, not an error
+    val.with_columns(item=pl.col("item").fill_null(float("nan"))).write_parquet(
+        tmp_path / "v.parquet"
+    )
+    source = TabularSource(
+        train=str(tmp_path / "train.csv"),
+        val=str(tmp_path / "v.parquet"),
+        test=str(tmp_path / "test.csv"),
+    )
+    again = prep(source, Schema(label="y", domain="dom", categorical=("item",)))
+    assert torch.equal(again.splits["val"].cat, data.splits["val"].cat)

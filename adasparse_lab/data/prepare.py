@@ -136,7 +136,7 @@ def _validated(raw: RawData, schema: Schema) -> dict[str, pl.DataFrame]:
         frame = raw.frames[name]
         schema.validate(frame, (raw.origins or {}).get(name, f"{name} split"))
         floats = [c for c in schema.categorical if frame.schema[c].is_float()]
-        frames[name] = frame.with_columns(pl.col(c).cast(pl.Int64) for c in floats)
+        frames[name] = frame.with_columns(pl.col(c).fill_nan(None).cast(pl.Int64) for c in floats)
     return frames
 
 

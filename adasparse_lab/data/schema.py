@@ -152,7 +152,7 @@ def _check_categorical(values: pl.Series, source: str) -> None:
     """Categories are labels or integer codes; a float with a fraction is a measurement."""
     if not values.dtype.is_float():
         return
-    x = values.drop_nulls()
+    x = values.drop_nulls().drop_nans()  # missing: the OOV code, like a null
     bad = x.filter(~x.is_finite() | (x != x.floor()))
     if bad.len():
         raise DataError(
