@@ -70,7 +70,9 @@ def test_first_trial_of_every_study_runs_on_real_data(shared, study, data):
         runner.validate()
         outcome = runner.run()
     trials = outcome.study.get_trials(deepcopy=False)
-    assert [t.state for t in trials] == [TrialState.COMPLETE]
+    # the first trial completes; a study's enqueued warm-start points may still wait
+    assert trials[0].state == TrialState.COMPLETE
+    assert all(t.state == TrialState.WAITING for t in trials[1:])
     auc, flops_ratio = trials[0].values  # 1 epoch on 2,100 rows: any finite AUC will do
     assert math.isfinite(auc) and 0.0 < auc < 1.0
     assert math.isfinite(flops_ratio) and flops_ratio > 0.0
