@@ -28,6 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab.data import PreparedData, Schema, prepare
+from adasparse_lab.data.prepare import MAX_VOCAB
 from adasparse_lab.errors import ConfigError, DataError
 from adasparse_lab.evaluation import Evaluation, evaluate
 from adasparse_lab.metrics import safe_name
@@ -105,7 +106,14 @@ def build_data(data_cfg: DictConfig, cache_dir: str | None) -> PreparedData:
         schema = Schema.from_config(**OmegaConf.to_container(data_cfg.schema, resolve=True))  # type: ignore[arg-type]
     except TypeError as err:
         raise ConfigError(f"data.schema: {err}") from None
-    return prepare(source, schema, cache_dir, data_cfg.min_freq, data_cfg.dense_log1p)
+    return prepare(
+        source,
+        schema,
+        cache_dir,
+        data_cfg.min_freq,
+        data_cfg.dense_log1p,
+        max_vocab=data_cfg.get("max_vocab", MAX_VOCAB),
+    )
 
 
 def build_model(
@@ -138,9 +146,19 @@ class RunResult:
     data: PreparedData
 
 
+def _train_pos_rate(data: PreparedData) -> np.ndarray:
+    """[K] positive rate of each domain's training rows (NaN for a domain without any)."""
+    train = data.splits["train"]
+    rows = np.bincount(train.domain.numpy(), minlength=data.n_domains)
+    pos = np.bincount(train.domain.numpy(), weights=train.label.numpy(), minlength=data.n_domains)
+    return np.divide(pos, rows, out=np.full(data.n_domains, np.nan), where=rows > 0)
+
+
 def domain_table(data: PreparedData, val: Evaluation, test: Evaluation) -> pl.DataFrame:
-    """Per-domain summary used by metrics.json, the printed table and the reports."""
+    """Per-domain summary used by metrics.json, the printed table and the reports. Every
+    count and rate names its split (train_rows, train_pos_rate, test_rows, test_pos_rate)."""
     train_rows = data.rows_per_domain("train")
+    train_pos = _train_pos_rate(data)
     rows = []
     val_by_name = {d.name: d for d in val.metrics.domains}
     test_by_name = {d.name: d for d in test.metrics.domains}
@@ -151,8 +169,9 @@ def domain_table(data: PreparedData, val: Evaluation, test: Evaluation) -> pl.Da
                 "domain": name,
                 "group": None if data.domain_groups is None else data.domain_groups.get(name),
                 "train_rows": int(train_rows[k]),
+                "train_pos_rate": None if np.isnan(train_pos[k]) else float(train_pos[k]),
                 "test_rows": tm.rows if tm else 0,
-                "pos_rate": tm.pos_rate if tm else None,
+                "test_pos_rate": tm.pos_rate if tm else None,
                 "val_auc": vm.auc if vm else None,
                 "test_auc": tm.auc if tm else None,
                 "test_logloss": tm.logloss if tm else None,
@@ -278,9 +297,10 @@ def epoch_logger(tracker, run_id: str):
 
 
 def format_summary(domains: pl.DataFrame, metrics: dict[str, float]) -> str:
-    """The per-domain table a run prints for its user."""
+    """The per-domain table a run prints for its user; each count and rate under its split."""
     has_oracle = domains["oracle_auc"].null_count() < domains.height
-    head = f"{'domain':<14}{'train rows':>11}{'pos rate':>9}{'val AUC':>9}{'test AUC':>9}"
+    head = f"{'domain':<14}{'train rows':>11}{'train pos':>10}{'test rows':>10}{'test pos':>9}"
+    head += f"{'val AUC':>9}{'test AUC':>9}"
     head += f"{'oracle':>8}{'gap':>7}" if has_oracle else ""
     head += f"{'sparsity':>9}{'FLOPs':>10}{'ratio':>7}"
     lines = [head, "-" * len(head)]
@@ -289,9 +309,9 @@ def format_summary(domains: pl.DataFrame, metrics: dict[str, float]) -> str:
         return "-" if x is None else format(x, spec)
 
     for r in domains.iter_rows(named=True):
-        line = (
-            f"{safe_name(r['domain'])[:13]:<14}{r['train_rows']:>11,}{fmt(r['pos_rate'], '.3f'):>9}"
-        )
+        line = f"{safe_name(r['domain'])[:13]:<14}{r['train_rows']:>11,}"
+        line += f"{fmt(r['train_pos_rate'], '.3f'):>10}{r['test_rows']:>10,}"
+        line += f"{fmt(r['test_pos_rate'], '.3f'):>9}"
         line += f"{fmt(r['val_auc']):>9}{fmt(r['test_auc']):>9}"
         if has_oracle:
             gap = (

@@ -116,9 +116,17 @@ def evaluate_scores(
     )
     if p_true is not None:
         frame = frame.with_columns(pl.Series("p_true", p_true.astype(np.float64)))
-    per_domain = _grouped_auc(frame, "logit", "domain").join(
-        frame.group_by("domain").agg(logloss=pl.col("loss").mean()), on="domain"
+    # Sums in a fixed order (bincount, fsum), not polars' parallel group-by sums, whose order
+    # varies between runs: the same seed must give bit-identical metrics.
+    counts = np.bincount(domain, minlength=len(domain_names))
+    loss_sum = np.bincount(domain, weights=frame["loss"].to_numpy(), minlength=len(domain_names))
+    logloss = pl.DataFrame(
+        {
+            "domain": np.flatnonzero(counts),
+            "logloss": (loss_sum / np.maximum(counts, 1))[counts > 0],
+        }
     )
+    per_domain = _grouped_auc(frame, "logit", "domain").join(logloss, on="domain")
     if p_true is not None:
         oracle = _grouped_auc(frame, "p_true", "domain").select("domain", oracle=pl.col("auc"))
         per_domain = per_domain.join(oracle, on="domain")
@@ -147,7 +155,7 @@ def evaluate_scores(
         per_user = _grouped_auc(frame.with_columns(pl.Series("user", user)), "logit", "user")
         valid = per_user.filter(pl.col("auc").is_not_null())
         if valid.height:
-            gauc = float((valid["auc"] * valid["n"]).sum() / valid["n"].sum())
+            gauc = math.fsum((valid["auc"] * valid["n"]).to_list()) / valid["n"].sum()
     overall = _grouped_auc(frame.with_columns(g=pl.lit(0)), "logit", "g")["auc"][0]
     return EvalMetrics(
         auc=float("nan") if overall is None else float(overall),

@@ -13,11 +13,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 FIXTURES = ROOT / "tests" / "fixtures"
 
-# A synthetic dataset small enough for unit tests but with every domain present in every split.
+# A synthetic dataset small enough for unit tests but with every domain present in every split
+# (the root `synthetic` block: other data configs ignore it), and a small model.
 TINY = [
-    "data.source.n_rows=20000",
-    "data.source.n_users=500",
-    "data.source.n_items=300",
+    "synthetic.n_rows=20000",
+    "synthetic.n_users=500",
+    "synthetic.n_items=300",
     "model.hidden_dims=[32,16]",
     "model.embedding_dim=8",
     "train.epochs=2",
@@ -28,8 +29,6 @@ TINY = [
 def compose_config(overrides: list[str], tmp: Path, tiny: bool = True) -> DictConfig:
     """Compose conf/config.yaml with overrides; every path points into ``tmp``."""
     shrink = TINY if tiny else []
-    if any(o.startswith("data=") and o != "data=synthetic" for o in overrides):
-        shrink = [o for o in shrink if not o.startswith("data.")]  # synthetic-only knobs
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[*shrink, *overrides], return_hydra_config=False)
     with open_dict(cfg):

@@ -243,9 +243,9 @@ def build_study(root: Path, spec: StudySpec | None = None) -> BuiltStudy:
         "parent_run_id": parent,
         "reference_run_id": ref_id,
         "config": OmegaConf.to_yaml(base, resolve=True),
-        "domains": ref.domains.select(
-            "domain", "group", "train_rows", "pos_rate", "oracle_auc"
-        ).to_dicts(),
+        "domains": ref.domains.rename({"train_pos_rate": "pos_rate"})
+        .select("domain", "group", "train_rows", "pos_rate", "oracle_auc")
+        .to_dicts(),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "platform": platform.platform(),

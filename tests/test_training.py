@@ -7,7 +7,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from adasparse_lab.experiment import build_components, build_data, build_model, train_and_evaluate
+from adasparse_lab.experiment import build_components, build_model, train_and_evaluate
 from adasparse_lab.train import run
 from adasparse_lab.trainer import NonFiniteLossError, fit
 
@@ -80,10 +80,3 @@ def test_same_seed_same_result_other_seed_other_init(make_cfg, tiny_data):
         runs[name] = result.metrics["val/mean_domain_auc"]
     assert runs["a"] == runs["b"]
     assert runs["a"] != runs["c"]
-
-
-def test_build_data_is_cached_between_runs(make_cfg):
-    cfg = make_cfg("tracking=none")
-    first = build_data(cfg.data, cfg.paths.cache)
-    second = build_data(cfg.data, cfg.paths.cache)
-    assert first.cache_path == second.cache_path and (first.cache_path / "meta.json").exists()

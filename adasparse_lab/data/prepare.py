@@ -4,10 +4,14 @@ Encoding rules
 - Categorical values seen in train at least ``min_freq`` times get codes 1..V (most frequent
   first); everything else, nulls and values unseen in train included, maps to 0 (OOV).
 - The domain column is a label set, not a learned feature: its vocabulary is the union of the
-  splits, so every evaluated domain has a name and an index (``domain_idx``, 0..K-1).
+  splits, so every evaluated domain has a name and an index (``domain_idx``, 0..K-1), in
+  natural order (``domain_order``: "2" before "10").
 - Dense features: signed log1p (optional), then standardised with train mean and std; nulls
   become 0 (the train mean).
-The result is cached under ``cache_dir/<hash of the data config>`` and reloaded on later runs.
+The result is cached under ``cache_dir/<hash>`` and reloaded on later runs. The hash covers
+everything that shapes the result: the source's description (synthetic spec or files by path,
+size and mtime, separator, the split and its seed/fractions/column), the schema, min_freq,
+dense_log1p and ``ENCODING_VERSION``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import re
 import shutil
 import tempfile
 import time
@@ -30,7 +36,13 @@ from adasparse_lab.data.sources import SPLITS, RawData
 from adasparse_lab.errors import DataError
 
 log = logging.getLogger(__name__)
-PREP_VERSION = 1  # bump when the encoded layout changes: old caches are then ignored
+# Part of the cache key: bump it whenever the encoding rules or the cached layout change
+# (vocabulary order, OOV handling, dense normalisation, domain order, columns), so that old
+# caches are ignored instead of silently reused. 2: domain names in natural order.
+ENCODING_VERSION = 2
+# Largest vocabulary of one categorical column: 10M ids x D=16 floats is 640 MB of embedding
+# (2 GB with Adam's moments); a column above it is refused with a message (data.max_vocab).
+MAX_VOCAB = 10_000_000
 
 
 @dataclass
@@ -72,8 +84,21 @@ class PreparedData:
 
 
 def config_hash(description: dict) -> str:
-    blob = json.dumps({"v": PREP_VERSION, **description}, sort_keys=True, default=str)
+    blob = json.dumps({"v": ENCODING_VERSION, **description}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def domain_order(name: str) -> tuple:
+    """Sort key of domain names: numbers by value ("2" before "10"), other names with their
+    digit runs compared as numbers ("d2" before "d10"), numbers before other names."""
+    try:
+        value = float(name)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value):
+        return (0, value, name)
+    parts = re.split(r"(\d+)", name)  # text, digits, text, ...: odd positions are digit runs
+    return (1, tuple(int(p) if i % 2 else p for i, p in enumerate(parts)))
 
 
 def _vocab(train: pl.DataFrame, col: str, min_freq: int) -> pl.DataFrame:
@@ -101,59 +126,93 @@ def _dense_matrix(frame: pl.DataFrame, cols: tuple[str, ...], log1p: bool) -> np
     return frame.select(exprs).to_numpy()
 
 
-def encode(raw: RawData, schema: Schema, min_freq: int, dense_log1p: bool) -> dict:
-    """Encode raw frames into numpy arrays per split plus vocabulary metadata."""
+def _validated(raw: RawData, schema: Schema) -> dict[str, pl.DataFrame]:
+    """Every split checked against the schema; integral float codes (an id column typed as
+    float in one file because of a null: 1.0) cast to Int64, so they match the other files."""
+    frames = {}
     for name in SPLITS:
         if name not in raw.frames:
             raise DataError(f"data source gave no {name!r} split (got {sorted(raw.frames)})")
-        origin = (raw.origins or {}).get(name, f"{name} split")
-        schema.validate(raw.frames[name], origin)
-        if raw.frames[name].height == 0:
-            raise DataError(f"the {name} split is empty")
-    train = raw.frames["train"]
-    all_domains = pl.concat(
-        [raw.frames[s].get_column(schema.domain).cast(pl.String) for s in SPLITS]
-    )
-    domain_names = sorted(all_domains.drop_nulls().unique().to_list())
-    domain_vocab = pl.DataFrame({schema.domain: domain_names}).with_row_index("code", offset=1)
+        frame = raw.frames[name]
+        schema.validate(frame, (raw.origins or {}).get(name, f"{name} split"))
+        floats = [c for c in schema.categorical if frame.schema[c].is_float()]
+        frames[name] = frame.with_columns(pl.col(c).fill_nan(None).cast(pl.Int64) for c in floats)
+    return frames
 
-    vocabs = {}
+
+def _vocabularies(
+    frames: dict[str, pl.DataFrame],
+    schema: Schema,
+    min_freq: int,
+    max_vocab: int | None,
+    origin: str,
+) -> dict[str, pl.DataFrame]:
+    """Per categorical column, its vocabulary (codes 1..V); the domain's spans every split."""
+    all_domains = pl.concat([frames[s].get_column(schema.domain).cast(pl.String) for s in SPLITS])
+    domain_names = sorted(all_domains.unique().to_list(), key=domain_order)
+    vocabs = {
+        schema.domain: pl.DataFrame({schema.domain: domain_names}).with_row_index("code", offset=1)
+    }
     for col in schema.categorical:
         if col == schema.domain:
-            vocabs[col] = domain_vocab
-        else:
-            vocabs[col] = _vocab(train, col, min_freq)
-    dense_train = _dense_matrix(train, schema.dense, dense_log1p)
+            continue
+        vocabs[col] = _vocab(frames["train"], col, min_freq)
+        if max_vocab is not None and vocabs[col].height > max_vocab:
+            raise DataError(
+                f"{origin}: categorical column {col!r} has {vocabs[col].height} distinct values "
+                f"in train, above data.max_vocab={max_vocab} (its embedding table would not fit "
+                "in memory): raise data.min_freq, hash the column into fewer buckets, or raise "
+                "data.max_vocab"
+            )
+    return vocabs
+
+
+def _encode_split(
+    frame: pl.DataFrame, schema: Schema, vocabs: dict, scale: tuple, dense_log1p: bool
+) -> pl.DataFrame:
+    """One split as codes (c0..), standardised dense (x0..), label, domain index, user, p_true."""
+    frame = frame.with_columns(pl.col(schema.domain).cast(pl.String))
+    cols = {f"c{i}": _encode_column(frame, c, vocabs[c]) for i, c in enumerate(schema.categorical)}
+    mean, std = scale
+    dense = (_dense_matrix(frame, schema.dense, dense_log1p) - mean) / std
+    table = pl.DataFrame(cols).with_columns(
+        label=frame.get_column(schema.label).cast(pl.Float32),
+        domain=cols[f"c{schema.categorical.index(schema.domain)}"] - 1,
+    )
+    for j in range(dense.shape[1]):
+        col = np.nan_to_num(dense[:, j], nan=0.0).astype(np.float32)  # missing: the train mean
+        table = table.with_columns(pl.Series(f"x{j}", col))
+    if schema.user is not None:
+        table = table.with_columns(
+            user=frame.get_column(schema.user).hash().reinterpret(signed=True)
+        )
+    if "p_true" in frame.columns:
+        table = table.with_columns(p_true=frame.get_column("p_true").cast(pl.Float64))
+    return table
+
+
+def encode(
+    raw: RawData,
+    schema: Schema,
+    min_freq: int,
+    dense_log1p: bool,
+    max_vocab: int | None = None,
+) -> dict:
+    """Encode raw frames into tables of codes per split plus vocabulary metadata."""
+    frames = _validated(raw, schema)
+    train_origin = (raw.origins or {}).get("train", "train split")
+    vocabs = _vocabularies(frames, schema, min_freq, max_vocab, train_origin)
+    dense_train = _dense_matrix(frames["train"], schema.dense, dense_log1p)
     mean = np.nanmean(dense_train, axis=0) if dense_train.size else np.zeros(0)
     std = np.nanstd(dense_train, axis=0) if dense_train.size else np.zeros(0)
     std = np.where(std > 0, std, 1.0)
-
-    out: dict = {"splits": {}, "domain_names": domain_names}
-    out["vocab_sizes"] = [vocabs[c].height + 1 for c in schema.categorical]
-    for name in SPLITS:
-        frame = raw.frames[name]
-        frame = frame.with_columns(pl.col(schema.domain).cast(pl.String))
-        if frame.get_column(schema.domain).null_count():
-            raise DataError(f"{name} split: domain column {schema.domain!r} has nulls")
-        cols = {
-            f"c{i}": _encode_column(frame, c, vocabs[c]) for i, c in enumerate(schema.categorical)
-        }
-        dense = (_dense_matrix(frame, schema.dense, dense_log1p) - mean) / std
-        table = pl.DataFrame(cols).with_columns(
-            label=frame.get_column(schema.label).cast(pl.Float32),
-            domain=cols[f"c{schema.categorical.index(schema.domain)}"] - 1,
-        )
-        for j in range(dense.shape[1]):
-            col = np.nan_to_num(dense[:, j], nan=0.0).astype(np.float32)
-            table = table.with_columns(pl.Series(f"x{j}", col))
-        if schema.user is not None:
-            table = table.with_columns(
-                user=frame.get_column(schema.user).hash().reinterpret(signed=True)
-            )
-        if "p_true" in frame.columns:
-            table = table.with_columns(p_true=frame.get_column("p_true").cast(pl.Float64))
-        out["splits"][name] = table
-    return out
+    return {
+        "splits": {
+            s: _encode_split(frames[s], schema, vocabs, (mean, std), dense_log1p) for s in SPLITS
+        },
+        "domain_names": vocabs[schema.domain].get_column(schema.domain).to_list(),
+        "vocab_sizes": [vocabs[c].height + 1 for c in schema.categorical],
+    }
 
 
 def _to_tensors(table: pl.DataFrame, n_cat: int, n_dense: int) -> TensorSplit:
@@ -197,6 +256,7 @@ def prepare(
     cache_dir: str | Path | None,
     min_freq: int = 1,
     dense_log1p: bool = True,
+    max_vocab: int | None = MAX_VOCAB,
 ) -> PreparedData:
     """Load from cache when the data config is unchanged, else encode and write the cache."""
     description = {
@@ -216,7 +276,7 @@ def prepare(
     else:
         t0 = time.perf_counter()
         raw = source.load()
-        enc = encode(raw, schema, min_freq, dense_log1p)
+        enc = encode(raw, schema, min_freq, dense_log1p, max_vocab)
         tables = enc["splits"]
         meta = {
             "vocab_sizes": enc["vocab_sizes"],

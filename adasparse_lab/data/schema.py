@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from adasparse_lab.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,23 +89,74 @@ class Schema:
 
     def validate(self, frame: pl.DataFrame, source: str) -> None:
         """Fail with a message naming the column and the file when the table is unusable."""
+        if frame.height == 0:
+            raise DataError(f"{source}: no rows")
         missing = [c for c in self.required_columns if c not in frame.columns]
         if missing:
-            raise DataError(f"{source}: missing column(s) {missing}; the file has {frame.columns}")
-        labels = frame.get_column(self.label)
-        if labels.null_count():
+            hint = " (one column: is data.source.separator right?)" if frame.width == 1 else ""
             raise DataError(
-                f"{source}: label column {self.label!r} has {labels.null_count()} nulls"
+                f"{source}: missing column(s) {missing}; the file has {frame.columns}{hint}"
             )
-        bad = frame.filter(~pl.col(self.label).cast(pl.Float64, strict=False).is_in([0.0, 1.0]))
-        if bad.height:
-            examples = bad.get_column(self.label).unique().head(5).to_list()
+        _check_label(frame.get_column(self.label), source)
+        nulls = frame.get_column(self.domain).null_count()
+        if nulls:
             raise DataError(
-                f"{source}: label column {self.label!r} must hold only 0 and 1; "
-                f"found {bad.height} other rows, e.g. {examples}"
+                f"{source}: domain column {self.domain!r} has {nulls} nulls (every row needs one)"
             )
         for col in self.dense:
-            if not frame.schema[col].is_numeric():
-                raise DataError(
-                    f"{source}: dense column {col!r} is {frame.schema[col]}, not numeric"
-                )
+            _check_dense(frame.get_column(col), source)
+        for col in self.categorical:
+            _check_categorical(frame.get_column(col), source)
+
+
+def _check_label(labels: pl.Series, source: str) -> None:
+    if labels.null_count():
+        raise DataError(f"{source}: label column {labels.name!r} has {labels.null_count()} nulls")
+    # A value that is no number ('yes') casts to null: it is bad too, not dropped.
+    ok = labels.cast(pl.Float64, strict=False).is_in([0.0, 1.0]).fill_null(False)
+    bad = labels.filter(~ok)
+    if bad.len():
+        raise DataError(
+            f"{source}: label column {labels.name!r} must hold only 0 and 1; "
+            f"found {bad.len()} other rows, e.g. {bad.unique().sort().head(5).to_list()}"
+        )
+
+
+def _check_dense(values: pl.Series, source: str) -> None:
+    """Numeric, finite; missing values (null, NaN) are allowed but said: they become the
+    train mean."""
+    name = values.name
+    if values.null_count() == values.len():  # an all-empty CSV column is read as String
+        raise DataError(f"{source}: dense column {name!r} has no values")
+    if not values.dtype.is_numeric():
+        raise DataError(f"{source}: dense column {name!r} is {values.dtype}, not numeric")
+    x = values.cast(pl.Float64)
+    n_inf = int(x.is_infinite().sum())
+    if n_inf:
+        raise DataError(
+            f"{source}: dense column {name!r} has {n_inf} infinite value(s); replace or clip them"
+        )
+    n_missing = x.null_count() + int(x.is_nan().sum())
+    if n_missing == x.len():
+        raise DataError(f"{source}: dense column {name!r} has no values (all NaN)")
+    if n_missing:
+        log.warning(
+            "%s: dense column %r has %d missing or NaN value(s); they are set to the train mean",
+            source,
+            name,
+            n_missing,
+        )
+
+
+def _check_categorical(values: pl.Series, source: str) -> None:
+    """Categories are labels or integer codes; a float with a fraction is a measurement."""
+    if not values.dtype.is_float():
+        return
+    x = values.drop_nulls().drop_nans()  # missing: the OOV code, like a null
+    bad = x.filter(~x.is_finite() | (x != x.floor()))
+    if bad.len():
+        raise DataError(
+            f"{source}: categorical column {values.name!r} holds non-integer numbers "
+            f"(e.g. {bad.unique().sort().head(3).to_list()}); list a measurement under "
+            "data.schema.dense, or bucket it into integer codes first"
+        )

@@ -6,6 +6,7 @@ Both are built from config with ``_target_``; preparation (``prepare.py``) encod
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from adasparse_lab.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 _SPLIT_STREAM = 0x5EED5917
+_DUPLICATED = re.compile(r"(.+)_duplicated_\d+")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class RandomSplit:
                 f"data.split: val={val} and test={test} must be in (0,1) with sum < 1"
             )
         self.val, self.test, self.seed = val, test, seed
+
+    def describe(self) -> dict:
+        return {"type": "RandomSplit", "val": self.val, "test": self.test, "seed": self.seed}
 
     def __call__(self, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
         # A stream of its own: the same integer seed in a generator must not line up with it.
@@ -60,6 +65,9 @@ class TimeSplit:
             )
         self.column, self.val, self.test = column, val, test
 
+    def describe(self) -> dict:
+        return {"type": "TimeSplit", "column": self.column, "val": self.val, "test": self.test}
+
     def __call__(self, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
         if self.column not in frame.columns:
             raise DataError(f"data.split.column {self.column!r} is not a column: {frame.columns}")
@@ -72,6 +80,15 @@ class TimeSplit:
             "val": ordered.slice(n_train, n_val),
             "test": ordered.slice(n_train + n_val),
         }
+
+
+def describe_split(split: object) -> dict:
+    """A splitter's parameters for the cache key; a user's own splitter without ``describe``
+    is described by its class and attributes."""
+    if hasattr(split, "describe"):
+        return split.describe()
+    cls = type(split)
+    return {"type": f"{cls.__module__}.{cls.__qualname__}", **vars(split)}
 
 
 class SyntheticSource:
@@ -91,20 +108,41 @@ class SyntheticSource:
         return RawData(frames=self.split(frame), domain_groups=self.spec.domain_groups())
 
     def describe(self) -> dict:
-        return asdict(self.spec)
+        """Everything that shapes the rows and their split (for the cache key)."""
+        return {**asdict(self.spec), "split": describe_split(self.split)}
 
 
 def read_table(path: str | Path, separator: str = ",") -> pl.DataFrame:
-    """Read a parquet or CSV file; a missing file is named in the error."""
+    """Read a parquet or CSV file. Whatever makes it unreadable (missing, empty, not UTF-8,
+    duplicate column names, no rows) is a DataError that names the file."""
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"data file does not exist: {p.resolve()}")
-    if p.suffix in (".parquet", ".pq"):
-        return pl.read_parquet(p)
-    if p.suffix in (".csv", ".tsv", ".txt"):
-        sep = "\t" if p.suffix == ".tsv" else separator
-        return pl.read_csv(p, separator=sep, infer_schema_length=10_000)
-    raise DataError(f"{p}: unknown file type {p.suffix!r}; use .parquet, .csv or .tsv")
+    if p.suffix not in (".parquet", ".pq", ".csv", ".tsv", ".txt"):
+        raise DataError(f"{p}: unknown file type {p.suffix!r}; use .parquet, .csv or .tsv")
+    sep = "\t" if p.suffix == ".tsv" else separator
+    try:
+        if p.suffix in (".parquet", ".pq"):
+            frame = pl.read_parquet(p)
+        else:
+            frame = pl.read_csv(p, separator=sep, infer_schema_length=10_000)
+    except pl.exceptions.NoDataError:
+        raise DataError(f"{p}: the file is empty (no header, no rows)") from None
+    except pl.exceptions.PolarsError as err:
+        if "utf-8" in str(err).lower():
+            raise DataError(
+                f"{p}: not valid UTF-8 ({err}); convert it first, e.g. iconv -f latin1 -t utf-8"
+            ) from None
+        raise DataError(f"{p}: cannot be read ({type(err).__name__}: {err})") from None
+    # polars renames a repeated CSV header name to <name>_duplicated_<k>
+    dupes = sorted(
+        {m[1] for c in frame.columns if (m := _DUPLICATED.fullmatch(c)) and m[1] in frame.columns}
+    )
+    if dupes:
+        raise DataError(f"{p}: duplicate column name(s) {dupes} in the header")
+    if frame.height == 0:
+        raise DataError(f"{p}: has a header but no rows")
+    return frame
 
 
 class TabularSource:
@@ -147,10 +185,13 @@ class TabularSource:
         )
 
     def describe(self) -> dict:
-        """Identify the inputs by path, size and modification time (for the cache key)."""
-        out: dict = {}
+        """Everything that shapes the rows (for the cache key): the inputs by path, size and
+        modification time, how they are read (separator) and split."""
+        out: dict = {"separator": self.separator}
         for key, p in [("path", self.path), *self.files.items()]:
             if p is not None:
                 st = Path(p).expanduser().stat()
                 out[key] = [str(Path(p).expanduser().resolve()), st.st_size, st.st_mtime_ns]
+        if self.path is not None:  # separate train/val/test files are not split
+            out["split"] = describe_split(self.split)
         return out
