@@ -145,7 +145,8 @@ def evaluate_scores(
     gauc = None
     if user is not None:
         per_user = _grouped_auc(frame.with_columns(pl.Series("user", user)), "logit", "user")
-        valid = per_user.filter(pl.col("auc").is_not_null())
+        # sorted: group_by's order depends on threads, and a float sum on its order
+        valid = per_user.filter(pl.col("auc").is_not_null()).sort("user")
         if valid.height:
             gauc = float((valid["auc"] * valid["n"]).sum() / valid["n"].sum())
     overall = _grouped_auc(frame.with_columns(g=pl.lit(0)), "logit", "g")["auc"][0]
