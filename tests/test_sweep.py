@@ -276,7 +276,7 @@ def test_every_shipped_study_validates(tmp_path, name):
         runner = StudyRunner(base, lambda extra: compose("config", overrides=[*overrides, *extra]))
         runner.validate()  # paths exist, choices compose, range ends accepted by the config
     assert runner.settings.name == name and runner.params
-    assert runner.settings.metrics == ["val/mean_domain_auc", "flops/ratio"]
+    assert runner.settings.metrics == ["val/mean_domain_auc", "val/flops/ratio"]
     if runner.settings.grid:  # a grid study's budget is its grid
         from adasparse_lab.study.space import grid
 
