@@ -129,8 +129,8 @@ def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypat
             r"study.space.form: choice 'magic'",
         ),
         (
-            ["+study.space.eps={path:pruner.gate.eps,type:float,low:0.1,high:1.5}"],
-            r"study.space.eps: value 1.5 is rejected",
+            ["+study.space.eps={path:pruner.gate.eps,type:float,low:0.1,high:2.5}"],
+            r"study.space.eps: value 2.5 is rejected",  # fusion: eps in (0, beta=2)
         ),
         (
             ["study.objectives=[{metric:val/mean_domain_auc,direction:up}]"],
