@@ -96,6 +96,14 @@ def _logloss(label: np.ndarray, logit: np.ndarray) -> np.ndarray:
     return np.maximum(logit, 0) - logit * label + np.log1p(np.exp(-np.abs(logit)))
 
 
+def _domain_logloss(domain: np.ndarray, loss: np.ndarray) -> pl.DataFrame:
+    """Mean loss per domain, summed in row order: a polars group_by mean sums in a
+    thread-dependent order, so its last bits change from call to call."""
+    codes, inverse = np.unique(domain.astype(np.int64), return_inverse=True)
+    mean = np.bincount(inverse, weights=loss) / np.bincount(inverse)
+    return pl.DataFrame({"domain": codes, "logloss": mean})
+
+
 def evaluate_scores(
     label: np.ndarray,
     logit: np.ndarray,
@@ -117,7 +125,7 @@ def evaluate_scores(
     if p_true is not None:
         frame = frame.with_columns(pl.Series("p_true", p_true.astype(np.float64)))
     per_domain = _grouped_auc(frame, "logit", "domain").join(
-        frame.group_by("domain").agg(logloss=pl.col("loss").mean()), on="domain"
+        _domain_logloss(domain, frame["loss"].to_numpy()), on="domain"
     )
     if p_true is not None:
         oracle = _grouped_auc(frame, "p_true", "domain").select("domain", oracle=pl.col("auc"))
@@ -152,7 +160,7 @@ def evaluate_scores(
     overall = _grouped_auc(frame.with_columns(g=pl.lit(0)), "logit", "g")["auc"][0]
     return EvalMetrics(
         auc=float("nan") if overall is None else float(overall),
-        logloss=float(frame["loss"].mean()),
+        logloss=float(np.mean(frame["loss"].to_numpy())),
         mean_domain_auc=float(np.mean(aucs)) if aucs else math.nan,
         domains=domains,
         gauc=gauc,

@@ -94,3 +94,4 @@ def test_metrics_are_bit_identical_across_calls():
     user, domain = rng.integers(0, 2000, n), rng.integers(0, 3, n)
     runs = [evaluate_scores(label, logit, domain, ["a", "b", "c"], user=user) for _ in range(30)]
     assert len({(m.gauc, m.auc, m.logloss, m.mean_domain_auc) for m in runs}) == 1
+    assert len({tuple(d.logloss for d in m.domains) for m in runs}) == 1

@@ -163,9 +163,9 @@ def test_same_seed_same_result_other_seed_other_init(make_cfg, tiny_data):
     runs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         result = train_and_evaluate(make_cfg("tracking=none", f"seed={seed}"), data=tiny_data)
-        runs[name] = result.metrics["val/mean_domain_auc"]
-    assert runs["a"] == runs["b"]
-    assert runs["a"] != runs["c"]
+        runs[name] = {k: v for k, v in result.metrics.items() if k != "fit_seconds"}
+    assert runs["a"] == runs["b"]  # every number, bit for bit (GAUC included)
+    assert runs["a"]["val/mean_domain_auc"] != runs["c"]["val/mean_domain_auc"]
 
 
 def test_build_data_is_cached_between_runs(make_cfg):
