@@ -157,9 +157,7 @@ def domain_table(data: PreparedData, val: Evaluation, test: Evaluation) -> pl.Da
                 "test_auc": tm.auc if tm else None,
                 "test_logloss": tm.logloss if tm else None,
                 "oracle_auc": tm.oracle_auc if tm else None,
-                "sparsity": float(np.nanmean(test.sparsity.ratio[k]))
-                if test.sparsity.positions
-                else 0.0,
+                "sparsity": float(test.sparsity.domain_overall()[k]),
                 "flops": float(test.flops.per_domain[k]),
                 "flops_ratio": float(test.flops.per_domain[k] / test.flops.dense),
             }

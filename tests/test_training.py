@@ -96,6 +96,9 @@ def test_band_is_reached_by_the_ratio_the_regulariser_targets(make_cfg, tiny_dat
         r = float(zero_fraction(k))  # float32 mean; the report accumulates in float64
         assert result.metrics[f"val/sparsity/l{pos}"] == pytest.approx(r, abs=1e-6)
         assert 0.3 - 0.03 <= r <= 0.4 + 0.03, (pos, r)
+    # domains.csv (test split) uses the metrics' definition: zeros over rows and neurons
+    overall = [result.metrics[f"test/sparsity/{d}/overall"] for d in tiny_data.domain_names]
+    assert result.domains["sparsity"].to_list() == overall
 
 
 def test_every_number_names_its_split(make_cfg, tiny_data):
