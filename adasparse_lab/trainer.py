@@ -133,7 +133,11 @@ def _checked_schedule(model: AdaSparseModel, schedule: BandSchedule | None) -> B
     never zeroes, so its penalty would be a constant without gradient) is ignored, loudly."""
     spec = model.spec
     gate = getattr(spec, "gate", None)
-    pruner = f"pruner.gate={type(gate).__name__}" if gate else f"pruner={spec}"
+    pruner = (
+        f"pruner.gate={type(gate).__name__}"
+        if gate
+        else f"pruner.method={getattr(spec, 'method', None)}"
+    )
     if model.tower_shape().zeros and schedule is None:
         raise ConfigError(
             f"fit(): the model's masks can zero neurons ({pruner}) but no target-sparsity "
