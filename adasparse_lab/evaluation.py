@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,9 @@ from adasparse_lab.data.prepare import PreparedData
 from adasparse_lab.metrics import EvalMetrics, evaluate_scores, safe_name
 from adasparse_lab.models.adasparse import AdaSparseModel
 from adasparse_lab.models.flops import dense_flops, tower_flops
+
+log = logging.getLogger(__name__)
+FLOPS_AGGREGATES = ("dense", "mean", "ratio")  # <split>/flops/<these> are not domains
 
 
 @dataclass
@@ -103,7 +107,14 @@ class Evaluation:
         out = self.metrics.as_dict(prefix)
         out.update(self.sparsity.as_dict(prefix, names))
         for k, name in enumerate(names):
-            out[f"{prefix}/flops/{name}"] = float(self.flops.per_domain[k])
+            if name in FLOPS_AGGREGATES:
+                log.warning(
+                    "domain %r: its FLOPs share the name %s/flops/%s with the split's "
+                    "aggregate; reported only as %s/flops_ratio/%s",
+                    name, prefix, name, prefix, name,
+                )  # fmt: skip
+            else:
+                out[f"{prefix}/flops/{name}"] = float(self.flops.per_domain[k])
             out[f"{prefix}/flops_ratio/{name}"] = float(self.flops.per_domain[k] / self.flops.dense)
         out[f"{prefix}/flops/dense"] = self.flops.dense
         out[f"{prefix}/flops/mean"] = self.flops.overall

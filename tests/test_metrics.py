@@ -95,3 +95,20 @@ def test_metrics_are_bit_identical_across_calls():
     runs = [evaluate_scores(label, logit, domain, ["a", "b", "c"], user=user) for _ in range(30)]
     assert len({(m.gauc, m.auc, m.logloss, m.mean_domain_auc) for m in runs}) == 1
     assert len({tuple(d.logloss for d in m.domains) for m in runs}) == 1
+
+
+def test_a_domain_named_like_a_flops_aggregate_is_reported_not_lost(caplog):
+    from adasparse_lab.evaluation import Evaluation, FlopsReport, SparsityReport
+
+    names = ["ratio", "b"]
+    y = np.array([0.0, 1.0, 0.0, 1.0])
+    ev = Evaluation(
+        evaluate_scores(y, y, np.array([0, 0, 1, 1]), names),
+        SparsityReport(positions=[], keep_prob=[], rows=np.array([2.0, 2.0])),
+        FlopsReport(dense=100.0, per_domain=np.array([50.0, 150.0]), overall=100.0, breakdown={}),
+    )
+    with caplog.at_level(logging.WARNING):
+        out = ev.as_dict("val", names)
+    assert out["val/flops/ratio"] == 1.0  # the aggregate, never the domain's value
+    assert out["val/flops_ratio/ratio"] == 0.5 and out["val/flops/b"] == 150.0
+    assert "'ratio'" in caplog.text and "val/flops/ratio" in caplog.text
