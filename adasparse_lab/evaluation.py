@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,16 +14,73 @@ from adasparse_lab.metrics import EvalMetrics, evaluate_scores, safe_name
 from adasparse_lab.models.adasparse import AdaSparseModel
 from adasparse_lab.models.flops import dense_flops, tower_flops
 
+log = logging.getLogger(__name__)
+FLOPS_AGGREGATES = ("dense", "mean", "ratio")  # <split>/flops/<these> are not domains
+
 
 @dataclass
 class SparsityReport:
-    """positions: masked positions (0 = input embedding, l = hidden layer l).
-    keep_prob[j]: [K, H] mean keep indicator per domain and neuron at position j.
-    ratio: [K, P] fraction of zero entries per domain and position."""
+    """Which neurons a split's masks zero, and the three numbers called "sparsity".
+
+    positions: masked positions (0 = input embedding, l = hidden layer l).
+    keep_prob[j]: [K, H_j] mean keep indicator per domain and neuron at position j (NaN rows
+    for a domain without rows in the split). rows: [K] rows of each domain in the split.
+
+    - ``ratio`` [K, P]: per domain and position, the fraction of zero entries of pi
+      (metric ``<split>/sparsity/<domain>/l<k>``).
+    - ``per_layer()`` [P]: per position, the fraction of zeros over every row of the split:
+      sample-weighted, so a large domain counts more. This is r^l of the regulariser
+      (sparsity.zero_fraction) with the split as one batch, the quantity the target band
+      constrains (``<split>/sparsity/l<k>``).
+    - ``overall()``: the fraction of zeros over every row and every masked neuron: the
+      layers' ratios weighted by their widths (``<split>/sparsity/overall``);
+      ``domain_overall()`` the same per domain (``<split>/sparsity/<domain>/overall``).
+    """
 
     positions: list[int]
     keep_prob: list[np.ndarray]
-    ratio: np.ndarray
+    rows: np.ndarray
+
+    @property
+    def ratio(self) -> np.ndarray:
+        if not self.keep_prob:
+            return np.zeros((len(self.rows), 0))
+        return np.stack([1.0 - kp.mean(1) for kp in self.keep_prob], 1)
+
+    def _weighted(self, values: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+        # NaN values (a domain absent from the split) carry weight 0
+        w = np.where(np.isnan(values), 0.0, weights)
+        with np.errstate(invalid="ignore"):
+            return np.nansum(values * w, axis=axis) / w.sum(axis=axis)
+
+    def per_layer(self) -> np.ndarray:
+        return self._weighted(self.ratio, self.rows[:, None], axis=0)
+
+    def widths(self) -> np.ndarray:
+        return np.array([kp.shape[1] for kp in self.keep_prob], dtype=np.float64)
+
+    def overall(self) -> float:
+        """0.0 without masked positions: a dense model zeroes nothing."""
+        if not self.positions:
+            return 0.0
+        return float(self._weighted(self.per_layer(), self.widths(), axis=0))
+
+    def domain_overall(self) -> np.ndarray:
+        if not self.positions:
+            return np.zeros(len(self.rows))
+        return self._weighted(self.ratio, np.broadcast_to(self.widths(), self.ratio.shape), 1)
+
+    def as_dict(self, prefix: str, names: list[str]) -> dict[str, float]:
+        out = {f"{prefix}/sparsity/overall": self.overall()}
+        for pos, r in zip(self.positions, self.per_layer()):
+            out[f"{prefix}/sparsity/l{pos}"] = float(r)
+        ratio, by_domain = self.ratio, self.domain_overall()
+        for k, name in enumerate(names):
+            for j, pos in enumerate(self.positions):
+                out[f"{prefix}/sparsity/{name}/l{pos}"] = float(ratio[k, j])
+            if self.positions:
+                out[f"{prefix}/sparsity/{name}/overall"] = float(by_domain[k])
+        return out
 
 
 @dataclass
@@ -44,19 +102,23 @@ class Evaluation:
     flops: FlopsReport
 
     def as_dict(self, prefix: str, domain_names: list[str]) -> dict[str, float]:
+        """Every number of this split, each under ``<prefix>/`` (the split's name)."""
+        names = [safe_name(d) for d in domain_names]
         out = self.metrics.as_dict(prefix)
-        for k, name in enumerate(map(safe_name, domain_names)):
-            for j, pos in enumerate(self.sparsity.positions):
-                out[f"sparsity/{name}/l{pos}"] = float(self.sparsity.ratio[k, j])
-            out[f"flops/{name}"] = float(self.flops.per_domain[k])
-            out[f"flops_ratio/{name}"] = float(self.flops.per_domain[k] / self.flops.dense)
-        if self.sparsity.positions:
-            out["sparsity/mean"] = float(np.nanmean(self.sparsity.ratio))
-            for j, pos in enumerate(self.sparsity.positions):
-                out[f"sparsity/l{pos}"] = float(np.nanmean(self.sparsity.ratio[:, j]))
-        out["flops/dense"] = self.flops.dense
-        out["flops/mean"] = self.flops.overall
-        out["flops/ratio"] = self.flops.ratio
+        out.update(self.sparsity.as_dict(prefix, names))
+        for k, name in enumerate(names):
+            if name in FLOPS_AGGREGATES:
+                log.warning(
+                    "domain %r: its FLOPs share the name %s/flops/%s with the split's "
+                    "aggregate; reported only as %s/flops_ratio/%s",
+                    name, prefix, name, prefix, name,
+                )  # fmt: skip
+            else:
+                out[f"{prefix}/flops/{name}"] = float(self.flops.per_domain[k])
+            out[f"{prefix}/flops_ratio/{name}"] = float(self.flops.per_domain[k] / self.flops.dense)
+        out[f"{prefix}/flops/dense"] = self.flops.dense
+        out[f"{prefix}/flops/mean"] = self.flops.overall
+        out[f"{prefix}/flops/ratio"] = self.flops.ratio
         return out
 
 
@@ -97,7 +159,6 @@ def evaluate(
     rows = np.bincount(domain, minlength=K).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):  # a domain absent from the split: NaN
         keep_prob = [acc.numpy() / rows[:, None] for acc in keep_sum]
-    ratio = np.stack([1.0 - kp.mean(1) for kp in keep_prob], 1) if keep_prob else np.zeros((K, 0))
     breakdown = {}
     for name, parts in flops_parts.items():
         per_row = torch.cat(parts).numpy()
@@ -118,4 +179,4 @@ def evaluate(
         overall=float(np.mean(total_rows)),
         breakdown=breakdown,
     )
-    return Evaluation(metrics, SparsityReport(list(model.positions), keep_prob, ratio), flops)
+    return Evaluation(metrics, SparsityReport(list(model.positions), keep_prob, rows), flops)

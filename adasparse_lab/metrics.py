@@ -96,6 +96,14 @@ def _logloss(label: np.ndarray, logit: np.ndarray) -> np.ndarray:
     return np.maximum(logit, 0) - logit * label + np.log1p(np.exp(-np.abs(logit)))
 
 
+def _domain_logloss(domain: np.ndarray, loss: np.ndarray) -> pl.DataFrame:
+    """Mean loss per domain, summed in row order: a polars group_by mean sums in a
+    thread-dependent order, so its last bits change from call to call."""
+    codes, inverse = np.unique(domain.astype(np.int64), return_inverse=True)
+    mean = np.bincount(inverse, weights=loss) / np.bincount(inverse)
+    return pl.DataFrame({"domain": codes, "logloss": mean})
+
+
 def evaluate_scores(
     label: np.ndarray,
     logit: np.ndarray,
@@ -116,17 +124,9 @@ def evaluate_scores(
     )
     if p_true is not None:
         frame = frame.with_columns(pl.Series("p_true", p_true.astype(np.float64)))
-    # Sums in a fixed order (bincount, fsum), not polars' parallel group-by sums, whose order
-    # varies between runs: the same seed must give bit-identical metrics.
-    counts = np.bincount(domain, minlength=len(domain_names))
-    loss_sum = np.bincount(domain, weights=frame["loss"].to_numpy(), minlength=len(domain_names))
-    logloss = pl.DataFrame(
-        {
-            "domain": np.flatnonzero(counts),
-            "logloss": (loss_sum / np.maximum(counts, 1))[counts > 0],
-        }
+    per_domain = _grouped_auc(frame, "logit", "domain").join(
+        _domain_logloss(domain, frame["loss"].to_numpy()), on="domain"
     )
-    per_domain = _grouped_auc(frame, "logit", "domain").join(logloss, on="domain")
     if p_true is not None:
         oracle = _grouped_auc(frame, "p_true", "domain").select("domain", oracle=pl.col("auc"))
         per_domain = per_domain.join(oracle, on="domain")
@@ -153,13 +153,14 @@ def evaluate_scores(
     gauc = None
     if user is not None:
         per_user = _grouped_auc(frame.with_columns(pl.Series("user", user)), "logit", "user")
-        valid = per_user.filter(pl.col("auc").is_not_null())
+        # sorted: group_by's order depends on threads, and a float sum on its order
+        valid = per_user.filter(pl.col("auc").is_not_null()).sort("user")
         if valid.height:
             gauc = math.fsum((valid["auc"] * valid["n"]).to_list()) / valid["n"].sum()
     overall = _grouped_auc(frame.with_columns(g=pl.lit(0)), "logit", "g")["auc"][0]
     return EvalMetrics(
         auc=float("nan") if overall is None else float(overall),
-        logloss=float(frame["loss"].mean()),
+        logloss=float(np.mean(frame["loss"].to_numpy())),
         mean_domain_auc=float(np.mean(aucs)) if aucs else math.nan,
         domains=domains,
         gauc=gauc,

@@ -105,8 +105,9 @@ def _train_epoch(
         model.before_step(progress, band)  # alpha annealing, or a rival's mask update
         out = model(batch.cat, batch.dense)
         loss = F.binary_cross_entropy_with_logits(out.logits, batch.label)
-        # Static masks have no gradient: the regulariser applies to learned pruners only.
-        keep = out.keep if model.learns_masks else []
+        # Static masks have no gradient and scaling never zeroes: the regulariser applies to
+        # learned pruners that can zero neurons only (fit: state["regularised"]).
+        keep = out.keep if state["regularised"] else []
         reg = regularizer.penalty(keep, band, regularizer.lambda_at(progress))
         optimizer.zero_grad(set_to_none=True)
         (loss + reg).backward()
@@ -126,6 +127,36 @@ def _train_epoch(
     return mean_loss, reg_sum.item() / max(steps, 1), len(state["train"])
 
 
+def _checked_schedule(model: AdaSparseModel, schedule: BandSchedule | None) -> BandSchedule:
+    """The band schedule fit() follows. Masks that can zero neurons need an explicit one (a
+    silent default band would push sparsity to 0); a band that no mask can meet (ScalingGate
+    never zeroes, so its penalty would be a constant without gradient) is ignored, loudly."""
+    spec = model.spec
+    gate = getattr(spec, "gate", None)
+    pruner = (
+        f"pruner.gate={type(gate).__name__}"
+        if gate
+        else f"pruner.method={getattr(spec, 'method', None)}"
+    )
+    if model.tower_shape().zeros and schedule is None:
+        raise ConfigError(
+            f"fit(): the model's masks can zero neurons ({pruner}) but no target-sparsity "
+            "schedule was given; pass schedule= (config group `schedule`, e.g. "
+            "schedule=constant schedule.r_min=0.15 schedule.r_max=0.25)"
+        )
+    if schedule is None:
+        return ConstantBand(0.0, 0.0)  # a dense model: nothing to target
+    if model.positions and not model.tower_shape().zeros:
+        log.warning(
+            "%s never zeroes a neuron (keep is all ones): the target band schedule.r_min=%s, "
+            "schedule.r_max=%s is ignored and no sparsity penalty is applied (train/reg = 0)",
+            pruner,
+            schedule.r_min,
+            schedule.r_max,
+        )
+    return schedule
+
+
 def fit(
     model: AdaSparseModel,
     data: PreparedData,
@@ -139,7 +170,7 @@ def fit(
     device = settings.torch_device()
     model.to(device)
     regularizer = regularizer or SparsityRegularizer()
-    schedule = schedule or ConstantBand(0.0, 0.0)
+    schedule = _checked_schedule(model, schedule)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
     )
@@ -150,6 +181,7 @@ def fit(
         "device": device,
         "train": split_to_device(data.splits["train"], device),
         "gen": torch.Generator().manual_seed(settings.seed),
+        "regularised": model.learns_masks and model.tower_shape().zeros,
     }
     history: list[EpochRecord] = []
     best = (-math.inf, -1, None, None)  # (score, epoch, state_dict, evaluation)
@@ -190,12 +222,12 @@ def fit(
             on_epoch(record)
         score = val.metrics.mean_domain_auc
         log.info(
-            "epoch %d: loss %.4f reg %.4f val mean-domain AUC %.4f sparsity %.3f FLOPs ratio %.3f (%.0f rows/s)",
+            "epoch %d: loss %.4f reg %.4f val mean-domain AUC %.4f sparsity (overall) %.3f FLOPs ratio %.3f (%.0f rows/s)",
             epoch,
             loss,
             reg,
             score,
-            record.val.get("sparsity/mean", 0.0),
+            record.val["val/sparsity/overall"],
             val.flops.ratio,
             record.samples_per_s,
         )

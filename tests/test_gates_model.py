@@ -49,6 +49,13 @@ class TestGates:
         assert torch.all(out.pi > 0) and torch.all(out.pi < 2.0)
         assert torch.equal(out.keep, torch.ones_like(self.v))
 
+    def test_fusion_eps_is_compared_with_beta_sigma_so_it_may_exceed_one(self):
+        # eps is a threshold on beta*sigma in (0, beta): with beta=2, eps=1.5 prunes every
+        # neuron whose sigma is below 0.75
+        out = FusionGate(beta=2.0, eps=1.5)(self.v, torch.tensor(1.0))
+        kept = torch.sigmoid(self.v) > 0.75
+        assert torch.equal(out.keep, kept.float()) and 0 < kept.float().mean() < 1
+
     @pytest.mark.parametrize("gate", [BinarizationGate(0.25), FusionGate(2.0, 0.25)])
     def test_straight_through_gradient_is_nonzero(self, gate):
         v = torch.linspace(-3, 3, 20, requires_grad=True)
@@ -61,7 +68,9 @@ class TestGates:
         [
             (lambda: ScalingGate(beta=0.5), "beta=0.5 must be >= 1"),
             (lambda: FusionGate(beta=0.9), "beta=0.9"),
-            (lambda: BinarizationGate(eps=1.5), "eps=1.5"),
+            (lambda: BinarizationGate(eps=1.5), r"pruner.gate.eps=1.5 must be in \(0, 1\)"),
+            (lambda: FusionGate(beta=2.0, eps=2.0), r"pruner.gate.eps=2.0 .*beta=2.0"),
+            (lambda: FusionGate(beta=3.0, eps=0.0), r"pruner.gate.eps=0.0 .*\(0, beta=3.0\)"),
             (lambda: PrunerSpec(gate=FusionGate(), inputs="both"), "pruner.inputs='both'"),
         ],
     )

@@ -39,7 +39,7 @@ def rivals_study(tmp_path_factory):
 def test_cells_pool_the_seeds_of_each_method(rivals_study):
     tmp, outcome = rivals_study
     tracker = outcome.tracker
-    cells = collect_cells(outcome.study, tracker.client, tracker.experiment_id, "flops/ratio")
+    cells = collect_cells(outcome.study, tracker.client, tracker.experiment_id, "val/flops/ratio")
     by_method = {c.method: c for c in cells}
     assert set(by_method) == {"dense", "random"}
     for cell in by_method.values():
@@ -55,7 +55,7 @@ def test_cells_pool_the_seeds_of_each_method(rivals_study):
     assert by_method["dense"].cost_mean == 1.0
     assert 0.3 < by_method["random"].cost_mean < 0.6  # 40% of the neurons of each layer pruned
     assert nearest(cells, 0.5, 0.15) == {"random": by_method["random"]}
-    text = format_matched(cells, (0.5, 0.8), "flops/ratio")
+    text = format_matched(cells, (0.5, 0.8), "val/flops/ratio")
     assert f"{np.mean(by_method['random'].auc):.4f}" in text
     assert "(no method ran near this cost)" in text  # nothing near 0.8
 

@@ -24,6 +24,19 @@ def test_auc_matches_pairwise_count_with_ties():
     )
 
 
+def test_auc_and_logloss_hand_computed():
+    # positives score 0.9, 0.4, 0.3; negatives 0.8, 0.4. Pairs won: 0.9 beats both (2),
+    # 0.4 ties 0.4 (0.5), the rest lose: AUC = 2.5 / 6.
+    labels = np.array([1, 0, 1, 0, 1])
+    scores = np.array([0.9, 0.8, 0.4, 0.4, 0.3])
+    assert auc(labels, scores) == pytest.approx(5 / 12, abs=1e-15)
+    # logits 0 everywhere: every row costs log 2; domain b has one class, so no AUC
+    m = evaluate_scores(labels, np.zeros(5), np.array([0, 0, 0, 0, 1]), ["a", "b"])
+    assert m.logloss == pytest.approx(np.log(2), abs=1e-15)
+    assert [d.auc for d in m.domains] == [0.5, None]
+    assert m.mean_domain_auc == 0.5 and m.excluded == ["b"]
+
+
 def test_auc_extremes_and_single_class():
     assert auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
     assert auc(np.array([0, 0, 1, 1]), np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
@@ -70,3 +83,32 @@ def test_per_domain_metrics_gauc_and_exclusion(caplog):
 def test_safe_name():
     assert safe_name("北京 ad#1") == "__ ad_1"
     assert safe_name("430548_1007") == "430548_1007"
+
+
+def test_metrics_are_bit_identical_across_calls():
+    # group_by returns groups in a thread-dependent order: sums over groups must not follow it
+    rng = np.random.default_rng(0)
+    n = 20000
+    label = rng.integers(0, 2, n).astype(float)
+    logit = rng.normal(size=n) + label
+    user, domain = rng.integers(0, 2000, n), rng.integers(0, 3, n)
+    runs = [evaluate_scores(label, logit, domain, ["a", "b", "c"], user=user) for _ in range(30)]
+    assert len({(m.gauc, m.auc, m.logloss, m.mean_domain_auc) for m in runs}) == 1
+    assert len({tuple(d.logloss for d in m.domains) for m in runs}) == 1
+
+
+def test_a_domain_named_like_a_flops_aggregate_is_reported_not_lost(caplog):
+    from adasparse_lab.evaluation import Evaluation, FlopsReport, SparsityReport
+
+    names = ["ratio", "b"]
+    y = np.array([0.0, 1.0, 0.0, 1.0])
+    ev = Evaluation(
+        evaluate_scores(y, y, np.array([0, 0, 1, 1]), names),
+        SparsityReport(positions=[], keep_prob=[], rows=np.array([2.0, 2.0])),
+        FlopsReport(dense=100.0, per_domain=np.array([50.0, 150.0]), overall=100.0, breakdown={}),
+    )
+    with caplog.at_level(logging.WARNING):
+        out = ev.as_dict("val", names)
+    assert out["val/flops/ratio"] == 1.0  # the aggregate, never the domain's value
+    assert out["val/flops_ratio/ratio"] == 0.5 and out["val/flops/b"] == 150.0
+    assert "'ratio'" in caplog.text and "val/flops/ratio" in caplog.text

@@ -260,7 +260,7 @@ def fabricated_study(n_trials: int = 50, n_domains: int = 12, widths=(256, 128, 
         study,
         [
             {"name": "val/mean_domain_auc", "direction": "maximize"},
-            {"name": "flops/ratio", "direction": "minimize"},
+            {"name": "val/flops/ratio", "direction": "minimize"},
         ],
         {"config": "x: 1\n" * 300, "machine": {"cpu": "x86_64", "threads": 16}},
     )

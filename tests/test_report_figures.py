@@ -374,13 +374,13 @@ def _study(directions: list[str], n: int = 6) -> optuna.Study:
 def test_diagnostics_multi_and_single_objective():
     objs = [
         {"name": "val/mean_domain_auc", "direction": "maximize"},
-        {"name": "flops/ratio", "direction": "minimize"},
+        {"name": "val/flops/ratio", "direction": "minimize"},
     ]
     multi = diagnostics(_study(["maximize", "minimize"]), objs)
     titles = [d.title for d in multi]
     assert [t.split(" (")[0] for t in titles] == [
         "optimisation history: val/mean_domain_auc",
-        "optimisation history: flops/ratio",
+        "optimisation history: val/flops/ratio",
         "hypervolume history",
         "parameter importances",
         "parallel coordinates",

@@ -173,7 +173,7 @@ def build_study(root: Path, spec: StudySpec | None = None) -> BuiltStudy:
             f"trial-{number}",
             {"kind": "trial", "trial_number": number},
         )
-        v = [result.metrics["val/mean_domain_auc"], result.metrics["flops/ratio"]]
+        v = [result.metrics["val/mean_domain_auc"], result.metrics["val/flops/ratio"]]
         values.append(v)
         study.add_trial(
             optuna.trial.create_trial(
@@ -236,7 +236,7 @@ def build_study(root: Path, spec: StudySpec | None = None) -> BuiltStudy:
     attrs = {
         "objectives": [
             {"name": "val/mean_domain_auc", "direction": "maximize"},
-            {"name": "flops/ratio", "direction": "minimize"},
+            {"name": "val/flops/ratio", "direction": "minimize"},
         ],
         "mlflow_uri": base.tracking.uri,
         "mlflow_experiment": spec.name,
@@ -295,7 +295,7 @@ def test_collect_reads_every_table(report_study):
     assert sorted(t.filter(pl.col("on_front"))["number"].to_list()) == sorted(
         report_study.reeval_numbers
     )
-    assert {"param:pruner", "param:train.lr", "obj:flops/ratio"} <= set(t.columns)
+    assert {"param:pruner", "param:train.lr", "obj:val/flops/ratio"} <= set(t.columns)
     assert t.filter(pl.col("state") == "FAIL")["fail_reason"][0].startswith("NonFinite")
 
     assert data.domains.height == 6 and data.domains["train_rows"].is_sorted(descending=True)

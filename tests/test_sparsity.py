@@ -2,10 +2,12 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.evaluation import SparsityReport
 from adasparse_lab.sparsity import (
     AGPBand,
     ConstantBand,
@@ -13,6 +15,7 @@ from adasparse_lab.sparsity import (
     LinearBand,
     SparsityRegularizer,
     StepBand,
+    zero_fraction,
 )
 
 
@@ -57,6 +60,51 @@ class TestRegularizer:
             SparsityRegularizer(lambda_start=1.0, lambda_end=0.1)
 
 
+class TestSparsityDefinitions:
+    """The three sparsity numbers, on a hand-made split: domain a has 90 rows, b has 10 and c
+    none; position 1 has 4 neurons, position 2 has 2. Keep patterns (1 = kept):
+    a: [1 1 1 0] [1 1]    b: [0 0 1 1] [0 0]."""
+
+    keep = [
+        np.array([[1, 1, 1, 0], [0, 0, 1, 1], [np.nan] * 4]),
+        np.array([[1, 1], [0, 0], [np.nan] * 2]),
+    ]
+    rows = np.array([90.0, 10.0, 0.0])
+
+    def report(self) -> SparsityReport:
+        return SparsityReport(positions=[1, 2], keep_prob=self.keep, rows=self.rows)
+
+    def split_keep(self) -> list[torch.Tensor]:
+        """The split as one batch of per-row keep indicators [100, H] per position."""
+        return [
+            torch.tensor(np.concatenate([np.tile(kp[0], (90, 1)), np.tile(kp[1], (10, 1))]))
+            for kp in self.keep
+        ]
+
+    def test_per_domain_per_layer(self):
+        ratio = self.report().ratio
+        assert ratio[:2].tolist() == [[0.25, 0.0], [0.5, 1.0]]
+        assert np.isnan(ratio[2]).all()  # no rows: undefined, not 0
+
+    def test_layer_ratio_is_sample_weighted_like_the_regulariser(self):
+        per_layer = self.report().per_layer()
+        assert per_layer.tolist() == pytest.approx([(90 * 0.25 + 10 * 0.5) / 100, 10 / 100])
+        # the regulariser's r^l over the split as one batch: the same number
+        regulariser = [float(zero_fraction(k)) for k in self.split_keep()]
+        assert per_layer.tolist() == pytest.approx(regulariser, abs=1e-12)
+
+    def test_overall_is_neuron_weighted(self):
+        report = self.report()
+        assert report.overall() == pytest.approx((4 * 0.275 + 2 * 0.1) / 6)
+        assert report.overall() == pytest.approx(1 - float(torch.cat(self.split_keep(), 1).mean()))
+        assert report.domain_overall()[:2].tolist() == pytest.approx([1 / 6, 4 / 6])
+
+    def test_no_masked_position(self):
+        report = SparsityReport(positions=[], keep_prob=[], rows=self.rows)
+        assert report.ratio.shape == (3, 0) and report.per_layer().shape == (0,)
+        assert report.overall() == 0.0
+
+
 class TestSchedules:
     def test_r_min_above_r_max_names_keys(self):
         with pytest.raises(ConfigError, match=r"schedule.r_min=0.3 and schedule.r_max=0.2"):
@@ -81,8 +129,8 @@ class TestSchedules:
         assert s.band(0.0) == pytest.approx((0.0, 0.1))  # centre 0, half-width 0.1, clipped at 0
         assert s.band(0.2) == pytest.approx((0.0, 0.1))
         lo, hi = s.band(0.4)  # halfway through the ramp
-        assert (lo + hi) / 2 == pytest.approx(0.4 * mid, abs=1e-9) or lo == 0.0
-        assert hi - lo <= 0.2 + 1e-9
+        assert (lo + hi) / 2 == pytest.approx(0.4 * mid, abs=1e-9)  # not clipped here
+        assert hi - lo == pytest.approx(0.2)
         assert s.band(0.6) == s.band(1.0) == pytest.approx((0.3, 0.5))
         assert s.done_at() == 0.6
 

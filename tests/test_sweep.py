@@ -129,8 +129,8 @@ def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypat
             r"study.space.form: choice 'magic'",
         ),
         (
-            ["+study.space.eps={path:pruner.gate.eps,type:float,low:0.1,high:1.5}"],
-            r"study.space.eps: value 1.5 is rejected",
+            ["+study.space.eps={path:pruner.gate.eps,type:float,low:0.1,high:2.5}"],
+            r"study.space.eps: value 2.5 is rejected",  # fusion: eps in (0, beta=2)
         ),
         (
             ["study.objectives=[{metric:val/mean_domain_auc,direction:up}]"],
@@ -276,7 +276,7 @@ def test_every_shipped_study_validates(tmp_path, name):
         runner = StudyRunner(base, lambda extra: compose("config", overrides=[*overrides, *extra]))
         runner.validate()  # paths exist, choices compose, range ends accepted by the config
     assert runner.settings.name == name and runner.params
-    assert runner.settings.metrics == ["val/mean_domain_auc", "flops/ratio"]
+    assert runner.settings.metrics == ["val/mean_domain_auc", "val/flops/ratio"]
     if runner.settings.grid:  # a grid study's budget is its grid
         from adasparse_lab.study.space import grid
 

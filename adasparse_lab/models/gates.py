@@ -29,9 +29,16 @@ def _straight_through(hard: torch.Tensor, surrogate: torch.Tensor) -> torch.Tens
     return surrogate + (hard - surrogate).detach()
 
 
-def _check_eps(eps: float) -> None:
-    if not 0.0 < eps < 1.0:
+def _check_eps(eps: float, beta: float | None = None) -> None:
+    """eps is compared with sigma in (0, 1) (binarization) or with beta*sigma in (0, beta)
+    (fusion): outside that range every neuron is kept or every neuron pruned."""
+    if beta is None and not 0.0 < eps < 1.0:
         raise ConfigError(f"pruner.gate.eps={eps} must be in (0, 1)")
+    if beta is not None and not 0.0 < eps < beta:
+        raise ConfigError(
+            f"pruner.gate.eps={eps} must be in (0, beta={beta}): fusion compares it with "
+            f"beta*sigma, which lies in (0, pruner.gate.beta={beta})"
+        )
 
 
 def _check_beta(beta: float) -> None:
@@ -74,7 +81,7 @@ class FusionGate:
 
     def __init__(self, beta: float = 2.0, eps: float = 0.25) -> None:
         _check_beta(beta)
-        _check_eps(eps)
+        _check_eps(eps, beta)
         self.beta, self.eps = beta, eps
 
     def __call__(self, v: torch.Tensor, alpha: torch.Tensor) -> GateOutput:

@@ -34,7 +34,7 @@ from adasparse_lab.report.storage import load_study, objectives, trials_table
 
 log = logging.getLogger(__name__)
 AUC_OBJECTIVE = "val/mean_domain_auc"
-FLOPS_OBJECTIVE = "flops/ratio"
+FLOPS_OBJECTIVE = "val/flops/ratio"
 DOMAINS_SCHEMA = {
     "study": pl.String,
     "domain": pl.String,

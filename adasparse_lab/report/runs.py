@@ -3,6 +3,8 @@ reference), flattened into polars tables; artifacts are read only for the runs t
 
 Run tags (the sweep's contract): ``kind`` = study | trial | reeval | reference,
 ``trial_number``, ``seed``. Metric keys use sanitised domain names (metrics.safe_name).
+Costs and sparsity are read from the validation split (``val/flops/ratio``,
+``val/sparsity/<domain>/l<k>``, ``val/sparsity/<domain>/overall``), like the objectives.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from adasparse_lab.metrics import safe_name
 
 log = logging.getLogger(__name__)
 RUN_KINDS = ("trial", "reeval", "reference")
-_LAYER_KEY = re.compile(r"^sparsity/(.+)/l(\d+)$")
+_LAYER_KEY = re.compile(r"^val/sparsity/(.+)/l(\d+)$")
 
 RUN_SCHEMA = {
     "kind": pl.String,
@@ -113,8 +115,8 @@ def _domain_rows(kind: str, run, number, seed, names: dict[str, str]) -> tuple[l
                 "domain": name,
                 "val_auc": m.get(f"val/auc/{safe}"),
                 "test_auc": m.get(f"test/auc/{safe}"),
-                "flops_ratio": m.get(f"flops_ratio/{safe}"),
-                "sparsity": sum(per_layer.values()) / len(per_layer) if per_layer else None,
+                "flops_ratio": m.get(f"val/flops_ratio/{safe}"),
+                "sparsity": m.get(f"val/sparsity/{safe}/overall"),
             }
         )
         layer_rows += [
@@ -165,8 +167,8 @@ def read_runs(uri: str, experiment: str, domains: list[str] | None) -> RunTables
                     "seed": seed,
                     "auc": m.get("val/mean_domain_auc"),
                     "test_auc": m.get("test/mean_domain_auc"),
-                    "flops_ratio": m.get("flops/ratio"),
-                    "sparsity": m.get("sparsity/mean"),
+                    "flops_ratio": m.get("val/flops/ratio"),
+                    "sparsity": m.get("val/sparsity/overall"),
                     "start_ms": run.info.start_time,
                 }
             )

@@ -1,6 +1,6 @@
 """Sparsity targets: band schedules and the flexible sparsity regulariser."""
 
-from adasparse_lab.sparsity.regularizer import SparsityRegularizer
+from adasparse_lab.sparsity.regularizer import SparsityRegularizer, zero_fraction
 from adasparse_lab.sparsity.schedules import (
     AGPBand,
     BandSchedule,
@@ -18,4 +18,5 @@ __all__ = [
     "LinearBand",
     "SparsityRegularizer",
     "StepBand",
+    "zero_fraction",
 ]

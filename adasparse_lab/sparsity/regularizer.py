@@ -19,6 +19,13 @@ import torch
 from adasparse_lab.errors import ConfigError
 
 
+def zero_fraction(keep: torch.Tensor) -> torch.Tensor:
+    """r^l of one masked layer: the fraction of zero entries of its keep indicators [B, H_l],
+    i.e. each sample counts once (sample-weighted) and each neuron once. Differentiable
+    through the straight-through ``keep``. This is the quantity the target band constrains."""
+    return 1.0 - keep.mean()
+
+
 class SparsityRegularizer:
     def __init__(
         self, lambda_start: float = 0.01, lambda_end: float = 1.0, growth: float = 0.5
@@ -49,7 +56,7 @@ class SparsityRegularizer:
         centre = (lo + hi) / 2
         total = keep[0].new_zeros(())
         for k in keep:
-            r = 1.0 - k.mean()
+            r = zero_fraction(k)
             outside = (r < lo) | (r > hi)
             total = total + torch.where(
                 outside, lambda_hat * (r - centre) ** 2, torch.zeros_like(r)

@@ -256,7 +256,7 @@ class StudyRunner:
                 raise ValueError(f"non-finite objective(s): {', '.join(bad)}")
             if self.settings.flops_budget is not None:
                 trial.set_constraint(
-                    "flops_budget", result.metrics["flops/ratio"] - self.settings.flops_budget
+                    "flops_budget", result.metrics["val/flops/ratio"] - self.settings.flops_budget
                 )
             tracker.end_run(run_id)
             # Overhead = duration - fit_s: compose, sampling, storage, tracking, outputs (all but

@@ -9,7 +9,9 @@ from omegaconf import DictConfig, OmegaConf
 from adasparse_lab.errors import ConfigError
 
 DIRECTIONS = ("maximize", "minimize")
-OBJECTIVE_PREFIXES = ("val/", "flops/", "sparsity/", "flops_ratio/")
+# Objectives select, so they are validation numbers (every number is under its split: val/...,
+# test/...; evaluation.Evaluation.as_dict); test numbers are for claims only.
+OBJECTIVE_PREFIXES = ("val/",)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ def parse_settings(node: DictConfig) -> StudySettings:
             )
         if not str(o["metric"]).startswith(OBJECTIVE_PREFIXES):
             raise ConfigError(
-                f"study.objectives[{i}].metric={o['metric']!r} must start with one of {list(OBJECTIVE_PREFIXES)}"
+                f"study.objectives[{i}].metric={o['metric']!r} must start with one of "
+                f"{list(OBJECTIVE_PREFIXES)} (numbers carry their split: 'val/{o['metric']}'?)"
             )
         objectives.append(Objective(o["metric"], o["direction"]))
     if not objectives:
