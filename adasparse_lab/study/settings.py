@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from adasparse_lab.errors import ConfigError
 
 DIRECTIONS = ("maximize", "minimize")
-OBJECTIVE_PREFIXES = ("val/", "flops/", "sparsity/", "flops_ratio/")
+OBJECTIVE_PREFIXES = ("val/", "flops/", "sparsity/", "flops_ratio/", "latency/")
 
 
 @dataclass(frozen=True)
