@@ -2,7 +2,10 @@
 reference), flattened into polars tables; artifacts are read only for the runs that need them.
 
 Run tags (the sweep's contract): ``kind`` = study | trial | reeval | reference,
-``trial_number``, ``seed``. Metric keys use sanitised domain names (metrics.safe_name).
+``trial_number``, ``seed``, ``method`` (absent in older studies: 'dense' for the reference).
+Metric keys use sanitised domain names (metrics.safe_name). ``latency_ratio``: the run's
+``latency/ratio``; per domain, ``latency/b<b>/<domain>`` over ``latency/dense_b<b>`` at the
+largest batch size b (latency.py), the same batch the run's ``latency/ratio`` uses.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from adasparse_lab.metrics import safe_name
 log = logging.getLogger(__name__)
 RUN_KINDS = ("trial", "reeval", "reference")
 _LAYER_KEY = re.compile(r"^sparsity/(.+)/l(\d+)$")
+_DENSE_LATENCY = re.compile(r"^latency/dense_b(\d+)$")
 
 RUN_SCHEMA = {
     "kind": pl.String,
@@ -33,6 +37,8 @@ RUN_SCHEMA = {
     "flops_ratio": pl.Float64,
     "sparsity": pl.Float64,
     "start_ms": pl.Int64,
+    "method": pl.String,
+    "latency_ratio": pl.Float64,
 }
 DOMAIN_SCHEMA = {
     "kind": pl.String,
@@ -44,6 +50,7 @@ DOMAIN_SCHEMA = {
     "test_auc": pl.Float64,
     "flops_ratio": pl.Float64,
     "sparsity": pl.Float64,
+    "latency_ratio": pl.Float64,
 }
 LAYER_SCHEMA = {
     "run_id": pl.String,
@@ -93,6 +100,16 @@ def _int_tag(tags: dict, key: str) -> int | None:
         return None
 
 
+def _domain_latency(m: dict[str, float], safe: str) -> float | None:
+    """A domain's measured latency over the dense model's, at the largest batch size timed."""
+    sizes = [int(hit.group(1)) for k in m if (hit := _DENSE_LATENCY.match(k))]
+    if not sizes:
+        return None
+    b = max(sizes)
+    value, dense = m.get(f"latency/b{b}/{safe}"), m[f"latency/dense_b{b}"]
+    return None if value is None or not dense else value / dense
+
+
 def _domain_rows(kind: str, run, number, seed, names: dict[str, str]) -> tuple[list, list]:
     """Per-domain and per-layer rows of one run; ``names`` maps safe names to domain names."""
     m = run.data.metrics
@@ -115,6 +132,7 @@ def _domain_rows(kind: str, run, number, seed, names: dict[str, str]) -> tuple[l
                 "test_auc": m.get(f"test/auc/{safe}"),
                 "flops_ratio": m.get(f"flops_ratio/{safe}"),
                 "sparsity": sum(per_layer.values()) / len(per_layer) if per_layer else None,
+                "latency_ratio": _domain_latency(m, safe),
             }
         )
         layer_rows += [
@@ -168,6 +186,8 @@ def read_runs(uri: str, experiment: str, domains: list[str] | None) -> RunTables
                     "flops_ratio": m.get("flops/ratio"),
                     "sparsity": m.get("sparsity/mean"),
                     "start_ms": run.info.start_time,
+                    "method": tags.get("method", "dense" if kind == "reference" else None),
+                    "latency_ratio": m.get("latency/ratio"),
                 }
             )
             d_rows, l_rows = _domain_rows(kind, run, number, seed, safe_names)
