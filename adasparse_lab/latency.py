@@ -116,7 +116,7 @@ def _batches(rows: torch.Tensor, data: PreparedData, b: int, min_rows: int, devi
     return [(cat[i * b : (i + 1) * b], dense[i * b : (i + 1) * b]) for i in range(calls)]
 
 
-def _ms_per_1k(net: nn.Module, inputs: Inputs, device: torch.device) -> float:
+def ms_per_1k(net: nn.Module, inputs: Inputs, device: torch.device) -> float:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
@@ -126,14 +126,14 @@ def _ms_per_1k(net: nn.Module, inputs: Inputs, device: torch.device) -> float:
     return (time.perf_counter() - t0) * 1e6 / sum(len(c) for c, _ in inputs)
 
 
-def _time_rounds(
+def time_rounds(
     nets: dict[str, nn.Module], inputs: dict[str, Inputs], s: LatencySettings, device
 ) -> dict[str, float]:
     """Median ms per 1k samples of each net on its inputs, all nets timed in every round."""
     times: dict[str, list[float]] = {name: [] for name in nets}
     for r in range(s.warmup + s.repeats):
         for name, net in nets.items():
-            t = _ms_per_1k(net, inputs[name], device)
+            t = ms_per_1k(net, inputs[name], device)
             if r >= s.warmup:
                 times[name].append(t)
     return {name: statistics.median(t) for name, t in times.items()}
@@ -171,7 +171,7 @@ def measure_latency(
     rows["dense"] = torch.arange(len(test_domain))
     for b in settings.batch_sizes:
         inputs = {n: _batches(rows[n], data, b, settings.min_rows, device) for n in nets}
-        ms = _time_rounds(nets, inputs, settings, device)
+        ms = time_rounds(nets, inputs, settings, device)
         result.dense[b] = ms.pop("dense")
         result.domains[b] = ms
     model.train(was_training)

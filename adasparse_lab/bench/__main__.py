@@ -92,6 +92,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--method-rows", type=int, default=m.rows, help="training rows per pass")
     p.add_argument("--method-repeats", type=int, default=m.repeats)
+    p.add_argument(
+        "--method-batch-sizes",
+        type=int,
+        nargs="+",
+        default=list(m.serve_batch_sizes),
+        help="serving batch sizes of the methods section (the largest gives the latency ratio)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
@@ -134,7 +141,8 @@ def run_sections(args: argparse.Namespace) -> tuple:
     if "methods" in sections:
         methods = run_methods_bench(MethodsBenchConfig(
             rows=args.method_rows, repeats=args.method_repeats,
-            only=tuple(args.method or ()), seed=args.seed,
+            serve_batch_sizes=tuple(args.method_batch_sizes), only=tuple(args.method or ()),
+            seed=args.seed,
         ))  # fmt: skip
         print("\n" + format_methods(methods, torch.get_num_threads()), flush=True)
     return train, serve, prep, study, methods
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     if study is not None:
         payload["study"] = study.as_dict()
     if methods is not None:
-        payload["methods"] = asdict(methods)
+        payload["methods"] = asdict(methods) | {"ratios": methods.summary()}
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))
