@@ -1,25 +1,13 @@
-"""Measured serving cost of a trained model, per domain, against the dense model timed in the
-same process (ADASPARSE.md, "Cheap pruners": analytic FLOPs are an ideal kernel's cost, this is
-what this machine does).
-
-Each domain is served by the network that would serve it in production: the physically
-compacted per-domain net where the structure is static (``static_network``), the masked model
-otherwise (paper-form masks depend on the sample, so a dense kernel computes every neuron).
-Inputs are real test rows of that domain, tiled when the domain has fewer rows than a batch.
-All networks are timed under ``torch.inference_mode`` in eval mode, round by round (every
-domain's net and the dense model in each round), after warm-up rounds; a value is the median
-over the timed rounds.
-
-Metrics (times in milliseconds per 1k samples; ``<b>`` is each of ``latency.batch_sizes``):
-  latency/b<b>/<domain>  the network serving ``<domain>`` (metrics.safe_name), batch b
-  latency/dense_b<b>     the dense model (pruner=None, same embedding and hidden dims; its
-                         weights are untrained: time does not depend on their values)
-  latency/ratio_b<b>     sum_k n_k t_k(b) / (t_dense(b) sum_k n_k), n_k = test rows of domain k:
-                         the time to serve the test traffic relative to the dense model serving
-                         it, i.e. the sample-weighted mean of the per-domain ratios t_k / t_dense
-  latency/ratio          latency/ratio_b<b> at the largest batch size (4096 by default)
-  latency/measure_s      wall seconds this measurement took
-Shapes: B batch, F categorical fields, Dn dense features, K domains.
+"""Measured serving cost per domain against the dense model timed in the same process
+(ADASPARSE.md, "Cheap pruners"). A domain is served by its compacted net where the structure
+is static (``static_network``), by the masked model otherwise; on its real test rows (tiled up
+to a batch), under inference_mode, all nets timed in every round, median over timed rounds.
+Metrics, in ms per 1k samples, for each b of ``latency.batch_sizes``:
+``latency/b<b>/<domain>`` (the net serving that domain), ``latency/dense_b<b>`` (pruner=None,
+same dims, untrained: weights do not change its time), ``latency/ratio_b<b>`` =
+sum_k n_k t_k / (t_dense sum_k n_k) with n_k the test rows of domain k (the time to serve the
+test traffic over the dense model's: the sample-weighted mean of t_k / t_dense),
+``latency/ratio`` (that ratio at the largest b, 4096 by default), ``latency/measure_s``.
 """
 
 from __future__ import annotations
@@ -58,7 +46,7 @@ class LatencySettings:
         if node is None:
             return cls(enabled=False)
         try:
-            return cls(**{k: v for k, v in dict(node).items()})
+            return cls(**dict(node))
         except TypeError as err:
             raise ConfigError(f"latency: {err}") from None
 
@@ -66,17 +54,15 @@ class LatencySettings:
         object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ConfigError(f"latency.batch_sizes={list(self.batch_sizes)} must be positive")
-        for key in ("repeats", "min_rows"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"latency.{key}={getattr(self, key)} must be >= 1")
-        if self.warmup < 0:
-            raise ConfigError(f"latency.warmup={self.warmup} must be >= 0")
+        for key, low in (("repeats", 1), ("min_rows", 1), ("warmup", 0)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"latency.{key}={getattr(self, key)} must be >= {low}")
 
 
 @dataclass
 class LatencyResult:
-    """ms per 1k samples: ``domains[b][name]``, ``dense[b]``; ``served[name]`` says which
-    network served the domain ('compact' or 'masked'); ``weights[name]`` = test rows n_k."""
+    """ms per 1k samples ``domains[b][name]``, ``dense[b]``; ``served[name]``: 'compact' or
+    'masked', the network timed for the domain; ``weights[name]``: its test rows n_k."""
 
     domains: dict[int, dict[str, float]] = field(default_factory=dict)
     dense: dict[int, float] = field(default_factory=dict)
@@ -86,9 +72,8 @@ class LatencyResult:
 
     def ratio(self, b: int) -> float:
         """Sample-weighted serving time over the dense model's, at batch size ``b``."""
-        total = sum(self.weights.values())
-        mean = sum(self.weights[d] * t for d, t in self.domains[b].items()) / total
-        return mean / self.dense[b]
+        weighted = sum(self.weights[d] * t for d, t in self.domains[b].items())
+        return weighted / sum(self.weights.values()) / self.dense[b]
 
     def as_dict(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -102,78 +87,63 @@ class LatencyResult:
 
 
 def static_network(model: nn.Module, k: int) -> nn.Module | None:
-    """The compacted network serving domain index ``k`` (domain-field code k + 1, see
-    data.prepare), or None when the structure depends on the sample."""
+    """The compacted net of domain index k (its domain-field code is k + 1: data.prepare)."""
     return serving_model(model, k + 1)
 
 
 def _batches(rows: torch.Tensor, data: PreparedData, b: int, min_rows: int, device) -> Inputs:
     """ceil(min_rows / b) batches of ``b`` test rows taken (cyclically) from ``rows`` [N]."""
-    split = data.splits["test"]
-    calls = -(-min_rows // b)
-    idx = rows[torch.arange(calls * b) % rows.numel()]
-    cat, dense = split.cat[idx].to(device), split.dense[idx].to(device)
-    return [(cat[i * b : (i + 1) * b], dense[i * b : (i + 1) * b]) for i in range(calls)]
-
-
-def ms_per_1k(net: nn.Module, inputs: Inputs, device: torch.device) -> float:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    for cat, dense in inputs:
-        net(cat, dense)
-    sync()
-    return (time.perf_counter() - t0) * 1e6 / sum(len(c) for c, _ in inputs)
+    idx, split = rows[torch.arange(-(-min_rows // b) * b) % rows.numel()], data.splits["test"]
+    return list(zip(split.cat[idx].to(device).split(b), split.dense[idx].to(device).split(b)))
 
 
 def time_rounds(
     nets: dict[str, nn.Module], inputs: dict[str, Inputs], s: LatencySettings, device
 ) -> dict[str, float]:
-    """Median ms per 1k samples of each net on its inputs, all nets timed in every round."""
+    """Median ms per 1k samples of each net over its inputs, all nets timed in every round."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times: dict[str, list[float]] = {name: [] for name in nets}
     for r in range(s.warmup + s.repeats):
         for name, net in nets.items():
-            t = ms_per_1k(net, inputs[name], device)
+            sync()
+            t0 = time.perf_counter()
+            for cat, dense in inputs[name]:
+                net(cat, dense)
+            sync()
+            rows = sum(len(c) for c, _ in inputs[name])
             if r >= s.warmup:
-                times[name].append(t)
+                times[name].append((time.perf_counter() - t0) * 1e6 / rows)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
 @torch.inference_mode()
 def measure_latency(
-    model: nn.Module,
-    dense_factory: Callable[[], nn.Module],
-    data: PreparedData,
-    settings: LatencySettings,
+    model: nn.Module, dense_factory: Callable[[], nn.Module], data: PreparedData, s: LatencySettings
 ) -> LatencyResult:
-    """Time every domain's serving network and the dense model (built by ``dense_factory``
-    with torch's RNG state left untouched) at each batch size of ``settings``."""
-    t0 = time.perf_counter()
-    device = next(model.parameters()).device
+    """Time every domain's serving network and the dense model (built by ``dense_factory``,
+    torch's RNG state left untouched) at each batch size of ``s``."""
+    t0, device, was_training = time.perf_counter(), next(model.parameters()).device, model.training
     with torch.random.fork_rng(devices=[]):
-        dense = dense_factory().to(device).eval()
-    was_training = model.training
-    model.eval()
-    result, nets = LatencyResult(), {"dense": dense}
-    test_domain = data.splits["test"].domain
-    rows = {}
-    for k, name in enumerate(data.domain_names):
-        rows[name] = torch.nonzero(test_domain == k).flatten()
-        if rows[name].numel() == 0:
-            log.warning("latency: domain %r has no test rows; not measured", name)
-            continue
-        compact = static_network(model, k)
-        nets[name] = compact if compact is not None else model
-        result.served[name] = "compact" if compact is not None else "masked"
-        result.weights[name] = int(rows[name].numel())
-    if not result.served:
+        nets = {"dense": dense_factory().to(device).eval()}
+    test = data.splits["test"].domain
+    rows = {n: torch.nonzero(test == k).flatten() for k, n in enumerate(data.domain_names)}
+    if len(rows := {n: r for n, r in rows.items() if r.numel()}) < data.n_domains:
+        log.warning("latency: domains without test rows are not measured")
+    if not rows:
         raise ConfigError("latency: no domain has test rows to time")
-    rows["dense"] = torch.arange(len(test_domain))
-    for b in settings.batch_sizes:
-        inputs = {n: _batches(rows[n], data, b, settings.min_rows, device) for n in nets}
-        ms = time_rounds(nets, inputs, settings, device)
-        result.dense[b] = ms.pop("dense")
-        result.domains[b] = ms
-    model.train(was_training)
+    result = LatencyResult(weights={n: int(r.numel()) for n, r in rows.items()})
+    try:
+        model.eval()
+        for name in rows:
+            compact = static_network(model, data.domain_names.index(name))
+            nets[name] = compact if compact is not None else model
+            result.served[name] = "compact" if compact is not None else "masked"
+        rows["dense"] = torch.arange(len(test))
+        for b in s.batch_sizes:
+            inputs = {n: _batches(rows[n], data, b, s.min_rows, device) for n in nets}
+            result.domains[b] = time_rounds(nets, inputs, s, device)
+            result.dense[b] = result.domains[b].pop("dense")
+    finally:
+        model.train(was_training)
     result.seconds = time.perf_counter() - t0
     return result
