@@ -44,6 +44,26 @@ from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 SECTIONS = ("train", "serve", "prep", "study", "methods")
 
 
+def add_method_args(p: argparse.ArgumentParser) -> None:
+    """Flags of the methods section."""
+    m = MethodsBenchConfig()
+    p.add_argument(
+        "--method",
+        action="append",
+        choices=[name for name, _ in METHODS],
+        help="methods section: run only this method (repeatable; dense always runs)",
+    )
+    p.add_argument("--method-rows", type=int, default=m.rows, help="training rows per pass")
+    p.add_argument("--method-repeats", type=int, default=m.repeats)
+    p.add_argument(
+        "--method-batch-sizes",
+        type=int,
+        nargs="+",
+        default=list(m.serve_batch_sizes),
+        help="serving batch sizes of the methods section (the largest gives the latency ratio)",
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t, s = TrainBenchConfig(), ServeBenchConfig()
     p = argparse.ArgumentParser(
@@ -83,22 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--study", default="sparsity", help="study whose trials the overhead is measured on"
     )
     p.add_argument("--study-trials", type=int, default=4, help="trials of the overhead section")
-    m = MethodsBenchConfig()
-    p.add_argument(
-        "--method",
-        action="append",
-        choices=[name for name, _ in METHODS],
-        help="methods section: run only this method (repeatable; dense always runs)",
-    )
-    p.add_argument("--method-rows", type=int, default=m.rows, help="training rows per pass")
-    p.add_argument("--method-repeats", type=int, default=m.repeats)
-    p.add_argument(
-        "--method-batch-sizes",
-        type=int,
-        nargs="+",
-        default=list(m.serve_batch_sizes),
-        help="serving batch sizes of the methods section (the largest gives the latency ratio)",
-    )
+    add_method_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"

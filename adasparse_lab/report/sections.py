@@ -191,15 +191,10 @@ def _cell(value, spec: str = ".4f") -> tuple[str, object]:
     return (fmt(value, spec), value) if isinstance(value, float) else (str(value), value)
 
 
-def trials_section(data: ReportData) -> Section:
-    t = data.trials.join(
-        data.reeval.select("study", "number", "test_auc_mean", "test_auc_sd", "n_seeds"),
-        on=["study", "number"],
-        how="left",
-    ).sort("study", "number")
+def _trial_columns(t: pl.DataFrame, multi: bool) -> list[tuple[str, str, str]]:
+    """(key, header, kind) of the trials table: fixed columns, then every parameter."""
     params = [c for c in t.columns if c.startswith("param:")]
-    multi = len(data.studies) > 1
-    cols = (
+    return (
         ([("study", "study", "text")] if multi else [])
         + [
             ("number", "trial", "num"),
@@ -223,6 +218,15 @@ def trials_section(data: ReportData) -> Section:
         ]
         + [("run_id", "MLflow run", "text"), ("fail_reason", "fail reason", "text")]
     )
+
+
+def trials_section(data: ReportData) -> Section:
+    t = data.trials.join(
+        data.reeval.select("study", "number", "test_auc_mean", "test_auc_sd", "n_seeds"),
+        on=["study", "number"],
+        how="left",
+    ).sort("study", "number")
+    cols = _trial_columns(t, len(data.studies) > 1)
     rows, classes = [], []
     for r in t.iter_rows(named=True):
         special = {
