@@ -56,5 +56,15 @@ def axis_toggle(views: dict[str, go.Figure]) -> go.Figure:
         for (label, fig), span in zip(views.items(), spans)
     ]
     menu = {"type": "buttons", "direction": "right", "buttons": buttons, "showactive": True}
-    menu |= {"x": 1.0, "xanchor": "right", "y": 1.0, "yanchor": "bottom", "pad": {"b": 4}}
+    menu |= {"x": 1.0, "xanchor": "right", "y": _top_of_margin(merged), "yanchor": "top"}
     return merged.update_layout(updatemenus=[menu])
+
+
+def _top_of_margin(fig: go.Figure) -> float:
+    """The top edge of the figure in paper coordinates (buttons sit in the top-right corner,
+    beside the title, above any legend placed over the plot)."""
+    layout, template = fig.layout, fig.layout.template.layout
+    top = layout.margin.t if layout.margin.t is not None else template.margin.t or 80
+    bottom = layout.margin.b if layout.margin.b is not None else template.margin.b or 80
+    plot_height = (layout.height or 450) - top - bottom
+    return 1 + (top - 4) / max(plot_height, 1)
