@@ -108,6 +108,7 @@ class StudyRunner:
         if self._validated:
             return
         space_mod.validate(self.params, self.compose, lambda cfg: build_components(cfg))
+        space_mod.check_enqueue(self.params, self.settings.enqueue)
         if self.settings.grid:
             space_mod.grid(self.params)
         if self.settings.workers > 1 and self.settings.storage == "sqlite":
@@ -136,6 +137,8 @@ class StudyRunner:
         try:
             study = optuna.create_study(**kwargs)
             study.set_user_attr("creator", self.worker)
+            for point in self.settings.enqueue:  # warm start: known settings first
+                study.enqueue_trial(point)
             with warnings.catch_warnings():  # experimental since optuna 3.2, stable in use
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(self.settings.metrics)
@@ -286,7 +289,7 @@ class StudyRunner:
     def _counts(self, study: optuna.Study) -> tuple[int, int, list[optuna.trial.FrozenTrial]]:
         trials = study.get_trials(deepcopy=False)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
-        running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)  # WAITING: enqueued
         errors = [
             t
             for t in trials

@@ -49,7 +49,7 @@ def collect_cells(study: optuna.Study, client, experiment_id: str, cost: str) ->
     cells: dict[tuple[str, str], Cell] = {}
     by_trial: dict[int, Cell] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        setting = ", ".join(f"{k}={v}" for k, v in sorted(t.params.items()) if k != "seed")
+        setting = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t.params.items()) if k != "seed")
         method = t.user_attrs.get("method", t.user_attrs.get("pruner_form", "?"))
         cell = cells.setdefault((method, setting), Cell(method, setting))
         by_trial[t.number] = cell
@@ -67,6 +67,10 @@ def collect_cells(study: optuna.Study, client, experiment_id: str, cost: str) ->
             ref = cells.setdefault(("dense", "reference"), Cell("dense", "reference"))
             _add(ref, run.data.metrics, cost)
     return [c for c in cells.values() if c.auc]
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _add(cell: Cell, metrics: dict[str, float], cost: str) -> None:

@@ -34,6 +34,7 @@ class StudySettings:
     grid: bool
     hypervolume_reference: tuple[float, ...] | None
     poll_s: float
+    enqueue: tuple[dict, ...] = ()  # warm-start points, tried first by a new study
 
     @property
     def directions(self) -> list[str]:
@@ -64,6 +65,7 @@ def parse_settings(node: DictConfig) -> StudySettings:
         "poll_s",
         "space",
         "sampler",
+        "enqueue",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -114,4 +116,5 @@ def parse_settings(node: DictConfig) -> StudySettings:
         grid=bool(raw.get("grid", False)),
         hypervolume_reference=tuple(hv_ref) if hv_ref is not None else None,
         poll_s=float(raw.get("poll_s", 2.0)),
+        enqueue=tuple(dict(p) for p in raw.get("enqueue") or ()),
     )

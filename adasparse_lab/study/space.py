@@ -216,3 +216,32 @@ def validate(
                 raise ConfigError(
                     f"study.space.{p.key}: value {value} is rejected: {err}"
                 ) from None
+
+
+def check_enqueue(params: list[Param], points: tuple[dict, ...]) -> None:
+    """``study.enqueue``: each point names only parameters of the space (a band as
+    ``<key>.centre`` / ``<key>.width``) with values inside their ranges or choices."""
+    known: dict[str, Param] = {}
+    for p in params:
+        names = [f"{p.key}.centre", f"{p.key}.width"] if p.type == "band" else [p.key]
+        known.update(dict.fromkeys(names, p))
+    for i, point in enumerate(points):
+        for name, value in point.items():
+            p = known.get(name)
+            if p is None:
+                raise ConfigError(
+                    f"study.enqueue[{i}].{name}: not a parameter of study.space "
+                    f"(known: {sorted(known)})"
+                )
+            if p.type == "band":
+                lo, hi = p.centre if name.endswith(".centre") else p.width  # type: ignore[misc]
+            elif p.type in ("float", "int"):
+                lo, hi = p.low, p.high
+            else:
+                if value not in p.choices:
+                    raise ConfigError(
+                        f"study.enqueue[{i}].{name}={value!r}: not one of {list(p.choices)}"
+                    )
+                continue
+            if not lo <= value <= hi:  # type: ignore[operator]
+                raise ConfigError(f"study.enqueue[{i}].{name}={value} is outside [{lo}, {hi}]")

@@ -58,7 +58,7 @@ def pareto_table(
     rows = []
     for t in front:
         row: dict = {"trial": t.number, **{m: v for m, v in zip(metrics, t.values)}}
-        row["pruner"] = t.user_attrs.get("pruner_form")
+        row["method"] = t.user_attrs.get("method", t.user_attrs.get("pruner_form"))
         band = t.user_attrs.get("band") or [None, None]
         row["band"] = f"[{band[0]:.2f},{band[1]:.2f}]" if band[0] is not None else None
         sub = reeval.filter(pl.col("trial") == t.number) if reeval.height else reeval
@@ -95,18 +95,18 @@ def format_pareto(
     head = (
         f"{'trial':>5}  "
         + "".join(f"{m:>22}" for m in metrics)
-        + f"{'test mean AUC':>20}  {'pruner':<13}{'band':<13}params"
+        + f"{'test mean AUC':>20}  {'method':<28}{'band':<13}params"
     )
     lines += [head, "-" * len(head)]
     for r in table.iter_rows(named=True):
         line = f"{r['trial']:>5}  " + "".join(f"{r[m]:>22.4f}" for m in metrics)
         line += f"{_pm(r['test/mean_domain_auc:mean'], r['test/mean_domain_auc:std']):>20}  "
-        line += f"{(r['pruner'] or '-'):<13}{(r['band'] or '-'):<13}{r['params']}"
+        line += f"{(r['method'] or '-'):<28}{(r['band'] or '-'):<13}{r['params']}"
         lines.append(line)
     if ref:
         line = "  ref  " + "".join(f"{ref.get(m, math.nan):>22.4f}" for m in metrics)
         lines.append(
-            line + f"{_pm(ref.get('test/mean_domain_auc'), None):>20}  {'none (dense)':<13}"
+            line + f"{_pm(ref.get('test/mean_domain_auc'), None):>20}  {'dense':<28}"
             f"{'':<13}mean over {int(ref['seeds'])} seed(s)"
         )
     lines += [
