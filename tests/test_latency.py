@@ -95,6 +95,20 @@ def test_static_structure_is_served_compacted_at_the_asked_batch_sizes(
         assert Counter(s.batches) == {64: rounds, 1: 4 * rounds}
 
 
+def test_a_spent_budget_leaves_one_timed_round(make_cfg, tiny_data, monkeypatch):
+    """On a busy machine the rounds stop once ``budget_s`` is spent: warm-up + one timed round."""
+    model, dense = _model(make_cfg, tiny_data, "pruner.inputs=domain")
+    spies: dict[int, Spy] = {}
+    real = latency.static_network
+    monkeypatch.setattr(
+        latency, "static_network", lambda m, k: spies.setdefault(k, Spy(real(m, k)))
+    )
+    s = LatencySettings(batch_sizes=(32,), repeats=5, warmup=1, min_rows=1, budget_s=0.0)
+    metrics = measure_latency(model, dense, tiny_data, s).as_dict()
+    assert all(s.batches == [32, 32] for s in spies.values())
+    assert metrics["latency/ratio"] > 0
+
+
 def test_paper_form_is_served_by_the_masked_model(make_cfg, tiny_data):
     model, dense = _model(make_cfg, tiny_data, "pruner=fusion")
     assert latency.static_network(model, 0) is None
@@ -108,6 +122,8 @@ def test_settings_errors_name_the_key():
         LatencySettings(batch_sizes=(0,))
     with pytest.raises(ConfigError, match=r"latency\.repeats"):
         LatencySettings(repeats=0)
+    with pytest.raises(ConfigError, match=r"latency\.budget_s"):
+        LatencySettings(budget_s=-1)
     with pytest.raises(ConfigError, match=r"latency: .*rounds"):
         LatencySettings.from_config({"rounds": 3})
     assert not LatencySettings.from_config(None).enabled

@@ -19,6 +19,7 @@ benchmark's synthetic rows (12 domains).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -139,7 +140,9 @@ def serve(
     test = evaluate(model, data, "test", 8192, torch.device("cpu"))
     m.flops_ratio = float(test.flops.ratio)
     m.sparsity = float(np.nanmean(test.sparsity.ratio)) if test.sparsity.positions else 0.0
-    settings = LatencySettings(batch_sizes=cfg.serve_batch_sizes, repeats=cfg.serve_repeats)
+    settings = LatencySettings(
+        batch_sizes=cfg.serve_batch_sizes, repeats=cfg.serve_repeats, budget_s=math.inf
+    )  # the benchmark times every round, whatever the load
     dense = lambda: build_model(dense_cfg.model, data, None)  # noqa: E731
     result = measure_latency(model, dense, data, settings)
     m.latency = result.as_dict()
@@ -179,7 +182,9 @@ def tower_ratios(model, dense, data: PreparedData, repeats: int, b: int = 4096):
     every = torch.arange(b) % len(split)
     inputs["dense"] = [(dense.embedding(split.cat[every], split.dense[every])[1], None)]
     nets["dense"] = lambda h, _, tower=nets["dense"]: tower(h)
-    ms = time_rounds(nets, inputs, LatencySettings(repeats=repeats), torch.device("cpu"))
+    ms = time_rounds(
+        nets, inputs, LatencySettings(repeats=repeats, budget_s=math.inf), torch.device("cpu")
+    )
     total = sum(weights.values())
     flops_ratio = sum(weights[n] * flops[n] for n in weights) / total
     time_ratio = sum(weights[n] * ms[n] for n in weights) / total / ms["dense"]
