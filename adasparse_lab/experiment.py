@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from adasparse_lab.data import PreparedData, Schema, prepare
 from adasparse_lab.data.prepare import MAX_VOCAB
 from adasparse_lab.errors import ConfigError, DataError
 from adasparse_lab.evaluation import Evaluation, evaluate
+from adasparse_lab.latency import LatencySettings, measure_latency
 from adasparse_lab.metrics import safe_name
 from adasparse_lab.models import AdaSparseModel, PrunerSpec, StaticPruning
 from adasparse_lab.sparsity import BandSchedule, SparsityRegularizer
@@ -261,6 +263,7 @@ def train_and_evaluate(
 ) -> RunResult:
     """Fit on train, select on val, evaluate the selected model on val and test."""
     parts = components or build_components(cfg)
+    latency = LatencySettings.from_config(cfg.get("latency"))  # checked before training
     data = data or build_data(cfg.data, cfg.paths.cache)
     torch.manual_seed(parts.settings.seed)  # the initial weights depend on the seed too
     model = build_model(cfg.model, data, parts.pruner)
@@ -272,6 +275,9 @@ def train_and_evaluate(
     metrics = {**val.as_dict("val", data.domain_names), **test.as_dict("test", data.domain_names)}
     metrics["best_epoch"] = float(fitted.best_epoch)
     metrics["fit_seconds"] = fitted.seconds
+    if latency.enabled:  # measured serving cost beside the analytic FLOPs (latency.py)
+        dense = partial(build_model, cfg.model, data, None)
+        metrics |= measure_latency(model, dense, data, latency).as_dict()
     return RunResult(metrics, domain_table(data, val, test), val, test, fitted, model, data)
 
 

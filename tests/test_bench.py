@@ -11,6 +11,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from adasparse_lab.bench.__main__ import main
+from adasparse_lab.bench.methods import (
+    METHODS,
+    MethodsBenchConfig,
+    chosen_methods,
+    format_methods,
+    run_methods_bench,
+)
 from adasparse_lab.bench.serving import (
     ServeBenchConfig,
     domain_pruner,
@@ -177,6 +184,15 @@ TINY = [
     "0.05",
     "--prep-rows",
     "5000",
+    "--method-rows",
+    "2048",
+    "--method-repeats",
+    "1",
+    "--method",
+    "magnitude",
+    "--method-batch-sizes",
+    "64",
+    "1",
 ]
 
 
@@ -230,6 +246,8 @@ def test_cli_json_has_positive_finite_ratios(tmp_path, capsys, restore_threads):
     printed = capsys.readouterr().out
     assert f"torch {torch.__version__}" in printed and "torch.get_num_threads() = 1" in printed
     assert "fit / bare loop" in printed and "compact ms" in printed and "peak RSS" in printed
+    assert set(payload["methods"]["ratios"]) == {"dense", "magnitude"}  # dense always runs
+    assert "[5] methods" in printed and "speedup /" in printed
 
 
 def test_only_runs_the_chosen_section(capsys):
@@ -237,3 +255,44 @@ def test_only_runs_the_chosen_section(capsys):
     assert "serve" in payload and "train" not in payload and "prep" not in payload
     assert set(payload["ratios"]) == {"compact_speedup_b4", "compact_flops_ratio"}
     assert "[1] training" not in capsys.readouterr().out
+
+
+def test_methods_section_times_every_method_against_dense(capsys):
+    """Training and serving of each chosen method beside the dense model of the same run: the
+    static structure served compacted, the paper form by the masked model."""
+    chosen = ("adasparse-fusion", "adasparse-fusion-domain", "random")
+    cfg = MethodsBenchConfig(
+        rows=2048, repeats=2, serve_repeats=1, serve_batch_sizes=(256, 1), only=chosen
+    )
+    res = run_methods_bench(cfg)
+    assert [m.name for m in res.methods] == ["dense", *chosen]  # in METHODS order, dense first
+    by_name = {m.name: m for m in res.methods}
+    assert all(len(m.samples_per_s) == 2 and min(m.samples_per_s) > 0 for m in res.methods)
+    assert res.train_ratio(by_name["dense"]) == 1.0
+    assert by_name["dense"].served == "masked" and by_name["adasparse-fusion"].served == "masked"
+    assert by_name["adasparse-fusion-domain"].served == by_name["random"].served == "compact"
+    assert 0.5 < by_name["dense"].latency["val/latency/ratio"] < 2.0  # dense against dense
+    assert (
+        by_name["adasparse-fusion"].flops_ratio > 1.5
+    )  # paper-form pruners cost as much as the tower
+    random = by_name["random"]
+    assert 0 < random.flops_ratio < 1 and random.tower is not None
+    assert random.tower[0] == pytest.approx(random.flops_ratio, abs=0.05)  # same structure
+    assert math.isfinite(random.efficiency) and math.isfinite(random.tower_efficiency)
+    assert by_name["adasparse-fusion"].tower is None
+    summary = res.summary()
+    assert summary["dense"]["tower_speedup_over_flops_promise"] is None
+    assert all(summary[n]["ratio_b1"] > 0 and summary[n]["ratio_b256"] > 0 for n in summary)
+    assert by_name["random"].latency.keys() >= {"val/latency/b256/d00", "val/latency/b1/d00"}
+    text = format_methods(res, threads=torch.get_num_threads())
+    assert all(name in text for name in ["dense", *chosen])
+    assert f"({torch.get_num_threads()} torch threads)" in text
+
+
+def test_methods_are_name_and_overrides_lines():
+    assert METHODS[0][0] == "dense" and all(isinstance(o, list) for _, o in METHODS)
+    assert {"adasparse-fusion", "adasparse-fusion-domain", "adasparse-fusion-r16"} <= {
+        n for n, _ in METHODS
+    }
+    with pytest.raises(ValueError, match="nope"):
+        chosen_methods(("nope",))

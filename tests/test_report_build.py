@@ -78,6 +78,29 @@ def test_report_shows_stored_values(built, report_study):  # noqa: F811
     assert "dense model" in summary or "dense val AUC" in summary  # the headline compares with it
 
 
+def test_report_names_methods_and_toggles_to_measured_latency(built, report_study):  # noqa: F811
+    """The fixture's runs measured their latency (conf: latency.enabled) and predate the
+    ``method`` attr: methods come from pruner form and inputs, the reference is 'dense'."""
+    data = collect([report_study.name], [report_study.storage])
+    done = data.trials.filter(pl.col("state") == "COMPLETE")
+    methods = {"adasparse-fusion", "adasparse-binarization-domain", "adasparse-scaling"}
+    assert set(done["method"]) == methods
+    assert done["latency_ratio"].null_count() == 0 and (done["latency_ratio"] > 0).all()
+    assert 0.5 < data.reference["latency_ratio"][0] < 2.0  # dense against dense
+    trial_rows = data.domain_metrics.filter(pl.col("kind") == "trial")
+    assert trial_rows["latency_ratio"].null_count() == 0
+    page = built.path.read_text()
+    pareto = page[page.index('<section id="pareto"') : page.index('<section id="domains"')]
+    domains = page[page.index('<section id="domains"') : page.index('<section id="structure"')]
+    for section in (pareto, domains):
+        assert '"label":"analytic FLOPs"' in section and '"label":"measured latency"' in section
+        for method in methods:
+            assert f'"name":"{method}"' in section  # one trace per method, on both axes
+    assert "measured latency ratio" in pareto
+    table = page[page.index('<section id="trials"') : page.index('<section id="context"')]
+    assert "latency ratio" in table and all(f">{m}<" in table for m in methods)
+
+
 def test_cli_default_storage(report_study, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "out"
     code = main([f"study={report_study.name}", f"studies={report_study.root}", f"out={out}"])

@@ -24,13 +24,16 @@ from adasparse_lab.report.diagnostics import diagnostics
 from adasparse_lab.report.domain_figures import domain_fronts_figure, gain_figure
 from adasparse_lab.report.figures import band_figure, band_varies, pareto_figure
 from adasparse_lab.report.html import Block, Section, StructureView, render_page, table_html
+from adasparse_lab.report.storage import legacy_method
 from adasparse_lab.report.structure import (
     keep_map_figure,
     overlap_figure,
     sparsity_heatmap,
     structure_order,
 )
+from adasparse_lab.report.style import color_for
 from adasparse_lab.report.tables import domain_gains
+from adasparse_lab.report.toggle import BUTTON_LABELS, axis_toggle, cost_axes
 
 MAX_MIN = ["maximize", "minimize"]
 
@@ -424,3 +427,103 @@ def test_page_inlines_plotlyjs_once_and_counts_figures():
         "&lt;i&gt;" in table and "B&lt;" in table and 'data-v="1.0"' in table and "<i>" not in table
     )
     assert math.isclose(float(table.split('data-v="')[1].split('"')[0]), 1.0)
+
+
+METHODS = ["adasparse-fusion", "magnitude", "adasparse-fusion-domain", "dense", "random", "random"]
+LATENCY = [2.1, 0.6, 0.55, 1.0, 0.9, 0.4]
+
+
+def test_pareto_figure_one_trace_per_method_and_a_latency_axis():
+    trials = trials_table().with_columns(
+        method=pl.Series(METHODS), latency_ratio=pl.Series(LATENCY)
+    )
+    fig = pareto_figure(trials, x="flops_ratio")  # colours by method by default
+    points = fig.data[:5]  # trial 4 failed: its method (random) keeps trial 5 only
+    assert [t.name for t in points] == sorted(set(METHODS))
+    for i, t in enumerate(points):
+        assert t.marker.color == color_for(t.name, i)
+    assert color_for("adasparse-fusion", 0) != color_for("adasparse-fusion-domain", 1)
+    magnitude = fig.data[[t.name for t in fig.data].index("magnitude")]
+    assert _xy(magnitude) == [(0.5, 0.79)]
+    assert "· magnitude" in magnitude.text[0] and "FLOPs 0.500 · latency 0.600" in magnitude.text[0]
+    lat = pareto_figure(trials, x="latency_ratio")
+    assert lat.layout.xaxis.title.text.startswith("measured latency ratio")
+    by_name = {t.name: t for t in lat.data}
+    assert _xy(by_name["magnitude"]) == [(0.6, 0.79)] and _xy(by_name["random"]) == [(0.4, 0.75)]
+    # The front on latency (trial 0 at 2.1 is beaten by trial 3 at 1.0 with a higher AUC).
+    assert _xy(by_name["front"]) == [(0.4, 0.75), (0.55, 0.78), (0.6, 0.79), (1.0, 0.81)]
+
+
+def test_axis_toggle_switches_visible_traces_and_axis_titles():
+    trials = trials_table().with_columns(
+        method=pl.Series(METHODS), latency_ratio=pl.Series(LATENCY)
+    )
+    assert cost_axes(trials) == ["flops_ratio", "latency_ratio"]
+    assert cost_axes(trials.drop("latency_ratio")) == ["flops_ratio"]
+    assert cost_axes(trials.with_columns(latency_ratio=None)) == ["flops_ratio"]
+    views = {BUTTON_LABELS[x]: pareto_figure(trials, x=x) for x in cost_axes(trials)}
+    n_flops, n_lat = (len(f.data) for f in views.values())
+    fig = axis_toggle(views)
+    assert len(fig.data) == n_flops + n_lat
+    assert [t.visible for t in fig.data] == [None] * n_flops + [False] * n_lat
+    (menu,) = fig.layout.updatemenus
+    flops_button, latency_button = menu.buttons
+    assert (flops_button.label, latency_button.label) == ("analytic FLOPs", "measured latency")
+    assert latency_button.args[0]["visible"] == [False] * n_flops + [True] * n_lat
+    assert latency_button.args[1]["xaxis.title.text"].startswith("measured latency ratio")
+    assert flops_button.args[1]["xaxis.title.text"].startswith("FLOPs ratio")
+    hidden = [t for t in fig.data if t.visible is False]
+    assert {t.name for t in hidden} >= {"magnitude", "front"}
+    single = pareto_figure(trials.drop("latency_ratio"))
+    assert axis_toggle({"analytic FLOPs": single}) is single  # nothing to switch
+
+
+def test_domain_fronts_coloured_by_method_on_either_cost_axis():
+    rows = []
+    spec = [
+        (0.70, 0.5, 0.45, "magnitude"),
+        (0.72, 0.8, 1.9, "adasparse-fusion"),
+        (0.69, 0.9, 0.7, "magnitude"),
+    ]
+    for number, (auc, flops, lat, method) in enumerate(spec):
+        for k, d in enumerate(["small", "big", "mid"]):
+            rows.append(
+                {
+                    "study": "s",
+                    "number": number,
+                    "domain": d,
+                    "val_auc": auc + k / 100,
+                    "flops_ratio": flops,
+                    "latency_ratio": lat + k / 10,
+                    "method": method,
+                }
+            )
+    points = pl.DataFrame(rows)
+    reference = pl.DataFrame(
+        {
+            "study": ["s"] * 3,
+            "domain": ["small", "big", "mid"],
+            "val_auc": [0.71, 0.73, 0.72],
+            "flops_ratio": [1.0] * 3,
+            "latency_ratio": [1.0] * 3,
+        }
+    )
+    for x in ("flops_ratio", "latency_ratio"):
+        fig = domain_fronts_figure(points, domains_table(), reference, x=x)
+        assert len(fig.data) == 3 * 4  # per panel: 2 methods, front, reference
+        legend = [t.name for t in fig.data if t.showlegend]
+        assert sorted(legend) == ["adasparse-fusion", "dense reference", "front", "magnitude"]
+        big = [t for t in fig.data if t.xaxis == "x"]
+        mag = next(t for t in big if t.name == "magnitude")
+        assert mag.marker.color == color_for("magnitude", 1)
+        expected = [(0.5, 0.71), (0.9, 0.70)] if x == "flops_ratio" else [(0.55, 0.71), (0.8, 0.70)]
+        assert sorted(_xy(mag)) == expected  # "big" is k = 1
+    assert fig.layout.xaxis.title.text == "measured latency ratio"
+
+
+def test_legacy_method_names():
+    assert legacy_method("none") == "dense"
+    assert legacy_method("fusion", "hidden+domain") == "adasparse-fusion"
+    assert legacy_method("binarization", "domain") == "adasparse-binarization-domain"
+    assert legacy_method("random", "domain") == "random"
+    assert legacy_method(None) is None

@@ -169,4 +169,3 @@ def test_same_seed_same_result_other_seed_other_init(make_cfg, tiny_data):
         runs[name] = {k: v for k, v in result.metrics.items() if k != "fit_seconds"}
     assert runs["a"] == runs["b"]  # every number, bit for bit (GAUC included)
     assert runs["a"]["val/mean_domain_auc"] != runs["c"]["val/mean_domain_auc"]
-

@@ -4,6 +4,8 @@ python -m adasparse_lab.bench                       # all sections, defaults (~1
 python -m adasparse_lab.bench --only train --repeats 7 --threads 1
 python -m adasparse_lab.bench --only prep --prep-rows 10000000
 python -m adasparse_lab.bench --only study          # per-trial overhead of the study driver
+python -m adasparse_lab.bench --only methods        # every method's training and serving vs dense
+python -m adasparse_lab.bench --only methods --method magnitude --method random
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -13,10 +15,17 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from adasparse_lab.bench.methods import (
+    METHODS,
+    MethodsBenchConfig,
+    format_methods,
+    run_methods_bench,
+)
 from adasparse_lab.bench.preparation import run_prep_bench
 from adasparse_lab.bench.report import (
     describe_machine,
@@ -32,7 +41,27 @@ from adasparse_lab.bench.serving import ServeBenchConfig, run_serve_bench
 from adasparse_lab.bench.study_overhead import format_study, run_study_bench
 from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
-SECTIONS = ("train", "serve", "prep", "study")
+SECTIONS = ("train", "serve", "prep", "study", "methods")
+
+
+def add_method_args(p: argparse.ArgumentParser) -> None:
+    """Flags of the methods section."""
+    m = MethodsBenchConfig()
+    p.add_argument(
+        "--method",
+        action="append",
+        choices=[name for name, _ in METHODS],
+        help="methods section: run only this method (repeatable; dense always runs)",
+    )
+    p.add_argument("--method-rows", type=int, default=m.rows, help="training rows per pass")
+    p.add_argument("--method-repeats", type=int, default=m.repeats)
+    p.add_argument(
+        "--method-batch-sizes",
+        type=int,
+        nargs="+",
+        default=list(m.serve_batch_sizes),
+        help="serving batch sizes of the methods section (the largest gives the latency ratio)",
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,22 +103,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--study", default="sparsity", help="study whose trials the overhead is measured on"
     )
     p.add_argument("--study-trials", type=int, default=4, help="trials of the overhead section")
+    add_method_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     args = p.parse_args(argv)
-    for key in ("rows", "loader_rows", "warmup_rows", "repeats", "prep_rows"):
+    for key in (
+        "rows", "loader_rows", "warmup_rows", "repeats", "prep_rows", "method_rows",
+        "method_repeats",
+    ):  # fmt: skip
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be >= 1")
     return args
 
 
 def run_sections(args: argparse.Namespace) -> tuple:
-    """Run and print the chosen sections; returns (train, serve, prep, study), None where skipped."""
+    """Run and print the chosen sections; returns (train, serve, prep, study, methods), None
+    where skipped."""
     sections = set(args.only or SECTIONS)
-    train = serve = prep = study = None
+    train = serve = prep = study = methods = None
     if "train" in sections:
         cfg = TrainBenchConfig(
             rows=args.rows, loader_rows=args.loader_rows, warmup_rows=args.warmup_rows,
@@ -109,7 +143,14 @@ def run_sections(args: argparse.Namespace) -> tuple:
     if "study" in sections:
         study = run_study_bench(args.study, args.study_trials)
         print("\n" + format_study(study), flush=True)
-    return train, serve, prep, study
+    if "methods" in sections:
+        methods = run_methods_bench(MethodsBenchConfig(
+            rows=args.method_rows, repeats=args.method_repeats,
+            serve_batch_sizes=tuple(args.method_batch_sizes), only=tuple(args.method or ()),
+            seed=args.seed,
+        ))  # fmt: skip
+        print("\n" + format_methods(methods, torch.get_num_threads()), flush=True)
+    return train, serve, prep, study, methods
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -122,10 +163,12 @@ def main(argv: list[str] | None = None) -> dict:
     t0, load_at_start = time.perf_counter(), load_average()
     machine = describe_machine()
     print(format_machine(machine), flush=True)
-    train, serve, prep, study = run_sections(args)
+    train, serve, prep, study, methods = run_sections(args)
     payload = to_json(machine, train, serve, prep)
     if study is not None:
         payload["study"] = study.as_dict()
+    if methods is not None:
+        payload["methods"] = asdict(methods) | {"ratios": methods.summary()}
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))

@@ -1,5 +1,5 @@
 """`python -m adasparse_lab.report study=<name>[,<name2>] [storage=<url>[,<url2>]] [out=reports]
-[studies=studies] [color=pruner_form] [static=png|svg]`
+[studies=studies] [color=method] [static=png|svg]`
 
 Arguments are ``key=value`` pairs parsed here, not by Hydra (which would read ``study=a,b`` as
 a sweep over two values). ``study=a,b`` overlays the studies in one report under
@@ -20,7 +20,7 @@ KEYS = {
     "storage": "Optuna storage per study, comma-separated (default: studies/<name>/optuna.db, else journal.log)",
     "out": "output folder (default: reports)",
     "studies": "folder holding the studies (default: studies)",
-    "color": "trial column or param:<name> that colours the front (default: pruner_form)",
+    "color": "trial column or param:<name> that colours the front (default: method)",
     "static": "also export every figure as png or svg (needs kaleido and Chromium)",
 }
 USAGE = (
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             storages,
             args.get("out", "reports"),
             studies_dir=args.get("studies", "studies"),
-            color_by=args.get("color", "pruner_form"),
+            color_by=args.get("color", "method"),
             static=args.get("static"),
         )
     except ConfigError as err:

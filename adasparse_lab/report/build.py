@@ -57,7 +57,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def make_sections(data: ReportData, color_by: str | None = "pruner_form") -> list[Section]:
+def make_sections(data: ReportData, color_by: str | None = "method") -> list[Section]:
     parts = [
         pareto_section(data, color_by),
         domains_section(data),
@@ -123,7 +123,7 @@ def build(
     out_dir: Path | str = "reports",
     *,
     studies_dir: Path | str = "studies",
-    color_by: str | None = "pruner_form",
+    color_by: str | None = "method",
     static: str | None = None,
     max_structure_trials: int = 12,
 ) -> BuildInfo:

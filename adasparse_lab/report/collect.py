@@ -4,16 +4,18 @@ studies alike.
 
 Tables (each has a ``study`` column; ``number`` is the Optuna trial number):
   trials          one per trial: state, duration_s, auc (val mean per-domain AUC), flops_ratio,
-                  test_auc, sparsity, pruner_form, pruner_inputs, band_lo, band_hi, run_id,
+                  latency_ratio (measured, null without latency metrics), method (the
+                  run's tag, else the trial's attr, else derived from pruner_form), test_auc,
+                  sparsity, pruner_form, pruner_inputs, band_lo, band_hi, run_id,
                   fail_reason, on_front, ``obj:<objective>``, ``param:<name>``
   domain_metrics  one per (run, domain): kind (trial|reeval|reference), number, seed, run_id,
-                  domain, val_auc, test_auc, flops_ratio, sparsity
+                  domain, val_auc, test_auc, flops_ratio, sparsity, latency_ratio
   layer_sparsity  one per (trial run, domain, masked position): number, domain, position, sparsity
   reeval          one per re-evaluated trial: number, n_seeds, test_auc_mean, test_auc_sd,
-                  flops_ratio_mean
+                  flops_ratio_mean, latency_ratio_mean
   reeval_domains  one per (re-evaluated trial, domain): number, domain, n_seeds, test_auc_mean,
                   test_auc_sd
-  reference       0 or 1 per study: run_id, auc, test_auc, flops_ratio
+  reference       0 or 1 per study: run_id, auc, test_auc, flops_ratio, latency_ratio
   domains         one per domain: domain, group, train_rows, pos_rate, oracle_auc
   keep            one per (structure trial, domain, position, neuron): number, domain, position,
                   neuron, keep_prob (front trials only; position 0 = input embedding)
@@ -35,6 +37,7 @@ from adasparse_lab.report.storage import load_study, objectives, trials_table
 log = logging.getLogger(__name__)
 AUC_OBJECTIVE = "val/mean_domain_auc"
 FLOPS_OBJECTIVE = "val/flops/ratio"
+LATENCY_OBJECTIVE = "val/latency/ratio"
 DOMAINS_SCHEMA = {
     "study": pl.String,
     "domain": pl.String,
@@ -82,7 +85,7 @@ def _objective_column(objs: list[dict[str, str]], name: str, direction: str) -> 
     by_name = [o["name"] for o in objs if o["name"] == name]
     if by_name:
         return f"obj:{by_name[0]}"
-    known = {AUC_OBJECTIVE, FLOPS_OBJECTIVE}
+    known = {AUC_OBJECTIVE, FLOPS_OBJECTIVE, LATENCY_OBJECTIVE}
     unnamed = [o["name"] for o in objs if o["direction"] == direction and o["name"] not in known]
     return f"obj:{unnamed[0]}" if unnamed and unnamed[0].startswith("objective ") else None
 
@@ -90,10 +93,17 @@ def _objective_column(objs: list[dict[str, str]], name: str, direction: str) -> 
 def _enrich_trials(
     trials: pl.DataFrame, objs: list[dict[str, str]], runs: pl.DataFrame
 ) -> pl.DataFrame:
-    """Adds auc, flops_ratio (Optuna values first, MLflow second), test_auc and sparsity."""
+    """Adds auc, flops_ratio, latency_ratio (Optuna values first, MLflow second), test_auc,
+    sparsity, and the run's method tag where the trial has no method."""
     trial_runs = runs.filter(pl.col("kind") == "trial")
     by_id = trial_runs.select(
-        "run_id", m_auc="auc", m_flops="flops_ratio", test_auc="test_auc", sparsity="sparsity"
+        "run_id",
+        m_auc="auc",
+        m_flops="flops_ratio",
+        m_latency="latency_ratio",
+        m_method="method",
+        test_auc="test_auc",
+        sparsity="sparsity",
     )
     # Trials that did not record their run id: the latest run tagged with their number.
     by_number = (
@@ -109,7 +119,14 @@ def _enrich_trials(
     flops_col = _objective_column(objs, FLOPS_OBJECTIVE, "minimize")
     auc = pl.coalesce(pl.col(auc_col), pl.col("m_auc")) if auc_col else pl.col("m_auc")
     flops = pl.coalesce(pl.col(flops_col), pl.col("m_flops")) if flops_col else pl.col("m_flops")
-    return out.with_columns(auc=auc, flops_ratio=flops).drop("m_auc", "m_flops")
+    lat_col = f"obj:{LATENCY_OBJECTIVE}"
+    latency = pl.coalesce(lat_col, "m_latency") if lat_col in out.columns else pl.col("m_latency")
+    return out.with_columns(
+        auc=auc,
+        flops_ratio=flops,
+        latency_ratio=latency,
+        method=pl.coalesce("m_method", "method"),
+    ).drop("m_auc", "m_flops", "m_latency", "m_method")
 
 
 def _reeval_tables(runs: pl.DataFrame, domains: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -125,6 +142,7 @@ def _reeval_tables(runs: pl.DataFrame, domains: pl.DataFrame) -> tuple[pl.DataFr
             test_auc_mean=pl.col("test_auc").mean(),
             test_auc_sd=pl.col("test_auc").std().fill_null(0.0),
             flops_ratio_mean=pl.col("flops_ratio").mean(),
+            latency_ratio_mean=pl.col("latency_ratio").mean(),
         )
         .sort("number")
     )
@@ -145,7 +163,7 @@ def _reference(runs: pl.DataFrame) -> pl.DataFrame:
     """The dense reference: its runs over seeds (the study's seed and the re-evaluation seeds),
     averaged. Returns the run ids, and one row of means."""
     refs = runs.filter((pl.col("kind") == "reference") & (pl.col("status") == "FINISHED"))
-    return refs.sort("start_ms").select("run_id", "auc", "test_auc", "flops_ratio")
+    return refs.sort("start_ms").select("run_id", "auc", "test_auc", "flops_ratio", "latency_ratio")
 
 
 def _reference_mean(refs: pl.DataFrame) -> pl.DataFrame:
@@ -156,6 +174,7 @@ def _reference_mean(refs: pl.DataFrame) -> pl.DataFrame:
         pl.col("auc").mean(),
         pl.col("test_auc").mean(),
         pl.col("flops_ratio").mean(),
+        pl.col("latency_ratio").mean(),
         n_seeds=pl.len(),
     )
 

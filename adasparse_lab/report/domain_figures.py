@@ -10,7 +10,8 @@ import polars as pl
 from plotly.subplots import make_subplots
 
 from adasparse_lab.report.figures import front_xy
-from adasparse_lab.report.style import PALETTE, REFERENCE_COLOR, finish, rounded
+from adasparse_lab.report.style import PALETTE, REFERENCE_COLOR, color_for, finish, rounded
+from adasparse_lab.report.toggle import COST_AXES
 
 
 def domain_order(domains: pl.DataFrame) -> list[tuple[str, int | None]]:
@@ -20,16 +21,44 @@ def domain_order(domains: pl.DataFrame) -> list[tuple[str, int | None]]:
     return list(zip(ordered["domain"].to_list(), ordered["train_rows"].to_list()))
 
 
+def _points_traces(frame: pl.DataFrame, by_method: bool, color: str, x: str, domain: str):
+    """The panel's trial points: one trace per method (coloured by method), or one trace."""
+    if by_method:
+        groups = [(m, frame.filter(pl.col("method") == m)) for m in frame["method"].unique()]
+    else:
+        groups = [(None, frame)]
+    for method, part in groups:
+        yield (
+            method,
+            go.Scatter(
+                x=rounded(part[x]),
+                y=rounded(part["val_auc"]),
+                mode="markers",
+                marker={"size": 6, "color": color, "opacity": 0.55},
+                customdata=part["number"].to_list(),
+                hovertemplate="trial %{customdata}"
+                + (f" · {method}" if method else "")
+                + "<br>AUC %{y:.4f} · "
+                + ("FLOPs" if x == "flops_ratio" else "latency")
+                + " %{x:.3f}<extra>"
+                + domain
+                + "</extra>",
+            ),
+        )
+
+
 def domain_fronts_figure(
     points: pl.DataFrame,
     domains: pl.DataFrame,
     reference: pl.DataFrame | None = None,
     cols: int = 4,
+    x: str = "flops_ratio",
 ) -> go.Figure:
     """Small multiples, one panel per domain ordered by training size: that domain's val AUC
-    against its FLOPs ratio for every trial (``points``: study, number, domain, val_auc,
-    flops_ratio), its front as a line, and the dense reference (``reference``: study, domain,
-    val_auc, flops_ratio) as a star. Per panel and study: points, front (+ reference)."""
+    against its cost ``x`` (flops_ratio or latency_ratio) for every trial (``points``: study,
+    number, domain, val_auc, x, optionally method), its front as a line, and the dense
+    reference (``reference``: study, domain, val_auc, x) as a star. One study: points coloured
+    by method (same colours as the main front); several studies: coloured by study."""
     order = domain_order(domains)
     cols = max(1, min(cols, len(order)))
     rows = max(1, math.ceil(len(order) / cols))
@@ -41,66 +70,26 @@ def domain_fronts_figure(
         horizontal_spacing=0.06,
         vertical_spacing=min(0.12, 0.5 / rows),
     )
-    pts = points.filter(pl.col("val_auc").is_not_null() & pl.col("flops_ratio").is_not_null())
+    pts = points.filter(pl.col("val_auc").is_not_null() & pl.col(x).is_not_null())
     studies = points["study"].unique(maintain_order=True).to_list()
+    by_method = len(studies) == 1 and "method" in pts.columns and pts["method"].null_count() == 0
+    methods = sorted(pts["method"].unique().to_list()) if by_method else []
+    shown: set[str] = set()
     for k, (domain, _) in enumerate(order):
         r, c = k // cols + 1, k % cols + 1
         for s_i, study in enumerate(studies):
             color = PALETTE[s_i % len(PALETTE)]
             frame = pts.filter((pl.col("domain") == domain) & (pl.col("study") == study))
-            label = study if len(studies) > 1 else "trials"
-            fig.add_trace(
-                go.Scatter(
-                    x=rounded(frame["flops_ratio"]),
-                    y=rounded(frame["val_auc"]),
-                    mode="markers",
-                    marker={"size": 6, "color": color, "opacity": 0.55},
-                    name=label,
-                    legendgroup=label,
-                    showlegend=k == 0,
-                    customdata=frame["number"].to_list(),
-                    hovertemplate="trial %{customdata}<br>AUC %{y:.4f} · FLOPs %{x:.3f}<extra>"
-                    + domain
-                    + "</extra>",
-                ),
-                row=r,
-                col=c,
-            )
-            fx, fy = front_xy(frame, "flops_ratio", "val_auc")
-            fig.add_trace(
-                go.Scatter(
-                    x=fx,
-                    y=fy,
-                    mode="lines",
-                    line_shape="hv",
-                    line={"color": color, "width": 2},
-                    name=f"{study}: front" if len(studies) > 1 else "front",
-                    legendgroup=label,
-                    showlegend=k == 0,
-                    hoverinfo="skip",
-                ),
-                row=r,
-                col=c,
-            )
-            if reference is not None:
-                ref = reference.filter((pl.col("domain") == domain) & (pl.col("study") == study))
-                if ref.height:
-                    fig.add_trace(
-                        go.Scatter(
-                            x=rounded(ref["flops_ratio"]),
-                            y=rounded(ref["val_auc"]),
-                            mode="markers",
-                            marker={"symbol": "star", "size": 12, "color": REFERENCE_COLOR},
-                            name="dense reference",
-                            legendgroup="reference",
-                            showlegend=k == 0 and s_i == 0,
-                            hovertemplate="dense reference<br>AUC %{y:.4f}<extra></extra>",
-                        ),
-                        row=r,
-                        col=c,
-                    )
+            for method, trace in _points_traces(frame, by_method, color, x, domain):
+                label = method or (study if len(studies) > 1 else "trials")
+                if method:
+                    trace.marker.color = color_for(method, methods.index(method))
+                trace.update(name=label, legendgroup=label, showlegend=label not in shown)
+                shown.add(label)
+                fig.add_trace(trace, row=r, col=c)
+            _add_front_and_reference(fig, frame, reference, study, domain, studies, (r, c, k), x)
     for c in range(1, cols + 1):
-        fig.update_xaxes(title_text="FLOPs ratio", row=rows, col=c)
+        fig.update_xaxes(title_text=COST_AXES.get(x, x).split(" (")[0], row=rows, col=c)
     for r in range(1, rows + 1):
         fig.update_yaxes(title_text="val AUC", row=r, col=1)
     height = 260 * rows + 110
@@ -116,6 +105,51 @@ def domain_fronts_figure(
             "yanchor": "bottom",
         },
     )
+
+
+def _add_front_and_reference(
+    fig: go.Figure, frame, reference, study: str, domain: str, studies: list, where: tuple, x: str
+) -> None:
+    """One study's front line in a panel, and its dense reference star."""
+    r, c, k = where
+    s_i = studies.index(study)
+    multi = len(studies) > 1
+    fx, fy = front_xy(frame, x, "val_auc")
+    fig.add_trace(
+        go.Scatter(
+            x=fx,
+            y=fy,
+            mode="lines",
+            line_shape="hv",
+            line={"color": PALETTE[s_i % len(PALETTE)] if multi else "#333", "width": 2},
+            name=f"{study}: front" if multi else "front",
+            legendgroup=f"{study}: front",
+            showlegend=k == 0,
+            hoverinfo="skip",
+        ),
+        row=r,
+        col=c,
+    )
+    if reference is None or x not in reference.columns:
+        return
+    ref = reference.filter(
+        (pl.col("domain") == domain) & (pl.col("study") == study) & pl.col(x).is_not_null()
+    )
+    if ref.height:
+        fig.add_trace(
+            go.Scatter(
+                x=rounded(ref[x]),
+                y=rounded(ref["val_auc"]),
+                mode="markers",
+                marker={"symbol": "star", "size": 12, "color": REFERENCE_COLOR},
+                name="dense reference",
+                legendgroup="reference",
+                showlegend=k == 0 and s_i == 0,
+                hovertemplate="dense reference<br>AUC %{y:.4f}<extra></extra>",
+            ),
+            row=r,
+            col=c,
+        )
 
 
 def log_ticks(values: list[float]) -> list[int]:

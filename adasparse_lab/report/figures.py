@@ -19,8 +19,8 @@ from adasparse_lab.report.style import (
     fmt,
     rounded,
 )
+from adasparse_lab.report.toggle import COST_AXES
 
-X_TITLE = "FLOPs ratio (effective / dense)"
 Y_TITLE = "mean per-domain AUC"
 STUDY_SYMBOLS = ["circle", "square", "triangle-up", "diamond", "cross", "x"]
 
@@ -33,9 +33,14 @@ def completed(trials: pl.DataFrame, x: str = "flops_ratio", y: str = "auc") -> p
 
 
 def hover_text(row: dict, x: str = "flops_ratio", y: str = "auc") -> str:
-    """Trial number, objectives, the sampled parameters and the MLflow run id of one trial."""
+    """Trial number, method, objectives, the sampled parameters and the MLflow run id of one
+    trial (``x`` is the plotted cost; FLOPs and measured latency are both shown when known)."""
     head = f"<b>trial {row['number']}</b>" + (f" · {row['study']}" if "study" in row else "")
-    lines = [head, f"AUC {fmt(row[y])} · FLOPs {fmt(row[x], '.3f')}"]
+    head += f" · {row['method']}" if row.get("method") else ""
+    cost = f"FLOPs {fmt(row.get('flops_ratio', row[x]), '.3f')}"
+    if row.get("latency_ratio") is not None:
+        cost += f" · latency {fmt(row['latency_ratio'], '.3f')}"
+    lines = [head, f"AUC {fmt(row[y])} · {cost}"]
     lines += [
         f"{k.removeprefix('param:')} = {fmt(v, '.4g')}"
         for k, v in row.items()
@@ -100,12 +105,13 @@ def pareto_figure(
     trials: pl.DataFrame,
     reference: pl.DataFrame | None = None,
     reeval: pl.DataFrame | None = None,
-    color_by: str | None = "pruner_form",
+    color_by: str | None = "method",
     x: str = "flops_ratio",
     y: str = "auc",
 ) -> go.Figure:
-    """Every completed trial (val AUC vs FLOPs ratio), coloured by ``color_by`` (one trace per
-    value; a colour scale for a numeric column; by study when several studies are shown); the
+    """Every completed trial (val AUC vs the cost ``x``: flops_ratio or latency_ratio),
+    coloured by ``color_by`` (one trace per value, e.g. per method; a colour scale for a
+    numeric column; by study when several studies are shown); the
     front of each study as a staircase line; the dense reference as a star; test
     re-evaluations of front trials as diamonds with +-1 sd error bars over seeds."""
     fig = go.Figure()
@@ -138,8 +144,8 @@ def pareto_figure(
         )
     for s_i, study in enumerate(studies):
         _add_reference(fig, reference, study, multi, x, s_i)
-        _add_reeval(fig, reeval, trials, study, multi, s_i)
-    fig.update_xaxes(title_text=X_TITLE)
+        _add_reeval(fig, reeval, trials, study, multi, s_i, x)
+    fig.update_xaxes(title_text=COST_AXES.get(x, x))
     fig.update_yaxes(title_text=Y_TITLE + " (validation)")
     return finish(fig, "AUC against compute: every trial and the Pareto front", 520)
 
@@ -148,7 +154,7 @@ def _add_reference(fig: go.Figure, reference, study: str, multi: bool, x: str, s
     if reference is None:
         return
     ref = reference.filter(pl.col("study") == study)
-    if ref.height and ref["auc"][0] is not None:
+    if ref.height and ref["auc"][0] is not None and x in ref.columns and ref[x][0] is not None:
         fig.add_trace(
             go.Scatter(
                 x=rounded(ref[x]),
@@ -168,17 +174,15 @@ def _add_reference(fig: go.Figure, reference, study: str, multi: bool, x: str, s
 
 
 def _add_reeval(
-    fig: go.Figure, reeval, trials: pl.DataFrame, study: str, multi: bool, s_i: int
+    fig: go.Figure, reeval, trials: pl.DataFrame, study: str, multi: bool, s_i: int, x: str
 ) -> None:
-    if reeval is None:
+    if reeval is None or x not in trials.columns:
         return
     rv = reeval.filter((pl.col("study") == study) & pl.col("test_auc_mean").is_not_null())
     if not rv.height:
         return
-    rv = rv.join(
-        trials.select("study", "number", "flops_ratio"), on=["study", "number"], how="left"
-    )
-    xs = rv["flops_ratio_mean"].fill_null(rv["flops_ratio"])
+    rv = rv.join(trials.select("study", "number", x), on=["study", "number"], how="left")
+    xs = rv[f"{x}_mean"].fill_null(rv[x]) if f"{x}_mean" in rv.columns else rv[x]
     text = [
         f"<b>trial {r['number']}</b>: test re-evaluation<br>AUC {fmt(r['test_auc_mean'])} ± "
         f"{fmt(r['test_auc_sd'])} over {r['n_seeds']} seeds"

@@ -2,9 +2,13 @@
 reference), flattened into polars tables; artifacts are read only for the runs that need them.
 
 Run tags (the sweep's contract): ``kind`` = study | trial | reeval | reference,
-``trial_number``, ``seed``. Metric keys use sanitised domain names (metrics.safe_name).
+``trial_number``, ``seed``, ``method`` (absent in older studies: 'dense' for the reference).
+Metric keys use sanitised domain names (metrics.safe_name).
 Costs and sparsity are read from the validation split (``val/flops/ratio``,
 ``val/sparsity/<domain>/l<k>``, ``val/sparsity/<domain>/overall``), like the objectives.
+``latency_ratio``: the run's ``val/latency/ratio``; per domain, ``val/latency/b<b>/<domain>``
+over ``val/latency/dense_b<b>`` at the largest batch size b (latency.py), the same batch the
+run's ``val/latency/ratio`` uses.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from adasparse_lab.metrics import safe_name
 log = logging.getLogger(__name__)
 RUN_KINDS = ("trial", "reeval", "reference")
 _LAYER_KEY = re.compile(r"^val/sparsity/(.+)/l(\d+)$")
+_DENSE_LATENCY = re.compile(r"^val/latency/dense_b(\d+)$")
 
 RUN_SCHEMA = {
     "kind": pl.String,
@@ -35,6 +40,8 @@ RUN_SCHEMA = {
     "flops_ratio": pl.Float64,
     "sparsity": pl.Float64,
     "start_ms": pl.Int64,
+    "method": pl.String,
+    "latency_ratio": pl.Float64,
 }
 DOMAIN_SCHEMA = {
     "kind": pl.String,
@@ -46,6 +53,7 @@ DOMAIN_SCHEMA = {
     "test_auc": pl.Float64,
     "flops_ratio": pl.Float64,
     "sparsity": pl.Float64,
+    "latency_ratio": pl.Float64,
 }
 LAYER_SCHEMA = {
     "run_id": pl.String,
@@ -95,6 +103,16 @@ def _int_tag(tags: dict, key: str) -> int | None:
         return None
 
 
+def _domain_latency(m: dict[str, float], safe: str) -> float | None:
+    """A domain's measured latency over the dense model's, at the largest batch size timed."""
+    sizes = [int(hit.group(1)) for k in m if (hit := _DENSE_LATENCY.match(k))]
+    if not sizes:
+        return None
+    b = max(sizes)
+    value, dense = m.get(f"val/latency/b{b}/{safe}"), m[f"val/latency/dense_b{b}"]
+    return None if value is None or not dense else value / dense
+
+
 def _domain_rows(kind: str, run, number, seed, names: dict[str, str]) -> tuple[list, list]:
     """Per-domain and per-layer rows of one run; ``names`` maps safe names to domain names."""
     m = run.data.metrics
@@ -117,6 +135,7 @@ def _domain_rows(kind: str, run, number, seed, names: dict[str, str]) -> tuple[l
                 "test_auc": m.get(f"test/auc/{safe}"),
                 "flops_ratio": m.get(f"val/flops_ratio/{safe}"),
                 "sparsity": m.get(f"val/sparsity/{safe}/overall"),
+                "latency_ratio": _domain_latency(m, safe),
             }
         )
         layer_rows += [
@@ -170,6 +189,8 @@ def read_runs(uri: str, experiment: str, domains: list[str] | None) -> RunTables
                     "flops_ratio": m.get("val/flops/ratio"),
                     "sparsity": m.get("val/sparsity/overall"),
                     "start_ms": run.info.start_time,
+                    "method": tags.get("method", "dense" if kind == "reference" else None),
+                    "latency_ratio": m.get("val/latency/ratio"),
                 }
             )
             d_rows, l_rows = _domain_rows(kind, run, number, seed, safe_names)

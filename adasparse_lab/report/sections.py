@@ -23,6 +23,7 @@ from adasparse_lab.report.structure import (
 )
 from adasparse_lab.report.style import fmt
 from adasparse_lab.report.tables import domain_gains, domain_points, reference_domains, trial_label
+from adasparse_lab.report.toggle import BUTTON_LABELS, axis_toggle, cost_axes
 
 
 def _note(text: str) -> Block:
@@ -31,16 +32,22 @@ def _note(text: str) -> Block:
 
 def pareto_section(data: ReportData, color_by: str | None) -> Section:
     if completed(data.trials).height:
-        block = Block(figure=pareto_figure(data.trials, data.reference, data.reeval, color_by))
+        views = {
+            BUTTON_LABELS[x]: pareto_figure(data.trials, data.reference, data.reeval, color_by, x=x)
+            for x in cost_axes(completed(data.trials))
+        }
+        block = Block(figure=axis_toggle(views))
     else:
         block = _note("no completed trial with both a validation AUC and a FLOPs ratio yet")
     return Section(
         "pareto",
         "Pareto front: AUC against FLOPs",
-        "Each point is a finished trial (up and left is better); the line joins the trials that no "
-        "other trial beats on both validation AUC and FLOPs; the star is the dense reference; open "
-        "diamonds are front trials re-run on test over several seeds (bars: ±1 sd). Hover a point "
-        "for its parameters and MLflow run.",
+        "Each point is a finished trial, coloured by method (up and left is better); the line "
+        "joins the trials that no other trial beats on both validation AUC and cost; the star is "
+        "the dense reference; open diamonds are front trials re-run on test over several seeds "
+        "(bars: ±1 sd). Where trials measured their serving time, the buttons switch the cost "
+        "axis between analytic FLOPs and measured latency (both relative to the dense model). "
+        "Hover a point for its parameters and MLflow run.",
         [block],
     )
 
@@ -48,18 +55,21 @@ def pareto_section(data: ReportData, color_by: str | None) -> Section:
 def domains_section(data: ReportData) -> Section:
     points = domain_points(data.domain_metrics, data.trials)
     if points.filter(pl.col("val_auc").is_not_null() & pl.col("flops_ratio").is_not_null()).height:
-        block = Block(
-            figure=domain_fronts_figure(
-                points, data.domains, reference_domains(data.domain_metrics)
-            )
-        )
+        ref = reference_domains(data.domain_metrics)
+        views = {
+            BUTTON_LABELS[x]: domain_fronts_figure(points, data.domains, ref, x=x)
+            for x in cost_axes(points)
+        }
+        block = Block(figure=axis_toggle(views))
     else:
         block = _note("no per-domain AUC and FLOPs stored in MLflow for completed trials yet")
     return Section(
         "domains",
         "Per-domain fronts",
-        "One panel per domain, largest training set first. Where a domain's points fall below its "
-        "star, sparsity costs that domain AUC; above it, the sparse models gain.",
+        "One panel per domain, largest training set first, points coloured by method. Where a "
+        "domain's points fall below its star, sparsity costs that domain AUC; above it, the "
+        "sparse models gain. The buttons switch between analytic FLOPs and the measured serving "
+        "time of the network that serves the domain (when trials measured it).",
         [block],
     )
 
@@ -181,26 +191,23 @@ def _cell(value, spec: str = ".4f") -> tuple[str, object]:
     return (fmt(value, spec), value) if isinstance(value, float) else (str(value), value)
 
 
-def trials_section(data: ReportData) -> Section:
-    t = data.trials.join(
-        data.reeval.select("study", "number", "test_auc_mean", "test_auc_sd", "n_seeds"),
-        on=["study", "number"],
-        how="left",
-    ).sort("study", "number")
+def _trial_columns(t: pl.DataFrame, multi: bool) -> list[tuple[str, str, str]]:
+    """(key, header, kind) of the trials table: fixed columns, then every parameter."""
     params = [c for c in t.columns if c.startswith("param:")]
-    multi = len(data.studies) > 1
-    cols = (
+    return (
         ([("study", "study", "text")] if multi else [])
         + [
             ("number", "trial", "num"),
             ("state", "state", "text"),
             ("on_front", "front", "text"),
             ("duration_s", "duration s", "num"),
+            ("method", "method", "text"),
             ("pruner_form", "pruner", "text"),
             ("pruner_inputs", "inputs", "text"),
             ("band", "band", "text"),
             ("auc", "val AUC", "num"),
             ("flops_ratio", "FLOPs ratio", "num"),
+            ("latency_ratio", "latency ratio", "num"),
             ("sparsity", "sparsity", "num"),
             ("test_auc", "test AUC", "num"),
             ("reeval", "test AUC (seeds)", "num"),
@@ -211,6 +218,15 @@ def trials_section(data: ReportData) -> Section:
         ]
         + [("run_id", "MLflow run", "text"), ("fail_reason", "fail reason", "text")]
     )
+
+
+def trials_section(data: ReportData) -> Section:
+    t = data.trials.join(
+        data.reeval.select("study", "number", "test_auc_mean", "test_auc_sd", "n_seeds"),
+        on=["study", "number"],
+        how="left",
+    ).sort("study", "number")
+    cols = _trial_columns(t, len(data.studies) > 1)
     rows, classes = [], []
     for r in t.iter_rows(named=True):
         special = {
@@ -226,6 +242,8 @@ def trials_section(data: ReportData) -> Section:
             ),
             "duration_s": _cell(r["duration_s"], ".1f"),
             "flops_ratio": _cell(r["flops_ratio"], ".3f"),
+            "latency_ratio": _cell(r.get("latency_ratio"), ".3f"),
+            "method": _cell(r.get("method")),
             "sparsity": _cell(r["sparsity"], ".3f"),
         }
         rows.append(

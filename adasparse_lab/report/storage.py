@@ -104,6 +104,29 @@ def _duration(trial: optuna.trial.FrozenTrial) -> float | None:
     return trial.duration.total_seconds() if trial.duration is not None else None
 
 
+RIVALS = ("magnitude", "domain_magnitude", "random")
+
+
+def legacy_method(form: str | None, inputs: str | None = None) -> str | None:
+    """The method name (experiment.method_name) of a study stored before trials recorded it,
+    from its pruner form and inputs: 'dense', a rival's name or 'adasparse-<form>[-domain]'."""
+    if form is None:
+        return None
+    if form == "none":
+        return "dense"
+    if form in RIVALS:
+        return form
+    return f"adasparse-{form}" + ("-domain" if inputs == "domain" else "")
+
+
+def trial_method(t: optuna.trial.FrozenTrial) -> str | None:
+    """The trial's ``method`` user attr; older studies: derived from pruner_form and inputs."""
+    if t.user_attrs.get("method"):
+        return str(t.user_attrs["method"])
+    form = t.user_attrs.get("pruner_form", t.params.get("pruner"))
+    return legacy_method(form, t.user_attrs.get("pruner_inputs"))
+
+
 def _param_column(values: list) -> pl.Series | list:
     """Numeric params stay numeric (sortable, colourable); anything else becomes text."""
     present = [v for v in values if v is not None]
@@ -114,7 +137,7 @@ def _param_column(values: list) -> pl.Series | list:
 
 def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
     """One row per trial. Columns: study, number, state, duration_s, started, finished, run_id,
-    pruner_form, pruner_inputs, band_lo, band_hi, fail_reason, ``obj:<name>`` per objective,
+    method, pruner_form, pruner_inputs, band_lo, band_hi, fail_reason, ``obj:<name>`` per objective,
     ``param:<name>`` per sampled parameter."""
     objs = objectives(study)
     trials = study.get_trials(deepcopy=False)
@@ -131,6 +154,7 @@ def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
             if t.datetime_complete
             else None,
             "run_id": t.user_attrs.get("mlflow_run_id"),
+            "method": trial_method(t),
             "pruner_form": t.user_attrs.get("pruner_form", t.params.get("pruner")),
             "pruner_inputs": t.user_attrs.get("pruner_inputs"),
             "band_lo": band[0],
@@ -153,6 +177,7 @@ def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
         "started": pl.String,
         "finished": pl.String,
         "run_id": pl.String,
+        "method": pl.String,
         "pruner_form": pl.String,
         "pruner_inputs": pl.String,
         "band_lo": pl.Float64,

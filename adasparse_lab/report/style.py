@@ -14,6 +14,25 @@ FORM_COLORS = {
     "scaling": "#d95f02",
     "none": "#555555",
 }
+# Methods (experiment.method_name): one hue per family, darker for the domain-input and
+# low-rank variants; rivals and the dense model in colours no AdaSparse form uses.
+METHOD_COLORS = {
+    "dense": "#555555",
+    "adasparse-fusion": "#7b3294",
+    "adasparse-fusion-domain": "#c2a5cf",
+    "adasparse-binarization": "#1b9e77",
+    "adasparse-binarization-domain": "#7fcdbb",
+    "adasparse-scaling": "#d95f02",
+    "adasparse-scaling-domain": "#fdb863",
+    "magnitude": "#2166ac",
+    "domain_magnitude": "#67a9cf",
+    "random": "#b2182b",
+}
+LOW_RANK_COLORS = {
+    "adasparse-fusion": "#40004b",
+    "adasparse-binarization": "#00441b",
+    "adasparse-scaling": "#7f3b08",
+}
 PALETTE = [
     "#4363d8",
     "#e6194b",
@@ -80,7 +99,15 @@ def finish(fig: go.Figure, title: str | None = None, height: int | None = None) 
 
 
 def color_for(value: object, index: int) -> str:
-    return FORM_COLORS.get(str(value), PALETTE[index % len(PALETTE)])
+    """Fixed colours for pruner forms and methods; low-rank variants ('...-r16') take a darker
+    shade of their family; anything else the palette by index."""
+    text = str(value)
+    if text in FORM_COLORS or text in METHOD_COLORS:
+        return FORM_COLORS.get(text) or METHOD_COLORS[text]
+    family = text.rsplit("-r", 1)[0].removesuffix("-domain")
+    if family != text and family in LOW_RANK_COLORS:
+        return LOW_RANK_COLORS[family]
+    return PALETTE[index % len(PALETTE)]
 
 
 def group_color(group: int | None) -> str:

@@ -13,26 +13,35 @@ GAIN_TRIALS = 8  # front trials drawn in the gain figure (spread over the front'
 
 
 def domain_points(domain_metrics: pl.DataFrame, trials: pl.DataFrame) -> pl.DataFrame:
-    """Per-domain val AUC and FLOPs ratio of every COMPLETE trial."""
-    done = trials.filter(pl.col("state") == "COMPLETE").select("study", "number")
-    return (
-        domain_metrics.filter(pl.col("kind") == "trial")
-        .join(done, on=["study", "number"], how="semi")
-        .select("study", "number", "domain", "val_auc", "test_auc", "flops_ratio", "sparsity")
+    """Per-domain val AUC, FLOPs ratio (and measured latency ratio and the trial's method,
+    where stored) of every COMPLETE trial."""
+    keys = ["study", "number"]
+    done = trials.filter(pl.col("state") == "COMPLETE").select(
+        *keys, *(["method"] if "method" in trials.columns else [])
+    )
+    cols = ["domain", "val_auc", "test_auc", "flops_ratio", "sparsity", "latency_ratio"]
+    per_domain = domain_metrics.filter(pl.col("kind") == "trial")
+    return per_domain.join(done, on=keys, how="inner").select(
+        *keys, *[c for c in cols if c in per_domain.columns], *done.columns[2:]
     )
 
 
 def reference_domains(domain_metrics: pl.DataFrame) -> pl.DataFrame:
     """The dense reference per domain, averaged over its seeds."""
+    cols = [
+        c
+        for c in ("val_auc", "test_auc", "flops_ratio", "latency_ratio")
+        if c in domain_metrics.columns
+    ]
     return (
         domain_metrics.filter(pl.col("kind") == "reference")
         .group_by("study", "domain", maintain_order=True)
-        .agg(pl.col("val_auc", "test_auc", "flops_ratio").mean())
+        .agg(pl.col(cols).mean())
     )
 
 
 def trial_label(row: dict, multi: bool) -> str:
-    form = row.get("pruner_form") or "?"
+    form = row.get("method") or row.get("pruner_form") or "?"
     head = f"{row['study']} " if multi else ""
     return f"{head}trial {row['number']} ({form}, FLOPs {fmt(row['flops_ratio'], '.2f')})"
 
@@ -109,7 +118,7 @@ def headline(trials: pl.DataFrame, reference: pl.DataFrame, reeval: pl.DataFrame
                 r = near.row(0, named=True)
                 lines.append(
                     f"Cheapest trial within 0.001 val AUC of the dense model ({fmt(ref_auc)}): trial "
-                    f"{r['number']} ({r['pruner_form']}) at FLOPs ratio {fmt(r['flops_ratio'], '.3f')}, "
+                    f"{r['number']} ({r.get('method') or r['pruner_form']}) at FLOPs ratio {fmt(r['flops_ratio'], '.3f')}, "
                     f"AUC {fmt(r['auc'])} ({r['auc'] - ref_auc:+.4f})."
                 )
             else:
