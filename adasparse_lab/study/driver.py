@@ -284,6 +284,12 @@ class StudyRunner:
         log.info("trial %d: %s (%.1fs)", trial.number, values, time.perf_counter() - t0)
 
     # -- the loop -------------------------------------------------------------------------
+    def ask(self, study: optuna.Study) -> optuna.Trial:
+        """A new trial of this worker (its parameters are sampled later, when composed)."""
+        trial = study.ask()
+        trial.set_user_attr("worker", self.worker)
+        return trial
+
     def _counts(self, study: optuna.Study) -> tuple[int, int, list[optuna.trial.FrozenTrial]]:
         trials = study.get_trials(deepcopy=False)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
@@ -332,8 +338,7 @@ class StudyRunner:
             if complete + running >= s.n_trials:  # the rest is running in other workers
                 time.sleep(s.poll_s)
                 continue
-            trial = study.ask()
-            trial.set_user_attr("worker", self.worker)
+            trial = self.ask(study)
             live = [
                 t
                 for t in study.get_trials(
