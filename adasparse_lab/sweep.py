@@ -24,10 +24,15 @@ log = logging.getLogger("adasparse_lab.sweep")
 
 
 def spawn_workers(n: int, argv: list[str]) -> list[subprocess.Popen]:
-    """Start n extra worker processes running the same study (``study.workers=1`` each)."""
-    args = [a for a in argv if not a.startswith("study.workers=")] + ["study.workers=1"]
+    """Start n extra worker processes running the same study (``study.workers=1`` each), with
+    indices 1..n: each seeds its sampler differently (this process is index 0)."""
+    own = ("study.workers=", "study.worker_index=")
+    args = [a for a in argv if not a.startswith(own)] + ["study.workers=1"]
     return [
-        subprocess.Popen([sys.executable, "-m", "adasparse_lab.sweep", *args]) for _ in range(n)
+        subprocess.Popen(
+            [sys.executable, "-m", "adasparse_lab.sweep", *args, f"study.worker_index={i}"]
+        )
+        for i in range(1, n + 1)
     ]
 
 

@@ -38,6 +38,7 @@ from adasparse_lab.experiment import (
 from adasparse_lab.metrics import auc
 from adasparse_lab.pareto import hypervolume_2d, pareto_mask
 from adasparse_lab.study import space as space_mod
+from adasparse_lab.study.proposals import MAX_DUPLICATES, duplicate_of, proposal_seed
 from adasparse_lab.study.settings import StudySettings, parse_settings
 from adasparse_lab.study.storage import open_storage, recover_stale, worker_alive, worker_id
 from adasparse_lab.study.tell import tell_complete
@@ -102,6 +103,7 @@ class StudyRunner:
         self._started = time.monotonic()
         self._validated = False
         self.last_fit_s = 0.0
+        self._duplicates = 0  # proposals in a row that repeated an earlier trial
 
     # -- set-up -------------------------------------------------------------------------
     def validate(self) -> None:
@@ -116,12 +118,16 @@ class StudyRunner:
             raise ConfigError("study.workers>1 needs study.storage=journal or a database URL")
         self._validated = True
 
-    def _sampler(self) -> optuna.samplers.BaseSampler:
+    def _sampler(self, n_trials: int) -> optuna.samplers.BaseSampler:
+        """The sampler for an ask when ``n_trials`` trials are in storage (study/proposals.py)."""
+        node = self.base.study.sampler
+        study_seed = node.get("seed") if node.get("seed") is not None else self.base.seed
+        seed = proposal_seed(int(study_seed), self.settings.worker_index, n_trials)
         if self.settings.grid:
-            return optuna.samplers.GridSampler(space_mod.grid(self.params), seed=0)
+            return optuna.samplers.GridSampler(space_mod.grid(self.params), seed=seed)
         from hydra.utils import instantiate
 
-        return instantiate(self.base.study.sampler)
+        return instantiate(node, seed=seed)
 
     def open(self) -> tuple[optuna.Study, str]:
         storage, desc = open_storage(
@@ -130,7 +136,7 @@ class StudyRunner:
             Path(self.base.paths.studies),
             self.settings.workers,
         )
-        kwargs = dict(storage=storage, study_name=self.settings.name, sampler=self._sampler())
+        kwargs = dict(storage=storage, study_name=self.settings.name, sampler=self._sampler(0))
         if len(self.settings.objectives) > 1:
             kwargs["directions"] = self.settings.directions
         else:
@@ -228,6 +234,8 @@ class StudyRunner:
         run_id = None
         try:
             cfg, overrides = self.trial_config(trial)
+            if self._skip_duplicate(study, trial):
+                return
             trial.set_user_attr("pruner_form", pruner_form(cfg.pruner))
             trial.set_user_attr("method", method_name(cfg.pruner))
             trial.set_user_attr("pruner_inputs", cfg.pruner.get("inputs", "none"))
@@ -283,9 +291,25 @@ class StudyRunner:
         tell_complete(study, trial, values)
         log.info("trial %d: %s (%.1fs)", trial.number, values, time.perf_counter() - t0)
 
+    def _skip_duplicate(self, study: optuna.Study, trial: optuna.Trial) -> bool:
+        """Tell ``trial`` FAIL when it repeats a COMPLETE or RUNNING trial (study/proposals.py)."""
+        twin = duplicate_of(trial, study.get_trials(deepcopy=False))
+        if twin is None:
+            self._duplicates = 0
+            return False
+        self._duplicates += 1
+        reason = f"same parameters as trial {twin.number} ({twin.state.name})"
+        log.info("trial %d skipped: %s", trial.number, reason)
+        trial.set_user_attr("failure_kind", "duplicate")
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+        return True
+
     # -- the loop -------------------------------------------------------------------------
     def ask(self, study: optuna.Study) -> optuna.Trial:
-        """A new trial of this worker (its parameters are sampled later, when composed)."""
+        """A new trial of this worker, from a sampler seeded for this ask (its parameters are
+        sampled later, when composed)."""
+        study.sampler = self._sampler(len(study.get_trials(deepcopy=False)))
         trial = study.ask()
         trial.set_user_attr("worker", self.worker)
         return trial
@@ -334,6 +358,11 @@ class StudyRunner:
                 )
                 raise StudyFailedError(
                     f"{len(errors)} trials failed (study.max_failures={s.max_failures}); last: {reasons}"
+                )
+            if self._duplicates >= MAX_DUPLICATES:
+                raise StudyFailedError(
+                    f"the sampler proposed {self._duplicates} parameter sets in a row that were "
+                    "already tried: the search space looks exhausted (lower study.n_trials)"
                 )
             if complete + running >= s.n_trials:  # the rest is running in other workers
                 time.sleep(s.poll_s)

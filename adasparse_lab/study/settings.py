@@ -37,6 +37,7 @@ class StudySettings:
     hypervolume_reference: tuple[float, ...] | None
     poll_s: float
     enqueue: tuple[dict, ...] = ()  # warm-start points, tried first by a new study
+    worker_index: int = 0  # which of the processes of ``study.workers=N`` this is (seeding)
 
     @property
     def directions(self) -> list[str]:
@@ -55,6 +56,7 @@ def parse_settings(node: DictConfig) -> StudySettings:
         "name",
         "storage",
         "workers",
+        "worker_index",
         "n_trials",
         "timeout_s",
         "max_failures",
@@ -93,6 +95,7 @@ def parse_settings(node: DictConfig) -> StudySettings:
     checks = {
         "n_trials": raw.get("n_trials", 0) >= 1,
         "workers": raw.get("workers", 1) >= 1,
+        "worker_index": raw.get("worker_index", 0) >= 0,
         "max_failures": raw.get("max_failures", 1) >= 1,
     }
     for key, ok in checks.items():
@@ -120,4 +123,5 @@ def parse_settings(node: DictConfig) -> StudySettings:
         hypervolume_reference=tuple(hv_ref) if hv_ref is not None else None,
         poll_s=float(raw.get("poll_s", 2.0)),
         enqueue=tuple(dict(p) for p in raw.get("enqueue") or ()),
+        worker_index=int(raw.get("worker_index", 0)),
     )

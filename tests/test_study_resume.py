@@ -1,0 +1,123 @@
+"""Several workers and restarts of one study: distinct proposals, no mixed configurations.
+
+The runners here share one journal storage in one process; each stands for a worker process
+(its own ``worker`` identity and ``study.worker_index``). Training is replaced by a stub, so
+the tests exercise asking, seeding and resuming, not fitting.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+from optuna.trial import TrialState
+
+from adasparse_lab.study import driver, proposals
+from adasparse_lab.study.driver import StudyFailedError, StudyRunner
+from adasparse_lab.study.storage import recover_stale
+from tests.conftest import CONF
+
+BASE = ["+study=quick", "study.storage=journal", "study.reference=false", "tracking=none"]
+
+
+@pytest.fixture
+def hydra_ctx():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield
+
+
+def make_runner(tmp: Path, *extra: str, worker: str = "host:1:1") -> StudyRunner:
+    overrides = [*BASE, f"paths.studies={tmp}/studies", *extra]
+    runner = StudyRunner(
+        compose("config", overrides=overrides),
+        lambda more: compose("config", overrides=[*overrides, *more]),
+    )
+    runner.worker = worker  # a distinct process (dead ones are found by this identity)
+    return runner
+
+
+def _journal(tmp: Path) -> optuna.storages.JournalStorage:
+    path = tmp / "studies" / "quick" / "journal.log"
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def propose(runner: StudyRunner) -> dict:
+    study, _ = runner.open()
+    trial = runner.ask(study)
+    runner.trial_config(trial)  # samples the parameters
+    return trial.params
+
+
+def test_parallel_workers_propose_different_parameters(tmp_path, hydra_ctx):
+    first = propose(make_runner(tmp_path, "study.worker_index=0", worker="host:1:1"))
+    second = propose(make_runner(tmp_path, "study.worker_index=1", worker="host:2:1"))
+    assert set(first) == set(second) == {"lambda_end", "band.centre", "band.width", "lr"}
+    assert first != second
+
+
+def test_a_restarted_worker_does_not_repeat_the_killed_trial(tmp_path, hydra_ctx):
+    killed = propose(make_runner(tmp_path, worker=f"{socket.gethostname()}:999999:1"))
+    resumed = make_runner(tmp_path)
+    study, _ = resumed.open()
+    recover_stale(study)  # the killed worker's trial is FAIL now
+    trial = resumed.ask(study)
+    resumed.trial_config(trial)
+    assert trial.params != killed
+
+
+def test_proposals_are_reproducible(tmp_path, hydra_ctx):
+    one = propose(make_runner(tmp_path / "a", "study.worker_index=1"))
+    two = propose(make_runner(tmp_path / "b", "study.worker_index=1"))
+    assert one == two
+
+
+class StubTracker:
+    """Stands in for MLflow: these tests are about the Optuna side."""
+
+    def start_run(self, *args, **kwargs) -> str:
+        return "run"
+
+    def log_params(self, *args) -> None: ...
+
+    def set_tags(self, *args) -> None: ...
+
+    def end_run(self, *args) -> None: ...
+
+
+@pytest.fixture
+def stub_training(monkeypatch):
+    metrics = {"val/mean_domain_auc": 0.7, "val/flops/ratio": 0.5}
+    monkeypatch.setattr(
+        StudyRunner, "_train_run", lambda self, *a: SimpleNamespace(metrics=metrics)
+    )
+
+
+def optimise(runner: StudyRunner) -> list[optuna.trial.FrozenTrial]:
+    study, _ = runner.open()
+    runner.optimise(study, StubTracker(), "parent")
+    return study.get_trials()
+
+
+def test_a_repeated_proposal_is_skipped(tmp_path, hydra_ctx, stub_training, monkeypatch):
+    monkeypatch.setattr(driver, "proposal_seed", lambda *args: 7)  # every ask alike
+    with pytest.raises(StudyFailedError, match="already tried"):
+        optimise(make_runner(tmp_path, "study.n_trials=2"))
+    trials = optuna.load_study(study_name="quick", storage=_journal(tmp_path)).get_trials()
+    assert trials[0].state == TrialState.COMPLETE
+    repeats = trials[1:]
+    assert len(repeats) == proposals.MAX_DUPLICATES
+    assert all(t.params == trials[0].params for t in repeats)
+    assert {t.user_attrs["failure_kind"] for t in repeats} == {"duplicate"}
+    assert repeats[0].user_attrs["fail_reason"] == "same parameters as trial 0 (COMPLETE)"
+
+
+def test_enqueued_points_run_even_when_alike(tmp_path, hydra_ctx, stub_training):
+    point = "{lambda_end: 10.0, band.centre: 0.2, band.width: 0.1, lr: 0.001}"
+    runner = make_runner(tmp_path, "study.n_trials=3", f"+study.enqueue=[{point},{point}]")
+    trials = optimise(runner)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert trials[0].params == trials[1].params != trials[2].params
