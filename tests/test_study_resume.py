@@ -16,6 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
+from adasparse_lab.errors import ConfigError
 from adasparse_lab.study import driver, proposals
 from adasparse_lab.study.driver import StudyFailedError, StudyRunner
 from adasparse_lab.study.storage import recover_stale
@@ -121,3 +122,42 @@ def test_enqueued_points_run_even_when_alike(tmp_path, hydra_ctx, stub_training)
     trials = optimise(runner)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     assert trials[0].params == trials[1].params != trials[2].params
+
+
+def test_a_changed_configuration_stops_the_resume(tmp_path, hydra_ctx):
+    make_runner(tmp_path, "study.name=qc", "study.n_trials=3").open()
+    changed = ["study.name=qc", "synthetic.n_rows=40000", "study.space.lr.high=0.01"]
+    with pytest.raises(ConfigError) as err:
+        make_runner(tmp_path, *changed).open()
+    message = str(err.value)
+    assert "synthetic.n_rows: 20000 -> 40000" in message
+    assert "data.source.n_rows: 20000 -> 40000" in message
+    assert "study.space.lr.high: 0.005 -> 0.01" in message
+    assert "study.name" in message and "study.allow_changed_config=true" in message
+    assert "n_trials" not in message
+    study, _ = make_runner(tmp_path, *changed, "study.allow_changed_config=true").open()
+    assert study.user_attrs["fingerprint"]["synthetic.n_rows"] == "40000"  # the new baseline
+    make_runner(tmp_path, *changed).open()  # so the next resume with it needs no override
+
+
+def test_settings_of_a_run_may_change_on_resume(tmp_path, hydra_ctx):
+    make_runner(tmp_path, "study.n_trials=3").open()
+    study, _ = make_runner(
+        tmp_path,
+        "study.n_trials=9",
+        "study.workers=3",
+        "study.worker_index=2",
+        "study.timeout_s=60",
+        "study.poll_s=5",
+        "study.max_failures=2",
+        "study.reeval.seeds=[4,5]",
+        "study.reeval.max_trials=1",
+        "train.progress=true",
+        f"paths.cache={tmp_path}/elsewhere",
+        f"paths.reports={tmp_path}/reports2",
+        f"tracking.uri=sqlite:///{tmp_path}/other.db",
+        "latency.repeats=9",
+        "latency.budget_s=3",
+    ).open()
+    assert study.user_attrs["fingerprint"]["train.lr"] == "0.001"
+    assert not any(k.startswith(("paths.", "tracking.")) for k in study.user_attrs["fingerprint"])

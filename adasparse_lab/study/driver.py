@@ -38,6 +38,7 @@ from adasparse_lab.experiment import (
 from adasparse_lab.metrics import auc
 from adasparse_lab.pareto import hypervolume_2d, pareto_mask
 from adasparse_lab.study import space as space_mod
+from adasparse_lab.study.fingerprint import changes, fingerprint
 from adasparse_lab.study.proposals import MAX_DUPLICATES, duplicate_of, proposal_seed
 from adasparse_lab.study.settings import StudySettings, parse_settings
 from adasparse_lab.study.storage import open_storage, recover_stale, worker_alive, worker_id
@@ -143,6 +144,7 @@ class StudyRunner:
             kwargs["direction"] = self.settings.directions[0]
         try:
             study = optuna.create_study(**kwargs)
+            study.set_user_attr("fingerprint", fingerprint(self.base))
             study.set_user_attr("creator", self.worker)
             for point in self.settings.enqueue:  # warm start: known settings first
                 study.enqueue_trial(point)
@@ -158,7 +160,27 @@ class StudyRunner:
                     f"study.objectives: the stored study {self.settings.name!r} has directions "
                     f"{[d.name.lower() for d in study.directions]}; use another study.name"
                 ) from None
+            self._check_fingerprint(study)
         return study, desc
+
+    def _check_fingerprint(self, study: optuna.Study) -> None:
+        """Stop a resume whose fixed settings differ from the study's (study/fingerprint.py)."""
+        current = fingerprint(self.base)
+        stored = study.user_attrs.get("fingerprint")
+        changed = changes(stored, current) if stored is not None else []
+        if changed and not self.settings.allow_changed_config:
+            lines = "\n  ".join(changed)
+            raise ConfigError(
+                f"study {self.settings.name!r} was created with other fixed settings; resuming "
+                f"would mix trials of both. Changed:\n  {lines}\nRun it under a new "
+                "study.name=..., or pass study.allow_changed_config=true to resume anyway."
+            )
+        if changed:
+            log.warning("study %r resumed with changed settings: %s", self.settings.name, changed)
+            history = study.user_attrs.get("config_changes", [])
+            study.set_user_attr("config_changes", [*history, *changed])
+        if changed or stored is None:  # a study made before fingerprints, or by a racing worker
+            study.set_user_attr("fingerprint", current)
 
     def _tracker_and_parent(self, study: optuna.Study) -> tuple[Tracker, str]:
         """The study's MLflow experiment and parent run. The worker that created the Optuna

@@ -37,6 +37,7 @@ class StudySettings:
     hypervolume_reference: tuple[float, ...] | None
     poll_s: float
     enqueue: tuple[dict, ...] = ()  # warm-start points, tried first by a new study
+    allow_changed_config: bool = False  # resume although the fixed settings changed
     worker_index: int = 0  # which of the processes of ``study.workers=N`` this is (seeding)
 
     @property
@@ -60,6 +61,7 @@ def parse_settings(node: DictConfig) -> StudySettings:
         "n_trials",
         "timeout_s",
         "max_failures",
+        "allow_changed_config",
         "objectives",
         "flops_budget",
         "reeval",
@@ -124,4 +126,5 @@ def parse_settings(node: DictConfig) -> StudySettings:
         poll_s=float(raw.get("poll_s", 2.0)),
         enqueue=tuple(dict(p) for p in raw.get("enqueue") or ()),
         worker_index=int(raw.get("worker_index", 0)),
+        allow_changed_config=bool(raw.get("allow_changed_config", False)),
     )
