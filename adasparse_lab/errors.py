@@ -7,3 +7,8 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
     """Input data is missing or malformed; the message names the column or file."""
+
+
+class StoreError(RuntimeError):
+    """Stored state (a tracking or study store) is damaged; the message names the file and
+    what to do about it."""

@@ -16,7 +16,7 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from adasparse_lab.errors import ConfigError, DataError
+from adasparse_lab.errors import ConfigError, DataError, StoreError
 from adasparse_lab.study.driver import StudyFailedError, StudyOutcome, StudyRunner
 from adasparse_lab.study.finish import finish
 
@@ -67,7 +67,7 @@ def main(cfg: DictConfig) -> None:
     overrides = list(HydraConfig.get().overrides.task)
     try:
         run_study(cfg, overrides, sys.argv[1:])
-    except (ConfigError, DataError, StudyFailedError) as err:
+    except (ConfigError, DataError, StoreError, StudyFailedError) as err:
         log.error("%s", err)
         sys.exit(f"error: {err}")
 

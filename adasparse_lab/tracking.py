@@ -4,7 +4,6 @@ slower on the SQLite store."""
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -13,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab.metrics import safe_name
+from adasparse_lab.tracking_store import prepare_sqlite_store
 
 log = logging.getLogger(__name__)
 MAX_PARAMS_PER_BATCH = 100
@@ -40,16 +40,9 @@ class Tracker:
         from mlflow.tracking import MlflowClient  # heavy import: only when tracking is on
 
         self.uri = uri
-        if uri.startswith("sqlite:///"):
-            db = Path(uri.removeprefix("sqlite:///")).expanduser()
-            db.parent.mkdir(parents=True, exist_ok=True)
-            # Several workers may start at once: one creates the schema, the others wait.
-            with open(db.with_name(db.name + ".lock"), "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                self.client = MlflowClient(tracking_uri=uri)
-                self.client.search_experiments(max_results=1)  # creates/migrates the schema
-        else:
-            self.client = MlflowClient(tracking_uri=uri)
+        if uri.startswith("sqlite:///"):  # complete before any client sees it: kill-safe
+            prepare_sqlite_store(Path(uri.removeprefix("sqlite:///")).expanduser())
+        self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id

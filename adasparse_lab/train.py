@@ -10,7 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from adasparse_lab.errors import ConfigError, DataError
+from adasparse_lab.errors import ConfigError, DataError, StoreError
 from adasparse_lab.experiment import (
     build_components,
     build_data,
@@ -61,7 +61,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, StoreError) as err:
         log.error("%s", err)
         sys.exit(f"error: {err}")
 
