@@ -7,7 +7,9 @@ the tests exercise asking, seeding and resuming, not fitting.
 
 from __future__ import annotations
 
+import datetime
 import socket
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,8 +20,9 @@ from optuna.trial import TrialState
 
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.study import driver, proposals
+from adasparse_lab.study import storage as storage_mod
 from adasparse_lab.study.driver import StudyFailedError, StudyRunner
-from adasparse_lab.study.storage import recover_stale
+from adasparse_lab.study.storage import ORPHAN_S, open_storage, recover_stale
 from tests.conftest import CONF
 
 BASE = ["+study=quick", "study.storage=journal", "study.reference=false", "tracking=none"]
@@ -161,3 +164,25 @@ def test_settings_of_a_run_may_change_on_resume(tmp_path, hydra_ctx):
     ).open()
     assert study.user_attrs["fingerprint"]["train.lr"] == "0.001"
     assert not any(k.startswith(("paths.", "tracking.")) for k in study.user_attrs["fingerprint"])
+
+
+def test_a_lock_left_by_a_killed_worker_does_not_stall_the_journal(tmp_path):
+    folder = tmp_path / "studies" / "s"
+    folder.mkdir(parents=True)
+    (folder / "journal.log.lock").symlink_to(folder / "journal.log")  # its holder was killed
+    storage, _ = open_storage("journal", "s", tmp_path / "studies", 2)
+    t0 = time.monotonic()
+    optuna.create_study(study_name="s", storage=storage).ask()
+    assert time.monotonic() - t0 < 5  # Optuna's own symlink lock waited 30 s for a dead holder
+
+
+def test_a_trial_killed_before_naming_its_worker_is_failed_soon(tmp_path, monkeypatch):
+    storage, _ = open_storage("journal", "s", tmp_path / "studies", 2)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.ask()  # killed right after: no "worker" attribute
+    assert recover_stale(study) == []  # a live worker may be about to name itself
+    later = datetime.datetime.now() + datetime.timedelta(seconds=ORPHAN_S + 1)
+    monkeypatch.setattr(
+        storage_mod, "datetime", SimpleNamespace(datetime=SimpleNamespace(now=lambda: later))
+    )
+    assert recover_stale(study) == [0]

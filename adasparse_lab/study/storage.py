@@ -11,12 +11,19 @@ Storage (``study.storage``):
 
 A worker is identified by host, pid and the process start time (so a reused pid is not taken
 for a live worker). A RUNNING trial whose worker on this host is gone is marked FAIL; so is
-its MLflow run, found by its ``trial_number`` tag.
+its MLflow run, found by its ``trial_number`` tag. A trial whose worker was killed between
+``ask()`` and naming itself on the trial (a few milliseconds) is failed once ``ORPHAN_S`` old.
+
+Journal files are locked with ``flock``, which the kernel releases when its holder dies:
+Optuna's default symlink lock, left behind by a killed worker, stalled every other worker for
+its 30 s grace period (and after it broke the lock by age, which a slow live holder may still
+hold).
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import logging
 import os
 import socket
@@ -31,6 +38,26 @@ from adasparse_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S, GRACE_S = 30, 120
+ORPHAN_S = 30  # a live worker names itself on its new trial within milliseconds of asking
+
+
+class FlockLock:
+    """A journal lock held with ``flock`` on ``<journal>.flock`` (Optuna's lock interface:
+    acquire and release); several workers on one host or on a file system with working locks."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        self._fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
 
 
 def _start_time(pid: int) -> str | None:
@@ -89,7 +116,8 @@ def open_storage(
         url = f"sqlite:///{sqlite}"
         return RDBStorage(url), url
     if kind == "journal":
-        return JournalStorage(JournalFileBackend(str(journal))), str(journal)
+        backend = JournalFileBackend(str(journal), lock_obj=FlockLock(f"{journal}.flock"))
+        return JournalStorage(backend), str(journal)
     if "://" not in kind:
         raise ConfigError(f"study.storage={kind!r}; use auto, sqlite, journal or a database URL")
     storage = RDBStorage(kind, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
@@ -107,7 +135,7 @@ def recover_stale(study: optuna.Study, on_failed=None) -> list[int]:
         ident = t.user_attrs.get("worker")
         if ident is None:  # killed between ask() and recording its worker: judge by age
             started = t.datetime_start or now
-            if (now - started).total_seconds() < GRACE_S:
+            if (now - started).total_seconds() < ORPHAN_S:
                 continue
         elif worker_alive(ident) is not False:
             continue

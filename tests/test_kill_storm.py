@@ -1,0 +1,108 @@
+"""Issue 8's kill storm: a 4-worker study SIGKILLed again and again, at seeded random moments
+from start-up on (imports, MLflow schema creation, the reference runs, trials, re-evaluation,
+the report), then run once more without interruption. It must end as if nothing had happened:
+exactly the budget of COMPLETE trials, nothing left RUNNING in Optuna or MLflow, no parameter
+set trained twice, one parent run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from tests.conftest import ROOT
+from tests.test_sweep import _trials, sweep_cmd
+
+N_TRIALS = 6
+EXTRA = [
+    "study.storage=journal",
+    "study.workers=4",
+    f"study.n_trials={N_TRIALS}",
+    "study.reference=false",
+    "study.reeval.max_trials=1",
+    "train.epochs=1",
+    "latency.enabled=false",
+]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # 4 workers on a few cores: no oversubscription
+# The stage each kill waits for, in the order a study passes them (the schema is made once,
+# so its kills come first); then a random delay from a seeded RNG. Kills past the budget land
+# in re-evaluation, the report or the final summary.
+PLAN = ["start"] * 2 + ["schema"] * 2 + ["trial"] * 5 + ["finish"] * 3
+DELAY_S = {"start": (0.1, 5.0), "schema": (0.0, 2.5), "trial": (0.0, 2.0), "finish": (0.0, 6.0)}
+
+
+def stage(tmp: Path) -> str:
+    """Where the study stands now: start | schema | trial | finish (or between: start)."""
+    studies = tmp / "studies"
+    if list(studies.glob("mlflow.db.init-*")):
+        return "schema"
+    journal = studies / "quick" / "journal.log"
+    if not (studies / "mlflow.db").exists() or not journal.exists():
+        return "start"
+    try:
+        trials = _trials(tmp, "journal")
+    except Exception:  # a journal line being written
+        return "start"
+    if sum(t.state == TrialState.COMPLETE for t in trials) >= N_TRIALS:
+        return "finish"
+    running = [
+        t for t in trials if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
+    ]
+    return "trial" if running else "start"
+
+
+def kill_at(target: str, delay: float, tmp: Path) -> str:
+    """Start the study, wait for ``target`` (at most 60 s), wait ``delay``, SIGKILL its process
+    group; return the stage it was in when killed."""
+    proc = subprocess.Popen(
+        sweep_cmd(tmp, *EXTRA),
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # one process group: the study and its 3 extra workers
+    )
+    deadline = time.monotonic() + 60
+    while target != "start" and time.monotonic() < deadline and proc.poll() is None:
+        now = stage(tmp)
+        if now == target or (target == "trial" and now == "finish"):
+            break
+        time.sleep(0.05)
+    time.sleep(delay)
+    where = stage(tmp) if proc.poll() is None else "ended"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return where
+
+
+@pytest.mark.slow
+def test_a_kill_storm_leaves_a_study_that_resumes_to_exactly_its_budget(tmp_path):
+    rng = random.Random(8)
+    stages = Counter(kill_at(t, rng.uniform(*DELAY_S[t]), tmp_path) for t in PLAN)
+    print(f"killed in: {dict(stages)}")
+    final = subprocess.run(
+        sweep_cmd(tmp_path, *EXTRA), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240
+    )
+    assert final.returncode == 0, final.stderr[-3000:]
+    trials = _trials(tmp_path, "journal")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == N_TRIALS
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    params = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(set(params)) == len(params)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'studies' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("quick")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    assert not [
+        (r.data.tags.get("kind"), r.info.run_name) for r in runs if r.info.status == "RUNNING"
+    ]
+    parents = [r for r in runs if r.data.tags.get("kind") == "study"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
