@@ -23,6 +23,7 @@ from adasparse_lab.study import driver, proposals
 from adasparse_lab.study import storage as storage_mod
 from adasparse_lab.study.driver import StudyFailedError, StudyRunner
 from adasparse_lab.study.storage import ORPHAN_S, open_storage, recover_stale
+from adasparse_lab.tracking import Tracker
 from tests.conftest import CONF
 
 BASE = ["+study=quick", "study.storage=journal", "study.reference=false", "tracking=none"]
@@ -186,3 +187,21 @@ def test_a_trial_killed_before_naming_its_worker_is_failed_soon(tmp_path, monkey
         storage_mod, "datetime", SimpleNamespace(datetime=SimpleNamespace(now=lambda: later))
     )
     assert recover_stale(study) == [0]
+
+
+@pytest.mark.slow  # MLflow creates its schema (~4 s)
+def test_a_parent_run_left_by_a_killed_creator_is_adopted(tmp_path, hydra_ctx):
+    overrides = ["+study=quick", "study.storage=journal", f"paths.studies={tmp_path}/studies"]
+    base = compose("config", overrides=overrides)
+    dead = f"{socket.gethostname()}:999999:1"
+    first = StudyRunner(base, lambda more: compose("config", overrides=[*overrides, *more]))
+    first.worker = dead
+    study, _ = first.open()  # creator: the dead worker, killed right after starting the parent
+    tracker = Tracker(base.tracking.uri, base.tracking.artifact_root, "quick")
+    orphan = tracker.start_run("study-quick", tags={"kind": "study", "worker": dead})
+    again = StudyRunner(base, lambda more: compose("config", overrides=[*overrides, *more]))
+    study, _ = again.open()
+    _, parent = again._tracker_and_parent(study)
+    parents = tracker.client.search_runs([tracker.experiment_id], "tags.kind = 'study'")
+    assert parent == orphan and [r.info.run_id for r in parents] == [orphan]
+    assert study.user_attrs["parent_run_id"] == orphan

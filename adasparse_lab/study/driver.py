@@ -198,7 +198,7 @@ class StudyRunner:
                 break
             time.sleep(0.5)
         study.set_user_attr("creator", self.worker)
-        parent = tracker.start_run(
+        parent = self._orphan_parent(tracker) or tracker.start_run(
             f"study-{self.settings.name}", tags={"kind": "study", "worker": self.worker}
         )
         for key, value in {
@@ -220,6 +220,19 @@ class StudyRunner:
             },
         )
         return tracker, parent
+
+    def _orphan_parent(self, tracker: Tracker) -> str | None:
+        """A parent run a killed creator started but never recorded on the study: taken over,
+        so that a study keeps one parent run however often its creator is killed."""
+        found = tracker.client.search_runs(
+            [tracker.experiment_id], "tags.kind = 'study'", order_by=["attributes.start_time ASC"]
+        )
+        if not found:
+            return None
+        run_id = found[0].info.run_id
+        tracker.client.update_run(run_id, status="RUNNING")  # a resume may have failed it
+        tracker.set_tags(run_id, {"worker": self.worker})
+        return run_id
 
     def data_for(self, cfg: DictConfig) -> PreparedData:
         key = OmegaConf.to_yaml(cfg.data, resolve=True)
