@@ -58,10 +58,15 @@ def propose(runner: StudyRunner) -> dict:
 
 
 def test_parallel_workers_propose_different_parameters(tmp_path, hydra_ctx):
-    first = propose(make_runner(tmp_path, "study.worker_index=0", worker="host:1:1"))
-    second = propose(make_runner(tmp_path, "study.worker_index=1", worker="host:2:1"))
-    assert set(first) == set(second) == {"lambda_end", "band.centre", "band.width", "lr"}
-    assert first != second
+    """Four workers of ``study.workers=4`` ask at once (each before any trial is done)."""
+    proposed = [
+        propose(make_runner(tmp_path, f"study.worker_index={i}", worker=f"host:{i}:1"))
+        for i in range(4)
+    ]
+    assert {frozenset(p) for p in proposed} == {
+        frozenset({"lambda_end", "band.centre", "band.width", "lr"})
+    }
+    assert len({tuple(sorted(p.items())) for p in proposed}) == 4
 
 
 def test_a_restarted_worker_does_not_repeat_the_killed_trial(tmp_path, hydra_ctx):
