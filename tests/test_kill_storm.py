@@ -6,6 +6,7 @@ set trained twice, one parent run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -21,7 +22,7 @@ from optuna.trial import TrialState
 from tests.conftest import ROOT
 from tests.test_sweep import _trials, sweep_cmd
 
-N_TRIALS = 6
+N_TRIALS = 8
 EXTRA = [
     "study.storage=journal",
     "study.workers=4",
@@ -35,14 +36,26 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # 4 workers on a few cores: no ove
 # The stage each kill waits for, in the order a study passes them (the schema is made once,
 # so its kills come first); then a random delay from a seeded RNG. Kills past the budget land
 # in re-evaluation, the report or the final summary.
-PLAN = ["start"] * 2 + ["schema"] * 2 + ["trial"] * 5 + ["finish"] * 3
-DELAY_S = {"start": (0.1, 5.0), "schema": (0.0, 2.5), "trial": (0.0, 2.0), "finish": (0.0, 6.0)}
+PLAN = ["start"] * 6 + ["schema"] * 3 + ["trial"] * 8 + ["finish"] * 7  # 24 kills
+DELAY_S = {"start": (0.1, 4.0), "schema": (0.0, 1.0), "trial": (0.0, 2.0), "finish": (0.0, 6.0)}
+
+
+STAGES = ("start", "schema", "setup", "trial", "finish")  # setup: between schema and trials
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def stage(tmp: Path) -> str:
-    """Where the study stands now: start | schema | trial | finish (or between: start)."""
+    """Where the study stands now (one of STAGES)."""
     studies = tmp / "studies"
-    if list(studies.glob("mlflow.db.init-*")):
+    creating = [f for f in studies.glob("mlflow.db.init-*") if _alive(int(f.name.split("-")[1]))]
+    if creating:  # (a killed creation's file stays until the next creation removes it)
         return "schema"
     journal = studies / "quick" / "journal.log"
     if not (studies / "mlflow.db").exists() or not journal.exists():
@@ -50,18 +63,18 @@ def stage(tmp: Path) -> str:
     try:
         trials = _trials(tmp, "journal")
     except Exception:  # a journal line being written
-        return "start"
+        return "setup"
     if sum(t.state == TrialState.COMPLETE for t in trials) >= N_TRIALS:
         return "finish"
     running = [
         t for t in trials if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
     ]
-    return "trial" if running else "start"
+    return "trial" if running else "setup"
 
 
 def kill_at(target: str, delay: float, tmp: Path) -> str:
-    """Start the study, wait for ``target`` (at most 60 s), wait ``delay``, SIGKILL its process
-    group; return the stage it was in when killed."""
+    """Start the study, wait for ``target`` or a later stage (at most 60 s), wait ``delay``,
+    SIGKILL its process group; return the stage it was in when killed."""
     proc = subprocess.Popen(
         sweep_cmd(tmp, *EXTRA),
         cwd=ROOT,
@@ -72,13 +85,13 @@ def kill_at(target: str, delay: float, tmp: Path) -> str:
     )
     deadline = time.monotonic() + 60
     while target != "start" and time.monotonic() < deadline and proc.poll() is None:
-        now = stage(tmp)
-        if now == target or (target == "trial" and now == "finish"):
+        if STAGES.index(stage(tmp)) >= STAGES.index(target):
             break
         time.sleep(0.05)
     time.sleep(delay)
     where = stage(tmp) if proc.poll() is None else "ended"
-    os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # extra workers may outlive an ended leader
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return where
 
