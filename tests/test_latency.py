@@ -59,7 +59,7 @@ def test_metrics_per_domain_positive_and_dense_against_itself(make_cfg, tiny_dat
         metrics["val/latency/ratio"] == metrics["val/latency/ratio_b64"]
     )  # the largest batch size
     assert set(result.served.values()) == {"masked"}  # no static structure: the model serves
-    rows = tiny_data.rows_per_domain("test")
+    rows = tiny_data.rows_per_domain("val")
     assert result.weights == {n: int(rows[k]) for k, n in enumerate(tiny_data.domain_names)}
     assert metrics["val/latency/measure_s"] > 0
 

@@ -64,6 +64,19 @@ def test_rival_reaches_its_target_per_layer(tiny_data, trained, method):
     assert float(ev.flops.breakdown["pruner"].max()) == 0.0
 
 
+@pytest.mark.parametrize("method", ["magnitude", "random"])
+def test_every_eligible_epoch_is_at_the_target_even_between_updates(tiny_data, method):
+    """The schedule's target is final before the next periodic update is due: the masks must
+    reach it at once, or the first epochs that selection may keep would be nearly dense."""
+    model = rival_model(tiny_data, StaticPruning(method=method, update_every=10_000))
+    schedule = AGPBand(r_min=TARGET - 0.05, r_max=TARGET + 0.05, begin=0.0, end=0.4)
+    settings = TrainSettings(epochs=2, batch_size=512, patience=2, seed=0, progress=False)
+    result = fit(model, tiny_data, settings, SparsityRegularizer(), schedule)
+    assert all(r.eligible for r in result.history)  # the ramp ends within epoch 1
+    for record in result.history:
+        assert abs(record.val["val/sparsity/l1"] - TARGET) <= 0.03, record.val["val/sparsity/l1"]
+
+
 def test_magnitude_shares_one_structure_domain_magnitude_does_not(trained):
     shared, _ = trained["magnitude"]
     per_domain, _ = trained["domain_magnitude"]
