@@ -31,6 +31,7 @@ def run_once(cfg, data, out):
     return json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", ["fusion", "random"])
 def test_same_seed_on_cpu_gives_identical_outputs(make_cfg, tiny_data, tmp_path, pruner):
     cfg = make_cfg("tracking=none", f"pruner={pruner}", "train.device=cpu", "seed=3")

@@ -163,6 +163,7 @@ class TestModel:
         assert spec.alpha_at(0.4) == pytest.approx(0.1 + 0.5 * 4.9)
         assert spec.alpha_at(0.8) == spec.alpha_at(1.0) == pytest.approx(5.0)
 
+    @pytest.mark.slow
     def test_training_is_deterministic(self, tiny_data):
         results = []
         for _ in range(2):
