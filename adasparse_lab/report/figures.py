@@ -60,6 +60,23 @@ def front_xy(frame: pl.DataFrame, x: str, y: str) -> tuple[list, list]:
     return rounded(fx[order]), rounded(fy[order])
 
 
+def front_line(
+    frame: pl.DataFrame, x: str, y: str, study: str, s_i: int, multi: bool, **kw
+) -> go.Scatter:
+    """The staircase of a study's Pareto front (study colour when several are compared)."""
+    fx, fy = front_xy(frame, x, y)
+    return go.Scatter(
+        x=fx,
+        y=fy,
+        mode="lines",
+        line_shape="hv",
+        line={"color": PALETTE[s_i % len(PALETTE)] if multi else "#333", "width": 2},
+        name=f"{study}: front" if multi else "front",
+        hoverinfo="skip",
+        **kw,
+    )
+
+
 def _point_traces(
     frame: pl.DataFrame, color_by: str | None, x: str, y: str, symbol: str
 ) -> list[go.Scatter]:
@@ -129,19 +146,7 @@ def pareto_figure(
                     legendgroup=study,
                 )
             fig.add_trace(tr)
-        fx, fy = front_xy(frame, x, y)
-        fig.add_trace(
-            go.Scatter(
-                x=fx,
-                y=fy,
-                mode="lines",
-                line_shape="hv",
-                name=f"{study}: front" if multi else "front",
-                line={"color": PALETTE[s_i % len(PALETTE)] if multi else "#333", "width": 2},
-                legendgroup=study,
-                hoverinfo="skip",
-            )
-        )
+        fig.add_trace(front_line(frame, x, y, study, s_i, multi, legendgroup=study))
     for s_i, study in enumerate(studies):
         _add_reference(fig, reference, study, multi, x, s_i)
         _add_reeval(fig, reeval, trials, study, multi, s_i, x)
