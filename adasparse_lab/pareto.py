@@ -3,9 +3,16 @@ Shared by the study driver (which trials to re-evaluate) and the reports (what t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+
+def feasible(constraints: Mapping[str, float] | None) -> bool:
+    """Optuna's rule: feasible when every constraint value is <= 0 (no constraint: feasible).
+    Takes ``FrozenTrial.constraints``, which reads optuna 5's per-key system attrs
+    (``constraints:<key>``) as well as the older list; reading the list alone misses them."""
+    return all(c <= 0 for c in (constraints or {}).values())
 
 
 def _as_minimised(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:

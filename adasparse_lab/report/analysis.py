@@ -99,9 +99,13 @@ FRONT_DIRECTIONS = ("maximize", "minimize")  # (mean per-domain AUC, FLOPs ratio
 
 def mark_front(trials: pl.DataFrame, x: str = "flops_ratio", y: str = "auc") -> pl.DataFrame:
     """Adds ``on_front``: COMPLETE trials not dominated in (max ``y``, min ``x``) within their
-    study. Failed, running and pruned trials, and trials without both values, are never on it."""
+    study: the driver's and Optuna's front (``study.best_trials``). Failed, running and pruned
+    trials, infeasible ones (``feasible`` false: over study.flops_budget), and trials without
+    both values are never on it."""
     flags = np.zeros(trials.height, dtype=bool)
     ok = (trials["state"] == "COMPLETE") & trials[x].is_not_null() & trials[y].is_not_null()
+    if "feasible" in trials.columns:  # tables built without Optuna constraints have none
+        ok = ok & trials["feasible"].fill_null(True)
     for study in trials["study"].unique(maintain_order=True).to_list():
         rows = np.flatnonzero((ok & (trials["study"] == study)).to_numpy())
         if rows.size:

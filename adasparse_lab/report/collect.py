@@ -7,7 +7,7 @@ Tables (each has a ``study`` column; ``number`` is the Optuna trial number):
                   latency_ratio (measured, null without latency metrics), method (the
                   run's tag, else the trial's attr, else derived from pruner_form), test_auc,
                   sparsity, pruner_form, pruner_inputs, band_lo, band_hi, run_id,
-                  fail_reason, on_front, ``obj:<objective>``, ``param:<name>``
+                  fail_reason, feasible, on_front, ``obj:<objective>``, ``param:<name>``
   domain_metrics  one per (run, domain): kind (trial|reeval|reference), number, seed, run_id,
                   domain, val_auc, test_auc, flops_ratio, sparsity, latency_ratio
   layer_sparsity  one per (trial run, domain, masked position): number, domain, position, sparsity

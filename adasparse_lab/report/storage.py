@@ -16,6 +16,7 @@ import optuna
 import polars as pl
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.pareto import feasible
 
 log = logging.getLogger(__name__)
 STORAGE_FILES = ("optuna.db", "journal.log")
@@ -137,7 +138,8 @@ def _param_column(values: list) -> pl.Series | list:
 
 def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
     """One row per trial. Columns: study, number, state, duration_s, started, finished, run_id,
-    method, pruner_form, pruner_inputs, band_lo, band_hi, fail_reason, ``obj:<name>`` per objective,
+    method, pruner_form, pruner_inputs, band_lo, band_hi, fail_reason, feasible (COMPLETE trials:
+    every Optuna constraint, e.g. study.flops_budget, met), ``obj:<name>`` per objective,
     ``param:<name>`` per sampled parameter."""
     objs = objectives(study)
     trials = study.get_trials(deepcopy=False)
@@ -160,6 +162,7 @@ def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
             "band_lo": band[0],
             "band_hi": band[1],
             "fail_reason": t.user_attrs.get("fail_reason"),
+            "feasible": feasible(t.constraints) if t.state.name == "COMPLETE" else None,
         }
         values = t.values if t.values is not None else [None] * len(objs)
         for o, v in zip(objs, values):
@@ -183,6 +186,7 @@ def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
         "band_lo": pl.Float64,
         "band_hi": pl.Float64,
         "fail_reason": pl.String,
+        "feasible": pl.Boolean,
         **{f"obj:{o['name']}": pl.Float64 for o in objs},
     }
     table = pl.DataFrame(rows, schema=schema)

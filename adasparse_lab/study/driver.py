@@ -36,7 +36,7 @@ from adasparse_lab.experiment import (
     write_outputs,
 )
 from adasparse_lab.metrics import auc
-from adasparse_lab.pareto import hypervolume_2d, pareto_mask
+from adasparse_lab.pareto import feasible, hypervolume_2d, pareto_mask
 from adasparse_lab.study import space as space_mod
 from adasparse_lab.study.settings import StudySettings, parse_settings
 from adasparse_lab.study.storage import open_storage, recover_stale, worker_alive, worker_id
@@ -354,7 +354,7 @@ class StudyRunner:
         done = [
             t
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if all(c <= 0 for c in t.system_attrs.get("constraints", []) or [])
+            if feasible(t.constraints)
         ]
         if not done:
             return []
