@@ -91,9 +91,11 @@ def objectives(study: optuna.Study) -> list[dict[str, str]]:
     directions = [d.name.lower() for d in study.directions]
     stored = study.user_attrs.get("objectives")
     if isinstance(stored, list) and len(stored) == len(directions):
+        # The driver stores each objective as {metric, direction} (settings.Objective);
+        # 'name' is read too, for studies stored by hand before that.
         return [
-            {"name": str(o.get("name", f"objective {i}")), "direction": directions[i]}
-            for i, o in enumerate(stored)
+            {"name": str(o.get("metric", o.get("name", f"objective {i}"))), "direction": d}
+            for i, (o, d) in enumerate(zip(stored, directions))
         ]
     names = study.metric_names or [f"objective {i}" for i in range(len(directions))]
     return [{"name": n, "direction": d} for n, d in zip(names, directions)]
