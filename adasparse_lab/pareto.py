@@ -64,3 +64,21 @@ def hypervolume_2d(
             area += (ref[0] - x) * (best_y - y)
             best_y = y
     return float(area)
+
+
+def hypervolume_history(
+    trials: Sequence, directions: Sequence[str], reference: Sequence[float]
+) -> list[tuple[int, float]]:
+    """(trial number, hypervolume) after each COMPLETE trial, in number order: the area that
+    the feasible COMPLETE trials so far dominate within ``reference`` (hypervolume_2d).
+    The study's one definition: the driver logs it as MLflow ``study/hypervolume`` (step =
+    trial number) and the report draws it, both against the reference point stored with the
+    study. ``trials``: Optuna FrozenTrials (state, number, values, constraints)."""
+    done = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.number)
+    points: list = []
+    out = []
+    for t in done:
+        if feasible(t.constraints):
+            points.append(t.values)
+        out.append((t.number, hypervolume_2d(points, directions, reference)))
+    return out

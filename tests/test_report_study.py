@@ -9,10 +9,13 @@ import optuna
 import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
+from optuna._hypervolume import compute_hypervolume
 
 from adasparse_lab.metrics import safe_name
 from adasparse_lab.report.collect import collect
+from adasparse_lab.report.diagnostics import diagnostics
 from adasparse_lab.report.figures import pareto_figure
+from adasparse_lab.report.storage import objectives
 from adasparse_lab.tracking import Tracker
 from tests.conftest import FAILING_METHOD
 
@@ -144,6 +147,28 @@ def test_structure_is_read_for_front_trials(stored):
         data.keep.group_by("number").len()["len"].to_list()
         == [k * (16 + 8)] * data.keep["number"].n_unique()
     )
+
+
+def test_report_hypervolume_is_the_logged_one(stored, real_study):
+    """One hypervolume: the report's history ends at the value the driver logged to MLflow
+    (``study/hypervolume``), and both equal Optuna's own computation over the feasible
+    COMPLETE trials against the configured reference point (conf/study/base.yaml)."""
+    _, study, client = stored
+    configured = [0.5, 3.0]
+    assert study.user_attrs.get("hypervolume_reference") == configured, sorted(study.user_attrs)
+    parent = client.get_run(real_study.parent_run_id).data
+    assert parent.params["hypervolume_reference"] == str(configured)
+    logged = client.get_metric_history(real_study.parent_run_id, "study/hypervolume")
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert [m.step for m in logged] == [t.number for t in complete]
+    drawn = next(d for d in diagnostics(study, objectives(study)) if "hypervolume" in d.title)
+    assert "[0.5, 3.0]" in drawn.title and "configured" in drawn.title
+    assert list(drawn.figure.data[0].x) == [m.step for m in logged]
+    assert list(drawn.figure.data[0].y) == pytest.approx([m.value for m in logged])
+    ok = [t.values for t in complete if all(c <= 0 for c in t.constraints.values())]
+    assert len(ok) < len(complete)  # the infeasible trial must not count
+    expected = compute_hypervolume(np.array(ok) * [-1, 1], np.array([-0.5, 3.0]))
+    assert logged[-1].value == pytest.approx(expected) and expected > 0
 
 
 def test_legacy_study_without_method_names(tmp_path):

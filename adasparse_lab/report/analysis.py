@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
+from omegaconf import OmegaConf
 
 from adasparse_lab.pareto import pareto_mask
 
@@ -92,6 +93,27 @@ def reference_point(
         pad = margin * (hi - lo) if hi > lo else margin * max(abs(hi), 1e-3)
         out.append(hi + pad if d == "minimize" else lo - pad)
     return out
+
+
+def study_reference_point(
+    attrs: dict, values: np.ndarray, directions: Sequence[str]
+) -> tuple[list[float], str]:
+    """The hypervolume reference point of a study and where it came from. The driver stores
+    the configured point (study.hypervolume_reference) as the study attr
+    ``hypervolume_reference`` and measures ``study/hypervolume`` against it. Older studies:
+    the point in their stored resolved config (attr ``config``), else one derived from the
+    data (``reference_point``), which no logged number used."""
+    stored = attrs.get("hypervolume_reference")
+    if isinstance(stored, list) and len(stored) == len(directions):
+        return [float(v) for v in stored], "configured"
+    try:
+        config = OmegaConf.to_container(OmegaConf.create(attrs.get("config") or "{}"))
+        stored = (config.get("study") or {}).get("hypervolume_reference")
+    except Exception:  # an unreadable stored config: fall through to the data
+        stored = None
+    if isinstance(stored, list) and len(stored) == len(directions):
+        return [float(v) for v in stored], "configured, read from the study's config"
+    return reference_point(values, directions), "derived from the data: none stored"
 
 
 FRONT_DIRECTIONS = ("maximize", "minimize")  # (mean per-domain AUC, FLOPs ratio)
