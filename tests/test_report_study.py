@@ -171,6 +171,26 @@ def test_report_hypervolume_is_the_logged_one(stored, real_study):
     assert logged[-1].value == pytest.approx(expected) and expected > 0
 
 
+def test_domains_of_a_study_without_the_domains_attr(real_study, tmp_path):
+    """Older studies stored no domain table: it is read from a run's domains.csv, whose
+    train positive rate is ``train_pos_rate`` (the run table names each rate by its split)."""
+    copy = f"sqlite:///{tmp_path}/copy.db"
+    optuna.copy_study(
+        from_study_name=real_study.name,
+        from_storage=real_study.storage,
+        to_storage=copy,
+        to_study_name=real_study.name,
+    )
+    study = optuna.load_study(study_name=real_study.name, storage=copy)
+    expected = pl.DataFrame(study.user_attrs["domains"]).select("domain", "train_rows", "pos_rate")
+    study.set_user_attr("domains", None)
+    got = collect([real_study.name], [copy]).domains
+    assert got["domain"].to_list() == expected["domain"].to_list()
+    assert got["train_rows"].to_list() == expected["train_rows"].to_list()
+    assert got["pos_rate"].null_count() == 0
+    assert got["pos_rate"].to_list() == pytest.approx(expected["pos_rate"].to_list(), abs=1e-6)
+
+
 def test_legacy_study_without_method_names(tmp_path):
     """Hand-written storage, because the driver no longer writes this case: a study from before
     trials recorded their ``method`` (attr and MLflow tag). Methods then come from pruner form
