@@ -1,5 +1,6 @@
 """Pareto fronts and the 2-D hypervolume, for any mix of maximised and minimised objectives.
-Shared by the study driver (which trials to re-evaluate) and the reports (what to draw)."""
+Shared by the study driver (which trials to re-evaluate, the hypervolume it logs) and the
+reports (what to draw), so that both say the same."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Hydra configs, composed and shrunk for tests (tmp paths)."""
+"""Shared fixtures: the real Hydra configs, composed and shrunk for tests (tmp paths), and one
+tiny real study run by the driver, shared by the report tests."""
 
 from __future__ import annotations
 

@@ -43,6 +43,14 @@ def test_front_is_the_studys_feasible_front(stored):
     assert over and not set(over) & set(front)  # the fixture has an infeasible trial
 
 
+def test_driver_pareto_table_is_the_front(stored, real_study):
+    """The table the sweep prints and logs (pareto.csv) lists the same front as the report."""
+    data, study, _ = stored
+    table = pl.read_csv(real_study.root / real_study.name / "pareto.csv")
+    assert sorted(table["trial"]) == sorted(t.number for t in study.best_trials)
+    assert sorted(table["trial"]) == sorted(data.trials.filter(pl.col("on_front"))["number"])
+
+
 def test_trials_carry_optuna_values_and_states(stored):
     data, study, _ = stored
     t = data.trials.sort("number")
