@@ -16,7 +16,6 @@ from adasparse_lab.report.collect import collect
 from adasparse_lab.report.diagnostics import diagnostics
 from adasparse_lab.report.figures import pareto_figure
 from adasparse_lab.report.storage import objectives
-from adasparse_lab.tracking import Tracker
 from tests.conftest import FAILING_METHOD
 
 
@@ -87,30 +86,36 @@ def test_methods_are_named_from_the_runs(stored, real_study):
     assert all(r.data.tags["method"] == "dense" for r in _runs(client, real_study, "reference"))
 
 
-def test_per_domain_values_are_the_runs_metrics(stored):
-    """Every per-domain number of a trial equals its MLflow run's metric of that name."""
+def test_per_domain_values_are_the_runs_metrics(stored, real_study):
+    """Every per-domain number (trials, re-evaluations, reference) equals the MLflow metric
+    of that name of its run, for every domain of the study, and every finished run is there."""
     data, study, client = stored
     domains = [d["domain"] for d in study.user_attrs["domains"]]
     assert data.domains["domain"].to_list() == domains
-    done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    for t in done:
-        m = client.get_run(t.user_attrs["mlflow_run_id"]).data.metrics
-        rows = data.domain_metrics.filter(
-            (pl.col("kind") == "trial") & (pl.col("number") == t.number)
-        )
-        assert rows["domain"].to_list() == domains
-        for r in rows.iter_rows(named=True):
-            d = safe_name(r["domain"])
-            assert r["val_auc"] == pytest.approx(m[f"val/auc/{d}"])
-            assert r["test_auc"] == pytest.approx(m[f"test/auc/{d}"])
-            assert r["flops_ratio"] == pytest.approx(m[f"val/flops_ratio/{d}"])
-            assert r["sparsity"] == pytest.approx(m[f"val/sparsity/{d}/overall"])
-    layers = data.layer_sparsity.filter(pl.col("number") == done[0].number)
-    m = client.get_run(done[0].user_attrs["mlflow_run_id"]).data.metrics
-    for r in layers.iter_rows(named=True):
-        assert r["sparsity"] == pytest.approx(
-            m[f"val/sparsity/{safe_name(r['domain'])}/l{r['position']}"]
-        )
+    finished = {
+        r.info.run_id: r.data.metrics
+        for kind in ("trial", "reeval", "reference")
+        for r in _runs(client, real_study, kind)
+        if r.info.status == "FINISHED"
+    }
+    rows = data.domain_metrics.filter(pl.col("run_id").is_in(list(finished)))
+    assert rows.group_by("run_id").len().height == len(finished)
+    for r in rows.iter_rows(named=True):
+        m, d = finished[r["run_id"]], safe_name(r["domain"])
+        assert r["val_auc"] == pytest.approx(m[f"val/auc/{d}"])
+        assert r["test_auc"] == pytest.approx(m[f"test/auc/{d}"])
+        assert r["flops_ratio"] == pytest.approx(m[f"val/flops_ratio/{d}"])
+        sparsity = m.get(f"val/sparsity/{d}/overall")  # the dense reference logs none
+        assert r["sparsity"] == (None if sparsity is None else pytest.approx(sparsity))
+    assert rows.height == len(finished) * len(domains)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    for t in complete:
+        m = finished[t.user_attrs["mlflow_run_id"]]
+        layers = data.layer_sparsity.filter(pl.col("number") == t.number)
+        assert layers.height == len(domains) * 2  # one per domain and hidden layer
+        for r in layers.iter_rows(named=True):
+            key = f"val/sparsity/{safe_name(r['domain'])}/l{r['position']}"
+            assert r["sparsity"] == pytest.approx(m[key])
 
 
 def test_reference_and_reevaluations_are_the_stored_runs(stored, real_study):
@@ -199,31 +204,27 @@ def test_domains_of_a_study_without_the_domains_attr(real_study, tmp_path):
     assert got["pos_rate"].to_list() == pytest.approx(expected["pos_rate"].to_list(), abs=1e-6)
 
 
-def test_legacy_study_without_method_names(tmp_path):
+def test_legacy_study_without_method_names():
     """Hand-written storage, because the driver no longer writes this case: a study from before
-    trials recorded their ``method`` (attr and MLflow tag). Methods then come from pruner form
-    and inputs, and a reference run without the tag is still the dense reference."""
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "art"), "legacy")
-    parent = tracker.start_run("legacy", tags={"kind": "study"})
-    ref = tracker.start_run("reference", parent, tags={"kind": "reference", "seed": "0"})
-    tracker.log_metrics(ref, {"val/mean_domain_auc": 0.7, "val/flops/ratio": 1.0})
-    tracker.end_run(ref)
-    (tmp_path / "legacy").mkdir()
-    storage = f"sqlite:///{tmp_path}/legacy/optuna.db"
+    trials recorded their ``method`` (user attr and MLflow tag). Methods then come from the
+    pruner form and inputs the trials did record."""
+    storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(
         study_name="legacy", storage=storage, directions=["maximize", "minimize"]
     )
     for form, inputs, values in [
         ("fusion", "hidden+domain", [0.7, 0.9]),
         ("scaling", "domain", [0.69, 0.5]),
+        ("none", None, [0.68, 1.0]),
     ]:
         study.add_trial(
             optuna.trial.create_trial(
                 values=values, user_attrs={"pruner_form": form, "pruner_inputs": inputs}
             )
         )
-    study.set_user_attr("mlflow_uri", tracker.uri)
     data = collect(["legacy"], [storage])
-    assert data.trials["method"].to_list() == ["adasparse-fusion", "adasparse-scaling-domain"]
-    assert data.reference["auc"].to_list() == [pytest.approx(0.7)]
-    assert tracker.client.get_run(ref).data.tags.get("method") is None
+    assert data.trials["method"].to_list() == [
+        "adasparse-fusion",
+        "adasparse-scaling-domain",
+        "dense",
+    ]
