@@ -64,6 +64,7 @@ def report(real_study, tmp_path_factory):
     return build([real_study.name], [real_study.storage], tmp_path_factory.mktemp("browser"))
 
 
+@pytest.mark.slow
 def test_every_figure_renders_without_js_errors(report, tmp_path):
     dom = dump_dom(report.path, tmp_path / "profile")
     attrs = html_attrs(dom)
@@ -78,6 +79,7 @@ def test_every_figure_renders_without_js_errors(report, tmp_path):
         assert re.search(rf'id="fig-{i}" class="[^"]*js-plotly-plot', dom), f"figure {i} not drawn"
 
 
+@pytest.mark.slow
 def test_selector_and_sorting_work(report, real_study, tmp_path):
     page = report.path.read_text()
     copy = tmp_path / "interact.html"

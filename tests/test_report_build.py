@@ -48,6 +48,7 @@ def built(real_study, tmp_path_factory):
     return build([real_study.name], [real_study.storage], tmp_path_factory.mktemp("reports"))
 
 
+@pytest.mark.slow
 def test_report_has_every_section(built, real_study):
     page = built.path.read_text()
     assert built.path.name == "report.html" and built.path.parent.name == real_study.name
@@ -337,6 +338,7 @@ def fabricated_study(n_trials: int = 50, n_domains: int = 12, widths=(256, 128, 
     )
 
 
+@pytest.mark.slow
 def test_fifty_trial_report_stays_small():
     data = fabricated_study()
     assert data.trials["on_front"].sum() >= 12

@@ -81,6 +81,7 @@ def test_hypervolume_history_by_hand_skips_infeasible_trials():
     assert compute_hypervolume(kept, np.array([-0.5, 2.0])) == pytest.approx(0.25)
 
 
+@pytest.mark.slow
 def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypatch):
     """Trial 0 raises, trial 1 gets a NaN loss; both end FAIL with a reason, 4 trials complete."""
     import adasparse_lab.study.driver as driver
@@ -172,6 +173,7 @@ def test_bad_study_config_fails_before_the_first_trial(tmp_path, extra, match):
     assert not (tmp_path / "studies" / "quick" / "optuna.db").exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_study_config_names_the_key(tmp_path):
     proc = subprocess.run(
         sweep_cmd(tmp_path, "study.space.lr.low=0.1", "study.space.lr.high=0.01"),
@@ -195,6 +197,7 @@ def _trials(tmp: Path, storage: str = "sqlite") -> list[optuna.trial.FrozenTrial
     return optuna.load_study(study_name="quick", storage=url).get_trials()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_trial_then_resume(tmp_path):
     # Trials of a few seconds each, so that the kill lands inside one.
     extra = [
@@ -254,6 +257,7 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
     assert [r.info.status for r in killed_run] == ["FAILED"]
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_journal_study(tmp_path):
     extra = [
         "study.n_trials=6",
@@ -289,6 +293,7 @@ def test_two_workers_share_one_journal_study(tmp_path):
     assert len(client.search_runs([exp.experiment_id], "tags.kind = 'study'")) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem != "base")
 )
