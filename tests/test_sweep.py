@@ -14,10 +14,11 @@ import optuna
 import pytest
 from hydra import initialize_config_dir
 from mlflow.tracking import MlflowClient
+from optuna._hypervolume import compute_hypervolume
 from optuna.trial import TrialState
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.pareto import hypervolume_2d, pareto_mask
+from adasparse_lab.pareto import hypervolume_2d, hypervolume_history, pareto_mask
 from adasparse_lab.sweep import run_study
 from tests.conftest import CONF, ROOT
 
@@ -52,6 +53,32 @@ def test_pareto_mask_and_hypervolume_by_hand():
     assert pareto_mask(points, ["maximize", "minimize"]).tolist() == [True, True, False, True, True]
     # minimised: (-.8,1), (-.7,.5), (-.6,.4); reference (-.5, 2): .3*1 + .2*.5 + .1*.1
     assert hypervolume_2d(points, ["maximize", "minimize"], [0.5, 2.0]) == pytest.approx(0.41)
+
+
+def _trial(values, over_budget=None, state=TrialState.COMPLETE):
+    attrs = {} if over_budget is None else {"constraints:flops_budget": over_budget}
+    return optuna.trial.create_trial(state=state, values=values, system_attrs=attrs)
+
+
+def test_hypervolume_history_by_hand_skips_infeasible_trials():
+    """(max AUC, min FLOPs), reference (0.5, 2.0). #0 (.7, 1.0): .2 x 1.0 = .2; #1 is over
+    the FLOPs budget (its .4 x 1.5 would count); #2 failed: no step; #3 (.8, 1.5) adds
+    .3 x .5 - .2 x .5 (the overlap) = .05; #4 has AUC under the reference: no area."""
+    trials = [
+        _trial([0.70, 1.0], over_budget=-0.5),
+        _trial([0.90, 0.5], over_budget=0.2),
+        _trial(None, state=TrialState.FAIL),
+        _trial([0.80, 1.5]),
+        _trial([0.40, 0.1]),
+    ]
+    for number, t in enumerate(trials):
+        t.number = number
+    history = hypervolume_history(trials, ["maximize", "minimize"], [0.5, 2.0])
+    assert [n for n, _ in history] == [0, 1, 3, 4]
+    assert [v for _, v in history] == pytest.approx([0.2, 0.2, 0.25, 0.25])
+    # Optuna's own hypervolume (everything minimised) of the feasible points inside agrees.
+    kept = np.array([[-0.70, 1.0], [-0.80, 1.5]])
+    assert compute_hypervolume(kept, np.array([-0.5, 2.0])) == pytest.approx(0.25)
 
 
 @pytest.mark.slow

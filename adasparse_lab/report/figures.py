@@ -52,7 +52,11 @@ def hover_text(row: dict, x: str = "flops_ratio", y: str = "auc") -> str:
 
 
 def front_xy(frame: pl.DataFrame, x: str, y: str) -> tuple[list, list]:
-    """Front points of one study, sorted along x, for a staircase line."""
+    """Front points of one study, sorted along x, for a staircase line. Recomputed per cost
+    axis (the measured-latency view has its own front); infeasible trials (over
+    study.flops_budget) are never on it, as in ``analysis.mark_front``."""
+    if "feasible" in frame.columns:
+        frame = frame.filter(pl.col("feasible").fill_null(True))
     pts = np.column_stack([frame[y].to_numpy(), frame[x].to_numpy()]).astype(np.float64)
     on = pareto_mask(pts, FRONT_DIRECTIONS) if len(pts) else np.zeros(0, dtype=bool)
     fx, fy = pts[on, 1], pts[on, 0]
