@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: help setup study train test test-all bench lint mlflow-ui
+.PHONY: help setup study train test test-fast bench clone-to-report lint mlflow-ui
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -23,14 +23,17 @@ study: setup  ## the main job: the sparsity study on the built-in synthetic data
 train: setup  ## one training run (AdaSparse fusion on synthetic data)
 	$(PY) -m adasparse_lab.train
 
-test: setup  ## the test suite (slow tests excluded; about 2.5 min on 2 cores)
-	$(PY) -m pytest
-
-test-all: setup  ## every test, slow ones included
+test: setup  ## every test, slow ones included (what CI runs)
 	$(PY) -m pytest -m "slow or not slow"
+
+test-fast: setup  ## the inner loop: tests not marked slow (under 60 s on 2 cores)
+	$(PY) -m pytest -m "not slow"
 
 bench: setup  ## training-throughput, serving-latency and preparation benchmarks
 	$(PY) -m adasparse_lab.bench
+
+clone-to-report:  ## time git clone + make setup + make study in a temp dir (README's durations)
+	$(PYTHON) -m adasparse_lab.bench.clone_to_report
 
 lint: setup  ## ruff lint and format check
 	$(VENV)/bin/ruff check adasparse_lab tests

@@ -1,11 +1,19 @@
 """Pareto fronts and the 2-D hypervolume, for any mix of maximised and minimised objectives.
-Shared by the study driver (which trials to re-evaluate) and the reports (what to draw)."""
+Shared by the study driver (which trials to re-evaluate, the hypervolume it logs) and the
+reports (what to draw), so that both say the same."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+
+def feasible(constraints: Mapping[str, float] | None) -> bool:
+    """Optuna's rule: feasible when every constraint value is <= 0 (no constraint: feasible).
+    Takes ``FrozenTrial.constraints``, which reads optuna 5's per-key system attrs
+    (``constraints:<key>``) as well as the older list; reading the list alone misses them."""
+    return all(c <= 0 for c in (constraints or {}).values())
 
 
 def _as_minimised(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
@@ -57,3 +65,21 @@ def hypervolume_2d(
             area += (ref[0] - x) * (best_y - y)
             best_y = y
     return float(area)
+
+
+def hypervolume_history(
+    trials: Sequence, directions: Sequence[str], reference: Sequence[float]
+) -> list[tuple[int, float]]:
+    """(trial number, hypervolume) after each COMPLETE trial, in number order: the area that
+    the feasible COMPLETE trials so far dominate within ``reference`` (hypervolume_2d).
+    The study's one definition: the driver logs it as MLflow ``study/hypervolume`` (step =
+    trial number) and the report draws it, both against the reference point stored with the
+    study. ``trials``: Optuna FrozenTrials (state, number, values, constraints)."""
+    done = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.number)
+    points: list = []
+    out = []
+    for t in done:
+        if feasible(t.constraints):
+            points.append(t.values)
+        out.append((t.number, hypervolume_2d(points, directions, reference)))
+    return out

@@ -102,7 +102,8 @@ def _train_epoch(
     for batch in iterate(state["train"], settings.batch_size, shuffle=True, generator=state["gen"]):
         progress = state["step"] / state["total_steps"]
         band = schedule.band(progress)
-        model.before_step(progress, band)  # alpha annealing, or a rival's mask update
+        final = progress >= schedule.done_at() - 1e-9  # as EpochRecord.eligible
+        model.before_step(progress, band, final)  # alpha annealing, or a rival's mask update
         out = model(batch.cat, batch.dense)
         loss = F.binary_cross_entropy_with_logits(out.logits, batch.label)
         # Static masks have no gradient and scaling never zeroes: the regulariser applies to

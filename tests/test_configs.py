@@ -120,6 +120,7 @@ def test_missing_data_path_names_it(make_cfg, tmp_path):
         build_data(cfg.data, None)
 
 
+@pytest.mark.slow
 def test_cli_bad_config_exits_with_a_named_key(tmp_path):
     proc = subprocess.run(
         [

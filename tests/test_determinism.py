@@ -14,9 +14,13 @@ from adasparse_lab.experiment import train_and_evaluate, write_outputs
 TIMINGS = {"fit_seconds", "samples_per_s"}
 
 
+def is_timing(key: str) -> bool:
+    return key in TIMINGS or key.startswith("val/latency/")
+
+
 def without_timings(value):
     if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
+        return {k: without_timings(v) for k, v in value.items() if not is_timing(k)}
     if isinstance(value, list):
         return [without_timings(v) for v in value]
     return value
@@ -27,6 +31,7 @@ def run_once(cfg, data, out):
     return json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", ["fusion", "random"])
 def test_same_seed_on_cpu_gives_identical_outputs(make_cfg, tiny_data, tmp_path, pruner):
     cfg = make_cfg("tracking=none", f"pruner={pruner}", "train.device=cpu", "seed=3")

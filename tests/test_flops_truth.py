@@ -64,6 +64,7 @@ def trained_paper_model(data, gate, mask_input, rank):
     return model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "gate, mask_input, rank",
     [
@@ -100,6 +101,7 @@ def test_paper_form_flops_equal_flop_counter_on_served_samples(tiny_data, gate, 
     assert checked >= tiny_data.n_domains
 
 
+@pytest.mark.slow
 def test_per_domain_flops_are_the_mean_of_served_samples(tiny_data):
     model = trained_paper_model(tiny_data, FusionGate(2.0, 0.25), True, 4)
     split = tiny_data.splits["val"]

@@ -63,6 +63,15 @@ class TestGates:
         (out.pi.sum() + out.keep.sum()).backward()
         assert torch.all(v.grad != 0)  # step() alone has zero gradient everywhere
 
+    @pytest.mark.parametrize("gate", [BinarizationGate(0.25), FusionGate(2.0, 0.25)])
+    def test_without_autograd_the_forward_is_the_same_hard_value(self, gate):
+        v = torch.linspace(-3, 3, 20, requires_grad=True)
+        trained = gate(v, torch.tensor(1.3))
+        with torch.no_grad():
+            served = gate(v, torch.tensor(1.3))
+        assert torch.allclose(served.pi, trained.pi.detach(), rtol=0, atol=1e-6)
+        assert torch.equal(served.keep, (served.pi != 0).float())  # exactly 0 or 1
+
     @pytest.mark.parametrize(
         "make,match",
         [
@@ -154,6 +163,7 @@ class TestModel:
         assert spec.alpha_at(0.4) == pytest.approx(0.1 + 0.5 * 4.9)
         assert spec.alpha_at(0.8) == spec.alpha_at(1.0) == pytest.approx(5.0)
 
+    @pytest.mark.slow
     def test_training_is_deterministic(self, tiny_data):
         results = []
         for _ in range(2):

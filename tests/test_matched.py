@@ -22,7 +22,7 @@ def rivals_study(tmp_path_factory):
         "study.space.target.choices=[t40]",
         "study.space.seed.choices=[0,1]",
         "study.n_trials=4",
-        "data.source.n_rows=20000",
+        "synthetic.n_rows=20000",
         "model.hidden_dims=[32,16]",
         "model.embedding_dim=8",
         "train.epochs=2",

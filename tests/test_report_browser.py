@@ -7,10 +7,10 @@ import re
 import subprocess
 from pathlib import Path
 
+import optuna
 import pytest
 
 from adasparse_lab.report.build import build
-from tests.test_report_study import report_study  # noqa: F401  (session fixture, built once)
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -60,10 +60,11 @@ def html_attrs(dom: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def report(report_study, tmp_path_factory):  # noqa: F811
-    return build([report_study.name], [report_study.storage], tmp_path_factory.mktemp("browser"))
+def report(real_study, tmp_path_factory):
+    return build([real_study.name], [real_study.storage], tmp_path_factory.mktemp("browser"))
 
 
+@pytest.mark.slow
 def test_every_figure_renders_without_js_errors(report, tmp_path):
     dom = dump_dom(report.path, tmp_path / "profile")
     attrs = html_attrs(dom)
@@ -78,13 +79,15 @@ def test_every_figure_renders_without_js_errors(report, tmp_path):
         assert re.search(rf'id="fig-{i}" class="[^"]*js-plotly-plot', dom), f"figure {i} not drawn"
 
 
-def test_selector_and_sorting_work(report, tmp_path):
+@pytest.mark.slow
+def test_selector_and_sorting_work(report, real_study, tmp_path):
     page = report.path.read_text()
     copy = tmp_path / "interact.html"
     copy.write_text(page.replace("</body>", INTERACT))
     keys = re.findall(r'<option value="([^"]+)"', page)
     attrs = html_attrs(dump_dom(copy, tmp_path / "profile"))
     assert attrs["data-shown"] == f"1:{keys[-1]}"  # exactly the picked trial's figures shown
-    assert attrs["data-first-row"] == "4"  # trial numbers sorted descending after two clicks
+    last = len(optuna.load_study(study_name=real_study.name, storage=real_study.storage).trials) - 1
+    assert attrs["data-first-row"] == str(last)  # trial numbers sorted descending after two clicks
     # The deliberate error is caught and is the only one: the interactions raised none.
     assert attrs["data-js-errors"] == "1" and attrs["data-js-error-messages"].endswith("deliberate")

@@ -19,6 +19,7 @@ from adasparse_lab.report.analysis import (
     reference_point,
     similarity_order,
     spread_pick,
+    study_reference_point,
 )
 from adasparse_lab.report.diagnostics import diagnostics
 from adasparse_lab.report.domain_figures import domain_fronts_figure, gain_figure
@@ -121,6 +122,20 @@ def test_jaccard_and_orderings():
         [0.695, 1.025]
     )
     assert spread_pick(np.array([5.0, 1.0, 3.0, 2.0, 4.0]), 3).tolist() == [1, 2, 0]
+
+
+def test_study_reference_point_stored_then_config_then_data():
+    """The driver stores the configured point; older studies: their stored config's point;
+    else one derived from the data, and the report says which."""
+    values = np.array([[0.7, 0.5], [0.8, 1.0]])
+    config = "study:\n  name: old\n  hypervolume_reference: [0.6, 2.0]\n"
+    assert study_reference_point(
+        {"hypervolume_reference": [0.5, 3.0], "config": config}, values, MAX_MIN
+    ) == ([0.5, 3.0], "configured")
+    point, source = study_reference_point({"config": config}, values, MAX_MIN)
+    assert point == [0.6, 2.0] and "study's config" in source
+    point, source = study_reference_point({"config": "seed: 0\n"}, values, MAX_MIN)
+    assert point == pytest.approx([0.695, 1.025]) and source.startswith("derived")
 
 
 def _xy(trace) -> list[tuple[float, float]]:

@@ -1,316 +1,230 @@
-"""A small real study written the way the sweep writes one (Optuna storage + MLflow runs and
-artifacts), shared by the report tests; and tests of reading it back (report.collect)."""
+"""Reading a study back (report.collect) from what the driver really stored: the tiny study of
+conftest.real_study, run by ``adasparse_lab.sweep.run_study``. Every expectation is read
+independently from Optuna (``study.best_trials``, trial attrs) and MLflow (``get_run``)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import platform
-from dataclasses import dataclass, field
-from pathlib import Path
-
+import numpy as np
 import optuna
 import polars as pl
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf, open_dict
+from mlflow.tracking import MlflowClient
+from optuna._hypervolume import compute_hypervolume
 
-from adasparse_lab.experiment import build_data, epoch_logger, train_and_evaluate, write_outputs
-from adasparse_lab.report.analysis import pareto_mask
+from adasparse_lab.metrics import safe_name
 from adasparse_lab.report.collect import collect
-from adasparse_lab.tracking import Tracker, flatten
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-FLOAT = optuna.distributions.FloatDistribution
-CAT = optuna.distributions.CategoricalDistribution
-DISTRIBUTIONS = {
-    "pruner": CAT(["fusion", "binarization", "scaling"]),
-    "regularizer.lambda_end": FLOAT(0.1, 100.0, log=True),
-    "schedule.r_min": FLOAT(0.05, 0.5),
-    "train.lr": FLOAT(1e-4, 1e-2, log=True),
-}
+from adasparse_lab.report.diagnostics import diagnostics
+from adasparse_lab.report.figures import pareto_figure
+from adasparse_lab.report.storage import objectives
+from tests.conftest import FAILING_METHOD
 
 
-@dataclass
-class StudySpec:
-    """Size of the study; the defaults keep the whole fixture under ~15 s on 2 cores."""
+@pytest.fixture(scope="module")
+def stored(real_study):
+    """The report's tables, the Optuna study and an MLflow client, each opened on its own."""
+    data = collect([real_study.name], [real_study.storage])
+    study = optuna.load_study(study_name=real_study.name, storage=real_study.storage)
+    return data, study, MlflowClient(real_study.mlflow_uri)
 
-    name: str = "tiny"
-    n_rows: int = 6000
-    n_domains: int = 6
-    n_groups: int = 2
-    size_ratio: float = 8.0
-    epochs: int = 1
-    hidden: list[int] = field(default_factory=lambda: [16, 8])
-    embedding_dim: int = 4
-    batch_size: int = 256
-    seeds: tuple[int, ...] = (1, 2)  # re-evaluation seeds of the front trials
-    # (pruner, inputs, r_min, lambda_end, lr) per completed trial
-    trials: list[tuple] = field(
-        default_factory=lambda: [
-            ("fusion", "hidden+domain", 0.15, 10.0, 0.003),
-            ("binarization", "domain", 0.35, 30.0, 0.003),
-            ("scaling", "hidden+domain", 0.15, 1.0, 0.001),
-        ]
+
+def _runs(client: MlflowClient, real_study, kind: str) -> list:
+    exp = client.get_experiment_by_name(real_study.name)
+    return client.search_runs([exp.experiment_id], f"tags.kind = '{kind}'", max_results=100)
+
+
+def test_front_is_the_studys_feasible_front(stored):
+    """The report's front: Optuna's own Pareto front (non-dominated COMPLETE trials that meet
+    study.flops_budget); the fixture's fusion trial is over the budget, so it is left out."""
+    data, study, _ = stored
+    front = sorted(data.trials.filter(pl.col("on_front"))["number"].to_list())
+    assert front == sorted(t.number for t in study.best_trials)
+    over = [t.number for t in study.trials if t.constraints.get("flops_budget", 0) > 0]
+    assert over and not set(over) & set(front)  # the fixture has an infeasible trial
+
+
+def test_driver_pareto_table_is_the_front(stored, real_study):
+    """The table the sweep prints and logs (pareto.csv) lists the same front as the report."""
+    data, study, _ = stored
+    table = pl.read_csv(real_study.root / real_study.name / "pareto.csv")
+    assert sorted(table["trial"]) == sorted(t.number for t in study.best_trials)
+    assert sorted(table["trial"]) == sorted(data.trials.filter(pl.col("on_front"))["number"])
+
+
+def test_trials_carry_optuna_values_and_states(stored):
+    data, study, _ = stored
+    t = data.trials.sort("number")
+    assert t["number"].to_list() == [x.number for x in study.trials]
+    assert t["state"].to_list() == [x.state.name for x in study.trials]
+    counts = dict(zip(*np.unique(t["state"].to_numpy(), return_counts=True)))
+    assert counts == {"COMPLETE": 4, "FAIL": 1, "RUNNING": 1}
+    for x in study.trials:
+        row = t.row(x.number, named=True)
+        if x.state.name == "COMPLETE":
+            assert (row["auc"], row["flops_ratio"]) == pytest.approx(tuple(x.values))
+            assert row["run_id"] == x.user_attrs["mlflow_run_id"]
+            assert row["duration_s"] == pytest.approx(x.user_attrs["duration_s"])
+    failed = t.filter(pl.col("state") == "FAIL").row(0, named=True)
+    assert failed["fail_reason"] == "RuntimeError: injected failure"
+    assert {"param:method", "param:target", "obj:val/flops/ratio"} <= set(t.columns)
+
+
+def test_methods_are_named_from_the_runs(stored, real_study):
+    """Each trial's method is the one its MLflow run is tagged with; the reference is 'dense'."""
+    data, study, client = stored
+    tags = {
+        int(r.data.tags["trial_number"]): r.data.tags["method"]
+        for r in _runs(client, real_study, "trial")
+    }
+    methods = dict(zip(data.trials["number"], data.trials["method"]))
+    assert {n: methods[n] for n in tags} == tags
+    assert set(tags.values()) == {
+        "adasparse-fusion",
+        "adasparse-fusion-domain",
+        "magnitude",
+        FAILING_METHOD,
+    }
+    assert all(r.data.tags["method"] == "dense" for r in _runs(client, real_study, "reference"))
+
+
+def test_per_domain_values_are_the_runs_metrics(stored, real_study):
+    """Every per-domain number (trials, re-evaluations, reference) equals the MLflow metric
+    of that name of its run, for every domain of the study, and every finished run is there."""
+    data, study, client = stored
+    domains = [d["domain"] for d in study.user_attrs["domains"]]
+    assert data.domains["domain"].to_list() == domains
+    finished = {
+        r.info.run_id: r.data.metrics
+        for kind in ("trial", "reeval", "reference")
+        for r in _runs(client, real_study, kind)
+        if r.info.status == "FINISHED"
+    }
+    rows = data.domain_metrics.filter(pl.col("run_id").is_in(list(finished)))
+    assert rows.group_by("run_id").len().height == len(finished)
+    for r in rows.iter_rows(named=True):
+        m, d = finished[r["run_id"]], safe_name(r["domain"])
+        assert r["val_auc"] == pytest.approx(m[f"val/auc/{d}"])
+        assert r["test_auc"] == pytest.approx(m[f"test/auc/{d}"])
+        assert r["flops_ratio"] == pytest.approx(m[f"val/flops_ratio/{d}"])
+        sparsity = m.get(f"val/sparsity/{d}/overall")  # the dense reference logs none
+        assert r["sparsity"] == (None if sparsity is None else pytest.approx(sparsity))
+    assert rows.height == len(finished) * len(domains)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    for t in complete:
+        m = finished[t.user_attrs["mlflow_run_id"]]
+        layers = data.layer_sparsity.filter(pl.col("number") == t.number)
+        assert layers.height == len(domains) * 2  # one per domain and hidden layer
+        for r in layers.iter_rows(named=True):
+            key = f"val/sparsity/{safe_name(r['domain'])}/l{r['position']}"
+            assert r["sparsity"] == pytest.approx(m[key])
+
+
+def test_reference_and_reevaluations_are_the_stored_runs(stored, real_study):
+    """The dense reference is the mean of its runs (study seed and re-evaluation seed); the
+    re-evaluated trials are those the driver re-ran, with their test AUC."""
+    data, study, client = stored
+    refs = [r for r in _runs(client, real_study, "reference") if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["seed"] for r in refs) == ["0", "1"]
+    ref = data.reference.row(0, named=True)
+    for col, key in [("auc", "val/mean_domain_auc"), ("test_auc", "test/mean_domain_auc")]:
+        assert ref[col] == pytest.approx(np.mean([r.data.metrics[key] for r in refs]))
+    assert ref["flops_ratio"] == pytest.approx(1.0) and ref["n_seeds"] == 2
+    reevals = _runs(client, real_study, "reeval")
+    by_trial = {
+        int(r.data.tags["trial_number"]): r.data.metrics["test/mean_domain_auc"] for r in reevals
+    }
+    assert sorted(by_trial) == sorted(
+        t.number for t in study.best_trials
+    )  # the front, <= max_trials
+    got = dict(zip(data.reeval["number"], data.reeval["test_auc_mean"]))
+    assert got == pytest.approx(by_trial) and (data.reeval["n_seeds"] == 1).all()
+
+
+def test_pareto_figure_draws_the_front_and_the_reference_star(stored):
+    data, study, _ = stored
+    fig = pareto_figure(data.trials, data.reference, data.reeval)
+    star = next(tr for tr in fig.data if tr.marker.symbol == "star")
+    ref = data.reference.row(0, named=True)
+    assert star.x[0] == pytest.approx(ref["flops_ratio"], abs=5e-5)
+    assert star.y[0] == pytest.approx(ref["auc"], abs=5e-5)
+    line = next(tr for tr in fig.data if tr.name == "front")
+    front = sorted((t.values[1], t.values[0]) for t in study.best_trials)
+    assert list(line.x) == pytest.approx([x for x, _ in front], abs=5e-5)
+    assert list(line.y) == pytest.approx([y for _, y in front], abs=5e-5)
+
+
+def test_structure_is_read_for_front_trials(stored):
+    data, study, _ = stored
+    assert sorted(data.keep["number"].unique()) == sorted(t.number for t in study.best_trials)
+    k = len(study.user_attrs["domains"])
+    assert (
+        data.keep.group_by("number").len()["len"].to_list()
+        == [k * (16 + 8)] * data.keep["number"].n_unique()
     )
 
 
-def demo_spec(n_trials: int = 14, seed: int = 0) -> StudySpec:
-    """A larger study for looking at a report (docs/report.png), not for the test suite:
-    12 domains, 100k rows, 3 epochs, random trials; a few minutes on 2 cores."""
-    import random
+def test_report_hypervolume_is_the_logged_one(stored, real_study):
+    """One hypervolume: the report's history ends at the value the driver logged to MLflow
+    (``study/hypervolume``), and both equal Optuna's own computation over the feasible
+    COMPLETE trials against the configured reference point (conf/study/base.yaml)."""
+    _, study, client = stored
+    configured = [0.5, 3.0]
+    assert study.user_attrs.get("hypervolume_reference") == configured, sorted(study.user_attrs)
+    parent = client.get_run(real_study.parent_run_id).data
+    assert parent.params["hypervolume_reference"] == str(configured)
+    logged = client.get_metric_history(real_study.parent_run_id, "study/hypervolume")
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert [m.step for m in logged] == [t.number for t in complete]
+    drawn = next(d for d in diagnostics(study, objectives(study)) if "hypervolume" in d.title)
+    assert "[0.5, 3.0]" in drawn.title and "configured" in drawn.title
+    assert list(drawn.figure.data[0].x) == [m.step for m in logged]
+    assert list(drawn.figure.data[0].y) == pytest.approx([m.value for m in logged])
+    ok = [t.values for t in complete if all(c <= 0 for c in t.constraints.values())]
+    assert len(ok) < len(complete)  # the infeasible trial must not count
+    expected = compute_hypervolume(np.array(ok) * [-1, 1], np.array([-0.5, 3.0]))
+    assert logged[-1].value == pytest.approx(expected) and expected > 0
 
-    rng = random.Random(seed)
-    trials = [
-        (
-            rng.choice(["fusion", "fusion", "binarization", "scaling"]),
-            rng.choice(["hidden+domain", "domain"]),
-            round(rng.uniform(0.05, 0.5), 2),
-            round(10 ** rng.uniform(0, 2), 2),
-            round(10 ** rng.uniform(-3.3, -2.5), 5),
-        )
-        for _ in range(n_trials)
-    ]
-    return StudySpec(
-        name="demo",
-        n_rows=100_000,
-        n_domains=12,
-        n_groups=3,
-        size_ratio=50.0,
-        epochs=3,
-        hidden=[64, 32],
-        embedding_dim=8,
-        batch_size=1024,
-        seeds=(1, 2),
-        trials=trials,
+
+def test_domains_of_a_study_without_the_domains_attr(real_study, tmp_path):
+    """Older studies stored no domain table: it is read from a run's domains.csv, whose
+    train positive rate is ``train_pos_rate`` (the run table names each rate by its split)."""
+    copy = f"sqlite:///{tmp_path}/copy.db"
+    optuna.copy_study(
+        from_study_name=real_study.name,
+        from_storage=real_study.storage,
+        to_storage=copy,
+        to_study_name=real_study.name,
     )
+    study = optuna.load_study(study_name=real_study.name, storage=copy)
+    expected = pl.DataFrame(study.user_attrs["domains"]).select("domain", "train_rows", "pos_rate")
+    study.set_user_attr("domains", None)
+    got = collect([real_study.name], [copy]).domains
+    assert got["domain"].to_list() == expected["domain"].to_list()
+    assert got["train_rows"].to_list() == expected["train_rows"].to_list()
+    assert got["pos_rate"].null_count() == 0
+    assert got["pos_rate"].to_list() == pytest.approx(expected["pos_rate"].to_list(), abs=1e-6)
 
 
-@dataclass
-class BuiltStudy:
-    name: str
-    root: Path
-    storage: str
-    mlflow_uri: str
-    n_complete: int
-    reeval_numbers: list[int]
-
-
-def _trial_overrides(form: str, inputs: str, r_min: float, lam: float, lr: float) -> list[str]:
-    return [
-        f"pruner={form}",
-        f"pruner.inputs={inputs}",
-        f"regularizer.lambda_end={lam}",
-        f"schedule.r_min={r_min}",
-        f"schedule.r_max={r_min + 0.1}",
-        f"train.lr={lr}",
-    ]
-
-
-def _config(root: Path, spec: StudySpec, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    with open_dict(cfg):
-        src = cfg.data.source
-        src.n_rows, src.n_domains, src.n_groups = spec.n_rows, spec.n_domains, spec.n_groups
-        src.size_ratio = spec.size_ratio
-        cfg.train.epochs, cfg.train.batch_size, cfg.train.progress = (
-            spec.epochs,
-            spec.batch_size,
-            False,
-        )
-        cfg.train.device = "cpu"
-        cfg.model.hidden_dims, cfg.model.embedding_dim = list(spec.hidden), spec.embedding_dim
-        cfg.paths.studies, cfg.paths.cache = str(root), str(root / "cache")
-        cfg.tracking.uri = f"sqlite:///{root}/mlflow.db"
-        cfg.tracking.artifact_root = str(root / "mlartifacts")
-        cfg.experiment = spec.name
-    return cfg
-
-
-def _run(tracker: Tracker, parent: str, cfg: DictConfig, data, out: Path, name: str, tags: dict):
-    run_id = tracker.start_run(name, parent, tags={k: str(v) for k, v in tags.items()})
-    tracker.log_params(run_id, flatten(cfg))
-    result = train_and_evaluate(cfg, data, on_epoch=epoch_logger(tracker, run_id))
-    tracker.log_metrics(run_id, result.metrics, step=result.fit.best_epoch)
-    tracker.log_artifacts(run_id, write_outputs(out, cfg, result)[:4])
-    tracker.end_run(run_id)
-    return run_id, result
-
-
-def build_study(root: Path, spec: StudySpec | None = None) -> BuiltStudy:
-    """Train the spec's runs for real and store them following the sweep's storage contract."""
-    spec = spec or StudySpec()
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    root.mkdir(parents=True, exist_ok=True)
-    base = _config(root, spec, ["pruner=none"])
-    data = build_data(base.data, base.paths.cache)
-    tracker = Tracker(base.tracking.uri, base.tracking.artifact_root, spec.name)
-    parent = tracker.start_run(spec.name, tags={"kind": "study"})
-    storage = f"sqlite:///{root}/{spec.name}/optuna.db"
-    (root / spec.name).mkdir(exist_ok=True)
+def test_legacy_study_without_method_names():
+    """Hand-written storage, because the driver no longer writes this case: a study from before
+    trials recorded their ``method`` (user attr and MLflow tag). Methods then come from the
+    pruner form and inputs the trials did record."""
+    storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(
-        study_name=spec.name, storage=storage, directions=["maximize", "minimize"]
+        study_name="legacy", storage=storage, directions=["maximize", "minimize"]
     )
-    ref_id, ref = _run(
-        tracker, parent, base, data, root / "runs/reference", "reference", {"kind": "reference"}
-    )
-
-    values = []
-    for number, (form, inputs, r_min, lam, lr) in enumerate(spec.trials):
-        params = {
-            "pruner": form,
-            "regularizer.lambda_end": lam,
-            "schedule.r_min": r_min,
-            "train.lr": lr,
-        }
-        cfg = _config(root, spec, _trial_overrides(form, inputs, r_min, lam, lr))
-        run_id, result = _run(
-            tracker,
-            parent,
-            cfg,
-            data,
-            root / f"runs/trial{number}",
-            f"trial-{number}",
-            {"kind": "trial", "trial_number": number},
-        )
-        v = [result.metrics["val/mean_domain_auc"], result.metrics["val/flops/ratio"]]
-        values.append(v)
+    for form, inputs, values in [
+        ("fusion", "hidden+domain", [0.7, 0.9]),
+        ("scaling", "domain", [0.69, 0.5]),
+        ("none", None, [0.68, 1.0]),
+    ]:
         study.add_trial(
             optuna.trial.create_trial(
-                values=v,
-                params=params,
-                distributions=DISTRIBUTIONS,
-                user_attrs={
-                    "mlflow_run_id": run_id,
-                    "pruner_form": form,
-                    "pruner_inputs": inputs,
-                    "band": [r_min, r_min + 0.1],
-                    "duration_s": result.fit.seconds,
-                },
+                values=values, user_attrs={"pruner_form": form, "pruner_inputs": inputs}
             )
         )
-    n = len(spec.trials)
-    bad = {
-        "pruner": "fusion",
-        "regularizer.lambda_end": 1e2,
-        "schedule.r_min": 0.5,
-        "train.lr": 1e-2,
-    }
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=optuna.trial.TrialState.FAIL,
-            params=bad,
-            distributions=DISTRIBUTIONS,
-            user_attrs={
-                "pruner_form": "fusion",
-                "fail_reason": "NonFiniteLossError: non-finite training loss",
-            },
-        )
-    )
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=optuna.trial.TrialState.RUNNING,
-            params=bad,
-            distributions=DISTRIBUTIONS,
-            user_attrs={"pruner_form": "fusion"},
-        )
-    )
-
-    front = [i for i, on in enumerate(pareto_mask(values, ["maximize", "minimize"])) if on]
-    for number in front:
-        form, inputs, r_min, lam, lr = spec.trials[number]
-        for seed in spec.seeds:
-            cfg = _config(
-                root, spec, [*_trial_overrides(form, inputs, r_min, lam, lr), f"seed={seed}"]
-            )
-            _run(
-                tracker,
-                parent,
-                cfg,
-                data,
-                root / f"runs/reeval{number}-{seed}",
-                f"reeval-{number}-{seed}",
-                {"kind": "reeval", "trial_number": number, "seed": seed},
-            )
-    tracker.end_run(parent)
-    attrs = {
-        "objectives": [
-            {"name": "val/mean_domain_auc", "direction": "maximize"},
-            {"name": "val/flops/ratio", "direction": "minimize"},
-        ],
-        "mlflow_uri": base.tracking.uri,
-        "mlflow_experiment": spec.name,
-        "parent_run_id": parent,
-        "reference_run_id": ref_id,
-        "config": OmegaConf.to_yaml(base, resolve=True),
-        "domains": ref.domains.rename({"train_pos_rate": "pos_rate"})
-        .select("domain", "group", "train_rows", "pos_rate", "oracle_auc")
-        .to_dicts(),
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "platform": platform.platform(),
-            "threads": 2,
-            "torch": "test",
-            "python": platform.python_version(),
-        },
-        "started_at": started,
-    }
-    for key, value in attrs.items():
-        study.set_user_attr(key, value)
-    return BuiltStudy(spec.name, root, storage, base.tracking.uri, n, front)
-
-
-@pytest.fixture(scope="session")
-def report_study(tmp_path_factory) -> BuiltStudy:
-    """Built once per session, even when several modules import this fixture."""
-    root = tmp_path_factory.getbasetemp() / "report-study"
-    done = root / "built.txt"
-    if done.is_file():
-        storage, uri, n, front = done.read_text().split("\n")
-        return BuiltStudy(
-            "tiny", root, storage, uri, int(n), [int(x) for x in front.split(",") if x]
-        )
-    built = build_study(root)
-    done.write_text(
-        f"{built.storage}\n{built.mlflow_uri}\n{built.n_complete}\n"
-        + ",".join(map(str, built.reeval_numbers))
-    )
-    return built
-
-
-def test_collect_reads_every_table(report_study):
-    data = collect([report_study.name], [report_study.storage])
-    t = data.trials
-    assert t.height == report_study.n_complete + 2
-    assert t["state"].value_counts().sort("state").to_dicts() == [
-        {"state": "COMPLETE", "count": 3},
-        {"state": "FAIL", "count": 1},
-        {"state": "RUNNING", "count": 1},
+    data = collect(["legacy"], [storage])
+    assert data.trials["method"].to_list() == [
+        "adasparse-fusion",
+        "adasparse-scaling-domain",
+        "dense",
     ]
-    done = t.filter(pl.col("state") == "COMPLETE")
-    # Optuna values and MLflow metrics agree; every finished trial has its run and test AUC.
-    assert done["run_id"].null_count() == 0 and done["test_auc"].null_count() == 0
-    assert ((done["auc"] > 0.4) & (done["auc"] < 1.0)).all()
-    assert (done["flops_ratio"] > 0).all()
-    assert sorted(t.filter(pl.col("on_front"))["number"].to_list()) == sorted(
-        report_study.reeval_numbers
-    )
-    assert {"param:pruner", "param:train.lr", "obj:val/flops/ratio"} <= set(t.columns)
-    assert t.filter(pl.col("state") == "FAIL")["fail_reason"][0].startswith("NonFinite")
-
-    assert data.domains.height == 6 and data.domains["train_rows"].is_sorted(descending=True)
-    assert data.reference.height == 1 and data.reference["flops_ratio"][0] == pytest.approx(1.0)
-    kinds = data.domain_metrics.group_by("kind").len().sort("kind").to_dicts()
-    n_front = len(report_study.reeval_numbers)
-    assert kinds == [
-        {"kind": "reeval", "len": 6 * 2 * n_front},
-        {"kind": "reference", "len": 6},
-        {"kind": "trial", "len": 6 * 3},
-    ]
-    assert data.reeval.height == n_front and (data.reeval["n_seeds"] == 2).all()
-    assert data.reeval_domains.height == 6 * n_front
-    # Structure of front trials: one keep probability per domain and neuron of both layers.
-    assert sorted(data.keep["number"].unique().to_list()) == sorted(report_study.reeval_numbers)
-    per_trial = data.keep.group_by("number").len()["len"].to_list()
-    assert set(per_trial) == {6 * (16 + 8)}
-    assert data.layer_sparsity.height == 3 * 6 * 2

@@ -54,6 +54,7 @@ def trained(tiny_data):
     return {m: train_rival(tiny_data, m) for m in ("magnitude", "domain_magnitude", "random")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["magnitude", "domain_magnitude", "random"])
 def test_rival_reaches_its_target_per_layer(tiny_data, trained, method):
     model, _ = trained[method]
@@ -64,6 +65,21 @@ def test_rival_reaches_its_target_per_layer(tiny_data, trained, method):
     assert float(ev.flops.breakdown["pruner"].max()) == 0.0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["magnitude", "random"])
+def test_every_eligible_epoch_is_at_the_target_even_between_updates(tiny_data, method):
+    """The schedule's target is final before the next periodic update is due: the masks must
+    reach it at once, or the first epochs that selection may keep would be nearly dense."""
+    model = rival_model(tiny_data, StaticPruning(method=method, update_every=10_000))
+    schedule = AGPBand(r_min=TARGET - 0.05, r_max=TARGET + 0.05, begin=0.0, end=0.4)
+    settings = TrainSettings(epochs=2, batch_size=512, patience=2, seed=0, progress=False)
+    result = fit(model, tiny_data, settings, SparsityRegularizer(), schedule)
+    assert all(r.eligible for r in result.history)  # the ramp ends within epoch 1
+    for record in result.history:
+        assert abs(record.val["val/sparsity/l1"] - TARGET) <= 0.03, record.val["val/sparsity/l1"]
+
+
+@pytest.mark.slow
 def test_magnitude_shares_one_structure_domain_magnitude_does_not(trained):
     shared, _ = trained["magnitude"]
     per_domain, _ = trained["domain_magnitude"]
@@ -78,6 +94,7 @@ def test_magnitude_shares_one_structure_domain_magnitude_does_not(trained):
     assert len(distinct) > len(per_domain.positions)  # structures differ between domains
 
 
+@pytest.mark.slow
 def test_random_masks_fixed_across_epochs_and_reproducible(tiny_data, trained):
     _, snaps = trained["random"]
     # the ramp ends at half of training: the masks after epochs 2 and 3 are the same
@@ -90,6 +107,7 @@ def test_random_masks_fixed_across_epochs_and_reproducible(tiny_data, trained):
     assert not torch.equal(other[-1][pos], snaps[-1][pos])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["magnitude", "domain_magnitude", "random"])
 def test_trained_rival_compacts_to_its_analytic_flops(tiny_data, trained, method):
     model, _ = trained[method]
@@ -108,6 +126,7 @@ def test_trained_rival_compacts_to_its_analytic_flops(tiny_data, trained, method
         assert torch.allclose(masked, compact, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_rival_with_input_masking_compacts(tiny_data):
     model, _ = train_rival(tiny_data, "domain_magnitude", mask_input=True, epochs=2)
     model.eval()
@@ -121,6 +140,7 @@ def test_rival_with_input_masking_compacts(tiny_data):
     assert torch.allclose(masked, compact, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_rival_masks_survive_a_state_dict_round_trip(tiny_data, trained):
     model, _ = trained["domain_magnitude"]
     fresh = rival_model(tiny_data, StaticPruning(method="domain_magnitude"), seed=5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import optuna
+import pytest
 from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
@@ -10,6 +11,7 @@ from adasparse_lab.sweep import run_study
 from tests.conftest import CONF, TINY
 
 
+@pytest.mark.slow
 def test_grid_study_runs_to_exhaustion_without_a_second_tell(tmp_path):
     tiny = [o for o in TINY if not o.startswith("train.epochs")]
     overrides = [

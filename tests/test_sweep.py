@@ -14,10 +14,11 @@ import optuna
 import pytest
 from hydra import initialize_config_dir
 from mlflow.tracking import MlflowClient
+from optuna._hypervolume import compute_hypervolume
 from optuna.trial import TrialState
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.pareto import hypervolume_2d, pareto_mask
+from adasparse_lab.pareto import hypervolume_2d, hypervolume_history, pareto_mask
 from adasparse_lab.sweep import run_study
 from tests.conftest import CONF, ROOT
 
@@ -54,6 +55,33 @@ def test_pareto_mask_and_hypervolume_by_hand():
     assert hypervolume_2d(points, ["maximize", "minimize"], [0.5, 2.0]) == pytest.approx(0.41)
 
 
+def _trial(values, over_budget=None, state=TrialState.COMPLETE):
+    attrs = {} if over_budget is None else {"constraints:flops_budget": over_budget}
+    return optuna.trial.create_trial(state=state, values=values, system_attrs=attrs)
+
+
+def test_hypervolume_history_by_hand_skips_infeasible_trials():
+    """(max AUC, min FLOPs), reference (0.5, 2.0). #0 (.7, 1.0): .2 x 1.0 = .2; #1 is over
+    the FLOPs budget (its .4 x 1.5 would count); #2 failed: no step; #3 (.8, 1.5) adds
+    .3 x .5 - .2 x .5 (the overlap) = .05; #4 has AUC under the reference: no area."""
+    trials = [
+        _trial([0.70, 1.0], over_budget=-0.5),
+        _trial([0.90, 0.5], over_budget=0.2),
+        _trial(None, state=TrialState.FAIL),
+        _trial([0.80, 1.5]),
+        _trial([0.40, 0.1]),
+    ]
+    for number, t in enumerate(trials):
+        t.number = number
+    history = hypervolume_history(trials, ["maximize", "minimize"], [0.5, 2.0])
+    assert [n for n, _ in history] == [0, 1, 3, 4]
+    assert [v for _, v in history] == pytest.approx([0.2, 0.2, 0.25, 0.25])
+    # Optuna's own hypervolume (everything minimised) of the feasible points inside agrees.
+    kept = np.array([[-0.70, 1.0], [-0.80, 1.5]])
+    assert compute_hypervolume(kept, np.array([-0.5, 2.0])) == pytest.approx(0.25)
+
+
+@pytest.mark.slow
 def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypatch):
     """Trial 0 raises, trial 1 gets a NaN loss; both end FAIL with a reason, 4 trials complete."""
     import adasparse_lab.study.driver as driver
@@ -145,6 +173,7 @@ def test_bad_study_config_fails_before_the_first_trial(tmp_path, extra, match):
     assert not (tmp_path / "studies" / "quick" / "optuna.db").exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_study_config_names_the_key(tmp_path):
     proc = subprocess.run(
         sweep_cmd(tmp_path, "study.space.lr.low=0.1", "study.space.lr.high=0.01"),
@@ -168,6 +197,7 @@ def _trials(tmp: Path, storage: str = "sqlite") -> list[optuna.trial.FrozenTrial
     return optuna.load_study(study_name="quick", storage=url).get_trials()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_trial_then_resume(tmp_path):
     # Trials of a few seconds each, so that the kill lands inside one.
     extra = [
@@ -227,6 +257,7 @@ def test_sigkill_mid_trial_then_resume(tmp_path):
     assert [r.info.status for r in killed_run] == ["FAILED"]
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_journal_study(tmp_path):
     extra = [
         "study.n_trials=6",
@@ -262,6 +293,7 @@ def test_two_workers_share_one_journal_study(tmp_path):
     assert len(client.search_runs([exp.experiment_id], "tags.kind = 'study'")) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem != "base")
 )

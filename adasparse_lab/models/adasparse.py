@@ -137,13 +137,14 @@ class AdaSparseModel(nn.Module):
     def set_alpha(self, value: float) -> None:
         self.alpha.fill_(value)
 
-    def before_step(self, progress: float, band: tuple[float, float]) -> None:
+    def before_step(self, progress: float, band: tuple[float, float], final: bool = False) -> None:
         """The trainer's hook before each training step: anneal alpha (AdaSparse) or move the
-        static masks towards the band centre (pruning rivals)."""
+        static masks towards the band centre (pruning rivals; at once when the band is
+        ``final``)."""
         if isinstance(self.spec, PrunerSpec):
             self.set_alpha(self.spec.alpha_at(progress))
         elif self.static is not None:
-            self.static.step((band[0] + band[1]) / 2, self._mask_weights())
+            self.static.step((band[0] + band[1]) / 2, self._mask_weights(), final)
 
     def _mask_weights(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """Per masked position: (the Linear producing it, or empty for h^0; the one reading it)."""

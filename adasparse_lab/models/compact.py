@@ -15,21 +15,23 @@ from adasparse_lab.models.adasparse import AdaSparseModel
 
 
 class CompactTower(nn.Module):
-    """forward(h0 [B, H_0]) -> logits [B]: gathers the kept inputs, then a plain MLP."""
+    """forward(h0 [B, H_0]) -> logits [B]: gathers the kept inputs (only where some input is
+    pruned: the gather is a copy of the batch), then a plain MLP."""
 
-    def __init__(self, input_index: torch.Tensor, layers: list[nn.Linear]) -> None:
+    def __init__(self, input_index: torch.Tensor | None, layers: list[nn.Linear]) -> None:
         super().__init__()
         self.register_buffer("input_index", input_index)
         self.layers = nn.ModuleList(layers)
 
     def forward(self, h0: torch.Tensor) -> torch.Tensor:
-        x = h0.index_select(1, self.input_index)
+        x = h0 if self.input_index is None else h0.index_select(1, self.input_index)
         for layer in self.layers[:-1]:
-            x = torch.relu(layer(x))
+            x = torch.relu_(layer(x))  # in place: one buffer fewer per layer
         return self.layers[-1](x).squeeze(-1)
 
     def widths(self) -> list[int]:
-        return [int(self.input_index.numel()), *(layer.out_features for layer in self.layers)]
+        first = self.layers[0].in_features
+        return [first, *(layer.out_features for layer in self.layers)]
 
 
 class CompactModel(nn.Module):
@@ -71,7 +73,10 @@ def compact_tower(model: AdaSparseModel, domain_code: int) -> CompactTower:
         cols, col_scale = kept(pos - 1)
         rows = kept(pos)[0] if pos < len(model.widths) else torch.arange(1, device=device)
         layers.append(_sliced(layer, rows, cols, col_scale))
-    return CompactTower(kept(0)[0], layers)
+    inputs = keep.get(0)
+    return CompactTower(
+        None if inputs is None or len(inputs) == model.widths[0] else inputs, layers
+    )
 
 
 def compact_model(model: AdaSparseModel, domain_code: int) -> CompactModel:

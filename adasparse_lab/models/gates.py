@@ -25,7 +25,10 @@ class GateOutput:
 
 
 def _straight_through(hard: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
-    """Forward: ``hard``. Backward: d(surrogate)."""
+    """Forward: ``hard``. Backward: d(surrogate). Without autograd (evaluation, serving) the
+    hard value itself: exact, and two elementwise passes fewer over [B, H]."""
+    if not torch.is_grad_enabled():
+        return hard
     return surrogate + (hard - surrogate).detach()
 
 

@@ -85,11 +85,18 @@ class StaticMasks(nn.Module):
             self.rows.index_add_(0, code, torch.ones_like(code, dtype=torch.float64))
 
     @torch.no_grad()
-    def step(self, target: float, weights: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    def step(
+        self,
+        target: float,
+        weights: dict[int, tuple[torch.Tensor, torch.Tensor]],
+        final: bool = False,
+    ) -> bool:
         """Called before every training step with the target sparsity; recomputes the masks
-        every ``update_every`` steps while the target differs from the applied one. ``weights``
-        maps a position to (W_in [H, *] or an empty tensor, W_next [*, H]). True if updated."""
-        due = int(self.steps) % self.spec.update_every == 0
+        every ``update_every`` steps while the target differs from the applied one, and at once
+        when the target is ``final`` (the epochs selection may keep are at the target).
+        ``weights`` maps a position to (W_in [H, *] or an empty tensor, W_next [*, H]). True if
+        updated."""
+        due = final or int(self.steps) % self.spec.update_every == 0
         self.steps += 1
         if not due or abs(float(self.target) - target) < 1e-9:
             return False

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
+from omegaconf import OmegaConf
 
 from adasparse_lab.pareto import pareto_mask
 
@@ -94,14 +95,39 @@ def reference_point(
     return out
 
 
+def study_reference_point(
+    attrs: dict, values: np.ndarray, directions: Sequence[str]
+) -> tuple[list[float], str]:
+    """The hypervolume reference point of a study and where it came from. The driver stores
+    the configured point (study.hypervolume_reference) as the study attr
+    ``hypervolume_reference`` and measures ``study/hypervolume`` against it. Older studies:
+    the point in their stored resolved config (attr ``config``), else one derived from the
+    data (``reference_point``), which no logged number used."""
+    stored = attrs.get("hypervolume_reference")
+    if isinstance(stored, list) and len(stored) == len(directions):
+        return [float(v) for v in stored], "configured"
+    try:
+        config = OmegaConf.to_container(OmegaConf.create(attrs.get("config") or "{}"))
+        stored = (config.get("study") or {}).get("hypervolume_reference")
+    except Exception:  # an unreadable stored config: fall through to the data
+        stored = None
+    if isinstance(stored, list) and len(stored) == len(directions):
+        return [float(v) for v in stored], "configured, read from the study's config"
+    return reference_point(values, directions), "derived from the data: none stored"
+
+
 FRONT_DIRECTIONS = ("maximize", "minimize")  # (mean per-domain AUC, FLOPs ratio)
 
 
 def mark_front(trials: pl.DataFrame, x: str = "flops_ratio", y: str = "auc") -> pl.DataFrame:
     """Adds ``on_front``: COMPLETE trials not dominated in (max ``y``, min ``x``) within their
-    study. Failed, running and pruned trials, and trials without both values, are never on it."""
+    study: the driver's and Optuna's front (``study.best_trials``). Failed, running and pruned
+    trials, infeasible ones (``feasible`` false: over study.flops_budget), and trials without
+    both values are never on it."""
     flags = np.zeros(trials.height, dtype=bool)
     ok = (trials["state"] == "COMPLETE") & trials[x].is_not_null() & trials[y].is_not_null()
+    if "feasible" in trials.columns:  # tables built without Optuna constraints have none
+        ok = ok & trials["feasible"].fill_null(True)
     for study in trials["study"].unique(maintain_order=True).to_list():
         rows = np.flatnonzero((ok & (trials["study"] == study)).to_numpy())
         if rows.size:

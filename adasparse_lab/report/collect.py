@@ -7,7 +7,7 @@ Tables (each has a ``study`` column; ``number`` is the Optuna trial number):
                   latency_ratio (measured, null without latency metrics), method (the
                   run's tag, else the trial's attr, else derived from pruner_form), test_auc,
                   sparsity, pruner_form, pruner_inputs, band_lo, band_hi, run_id,
-                  fail_reason, on_front, ``obj:<objective>``, ``param:<name>``
+                  fail_reason, feasible, on_front, ``obj:<objective>``, ``param:<name>``
   domain_metrics  one per (run, domain): kind (trial|reeval|reference), number, seed, run_id,
                   domain, val_auc, test_auc, flops_ratio, sparsity, latency_ratio
   layer_sparsity  one per (trial run, domain, masked position): number, domain, position, sparsity
@@ -16,7 +16,8 @@ Tables (each has a ``study`` column; ``number`` is the Optuna trial number):
   reeval_domains  one per (re-evaluated trial, domain): number, domain, n_seeds, test_auc_mean,
                   test_auc_sd
   reference       0 or 1 per study: run_id, auc, test_auc, flops_ratio, latency_ratio
-  domains         one per domain: domain, group, train_rows, pos_rate, oracle_auc
+  domains         one per domain: domain, group, train_rows, pos_rate (train split),
+                  oracle_auc
   keep            one per (structure trial, domain, position, neuron): number, domain, position,
                   neuron, keep_prob (front trials only; position 0 = input embedding)
 """
@@ -189,6 +190,8 @@ def _domains(attrs: dict, tables: RunTables, fallback_runs: list[str]) -> pl.Dat
         found = read_artifact_tables(tables, [run_id], "domains.csv")
         if run_id in found:
             csv = found[run_id]
+            if "train_pos_rate" in csv.columns:  # the run table names each rate by its split
+                csv = csv.drop("pos_rate", strict=False).rename({"train_pos_rate": "pos_rate"})
             return csv.select(
                 [
                     pl.col(c).cast(DOMAINS_SCHEMA[c])

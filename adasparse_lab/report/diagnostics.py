@@ -15,7 +15,8 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from adasparse_lab.report.analysis import reference_point
+from adasparse_lab.pareto import hypervolume_history
+from adasparse_lab.report.analysis import study_reference_point
 from adasparse_lab.report.style import finish
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,48 @@ def _target(index: int) -> Callable[[optuna.trial.FrozenTrial], float]:
     return lambda t: t.values[index]
 
 
+@dataclass
+class HypervolumeHistory:
+    """The study's hypervolume after each COMPLETE trial (pareto.hypervolume_history)."""
+
+    numbers: list[int]
+    values: list[float]
+    reference: list[float]
+    source: str  # where the reference point came from (analysis.study_reference_point)
+
+
+def hypervolume_history_of(study: optuna.Study, objectives: list[dict]) -> HypervolumeHistory:
+    """The driver's ``study/hypervolume`` recomputed from the stored trials, against the
+    reference point stored with the study: the same numbers MLflow holds."""
+    directions = [o["direction"] for o in objectives]
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    values = np.array([t.values for t in done], dtype=np.float64).reshape(-1, len(directions))
+    ref, source = study_reference_point(study.user_attrs, values, directions)
+    history = hypervolume_history(done, directions, ref)
+    return HypervolumeHistory([n for n, _ in history], [v for _, v in history], ref, source)
+
+
+def _hypervolume(study: optuna.Study, objectives: list[dict], prefix: str) -> Diagnostic:
+    h = hypervolume_history_of(study, objectives)
+    fig = go.Figure(
+        go.Scatter(
+            x=h.numbers,
+            y=h.values,
+            mode="lines+markers",
+            line_shape="hv",
+            name="hypervolume",
+            hovertemplate="trial %{x}<br>hypervolume %{y:.4f}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(title_text="trial")
+    fig.update_yaxes(title_text="hypervolume (feasible trials)")
+    title = (
+        f"{prefix}hypervolume history (reference point {h.reference}, {h.source}; "
+        f"final {h.values[-1]:.4f})"
+    )
+    return Diagnostic(title, finish(fig, None, 380))
+
+
 def diagnostics(
     study: optuna.Study, objectives: list[dict[str, str]], prefix: str = ""
 ) -> list[Diagnostic]:
@@ -74,16 +117,8 @@ def diagnostics(
         )
         for i, name in enumerate(names)
     ]
-    if multi:
-        values = np.array([t.values for t in done], dtype=np.float64)
-        ref = reference_point(values, [o["direction"] for o in objectives])
-        out.append(
-            _attempt(
-                f"{prefix}hypervolume history (reference point {np.round(ref, 4).tolist()})",
-                lambda: vis.plot_hypervolume_history(study, ref),
-                380,
-            )
-        )
+    if len(study.directions) == 2:
+        out.append(_hypervolume(study, objectives, prefix))
     has_params = any(t.params for t in done)
     if not has_params:
         return out + [Diagnostic(f"{prefix}parameters", None, "the study samples no parameters")]

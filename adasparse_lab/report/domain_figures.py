@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
-from adasparse_lab.report.figures import front_xy
+from adasparse_lab.report.figures import front_line
 from adasparse_lab.report.style import PALETTE, REFERENCE_COLOR, color_for, finish, rounded
 from adasparse_lab.report.toggle import COST_AXES
 
@@ -114,19 +114,11 @@ def _add_front_and_reference(
     r, c, k = where
     s_i = studies.index(study)
     multi = len(studies) > 1
-    fx, fy = front_xy(frame, x, "val_auc")
+    line = front_line(
+        frame, x, "val_auc", study, s_i, multi, legendgroup=f"{study}: front", showlegend=k == 0
+    )
     fig.add_trace(
-        go.Scatter(
-            x=fx,
-            y=fy,
-            mode="lines",
-            line_shape="hv",
-            line={"color": PALETTE[s_i % len(PALETTE)] if multi else "#333", "width": 2},
-            name=f"{study}: front" if multi else "front",
-            legendgroup=f"{study}: front",
-            showlegend=k == 0,
-            hoverinfo="skip",
-        ),
+        line,
         row=r,
         col=c,
     )

@@ -52,12 +52,33 @@ def hover_text(row: dict, x: str = "flops_ratio", y: str = "auc") -> str:
 
 
 def front_xy(frame: pl.DataFrame, x: str, y: str) -> tuple[list, list]:
-    """Front points of one study, sorted along x, for a staircase line."""
+    """Front points of one study, sorted along x, for a staircase line. Recomputed per cost
+    axis (the measured-latency view has its own front); infeasible trials (over
+    study.flops_budget) are never on it, as in ``analysis.mark_front``."""
+    if "feasible" in frame.columns:
+        frame = frame.filter(pl.col("feasible").fill_null(True))
     pts = np.column_stack([frame[y].to_numpy(), frame[x].to_numpy()]).astype(np.float64)
     on = pareto_mask(pts, FRONT_DIRECTIONS) if len(pts) else np.zeros(0, dtype=bool)
     fx, fy = pts[on, 1], pts[on, 0]
     order = front_order(fx, fy)
     return rounded(fx[order]), rounded(fy[order])
+
+
+def front_line(
+    frame: pl.DataFrame, x: str, y: str, study: str, s_i: int, multi: bool, **kw
+) -> go.Scatter:
+    """The staircase of a study's Pareto front (study colour when several are compared)."""
+    fx, fy = front_xy(frame, x, y)
+    return go.Scatter(
+        x=fx,
+        y=fy,
+        mode="lines",
+        line_shape="hv",
+        line={"color": PALETTE[s_i % len(PALETTE)] if multi else "#333", "width": 2},
+        name=f"{study}: front" if multi else "front",
+        hoverinfo="skip",
+        **kw,
+    )
 
 
 def _point_traces(
@@ -129,19 +150,7 @@ def pareto_figure(
                     legendgroup=study,
                 )
             fig.add_trace(tr)
-        fx, fy = front_xy(frame, x, y)
-        fig.add_trace(
-            go.Scatter(
-                x=fx,
-                y=fy,
-                mode="lines",
-                line_shape="hv",
-                name=f"{study}: front" if multi else "front",
-                line={"color": PALETTE[s_i % len(PALETTE)] if multi else "#333", "width": 2},
-                legendgroup=study,
-                hoverinfo="skip",
-            )
-        )
+        fig.add_trace(front_line(frame, x, y, study, s_i, multi, legendgroup=study))
     for s_i, study in enumerate(studies):
         _add_reference(fig, reference, study, multi, x, s_i)
         _add_reeval(fig, reeval, trials, study, multi, s_i, x)

@@ -230,7 +230,12 @@ def trials_section(data: ReportData) -> Section:
     rows, classes = [], []
     for r in t.iter_rows(named=True):
         special = {
-            "on_front": ("✓" if r["on_front"] else "", int(r["on_front"])),
+            # COMPLETE but over study.flops_budget (an Optuna constraint): never on the front.
+            "on_front": ("✓", 2)
+            if r["on_front"]
+            else ("infeasible", 1)
+            if r.get("feasible") is False
+            else ("", 0),
             "band": ("", "")
             if r["band_lo"] is None
             else (f"[{fmt(r['band_lo'], '.2f')}, {fmt(r['band_hi'], '.2f')}]",) * 2,

@@ -16,6 +16,7 @@ import optuna
 import polars as pl
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.pareto import feasible
 
 log = logging.getLogger(__name__)
 STORAGE_FILES = ("optuna.db", "journal.log")
@@ -90,9 +91,11 @@ def objectives(study: optuna.Study) -> list[dict[str, str]]:
     directions = [d.name.lower() for d in study.directions]
     stored = study.user_attrs.get("objectives")
     if isinstance(stored, list) and len(stored) == len(directions):
+        # The driver stores each objective as {metric, direction} (settings.Objective);
+        # 'name' is read too, for studies stored by hand before that.
         return [
-            {"name": str(o.get("name", f"objective {i}")), "direction": directions[i]}
-            for i, o in enumerate(stored)
+            {"name": str(o.get("metric", o.get("name", f"objective {i}"))), "direction": d}
+            for i, (o, d) in enumerate(zip(stored, directions))
         ]
     names = study.metric_names or [f"objective {i}" for i in range(len(directions))]
     return [{"name": n, "direction": d} for n, d in zip(names, directions)]
@@ -137,7 +140,8 @@ def _param_column(values: list) -> pl.Series | list:
 
 def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
     """One row per trial. Columns: study, number, state, duration_s, started, finished, run_id,
-    method, pruner_form, pruner_inputs, band_lo, band_hi, fail_reason, ``obj:<name>`` per objective,
+    method, pruner_form, pruner_inputs, band_lo, band_hi, fail_reason, feasible (COMPLETE trials:
+    every Optuna constraint, e.g. study.flops_budget, met), ``obj:<name>`` per objective,
     ``param:<name>`` per sampled parameter."""
     objs = objectives(study)
     trials = study.get_trials(deepcopy=False)
@@ -160,6 +164,7 @@ def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
             "band_lo": band[0],
             "band_hi": band[1],
             "fail_reason": t.user_attrs.get("fail_reason"),
+            "feasible": feasible(t.constraints) if t.state.name == "COMPLETE" else None,
         }
         values = t.values if t.values is not None else [None] * len(objs)
         for o, v in zip(objs, values):
@@ -183,6 +188,7 @@ def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
         "band_lo": pl.Float64,
         "band_hi": pl.Float64,
         "fail_reason": pl.String,
+        "feasible": pl.Boolean,
         **{f"obj:{o['name']}": pl.Float64 for o in objs},
     }
     table = pl.DataFrame(rows, schema=schema)

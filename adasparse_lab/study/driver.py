@@ -36,7 +36,7 @@ from adasparse_lab.experiment import (
     write_outputs,
 )
 from adasparse_lab.metrics import auc
-from adasparse_lab.pareto import hypervolume_2d, pareto_mask
+from adasparse_lab.pareto import feasible, hypervolume_history, pareto_mask
 from adasparse_lab.study import space as space_mod
 from adasparse_lab.study.fingerprint import changes, fingerprint
 from adasparse_lab.study.proposals import MAX_DUPLICATES, duplicate_of, proposal_seed
@@ -208,6 +208,7 @@ class StudyRunner:
             "config": OmegaConf.to_yaml(self.base, resolve=True),
             "machine": machine_info(),
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "hypervolume_reference": self._hv_reference(),  # what the report measures against
             "parent_run_id": parent,  # last: its presence means the rest is there
         }.items():
             study.set_user_attr(key, value)
@@ -217,9 +218,14 @@ class StudyRunner:
                 "study": self.settings.name,
                 "n_trials": self.settings.n_trials,
                 "objectives": ",".join(self.settings.metrics),
+                "hypervolume_reference": str(self._hv_reference()),
             },
         )
         return tracker, parent
+
+    def _hv_reference(self) -> list[float] | None:
+        ref = self.settings.hypervolume_reference
+        return None if ref is None else [float(v) for v in ref]
 
     def _orphan_parent(self, tracker: Tracker) -> str | None:
         """A parent run a killed creator started but never recorded on the study: taken over,
@@ -423,7 +429,7 @@ class StudyRunner:
         done = [
             t
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if all(c <= 0 for c in t.system_attrs.get("constraints", []) or [])
+            if feasible(t.constraints)
         ]
         if not done:
             return []
@@ -500,23 +506,22 @@ class StudyRunner:
                     )
 
     def log_study_metrics(self, study: optuna.Study, tracker: Tracker, parent: str) -> None:
-        """Hypervolume history (2 objectives) against the fixed reference point."""
-        ref = self.settings.hypervolume_reference
+        """``study/hypervolume`` per COMPLETE trial (step = trial number; pareto.hypervolume_history,
+        the report's definition) against the configured reference point, which is stored with
+        the study (user attr ``hypervolume_reference``) so that the report reads the same one."""
+        ref = self._hv_reference()
         if ref is None or len(self.settings.objectives) != 2:
             return
-        done = sorted(
-            study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number
+        study.set_user_attr("hypervolume_reference", ref)  # also for studies begun before it
+        history = hypervolume_history(
+            study.get_trials(deepcopy=False), self.settings.directions, ref
         )
-        history = {}
-        for i in range(1, len(done) + 1):
-            history[i] = hypervolume_2d([t.values for t in done[:i]], self.settings.directions, ref)
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric("study/hypervolume", v, now, step) for step, v in history.items()]
+        metrics = [Metric("study/hypervolume", v, now, number) for number, v in history]
         for i in range(0, len(metrics), 1000):
             tracker.client.log_batch(parent, metrics=metrics[i : i + 1000])
-        study.set_user_attr("hypervolume_reference", list(ref))
 
     def run(self) -> StudyOutcome:
         self.validate()
