@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.study import driver, proposals
+from adasparse_lab.study import driver
 from adasparse_lab.study import storage as storage_mod
 from adasparse_lab.study.driver import StudyFailedError, StudyRunner
 from adasparse_lab.study.storage import ORPHAN_S, open_storage, recover_stale
@@ -114,12 +114,13 @@ def optimise(runner: StudyRunner) -> list[optuna.trial.FrozenTrial]:
 
 def test_a_repeated_proposal_is_skipped(tmp_path, hydra_ctx, stub_training, monkeypatch):
     monkeypatch.setattr(driver, "proposal_seed", lambda *args: 7)  # every ask alike
+    monkeypatch.setattr(driver, "MAX_DUPLICATES", 4)
     with pytest.raises(StudyFailedError, match="already tried"):
         optimise(make_runner(tmp_path, "study.n_trials=2"))
     trials = optuna.load_study(study_name="quick", storage=_journal(tmp_path)).get_trials()
     assert trials[0].state == TrialState.COMPLETE
     repeats = trials[1:]
-    assert len(repeats) == proposals.MAX_DUPLICATES
+    assert len(repeats) == 4
     assert all(t.params == trials[0].params for t in repeats)
     assert {t.user_attrs["failure_kind"] for t in repeats} == {"duplicate"}
     assert repeats[0].user_attrs["fail_reason"] == "same parameters as trial 0 (COMPLETE)"
