@@ -21,8 +21,8 @@ def test_grid_study_runs_to_exhaustion_without_a_second_tell(tmp_path):
         f"paths.cache={tmp_path}/cache",
         *tiny,
         "train.epochs=1",
-        "study.n_trials=2",
-        "study.space.band.choices=[b15_25]",
+        "study.n_trials=4",
+        "study.space.band.choices=[b15_25,b35_45]",
         "study.space.seed.choices=[0,1]",
     ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -30,5 +30,7 @@ def test_grid_study_runs_to_exhaustion_without_a_second_tell(tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies' / 'bands' / 'optuna.db'}"
     study = optuna.load_study(study_name="bands", storage=storage)
     states = [t.state for t in study.get_trials()]
-    assert states.count(TrialState.COMPLETE) == 2 and TrialState.RUNNING not in states
-    assert sorted(t.params["seed"] for t in study.get_trials()) == [0, 1]
+    # every grid point once: no point proposed twice (and skipped as a duplicate)
+    assert states == [TrialState.COMPLETE] * 4
+    points = sorted((t.params["band"], t.params["seed"]) for t in study.get_trials())
+    assert points == [(b, s) for b in ("b15_25", "b35_45") for s in (0, 1)]

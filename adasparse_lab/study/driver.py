@@ -42,7 +42,7 @@ from adasparse_lab.study.fingerprint import changes, fingerprint
 from adasparse_lab.study.proposals import MAX_DUPLICATES, duplicate_of, proposal_seed
 from adasparse_lab.study.settings import StudySettings, parse_settings
 from adasparse_lab.study.storage import open_storage, recover_stale, worker_alive, worker_id
-from adasparse_lab.study.tell import tell_complete
+from adasparse_lab.study.tell import tell_complete, tell_fail
 from adasparse_lab.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -123,9 +123,11 @@ class StudyRunner:
         """The sampler for an ask when ``n_trials`` trials are in storage (study/proposals.py)."""
         node = self.base.study.sampler
         study_seed = node.get("seed") if node.get("seed") is not None else self.base.seed
-        seed = proposal_seed(int(study_seed), self.settings.worker_index, n_trials)
         if self.settings.grid:
-            return optuna.samplers.GridSampler(space_mod.grid(self.params), seed=seed)
+            # GridSampler shuffles its grid with its seed and maps trial k to grid point k: one
+            # seed for every ask, or a re-seeded grid proposes points already run.
+            return optuna.samplers.GridSampler(space_mod.grid(self.params), seed=int(study_seed))
+        seed = proposal_seed(int(study_seed), self.settings.worker_index, n_trials)
         from hydra.utils import instantiate
 
         return instantiate(node, seed=seed)
@@ -318,13 +320,13 @@ class StudyRunner:
             trial.set_user_attr("fail_reason", reason)
             trial.set_user_attr("failure_kind", "error")
             trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))
-            study.tell(trial, state=TrialState.FAIL)
+            tell_fail(study, trial)
             if run_id is not None:
                 tracker.set_tags(run_id, {"fail_reason": reason})
                 tracker.end_run(run_id, "FAILED")
             return
         except BaseException:  # Ctrl-C: leave nothing RUNNING
-            study.tell(trial, state=TrialState.FAIL)
+            tell_fail(study, trial)
             if run_id is not None:
                 tracker.end_run(run_id, "KILLED")
             raise
@@ -343,7 +345,7 @@ class StudyRunner:
         log.info("trial %d skipped: %s", trial.number, reason)
         trial.set_user_attr("failure_kind", "duplicate")
         trial.set_user_attr("fail_reason", reason)
-        study.tell(trial, state=TrialState.FAIL)
+        tell_fail(study, trial)
         return True
 
     # -- the loop -------------------------------------------------------------------------
@@ -420,7 +422,7 @@ class StudyRunner:
             if len(live) >= s.n_trials:  # another worker took the last slot at the same time
                 trial.set_user_attr("failure_kind", "surplus")
                 trial.set_user_attr("fail_reason", "budget already taken by other workers")
-                study.tell(trial, state=TrialState.FAIL)
+                tell_fail(study, trial)
                 continue
             log.info("trial %d (%d/%d complete)", trial.number, complete, s.n_trials)
             self.run_trial(study, trial, tracker, parent)

@@ -24,8 +24,17 @@ def is_finished(study: optuna.Study, number: int) -> bool:
 
 def tell_complete(study: optuna.Study, trial: optuna.Trial, values: Sequence[float]) -> None:
     """Tell ``values`` once; an error raised after the state was stored is logged, not retold."""
+    tell_once(study, trial, values=list(values))
+
+
+def tell_fail(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Tell FAIL once (a failed or skipped trial can end a grid as well as a complete one)."""
+    tell_once(study, trial, state=optuna.trial.TrialState.FAIL)
+
+
+def tell_once(study: optuna.Study, trial: optuna.Trial, **tell) -> None:
     try:
-        study.tell(trial, list(values))
+        study.tell(trial, **tell)
     except Exception as err:
         if not is_finished(study, trial.number):
             raise
