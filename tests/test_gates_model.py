@@ -88,6 +88,30 @@ class TestGates:
             make()
 
 
+@pytest.mark.parametrize("stop_gradient", [False, True])
+def test_domain_pruners_per_code_equal_per_row(tiny_data, stop_gradient):
+    """inputs=domain runs its pruners once per domain code and gathers: the same outputs,
+    masks and gradients as running them on every row."""
+    model = make_model(tiny_data, FusionGate(), inputs="domain", stop_gradient=stop_gradient)
+    model.set_alpha(2.0)
+    split = tiny_data.splits["train"]
+    cat, dense = split.cat[:300], split.dense[:300]
+    results = []
+    for per_code in (True, False):
+        model.per_code = per_code
+        model.zero_grad()
+        out = model(cat, dense)
+        (out.logits.sum() + sum(k.sum() for k in out.keep)).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out, grads))
+    (fast, g_fast), (slow, g_slow) = results
+    assert torch.allclose(fast.logits, slow.logits, atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(fast.keep, slow.keep))
+    assert g_fast.keys() == g_slow.keys() and len(g_fast) > 0
+    for name in g_fast:
+        assert torch.allclose(g_fast[name], g_slow[name], atol=1e-5), name
+
+
 class TestModel:
     def test_shapes_and_masks(self, tiny_data):
         model = make_model(tiny_data, FusionGate(), mask_input=True)

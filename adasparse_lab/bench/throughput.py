@@ -100,7 +100,7 @@ class TrainStep:
 
     def __init__(self, model: AdaSparseModel, regularizer: SparsityRegularizer, lr: float) -> None:
         self.model = model.train()
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # as trainer.fit
         self.regularizer = regularizer
         self.band = default_schedule().band(1.0)
         self.lambda_hat = regularizer.lambda_at(0.5)
