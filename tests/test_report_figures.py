@@ -448,6 +448,25 @@ METHODS = ["adasparse-fusion", "magnitude", "adasparse-fusion-domain", "dense", 
 LATENCY = [2.1, 0.6, 0.55, 1.0, 0.9, 0.4]
 
 
+def test_methods_of_one_family_get_distinct_colours():
+    """A sparsity study's methods are all fusion variants (input, rank): each needs its own
+    colour, or the front cannot say which variant a point is."""
+    methods = sorted(
+        [
+            "adasparse-fusion",
+            "adasparse-fusion-domain",
+            "adasparse-fusion-domain-r8",
+            "adasparse-fusion-domain-r16",
+            "adasparse-fusion-domain-r32",
+            "adasparse-fusion-r8",
+            "adasparse-fusion-r16",
+            "magnitude",
+        ]
+    )
+    colours = [color_for(m, i) for i, m in enumerate(methods)]
+    assert len(set(colours)) == len(methods), dict(zip(methods, colours))
+
+
 def test_pareto_figure_one_trace_per_method_and_a_latency_axis():
     trials = trials_table().with_columns(
         method=pl.Series(METHODS), latency_ratio=pl.Series(LATENCY)

@@ -94,16 +94,11 @@ def domain_fronts_figure(
         fig.update_yaxes(title_text="val AUC", row=r, col=1)
     height = 260 * rows + 110
     finish(fig, "Per-domain fronts (largest domain first)", height)
-    # The legend sits between the title and the first row of panel titles.
+    # The legend to the right of the panels: a study may name many methods, and a horizontal
+    # legend that wraps would run into the title.
     return fig.update_layout(
         margin={"t": 100},
-        legend={
-            "orientation": "h",
-            "x": 0.5,
-            "xanchor": "center",
-            "y": 1 + 48 / (height - 150),
-            "yanchor": "bottom",
-        },
+        legend={"orientation": "v", "x": 1.01, "xanchor": "left", "y": 1, "yanchor": "top"},
     )
 
 

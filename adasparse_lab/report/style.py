@@ -28,17 +28,11 @@ METHOD_COLORS = {
     "domain_magnitude": "#67a9cf",
     "random": "#b2182b",
 }
-LOW_RANK_COLORS = {
-    "adasparse-fusion": "#40004b",
-    "adasparse-binarization": "#00441b",
-    "adasparse-scaling": "#7f3b08",
-}
 PALETTE = [
     "#4363d8",
     "#e6194b",
     "#3cb44b",
     "#f58231",
-    "#911eb4",
     "#42d4f4",
     "#f032e6",
     "#9a6324",
@@ -99,14 +93,12 @@ def finish(fig: go.Figure, title: str | None = None, height: int | None = None) 
 
 
 def color_for(value: object, index: int) -> str:
-    """Fixed colours for pruner forms and methods; low-rank variants ('...-r16') take a darker
-    shade of their family; anything else the palette by index."""
+    """Fixed colours for pruner forms and methods; anything else (low-rank variants such as
+    'adasparse-fusion-domain-r8', of which a study may hold several) the palette by its index
+    among the figure's values, so that no two of them share a colour."""
     text = str(value)
     if text in FORM_COLORS or text in METHOD_COLORS:
         return FORM_COLORS.get(text) or METHOD_COLORS[text]
-    family = text.rsplit("-r", 1)[0].removesuffix("-domain")
-    if family != text and family in LOW_RANK_COLORS:
-        return LOW_RANK_COLORS[family]
     return PALETTE[index % len(PALETTE)]
 
 
