@@ -212,28 +212,36 @@ def domains_table() -> pl.DataFrame:
     )
 
 
-def test_domain_fronts_small_multiples_ordered_by_size():
-    rows = []
-    for number, (auc, flops) in enumerate([(0.70, 0.5), (0.72, 0.8), (0.69, 0.9)]):
-        for k, d in enumerate(["small", "big", "mid"]):
-            rows.append(
-                {
-                    "study": "s",
-                    "number": number,
-                    "domain": d,
-                    "val_auc": auc + k / 100,
-                    "flops_ratio": flops,
-                }
-            )
-    points = pl.DataFrame(rows)
-    reference = pl.DataFrame(
+def domain_points(spec, latency: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per-domain points of trials ``spec`` = [(auc, flops, latency, method), ...] on the
+    domains small/big/mid (domain k adds k/100 to the AUC and k/10 to the latency), and the
+    dense reference of each domain."""
+    rows = [
         {
-            "study": ["s"] * 3,
-            "domain": ["small", "big", "mid"],
-            "val_auc": [0.71, 0.73, 0.72],
-            "flops_ratio": [1.0] * 3,
+            "study": "s",
+            "number": number,
+            "domain": d,
+            "val_auc": auc + k / 100,
+            "flops_ratio": flops,
+            **({"latency_ratio": lat + k / 10, "method": method} if latency else {}),
         }
-    )
+        for number, (auc, flops, lat, method) in enumerate(spec)
+        for k, d in enumerate(["small", "big", "mid"])
+    ]
+    reference = {
+        "study": ["s"] * 3,
+        "domain": ["small", "big", "mid"],
+        "val_auc": [0.71, 0.73, 0.72],
+        "flops_ratio": [1.0] * 3,
+    }
+    if latency:
+        reference["latency_ratio"] = [1.0] * 3
+    return pl.DataFrame(rows), pl.DataFrame(reference)
+
+
+def test_domain_fronts_small_multiples_ordered_by_size():
+    spec = [(0.70, 0.5, None, None), (0.72, 0.8, None, None), (0.69, 0.9, None, None)]
+    points, reference = domain_points(spec)
     fig = domain_fronts_figure(points, domains_table(), reference)
     titles = [a.text for a in fig.layout.annotations]
     assert titles == ["big · 10,000 rows", "mid · 1,000 rows", "small · 100 rows"]
@@ -513,35 +521,12 @@ def test_axis_toggle_switches_visible_traces_and_axis_titles():
 
 
 def test_domain_fronts_coloured_by_method_on_either_cost_axis():
-    rows = []
     spec = [
         (0.70, 0.5, 0.45, "magnitude"),
         (0.72, 0.8, 1.9, "adasparse-fusion"),
         (0.69, 0.9, 0.7, "magnitude"),
     ]
-    for number, (auc, flops, lat, method) in enumerate(spec):
-        for k, d in enumerate(["small", "big", "mid"]):
-            rows.append(
-                {
-                    "study": "s",
-                    "number": number,
-                    "domain": d,
-                    "val_auc": auc + k / 100,
-                    "flops_ratio": flops,
-                    "latency_ratio": lat + k / 10,
-                    "method": method,
-                }
-            )
-    points = pl.DataFrame(rows)
-    reference = pl.DataFrame(
-        {
-            "study": ["s"] * 3,
-            "domain": ["small", "big", "mid"],
-            "val_auc": [0.71, 0.73, 0.72],
-            "flops_ratio": [1.0] * 3,
-            "latency_ratio": [1.0] * 3,
-        }
-    )
+    points, reference = domain_points(spec, latency=True)
     for x in ("flops_ratio", "latency_ratio"):
         fig = domain_fronts_figure(points, domains_table(), reference, x=x)
         assert len(fig.data) == 3 * 4  # per panel: 2 methods, front, reference
