@@ -6,7 +6,7 @@ PYTHON ?= python3
 .PHONY: help setup study train test test-fast bench clone-to-report lint mlflow-ui
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed  ## create .venv: torch 2.13.0 (CPU) first, then the project with dev extras
 

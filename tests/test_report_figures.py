@@ -32,7 +32,7 @@ from adasparse_lab.report.structure import (
     sparsity_heatmap,
     structure_order,
 )
-from adasparse_lab.report.style import color_for
+from adasparse_lab.report.style import PALETTE, color_for, colors_for
 from adasparse_lab.report.tables import domain_gains
 from adasparse_lab.report.toggle import BUTTON_LABELS, axis_toggle, cost_axes
 
@@ -471,8 +471,10 @@ def test_methods_of_one_family_get_distinct_colours():
             "magnitude",
         ]
     )
-    colours = [color_for(m, i) for i, m in enumerate(methods)]
-    assert len(set(colours)) == len(methods), dict(zip(methods, colours))
+    colours = colors_for(methods)
+    assert len(set(colours.values())) == len(methods), colours
+    many = [f"adasparse-fusion-domain-r{r}" for r in range(1, len(PALETTE) + 1)]
+    assert len(set(colors_for(["magnitude", *many]).values())) == len(many) + 1
 
 
 def test_pareto_figure_one_trace_per_method_and_a_latency_axis():
@@ -482,8 +484,8 @@ def test_pareto_figure_one_trace_per_method_and_a_latency_axis():
     fig = pareto_figure(trials, x="flops_ratio")  # colours by method by default
     points = fig.data[:5]  # trial 4 failed: its method (random) keeps trial 5 only
     assert [t.name for t in points] == sorted(set(METHODS))
-    for i, t in enumerate(points):
-        assert t.marker.color == color_for(t.name, i)
+    for t in points:
+        assert t.marker.color == colors_for(METHODS)[t.name]
     assert color_for("adasparse-fusion", 0) != color_for("adasparse-fusion-domain", 1)
     magnitude = fig.data[[t.name for t in fig.data].index("magnitude")]
     assert _xy(magnitude) == [(0.5, 0.79)]

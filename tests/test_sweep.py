@@ -165,6 +165,15 @@ def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypat
             r"study.objectives\[0\].direction='up'",
         ),
         (["+study.space.x={type:normal}"], r"study.space.x.type='normal'"),
+        (
+            [
+                "~study.space",
+                "+study.space={seed:{path:seed,type:categorical,choices:[0,1]}}",
+                "study.grid=true",
+                "study.n_trials=3",
+            ],
+            r"study.n_trials=3 exceeds the grid's 2 points",
+        ),
     ],
 )
 def test_bad_study_config_fails_before_the_first_trial(tmp_path, extra, match):

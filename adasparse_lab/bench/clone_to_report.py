@@ -45,8 +45,12 @@ def run_stage(cmd: list[str], cwd: Path, log) -> float:
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode:
-        sys.exit(f"clone_to_report: `{' '.join(cmd)}` failed ({done.returncode}); see {log.name}")
+        raise StageFailed(f"`{' '.join(cmd)}` failed ({done.returncode}); its output: {log.name}")
     return time.perf_counter() - t0
+
+
+class StageFailed(RuntimeError):
+    """A stage exited non-zero: the temporary folder is kept for its log."""
 
 
 def measure(source: Path, workdir: Path) -> dict[str, float]:
@@ -63,7 +67,7 @@ def measure(source: Path, workdir: Path) -> dict[str, float]:
             seconds[stage] = run_stage(cmd, cwd, log)
     seconds["total"] = sum(seconds.values())
     if not (clone / "reports" / "sparsity" / "report.html").exists():
-        sys.exit("clone_to_report: make study wrote no reports/sparsity/report.html")
+        raise StageFailed(f"make study wrote no reports/sparsity/report.html; see {log.name}")
     return seconds
 
 
@@ -73,12 +77,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keep", action="store_true", help="keep the clone (its path is printed)")
     p.add_argument("--json", type=Path, help="also write the seconds here")
     args = p.parse_args(argv)
+    args.source = args.source.resolve()  # git clone runs in the temporary folder
     workdir = Path(tempfile.mkdtemp(prefix="clone_to_report_"))
     try:
         seconds = measure(args.source, workdir)
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+    except StageFailed as err:
+        sys.exit(f"clone_to_report: {err}")  # workdir kept: the log is in it
+    if not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
     commit = subprocess.run(
         ["git", "-C", str(args.source), "rev-parse", "--short", "HEAD"],
         capture_output=True,

@@ -10,7 +10,7 @@ import polars as pl
 from plotly.subplots import make_subplots
 
 from adasparse_lab.report.figures import front_line
-from adasparse_lab.report.style import PALETTE, REFERENCE_COLOR, color_for, finish, rounded
+from adasparse_lab.report.style import PALETTE, REFERENCE_COLOR, colors_for, finish, rounded
 from adasparse_lab.report.toggle import COST_AXES
 
 
@@ -73,7 +73,7 @@ def domain_fronts_figure(
     pts = points.filter(pl.col("val_auc").is_not_null() & pl.col(x).is_not_null())
     studies = points["study"].unique(maintain_order=True).to_list()
     by_method = len(studies) == 1 and "method" in pts.columns and pts["method"].null_count() == 0
-    methods = sorted(pts["method"].unique().to_list()) if by_method else []
+    colours = colors_for(pts["method"].unique().to_list()) if by_method else {}
     shown: set[str] = set()
     for k, (domain, _) in enumerate(order):
         r, c = k // cols + 1, k % cols + 1
@@ -83,7 +83,7 @@ def domain_fronts_figure(
             for method, trace in _points_traces(frame, by_method, color, x, domain):
                 label = method or (study if len(studies) > 1 else "trials")
                 if method:
-                    trace.marker.color = color_for(method, methods.index(method))
+                    trace.marker.color = colours[method]
                 trace.update(name=label, legendgroup=label, showlegend=label not in shown)
                 shown.add(label)
                 fig.add_trace(trace, row=r, col=c)

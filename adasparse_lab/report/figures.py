@@ -14,7 +14,7 @@ from adasparse_lab.report.style import (
     PALETTE,
     REFERENCE_COLOR,
     SEQUENTIAL,
-    color_for,
+    colors_for,
     finish,
     fmt,
     rounded,
@@ -107,7 +107,8 @@ def _point_traces(
             )
         ]
     traces = []
-    for i, value in enumerate(sorted(col.drop_nulls().unique().to_list())):
+    colours = colors_for(col.drop_nulls().unique().to_list())
+    for value in sorted(col.drop_nulls().unique().to_list()):
         idx = np.flatnonzero((col == value).fill_null(False).to_numpy())
         traces.append(
             go.Scatter(
@@ -115,7 +116,7 @@ def _point_traces(
                 y=rounded(frame[y][idx]),
                 text=[text[j] for j in idx],
                 name=str(value),
-                marker={"color": color_for(value, i), "symbol": symbol, "size": 9},
+                marker={"color": colours[str(value)], "symbol": symbol, "size": 9},
                 **base,
             )
         )

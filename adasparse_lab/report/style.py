@@ -14,8 +14,9 @@ FORM_COLORS = {
     "scaling": "#d95f02",
     "none": "#555555",
 }
-# Methods (experiment.method_name): one hue per family, darker for the domain-input and
-# low-rank variants; rivals and the dense model in colours no AdaSparse form uses.
+# Methods (experiment.method_name): one hue per family, lighter for the domain input; rivals
+# and the dense model in colours no AdaSparse form uses; other names (low-rank variants) take
+# the palette (colors_for).
 METHOD_COLORS = {
     "dense": "#555555",
     "adasparse-fusion": "#7b3294",
@@ -100,6 +101,14 @@ def color_for(value: object, index: int) -> str:
     if text in FORM_COLORS or text in METHOD_COLORS:
         return FORM_COLORS.get(text) or METHOD_COLORS[text]
     return PALETTE[index % len(PALETTE)]
+
+
+def colors_for(values: Iterable) -> dict[str, str]:
+    """Colour of each distinct value, in sorted order: fixed ones first (color_for), then the
+    palette in turn for the rest, so that no two of up to len(PALETTE) others share one."""
+    names = sorted({str(v) for v in values})
+    free = [n for n in names if n not in FORM_COLORS and n not in METHOD_COLORS]
+    return {n: color_for(n, free.index(n) if n in free else 0) for n in names}
 
 
 def group_color(group: int | None) -> str:

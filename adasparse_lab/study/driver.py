@@ -114,7 +114,12 @@ class StudyRunner:
         space_mod.validate(self.params, self.compose, lambda cfg: build_components(cfg))
         space_mod.check_enqueue(self.params, self.settings.enqueue)
         if self.settings.grid:
-            space_mod.grid(self.params)
+            points = math.prod(len(v) for v in space_mod.grid(self.params).values())
+            if self.settings.n_trials > points:
+                raise ConfigError(
+                    f"study.n_trials={self.settings.n_trials} exceeds the grid's {points} points "
+                    "(study.grid=true runs each point once): lower study.n_trials"
+                )
         if self.settings.workers > 1 and self.settings.storage == "sqlite":
             raise ConfigError("study.workers>1 needs study.storage=journal or a database URL")
         self._validated = True

@@ -1,0 +1,45 @@
+"""The clone-to-report timer (bench/clone_to_report.py) on a tiny repository whose `make`
+stages are stand-ins: stage times reported, a relative --source cloned, failures keep the log."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import adasparse_lab.bench.clone_to_report as c2r
+
+
+@pytest.fixture
+def tiny_repo(tmp_path):
+    repo = tmp_path / "src"
+    repo.mkdir()
+    (repo / "README.md").write_text("tiny\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "tiny"], check=True)
+    return repo
+
+
+def test_stages_are_timed_from_a_relative_source(tiny_repo, tmp_path, monkeypatch, capsys):
+    study = ["sh", "-c", "mkdir -p reports/sparsity && touch reports/sparsity/report.html"]
+    monkeypatch.setattr(c2r, "STAGES", (("clone", None), ("setup", ["true"]), ("study", study)))
+    monkeypatch.chdir(tmp_path)
+    c2r.main(["--source", "src", "--json", str(tmp_path / "t.json")])
+    seconds = json.loads((tmp_path / "t.json").read_text())["seconds"]
+    assert list(seconds) == ["clone", "setup", "study", "total"]
+    assert seconds["total"] == pytest.approx(sum(v for k, v in seconds.items() if k != "total"))
+    assert "clone to report of" in capsys.readouterr().out
+
+
+def test_a_failing_stage_names_its_log_and_keeps_it(tiny_repo, monkeypatch):
+    monkeypatch.setattr(c2r, "STAGES", (("clone", None), ("setup", ["false"])))
+    with pytest.raises(SystemExit, match=r"`false` failed \(1\); its output: (.+\.log)") as err:
+        c2r.main(["--source", str(tiny_repo)])
+    log = Path(str(err.value).rsplit("its output: ", 1)[1])
+    assert log.is_absolute() and log.exists()  # the temporary folder is kept for it
+    shutil.rmtree(log.parent)
