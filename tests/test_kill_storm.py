@@ -36,7 +36,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # 4 workers on a few cores: no ove
 # The stage each kill waits for, in the order a study passes them (the schema is made once,
 # so its kills come first); then a random delay from a seeded RNG. Kills past the budget land
 # in re-evaluation, the report or the final summary.
-PLAN = ["start"] * 6 + ["schema"] * 3 + ["trial"] * 8 + ["finish"] * 7  # 24 kills
+PLAN = ["start"] * 6 + ["schema"] * 3 + ["trial"] * 12 + ["finish"] * 9  # 30 kills, as issue 8 asks
 DELAY_S = {"start": (0.1, 4.0), "schema": (0.0, 1.0), "trial": (0.0, 2.0), "finish": (0.0, 6.0)}
 
 
