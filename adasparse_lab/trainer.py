@@ -99,13 +99,14 @@ def _train_epoch(
     loss_sum = torch.zeros((), device=state["device"])
     reg_sum = torch.zeros((), device=state["device"])
     steps = 0
+    done_at = schedule.done_at()
     for batch in iterate(state["train"], settings.batch_size, shuffle=True, generator=state["gen"]):
         progress = state["step"] / state["total_steps"]
         band = schedule.band(progress)
         # The epoch this step ends may be eligible (EpochRecord.eligible: progress at its end
         # >= done_at): from the step that reaches done_at on, rivals' masks are at the final band.
-        final = (state["step"] + 1) / state["total_steps"] >= schedule.done_at() - 1e-9
-        mask_band = schedule.band(max(progress, schedule.done_at())) if final else band
+        final = (state["step"] + 1) / state["total_steps"] >= done_at - 1e-9
+        mask_band = schedule.band(max(progress, done_at)) if final else band
         model.before_step(progress, mask_band, final)  # alpha annealing, or a rival's masks
         out = model(batch.cat, batch.dense)
         loss = F.binary_cross_entropy_with_logits(out.logits, batch.label)

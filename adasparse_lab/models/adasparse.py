@@ -222,11 +222,11 @@ class AdaSparseModel(nn.Module):
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
         e_d, h = self.embedding(cat, dense)  # e_d [B, d_e], h [B, H_0]
-        if isinstance(self.spec, PrunerSpec) and self.spec.stop_gradient:
-            e_d = e_d.detach()
-        code = self.domain_code(cat) if self.static is not None or self.per_code else None
         if self.per_code:  # e_d of every code of the domain field, not of every row
             e_d = self._code_embeddings()
+        elif isinstance(self.spec, PrunerSpec) and self.spec.stop_gradient:
+            e_d = e_d.detach()
+        code = self.domain_code(cat) if self.static is not None or self.per_code else None
         out = ModelOutput(logits=h.new_empty(0), keep=[], pi=[])
         if 0 in self.positions:
             h = self._mask(0, h, e_d, code, out)
