@@ -75,6 +75,12 @@ def _pruner(in_dim: int, width: int, rank: int | None) -> nn.Module:
     return nn.Sequential(nn.Linear(in_dim, rank, bias=False), nn.Linear(rank, width))
 
 
+def _matmul_dtype(h: torch.Tensor) -> torch.dtype:
+    """The dtype autocast gives a matmul reading ``h`` (``h.dtype`` without autocast)."""
+    device = h.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+
+
 class AdaSparseModel(nn.Module):
     """Embedding -> MLP with a mask after each hidden layer (and optionally on h^0) -> logit.
 
@@ -235,7 +241,9 @@ class AdaSparseModel(nn.Module):
         pruner = self.pruners[str(pos)]
         if isinstance(e_d, dict):  # paper form: v = (W_e e_code + b)[code] + W_h h
             first = pruner if isinstance(pruner, nn.Linear) else pruner[0]
-            v = e_d[pos].index_select(0, code).addmm_(h, first.weight[:, : self.widths[pos]].t())
+            dt = _matmul_dtype(h)  # in-place addmm_ is outside autocast's casts: cast here
+            w_h = first.weight[:, : self.widths[pos]].to(dt).t()
+            v = e_d[pos].index_select(0, code).to(dt).addmm_(h.to(dt), w_h)
             if first is not pruner:  # low rank: [B, r] -> [B, H]
                 v = pruner[1](v)
         elif self.spec.inputs == "hidden+domain":
