@@ -140,6 +140,23 @@ def test_autocast_forward_is_bf16_on_cpu(tiny_data):
     )
 
 
+@pytest.mark.parametrize(
+    "variant", ["fusion-mask-input", "fusion-lowrank", "binarization", "scaling", "fusion-domain"]
+)
+def test_bf16_autocast_gradients_follow_fp32(tiny_data, variant):
+    """Under bf16 autocast the fast kernel's gradients point where fp32's do (cosine > 0.95
+    per parameter; bf16 keeps ~3 significant digits) and land in the parameters' fp32."""
+    reference, fast = make_pair(tiny_data, variant)
+    _, grads_fp32 = forward_backward(reference, tiny_data)
+    with TrainSettings(autocast="bf16", device="cpu").autocast_context(torch.device("cpu")):
+        _, grads_bf16 = forward_backward(fast, tiny_data)
+    assert grads_bf16.keys() == grads_fp32.keys()
+    for name, g in grads_bf16.items():
+        assert g.dtype == torch.float32 and torch.isfinite(g).all(), name
+        cos = F.cosine_similarity(g.flatten(), grads_fp32[name].flatten(), dim=0)
+        assert cos > 0.95 or grads_fp32[name].abs().max() < 1e-6, (name, float(cos))
+
+
 def test_bad_autocast_names_the_key():
     with pytest.raises(ConfigError, match="train.autocast"):
         TrainSettings(autocast="fp16")
