@@ -123,6 +123,12 @@ def _scan_csv(path: Path, **kwargs) -> pl.LazyFrame:
     return pl.scan_csv(path, infer_schema_length=10_000, **kwargs)
 
 
+def _left_join(left: pl.LazyFrame, right: pl.LazyFrame, on: str) -> pl.LazyFrame:
+    """Every left row once per match, in the left file's order (a seeded random split then
+    picks the same rows on every machine)."""
+    return left.join(right, on=on, how="left", maintain_order="left")
+
+
 def _tagged(frame: pl.LazyFrame, split: str) -> pl.LazyFrame:
     return frame.with_columns(pl.lit(split).alias(SOURCE_SPLIT))
 
@@ -218,7 +224,7 @@ class AliCCPRawSource(FileSource):
         opts = {"has_header": False, "quote_char": None, "infer_schema": False}
         skeleton = pl.scan_csv(self.path(split), new_columns=_SKELETON, **opts)
         common = pl.scan_csv(self.path(f"common_{split}"), new_columns=_COMMON, **opts)
-        joined = skeleton.join(common, on="common_feature_index", how="left")
+        joined = _left_join(skeleton, common, "common_feature_index")
         features = pl.concat_str(
             [pl.col("features"), pl.col("common_features")], separator="\x01", ignore_nulls=True
         )
@@ -283,7 +289,8 @@ class AliExpressSource(FileSource):
 class TaobaoRawSource(FileSource):
     """Taobao display ads (Tianchi 56): raw_sample.csv (user, time_stamp, adgroup_id, pid,
     nonclk, clk) joined with ad_feature.csv on adgroup_id and user_profile.csv on userid
-    (renamed from ``user``). Users without a profile keep null profile fields (OOV)."""
+    (renamed from ``user``). Users without a profile keep null profile fields, and the
+    release's ``NULL`` brand is null (both: the OOV code)."""
 
     layout = "the Taobao release (Tianchi 56)"
 
@@ -303,9 +310,9 @@ class TaobaoRawSource(FileSource):
         profile = _scan_csv(self.path("users")).rename(
             {"new_user_class_level ": "new_user_class_level"}, strict=False
         )
-        return samples.join(_scan_csv(self.path("ads")), on="adgroup_id", how="left").join(
-            profile, on="userid", how="left"
-        )
+        ads = _scan_csv(self.path("ads"), null_values="NULL")  # the release's missing brand
+        with_ads = _left_join(samples, ads, "adgroup_id")
+        return _left_join(with_ads, profile, "userid")
 
 
 # --- KuaiRand ----------------------------------------------------------------------------
@@ -339,7 +346,7 @@ class KuaiRandSource(FileSource):
         )
         users = _scan_csv(self.path("users"))
         videos = _scan_csv(self.path("videos"))
-        return logs.join(users, on="user_id", how="left").join(videos, on="video_id", how="left")
+        return _left_join(_left_join(logs, users, "user_id"), videos, "video_id")
 
 
 # --- MovieLens-1M --------------------------------------------------------------------------
@@ -385,26 +392,26 @@ class MovieLens1MSource(FileSource):
 
     def _dat(self, key: str) -> pl.LazyFrame:
         names = _ML_COLUMNS[key]
-        lines = pl.scan_csv(
-            self.path(key),
-            has_header=False,
-            separator="\x1f",  # never in the files: one column per line, split on '::' below
-            quote_char=None,
-            new_columns=["line"],
-            encoding="utf8-lossy",
-            infer_schema=False,
-        )
+        if key == "movies":  # latin-1 titles, which polars cannot decode; a small file
+            text = self.path(key).read_bytes().decode("latin-1")
+            lines = pl.LazyFrame({"line": text.splitlines()})
+        else:
+            lines = pl.scan_csv(
+                self.path(key),
+                has_header=False,
+                separator="\x1f",  # never in the files: one column a line, split on '::' below
+                quote_char=None,
+                new_columns=["line"],
+                infer_schema=False,
+            )
         parts = pl.col("line").str.split_exact("::", len(names) - 1)
         fields = parts.struct.rename_fields(names)
         out = lines.select(fields.alias("f")).unnest("f")
         return out.with_columns(pl.col(c).cast(pl.Int64) for c in names if c in _ML_INTS)
 
     def scan(self) -> pl.LazyFrame:
-        joined = (
-            self._dat("ratings")
-            .join(self._dat("users"), on="user_id", how="left")
-            .join(self._dat("movies"), on="movie_id", how="left")
-        )
+        with_users = _left_join(self._dat("ratings"), self._dat("users"), "user_id")
+        joined = _left_join(with_users, self._dat("movies"), "movie_id")
         return joined.with_columns(
             label=(pl.col("rating") >= self.min_positive_rating).cast(pl.Int8),
             domain=pl.col(self.domain_attribute).cast(pl.String),

@@ -1,0 +1,283 @@
+"""The release readers (adasparse_lab/data/readers.py) on fixtures in each release's raw layout:
+row counts, domains, labels and joined values checked against the files parsed by hand."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from adasparse_lab.data.__main__ import main as data_main
+from adasparse_lab.data.readers import SOURCE_SPLIT, MovieLens1MSource
+from adasparse_lab.errors import DataError
+from adasparse_lab.experiment import _instantiate, build_data
+from tests.conftest import FIXTURES, compose_config
+
+ALIEXPRESS = ["data.source.countries=[XA,XB]"]
+
+
+def source_of(tmp: Path, name: str, *overrides: str):
+    cfg = compose_config([f"data={name}", "tracking=none", *overrides], tmp)
+    return _instantiate(cfg.data.source, "data.source"), cfg
+
+
+def prepared(tmp: Path, name: str, *overrides: str):
+    cfg = compose_config([f"data={name}", "tracking=none", *overrides], tmp)
+    return build_data(cfg.data, cfg.paths.cache)
+
+
+def split_counts(data, split: str) -> dict[str, int]:
+    return dict(zip(data.domain_names, data.rows_per_domain(split).tolist()))
+
+
+def aliccp_by_hand(split: str) -> dict[int, dict[str, str]]:
+    """sample_id -> {field: first feature id, 'D<field>': its value, 'click': ...}."""
+    common = {}
+    for line in (FIXTURES / f"aliccp/common_features_{split}.csv").read_text().splitlines():
+        key, _, feats = line.split(",", 2)
+        common[key] = feats
+    out = {}
+    for line in (FIXTURES / f"aliccp/sample_skeleton_{split}.csv").read_text().splitlines():
+        sid, click, _, key, _, feats = line.split(",", 5)
+        row = {"click": click}
+        for entry in (feats + "\x01" + common[key]).split("\x01"):
+            field, rest = entry.split("\x02")
+            fid, value = rest.split("\x03")
+            row.setdefault(field, fid)
+            row.setdefault(f"D{field}", value)
+        out[int(sid)] = row
+    return out
+
+
+def test_aliccp_raw_joins_skeleton_and_common_features(tmp_path):
+    source, _ = source_of(tmp_path, "aliccp")
+    frame = source.scan().collect()
+    expected = {**aliccp_by_hand("train"), **aliccp_by_hand("test")}
+    assert frame.height == len(expected) == 90 + 45
+    for row in frame.iter_rows(named=True):
+        want = expected[int(row["sample_id"])]
+        assert str(row["click"]) == want["click"]
+        for field in ["101", "124", "109_14", "205", "853", "301"]:  # common and skeleton
+            assert row[field] == want[field], field
+        assert row["D109_14"] == pytest.approx(float(want["D109_14"]))  # first of 2 entries
+        assert row["D508"] == pytest.approx(float(want["D508"]))
+    assert frame.get_column(SOURCE_SPLIT).value_counts().sort(SOURCE_SPLIT).rows() == [
+        ("test", 45),
+        ("train", 90),
+    ]
+    data = prepared(tmp_path, "aliccp")
+    assert data.domain_names == ["9351665", "9351666", "9351667"]  # field 301's feature ids
+    assert len(data.splits["test"]) == 45
+    assert len(data.splits["train"]) + len(data.splits["val"]) == 90
+    assert 0 < len(data.splits["val"]) < 20  # 10% of train, seeded
+    assert split_counts(data, "test") == {"9351665": 15, "9351666": 15, "9351667": 15}
+    clicks = sum(int(r["click"]) for r in aliccp_by_hand("test").values())
+    assert data.splits["test"].label.sum().item() == clicks
+
+
+def test_aliccp_processed_has_the_documented_domains(tmp_path):
+    data = prepared(tmp_path, "aliccp_processed")
+    assert data.domain_names == ["1", "2", "3"]
+    # counts from tests/fixtures/aliccp_processed/SOURCE.md
+    assert split_counts(data, "train") == {"1": 69, "2": 19, "3": 12}
+    assert split_counts(data, "val") == {"1": 38, "2": 7, "3": 5}
+    assert split_counts(data, "test") == {"1": 39, "2": 6, "3": 5}
+    assert [int(data.splits[s].label.sum()) for s in ("train", "val", "test")] == [7, 3, 6]
+    assert len(data.schema.dense) == 8
+
+
+def test_aliexpress_domain_is_the_country_folder(tmp_path):
+    source, _ = source_of(tmp_path, "aliexpress", *ALIEXPRESS)
+    frame = source.scan().collect()
+    for country in ["XA", "XB"]:
+        for split in ["train", "test"]:
+            raw = pl.read_csv(FIXTURES / f"aliexpress/AliExpress_{country}/{split}.csv")
+            got = frame.filter((pl.col("domain") == country) & (pl.col(SOURCE_SPLIT) == split))
+            assert got.get_column("search_id").to_list() == raw.get_column("search_id").to_list()
+            assert got.get_column("click").to_list() == raw.get_column("click").to_list()
+    data = prepared(tmp_path, "aliexpress", *ALIEXPRESS)
+    assert data.domain_names == ["XA", "XB"]
+    assert split_counts(data, "test") == {"XA": 10, "XB": 10}
+    train_val = data.rows_per_domain("train") + data.rows_per_domain("val")
+    assert train_val.tolist() == [60, 40]
+    assert len(data.schema.dense) == 63
+
+
+def test_taobao_raw_joins_ads_and_user_profiles(tmp_path):
+    source, _ = source_of(tmp_path, "taobao")
+    frame = source.scan().collect()
+    root = FIXTURES / "taobao"
+    samples = list(csv.DictReader((root / "raw_sample.csv").open()))
+    ads = {r["adgroup_id"]: r for r in csv.DictReader((root / "ad_feature.csv").open())}
+    users = {r["userid"]: r for r in csv.DictReader((root / "user_profile.csv").open())}
+    assert frame.height == len(samples) == 240
+    for row, raw in zip(frame.iter_rows(named=True), samples):
+        assert (row["userid"], row["pid"], row["clk"]) == (
+            int(raw["user"]),
+            raw["pid"],
+            int(raw["clk"]),
+        )
+        ad = ads[raw["adgroup_id"]]
+        assert row["price"] == pytest.approx(float(ad["price"]))
+        assert row["brand"] == (None if ad["brand"] == "NULL" else int(ad["brand"]))
+        user = users.get(raw["user"])  # users 10, 20, 30 have no profile: nulls (OOV)
+        want = None if user is None else int(user["new_user_class_level "])
+        assert row["new_user_class_level"] == want
+    data = prepared(tmp_path, "taobao")
+    assert data.domain_names == ["430539_1007", "430548_1007"]
+    pid_counts = frame.get_column("pid").value_counts().sort("pid").get_column("count")
+    assert (sum(data.rows_per_domain(s) for s in ("train", "val", "test"))).tolist() == (
+        pid_counts.to_list()
+    )
+
+
+def test_taobao_time_split_keeps_the_latest_rows_for_test(tmp_path):
+    source, _ = source_of(tmp_path, "taobao")
+    parts = source.load().frames
+    assert (
+        parts["train"].get_column("time_stamp").max() < parts["val"].get_column("time_stamp").min()
+    )
+    assert (
+        parts["val"].get_column("time_stamp").max() < parts["test"].get_column("time_stamp").min()
+    )
+
+
+def test_taobao_fuxictr_and_douban_samples(tmp_path):
+    fuxi = prepared(tmp_path, "taobao_fuxictr")
+    assert [len(fuxi.splits[s]) for s in ("train", "val", "test")] == [100, 100, 100]
+    assert int(fuxi.splits["train"].label.sum()) == 4  # tests/fixtures/taobao_fuxictr/SOURCE.md
+    douban = prepared(tmp_path, "douban")
+    total = sum(douban.rows_per_domain(s) for s in ("train", "val", "test"))
+    assert dict(zip(douban.domain_names, total.tolist())) == {
+        "book": 364,
+        "movie": 2299,
+        "music": 337,
+    }
+
+
+def test_kuairand_concatenates_logs_and_joins_features(tmp_path):
+    source, _ = source_of(tmp_path, "kuairand")
+    frame = source.scan().collect()
+    root = FIXTURES / "kuairand"
+    logs = [
+        *csv.DictReader((root / "log_standard_4_08_to_4_21_pure.csv").open()),
+        *csv.DictReader((root / "log_standard_4_22_to_5_08_pure.csv").open()),
+    ]
+    users = {r["user_id"]: r for r in csv.DictReader((root / "user_features_pure.csv").open())}
+    videos = {
+        r["video_id"]: r for r in csv.DictReader((root / "video_features_basic_pure.csv").open())
+    }
+    assert frame.height == len(logs) == 200
+    for row, raw in zip(frame.iter_rows(named=True), logs):
+        assert (row["tab"], row["is_click"]) == (int(raw["tab"]), int(raw["is_click"]))
+        user, video = users[raw["user_id"]], videos[raw["video_id"]]
+        assert row["user_active_degree"] == user["user_active_degree"]
+        assert row["follow_user_num_range"] == user["follow_user_num_range"] == "(0,10]"
+        assert (row["author_id"], row["video_type"]) == (
+            int(video["author_id"]),
+            video["video_type"],
+        )
+    data = prepared(tmp_path, "kuairand")
+    assert data.domain_names == sorted({r["tab"] for r in logs}, key=int)
+
+
+def movielens_by_hand() -> list[dict]:
+    root = FIXTURES / "movielens1m"
+    users = {
+        u[0]: u for u in (x.split("::") for x in (root / "users.dat").read_text().splitlines())
+    }
+    rows = []
+    for line in (root / "ratings.dat").read_text().splitlines():
+        uid, mid, rating, _ = line.split("::")
+        rows.append({"user": uid, "movie": mid, "rating": int(rating), "user_row": users[uid]})
+    return rows
+
+
+@pytest.mark.parametrize("attribute,position", [("gender", 1), ("age", 2)])
+def test_movielens_joins_users_and_movies(tmp_path, attribute, position):
+    source, _ = source_of(tmp_path, "movielens1m", f"data.source.domain_attribute={attribute}")
+    frame = source.scan().collect()
+    raw = movielens_by_hand()
+    assert frame.height == len(raw) == 300
+    for row, want in zip(frame.iter_rows(named=True), raw):
+        assert row["label"] == int(want["rating"] >= 4)
+        assert row["domain"] == want["user_row"][position]
+    titles = set(frame.get_column("title").to_list())
+    assert "Cité des enfants perdus, La (1995)" in titles  # latin-1 read right
+    assert "Star Wars: Episode IV - A New Hope (1977)" in titles  # ':' inside a field
+    star_wars = frame.filter(pl.col("movie_id") == 4)
+    assert set(star_wars.get_column("genre").to_list()) <= {"Action"}
+    data = prepared(tmp_path, "movielens1m", f"data.source.domain_attribute={attribute}")
+    assert data.domain_names == sorted(
+        {w["user_row"][position] for w in raw}, key=float if attribute == "age" else str
+    )
+
+
+def test_describe_changes_with_the_files_and_options(tmp_path):
+    root = tmp_path / "ml"
+    shutil.copytree(FIXTURES / "movielens1m", root)
+    first = MovieLens1MSource(root=str(root)).describe()
+    assert MovieLens1MSource(root=str(root)).describe() == first
+    assert MovieLens1MSource(root=str(root), domain_attribute="age").describe() != first
+    assert MovieLens1MSource(root=str(root), min_positive_rating=5).describe() != first
+    with (root / "ratings.dat").open("a") as f:
+        f.write("1::1::5::978400000\n")
+    assert MovieLens1MSource(root=str(root)).describe() != first
+    # and so the preparation cache is not reused
+    over = [f"data.source.root={root}"]
+    before = prepared(tmp_path, "movielens1m", *over)
+    with (root / "ratings.dat").open("a") as f:
+        f.write("2::1::5::978400001\n")
+    after = prepared(tmp_path, "movielens1m", *over)
+    assert after.cache_path != before.cache_path
+    assert sum(len(s) for s in after.splits.values()) == 302
+
+
+def test_missing_root_and_file_name_the_key_and_the_expected_files(tmp_path):
+    with pytest.raises(DataError, match=r"data.source.root=.*raw_sample.csv"):
+        source_of(tmp_path, "taobao", f"data.source.root={tmp_path / 'nowhere'}")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "raw_sample.csv").write_text("user,time_stamp\n")
+    with pytest.raises(DataError, match=r"data.source.ads: .*ad_feature.csv does not exist"):
+        source_of(tmp_path, "taobao", f"data.source.root={tmp_path / 'half'}")
+    with pytest.raises(DataError, match=r"data.source.XA_train: .*AliExpress_XA/train.csv"):
+        source_of(tmp_path, "aliexpress", "data.source.countries=[XA]", "data.source.root=.")
+
+
+def parse_table(text: str, header: str) -> list[list[str]]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return rows
+
+
+def test_prepare_command_prints_the_prepared_numbers(tmp_path, capsys):
+    over = ["data=taobao", f"data.source.root={FIXTURES / 'taobao'}", f"paths.cache={tmp_path}"]
+    data_main(["prepare", *over])
+    out = capsys.readouterr().out
+    data = build_data(compose_config(over, tmp_path).data, str(tmp_path))
+    rows = parse_table(out, "domain")
+    assert [r[0] for r in rows] == [*data.domain_names, "all"]
+    for s, split in enumerate(("train", "val", "test")):
+        t = data.splits[split]
+        counts = data.rows_per_domain(split)
+        assert [int(r[1 + s]) for r in rows] == [*counts.tolist(), int(counts.sum())]
+        rates = [t.label[t.domain == k].float().mean().item() for k in range(data.n_domains)]
+        printed = [float(r[4 + s]) for r in rows]
+        np.testing.assert_allclose(printed, [*rates, t.label.mean().item()], atol=5e-5)
+    vocab = parse_table(out, "field")
+    assert vocab == [[c, str(v)] for c, v in zip(data.schema.categorical, data.vocab_sizes)]
+    assert str(data.cache_path) in out
+
+
+def test_prepare_command_fails_with_the_key(tmp_path, capsys):
+    with pytest.raises(SystemExit, match=r"error: data.source.root=.*user_profile.csv"):
+        data_main(["prepare", "data=taobao", f"data.source.root={tmp_path / 'no'}"])
