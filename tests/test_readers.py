@@ -103,7 +103,7 @@ def test_aliexpress_domain_is_the_country_folder(tmp_path):
     assert data.domain_names == ["XA", "XB"]
     assert split_counts(data, "test") == {"XA": 10, "XB": 10}
     train_val = data.rows_per_domain("train") + data.rows_per_domain("val")
-    assert train_val.tolist() == [60, 40]
+    assert train_val.tolist() == [50, 50]
     assert len(data.schema.dense) == 63
 
 
