@@ -220,23 +220,34 @@ class AliCCPRawSource(FileSource):
     def options(self) -> dict:
         return {"fields": self.fields, "dense": self.dense_fields, "domain": self.domain_field}
 
+    def _extract(self, features: str, suffix: str = "") -> list[pl.Expr]:
+        """Every field's first feature id, and the dense fields' values, from one list."""
+        col = pl.col(features)
+        ids = [_field(col, f, 1).alias(f + suffix) for f in self.fields]
+        values = [
+            _field(col, f, 2).cast(pl.Float64).alias(f"D{f}{suffix}") for f in self.dense_fields
+        ]
+        return ids + values
+
     def _split(self, split: str) -> pl.LazyFrame:
+        """One split: fields taken from the skeleton's own list, else from its common
+        features (extracted once per common row, then joined: the long lists never repeat)."""
         opts = {"has_header": False, "quote_char": None, "infer_schema": False}
         skeleton = pl.scan_csv(self.path(split), new_columns=_SKELETON, **opts)
         common = pl.scan_csv(self.path(f"common_{split}"), new_columns=_COMMON, **opts)
-        joined = _left_join(skeleton, common, "common_feature_index")
-        features = pl.concat_str(
-            [pl.col("features"), pl.col("common_features")], separator="\x01", ignore_nulls=True
+        labels = [pl.col("click").cast(pl.Int8), pl.col("purchase").cast(pl.Int8)]
+        own = skeleton.select(
+            "sample_id", *labels, "common_feature_index", *self._extract("features")
         )
-        cols = [_field(features, f, 1).alias(f) for f in self.fields]
-        dense = [_field(features, f, 2).cast(pl.Float64).alias(f"D{f}") for f in self.dense_fields]
+        shared = common.select("common_feature_index", *self._extract("common_features", "__c"))
+        joined = _left_join(own, shared, "common_feature_index")
+        names = [*self.fields, *(f"D{f}" for f in self.dense_fields)]
         return _tagged(
             joined.select(
-                pl.col("sample_id"),
-                pl.col("click").cast(pl.Int8),
-                pl.col("purchase").cast(pl.Int8),
-                *cols,
-                *dense,
+                "sample_id",
+                "click",
+                "purchase",
+                *(pl.coalesce(n, f"{n}__c").alias(n) for n in names),
             ),
             split,
         )
