@@ -281,3 +281,69 @@ def test_prepare_command_prints_the_prepared_numbers(tmp_path, capsys):
 def test_prepare_command_fails_with_the_key(tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"error: data.source.root=.*user_profile.csv"):
         data_main(["prepare", "data=taobao", f"data.source.root={tmp_path / 'no'}"])
+
+
+# Every release config, with what its fixture needs and the domains it must give.
+CONFIGS = {
+    "aliccp": ([], 3),
+    "aliccp_processed": ([], 3),
+    "aliexpress": (ALIEXPRESS, 2),
+    "taobao": ([], 2),
+    "taobao_fuxictr": ([], 2),
+    "douban": ([], 3),
+    "kuairand": ([], 4),
+    "movielens1m": ([], 2),
+}
+
+
+def test_every_release_config_is_listed_here():
+    names = {p.stem for p in (FIXTURES.parents[1] / "conf" / "data").glob("*.yaml")}
+    assert names - {"synthetic", "tabular"} == set(CONFIGS)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_scan_and_load_agree(tmp_path, name):
+    """load() is scan() collected and split: the same rows, each in one split."""
+    overrides, n_domains = CONFIGS[name]
+    source, cfg = source_of(tmp_path, name, *overrides)
+    frame = source.scan().collect()
+    schema_cols = {cfg.data.schema.label, *cfg.data.schema.categorical, *cfg.data.schema.dense}
+    assert schema_cols <= set(frame.columns)
+    parts = source.load().frames
+    assert sum(p.height for p in parts.values()) == frame.height
+    assert all(p.height > 0 for p in parts.values())
+    assert frame.get_column(cfg.data.schema.domain).n_unique() == n_domains
+
+
+def test_tabular_scan_and_root(tmp_path):
+    root = FIXTURES / "taobao_fuxictr"
+    files = {"train": "train_sample.csv", "val": "valid_sample.csv", "test": "test_sample.csv"}
+    from adasparse_lab.data.sources import TabularSource
+
+    source = TabularSource(root=str(root), **files)
+    frame = source.scan().collect()
+    assert frame.get_column(SOURCE_SPLIT).value_counts().sort(SOURCE_SPLIT).rows() == [
+        ("test", 100),
+        ("train", 100),
+        ("val", 100),
+    ]
+    absolute = TabularSource(**{k: str(root / v) for k, v in files.items()})
+    assert source.describe() == absolute.describe()  # same files, same cache key
+    loaded = source.load().frames["train"]
+    assert frame.filter(pl.col(SOURCE_SPLIT) == "train").drop(SOURCE_SPLIT).equals(loaded)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_one_epoch_on_every_release_fixture(tmp_path, name):
+    """The smoke run the studies rely on: data=<name> trains and reports every domain."""
+    from adasparse_lab.experiment import train_and_evaluate
+
+    overrides, n_domains = CONFIGS[name]
+    cfg = compose_config(
+        [f"data={name}", "tracking=none", "train.epochs=1", "latency.enabled=false", *overrides],
+        tmp_path,
+    )
+    result = train_and_evaluate(cfg)
+    assert len(result.domains) == n_domains
+    assert result.domains.get_column("domain").to_list() == result.data.domain_names

@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from adasparse_lab.data.sources import (
+    SOURCE_SPLIT,
     SPLITS,
     RandomSplit,
     RawData,
@@ -34,7 +35,6 @@ from adasparse_lab.data.sources import (
 )
 from adasparse_lab.errors import ConfigError, DataError
 
-SOURCE_SPLIT = "source_split"  # the split a row's file belongs to, where the release fixes it
 _VAL_STREAM = 0x5EED0FA1
 
 
