@@ -333,7 +333,6 @@ def test_tabular_scan_and_root(tmp_path):
     assert frame.filter(pl.col(SOURCE_SPLIT) == "train").drop(SOURCE_SPLIT).equals(loaded)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_one_epoch_on_every_release_fixture(tmp_path, name):
     """The smoke run the studies rely on: data=<name> trains and reports every domain."""
