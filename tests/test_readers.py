@@ -281,6 +281,8 @@ def test_prepare_command_prints_the_prepared_numbers(tmp_path, capsys):
 def test_prepare_command_fails_with_the_key(tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"error: data.source.root=.*user_profile.csv"):
         data_main(["prepare", "data=taobao", f"data.source.root={tmp_path / 'no'}"])
+    with pytest.raises(SystemExit, match=r"(?s)error: .*criteo.*movielens1m"):  # lists the choices
+        data_main(["prepare", "data=criteo"])
 
 
 # Every release config, with what its fixture needs and the domains it must give.

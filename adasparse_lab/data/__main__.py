@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         print(prepare_command(args.overrides))
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, HydraException) as err:  # Hydra's: unknown data=, bad override
         sys.exit(f"error: {err}")
 
 
