@@ -35,20 +35,19 @@ def split_counts(data, split: str) -> dict[str, int]:
 
 
 def aliccp_by_hand(split: str) -> dict[int, dict[str, str]]:
-    """sample_id -> {field: first feature id, 'D<field>': its value, 'click': ...}."""
+    """sample_id -> {field: feature id, 'D<field>': its value, 'click': ...}: a field's last
+    entry, common features after the sample's own (Scenario-Wise-Rec's rule)."""
     common = {}
     for line in (FIXTURES / f"aliccp/common_features_{split}.csv").read_text().splitlines():
         key, _, feats = line.split(",", 2)
         common[key] = feats
     out = {}
     for line in (FIXTURES / f"aliccp/sample_skeleton_{split}.csv").read_text().splitlines():
-        sid, click, _, key, _, feats = line.split(",", 5)
-        row = {"click": click}
+        sid, click, buy, key, _, feats = line.split(",", 5)
+        row = {"click": click, "purchase": buy}
         for entry in (feats + "\x01" + common[key]).split("\x01"):
             field, rest = entry.split("\x02")
-            fid, value = rest.split("\x03")
-            row.setdefault(field, fid)
-            row.setdefault(f"D{field}", value)
+            row[field], row[f"D{field}"] = rest.split("\x03")
         out[int(sid)] = row
     return out
 
@@ -57,25 +56,30 @@ def test_aliccp_raw_joins_skeleton_and_common_features(tmp_path):
     source, _ = source_of(tmp_path, "aliccp")
     frame = source.scan().collect()
     expected = {**aliccp_by_hand("train"), **aliccp_by_hand("test")}
-    assert frame.height == len(expected) == 90 + 45
+    dropped = {k for k, r in expected.items() if (r["click"], r["purchase"]) == ("0", "1")}
+    assert len(dropped) == 4  # conversions without a click (3 in train, 1 in test)
+    assert frame.height == len(expected) - len(dropped) == 90 + 45 - 4
+    assert not dropped & set(frame.get_column("sample_id").cast(pl.Int64).to_list())
     for row in frame.iter_rows(named=True):
         want = expected[int(row["sample_id"])]
         assert str(row["click"]) == want["click"]
         for field in ["101", "124", "109_14", "205", "853", "301"]:  # common and skeleton
             assert row[field] == want[field], field
-        assert row["D109_14"] == pytest.approx(float(want["D109_14"]))  # first of 2 entries
+        assert row["D109_14"] == pytest.approx(float(want["D109_14"]))  # last of 2 entries
         assert row["D508"] == pytest.approx(float(want["D508"]))
     assert frame.get_column(SOURCE_SPLIT).value_counts().sort(SOURCE_SPLIT).rows() == [
-        ("test", 45),
-        ("train", 90),
+        ("test", 44),
+        ("train", 87),
     ]
     data = prepared(tmp_path, "aliccp")
     assert data.domain_names == ["9351665", "9351666", "9351667"]  # field 301's feature ids
-    assert len(data.splits["test"]) == 45
-    assert len(data.splits["train"]) + len(data.splits["val"]) == 90
+    assert len(data.splits["test"]) == 44
+    assert len(data.splits["train"]) + len(data.splits["val"]) == 87
     assert 0 < len(data.splits["val"]) < 20  # 10% of train, seeded
-    assert split_counts(data, "test") == {"9351665": 15, "9351666": 15, "9351667": 15}
-    clicks = sum(int(r["click"]) for r in aliccp_by_hand("test").values())
+    test_rows = [r for k, r in aliccp_by_hand("test").items() if k not in dropped]
+    domains = [r["301"] for r in test_rows]
+    assert split_counts(data, "test") == {d: domains.count(d) for d in data.domain_names}
+    clicks = sum(int(r["click"]) for r in test_rows)
     assert data.splits["test"].label.sum().item() == clicks
 
 
