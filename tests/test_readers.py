@@ -18,6 +18,7 @@ from adasparse_lab.experiment import _instantiate, build_data
 from tests.conftest import FIXTURES, compose_config
 
 ALIEXPRESS = ["data.source.countries=[XA,XB]"]
+AE_RAW = ["data.source.countries=[NL,ES]"]
 
 
 def source_of(tmp: Path, name: str, *overrides: str):
@@ -109,6 +110,40 @@ def test_aliexpress_domain_is_the_country_folder(tmp_path):
     train_val = data.rows_per_domain("train") + data.rows_per_domain("val")
     assert train_val.tolist() == [50, 50]
     assert len(data.schema.dense) == 63
+
+
+def test_aliexpress_raw_joins_users_and_items_into_mtreclib_columns(tmp_path):
+    source, _ = source_of(tmp_path, "aliexpress_raw", *AE_RAW)
+    frame = source.scan().collect()
+    expected = []
+    for cc in ["NL", "ES"]:
+        for split in ["train", "test"]:
+            folder = FIXTURES / "aliexpress_raw" / f"AliExpress_{cc}"
+            users = {
+                r[0]: r for r in csv.reader((folder / f"{cc.lower()}_user_{split}.csv").open())
+            }
+            for item in csv.reader((folder / f"{cc.lower()}_item_{split}.csv").open()):
+                expected.append((cc, split, item, users[item[0]]))
+    assert frame.height == len(expected)
+    by_key = {
+        (r["domain"], r[SOURCE_SPLIT], r["search_id"]): [] for r in frame.iter_rows(named=True)
+    }
+    for r in frame.iter_rows(named=True):
+        by_key[(r["domain"], r[SOURCE_SPLIT], r["search_id"])].append(r)
+    for cc, split, item, user in expected:
+        rows = by_key[(cc, split, int(item[0]))]
+        row = next(r for r in rows if r["numerical_24"] == pytest.approx(float(item[1])))
+        label = int(item[48])  # item_49
+        assert (row["click"], row["conversion"]) == (int(label >= 1), int(label == 2))
+        assert row["categorical_1"] == int(user[1])  # user_2
+        assert row["categorical_8"] == int(user[31])  # user_32
+        assert row["categorical_10"] == int(item[18])  # item_19
+        assert row["numerical_1"] == pytest.approx(float(user[8]))  # user_9
+    data = prepared(tmp_path, "aliexpress_raw", *AE_RAW)
+    assert data.domain_names == ["ES", "NL"]
+    assert data.rows_per_domain("test").tolist() == [
+        sum(1 for e in expected if e[:2] == (cc, "test")) for cc in ["ES", "NL"]
+    ]
 
 
 def test_taobao_raw_joins_ads_and_user_profiles(tmp_path):
@@ -294,6 +329,7 @@ CONFIGS = {
     "aliccp": ([], 3),
     "aliccp_processed": ([], 3),
     "aliexpress": (ALIEXPRESS, 2),
+    "aliexpress_raw": (AE_RAW, 2),
     "taobao": ([], 2),
     "taobao_fuxictr": ([], 2),
     "douban": ([], 3),
