@@ -125,11 +125,9 @@ def test_aliexpress_raw_joins_users_and_items_into_mtreclib_columns(tmp_path):
             for item in csv.reader((folder / f"{cc.lower()}_item_{split}.csv").open()):
                 expected.append((cc, split, item, users[item[0]]))
     assert frame.height == len(expected)
-    by_key = {
-        (r["domain"], r[SOURCE_SPLIT], r["search_id"]): [] for r in frame.iter_rows(named=True)
-    }
+    by_key: dict[tuple, list[dict]] = {}
     for r in frame.iter_rows(named=True):
-        by_key[(r["domain"], r[SOURCE_SPLIT], r["search_id"])].append(r)
+        by_key.setdefault((r["domain"], r[SOURCE_SPLIT], r["search_id"]), []).append(r)
     for cc, split, item, user in expected:
         rows = by_key[(cc, split, int(item[0]))]
         row = next(r for r in rows if r["numerical_24"] == pytest.approx(float(item[1])))
