@@ -66,7 +66,7 @@ def test_every_dataset_prepares(make_cfg, data, domains):
 
 
 def test_tabular_config_on_a_real_file(make_cfg):
-    douban = ROOT / "tests/fixtures/douban/douban_sample.csv"
+    douban = ROOT / "tests/fixtures/douban/douban.csv"
     cfg = make_cfg(
         "data=tabular",
         "tracking=none",
