@@ -45,6 +45,7 @@ from adasparse_lab.errors import ConfigError, StoreError
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S, GRACE_S, RETRY_S = 30, 120, 120
+GRACE_HINT = "longer than study.grace_s"
 ORPHAN_S = 30  # a live worker names itself on its new trial within milliseconds of asking
 
 
@@ -217,24 +218,25 @@ def open_storage(
 
 
 def _fail_silent(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Optuna's heartbeat check: RUNNING trials without a heartbeat for the grace period become
-    FAIL; each is given its reason here. Without heartbeats (journal, SQLite): none."""
+    """Optuna's heartbeat check (what ``optuna.storages.fail_stale_trials`` does, with the
+    reason stored first: a finished trial takes no attributes): RUNNING trials without a
+    heartbeat for the grace period become FAIL. Without heartbeats (journal, SQLite): none."""
     storage = study._storage
     if not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
         return []
-    running = {t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    if not running:
-        return []
-    optuna.storages.fail_stale_trials(study)
-    failed = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if t._trial_id in running and "failure_kind" not in t.user_attrs
-    ]
-    for t in failed:
-        reason = f"no heartbeat from worker {t.user_attrs.get('worker')} for over the grace period"
-        storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
-        storage.set_trial_user_attr(t._trial_id, "failure_kind", "stale")
+    failed = []
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        trial = storage.get_trial(trial_id)
+        reason = f"no heartbeat from worker {trial.user_attrs.get('worker')} for {GRACE_HINT}"
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            storage.set_trial_user_attr(trial_id, "failure_kind", "stale")
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker failed it first
+        failed.append(storage.get_trial(trial_id))
+    if failed:
+        log.warning("marked trial(s) %s FAIL: no heartbeat", [t.number for t in failed])
     return failed
 
 
