@@ -49,8 +49,15 @@ def worker_cmd(tmp: Path, services, name: str, index: int, *extra: str) -> list[
     ]
 
 
-def start_worker(tmp: Path, services, name: str, index: int, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ADASPARSE_WORKER_HOST": f"machine-{index}"}
+def start_worker(
+    tmp: Path, services, name: str, index: int, *extra: str, env: dict | None = None
+) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ADASPARSE_WORKER_HOST": f"machine-{index}",
+        **(env or {}),
+    }
     log = open(tmp / f"worker-{index}.log", "w")  # noqa: SIM115 (closed with the process)
     return subprocess.Popen(
         worker_cmd(tmp, services, name, index, *extra),
@@ -177,13 +184,17 @@ def test_workers_ride_out_a_postgres_restart(tmp_path, services):
 @pytest.mark.slow
 def test_a_database_down_for_good_stops_workers_with_the_reason(tmp_path, services):
     name = f"pgdown-{uuid.uuid4().hex[:8]}"
-    proc = start_worker(tmp_path, services, name, 0, "study.storage_retry_s=4")
+    # The MLflow server loses its database too; its client would retry for minutes.
+    quick_mlflow = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+    proc = start_worker(tmp_path, services, name, 0, "study.storage_retry_s=4", env=quick_mlflow)
     wait_for(lambda: running_trial_of(services, name, 0), 90, "a trial")
     services.postgres.stop("fast")
     try:
-        code = proc.wait(120)
+        code = proc.wait(60)
     finally:
         services.postgres.start()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     log = (tmp_path / "worker-0.log").read_text()
     assert code != 0
     assert "error: study.storage: the database 127.0.0.1:" in log
@@ -213,17 +224,16 @@ def test_metrics_survive_a_tracking_server_outage(tmp_path, services):
 @pytest.mark.slow
 def test_a_tracking_server_down_for_good_fails_the_trial_with_the_reason(tmp_path, services):
     name = f"mlflowgone-{uuid.uuid4().hex[:8]}"
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "1"  # (start_worker copies os.environ)
-    try:
-        proc = start_worker(tmp_path, services, name, 0, "study.max_failures=1")
-    finally:
-        del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    quick_mlflow = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}  # else retried for minutes
+    proc = start_worker(tmp_path, services, name, 0, "study.max_failures=1", env=quick_mlflow)
     trial = wait_for(lambda: running_trial_of(services, name, 0), 90, "a trial")
     services.mlflow.stop()
     try:
-        code = proc.wait(120)
+        code = proc.wait(60)
     finally:
         services.mlflow.start()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     log = (tmp_path / "worker-0.log").read_text()
     assert code != 0 and "error: 1 trials failed (study.max_failures=1)" in log
     failed = next(t for t in trials(services, name) if t.number == trial.number)
