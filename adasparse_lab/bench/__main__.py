@@ -6,6 +6,7 @@ python -m adasparse_lab.bench --only prep --prep-rows 10000000
 python -m adasparse_lab.bench --only study          # per-trial overhead of the study driver
 python -m adasparse_lab.bench --only methods        # every method's training and serving vs dense
 python -m adasparse_lab.bench --only methods --method magnitude --method random
+python -m adasparse_lab.bench --only scale           # trials/hour by workers, PostgreSQL vs journal
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -37,11 +38,12 @@ from adasparse_lab.bench.report import (
     load_average,
     to_json,
 )
+from adasparse_lab.bench.scale import format_scale, run_scale_bench
 from adasparse_lab.bench.serving import ServeBenchConfig, run_serve_bench
 from adasparse_lab.bench.study_overhead import format_study, run_study_bench
 from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
-SECTIONS = ("train", "serve", "prep", "study", "methods")
+SECTIONS = ("train", "serve", "prep", "study", "methods", "scale")
 
 
 def add_method_args(p: argparse.ArgumentParser) -> None:
@@ -104,6 +106,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--study-trials", type=int, default=4, help="trials of the overhead section")
     add_method_args(p)
+    p.add_argument("--scale-trials", type=int, default=8, help="scale section: trials per point")
+    p.add_argument(
+        "--scale-workers", type=int, nargs="+", default=[1, 2, 4], help="scale section: workers"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
@@ -153,6 +159,16 @@ def run_sections(args: argparse.Namespace) -> tuple:
     return train, serve, prep, study, methods
 
 
+def run_scale(args: argparse.Namespace) -> list | None:
+    """The scale section (it starts PostgreSQL and an MLflow server): not part of the default
+    run, only with ``--only scale``."""
+    if "scale" not in (args.only or ()):
+        return None
+    points = run_scale_bench("quick", args.scale_trials, tuple(args.scale_workers))
+    print("\n" + format_scale(points), flush=True)
+    return points
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the chosen sections, print the table, return (and optionally write) the JSON."""
     args = parse_args(argv)
@@ -164,11 +180,14 @@ def main(argv: list[str] | None = None) -> dict:
     machine = describe_machine()
     print(format_machine(machine), flush=True)
     train, serve, prep, study, methods = run_sections(args)
+    scale = run_scale(args)
     payload = to_json(machine, train, serve, prep)
     if study is not None:
         payload["study"] = study.as_dict()
     if methods is not None:
         payload["methods"] = asdict(methods) | {"ratios": methods.summary()}
+    if scale is not None:
+        payload["scale"] = [asdict(p) for p in scale]
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))
