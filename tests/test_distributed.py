@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from adasparse_lab.report import build_report
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.services
 N_TRIALS = 4
 VICTIM = 1  # worker index killed mid-trial
 
