@@ -48,7 +48,7 @@ def test_the_several_machines_recipe(tmp_path):
     try:
         urls = [f"{k}={v}" for k, v in settings.items()]
         workers = []
-        for machine in ("a", "b"):
+        for index, machine in enumerate(("a", "b")):
             folder = tmp_path / machine
             cmd = [
                 *(sys.executable, "-m", "adasparse_lab.sweep", "+study=quick"),
@@ -56,6 +56,7 @@ def test_the_several_machines_recipe(tmp_path):
                 *("study.n_trials=3", "study.reference=false", "study.reeval.max_trials=1"),
                 *(f"paths.studies={folder}/studies", f"paths.reports={folder}/reports"),
                 f"paths.cache={folder}/cache",
+                f"study.worker_index={index}",
             ]
             env = {**os.environ, "OMP_NUM_THREADS": "1", "ADASPARSE_WORKER_HOST": machine}
             workers.append(

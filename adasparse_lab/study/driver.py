@@ -200,12 +200,18 @@ class StudyRunner:
         if not tracking.enabled:
             raise ConfigError("a study needs tracking=mlflow (every trial is an MLflow run)")
         tracker = Tracker(tracking.uri, tracking.artifact_root, self.settings.name)
+        since = time.monotonic()
         while True:
             attrs = study.user_attrs
             if attrs.get("parent_run_id"):
                 return tracker, attrs["parent_run_id"]
             creator = attrs.get("creator")
             if creator in (None, self.worker) or worker_alive(creator) is False:
+                break
+            if time.monotonic() - since > self.settings.grace_s:  # on another machine: silent
+                log.warning(
+                    "study creator %s made no parent run in study.grace_s: taking over", creator
+                )
                 break
             time.sleep(0.5)
         study.set_user_attr("creator", self.worker)
