@@ -10,9 +10,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -21,6 +23,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from adasparse_lab.report import build_report
+from adasparse_lab.services import DB_USER, pg_bin
+from adasparse_lab.study.storage import open_rdb
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.services
@@ -151,6 +155,26 @@ def test_a_worker_killed_mid_trial_on_postgres_and_the_server(tmp_path, services
     html = report.read_text()
     assert "no heartbeat from worker machine-1:" in html
     assert all(t.user_attrs["mlflow_run_id"] in html for t in complete)
+
+
+@pytest.mark.slow  # (the services take ~8 s to start)
+def test_workers_creating_the_storage_schema_at_once(services):
+    """Eight workers open one empty database together: each gets a working storage (Optuna's
+    schema creation raced: CREATE TYPE studydirection failed on all but one)."""
+    db = f"race{uuid.uuid4().hex[:8]}"
+    pg = services.postgres
+    pg._run(pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", DB_USER, db)
+    url = pg.url(db)
+    start = threading.Barrier(8)
+
+    def open_one(_):
+        start.wait()
+        return open_rdb(url, 1, 4, 10)
+
+    with ThreadPoolExecutor(8) as pool:
+        storages = list(pool.map(open_one, range(8)))
+    optuna.create_study(study_name="s", storage=storages[0])
+    assert [optuna.get_all_study_names(s) for s in storages] == [["s"]] * 8
 
 
 def check_budget_and_runs(services, name: str) -> list[optuna.trial.FrozenTrial]:

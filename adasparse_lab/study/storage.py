@@ -39,13 +39,14 @@ from optuna.exceptions import StorageInternalError
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from adasparse_lab.errors import ConfigError, StoreError
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S, GRACE_S, RETRY_S = 30, 120, 120
 GRACE_HINT = "longer than study.grace_s"
+SCHEMA_RACE_TRIES = 5
 ORPHAN_S = 30  # a live worker names itself on its new trial within milliseconds of asking
 
 
@@ -168,12 +169,21 @@ def open_rdb(url: str, heartbeat_s: int, grace_s: int, retry_s: float) -> Retryi
     """An RDB storage with heartbeats; connecting retries too (the server may be starting)."""
 
     def connect() -> RetryingRDBStorage:
-        return RetryingRDBStorage(
-            url,
-            engine_kwargs={"pool_pre_ping": True},  # a pooled connection a restart broke
-            heartbeat_interval=heartbeat_s,
-            grace_period=grace_s,
-        )
+        for attempt in range(1, SCHEMA_RACE_TRIES + 1):
+            try:
+                return RetryingRDBStorage(
+                    url,
+                    engine_kwargs={"pool_pre_ping": True},  # a connection a restart broke
+                    heartbeat_interval=heartbeat_s,
+                    grace_period=grace_s,
+                )
+            except (IntegrityError, ProgrammingError):
+                # Workers starting together on an empty database all create Optuna's schema;
+                # PostgreSQL refuses the second CREATE TYPE/TABLE. Again: it is found made.
+                if attempt == SCHEMA_RACE_TRIES:
+                    raise
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
 
     display = url.split("@")[-1]  # no credentials in messages
     storage = with_retry(connect, display, retry_s)
