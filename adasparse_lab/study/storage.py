@@ -32,6 +32,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -171,12 +172,14 @@ def open_rdb(url: str, heartbeat_s: int, grace_s: int, retry_s: float) -> Retryi
     def connect() -> RetryingRDBStorage:
         for attempt in range(1, SCHEMA_RACE_TRIES + 1):
             try:
-                return RetryingRDBStorage(
-                    url,
-                    engine_kwargs={"pool_pre_ping": True},  # a connection a restart broke
-                    heartbeat_interval=heartbeat_s,
-                    grace_period=grace_s,
-                )
+                with warnings.catch_warnings():  # heartbeats: "experimental" since optuna 2.9
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RetryingRDBStorage(
+                        url,
+                        engine_kwargs={"pool_pre_ping": True},  # a connection a restart broke
+                        heartbeat_interval=heartbeat_s,
+                        grace_period=grace_s,
+                    )
             except (IntegrityError, ProgrammingError):
                 # Workers starting together on an empty database all create Optuna's schema;
                 # PostgreSQL refuses the second CREATE TYPE/TABLE. Again: it is found made.
