@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import glob
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -51,12 +52,15 @@ def free_port() -> int:
 
 def _as_owner() -> dict:
     """subprocess kwargs that run PostgreSQL's programs as an unprivileged user under root."""
-    return {"user": UNPRIVILEGED, "group": "nogroup"} if os.geteuid() == 0 else {}
+    if os.geteuid() != 0:
+        return {}
+    return {"user": UNPRIVILEGED, "group": pwd.getpwnam(UNPRIVILEGED).pw_gid}
 
 
 def _chown(path: Path) -> None:
     if os.geteuid() == 0:
-        shutil.chown(path, UNPRIVILEGED, "nogroup")
+        user = pwd.getpwnam(UNPRIVILEGED)
+        os.chown(path, user.pw_uid, user.pw_gid)
 
 
 @dataclass
