@@ -40,8 +40,12 @@ def pg_bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:
         return found
-    debian = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
-    return debian[0] if debian else None
+    debian = glob.glob(f"/usr/lib/postgresql/*/bin/{name}")  # .../<version>/bin/<name>
+    return max(debian, key=lambda p: _version(Path(p).parents[1].name), default=None)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else -1 for part in text.split("."))
 
 
 def free_port() -> int:
