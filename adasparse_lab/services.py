@@ -81,6 +81,11 @@ class Postgres:
     def url(self, db: str) -> str:
         return f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{self.port}/{db}"
 
+    @staticmethod
+    def program(name: str) -> str:
+        """``name`` from the folder of initdb: one PostgreSQL version for every program."""
+        return str(Path(pg_bin("initdb")).parent / name)
+
     def _run(self, *args: str) -> subprocess.CompletedProcess:
         done = subprocess.run(args, capture_output=True, text=True, **_as_owner())
         if done.returncode != 0:
@@ -101,10 +106,12 @@ class Postgres:
     def start(self) -> None:
         opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} -c fsync=off"
         log = str(self.root / "postgres.log")
-        self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-l", log, "-w", "start")
+        self._run(
+            self.program("pg_ctl"), "-D", str(self.data), "-o", opts, "-l", log, "-w", "start"
+        )
 
     def stop(self, mode: str = "fast") -> None:
-        self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+        self._run(self.program("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def restart(self) -> None:
         self.stop()
@@ -112,9 +119,19 @@ class Postgres:
 
     def create_databases(self) -> None:
         for db in DB_NAMES:
-            self._run(
-                pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", DB_USER, db
-            )
+            self.createdb(db)
+
+    def createdb(self, db: str) -> None:
+        """CREATE DATABASE through psycopg2 (createdb is not always beside initdb)."""
+        import psycopg2
+
+        con = psycopg2.connect(host="127.0.0.1", port=self.port, user=DB_USER, dbname="postgres")
+        try:
+            con.autocommit = True  # CREATE DATABASE runs outside a transaction
+            with con.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{db}"')
+        finally:
+            con.close()
 
 
 @dataclass

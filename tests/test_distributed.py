@@ -23,7 +23,6 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from adasparse_lab.report import build_report
-from adasparse_lab.services import DB_USER, pg_bin
 from adasparse_lab.study.storage import open_rdb
 from tests.conftest import ROOT
 
@@ -162,9 +161,8 @@ def test_workers_creating_the_storage_schema_at_once(services):
     """Eight workers open one empty database together: each gets a working storage (Optuna's
     schema creation raced: CREATE TYPE studydirection failed on all but one)."""
     db = f"race{uuid.uuid4().hex[:8]}"
-    pg = services.postgres
-    pg._run(pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", DB_USER, db)
-    url = pg.url(db)
+    services.postgres.createdb(db)
+    url = services.postgres.url(db)
     start = threading.Barrier(8)
 
     def open_one(_):
