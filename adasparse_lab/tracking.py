@@ -47,11 +47,14 @@ class Tracker:
         if found is not None:
             self.experiment_id = found.experiment_id
         else:
-            # An explicit artifact location: the default is relative to the current directory.
+            # A tracking server keeps artifacts itself (its --artifacts-destination, shared by
+            # every machine); a local store gets an explicit location: the default is relative
+            # to the current directory.
             location = Path(artifact_root or "mlartifacts").expanduser().resolve() / experiment
+            remote = uri.startswith(("http://", "https://"))
             try:
                 self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=location.as_uri()
+                    experiment, artifact_location=None if remote else location.as_uri()
                 )
             except Exception:  # another worker created it first
                 self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id

@@ -163,3 +163,6 @@ def run_real_study(root: Path) -> RealStudy:
 def real_study(tmp_path_factory) -> RealStudy:
     """The tiny real study, run once per test session (about 20 s on 2 cores)."""
     return run_real_study(tmp_path_factory.mktemp("real-study"))
+
+
+from tests.services import services  # noqa: E402, F401  (a session fixture for any test file)

@@ -39,6 +39,9 @@ class StudySettings:
     enqueue: tuple[dict, ...] = ()  # warm-start points, tried first by a new study
     allow_changed_config: bool = False  # resume although the fixed settings changed
     worker_index: int = 0  # which of the processes of ``study.workers=N`` this is (seeding)
+    heartbeat_s: int = 30  # RDB storage: a worker's heartbeat interval while it runs a trial
+    grace_s: int = 120  # RDB storage: a trial without a heartbeat this long becomes FAIL
+    storage_retry_s: float = 120.0  # how long a lost database connection is retried
 
     @property
     def directions(self) -> list[str]:
@@ -72,6 +75,9 @@ def parse_settings(node: DictConfig) -> StudySettings:
         "space",
         "sampler",
         "enqueue",
+        "heartbeat_s",
+        "grace_s",
+        "storage_retry_s",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -99,6 +105,9 @@ def parse_settings(node: DictConfig) -> StudySettings:
         "workers": raw.get("workers", 1) >= 1,
         "worker_index": raw.get("worker_index", 0) >= 0,
         "max_failures": raw.get("max_failures", 1) >= 1,
+        "heartbeat_s": raw.get("heartbeat_s", 30) >= 1,
+        "grace_s": raw.get("grace_s", 120) > raw.get("heartbeat_s", 30),
+        "storage_retry_s": raw.get("storage_retry_s", 120) >= 0,
     }
     for key, ok in checks.items():
         if not ok:
@@ -127,4 +136,7 @@ def parse_settings(node: DictConfig) -> StudySettings:
         enqueue=tuple(dict(p) for p in raw.get("enqueue") or ()),
         worker_index=int(raw.get("worker_index", 0)),
         allow_changed_config=bool(raw.get("allow_changed_config", False)),
+        heartbeat_s=int(raw.get("heartbeat_s", 30)),
+        grace_s=int(raw.get("grace_s", 120)),
+        storage_retry_s=float(raw.get("storage_retry_s", 120)),
     )
