@@ -1,0 +1,112 @@
+"""Export one study trial: write its serving bundle, check it against the trained model on
+the test split, and optionally log it as an MLflow model (and register it)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from adasparse_lab.data.batches import iterate
+from adasparse_lab.export.bundle import Bundle, write_bundle
+from adasparse_lab.export.trial import StoredTrial, load_trial
+from adasparse_lab.experiment import method_name
+from adasparse_lab.metrics import auc
+from adasparse_lab.models.adasparse import AdaSparseModel
+
+log = logging.getLogger(__name__)
+TRACE_ROWS = 64
+
+
+@dataclass
+class Check:
+    """The bundle against the trained model on the raw test split."""
+
+    bundle_auc: float  # overall test AUC of the bundle's scores
+    stored_auc: float  # test/auc the trial stored when it was trained
+    max_abs_diff: dict[str, float] = field(default_factory=dict)  # per domain, logits
+
+
+@dataclass
+class Export:
+    bundle: Path
+    trial: StoredTrial
+    check: Check
+    model_uri: str | None = None
+
+
+@torch.no_grad()
+def model_logits(model: AdaSparseModel, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """[N] logits of the trained (masked) model in eval mode, in batches."""
+    from adasparse_lab.data.prepare import TensorSplit
+
+    n = cat.shape[0]
+    rows = TensorSplit(cat, dense, torch.zeros(n), torch.zeros(n, dtype=torch.long))
+    return torch.cat([model(b.cat, b.dense).logits for b in iterate(rows, 8192)])
+
+
+def check_bundle(bundle: Bundle, trial: StoredTrial) -> Check:
+    """Score the raw test split through the bundle; compare with the trained model's logits
+    on the prepared test split (the same rows, in the same order) domain by domain."""
+    raw = trial.raw.frames["test"]
+    rows = bundle.encode(raw)
+    served = bundle.logits(rows)
+    test = trial.data.splits["test"]
+    trained = model_logits(trial.model, test.cat, test.dense)
+    diff = (served - trained).abs()
+    per_domain = {
+        name: float(diff[test.domain == k].max()) if bool((test.domain == k).any()) else 0.0
+        for k, name in enumerate(trial.data.domain_names)
+    }
+    labels = raw.get_column(bundle.schema.label).cast(pl.Float64).to_numpy()
+    return Check(
+        auc(labels, torch.sigmoid(served).numpy()),
+        float(trial.metrics.get("test/auc", np.nan)),
+        per_domain,
+    )
+
+
+def export_trial(
+    name: str,
+    number: int,
+    out: Path | str | None = None,
+    studies_dir: Path | str = "studies",
+    storage: str | None = None,
+    log_model: bool = True,
+    register: str | None = None,
+) -> Export:
+    """Write trial ``number`` of study ``name`` as a bundle (default folder:
+    ``<studies>/<name>/exports/trial-<n>``); log it to the trial's MLflow run when asked."""
+    trial = load_trial(name, number, studies_dir, storage)
+    folder = Path(out) if out else Path(studies_dir) / name / "exports" / f"trial-{number}"
+    train = trial.data.splits["train"]
+    info = {
+        "study": name,
+        "trial": number,
+        "on_front": trial.on_front,
+        "method": method_name(trial.cfg.pruner),
+        "mlflow_run_id": trial.run_id,
+        "metrics": trial.metrics,
+    }
+    write_bundle(
+        folder,
+        trial.model,
+        trial.data.schema,
+        trial.encoder,
+        trial.data.domain_names,
+        (train.cat[:TRACE_ROWS], train.dense[:TRACE_ROWS]),
+        info,
+    )
+    bundle = Bundle(folder)
+    result = Export(folder, trial, check_bundle(bundle, trial))
+    if log_model and trial.run_id is not None and trial.cfg.tracking.get("enabled", False):
+        from adasparse_lab.export.pyfunc import log_bundle_model
+
+        result.model_uri = log_bundle_model(
+            folder, trial.cfg.tracking.uri, trial.run_id, trial.raw.frames["test"], register
+        )
+    return result
