@@ -6,10 +6,10 @@ Layout of a bundle directory::
     manifest.json        schema, dense scale, domain names, which net serves which domain,
                          the trial it came from and its test metrics
     vocab/<column>.parquet   per categorical column: its values and codes 1..V (0 = OOV)
-    model.pt             TorchScript of the whole (masked) model: (cat [B, F], dense [B, Dn])
-                         -> logits [B]; serves every row without a compacted net
-    nets/domain-<k>.pt   TorchScript of domain k's compacted network (static structures only:
-                         pruner.inputs=domain and the pruning rivals), same signature
+    model.pt2            torch.export program of the whole (masked) model: (cat [B, F],
+                         dense [B, Dn]) -> logits [B]; serves every row without a compacted net
+    nets/domain-<k>.pt2  torch.export program of domain k's compacted network (static
+                         structures only: pruner.inputs=domain, pruning rivals), same signature
 
 Rows are encoded with the training rules (``data.prepare.encode_features``: unseen values ->
 OOV code 0, dense signed log1p and the train mean/std), then routed by their domain: a domain
@@ -49,10 +49,19 @@ class Logits(nn.Module):
         return out if isinstance(out, torch.Tensor) else out.logits
 
 
-def _traced(module: nn.Module, cat: torch.Tensor, dense: torch.Tensor) -> torch.jit.ScriptModule:
-    """TorchScript by tracing (no Python control flow depends on values in eval mode)."""
+def save_exported(module: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path) -> None:
+    """``torch.export`` of ``module`` in eval mode with a dynamic batch dimension, saved as a
+    .pt2 archive (TorchScript is deprecated in torch 2.x)."""
+    batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
-        return torch.jit.trace(module.eval(), (cat, dense), check_trace=False)
+        program = torch.export.export(
+            module.eval(), example, dynamic_shapes=({0: batch}, {0: batch}), strict=False
+        )
+    torch.export.save(program, str(path))
+
+
+def load_exported(path: Path) -> nn.Module:
+    return torch.export.load(str(path)).module()
 
 
 def compacted_nets(model: nn.Module, schema: Schema, n_domains: int) -> dict[int, nn.Module]:
@@ -81,13 +90,13 @@ def write_bundle(
     (out / "vocab").mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     cat, dense = example
-    _traced(Logits(model), cat, dense).save(str(out / "model.pt"))
+    save_exported(Logits(model), (cat, dense), out / "model.pt2")
     nets = {}
     if compacted_nets(model, schema, len(domain_names)):
         (out / "nets").mkdir(exist_ok=True)
         for k, net in compacted_nets(model, schema, len(domain_names)).items():
-            nets[domain_names[k]] = f"nets/domain-{k}.pt"
-            _traced(net, cat, dense).save(str(out / nets[domain_names[k]]))
+            nets[domain_names[k]] = f"nets/domain-{k}.pt2"
+            save_exported(net, (cat, dense), out / nets[domain_names[k]])
     vocab_files = {}
     for i, col in enumerate(schema.categorical):
         vocab_files[col] = f"vocab/{i}.parquet"
@@ -100,7 +109,7 @@ def write_bundle(
         "dense_std": encoder.std.tolist(),
         "domain_names": list(domain_names),
         "vocab": vocab_files,
-        "model": "model.pt",
+        "model": "model.pt2",
         "nets": nets,
         "torch": torch.__version__,
         **info,
@@ -135,10 +144,10 @@ class Bundle:
             dense_log1p=self.manifest["dense_log1p"],
         )
         self.domain_names: list[str] = self.manifest["domain_names"]
-        self.model = torch.jit.load(str(self.path / self.manifest["model"]))
+        self.model = load_exported(self.path / self.manifest["model"])
         index = {name: k for k, name in enumerate(self.domain_names)}
         self.nets = {
-            index[name]: torch.jit.load(str(self.path / f))
+            index[name]: load_exported(self.path / f)
             for name, f in self.manifest["nets"].items()
         }
 

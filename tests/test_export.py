@@ -1,0 +1,123 @@
+"""Models out: serving bundles of a real study's trials (the driver's `real_study`), scored
+through the bundle, the predict command and MLflow's pyfunc loader."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import polars as pl
+import pytest
+import torch
+
+from adasparse_lab.errors import ConfigError
+from adasparse_lab.export import Bundle
+from adasparse_lab.export.__main__ import main as export_main
+from adasparse_lab.export.bundle import load_exported
+from adasparse_lab.export.build import export_trial, model_logits
+from adasparse_lab.export.predict import main as predict_main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exports(real_study, tmp_path_factory):
+    """Every COMPLETE trial of the real study exported (no MLflow logging), by trial number."""
+    study = optuna.load_study(study_name=real_study.name, storage=real_study.storage)
+    numbers = [t.number for t in study.trials if t.state.name == "COMPLETE"]
+    out = tmp_path_factory.mktemp("exports")
+    return {
+        n: export_trial(real_study.name, n, out / str(n), real_study.root, log_model=False)
+        for n in numbers
+    }
+
+
+def test_bundle_equals_trained_model_for_every_domain(exports):
+    methods = set()
+    for result in exports.values():
+        trial, bundle = result.trial, Bundle(result.bundle)
+        methods.add(result.trial.cfg.pruner.get("method") or trial.cfg.pruner.get("inputs"))
+        test = trial.data.splits["test"]
+        served = bundle.logits(bundle.encode(trial.raw.frames["test"]))
+        trained = model_logits(trial.model, test.cat, test.dense)
+        for k, name in enumerate(trial.data.domain_names):
+            rows = test.domain == k
+            assert rows.any(), name
+            torch.testing.assert_close(served[rows], trained[rows], rtol=1e-5, atol=1e-5)
+        assert max(result.check.max_abs_diff.values()) < 1e-5
+    assert methods == {"hidden+domain", "domain", "magnitude"}  # masked and compacted paths
+
+
+def test_static_structures_are_served_by_compacted_nets(exports):
+    for result in exports.values():
+        manifest = Bundle(result.bundle).manifest
+        static = result.trial.cfg.pruner.get("method") or result.trial.cfg.pruner.inputs == "domain"
+        names = result.trial.data.domain_names
+        assert set(manifest["nets"]) == (set(names) if static else set()), result.trial.number
+        if static:  # the compacted net is physically smaller than the masked model
+            net = load_exported(result.bundle / manifest["nets"][names[0]])
+            whole = load_exported(result.bundle / manifest["model"])
+            assert sum(p.numel() for p in net.parameters()) < sum(
+                p.numel() for p in whole.parameters()
+            )
+
+
+def test_test_auc_through_the_bundle_is_the_studys(exports):
+    for result in exports.values():
+        stored = result.trial.metrics["test/auc"]
+        assert 0.5 < stored < 1.0
+        assert result.check.bundle_auc == pytest.approx(stored, abs=1e-6)
+        assert result.check.stored_auc == stored
+
+
+def test_unknown_categories_and_missing_values_encode_like_training(exports):
+    result = next(iter(exports.values()))
+    bundle, schema = Bundle(result.bundle), result.trial.data.schema
+    raw = result.trial.raw.frames["test"].head(50)
+    col = next(c for c in schema.categorical if c != schema.domain)
+    j = schema.categorical.index(col)
+    unseen = "never-seen" if raw.schema[col] == pl.String else 10**12
+    changed = raw.with_columns(
+        pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.lit(unseen)).otherwise(None).alias(col)
+    )
+    if schema.dense:
+        changed = changed.with_columns(pl.lit(None, dtype=pl.Float64).alias(schema.dense[0]))
+    enc = bundle.encode(changed)
+    assert (enc.cat[:, j] == 0).all()  # unseen and null -> the OOV code, as in preparation
+    if schema.dense:
+        assert (enc.dense[:, 0] == 0).all()  # missing dense -> 0 (the train mean)
+    expected = result.trial.data.splits["test"].cat[:50].clone()
+    expected[:, j] = 0
+    assert torch.equal(enc.cat, expected)
+    assert np.allclose(
+        bundle.predict(changed),
+        torch.sigmoid(model_logits(result.trial.model, enc.cat, enc.dense)).numpy(),
+        atol=1e-6,
+    )
+
+
+def test_predict_command_scores_a_csv_and_a_parquet(exports, tmp_path):
+    result = next(iter(exports.values()))
+    raw = result.trial.raw.frames["test"]
+    expected = Bundle(result.bundle).predict(raw)
+    for suffix in (".csv", ".parquet"):
+        rows = tmp_path / f"rows{suffix}"
+        raw.drop(result.trial.data.schema.label).write_csv(rows) if suffix == ".csv" else raw.write_parquet(rows)
+        out = tmp_path / f"scores{suffix}.parquet"
+        assert predict_main([str(result.bundle), str(rows), "-o", str(out)]) == 0
+        assert np.allclose(pl.read_parquet(out).get_column("score").to_numpy(), expected, atol=1e-6)
+
+
+def test_missing_study_and_bad_trial_are_clear_errors(real_study, capsys):
+    studies = f"studies={real_study.root}"
+    assert export_main(["study=nope", "trial=0", studies]) == 2
+    assert "study 'nope' not found" in capsys.readouterr().err
+    assert export_main([f"study={real_study.name}", "trial=99", studies]) == 2
+    err = capsys.readouterr().err
+    assert "no COMPLETE trial 99" in err and "COMPLETE trials: [" in err
+    failed = 1  # REAL_TRIALS[1] is the injected failure
+    assert export_main([f"study={real_study.name}", f"trial={failed}", studies]) == 2
+    assert "it is FAIL" in capsys.readouterr().err
+    assert export_main([f"study={real_study.name}", "trial=x", studies]) == 2
+    assert "give a trial number" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="no COMPLETE trial 99"):
+        export_trial(real_study.name, 99, None, real_study.root)
