@@ -12,8 +12,8 @@ import torch
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.export import Bundle
 from adasparse_lab.export.__main__ import main as export_main
-from adasparse_lab.export.bundle import load_exported
 from adasparse_lab.export.build import export_trial, model_logits
+from adasparse_lab.export.bundle import load_exported
 from adasparse_lab.export.predict import main as predict_main
 
 pytestmark = pytest.mark.slow
@@ -101,7 +101,9 @@ def test_predict_command_scores_a_csv_and_a_parquet(exports, tmp_path):
     expected = Bundle(result.bundle).predict(raw)
     for suffix in (".csv", ".parquet"):
         rows = tmp_path / f"rows{suffix}"
-        raw.drop(result.trial.data.schema.label).write_csv(rows) if suffix == ".csv" else raw.write_parquet(rows)
+        raw.drop(result.trial.data.schema.label).write_csv(
+            rows
+        ) if suffix == ".csv" else raw.write_parquet(rows)
         out = tmp_path / f"scores{suffix}.parquet"
         assert predict_main([str(result.bundle), str(rows), "-o", str(out)]) == 0
         assert np.allclose(pl.read_parquet(out).get_column("score").to_numpy(), expected, atol=1e-6)
@@ -121,3 +123,24 @@ def test_missing_study_and_bad_trial_are_clear_errors(real_study, capsys):
     assert "give a trial number" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="no COMPLETE trial 99"):
         export_trial(real_study.name, 99, None, real_study.root)
+
+
+def test_mlflow_pyfunc_scores_like_the_bundle_and_registers(real_study, tmp_path):
+    import mlflow
+
+    front = optuna.load_study(study_name=real_study.name, storage=real_study.storage).best_trials
+    number = front[0].number
+    result = export_trial(
+        real_study.name, number, tmp_path / "b", real_study.root, register="real-front"
+    )
+    raw = result.trial.raw.frames["test"]
+    expected = Bundle(result.bundle).predict(raw)
+    mlflow.set_tracking_uri(real_study.mlflow_uri)
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    got = np.asarray(model.predict(raw.to_pandas()))
+    assert np.allclose(got, expected, atol=1e-6)
+    inputs = [c["name"] for c in model.metadata.get_input_schema().to_dict()]
+    assert inputs == Bundle(result.bundle).feature_columns  # the raw columns, label not needed
+    assert model.metadata.run_id == result.trial.run_id
+    registered = mlflow.pyfunc.load_model("models:/real-front/1")
+    assert np.allclose(np.asarray(registered.predict(raw.head(20).to_pandas())), expected[:20])

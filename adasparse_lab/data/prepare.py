@@ -205,7 +205,8 @@ def encode_features(frame: pl.DataFrame, schema: Schema, encoder: Encoder) -> pl
     missing = 0, the train mean): the same rules for training and serving."""
     frame = frame.with_columns(pl.col(schema.domain).cast(pl.String))
     cols = {
-        f"c{i}": _encode_column(frame, c, encoder.vocabs[c]) for i, c in enumerate(schema.categorical)
+        f"c{i}": _encode_column(frame, c, encoder.vocabs[c])
+        for i, c in enumerate(schema.categorical)
     }
     dense = (_dense_matrix(frame, schema.dense, encoder.dense_log1p) - encoder.mean) / encoder.std
     table = pl.DataFrame(cols, schema={name: pl.Int64 for name in cols})

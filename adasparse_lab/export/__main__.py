@@ -24,8 +24,9 @@ KEYS = {
     "mlflow": "log the bundle as an MLflow model of the trial's run: true (default) or false",
     "register": "also register that model under this name in the MLflow model registry",
 }
-USAGE = "usage: python -m adasparse_lab.export study=<name> trial=<n> [key=value ...]\n" + "\n".join(
-    f"  {k:<8} {v}" for k, v in KEYS.items()
+USAGE = (
+    "usage: python -m adasparse_lab.export study=<name> trial=<n> [key=value ...]\n"
+    + "\n".join(f"  {k:<8} {v}" for k, v in KEYS.items())
 )
 
 

@@ -12,9 +12,9 @@ import polars as pl
 import torch
 
 from adasparse_lab.data.batches import iterate
+from adasparse_lab.experiment import method_name
 from adasparse_lab.export.bundle import Bundle, write_bundle
 from adasparse_lab.export.trial import StoredTrial, load_trial
-from adasparse_lab.experiment import method_name
 from adasparse_lab.metrics import auc
 from adasparse_lab.models.adasparse import AdaSparseModel
 

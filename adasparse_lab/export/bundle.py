@@ -49,7 +49,9 @@ class Logits(nn.Module):
         return out if isinstance(out, torch.Tensor) else out.logits
 
 
-def save_exported(module: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path) -> None:
+def save_exported(
+    module: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path
+) -> None:
     """``torch.export`` of ``module`` in eval mode with a dynamic batch dimension, saved as a
     .pt2 archive (TorchScript is deprecated in torch 2.x)."""
     batch = torch.export.Dim("batch", min=1)
@@ -103,7 +105,10 @@ def write_bundle(
         encoder.vocabs[col].write_parquet(out / vocab_files[col])
     manifest = {
         "format_version": FORMAT_VERSION,
-        "schema": {k: v if isinstance(v, (str, type(None))) else list(v) for k, v in schema.__dict__.items()},
+        "schema": {
+            k: v if isinstance(v, (str, type(None))) else list(v)
+            for k, v in schema.__dict__.items()
+        },
         "dense_log1p": encoder.dense_log1p,
         "dense_mean": encoder.mean.tolist(),
         "dense_std": encoder.std.tolist(),
@@ -147,8 +152,7 @@ class Bundle:
         self.model = load_exported(self.path / self.manifest["model"])
         index = {name: k for k, name in enumerate(self.domain_names)}
         self.nets = {
-            index[name]: load_exported(self.path / f)
-            for name, f in self.manifest["nets"].items()
+            index[name]: load_exported(self.path / f) for name, f in self.manifest["nets"].items()
         }
 
     @property
@@ -158,12 +162,18 @@ class Bundle:
     def encode(self, frame: pl.DataFrame) -> Encoded:
         missing = [c for c in self.feature_columns if c not in frame.columns]
         if missing:
-            raise DataError(f"input rows lack column(s) {missing}; the bundle needs {self.feature_columns}")
+            raise DataError(
+                f"input rows lack column(s) {missing}; the bundle needs {self.feature_columns}"
+            )
         table = encode_features(integral_codes(frame, self.schema), self.schema, self.encoder)
         n_cat, n_dense = len(self.schema.categorical), len(self.schema.dense)
-        cat = torch.from_numpy(table.select(f"c{i}" for i in range(n_cat)).to_numpy().astype(np.int64))
+        cat = torch.from_numpy(
+            table.select(f"c{i}" for i in range(n_cat)).to_numpy().astype(np.int64)
+        )
         dense = (
-            torch.from_numpy(table.select(f"x{j}" for j in range(n_dense)).to_numpy().astype(np.float32))
+            torch.from_numpy(
+                table.select(f"x{j}" for j in range(n_dense)).to_numpy().astype(np.float32)
+            )
             if n_dense
             else torch.zeros(len(table), 0)
         )

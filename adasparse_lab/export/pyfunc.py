@@ -48,7 +48,10 @@ def log_bundle_model(
             signature=signature,
             input_example=rows,
             # Explicit requirements: inferring them loads the model in a subprocess (slow).
-            pip_requirements=[f"adasparse-lab=={adasparse_lab.__version__}", f"mlflow=={mlflow.__version__}"],
+            pip_requirements=[
+                f"adasparse-lab=={adasparse_lab.__version__}",
+                f"mlflow=={mlflow.__version__}",
+            ],
             registered_model_name=register,
         )
     return info.model_uri

@@ -73,7 +73,9 @@ def load_trial(
     folder = studies_dir / name / "trials" / str(number)
     files = [folder / "config.yaml", folder / "model_state.pt", folder / "metrics.json"]
     if not all(f.is_file() for f in files):
-        raise ConfigError(f"trial={number}: {folder} lacks {[f.name for f in files]} (written by the driver)")
+        raise ConfigError(
+            f"trial={number}: {folder} lacks {[f.name for f in files]} (written by the driver)"
+        )
     cfg = OmegaConf.load(files[0])
     data = build_data(cfg.data, cfg.paths.cache)
     model = build_model(cfg.model, data, build_components(cfg).pruner)
