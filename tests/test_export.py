@@ -3,6 +3,12 @@ through the bundle, the predict command and MLflow's pyfunc loader."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import optuna
 import polars as pl
@@ -17,6 +23,7 @@ from adasparse_lab.export.bundle import load_exported
 from adasparse_lab.export.predict import main as predict_main
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +127,7 @@ def test_missing_study_and_bad_trial_are_clear_errors(real_study, capsys):
     assert export_main([f"study={real_study.name}", f"trial={failed}", studies]) == 2
     assert "it is FAIL" in capsys.readouterr().err
     assert export_main([f"study={real_study.name}", "trial=x", studies]) == 2
-    assert "give a trial number" in capsys.readouterr().err
+    assert "give a trial number or best" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="no COMPLETE trial 99"):
         export_trial(real_study.name, 99, None, real_study.root)
 
@@ -131,7 +138,7 @@ def test_mlflow_pyfunc_scores_like_the_bundle_and_registers(real_study, tmp_path
     front = optuna.load_study(study_name=real_study.name, storage=real_study.storage).best_trials
     number = front[0].number
     result = export_trial(
-        real_study.name, number, tmp_path / "b", real_study.root, register="real-front"
+        real_study.name, number, tmp_path / "b", real_study.root, register="real-pyfunc-test"
     )
     raw = result.trial.raw.frames["test"]
     expected = Bundle(result.bundle).predict(raw)
@@ -142,5 +149,40 @@ def test_mlflow_pyfunc_scores_like_the_bundle_and_registers(real_study, tmp_path
     inputs = [c["name"] for c in model.metadata.get_input_schema().to_dict()]
     assert inputs == Bundle(result.bundle).feature_columns  # the raw columns, label not needed
     assert model.metadata.run_id == result.trial.run_id
-    registered = mlflow.pyfunc.load_model("models:/real-front/1")
+    registered = mlflow.pyfunc.load_model("models:/real-pyfunc-test/1")
     assert np.allclose(np.asarray(registered.predict(raw.head(20).to_pandas())), expected[:20])
+
+
+def recipe_lines(doc: Path) -> list[str]:
+    """The first ```bash block of the serving doc, one command per line."""
+    block = re.search(r"```bash\n(.*?)```", doc.read_text(), re.S)
+    assert block, f"{doc} has no bash block"
+    return [line.split("  #")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_serving_recipe_runs_as_written(real_study):
+    """The documented copy-paste recipe, on the real study instead of a fresh quick one (the
+    sweep line is what the fixture already ran), from the folder holding ``studies/``."""
+    lines = recipe_lines(ROOT / "docs" / "serving.md")
+    assert lines[0].startswith("python -m adasparse_lab.sweep +study=quick")
+    cwd = real_study.root.parent
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+    }
+    outputs = []
+    for line in lines[1:]:
+        cmd = line.replace("quick", real_study.name)
+        proc = subprocess.run(cmd, shell=True, cwd=cwd, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{cmd}\n{proc.stderr[-3000:]}"
+        outputs.append(proc.stdout)
+    bundle = Bundle(real_study.root / real_study.name / "serving")
+    study = optuna.load_study(study_name=real_study.name, storage=real_study.storage)
+    assert bundle.manifest["trial"] == max(study.best_trials, key=lambda t: t.values[0]).number
+    assert "through the bundle" in outputs[0]
+    example = pl.read_parquet(bundle.path / "example.parquet")
+    scores = pl.read_parquet(cwd / "scores.parquet").get_column("score").to_numpy()
+    assert np.allclose(scores, bundle.predict(example), atol=1e-6)
+    printed = np.array([float(v) for v in re.findall(r"[0-9.]+(?:e-?\d+)?", outputs[-1])])
+    assert np.allclose(printed, scores[:5], atol=1e-4)

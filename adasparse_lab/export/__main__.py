@@ -8,6 +8,7 @@ registered). Arguments are ``key=value`` pairs, as for ``adasparse_lab.report``.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from adasparse_lab.export.build import Export, export_trial
 
 KEYS = {
     "study": "study name (required)",
-    "trial": "trial number (required; a COMPLETE trial, typically one on the front)",
+    "trial": "trial number (a COMPLETE trial, typically on the front) or best (required)",
     "out": "bundle folder (default: <studies>/<study>/exports/trial-<n>)",
     "studies": "folder holding the studies (default: studies)",
     "storage": "Optuna storage (default: <studies>/<study>/optuna.db, else journal.log)",
@@ -40,8 +41,8 @@ def parse_args(argv: Sequence[str]) -> dict[str, str]:
     for key in ("study", "trial"):
         if not args.get(key):
             raise ConfigError(f"{key}=... is required\n{USAGE}")
-    if not args["trial"].isdigit():
-        raise ConfigError(f"trial={args['trial']!r}: give a trial number\n{USAGE}")
+    if not (args["trial"].isdigit() or args["trial"] == "best"):
+        raise ConfigError(f"trial={args['trial']!r}: give a trial number or best\n{USAGE}")
     if args.get("mlflow", "true") not in ("true", "false"):
         raise ConfigError(f"mlflow={args['mlflow']!r}: choose true or false")
     return args
@@ -49,16 +50,20 @@ def parse_args(argv: Sequence[str]) -> dict[str, str]:
 
 def summary(result: Export) -> str:
     check, manifest = result.check, result.bundle / "manifest.json"
-    nets = {name for name in result.trial.data.domain_names if (result.bundle / "nets").is_dir()}
+    nets = json.loads(manifest.read_text())["nets"]
     lines = [
         f"bundle     : {result.bundle} (trial {result.trial.number} of study {result.trial.study!r}"
         + (", on the front)" if result.trial.on_front else ", not on the front)"),
         f"manifest   : {manifest}",
-        f"served by  : {'compacted per-domain nets' if nets else 'the masked model'}",
+        "served by  : "
+        + (
+            f"compacted nets for {len(nets)} domains" if nets else "the masked model (every domain)"
+        ),
         f"test AUC   : {check.bundle_auc:.6f} through the bundle, {check.stored_auc:.6f} stored",
         "max |logit diff| per domain vs the trained model: "
         + ", ".join(f"{d} {v:.1e}" for d, v in check.max_abs_diff.items()),
-        f"score      : python -m adasparse_lab.export.predict {result.bundle} ROWS.parquet -o scores.parquet",
+        f"score      : python -m adasparse_lab.export.predict {result.bundle} "
+        f"{result.bundle / 'example.parquet'} -o scores.parquet",
     ]
     if result.model_uri:
         lines.append(f"mlflow     : {result.model_uri} (mlflow.pyfunc.load_model)")
@@ -71,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         result = export_trial(
             args["study"],
-            int(args["trial"]),
+            None if args["trial"] == "best" else int(args["trial"]),
             args.get("out"),
             args.get("studies", "studies"),
             args.get("storage"),

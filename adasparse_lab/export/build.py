@@ -20,6 +20,7 @@ from adasparse_lab.models.adasparse import AdaSparseModel
 
 log = logging.getLogger(__name__)
 TRACE_ROWS = 64
+EXAMPLE_ROWS = 20
 
 
 @dataclass
@@ -72,16 +73,18 @@ def check_bundle(bundle: Bundle, trial: StoredTrial) -> Check:
 
 def export_trial(
     name: str,
-    number: int,
+    number: int | None,
     out: Path | str | None = None,
     studies_dir: Path | str = "studies",
     storage: str | None = None,
     log_model: bool = True,
     register: str | None = None,
 ) -> Export:
-    """Write trial ``number`` of study ``name`` as a bundle (default folder:
-    ``<studies>/<name>/exports/trial-<n>``); log it to the trial's MLflow run when asked."""
+    """Write trial ``number`` (None: the best on the front) of study ``name`` as a bundle
+    (default folder: ``<studies>/<name>/exports/trial-<n>``) with a few raw test rows as
+    ``example.parquet``; log it to the trial's MLflow run when asked."""
     trial = load_trial(name, number, studies_dir, storage)
+    number = trial.number
     folder = Path(out) if out else Path(studies_dir) / name / "exports" / f"trial-{number}"
     train = trial.data.splits["train"]
     info = {
@@ -101,6 +104,7 @@ def export_trial(
         (train.cat[:TRACE_ROWS], train.dense[:TRACE_ROWS]),
         info,
     )
+    trial.raw.frames["test"].head(EXAMPLE_ROWS).write_parquet(folder / "example.parquet")
     bundle = Bundle(folder)
     result = Export(folder, trial, check_bundle(bundle, trial))
     if log_model and trial.run_id is not None and trial.cfg.tracking.get("enabled", False):

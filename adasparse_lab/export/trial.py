@@ -50,6 +50,15 @@ def front_numbers(study: optuna.Study) -> list[int]:
     return [t.number for t, m in zip(done, pareto_mask([t.values for t in done], directions)) if m]
 
 
+def best_on_front(study: optuna.Study, name: str) -> int:
+    """The front trial best on the study's first objective (validation AUC in our studies)."""
+    front = [t for t in study.get_trials(deepcopy=False) if t.number in front_numbers(study)]
+    if not front:
+        raise ConfigError(f"trial=best: study {name!r} has no feasible COMPLETE trial yet")
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+    return max(front, key=lambda t: sign * t.values[0]).number
+
+
 def _complete_trial(study: optuna.Study, name: str, number: int) -> optuna.trial.FrozenTrial:
     trials = study.get_trials(deepcopy=False)
     complete = [t.number for t in trials if t.state.name == "COMPLETE"]
@@ -63,12 +72,13 @@ def _complete_trial(study: optuna.Study, name: str, number: int) -> optuna.trial
 
 
 def load_trial(
-    name: str, number: int, studies_dir: Path | str = "studies", storage: str | None = None
+    name: str, number: int | None, studies_dir: Path | str = "studies", storage: str | None = None
 ) -> StoredTrial:
-    """Rebuild trial ``number`` of study ``name``; a missing study or trial, or a trial
-    without stored weights, raises ConfigError naming it."""
+    """Rebuild trial ``number`` of study ``name`` (None: ``best_on_front``); a missing study
+    or trial, or a trial without stored weights, raises ConfigError naming it."""
     studies_dir = Path(studies_dir)
     study, _ = load_study(name, storage or default_storage(name, studies_dir), studies_dir)
+    number = best_on_front(study, name) if number is None else number
     trial = _complete_trial(study, name, number)
     folder = studies_dir / name / "trials" / str(number)
     files = [folder / "config.yaml", folder / "model_state.pt", folder / "metrics.json"]
