@@ -20,6 +20,7 @@ types, a domain unseen in training) by ``model.pt``.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,15 @@ def save_exported(
 
 
 def load_exported(path: Path) -> nn.Module:
-    return torch.export.load(str(path)).module()
+    # torch warns that the batch symbol of an index_select's output "did not appear in the
+    # graph" when loading (a serialisation detail, outputs unaffected): not for users' eyes.
+    serde = logging.getLogger("torch._export.serde.serialize")
+    level = serde.level
+    serde.setLevel(logging.ERROR)
+    try:
+        return torch.export.load(str(path)).module()
+    finally:
+        serde.setLevel(level)
 
 
 def compacted_nets(model: nn.Module, schema: Schema, n_domains: int) -> dict[int, nn.Module]:
