@@ -186,3 +186,40 @@ def test_serving_recipe_runs_as_written(real_study):
     assert np.allclose(scores, bundle.predict(example), atol=1e-6)
     printed = np.array([float(v) for v in re.findall(r"[0-9.]+(?:e-?\d+)?", outputs[-1])])
     assert np.allclose(printed, scores[:5], atol=1e-4)
+
+
+def test_study_end_logs_each_front_trials_model_once(real_study, monkeypatch):
+    import mlflow
+
+    from adasparse_lab.export import build as export_build
+    from adasparse_lab.export.trial import front_numbers
+
+    study = optuna.load_study(study_name=real_study.name, storage=real_study.storage)
+    uris = export_build.log_front_models(real_study.name, real_study.root, real_study.storage)
+    assert sorted(uris) == sorted(front_numbers(study)) and uris
+    client = mlflow.MlflowClient(real_study.mlflow_uri)
+    for number, uri in uris.items():
+        run = client.get_run(study.trials[number].user_attrs["mlflow_run_id"])
+        assert run.data.tags[export_build.MODEL_TAG] == uri
+    number, uri = next(iter(uris.items()))
+    bundle = Bundle(real_study.root / real_study.name / "exports" / f"trial-{number}")
+    rows = pl.read_parquet(bundle.path / "example.parquet")
+    mlflow.set_tracking_uri(real_study.mlflow_uri)
+    got = mlflow.pyfunc.load_model(uri).predict(rows.to_pandas())
+    assert np.allclose(np.asarray(got), bundle.predict(rows), atol=1e-6)
+
+    def no_second_export(*args, **kwargs):
+        raise AssertionError("a front trial with a logged model was exported again")
+
+    monkeypatch.setattr(export_build, "export_trial", no_second_export)  # a resumed study's end
+    assert export_build.log_front_models(real_study.name, real_study.root) == uris
+
+
+def test_log_models_setting_is_checked(make_cfg):
+    from adasparse_lab.study.settings import parse_settings
+
+    cfg = make_cfg("+study=quick")
+    assert parse_settings(cfg.study).log_models == "front"
+    cfg.study.log_models = "all"
+    with pytest.raises(ConfigError, match=r"study.log_models='all'"):
+        parse_settings(cfg.study)

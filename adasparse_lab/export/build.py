@@ -14,9 +14,10 @@ import torch
 from adasparse_lab.data.batches import iterate
 from adasparse_lab.experiment import method_name
 from adasparse_lab.export.bundle import Bundle, write_bundle
-from adasparse_lab.export.trial import StoredTrial, load_trial
+from adasparse_lab.export.trial import StoredTrial, front_numbers, load_trial
 from adasparse_lab.metrics import auc
 from adasparse_lab.models.adasparse import AdaSparseModel
+from adasparse_lab.report.storage import default_storage, load_study
 
 log = logging.getLogger(__name__)
 TRACE_ROWS = 64
@@ -69,6 +70,41 @@ def check_bundle(bundle: Bundle, trial: StoredTrial) -> Check:
         float(trial.metrics.get("test/auc", np.nan)),
         per_domain,
     )
+
+
+MODEL_TAG = "model_uri"  # set on a trial's run once its bundle is logged there
+
+
+def log_front_models(
+    name: str, studies_dir: Path | str, storage: str | None = None
+) -> dict[int, str]:
+    """Export each front trial whose run has no logged model yet (``<studies>/<name>/exports/
+    trial-<n>``) and log it to its run; trial number -> model URI. A failing export is logged
+    as a warning and skipped: the study's results stand without it."""
+    from mlflow import MlflowClient
+
+    studies_dir = Path(studies_dir)
+    study, _ = load_study(name, storage or default_storage(name, studies_dir), studies_dir)
+    client = MlflowClient(study.user_attrs["mlflow_uri"])  # set by the driver
+    uris = {}
+    for number in front_numbers(study):
+        run_id = study.trials[number].user_attrs.get("mlflow_run_id")
+        if run_id is None:
+            continue
+        uris[number] = client.get_run(run_id).data.tags.get(MODEL_TAG)
+        if uris[number]:  # logged by an earlier run of the study's command
+            continue
+        try:
+            uris[number] = export_trial(name, number, None, studies_dir, storage).model_uri
+        except Exception as err:
+            log.warning("exporting front trial %d failed: %s: %s", number, type(err).__name__, err)
+            del uris[number]
+            continue
+        if uris[number] is None:  # the trial's config had tracking off
+            del uris[number]
+            continue
+        client.set_tag(run_id, MODEL_TAG, uris[number])
+    return uris
 
 
 def export_trial(

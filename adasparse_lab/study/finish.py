@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from adasparse_lab.export.build import log_front_models
 from adasparse_lab.report.build import build
 from adasparse_lab.study.driver import StudyOutcome, StudyRunner
 from adasparse_lab.study.matched import collect_cells, format_matched
@@ -45,6 +46,11 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     )
     if outcome.done:
         tracker.end_run(outcome.parent_run_id)
+    models = (
+        log_front_models(s.name, outcome.folder.parent, outcome.storage_desc)
+        if outcome.done and s.log_models == "front"
+        else {}
+    )
     uri = tracker.uri
     timed = [
         t
@@ -74,3 +80,8 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     print(
         f"  runs table     : {runs_url(tracker.experiment_id)} (the experiment link opens GenAI traces)"
     )
+    for number, model_uri in models.items():
+        print(
+            f"  front model    : trial {number} -> {model_uri} (serving bundle: python -m "
+            f"adasparse_lab.export study={s.name} trial={number}; register=<name> to register)"
+        )

@@ -12,6 +12,7 @@ DIRECTIONS = ("maximize", "minimize")
 # Objectives select, so they are validation numbers (every number is under its split: val/...,
 # test/...; evaluation.Evaluation.as_dict); test numbers are for claims only.
 OBJECTIVE_PREFIXES = ("val/",)
+LOG_MODELS = ("front", "none")  # at the study's end: export + log each front trial, or nothing
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class StudySettings:
     enqueue: tuple[dict, ...] = ()  # warm-start points, tried first by a new study
     allow_changed_config: bool = False  # resume although the fixed settings changed
     worker_index: int = 0  # which of the processes of ``study.workers=N`` this is (seeding)
+    log_models: str = "front"  # LOG_MODELS
 
     @property
     def directions(self) -> list[str]:
@@ -72,6 +74,7 @@ def parse_settings(node: DictConfig) -> StudySettings:
         "space",
         "sampler",
         "enqueue",
+        "log_models",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -103,6 +106,10 @@ def parse_settings(node: DictConfig) -> StudySettings:
     for key, ok in checks.items():
         if not ok:
             raise ConfigError(f"study.{key}={raw.get(key)!r} is out of range")
+    if raw.get("log_models", "front") not in LOG_MODELS:
+        raise ConfigError(
+            f"study.log_models={raw.get('log_models')!r}; choose one of {list(LOG_MODELS)}"
+        )
     reeval = raw.get("reeval") or {}
     hv_ref = raw.get("hypervolume_reference")
     if hv_ref is not None and len(hv_ref) != len(objectives):
@@ -127,4 +134,5 @@ def parse_settings(node: DictConfig) -> StudySettings:
         enqueue=tuple(dict(p) for p in raw.get("enqueue") or ()),
         worker_index=int(raw.get("worker_index", 0)),
         allow_changed_config=bool(raw.get("allow_changed_config", False)),
+        log_models=str(raw.get("log_models", "front")),
     )
