@@ -93,7 +93,6 @@ REAL_OVERRIDES = [
     "study.reeval.seeds=[1]",
     "study.reeval.max_trials=2",
     "study.poll_s=0.1",
-    "study.log_models=none",  # tests/test_export.py logs the front's models itself
     "study.flops_budget=1.3",
     "synthetic.n_rows=6000",
     "data.source.n_domains=6",

@@ -218,7 +218,8 @@ def test_study_end_logs_each_front_trials_model_once(real_study, monkeypatch):
 def test_log_models_setting_is_checked(make_cfg):
     from adasparse_lab.study.settings import parse_settings
 
-    cfg = make_cfg("+study=quick")
+    assert parse_settings(make_cfg("+study=quick").study).log_models == "none"
+    cfg = make_cfg("+study=sparsity")  # the main study logs its front's models
     assert parse_settings(cfg.study).log_models == "front"
     cfg.study.log_models = "all"
     with pytest.raises(ConfigError, match=r"study.log_models='all'"):

@@ -40,7 +40,7 @@ class StudySettings:
     enqueue: tuple[dict, ...] = ()  # warm-start points, tried first by a new study
     allow_changed_config: bool = False  # resume although the fixed settings changed
     worker_index: int = 0  # which of the processes of ``study.workers=N`` this is (seeding)
-    log_models: str = "front"  # LOG_MODELS
+    log_models: str = "none"  # LOG_MODELS
 
     @property
     def directions(self) -> list[str]:
@@ -106,7 +106,7 @@ def parse_settings(node: DictConfig) -> StudySettings:
     for key, ok in checks.items():
         if not ok:
             raise ConfigError(f"study.{key}={raw.get(key)!r} is out of range")
-    if raw.get("log_models", "front") not in LOG_MODELS:
+    if raw.get("log_models", "none") not in LOG_MODELS:
         raise ConfigError(
             f"study.log_models={raw.get('log_models')!r}; choose one of {list(LOG_MODELS)}"
         )
@@ -134,5 +134,5 @@ def parse_settings(node: DictConfig) -> StudySettings:
         enqueue=tuple(dict(p) for p in raw.get("enqueue") or ()),
         worker_index=int(raw.get("worker_index", 0)),
         allow_changed_config=bool(raw.get("allow_changed_config", False)),
-        log_models=str(raw.get("log_models", "front")),
+        log_models=str(raw.get("log_models", "none")),
     )
