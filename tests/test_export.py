@@ -149,6 +149,32 @@ def test_mlflow_pyfunc_scores_like_the_bundle_and_registers(real_study, tmp_path
     inputs = [c["name"] for c in model.metadata.get_input_schema().to_dict()]
     assert inputs == Bundle(result.bundle).feature_columns  # the raw columns, label not needed
     assert model.metadata.run_id == result.trial.run_id
+    # the torch module in the pytorch flavour, on encoded rows: the trained model's logits
+    from adasparse_lab.export.pyfunc import encoded_frame
+
+    logged = {
+        m.name: m.model_uri
+        for m in mlflow.search_logged_models(
+            experiment_ids=[mlflow.get_run(result.trial.run_id).info.experiment_id],
+            filter_string=f"source_run_id = '{result.trial.run_id}'",
+            output_format="list",
+        )
+    }
+    assert logged["model"] == result.model_uri
+    torch_uri = logged["torch_model"]
+    encoded = Bundle(result.bundle).encode(raw)
+    torch_model = mlflow.pyfunc.load_model(torch_uri)
+    assert torch_model.metadata.flavors.keys() >= {"pytorch", "python_function"}
+    test = result.trial.data.splits["test"]
+    assert np.allclose(
+        np.asarray(torch_model.predict(encoded_frame(encoded))).ravel(),
+        model_logits(result.trial.model, test.cat, test.dense).numpy(),
+        atol=1e-5,
+    )
+    assert [c["name"] for c in torch_model.metadata.get_input_schema().to_dict()][:2] == [
+        "c0",
+        "c1",
+    ]
     registered = mlflow.pyfunc.load_model("models:/real-pyfunc-test/1")
     assert np.allclose(np.asarray(registered.predict(raw.head(20).to_pandas())), expected[:20])
 

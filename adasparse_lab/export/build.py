@@ -147,6 +147,11 @@ def export_trial(
         from adasparse_lab.export.pyfunc import log_bundle_model
 
         result.model_uri = log_bundle_model(
-            folder, trial.cfg.tracking.uri, trial.run_id, trial.raw.frames["test"], register
+            folder,
+            trial.cfg.tracking.uri,
+            trial.run_id,
+            trial.raw.frames["test"],
+            register,
+            trial.model,
         )
     return result
