@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from torch import nn
 from adasparse_lab.data.prepare import Encoder, encode_features, integral_codes
 from adasparse_lab.data.schema import Schema
 from adasparse_lab.errors import DataError
+from adasparse_lab.models.adasparse import AdaSparseModel
 from adasparse_lab.models.compact import serving_model
 
 FORMAT_VERSION = 1
@@ -78,12 +79,10 @@ def load_exported(path: Path) -> nn.Module:
 def compacted_nets(model: nn.Module, schema: Schema, n_domains: int) -> dict[int, nn.Module]:
     """Domain index k -> its compacted network, for models whose structure is static and
     keyed by the domain column alone; empty otherwise (the masked model serves)."""
-    if schema.domain_features != (schema.domain,) or not hasattr(model, "static_pi"):
+    if schema.domain_features != (schema.domain,) or not isinstance(model, AdaSparseModel):
         return {}
-    first = serving_model(model, 1)
-    if first is None:
-        return {}
-    return {k: serving_model(model, k + 1) for k in range(n_domains)}
+    nets = {k: serving_model(model, k + 1) for k in range(n_domains)}
+    return {} if any(net is None for net in nets.values()) else nets
 
 
 def write_bundle(
@@ -103,21 +102,17 @@ def write_bundle(
     cat, dense = example
     save_exported(Logits(model), (cat, dense), out / "model.pt2")
     nets = {}
-    if compacted_nets(model, schema, len(domain_names)):
+    for k, net in compacted_nets(model, schema, len(domain_names)).items():
         (out / "nets").mkdir(exist_ok=True)
-        for k, net in compacted_nets(model, schema, len(domain_names)).items():
-            nets[domain_names[k]] = f"nets/domain-{k}.pt2"
-            save_exported(net, (cat, dense), out / nets[domain_names[k]])
+        nets[domain_names[k]] = f"nets/domain-{k}.pt2"
+        save_exported(net, (cat, dense), out / nets[domain_names[k]])
     vocab_files = {}
     for i, col in enumerate(schema.categorical):
         vocab_files[col] = f"vocab/{i}.parquet"
         encoder.vocabs[col].write_parquet(out / vocab_files[col])
     manifest = {
         "format_version": FORMAT_VERSION,
-        "schema": {
-            k: v if isinstance(v, (str, type(None))) else list(v)
-            for k, v in schema.__dict__.items()
-        },
+        "schema": asdict(schema),
         "dense_log1p": encoder.dense_log1p,
         "dense_mean": encoder.mean.tolist(),
         "dense_std": encoder.std.tolist(),
