@@ -105,3 +105,20 @@ def tracker_from_config(tracking_cfg: DictConfig, experiment: str) -> Tracker | 
     if not tracking_cfg.enabled:
         return None
     return Tracker(tracking_cfg.uri, tracking_cfg.artifact_root, experiment)
+
+
+# The MLflow UI (3.x) opens an experiment on its GenAI "Overview / Traces" page when the
+# browser's workflow setting says GenAI (a fresh browser's default); the runs table has its own
+# URL, which every study prints. The experiment's kind is tagged too, for UIs that honour it.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `make mlflow-ui` serves
+
+
+def runs_url(experiment_id: str, address: str = UI_ADDRESS) -> str:
+    """The MLflow UI's runs table of an experiment (not the GenAI overview page)."""
+    return f"{address.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+def tag_experiment_kind(tracker: Tracker) -> None:
+    for key, value in EXPERIMENT_KIND.items():
+        tracker.client.set_experiment_tag(tracker.experiment_id, key, value)

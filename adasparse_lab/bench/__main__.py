@@ -8,6 +8,7 @@ python -m adasparse_lab.bench --only methods        # every method's training an
 python -m adasparse_lab.bench --only methods --method magnitude --method random
 python -m adasparse_lab.bench --only step --threads 2   # AdaSparse kernel fast vs reference
 python -m adasparse_lab.bench --only scale           # trials/hour by workers, PostgreSQL vs journal
+python -m adasparse_lab.bench --only export --threads 1   # exported bundle latency per domain
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from adasparse_lab.bench.export import ExportBenchConfig, format_export, run_export_bench
 from adasparse_lab.bench.methods import (
     METHODS,
     MethodsBenchConfig,
@@ -45,7 +47,7 @@ from adasparse_lab.bench.step import StepBenchConfig, format_step, run_step_benc
 from adasparse_lab.bench.study_overhead import format_study, run_study_bench
 from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
-SECTIONS = ("train", "serve", "prep", "study", "methods", "step", "scale")
+SECTIONS = ("train", "serve", "prep", "study", "methods", "step", "scale", "export")
 
 
 def add_method_args(p: argparse.ArgumentParser) -> None:
@@ -115,6 +117,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--scale-workers", type=int, nargs="+", default=[1, 2, 4], help="scale section: workers"
     )
+    e = ExportBenchConfig()
+    p.add_argument("--export-batch-size", type=int, default=e.batch_size, help="rows per call")
+    p.add_argument("--export-seconds", type=float, default=e.seconds, help="time budget per domain")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
@@ -130,9 +135,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_export(args: argparse.Namespace):
+    cfg = ExportBenchConfig(
+        batch_size=args.export_batch_size, seconds=args.export_seconds, seed=args.seed
+    )
+    result = run_export_bench(cfg)
+    print("\n" + format_export(result), flush=True)
+    return result
+
+
 def run_sections(args: argparse.Namespace) -> tuple:
-    """Run and print the chosen sections; returns (train, serve, prep, study, methods), None
-    where skipped."""
+    """Run and print the chosen sections but export; returns (train, serve, prep, study,
+    methods), None where skipped."""
     sections = set(args.only or SECTIONS)
     train = serve = prep = study = methods = None
     if "train" in sections:
@@ -201,9 +215,12 @@ def main(argv: list[str] | None = None) -> dict:
     train, serve, prep, study, methods = run_sections(args)
     step = run_step_section(args)
     scale = run_scale(args)
+    exported = run_export(args) if "export" in set(args.only or SECTIONS) else None
     payload = to_json(machine, train, serve, prep)
     if step is not None:
         payload["step"] = step
+    if exported is not None:
+        payload["export"] = asdict(exported)
     if study is not None:
         payload["study"] = study.as_dict()
     if methods is not None:

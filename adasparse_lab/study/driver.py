@@ -44,7 +44,7 @@ from adasparse_lab.study.proposals import MAX_DUPLICATES, duplicate_of, proposal
 from adasparse_lab.study.settings import StudySettings, parse_settings
 from adasparse_lab.study.storage import open_storage, recover_stale, worker_alive, worker_id
 from adasparse_lab.study.tell import tell_complete, tell_fail
-from adasparse_lab.tracking import Tracker
+from adasparse_lab.tracking import Tracker, tag_experiment_kind
 
 log = logging.getLogger(__name__)
 Compose = Callable[[list[str]], DictConfig]
@@ -201,6 +201,7 @@ class StudyRunner:
             raise ConfigError("a study needs tracking=mlflow (every trial is an MLflow run)")
         tracker = Tracker(tracking.uri, tracking.artifact_root, self.settings.name)
         since = time.monotonic()
+        tag_experiment_kind(tracker)
         while True:
             attrs = study.user_attrs
             if attrs.get("parent_run_id"):

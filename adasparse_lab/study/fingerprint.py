@@ -35,6 +35,7 @@ RESUMABLE = (
     "study.hypervolume_reference",
     "study.enqueue",  # read only when the study is created
     "study.allow_changed_config",
+    "study.log_models",
     "train.progress",
     "paths.",
     "tracking.",
