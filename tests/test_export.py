@@ -179,17 +179,18 @@ def test_mlflow_pyfunc_scores_like_the_bundle_and_registers(real_study, tmp_path
     assert np.allclose(np.asarray(registered.predict(raw.head(20).to_pandas())), expected[:20])
 
 
-def recipe_lines(doc: Path) -> list[str]:
-    """The first ```bash block of the serving doc, one command per line."""
-    block = re.search(r"```bash\n(.*?)```", doc.read_text(), re.S)
-    assert block, f"{doc} has no bash block"
+def recipe_lines(doc: Path, heading: str = "## Serve a front model") -> list[str]:
+    """The first ```bash block under ``heading`` in the README, one command per line."""
+    section = doc.read_text().split(heading, 1)[-1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, f"{doc} has no bash block under {heading!r}"
     return [line.split("  #")[0].strip() for line in block.group(1).splitlines() if line.strip()]
 
 
 def test_serving_recipe_runs_as_written(real_study):
     """The documented copy-paste recipe, on the real study instead of a fresh quick one (the
     sweep line is what the fixture already ran), from the folder holding ``studies/``."""
-    lines = recipe_lines(ROOT / "docs" / "serving.md")
+    lines = recipe_lines(ROOT / "README.md")
     assert lines[0].startswith("python -m adasparse_lab.sweep +study=quick")
     cwd = real_study.root.parent
     env = {

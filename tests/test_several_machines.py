@@ -6,6 +6,8 @@ the report is built from them. Ctrl-C stops the services and removes their files
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -42,17 +44,38 @@ def start_services() -> tuple[subprocess.Popen, dict[str, str]]:
     return proc, settings
 
 
+def readme_recipe(settings: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The sweep and report commands of the README's recipe, with the printed settings in
+    place of its placeholders: (sweep argv after ``python``, report argv after ``python``)."""
+    section = (ROOT / "README.md").read_text().split("## Run a study on several machines")[1]
+    block = re.findall(r"```bash\n(.*?)```", section, re.S)[1].replace("\\\n", " ")
+    commands = []
+    for line in block.splitlines():
+        argv = shlex.split(line)[1:]  # without "python"
+        for i, arg in enumerate(argv):
+            key = arg.partition("=")[0]
+            if key in settings:
+                argv[i] = f"{key}={settings[key]}"
+            elif key == "storage":  # the report's name for the study storage
+                argv[i] = f"storage={settings['study.storage']}"
+        commands.append(argv)
+    sweep, report = commands
+    assert sweep[:3] == ["-m", "adasparse_lab.sweep", "+study=quick"], sweep
+    assert report[:3] == ["-m", "adasparse_lab.report", "study=quick"], report
+    return sweep, report
+
+
 @pytest.mark.slow
 def test_the_several_machines_recipe(tmp_path):
     services, settings = start_services()
     try:
-        urls = [f"{k}={v}" for k, v in settings.items()]
+        sweep, report_cmd = readme_recipe(settings)
         workers = []
         for index, machine in enumerate(("a", "b")):
             folder = tmp_path / machine
             cmd = [
-                *(sys.executable, "-m", "adasparse_lab.sweep", "+study=quick"),
-                *urls,
+                sys.executable,
+                *(a for a in sweep if not a.startswith("study.worker_index=")),
                 *("study.n_trials=3", "study.reference=false", "study.reeval.max_trials=1"),
                 *(f"paths.studies={folder}/studies", f"paths.reports={folder}/reports"),
                 f"paths.cache={folder}/cache",
@@ -76,8 +99,7 @@ def test_the_several_machines_recipe(tmp_path):
         assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
         assert {t.user_attrs["worker"].split(":")[0] for t in trials} <= {"a", "b"}
         report = subprocess.run(
-            [sys.executable, "-m", "adasparse_lab.report", "study=quick",
-             f"storage={settings['study.storage']}", f"out={tmp_path / 'reports'}"],
+            [sys.executable, *report_cmd, f"out={tmp_path / 'reports'}"],
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert report.returncode == 0, report.stderr[-2000:]
