@@ -10,7 +10,7 @@ Layout of ``cache_dir/<key>/`` (N rows of a split, F categorical fields, Dn dens
     <split>.user.npy     [N]     int64 hashed user key (only if the schema has a user column)
     <split>.p_true.npy   [N]     float64 true click probability (synthetic only)
 
-Writing: columns are filled chunk by chunk through ``np.lib.format.open_memmap`` in a
+Writing: columns are filled chunk by chunk (file writes at the chunk's row offset) in a
 temporary sibling directory that is renamed into place only when complete, so a killed
 preparation never leaves a store that a reader takes for whole (its temporary directory is
 removed by the next preparer of the same key). Concurrent preparers of one key serialise on
@@ -77,34 +77,46 @@ def domain_dtype(n_domains: int) -> np.dtype:
 
 
 class StoreWriter:
-    """Preallocated columns of every split in a temporary directory; ``commit`` renames it."""
+    """Preallocated columns of every split in a temporary directory; ``commit`` renames it.
+
+    Chunks are written with plain file writes at their row offset, not through a writable
+    memory map: dirty pages of a shared mapping would count in the preparer's resident set,
+    page-cache writes do not (the kernel flushes them)."""
 
     def __init__(self, path: Path, rows: dict[str, int], dtypes: dict[str, tuple]) -> None:
         """rows: split -> N; dtypes: column -> (dtype, trailing shape)."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-        self.columns = {
-            (split, col): np.lib.format.open_memmap(
-                self.tmp / f"{split}.{col}.npy", mode="w+", dtype=dt, shape=(n, *shape)
-            )
-            for split, n in rows.items()
-            for col, (dt, shape) in dtypes.items()
-        }
+        self.files = {}
+        for split, n in rows.items():
+            for col, (dt, shape) in dtypes.items():
+                file = self.tmp / f"{split}.{col}.npy"
+                header = np.lib.format.open_memmap(file, mode="w+", dtype=dt, shape=(n, *shape))
+                offset, dtype = header.offset, header.dtype
+                del header  # only the .npy header and the file's size were needed
+                self.files[(split, col)] = (open(file, "r+b"), offset, dtype)  # noqa: SIM115
 
     def write(self, split: str, start: int, values: dict[str, np.ndarray]) -> None:
         for col, array in values.items():
-            self.columns[(split, col)][start : start + len(array)] = array
+            handle, offset, dtype = self.files[(split, col)]
+            array = np.ascontiguousarray(array, dtype=dtype)
+            row_bytes = array[:1].nbytes if len(array) else 0
+            handle.seek(offset + start * row_bytes)
+            handle.write(array.tobytes())
+
+    def _close(self) -> None:
+        for handle, _, _ in self.files.values():
+            handle.close()
+        self.files.clear()
 
     def commit(self, meta: dict) -> None:
-        for array in self.columns.values():
-            array.flush()
-        self.columns.clear()
+        self._close()
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         self.tmp.rename(self.path)  # atomic: readers see no store or a whole one
 
     def abort(self) -> None:
-        self.columns.clear()
+        self._close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
