@@ -43,6 +43,7 @@ def head(split: TensorSplit, n: int) -> TensorSplit:
         user=None if split.user is None else split.user[:n],
         p_true=None if split.p_true is None else split.p_true[:n],
         block_rows=split.block_rows,
+        mapped=split.mapped,
     )
 
 

@@ -6,12 +6,17 @@ whole; its epoch order is a block shuffle: the split is cut into blocks of ``blo
 consecutive rows, the block order is permuted, and windows of ``WINDOW_BLOCKS`` blocks are read
 (contiguous reads), concatenated and permuted row by row before being cut into batches (rows
 left over after the last full batch of a window open the next window). Memory: one window
-(WINDOW_BLOCKS x block_rows rows), whatever the split's size. Either way every row comes once
+(WINDOW_BLOCKS x block_rows rows), whatever the split's size; the window's pages of the map
+are released after the copy (``release``), so a reader's resident set does not grow with the
+split either (the pages stay in the shared page cache). Either way every row comes once
 per epoch and batches carry codes as int64, dense and label as float32, domain as int64.
 """
 
 from __future__ import annotations
 
+import ctypes
+import mmap
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -49,7 +54,7 @@ class Batch:
 def split_to_device(split: TensorSplit, device: torch.device) -> TensorSplit:
     """Move the feature tensors once (a split in RAM fits: CTR rows are ~100 bytes); a
     memory-mapped split stays on the host and is moved batch by batch (``Batch.to``)."""
-    if split.cat.device == device or split.block_rows is not None:
+    if split.cat.device == device or split.mapped:
         return split
     return TensorSplit(
         cat=split.cat.to(device),
@@ -59,6 +64,27 @@ def split_to_device(split: TensorSplit, device: torch.device) -> TensorSplit:
         user=split.user,
         p_true=split.p_true,
     )
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_MADV_DONTNEED = 4
+_PAGE = mmap.PAGESIZE
+
+
+def release(views: list[torch.Tensor]) -> None:
+    """Drop the pages of memory-mapped views from this process's resident set once they are
+    copied (madvise MADV_DONTNEED; Linux only, else nothing). The store is mapped read-only
+    copy-on-write and never written, so the pages stay in the shared page cache and fault back
+    in from it when read again: a reader's RSS stays one window, not the whole split. Only for
+    views of the store's maps: on anonymous memory MADV_DONTNEED would zero the data."""
+    if _LIBC is None:
+        return
+    for view in views:
+        start = view.data_ptr()
+        end = start + view.numel() * view.element_size()
+        first, last = -(-start // _PAGE) * _PAGE, end // _PAGE * _PAGE  # whole pages inside
+        if last > first:
+            _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
 
 
 def _batch(cat, dense, label, domain) -> Batch:
@@ -78,6 +104,9 @@ def _windows(split: TensorSplit, generator: torch.Generator | None) -> Iterator[
             for t in (split.cat, split.dense, split.label, split.domain)
         ]
         window = [torch.cat(p) for p in parts]
+        if split.mapped:
+            for blocks in parts:
+                release(blocks)
         perm = torch.randperm(len(window[0]), generator=generator)
         yield tuple(t[perm] for t in window)
 

@@ -78,6 +78,7 @@ class TensorSplit:
     # Memory-mapped store (data.store): compact dtypes (int32 codes, int8 label, int16 domain)
     # and shuffled by blocks of this many rows (data.batches); None: in RAM, global shuffle.
     block_rows: int | None = None
+    mapped: bool = False  # the tensors are views of the store's memory maps
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -388,6 +389,7 @@ def load_store(path: Path, schema: Schema, meta: dict, storage: str) -> Prepared
             user=get.get("user"),
             p_true=get.get("p_true"),
             block_rows=BLOCK_ROWS if mmap else None,
+            mapped=mmap,
         )
     return PreparedData(
         schema=schema,
