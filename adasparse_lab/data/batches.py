@@ -75,8 +75,9 @@ def release(views: list[torch.Tensor]) -> None:
     """Drop the pages of memory-mapped views from this process's resident set once they are
     copied (madvise MADV_DONTNEED; Linux only, else nothing). The store is mapped read-only
     copy-on-write and never written, so the pages stay in the shared page cache and fault back
-    in from it when read again: a reader's RSS stays one window, not the whole split. Only for
-    views of the store's maps: on anonymous memory MADV_DONTNEED would zero the data."""
+    in from it when read again (a view still held reads the same values): a reader's RSS
+    stays one window, not the whole split. Only for views of the store's maps: on anonymous
+    memory MADV_DONTNEED would zero the data."""
     if _LIBC is None:
         return
     for view in views:
@@ -147,9 +148,12 @@ def iterate(
              domain[s : s + batch_size])
             for s in range(0, len(split), batch_size)
         )  # fmt: skip
+    in_order = split.mapped and not shuffle  # views of the maps: released once consumed
     for part in parts:
         batch = _batch(*part)
         yield batch.pin_memory() if pin and batch.cat.device.type == "cpu" else batch
+        if in_order:
+            release(list(part))
 
 
 def n_batches(split: TensorSplit, batch_size: int) -> int:
