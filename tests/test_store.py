@@ -156,10 +156,8 @@ def test_streamed_preparation_equals_the_in_memory_one(tmp_path):
 
 
 def scan_source(path: Path, split):
-    """A TabularSource with the scan() readers add: the raw table as a lazy query."""
-    source = TabularSource(path=str(path), split=split)
-    source.scan = lambda: pl.scan_csv(path)
-    return source
+    """A TabularSource: its scan() is the raw table as a lazy query."""
+    return TabularSource(path=str(path), split=split)
 
 
 @pytest.mark.parametrize("split", [RandomSplit(seed=2), TimeSplit("t")], ids=["random", "time"])
@@ -345,3 +343,20 @@ def test_the_study_domain_summary_reads_a_mapped_store_as_one_in_ram(tmp_path):
     summary = _domain_summary(memory)
     assert summary == _domain_summary(mapped)
     assert all(row["pos_rate"] is not None and 0 < row["pos_rate"] < 1 for row in summary)
+
+
+def test_per_split_files_stream_by_their_source_split_column(tmp_path):
+    rng = np.random.default_rng(1)
+    files = {}
+    for name, n in (("train", 1200), ("val", 300), ("test", 300)):
+        pl.DataFrame({
+            "y": rng.integers(0, 2, n), "dom": rng.choice(["a", "b"], n),
+            "item": rng.integers(0, 40, n), "x": rng.normal(size=n),
+        }).write_csv(tmp_path / f"{name}.csv")  # fmt: skip
+        files[name] = str(tmp_path / f"{name}.csv")
+    schema = Schema(label="y", domain="dom", categorical=("item",), dense=("x",))
+    source = TabularSource(**files)
+    streamed = prepare(source, schema, tmp_path / "s", storage="mmap", chunk_rows=250)
+    loaded = prepare(Loads(source), schema, tmp_path / "m", storage="memory")
+    assert [len(streamed.splits[s]) for s in ("train", "val", "test")] == [1200, 300, 300]
+    assert_same_values(streamed, loaded, dense_atol=1e-5)

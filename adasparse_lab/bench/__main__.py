@@ -7,6 +7,7 @@ python -m adasparse_lab.bench --only prep --prep-rows 2000000 --prep-train-rows 
 python -m adasparse_lab.bench --only study          # per-trial overhead of the study driver
 python -m adasparse_lab.bench --only methods        # every method's training and serving vs dense
 python -m adasparse_lab.bench --only methods --method magnitude --method random
+python -m adasparse_lab.bench --only step --threads 2   # AdaSparse kernel fast vs reference
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -39,10 +40,11 @@ from adasparse_lab.bench.report import (
     to_json,
 )
 from adasparse_lab.bench.serving import ServeBenchConfig, run_serve_bench
+from adasparse_lab.bench.step import StepBenchConfig, format_step, run_step_bench, step_ratios
 from adasparse_lab.bench.study_overhead import format_study, run_study_bench
 from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
-SECTIONS = ("train", "serve", "prep", "study", "methods")
+SECTIONS = ("train", "serve", "prep", "study", "methods", "step")
 
 
 def add_method_args(p: argparse.ArgumentParser) -> None:
@@ -114,6 +116,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--study-trials", type=int, default=4, help="trials of the overhead section")
     add_method_args(p)
+    p.add_argument(
+        "--step-rows", type=int, default=StepBenchConfig().rows, help="rows per timed step pass"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
@@ -121,8 +126,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     args = p.parse_args(argv)
     for key in (
-        "rows", "loader_rows", "warmup_rows", "repeats", "prep_rows", "prep_train_rows", "method_rows",
-        "method_repeats",
+        "rows", "loader_rows", "warmup_rows", "repeats", "prep_rows", "prep_train_rows",
+        "method_rows", "method_repeats", "step_rows",
     ):  # fmt: skip
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be >= 1")
@@ -165,6 +170,20 @@ def run_sections(args: argparse.Namespace) -> tuple:
     return train, serve, prep, study, methods
 
 
+def run_step_section(args: argparse.Namespace) -> dict | None:
+    """The step section when chosen: print its table, return its JSON part."""
+    if "step" not in set(args.only or SECTIONS):
+        return None
+    cfg = StepBenchConfig(
+        rows=args.step_rows, warmup_rows=min(args.warmup_rows, args.step_rows),
+        repeats=args.repeats, seed=args.seed,
+    )  # fmt: skip
+    step = run_step_bench(cfg)
+    print("\n" + format_step(step, torch.get_num_threads()), flush=True)
+    rows_per_s = {v: [t.samples_per_s for t in ts] for v, ts in step.timings.items()}
+    return {"config": asdict(cfg), "rows_per_s": rows_per_s, "ratios": step_ratios(step)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the chosen sections, print the table, return (and optionally write) the JSON."""
     args = parse_args(argv)
@@ -176,7 +195,10 @@ def main(argv: list[str] | None = None) -> dict:
     machine = describe_machine()
     print(format_machine(machine), flush=True)
     train, serve, prep, study, methods = run_sections(args)
+    step = run_step_section(args)
     payload = to_json(machine, train, serve, prep)
+    if step is not None:
+        payload["step"] = step
     if study is not None:
         payload["study"] = study.as_dict()
     if methods is not None:

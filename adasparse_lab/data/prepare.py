@@ -38,7 +38,7 @@ import polars as pl
 import torch
 
 from adasparse_lab.data.schema import Schema
-from adasparse_lab.data.sources import SPLITS, RawData
+from adasparse_lab.data.sources import SOURCE_SPLIT, SPLITS, RawData
 from adasparse_lab.data.store import (
     BLOCK_ROWS,
     StoreWriter,
@@ -175,15 +175,29 @@ def _from_spool(spool: Path, domain_groups, origins) -> RawStream:
 
 def _source_stream(source, storage: str, spool: Path, chunk_rows: int) -> RawStream:
     """Stream the source: the chunked synthetic generator, ``source.scan()`` with its split
-    when data.storage='mmap', else ``source.load()`` (in memory, chunked only for encoding)."""
+    (or the ``source_split`` column of per-split files) when data.storage='mmap', else
+    ``source.load()`` (in memory, chunked only for encoding)."""
     spec = getattr(source, "spec", None)
     split = getattr(source, "split", None)
     if isinstance(spec, SyntheticSpec) and spec.chunk_rows and split is not None:
         spool_chunks(generate_chunks(spec), split, spool)
         return _from_spool(spool, spec.domain_groups(), {})
-    if storage == "mmap" and hasattr(source, "scan") and "split" in source.describe():
-        where = str(getattr(source, "path", type(source).__name__))
-        spool_chunks(scan_chunks(source.scan(), spool / "raw", chunk_rows), split, spool)
+    if storage == "mmap" and hasattr(source, "scan"):
+        lazy = source.scan()
+        per_file = "split" not in source.describe()  # rows tagged in source_split
+        if per_file and SOURCE_SPLIT not in lazy.collect_schema().names():
+            return _from_frames(source.load(), chunk_rows)
+        where = next(
+            (
+                str(v)
+                for v in (getattr(source, a, None) for a in ("root", "path"))
+                if v and isinstance(v, (str, Path))
+            ),
+            type(source).__name__,
+        )
+        spool_chunks(
+            scan_chunks(lazy, spool / "raw", chunk_rows), None if per_file else split, spool
+        )
         return _from_spool(spool, None, {s: f"{where} ({s} split)" for s in SPLITS})
     return _from_frames(source.load(), chunk_rows)
 

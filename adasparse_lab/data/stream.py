@@ -5,7 +5,8 @@
 A split with ``part_stream`` (RandomSplit) tags each chunk as it comes: the same per-row
 uniforms as tagging the whole table at once, so the assignment equals the in-memory one. A
 split with ``lazy_parts`` (TimeSplit) needs the whole order: the chunks are spooled raw and
-polars' streaming engine sorts and tags them. Any other splitter gets the table in memory.
+polars' streaming engine sorts and tags them. Rows of per-split files carry their split in
+``source_split``. Any other splitter (e.g. readers.FileSplit) gets the table in memory.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from adasparse_lab.data.sources import SPLITS
+from adasparse_lab.data.sources import SOURCE_SPLIT, SPLITS
 
 PART = "__part"
 
@@ -41,7 +42,14 @@ def _write_parts(chunk: pl.DataFrame, parts: np.ndarray, spool: Path, k: int) ->
 
 
 def spool_chunks(chunks: Iterator[pl.DataFrame], split, spool: Path) -> None:
-    """Split the chunk stream into ``spool/<split>/<k>.parquet`` files, rows in split order."""
+    """Split the chunk stream into ``spool/<split>/<k>.parquet`` files, rows in split order.
+    ``split=None``: the rows carry their split in the ``source_split`` column (per-split files)."""
+    if split is None:
+        for k, chunk in enumerate(chunks):
+            names = chunk.get_column(SOURCE_SPLIT)
+            parts = np.select([(names == s).to_numpy() for s in SPLITS], [0, 1, 2], -1)
+            _write_parts(chunk.drop(SOURCE_SPLIT), parts, spool, k)
+        return
     if hasattr(split, "part_stream"):
         next_parts = split.part_stream()
         for k, chunk in enumerate(chunks):
