@@ -347,3 +347,13 @@ def test_methods_are_name_and_overrides_lines():
     }
     with pytest.raises(ValueError, match="nope"):
         chosen_methods(("nope",))
+
+
+def test_scale_projection_by_hand():
+    from adasparse_lab.bench.scale import ScalePoint, projection
+
+    # 10 s trials of which 0.5 s is storage and tracking: the database is busy all the time
+    # at 10 / 0.5 = 20 workers; past that, 3600 / 0.5 = 7200 trials/h whatever the workers.
+    point = ScalePoint("postgres+server", 1, 4, 360.0, 10.0, 0.5)
+    assert projection(point, 100) == pytest.approx((7200.0, 20.0))
+    assert projection(point, 10) == pytest.approx((3600.0, 20.0))  # 10 x 360/h, unsaturated

@@ -57,7 +57,10 @@ def test_every_schedule(make_cfg, schedule):
     assert parts.schedule.band(1.0) == pytest.approx((0.15, 0.25))
 
 
-@pytest.mark.parametrize("data,domains", [("synthetic", 12), ("douban", 3), ("taobao_fuxictr", 2), ("aliccp_processed", 3)])
+@pytest.mark.parametrize(
+    "data,domains",
+    [("synthetic", 12), ("douban", 3), ("taobao_fuxictr", 2), ("aliccp_processed", 3)],
+)
 def test_every_dataset_prepares(make_cfg, data, domains):
     cfg = make_cfg(f"data={data}", "tracking=none")
     prepared = build_data(cfg.data, cfg.paths.cache)

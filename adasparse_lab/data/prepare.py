@@ -287,19 +287,80 @@ def _dense_scale(stream: RawStream, schema: Schema, log1p: bool) -> tuple:
     return mean, np.where(std > 0, std, 1.0)
 
 
-def _encode_chunk(
-    frame: pl.DataFrame, schema: Schema, vocabs: dict, scale: tuple, dense_log1p: bool
-) -> dict[str, np.ndarray]:
+@dataclass
+class Encoder:
+    """Everything that turns raw feature columns into model inputs, learned on train:
+    per categorical column its vocabulary (a frame of the column's values and their codes
+    1..V), and the dense features' train mean and std (after the optional signed log1p)."""
+
+    vocabs: dict[str, pl.DataFrame]
+    mean: np.ndarray  # [Dn]
+    std: np.ndarray  # [Dn], zeros replaced by 1
+    dense_log1p: bool
+
+
+def _fit_stream_encoder(stream: RawStream, schema: Schema, settings: dict) -> Encoder:
+    """Vocabularies (streaming group_by) and dense statistics of a raw stream."""
+    vocabs = _vocabularies(
+        _typed(stream, schema),
+        schema,
+        settings["min_freq"],
+        settings["max_vocab"],
+        stream.origins["train"],
+    )
+    mean, std = _dense_scale(stream, schema, settings["dense_log1p"])
+    return Encoder(vocabs, mean, std, settings["dense_log1p"])
+
+
+def fit_encoder(
+    frames: dict[str, pl.DataFrame],
+    schema: Schema,
+    min_freq: int,
+    dense_log1p: bool,
+    max_vocab: int | None = None,
+    origin: str = "train split",
+) -> Encoder:
+    """The encoder of validated split frames (vocabularies from train, the domain's from all)."""
+    stream = _from_frames(RawData(frames=frames, origins={"train": origin}), CHUNK_ROWS)
+    settings = {"min_freq": min_freq, "dense_log1p": dense_log1p, "max_vocab": max_vocab}
+    return _fit_stream_encoder(stream, schema, settings)
+
+
+def integral_codes(frame: pl.DataFrame, schema: Schema) -> pl.DataFrame:
+    """Integral float codes (an id column typed as float in one file because of a null: 1.0)
+    cast to Int64, so that they match the other files' vocabularies."""
+    floats = [c for c in schema.categorical if c in frame.columns and frame.schema[c].is_float()]
+    return frame.with_columns(pl.col(c).fill_nan(None).cast(pl.Int64) for c in floats)
+
+
+def _features(frame: pl.DataFrame, schema: Schema, encoder: Encoder) -> tuple:
+    """Codes [N, F] int32 (0 = OOV) and standardised dense [N, Dn] float32 (missing = 0)."""
+    frame = frame.with_columns(pl.col(schema.domain).cast(pl.String))
+    codes = np.stack(
+        [_encode_column(frame, c, encoder.vocabs[c]) for c in schema.categorical], axis=1
+    ).astype(np.int32)
+    dense = (_dense_matrix(frame, schema.dense, encoder.dense_log1p) - encoder.mean) / encoder.std
+    return codes, np.nan_to_num(dense, nan=0.0).astype(np.float32)
+
+
+def encode_features(frame: pl.DataFrame, schema: Schema, encoder: Encoder) -> pl.DataFrame:
+    """Feature columns of raw rows as codes (c0.., 0 = OOV) and standardised dense (x0..,
+    missing = 0, the train mean): the same rules for training and serving."""
+    codes, dense = _features(frame, schema, encoder)
+    table = pl.DataFrame(
+        {f"c{i}": codes[:, i].astype(np.int64) for i in range(codes.shape[1])},
+        schema={f"c{i}": pl.Int64 for i in range(codes.shape[1])},
+    )
+    return table.with_columns(pl.Series(f"x{j}", dense[:, j]) for j in range(dense.shape[1]))
+
+
+def _encode_chunk(frame: pl.DataFrame, schema: Schema, encoder: Encoder) -> dict[str, np.ndarray]:
     """One chunk of a split as store columns: codes, standardised dense, label, domain, ..."""
     frame = frame.with_columns(_float_codes(schema, frame.schema))
-    codes = np.stack(
-        [_encode_column(frame, c, vocabs[c]) for c in schema.categorical], axis=1
-    ).astype(np.int32)
-    mean, std = scale
-    dense = (_dense_matrix(frame, schema.dense, dense_log1p) - mean) / std
+    codes, dense = _features(frame, schema, encoder)
     out = {
         "cat": codes,
-        "dense": np.nan_to_num(dense, nan=0.0).astype(np.float32),  # missing: the train mean
+        "dense": dense,
         "label": frame.get_column(schema.label).cast(pl.Int8).to_numpy(),
         "domain": codes[:, schema.categorical.index(schema.domain)] - 1,
     }
@@ -357,11 +418,8 @@ def encode_to_store(
     """Validate, build vocabularies and dense statistics, then encode chunk by chunk into the
     store at ``path`` (atomically). Memory: one chunk plus the vocabularies."""
     rows = _validate_stream(stream, schema)
-    lazy = _typed(stream, schema)
-    vocabs = _vocabularies(
-        lazy, schema, settings["min_freq"], settings["max_vocab"], stream.origins["train"]
-    )
-    scale = _dense_scale(stream, schema, settings["dense_log1p"])
+    encoder = _fit_stream_encoder(stream, schema, settings)
+    vocabs = encoder.vocabs
     domain_names = vocabs[schema.domain].get_column(schema.domain).to_list()
     types = _column_types(schema, len(domain_names), stream.lazy["train"])
     writer = StoreWriter(path, rows, types)
@@ -369,7 +427,7 @@ def encode_to_store(
         for split in SPLITS:
             start = 0
             for chunk in stream.chunks(split):
-                values = _encode_chunk(chunk, schema, vocabs, scale, settings["dense_log1p"])
+                values = _encode_chunk(chunk, schema, encoder)
                 writer.write(split, start, values)
                 start += chunk.height
         meta = {
@@ -476,3 +534,19 @@ def prepare(
     if empty:
         log.warning("domains with no training rows (their embedding stays untrained): %s", empty)
     return data
+
+
+def source_encoder(
+    source,
+    schema: Schema,
+    min_freq: int = 1,
+    dense_log1p: bool = True,
+    max_vocab: int | None = MAX_VOCAB,
+) -> tuple[Encoder, RawData]:
+    """The encoder ``prepare`` applies to ``source`` (re-read: the store holds codes only),
+    and the raw data it was fitted on (loaded in memory)."""
+    raw = source.load()
+    stream = _from_frames(raw, CHUNK_ROWS)
+    _validate_stream(stream, schema)
+    settings = {"min_freq": min_freq, "dense_log1p": dense_log1p, "max_vocab": max_vocab}
+    return _fit_stream_encoder(stream, schema, settings), raw
