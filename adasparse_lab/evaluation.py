@@ -138,7 +138,8 @@ def evaluate(
     shape = model.tower_shape()
     keep_sum = [torch.zeros(K, model.widths[p], dtype=torch.float64) for p in model.positions]
     logits, flops_parts = [], {"matmul": [], "bias": [], "pruner": []}
-    for batch in iterate(tensors, batch_size):
+    for batch in iterate(tensors, batch_size, pin=device.type == "cuda"):
+        batch = batch.to(device)  # a no-op unless the split is memory-mapped
         out = model(batch.cat, batch.dense)
         logits.append(out.logits.float().cpu())
         dom = batch.domain.cpu()
@@ -155,7 +156,7 @@ def evaluate(
     model.train(was_training)
 
     split_data = data.splits[split]  # may live on the device (fit moves val there once)
-    domain = split_data.domain.cpu().numpy()
+    domain = split_data.domain.cpu().long().numpy()  # a memory-mapped store keeps int16
     rows = np.bincount(domain, minlength=K).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):  # a domain absent from the split: NaN
         keep_prob = [acc.numpy() / rows[:, None] for acc in keep_sum]
@@ -165,7 +166,7 @@ def evaluate(
         breakdown[name] = np.bincount(domain, weights=per_row, minlength=K) / np.maximum(rows, 1.0)
     total_rows = sum(torch.cat(p).numpy() for p in flops_parts.values())
     metrics = evaluate_scores(
-        label=split_data.label.cpu().numpy(),
+        label=split_data.label.cpu().float().numpy(),  # int8 in a memory-mapped store
         logit=torch.cat(logits).numpy(),
         domain=domain,
         domain_names=data.domain_names,

@@ -115,6 +115,7 @@ def build_data(data_cfg: DictConfig, cache_dir: str | None) -> PreparedData:
         data_cfg.min_freq,
         data_cfg.dense_log1p,
         max_vocab=data_cfg.get("max_vocab", MAX_VOCAB),
+        storage=data_cfg.get("storage", "auto"),
     )
 
 

@@ -93,7 +93,8 @@ def static_network(model: nn.Module, k: int) -> nn.Module | None:
 def _batches(rows: torch.Tensor, data: PreparedData, b: int, min_rows: int, device) -> Inputs:
     """ceil(min_rows / b) batches of ``b`` validation rows taken (cyclically) from ``rows`` [N]."""
     idx, split = rows[torch.arange(-(-min_rows // b) * b) % rows.numel()], data.splits["val"]
-    return list(zip(split.cat[idx].to(device).split(b), split.dense[idx].to(device).split(b)))
+    cat = split.cat[idx].long()  # a memory-mapped store keeps int32 codes
+    return list(zip(cat.to(device).split(b), split.dense[idx].to(device).split(b)))
 
 
 def time_rounds(

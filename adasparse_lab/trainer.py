@@ -118,7 +118,11 @@ def _train_epoch(
     reg_sum = torch.zeros((), device=state["device"])
     steps = 0
     done_at = schedule.done_at()
-    for batch in iterate(state["train"], settings.batch_size, shuffle=True, generator=state["gen"]):
+    pin = state["device"].type == "cuda"  # page-locked host batches of a memory-mapped split
+    for batch in iterate(
+        state["train"], settings.batch_size, shuffle=True, generator=state["gen"], pin=pin
+    ):
+        batch = batch.to(state["device"])
         progress = state["step"] / state["total_steps"]
         band = schedule.band(progress)
         # The epoch this step ends may be eligible (EpochRecord.eligible: progress at its end

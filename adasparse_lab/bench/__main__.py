@@ -2,7 +2,8 @@
 
 python -m adasparse_lab.bench                       # all sections, defaults (~1-3 min, 2 cores)
 python -m adasparse_lab.bench --only train --repeats 7 --threads 1
-python -m adasparse_lab.bench --only prep --prep-rows 10000000
+python -m adasparse_lab.bench --only prep                   # 85M rows: prep, mmap vs RAM, 4 readers
+python -m adasparse_lab.bench --only prep --prep-rows 2000000 --prep-train-rows 1000000
 python -m adasparse_lab.bench --only study          # per-trial overhead of the study driver
 python -m adasparse_lab.bench --only methods        # every method's training and serving vs dense
 python -m adasparse_lab.bench --only methods --method magnitude --method random
@@ -103,7 +104,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--serve-seconds", type=float, default=s.seconds, help="time budget per batch size"
     )
     p.add_argument(
-        "--prep-rows", type=int, default=1_000_000, help="rows for the preparation timing"
+        "--prep-rows", type=int, default=85_000_000, help="rows for the preparation timing"
+    )
+    p.add_argument(
+        "--prep-train-rows",
+        type=int,
+        default=5_000_000,
+        help="training rows of the memory vs memory-mapped samples/s comparison",
+    )
+    p.add_argument(
+        "--prep-workers", type=int, default=4, help="workers reading the prepared store at once"
     )
     p.add_argument(
         "--study", default="sparsity", help="study whose trials the overhead is measured on"
@@ -127,8 +137,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     args = p.parse_args(argv)
     for key in (
-        "rows", "loader_rows", "warmup_rows", "repeats", "prep_rows", "method_rows",
-        "method_repeats", "step_rows",
+        "rows", "loader_rows", "warmup_rows", "repeats", "prep_rows", "prep_train_rows",
+        "method_rows", "method_repeats", "step_rows",
     ):  # fmt: skip
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be >= 1")
@@ -163,7 +173,9 @@ def run_sections(args: argparse.Namespace) -> tuple:
         ))  # fmt: skip
         print("\n" + format_serve(serve), flush=True)
     if "prep" in sections:
-        prep = run_prep_bench(args.prep_rows, args.seed)
+        prep = run_prep_bench(
+            args.prep_rows, args.seed, train_rows=args.prep_train_rows, workers=args.prep_workers
+        )
         print("\n" + format_prep(prep), flush=True)
     if "study" in sections:
         study = run_study_bench(args.study, args.study_trials)

@@ -600,7 +600,7 @@ def _domain_summary(data: PreparedData) -> list[dict]:
     train, test = data.splits["train"], data.splits["test"]
     out = []
     for k, name in enumerate(data.domain_names):
-        pos = float(train.label[train.domain == k].mean()) if rows[k] else None
+        pos = float(train.label[train.domain == k].float().mean()) if rows[k] else None
         oracle = None
         sel = test.domain == k
         if test.p_true is not None and int(sel.sum()):
