@@ -2,7 +2,7 @@
 
 python -m adasparse_lab.bench                       # all sections, defaults (~1-3 min, 2 cores)
 python -m adasparse_lab.bench --only train --repeats 7 --threads 1
-python -m adasparse_lab.bench --only prep                   # 85M rows: prep, mmap vs RAM, 4 readers
+python -m adasparse_lab.bench --only prep          # 85M rows: prep, mmap vs RAM, 4 readers (all sections: 1M)
 python -m adasparse_lab.bench --only prep --prep-rows 2000000 --prep-train-rows 1000000
 python -m adasparse_lab.bench --only study          # per-trial overhead of the study driver
 python -m adasparse_lab.bench --only methods        # every method's training and serving vs dense
@@ -104,13 +104,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--serve-seconds", type=float, default=s.seconds, help="time budget per batch size"
     )
     p.add_argument(
-        "--prep-rows", type=int, default=85_000_000, help="rows for the preparation timing"
+        "--prep-rows",
+        type=int,
+        default=None,
+        help="rows for the preparation timing (default 85M with --only prep alone, else 1M)",
     )
     p.add_argument(
         "--prep-train-rows",
         type=int,
-        default=5_000_000,
-        help="training rows of the memory vs memory-mapped samples/s comparison",
+        default=None,
+        help="training rows of the memory vs memory-mapped samples/s comparison "
+        "(default 5M with --only prep alone, else 500k)",
     )
     p.add_argument(
         "--prep-workers", type=int, default=4, help="workers reading the prepared store at once"
@@ -136,6 +140,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     args = p.parse_args(argv)
+    at_scale = args.only == ["prep"]  # the scale only when prep is asked for alone
+    if args.prep_rows is None:
+        args.prep_rows = 85_000_000 if at_scale else 1_000_000
+    if args.prep_train_rows is None:
+        args.prep_train_rows = 5_000_000 if at_scale else 500_000
     for key in (
         "rows", "loader_rows", "warmup_rows", "repeats", "prep_rows", "prep_train_rows",
         "method_rows", "method_repeats", "step_rows",
