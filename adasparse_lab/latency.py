@@ -22,7 +22,7 @@ from torch import nn
 from adasparse_lab.data.prepare import PreparedData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.metrics import safe_name
-from adasparse_lab.models.compact import serving_model
+from adasparse_lab.models.base import Logits
 
 log = logging.getLogger(__name__)
 Inputs = list[tuple[torch.Tensor, torch.Tensor]]  # batches of (cat [B, F], dense [B, Dn])
@@ -86,8 +86,10 @@ class LatencyResult:
 
 
 def static_network(model: nn.Module, k: int) -> nn.Module | None:
-    """The compacted net of domain index k (its domain-field code is k + 1: data.prepare)."""
-    return serving_model(model, k + 1)
+    """The net that serves domain index k (its domain-field code is k + 1: data.prepare), when
+    it differs from the whole model (a compacted or folded net, one domain's route); else None."""
+    net = model.served(k + 1)
+    return None if isinstance(net, Logits) else net
 
 
 def _batches(rows: torch.Tensor, data: PreparedData, b: int, min_rows: int, device) -> Inputs:

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.models.base import Logits, MultiDomainModel
 from adasparse_lab.models.embedding import FieldEmbedding
-from adasparse_lab.models.flops import TowerShape
+from adasparse_lab.models.flops import Flops, TowerShape, tower_flops
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
 from adasparse_lab.models.static_pruning import StaticMasks, StaticPruning
 
@@ -72,7 +73,7 @@ def _pruner(in_dim: int, width: int, rank: int | None) -> nn.Module:
     return nn.Sequential(nn.Linear(in_dim, rank, bias=False), nn.Linear(rank, width))
 
 
-class AdaSparseModel(nn.Module):
+class AdaSparseModel(MultiDomainModel):
     """Embedding -> MLP with a mask after each hidden layer (and optionally on h^0) -> logit.
 
     The mask comes from a learned AdaSparse pruner (``PrunerSpec``) or from a pruning rival's
@@ -236,3 +237,25 @@ class AdaSparseModel(nn.Module):
                 h = self._mask(pos, h, e_d, code, out)
         out.logits = self.head(h).squeeze(-1)
         return out
+
+    # The zoo interface (models/base.py) beyond what the methods above already provide.
+
+    def reference_dims(self) -> tuple[int, ...]:
+        return tuple(self.flops_reference or self.widths[1:])
+
+    @property
+    def masks_zero(self) -> bool:
+        return self.tower_shape().zeros
+
+    def flops(self, kept: torch.Tensor, code: torch.Tensor) -> Flops:
+        """Per-sample FLOPs from the tower's shape and the kept counts (flops.tower_flops)."""
+        fl = tower_flops(self.tower_shape(), kept)
+        B = len(code)
+        return Flops(fl.matmul.expand(B), fl.bias.expand(B), fl.pruner.expand(B))
+
+    def served(self, code: int) -> nn.Module:
+        """The compacted tower where the structure is static, else the masked model."""
+        from adasparse_lab.models.compact import serving_model
+
+        net = serving_model(self, code)
+        return Logits(self) if net is None else net

@@ -40,14 +40,20 @@ Attributes and methods (defaults below serve every model without pruners):
   weights; an MLP with static masks is compacted).
 - ``private_parameters(code: int) -> list[(Parameter, index | None)]``: parameters, or the
   slices ``param[index]`` of them, that only domain ``code`` uses: perturbing them leaves every
-  other domain's predictions unchanged (the routing tests). [] for a fully shared model.
+  other domain's predictions unchanged (the routing tests). The default: the
+  domain field's embedding row of ``code``; models add their per-domain weights.
 - ``domain_params(code) -> int``: parameters the served network of ``code`` uses, the
   embedding table excluded (the ``params`` column of the domains table).
 
 The FLOPs ratio (``<split>/flops/ratio``, ``flops_ratio`` in the domains table) has ONE
 denominator for every model in a study: ``reference_flops`` below, the dense MLP tower
 [H_0, *flops_reference, 1] with the model's embedding output width H_0 and the config's
-``flops_reference`` hidden dims (default [256, 128, 64], the mlp default).
+``flops_reference`` hidden dims (default [256, 128, 64], the mlp default), which
+experiment.build_model stores in ``model.flops_reference`` (``reference_dims()``: a model built
+outside a config falls back to the default; the MLP tower to its own hidden dims).
+
+Each conf/model/<name>.yaml carries ``name: <name>`` (stripped before instantiation): the
+model's name in method names ('dcnv2+adasparse-fusion', 'mmoe') and report colours.
 """
 
 from __future__ import annotations
@@ -103,6 +109,7 @@ class MultiDomainModel(nn.Module):
     """Base of every zoo model; the defaults are those of a model without masks."""
 
     spec = None
+    flops_reference: tuple[int, ...] | None = None  # set by experiment.build_model
     positions: list[int] = []
     widths: Sequence[int] | dict[int, int] = []
 
@@ -123,6 +130,11 @@ class MultiDomainModel(nn.Module):
         """[B] code of the domain field (the first domain-aware field)."""
         return cat[:, self.embedding.order[0]]
 
+    def reference_dims(self) -> tuple[int, ...]:
+        """Hidden dims of the FLOPs ratio's reference MLP: ``flops_reference`` when set (every
+        model built from a config), else the default (the mlp tower: its own hidden dims)."""
+        return tuple(self.flops_reference or DEFAULT_FLOPS_REFERENCE)
+
     def flops(self, kept: torch.Tensor, code: torch.Tensor) -> Flops:
         raise NotImplementedError
 
@@ -130,7 +142,10 @@ class MultiDomainModel(nn.Module):
         return Logits(self)
 
     def private_parameters(self, code: int) -> PrivateParams:
-        return []
+        """By default the domain's own embedding row (read only by rows of that domain);
+        models with per-domain parameters add theirs."""
+        emb = self.embedding
+        return [(emb.table.weight, int(emb.offsets[emb.order[0]]) + code)]
 
     def domain_params(self, code: int) -> int:
         table = {id(p) for p in self.embedding.parameters()}
