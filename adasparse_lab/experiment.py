@@ -318,11 +318,13 @@ def train_and_evaluate(
         dense = partial(build_model, cfg.model, data, None, reference)
         metrics |= measure_latency(model, dense, data, latency).as_dict()
     params = [model.domain_params(k + 1) for k in range(data.n_domains)]
+    metrics |= {f"params/{safe_name(d)}": float(n) for d, n in zip(data.domain_names, params)}
     return RunResult(metrics, domain_table(data, val, test, params), val, test, fitted, model, data)
 
 
 def parameter_counts(model: MultiDomainModel) -> dict[str, float]:
-    """``params``: every trained parameter; ``params/network``: without the embedding."""
+    """``params``: every trained parameter; ``params/network``: without the embedding (and,
+    in train_and_evaluate, ``params/<domain>``: the domain's served network, ditto)."""
     table = {id(p) for p in model.embedding.parameters()}
     every = list(model.parameters())
     return {

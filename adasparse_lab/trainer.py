@@ -219,7 +219,7 @@ def fit(
             train_loss=loss,
             train_reg=reg,
             samples_per_s=rows / seconds,
-            alpha=float(model.alpha),
+            alpha=float(getattr(model, "alpha", 1.0)),  # 1.0 for models without pruners
             lambda_hat=regularizer.lambda_at(progress),
             band=schedule.band(progress),
             eligible=progress >= schedule.done_at() - 1e-9,
