@@ -222,3 +222,17 @@ def test_models_study_builds_every_choice_and_names_it_by_model(make_cfg, tiny_d
     zoo = {p.stem for p in conf.glob("*.yaml")} - {"adasparse"}
     used = {o.split("=", 1)[1] for ov in choices.values() for o in ov if o.startswith("model=")}
     assert zoo <= used  # every model= of the zoo is on the study's front
+
+
+@pytest.mark.slow
+def test_models_bench_times_fit_and_bare_per_model():
+    from adasparse_lab.bench.models import format_models, run_models_bench
+    from adasparse_lab.bench.throughput import TrainBenchConfig
+
+    cfg = TrainBenchConfig(rows=1024, warmup_rows=512, repeats=2)
+    res = run_models_bench(cfg, only=("mmoe", "dcnv2+fusion"))
+    assert list(res.fit) == list(res.bare) == ["dcnv2+fusion", "mmoe"]
+    for name in res.fit:
+        assert len(res.fit[name]) == len(res.bare[name]) == 2
+        assert res.ratio(name) == max(res.fit[name]) / max(res.bare[name]) > 0
+    assert "mmoe" in format_models(res, 1)

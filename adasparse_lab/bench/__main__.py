@@ -6,6 +6,7 @@ python -m adasparse_lab.bench --only prep --prep-rows 10000000
 python -m adasparse_lab.bench --only study          # per-trial overhead of the study driver
 python -m adasparse_lab.bench --only methods        # every method's training and serving vs dense
 python -m adasparse_lab.bench --only methods --method magnitude --method random
+python -m adasparse_lab.bench --only models         # every zoo model: fit() vs a bare loop
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -26,6 +27,7 @@ from adasparse_lab.bench.methods import (
     format_methods,
     run_methods_bench,
 )
+from adasparse_lab.bench.models import MODELS, format_models, run_models_bench
 from adasparse_lab.bench.preparation import run_prep_bench
 from adasparse_lab.bench.report import (
     describe_machine,
@@ -41,7 +43,7 @@ from adasparse_lab.bench.serving import ServeBenchConfig, run_serve_bench
 from adasparse_lab.bench.study_overhead import format_study, run_study_bench
 from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
-SECTIONS = ("train", "serve", "prep", "study", "methods")
+SECTIONS = ("train", "serve", "prep", "study", "methods", "models")
 
 
 def add_method_args(p: argparse.ArgumentParser) -> None:
@@ -104,6 +106,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--study-trials", type=int, default=4, help="trials of the overhead section")
     add_method_args(p)
+    p.add_argument(
+        "--model",
+        action="append",
+        choices=[name for name, _ in MODELS],
+        help="models section: run only this model (repeatable)",
+    )
+    p.add_argument("--model-rows", type=int, default=65_536, help="models section: rows per pass")
+    p.add_argument("--model-repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
@@ -112,7 +122,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     for key in (
         "rows", "loader_rows", "warmup_rows", "repeats", "prep_rows", "method_rows",
-        "method_repeats",
+        "method_repeats", "model_rows", "model_repeats",
     ):  # fmt: skip
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be >= 1")
@@ -153,6 +163,19 @@ def run_sections(args: argparse.Namespace) -> tuple:
     return train, serve, prep, study, methods
 
 
+def run_models_section(args: argparse.Namespace):
+    """The models section when chosen (not part of the default run: ~1 min per model)."""
+    if "models" not in set(args.only or ()):
+        return None
+    cfg = TrainBenchConfig(
+        rows=args.model_rows, warmup_rows=min(args.warmup_rows, args.model_rows),
+        repeats=args.model_repeats, seed=args.seed,
+    )  # fmt: skip
+    models = run_models_bench(cfg, tuple(args.model or ()))
+    print("\n" + format_models(models, torch.get_num_threads()), flush=True)
+    return models
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the chosen sections, print the table, return (and optionally write) the JSON."""
     args = parse_args(argv)
@@ -164,11 +187,14 @@ def main(argv: list[str] | None = None) -> dict:
     machine = describe_machine()
     print(format_machine(machine), flush=True)
     train, serve, prep, study, methods = run_sections(args)
+    models = run_models_section(args)
     payload = to_json(machine, train, serve, prep)
     if study is not None:
         payload["study"] = study.as_dict()
     if methods is not None:
         payload["methods"] = asdict(methods) | {"ratios": methods.summary()}
+    if models is not None:
+        payload["models"] = {"fit": models.fit, "bare": models.bare, "ratios": models.summary()}
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))
