@@ -156,10 +156,14 @@ def test_a_domain_ignores_other_domains_private_parameters(make_cfg, tiny_data, 
     with torch.no_grad():
         before = model(cat, dense).logits
         for p, idx in model.private_parameters(other):
-            p[slice(None) if idx is None else idx] += torch.randn_like(p[idx] if idx is not None else p)
+            p[slice(None) if idx is None else idx] += torch.randn_like(
+                p[idx] if idx is not None else p
+            )
         assert torch.equal(model(cat, dense).logits, before)
         for p, idx in model.private_parameters(mine):  # and its own ones do matter
-            p[slice(None) if idx is None else idx] += torch.randn_like(p[idx] if idx is not None else p)
+            p[slice(None) if idx is None else idx] += torch.randn_like(
+                p[idx] if idx is not None else p
+            )
         assert not torch.allclose(model(cat, dense).logits, before)
 
 

@@ -109,7 +109,12 @@ def run_models_bench(cfg: TrainBenchConfig, only: tuple[str, ...] = ()) -> Model
         for name, make in models:
             result.fit[name].append(once(make, timed, "fit"))
             result.bare[name].append(once(make, timed, "bare"))
-            log.info("repeat %d %s: fit/bare %.2f", r + 1, name, result.fit[name][-1] / result.bare[name][-1])
+            log.info(
+                "repeat %d %s: fit/bare %.2f",
+                r + 1,
+                name,
+                result.fit[name][-1] / result.bare[name][-1],
+            )
     return result
 
 
@@ -125,5 +130,7 @@ def format_models(res: ModelsBenchResult, threads: int) -> str:
             f"    {name:<16}{max(res.fit[name]):>10,.0f}{max(res.bare[name]):>10,.0f}"
             f"{res.ratio(name):>10.2f}{res.paired_ratio(name):>8.2f}"
         )
-    lines.append("    fit/bare: best over best (target >= 0.8); paired: median of same-repeat ratios")
+    lines.append(
+        "    fit/bare: best over best (target >= 0.8); paired: median of same-repeat ratios"
+    )
     return "\n".join(lines)

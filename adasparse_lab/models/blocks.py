@@ -17,7 +17,9 @@ from adasparse_lab.errors import ConfigError
 def check_dims(key: str, dims: Sequence[int], allow_empty: bool = False) -> tuple[int, ...]:
     dims = tuple(int(d) for d in dims)
     if (not dims and not allow_empty) or (dims and min(dims) < 1):
-        raise ConfigError(f"{key}={list(dims)} must be {'' if allow_empty else 'non-empty and '}positive")
+        raise ConfigError(
+            f"{key}={list(dims)} must be {'' if allow_empty else 'non-empty and '}positive"
+        )
     return dims
 
 
@@ -61,7 +63,10 @@ class Tower(nn.Module):
 
 
 def per_domain(
-    x: torch.Tensor, code: torch.Tensor, n_codes: int, fn: Callable[[int, torch.Tensor], torch.Tensor]
+    x: torch.Tensor,
+    code: torch.Tensor,
+    n_codes: int,
+    fn: Callable[[int, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """fn(c, x[rows of code c]) for each code present, put back in row order: each row goes
     through its own domain's modules only (the FLOPs a served domain pays). x [B, ...]."""

@@ -41,7 +41,12 @@ class DCNv2Served(nn.Module):
 
     def __init__(self, embedding, cross: CrossNet, tower: nn.Module, cross_head) -> None:
         super().__init__()
-        self.embedding, self.cross, self.tower, self.cross_head = embedding, cross, tower, cross_head
+        self.embedding, self.cross, self.tower, self.cross_head = (
+            embedding,
+            cross,
+            tower,
+            cross_head,
+        )
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         h0 = self.embedding(cat, dense)[1]
@@ -122,4 +127,6 @@ class DCNv2Model(AdaSparseModel):
 
         if self.static is None and not (self.learns_masks and self.spec.inputs == "domain"):
             return Logits(self)  # masks vary per sample: the masked model serves
-        return DCNv2Served(self.embedding, self.cross, compact_tower(self, code), self.cross_head).eval()
+        return DCNv2Served(
+            self.embedding, self.cross, compact_tower(self, code), self.cross_head
+        ).eval()

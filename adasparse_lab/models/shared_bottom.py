@@ -55,4 +55,7 @@ class SharedBottomModel(MultiDomainModel):
         return Route(self.embedding, nn.Sequential(self.bottom, self.towers[code]))
 
     def private_parameters(self, code: int) -> PrivateParams:
-        return [*super().private_parameters(code), *((p, None) for p in self.towers[code].parameters())]
+        return [
+            *super().private_parameters(code),
+            *((p, None) for p in self.towers[code].parameters()),
+        ]
