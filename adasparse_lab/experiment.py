@@ -34,7 +34,7 @@ from adasparse_lab.errors import ConfigError, DataError
 from adasparse_lab.evaluation import Evaluation, evaluate
 from adasparse_lab.latency import LatencySettings, measure_latency
 from adasparse_lab.metrics import safe_name
-from adasparse_lab.models import PrunerSpec, StaticPruning
+from adasparse_lab.models import AdaSparseModel, PrunerSpec, StaticPruning
 from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE, MultiDomainModel
 from adasparse_lab.sparsity import BandSchedule, SparsityRegularizer
 from adasparse_lab.trainer import EpochRecord, FitResult, TrainSettings, fit
@@ -315,11 +315,23 @@ def train_and_evaluate(
     metrics["fit_seconds"] = fitted.seconds
     metrics |= parameter_counts(model)
     if latency.enabled:  # measured serving cost beside the analytic FLOPs (latency.py)
-        dense = partial(build_model, cfg.model, data, None, reference)
+        dense = partial(reference_model, model, data)
         metrics |= measure_latency(model, dense, data, latency).as_dict()
     params = [model.domain_params(k + 1) for k in range(data.n_domains)]
     metrics |= {f"params/{safe_name(d)}": float(n) for d, n in zip(data.domain_names, params)}
     return RunResult(metrics, domain_table(data, val, test, params), val, test, fitted, model, data)
+
+
+def reference_model(model: MultiDomainModel, data: PreparedData) -> AdaSparseModel:
+    """The dense reference MLP of ``model`` (the FLOPs ratio's denominator, models/base.py):
+    the same embedding, hidden dims ``model.reference_dims()``, no pruner. Latency's dense."""
+    return AdaSparseModel(
+        data.vocab_sizes,
+        len(data.schema.dense),
+        data.domain_feature_index(),
+        embedding_dim=model.embedding.embedding_dim,
+        hidden_dims=model.reference_dims(),
+    )
 
 
 def parameter_counts(model: MultiDomainModel) -> dict[str, float]:
