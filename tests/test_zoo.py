@@ -240,3 +240,24 @@ def test_models_bench_times_fit_and_bare_per_model():
         assert len(res.fit[name]) == len(res.bare[name]) == 2
         assert res.ratio(name) == max(res.fit[name]) / max(res.bare[name]) > 0
     assert "mmoe" in format_models(res, 1)
+
+
+@pytest.mark.slow  # MLflow's sqlite store: ~15 s
+def test_a_zoo_run_logs_auc_flops_and_params_to_mlflow(make_cfg, tmp_path, capsys):
+    import mlflow
+
+    from adasparse_lab.train import run
+
+    base = [o for o in BASE if o != "tracking=none"]
+    cfg = make_cfg(*base, *SMALL["mmoe"], *DENSE, tiny=False)
+    metrics = run(cfg, tmp_path / "out")
+    client = mlflow.tracking.MlflowClient(cfg.tracking.uri)
+    exp = client.get_experiment_by_name(cfg.experiment)
+    (logged,) = client.search_runs([exp.experiment_id])
+    assert logged.info.run_name == "synthetic-mmoe-none"
+    for key in ("test/auc", "test/flops/mean", "test/flops/ratio", "params", "params/network"):
+        assert logged.data.metrics[key] == pytest.approx(metrics[key])
+    per_domain = [k for k in logged.data.metrics if k.startswith("params/d")]
+    assert per_domain and all(logged.data.metrics[k] > 0 for k in per_domain)
+    printed = capsys.readouterr().out
+    assert "params" in printed and f"params {metrics['params']:,.0f}" in printed
