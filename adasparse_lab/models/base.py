@@ -34,10 +34,14 @@ Attributes and methods (defaults below serve every model without pruners):
   not counted; a pruner or generator that runs online counts under ``pruner``. ``kept[:, j]``
   is the number of kept neurons at masked position ``positions[j]``.
 - ``served(code: int) -> nn.Module``: the network that serves domain ``code``, with
-  forward(cat, dense) -> logits [B]; its matmul FLOPs as counted by
-  torch.utils.flop_counter.FlopCounterMode equal ``flops(...).matmul`` for that domain (the
-  routing of one domain only: e.g. MMoE runs that domain's gate and tower; STAR folds its
-  weights; an MLP with static masks is compacted).
+  forward(cat, dense) -> logits [B]; its FLOPs as counted by
+  torch.utils.flop_counter.FlopCounterMode (mm, addmm, bmm: 2 x multiply-adds) equal
+  ``flops(...).matmul`` for that domain, plus the matmuls of what runs online under
+  ``pruner`` (a generator). It runs the route of that one domain only: MMoE runs that domain's
+  gate and tower; STAR folds its weights; an MLP with a static structure is compacted.
+  ``Logits(model)`` (the whole model) where nothing smaller exists, e.g. masks that vary per
+  sample (their FLOPs are checked by tests/test_flops_truth.py instead); latency.py times
+  served(code) per domain and reports it as 'compact' unless it is ``Logits``.
 - ``private_parameters(code: int) -> list[(Parameter, index | None)]``: parameters, or the
   slices ``param[index]`` of them, that only domain ``code`` uses: perturbing them leaves every
   other domain's predictions unchanged (the routing tests). The default: the
