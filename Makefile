@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: help setup study train test test-fast bench clone-to-report lint mlflow-ui
+.PHONY: help setup study train test test-fast bench clone-to-report lint imports mlflow-ui services
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ lint: setup  ## ruff lint and format check
 	$(VENV)/bin/ruff check adasparse_lab tests
 	$(VENV)/bin/ruff format --check adasparse_lab tests
 
+imports: setup  ## the package's import graph; fails on an arrow up the layers
+	$(PY) -m adasparse_lab.layers
+
 mlflow-ui: setup  ## browse every run (lean server: 1 worker, no job runner)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui \
 	  --backend-store-uri sqlite:///studies/mlflow.db --workers 1 --port 5000
+
+services: setup  ## a local PostgreSQL and MLflow server for multi-machine studies (prints the URLs; Ctrl-C stops)
+	$(PY) -m adasparse_lab.services

@@ -154,8 +154,8 @@ def evaluate(
             acc.index_add_(0, dom, k.double().cpu())
     model.train(was_training)
 
-    split_data = data.splits[split]
-    domain = split_data.domain.numpy()
+    split_data = data.splits[split]  # may live on the device (fit moves val there once)
+    domain = split_data.domain.cpu().numpy()
     rows = np.bincount(domain, minlength=K).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):  # a domain absent from the split: NaN
         keep_prob = [acc.numpy() / rows[:, None] for acc in keep_sum]
@@ -165,12 +165,12 @@ def evaluate(
         breakdown[name] = np.bincount(domain, weights=per_row, minlength=K) / np.maximum(rows, 1.0)
     total_rows = sum(torch.cat(p).numpy() for p in flops_parts.values())
     metrics = evaluate_scores(
-        label=split_data.label.numpy(),
+        label=split_data.label.cpu().numpy(),
         logit=torch.cat(logits).numpy(),
         domain=domain,
         domain_names=data.domain_names,
-        user=split_data.user.numpy() if split_data.user is not None else None,
-        p_true=split_data.p_true.numpy() if split_data.p_true is not None else None,
+        user=split_data.user.cpu().numpy() if split_data.user is not None else None,
+        p_true=split_data.p_true.cpu().numpy() if split_data.p_true is not None else None,
         split=split,
     )
     flops = FlopsReport(

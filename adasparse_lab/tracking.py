@@ -47,11 +47,14 @@ class Tracker:
         if found is not None:
             self.experiment_id = found.experiment_id
         else:
-            # An explicit artifact location: the default is relative to the current directory.
+            # A tracking server keeps artifacts itself (its --artifacts-destination, shared by
+            # every machine); a local store gets an explicit location: the default is relative
+            # to the current directory.
             location = Path(artifact_root or "mlartifacts").expanduser().resolve() / experiment
+            remote = uri.startswith(("http://", "https://"))
             try:
                 self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=location.as_uri()
+                    experiment, artifact_location=None if remote else location.as_uri()
                 )
             except Exception:  # another worker created it first
                 self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
@@ -102,3 +105,20 @@ def tracker_from_config(tracking_cfg: DictConfig, experiment: str) -> Tracker | 
     if not tracking_cfg.enabled:
         return None
     return Tracker(tracking_cfg.uri, tracking_cfg.artifact_root, experiment)
+
+
+# The MLflow UI (3.x) opens an experiment on its GenAI "Overview / Traces" page when the
+# browser's workflow setting says GenAI (a fresh browser's default); the runs table has its own
+# URL, which every study prints. The experiment's kind is tagged too, for UIs that honour it.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `make mlflow-ui` serves
+
+
+def runs_url(experiment_id: str, address: str = UI_ADDRESS) -> str:
+    """The MLflow UI's runs table of an experiment (not the GenAI overview page)."""
+    return f"{address.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+def tag_experiment_kind(tracker: Tracker) -> None:
+    for key, value in EXPERIMENT_KIND.items():
+        tracker.client.set_experiment_tag(tracker.experiment_id, key, value)

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,9 @@ from adasparse_lab.models.base import MultiDomainModel
 from adasparse_lab.sparsity import BandSchedule, ConstantBand, SparsityRegularizer
 
 log = logging.getLogger(__name__)
+
+
+AUTOCAST = {None: None, "bf16": torch.bfloat16}  # train.autocast -> autocast dtype
 
 
 class NonFiniteLossError(RuntimeError):
@@ -43,6 +46,7 @@ class TrainSettings:
     eval_batch_size: int = 8192
     seed: int = 0
     device: str = "auto"
+    autocast: str | None = None  # None | "bf16": bfloat16 autocast of the training forward
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -57,13 +61,27 @@ class TrainSettings:
             raise ConfigError(
                 f"train.device={self.device!r}; choose one of ['auto', 'cpu', 'cuda']"
             )
+        if self.autocast not in AUTOCAST:
+            raise ConfigError(
+                f"train.autocast={self.autocast!r}; choose one of {list(AUTOCAST)} (null: fp32)"
+            )
+        self.torch_device()  # train.device=cuda without CUDA fails here, before any data
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("train.device='cuda' but no CUDA device is available")
+            raise ConfigError(
+                "train.device='cuda' but torch sees no CUDA device "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); "
+                "use train.device=cpu or train.device=auto"
+            )
         return torch.device(self.device)
+
+    def autocast_context(self, device: torch.device) -> torch.autocast:
+        """The autocast context of a training forward on ``device`` (disabled for fp32)."""
+        dtype = AUTOCAST[self.autocast]
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 @dataclass
@@ -108,8 +126,9 @@ def _train_epoch(
         final = (state["step"] + 1) / state["total_steps"] >= done_at - 1e-9
         mask_band = schedule.band(max(progress, done_at)) if final else band
         model.before_step(progress, mask_band, final)  # alpha annealing, or a rival's masks
-        out = model(batch.cat, batch.dense)
-        loss = F.binary_cross_entropy_with_logits(out.logits, batch.label)
+        with settings.autocast_context(state["device"]):
+            out = model(batch.cat, batch.dense)
+        loss = F.binary_cross_entropy_with_logits(out.logits.float(), batch.label)
         # Static masks have no gradient and scaling never zeroes: the regulariser applies to
         # learned pruners that can zero neurons only (fit: state["regularised"]).
         keep = out.keep if state["regularised"] else []
@@ -183,6 +202,8 @@ def fit(
         fused=True,  # one kernel for every tensor: ~10% of a CPU step
     )
     steps_per_epoch = n_batches(data.splits["train"], settings.batch_size)
+    # Every split fit reads moves to the device once, not once per epoch.
+    data = replace(data, splits=data.splits | {"val": split_to_device(data.splits["val"], device)})
     state = {
         "step": 0,
         "total_steps": settings.epochs * steps_per_epoch,

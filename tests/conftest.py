@@ -3,7 +3,9 @@ tiny real study run by the driver, shared by the report tests."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
+from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +120,7 @@ class RealStudy:
     storage: str
     mlflow_uri: str
     parent_run_id: str
+    printed: str  # what the sweep printed for its user (the finish summary)
 
 
 def run_real_study(root: Path) -> RealStudy:
@@ -148,7 +151,7 @@ def run_real_study(root: Path) -> RealStudy:
             base.study.space.method.overrides = REAL_METHODS
             base.study.space.target.overrides = REAL_TARGETS
             base.study.enqueue = REAL_TRIALS
-        with pytest.MonkeyPatch.context() as patch:
+        with pytest.MonkeyPatch.context() as patch, redirect_stdout(io.StringIO()) as printed:
             patch.setattr(driver, "train_and_evaluate", failing)
             outcome = run_study(base, overrides)
     outcome.study.ask()  # a trial still RUNNING: reports are built while workers run
@@ -158,6 +161,7 @@ def run_real_study(root: Path) -> RealStudy:
         outcome.storage_desc,
         outcome.tracker.uri,
         outcome.parent_run_id,
+        printed.getvalue(),
     )
 
 
@@ -165,3 +169,6 @@ def run_real_study(root: Path) -> RealStudy:
 def real_study(tmp_path_factory) -> RealStudy:
     """The tiny real study, run once per test session (about 20 s on 2 cores)."""
     return run_real_study(tmp_path_factory.mktemp("real-study"))
+
+
+from tests.services import services  # noqa: E402, F401  (a session fixture for any test file)

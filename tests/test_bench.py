@@ -24,6 +24,8 @@ from adasparse_lab.bench.serving import (
     domain_rows,
     sparsify_for_domain,
 )
+from adasparse_lab.bench.step import LABELS as STEP_LABELS
+from adasparse_lab.bench.step import StepBenchConfig, step_runners
 from adasparse_lab.bench.throughput import (
     RowDataset,
     Timing,
@@ -166,6 +168,8 @@ class TestServing:
 
 
 TINY = [
+    "--step-rows",
+    "2048",
     "--study",
     "quick",
     "--study-trials",
@@ -251,6 +255,44 @@ def test_cli_json_has_positive_finite_ratios(tmp_path, capsys, restore_threads):
     assert "fit / bare loop" in printed and "compact ms" in printed and "peak RSS" in printed
     assert set(payload["methods"]["ratios"]) == {"dense", "magnitude"}  # dense always runs
     assert "[5] methods" in printed and "speedup /" in printed
+    assert "paper form  fast / reference" in printed
+    assert set(payload["step"]["rows_per_s"]) == set(STEP_LABELS)
+
+
+@pytest.mark.slow
+def test_step_section_times_both_kernels_and_reports_their_ratio(capsys, restore_threads):
+    payload = main(["--only", "step", "--threads", "1", "--step-rows", "2048",
+                    "--warmup-rows", "1024", "--repeats", "2"])  # fmt: skip
+    assert set(payload) >= {"step", "machine"} and "train" not in payload
+    step = payload["step"]
+    rates = step["rows_per_s"]
+    assert set(rates) == set(STEP_LABELS) and all(len(r) == 2 for r in rates.values())
+    assert all(math.isfinite(v) and v > 0 for r in rates.values() for v in r)
+    ratios = step["ratios"]
+    assert ratios["paper_fast_over_reference"] == pytest.approx(
+        max(rates["paper_fast"]) / max(rates["paper_reference"])
+    )
+    pairs = sorted(f / r for f, r in zip(rates["domain_fast"], rates["domain_reference"]))
+    assert ratios["domain_fast_over_reference_paired_median"] == pytest.approx(sum(pairs) / 2)
+    printed = capsys.readouterr().out
+    assert "kernel=reference" in printed and "kernel=fast" in printed and "target >= 1.3" in printed
+
+
+def test_step_runners_use_the_kernel_they_name(monkeypatch, data):
+    """Each step variant trains the model form and kernel its label says."""
+    import adasparse_lab.bench.step as step_mod
+
+    seen = {}
+    monkeypatch.setattr(step_mod, "fit_epoch", lambda m, d, c: seen.setdefault("m", m) and None)
+    for name, run in step_runners(StepBenchConfig()).items():
+        seen.clear()
+        run(data)
+        model = seen["m"]
+        form = None if model.spec is None else model.spec.inputs
+        expected_form = {"paper": "hidden+domain", "domain": "domain", "dense": None}
+        assert form == expected_form[name.split("_")[0]], name
+        if model.spec is not None:
+            assert model.kernel == name.split("_")[1], name
 
 
 def test_only_runs_the_chosen_section(capsys):
@@ -301,3 +343,13 @@ def test_methods_are_name_and_overrides_lines():
     }
     with pytest.raises(ValueError, match="nope"):
         chosen_methods(("nope",))
+
+
+def test_scale_projection_by_hand():
+    from adasparse_lab.bench.scale import ScalePoint, projection
+
+    # 10 s trials of which 0.5 s is storage and tracking: the database is busy all the time
+    # at 10 / 0.5 = 20 workers; past that, 3600 / 0.5 = 7200 trials/h whatever the workers.
+    point = ScalePoint("postgres+server", 1, 4, 360.0, 10.0, 0.5)
+    assert projection(point, 100) == pytest.approx((7200.0, 20.0))
+    assert projection(point, 10) == pytest.approx((3600.0, 20.0))  # 10 x 360/h, unsaturated

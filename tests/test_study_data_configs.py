@@ -27,7 +27,7 @@ def tabular_csv(folder: Path) -> Path:
     """The Douban sample under the column names a user might have (click, scenario, ...)."""
     path = folder / "my_log.csv"
     if not path.exists():
-        frame = pl.read_csv(FIXTURES / "douban" / "douban_sample.csv")
+        frame = pl.read_csv(FIXTURES / "douban" / "douban.csv")
         frame.rename({"rating": "click", "domain": "scenario", "user_id": "user"}).write_csv(path)
     return path
 

@@ -211,3 +211,29 @@ def test_a_parent_run_left_by_a_killed_creator_is_adopted(tmp_path, hydra_ctx):
     parents = tracker.client.search_runs([tracker.experiment_id], "tags.kind = 'study'")
     assert parent == orphan and [r.info.run_id for r in parents] == [orphan]
     assert study.user_attrs["parent_run_id"] == orphan
+
+
+@pytest.mark.slow  # MLflow creates its schema (~4 s)
+def test_a_creator_on_another_machine_silent_past_the_grace_period_is_taken_over(
+    tmp_path, hydra_ctx
+):
+    """Its process cannot be seen from here: after study.grace_s the parent run is made by
+    the next worker (before, it waited for ever)."""
+    overrides = [
+        "+study=quick",
+        "study.storage=journal",
+        "study.heartbeat_s=1",
+        "study.grace_s=2",
+        f"paths.studies={tmp_path}/studies",
+    ]
+    base = compose("config", overrides=overrides)
+    first = StudyRunner(base, lambda more: compose("config", overrides=[*overrides, *more]))
+    first.worker = "elsewhere:4242:1"  # created the study, then its machine was lost
+    first.open()
+    again = StudyRunner(base, lambda more: compose("config", overrides=[*overrides, *more]))
+    study, _ = again.open()
+    t0 = time.monotonic()
+    _, parent = again._tracker_and_parent(study)
+    assert 2 <= time.monotonic() - t0 < 30
+    assert study.user_attrs["parent_run_id"] == parent
+    assert study.user_attrs["creator"] == again.worker

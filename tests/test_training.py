@@ -49,14 +49,14 @@ def test_sparsity_reaches_the_band_on_the_synthetic_default(make_cfg, pruner):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", ["douban", "taobao"])
+@pytest.mark.parametrize("dataset", ["douban", "taobao_fuxictr", "aliccp_processed"])
 def test_real_samples_end_to_end_with_tracking(make_cfg, tmp_path, dataset):
     cfg = make_cfg(f"data={dataset}", "train.epochs=2", "train.progress=false")
     out = tmp_path / "run"
     metrics = run(cfg, out)
     payload = json.loads((out / "metrics.json").read_text())
     assert payload["metrics"] == metrics
-    n_domains = {"douban": 3, "taobao": 2}[dataset]
+    n_domains = {"douban": 3, "taobao_fuxictr": 2, "aliccp_processed": 3}[dataset]
     assert len(payload["domains"]) == n_domains
     assert [r["epoch"] for r in payload["history"]] == [1, 2]
     # the saved weights and config rebuild the model that produced every test number

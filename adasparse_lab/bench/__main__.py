@@ -7,6 +7,9 @@ python -m adasparse_lab.bench --only study          # per-trial overhead of the 
 python -m adasparse_lab.bench --only methods        # every method's training and serving vs dense
 python -m adasparse_lab.bench --only methods --method magnitude --method random
 python -m adasparse_lab.bench --only models         # every zoo model: fit() vs a bare loop
+python -m adasparse_lab.bench --only step --threads 2   # AdaSparse kernel fast vs reference
+python -m adasparse_lab.bench --only scale           # trials/hour by workers, PostgreSQL vs journal
+python -m adasparse_lab.bench --only export --threads 1   # exported bundle latency per domain
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from adasparse_lab.bench.export import ExportBenchConfig, format_export, run_export_bench
 from adasparse_lab.bench.methods import (
     METHODS,
     MethodsBenchConfig,
@@ -39,11 +43,13 @@ from adasparse_lab.bench.report import (
     load_average,
     to_json,
 )
+from adasparse_lab.bench.scale import format_scale, run_scale_bench
 from adasparse_lab.bench.serving import ServeBenchConfig, run_serve_bench
+from adasparse_lab.bench.step import StepBenchConfig, format_step, run_step_bench, step_ratios
 from adasparse_lab.bench.study_overhead import format_study, run_study_bench
 from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
-SECTIONS = ("train", "serve", "prep", "study", "methods", "models")
+SECTIONS = ("train", "serve", "prep", "study", "methods", "step", "scale", "export", "models")
 
 
 def add_method_args(p: argparse.ArgumentParser) -> None:
@@ -114,6 +120,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--model-rows", type=int, default=65_536, help="models section: rows per pass")
     p.add_argument("--model-repeats", type=int, default=3)
+    p.add_argument(
+        "--step-rows", type=int, default=StepBenchConfig().rows, help="rows per timed step pass"
+    )
+    p.add_argument("--scale-trials", type=int, default=8, help="scale section: trials per point")
+    p.add_argument(
+        "--scale-workers", type=int, nargs="+", default=[1, 2, 4], help="scale section: workers"
+    )
+    e = ExportBenchConfig()
+    p.add_argument("--export-batch-size", type=int, default=e.batch_size, help="rows per call")
+    p.add_argument("--export-seconds", type=float, default=e.seconds, help="time budget per domain")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
@@ -122,16 +138,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     for key in (
         "rows", "loader_rows", "warmup_rows", "repeats", "prep_rows", "method_rows",
-        "method_repeats", "model_rows", "model_repeats",
+        "method_repeats", "step_rows", "model_rows", "model_repeats",
     ):  # fmt: skip
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be >= 1")
     return args
 
 
+def run_export(args: argparse.Namespace):
+    cfg = ExportBenchConfig(
+        batch_size=args.export_batch_size, seconds=args.export_seconds, seed=args.seed
+    )
+    result = run_export_bench(cfg)
+    print("\n" + format_export(result), flush=True)
+    return result
+
+
 def run_sections(args: argparse.Namespace) -> tuple:
-    """Run and print the chosen sections; returns (train, serve, prep, study, methods), None
-    where skipped."""
+    """Run and print the chosen sections but export; returns (train, serve, prep, study,
+    methods), None where skipped."""
     sections = set(args.only or SECTIONS)
     train = serve = prep = study = methods = None
     if "train" in sections:
@@ -176,6 +201,30 @@ def run_models_section(args: argparse.Namespace):
     return models
 
 
+def run_step_section(args: argparse.Namespace) -> dict | None:
+    """The step section when chosen: print its table, return its JSON part."""
+    if "step" not in set(args.only or SECTIONS):
+        return None
+    cfg = StepBenchConfig(
+        rows=args.step_rows, warmup_rows=min(args.warmup_rows, args.step_rows),
+        repeats=args.repeats, seed=args.seed,
+    )  # fmt: skip
+    step = run_step_bench(cfg)
+    print("\n" + format_step(step, torch.get_num_threads()), flush=True)
+    rows_per_s = {v: [t.samples_per_s for t in ts] for v, ts in step.timings.items()}
+    return {"config": asdict(cfg), "rows_per_s": rows_per_s, "ratios": step_ratios(step)}
+
+
+def run_scale(args: argparse.Namespace) -> list | None:
+    """The scale section (it starts PostgreSQL and an MLflow server): not part of the default
+    run, only with ``--only scale``."""
+    if "scale" not in (args.only or ()):
+        return None
+    points = run_scale_bench("quick", args.scale_trials, tuple(args.scale_workers))
+    print("\n" + format_scale(points), flush=True)
+    return points
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the chosen sections, print the table, return (and optionally write) the JSON."""
     args = parse_args(argv)
@@ -188,13 +237,22 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_machine(machine), flush=True)
     train, serve, prep, study, methods = run_sections(args)
     models = run_models_section(args)
+    step = run_step_section(args)
+    scale = run_scale(args)
+    exported = run_export(args) if "export" in set(args.only or SECTIONS) else None
     payload = to_json(machine, train, serve, prep)
+    if step is not None:
+        payload["step"] = step
+    if exported is not None:
+        payload["export"] = asdict(exported)
     if study is not None:
         payload["study"] = study.as_dict()
     if methods is not None:
         payload["methods"] = asdict(methods) | {"ratios": methods.summary()}
     if models is not None:
         payload["models"] = {"fit": models.fit, "bare": models.bare, "ratios": models.summary()}
+    if scale is not None:
+        payload["scale"] = [asdict(p) for p in scale]
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))

@@ -20,11 +20,14 @@ class Batch:
     domain: torch.Tensor
 
     def to(self, device: torch.device) -> Batch:
+        """The batch on ``device``. Host to CUDA goes through pinned memory, so the copy is
+        asynchronous (a pageable ``non_blocking`` copy silently waits)."""
         if self.cat.device == device:
             return self
+        pin = device.type == "cuda" and self.cat.device.type == "cpu"
         return Batch(
             *(
-                t.to(device, non_blocking=True)
+                (t.pin_memory() if pin and not t.is_pinned() else t).to(device, non_blocking=True)
                 for t in (self.cat, self.dense, self.label, self.domain)
             )
         )

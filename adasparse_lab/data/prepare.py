@@ -126,17 +126,22 @@ def _dense_matrix(frame: pl.DataFrame, cols: tuple[str, ...], log1p: bool) -> np
     return frame.select(exprs).to_numpy()
 
 
+def integral_codes(frame: pl.DataFrame, schema: Schema) -> pl.DataFrame:
+    """Integral float codes (an id column typed as float in one file because of a null: 1.0)
+    cast to Int64, so that they match the other files' vocabularies."""
+    floats = [c for c in schema.categorical if c in frame.columns and frame.schema[c].is_float()]
+    return frame.with_columns(pl.col(c).fill_nan(None).cast(pl.Int64) for c in floats)
+
+
 def _validated(raw: RawData, schema: Schema) -> dict[str, pl.DataFrame]:
-    """Every split checked against the schema; integral float codes (an id column typed as
-    float in one file because of a null: 1.0) cast to Int64, so they match the other files."""
+    """Every split checked against the schema, with integral float codes cast to Int64."""
     frames = {}
     for name in SPLITS:
         if name not in raw.frames:
             raise DataError(f"data source gave no {name!r} split (got {sorted(raw.frames)})")
         frame = raw.frames[name]
         schema.validate(frame, (raw.origins or {}).get(name, f"{name} split"))
-        floats = [c for c in schema.categorical if frame.schema[c].is_float()]
-        frames[name] = frame.with_columns(pl.col(c).fill_nan(None).cast(pl.Int64) for c in floats)
+        frames[name] = integral_codes(frame, schema)
     return frames
 
 
@@ -167,21 +172,56 @@ def _vocabularies(
     return vocabs
 
 
-def _encode_split(
-    frame: pl.DataFrame, schema: Schema, vocabs: dict, scale: tuple, dense_log1p: bool
-) -> pl.DataFrame:
-    """One split as codes (c0..), standardised dense (x0..), label, domain index, user, p_true."""
+@dataclass
+class Encoder:
+    """Everything that turns raw feature columns into model inputs, learned on train:
+    per categorical column its vocabulary (a frame of the column's values and their codes
+    1..V), and the dense features' train mean and std (after the optional signed log1p)."""
+
+    vocabs: dict[str, pl.DataFrame]
+    mean: np.ndarray  # [Dn]
+    std: np.ndarray  # [Dn], zeros replaced by 1
+    dense_log1p: bool
+
+
+def fit_encoder(
+    frames: dict[str, pl.DataFrame],
+    schema: Schema,
+    min_freq: int,
+    dense_log1p: bool,
+    max_vocab: int | None = None,
+    origin: str = "train split",
+) -> Encoder:
+    """The encoder of validated split frames (vocabularies from train, the domain's from all)."""
+    vocabs = _vocabularies(frames, schema, min_freq, max_vocab, origin)
+    dense_train = _dense_matrix(frames["train"], schema.dense, dense_log1p)
+    mean = np.nanmean(dense_train, axis=0) if dense_train.size else np.zeros(0)
+    std = np.nanstd(dense_train, axis=0) if dense_train.size else np.zeros(0)
+    return Encoder(vocabs, mean, np.where(std > 0, std, 1.0), dense_log1p)
+
+
+def encode_features(frame: pl.DataFrame, schema: Schema, encoder: Encoder) -> pl.DataFrame:
+    """Feature columns of raw rows as codes (c0.., 0 = OOV) and standardised dense (x0..,
+    missing = 0, the train mean): the same rules for training and serving."""
     frame = frame.with_columns(pl.col(schema.domain).cast(pl.String))
-    cols = {f"c{i}": _encode_column(frame, c, vocabs[c]) for i, c in enumerate(schema.categorical)}
-    mean, std = scale
-    dense = (_dense_matrix(frame, schema.dense, dense_log1p) - mean) / std
-    table = pl.DataFrame(cols).with_columns(
-        label=frame.get_column(schema.label).cast(pl.Float32),
-        domain=cols[f"c{schema.categorical.index(schema.domain)}"] - 1,
+    cols = {
+        f"c{i}": _encode_column(frame, c, encoder.vocabs[c])
+        for i, c in enumerate(schema.categorical)
+    }
+    dense = (_dense_matrix(frame, schema.dense, encoder.dense_log1p) - encoder.mean) / encoder.std
+    table = pl.DataFrame(cols, schema={name: pl.Int64 for name in cols})
+    return table.with_columns(
+        pl.Series(f"x{j}", np.nan_to_num(dense[:, j], nan=0.0).astype(np.float32))
+        for j in range(dense.shape[1])
     )
-    for j in range(dense.shape[1]):
-        col = np.nan_to_num(dense[:, j], nan=0.0).astype(np.float32)  # missing: the train mean
-        table = table.with_columns(pl.Series(f"x{j}", col))
+
+
+def _encode_split(frame: pl.DataFrame, schema: Schema, encoder: Encoder) -> pl.DataFrame:
+    """One split as codes (c0..), standardised dense (x0..), label, domain index, user, p_true."""
+    table = encode_features(frame, schema, encoder).with_columns(
+        label=frame.get_column(schema.label).cast(pl.Float32),
+        domain=pl.col(f"c{schema.categorical.index(schema.domain)}") - 1,
+    )
     if schema.user is not None:
         table = table.with_columns(
             user=frame.get_column(schema.user).hash().reinterpret(signed=True)
@@ -201,17 +241,12 @@ def encode(
     """Encode raw frames into tables of codes per split plus vocabulary metadata."""
     frames = _validated(raw, schema)
     train_origin = (raw.origins or {}).get("train", "train split")
-    vocabs = _vocabularies(frames, schema, min_freq, max_vocab, train_origin)
-    dense_train = _dense_matrix(frames["train"], schema.dense, dense_log1p)
-    mean = np.nanmean(dense_train, axis=0) if dense_train.size else np.zeros(0)
-    std = np.nanstd(dense_train, axis=0) if dense_train.size else np.zeros(0)
-    std = np.where(std > 0, std, 1.0)
+    encoder = fit_encoder(frames, schema, min_freq, dense_log1p, max_vocab, train_origin)
     return {
-        "splits": {
-            s: _encode_split(frames[s], schema, vocabs, (mean, std), dense_log1p) for s in SPLITS
-        },
-        "domain_names": vocabs[schema.domain].get_column(schema.domain).to_list(),
-        "vocab_sizes": [vocabs[c].height + 1 for c in schema.categorical],
+        "splits": {s: _encode_split(frames[s], schema, encoder) for s in SPLITS},
+        "domain_names": encoder.vocabs[schema.domain].get_column(schema.domain).to_list(),
+        "vocab_sizes": [encoder.vocabs[c].height + 1 for c in schema.categorical],
+        "encoder": encoder,
     }
 
 
@@ -302,3 +337,18 @@ def prepare(
     if empty:
         log.warning("domains with no training rows (their embedding stays untrained): %s", empty)
     return data
+
+
+def source_encoder(
+    source,
+    schema: Schema,
+    min_freq: int = 1,
+    dense_log1p: bool = True,
+    max_vocab: int | None = MAX_VOCAB,
+) -> tuple[Encoder, RawData]:
+    """The encoder ``prepare`` applies to ``source`` (re-read: the cache holds codes only),
+    and the raw data it was fitted on."""
+    raw = source.load()
+    frames = _validated(raw, schema)
+    origin = (raw.origins or {}).get("train", "train split")
+    return fit_encoder(frames, schema, min_freq, dense_log1p, max_vocab, origin), raw

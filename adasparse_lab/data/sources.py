@@ -17,6 +17,8 @@ from adasparse_lab.data.synthetic import SyntheticSpec, generate
 from adasparse_lab.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
+# In a source's scan(): the split a row's file belongs to, where the files fix the split.
+SOURCE_SPLIT = "source_split"
 _SPLIT_STREAM = 0x5EED5917
 _DUPLICATED = re.compile(r"(.+)_duplicated_\d+")
 
@@ -103,6 +105,10 @@ class SyntheticSource:
             raise ConfigError(f"data.source: {err}") from None
         self.split = split
 
+    def scan(self) -> pl.LazyFrame:
+        """The generated table (generated in memory: its size is the config's n_rows)."""
+        return generate(self.spec).lazy()
+
     def load(self) -> RawData:
         frame = generate(self.spec)
         return RawData(frames=self.split(frame), domain_groups=self.spec.domain_groups())
@@ -145,6 +151,15 @@ def read_table(path: str | Path, separator: str = ",") -> pl.DataFrame:
     return frame
 
 
+def scan_table(path: str | Path, separator: str = ",") -> pl.LazyFrame:
+    """A parquet or CSV file as a lazy query (the checks of ``read_table`` happen on load)."""
+    p = Path(path).expanduser()
+    if p.suffix in (".parquet", ".pq"):
+        return pl.scan_parquet(p)
+    sep = "\t" if p.suffix == ".tsv" else separator
+    return pl.scan_csv(p, separator=sep, infer_schema_length=10_000)
+
+
 class TabularSource:
     """Files the user brings: one table split by ``split``, or separate train/val/test files."""
 
@@ -156,7 +171,12 @@ class TabularSource:
         test: str | None = None,
         split: RandomSplit | TimeSplit | None = None,
         separator: str = ",",
+        root: str | None = None,
     ) -> None:
+        # relative file names are under `root` when given (absolute ones stay as they are)
+        path, train, val, test = (
+            str(Path(root).expanduser() / p) if root and p else p for p in (path, train, val, test)
+        )
         files = {"train": train, "val": val, "test": test}
         if path is None and not all(files.values()):
             raise ConfigError(
@@ -169,6 +189,16 @@ class TabularSource:
         for p in [path, *files.values()]:
             if p is not None and not Path(p).expanduser().exists():
                 raise DataError(f"data file does not exist: {Path(p).expanduser().resolve()}")
+
+    def scan(self) -> pl.LazyFrame:
+        """The table, or the three files stacked with their split in ``source_split``."""
+        if self.path is not None:
+            return scan_table(self.path, self.separator)
+        parts = [
+            scan_table(p, self.separator).with_columns(pl.lit(k).alias(SOURCE_SPLIT))
+            for k, p in self.files.items()
+        ]
+        return pl.concat(parts, how="diagonal_relaxed")
 
     def load(self) -> RawData:
         if self.path is not None:

@@ -9,16 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.base import Logits, MultiDomainModel
 from adasparse_lab.models.embedding import FieldEmbedding
 from adasparse_lab.models.flops import Flops, TowerShape, tower_flops
+from adasparse_lab.models.fused_gates import fused_mask
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
 from adasparse_lab.models.static_pruning import StaticMasks, StaticPruning
 
 PRUNER_INPUTS = ("hidden+domain", "domain")
+KERNELS = ("fast", "reference")
 
 
 @dataclass
@@ -73,11 +76,23 @@ def _pruner(in_dim: int, width: int, rank: int | None) -> nn.Module:
     return nn.Sequential(nn.Linear(in_dim, rank, bias=False), nn.Linear(rank, width))
 
 
+def _matmul_dtype(h: torch.Tensor) -> torch.dtype:
+    """The dtype autocast gives a matmul reading ``h`` (``h.dtype`` without autocast)."""
+    device = h.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+
+
 class AdaSparseModel(MultiDomainModel):
     """Embedding -> MLP with a mask after each hidden layer (and optionally on h^0) -> logit.
 
     The mask comes from a learned AdaSparse pruner (``PrunerSpec``) or from a pruning rival's
     static per-domain masks (``StaticPruning``); with ``pruner=None`` it is the dense model.
+
+    ``kernel`` picks how a learned mask is computed, with the same values and gradients within
+    float tolerance: 'reference' is the plain form (``cat([h, e_d])`` into the pruner Linear,
+    the gate's straight-through tensors, then ``h * pi``); 'fast' splits every paper-form
+    pruner product as W_h h + (W_e e_d + b), the e_d part of all pruners in one matmul, and
+    runs gate and mask product as one autograd node (``fused_gates.fused_mask``).
     """
 
     def __init__(
@@ -89,8 +104,12 @@ class AdaSparseModel(MultiDomainModel):
         hidden_dims: tuple[int, ...] = (256, 128, 64),
         dropout: float = 0.0,
         pruner: PrunerSpec | StaticPruning | None = None,
+        kernel: str = "fast",
     ) -> None:
         super().__init__()
+        if kernel not in KERNELS:
+            raise ConfigError(f"model.kernel={kernel!r}; choose one of {list(KERNELS)}")
+        self.kernel = kernel
         hidden_dims = tuple(hidden_dims)
         if not hidden_dims or min(hidden_dims) < 1:
             raise ConfigError(
@@ -206,6 +225,8 @@ class AdaSparseModel(MultiDomainModel):
             out.keep.append(keep)
             out.pi.append(keep)
             return h * keep
+        if self.kernel == "fast":
+            return self._mask_fast(pos, h, e_d, code, out)
         x = torch.cat([h, e_d], dim=1) if self.spec.inputs == "hidden+domain" else e_d
         gated = self.spec.gate(self.pruners[str(pos)](x), self.alpha)
         keep, pi = gated.keep, gated.pi
@@ -215,6 +236,56 @@ class AdaSparseModel(MultiDomainModel):
         out.pi.append(pi)
         return h * pi
 
+    def _mask_fast(self, pos: int, h: torch.Tensor, e_d, code, out) -> torch.Tensor:
+        """``_mask`` of a learned pruner on the fast kernel. ``e_d``: for the paper form with
+        one domain field, the per-code terms of ``_code_terms``; otherwise e_d itself."""
+        pruner = self.pruners[str(pos)]
+        if isinstance(e_d, dict):  # paper form: v = (W_e e_code + b)[code] + W_h h
+            first = pruner if isinstance(pruner, nn.Linear) else pruner[0]
+            dt = _matmul_dtype(h)  # in-place addmm_ is outside autocast's casts: cast here
+            w_h = first.weight[:, : self.widths[pos]].to(dt).t()
+            v = e_d[pos].index_select(0, code).to(dt).addmm_(h.to(dt), w_h)
+            if first is not pruner:  # low rank: [B, r] -> [B, H]
+                v = pruner[1](v)
+        elif self.spec.inputs == "hidden+domain":
+            v = pruner(torch.cat([h, e_d], dim=1))
+        else:
+            v = pruner(e_d)
+        if self.per_code:  # gate the V codes' rows, then gather: as the reference path
+            gated = self.spec.gate(v, self.alpha)
+            keep, pi = gated.keep.index_select(0, code), gated.pi.index_select(0, code)
+            y = h * pi
+        else:
+            y, keep, pi = fused_mask(self.spec.gate, v, h, self.alpha)
+        out.keep.append(keep)
+        out.pi.append(pi)
+        return y
+
+    def _code_terms(self) -> dict[int, torch.Tensor]:
+        """Per masked position, the e_d part of its paper-form pruner's first Linear for every
+        code of the (one) domain field: W_e e_code + b ([V, H_p], or [V, r] without bias for a
+        low-rank pruner), all positions in one matmul [V, d_e] x [d_e, sum_p H_p]. Rows gather
+        their code's term instead of multiplying [B, d_e] by W_e per position."""
+        firsts = [
+            p if isinstance(p, nn.Linear) else p[0]
+            for p in (self.pruners[str(q)] for q in self.positions)
+        ]
+        weight = torch.cat([f.weight[:, self.widths[q] :] for f, q in zip(firsts, self.positions)])
+        bias = None if firsts[0].bias is None else torch.cat([f.bias for f in firsts])
+        terms = F.linear(self._code_embeddings(), weight, bias)
+        return dict(zip(self.positions, terms.split([f.out_features for f in firsts], dim=1)))
+
+    def _code_terms_apply(self) -> bool:
+        """The fast kernel gathers per-code e_d terms: paper-form pruners, one domain field."""
+        spec = self.spec
+        return (
+            self.kernel == "fast"
+            and isinstance(spec, PrunerSpec)
+            and spec.inputs == "hidden+domain"
+            and self.embedding.n_domain_fields == 1
+            and bool(self.positions)
+        )
+
     def _code_embeddings(self) -> torch.Tensor:
         """[V, d_e]: the domain field's embedding of each of its codes (stop-gradient kept)."""
         start = self.domain_rows_start
@@ -223,11 +294,17 @@ class AdaSparseModel(MultiDomainModel):
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
         e_d, h = self.embedding(cat, dense)  # e_d [B, d_e], h [B, H_0]
+        return self._tower(cat, e_d, h)
+
+    def _tower(self, cat: torch.Tensor, e_d: torch.Tensor, h: torch.Tensor) -> ModelOutput:
+        """The masked MLP on h [B, H_0] (h^0, or what a backbone such as DCN-V2 puts there)."""
         if self.per_code:  # e_d of every code of the domain field, not of every row
             e_d = self._code_embeddings()
         elif isinstance(self.spec, PrunerSpec) and self.spec.stop_gradient:
             e_d = e_d.detach()
         code = self.domain_code(cat) if self.static is not None or self.per_code else None
+        if self._code_terms_apply():
+            e_d, code = self._code_terms(), self.domain_code(cat)  # position -> [V, H_p]
         out = ModelOutput(logits=h.new_empty(0), keep=[], pi=[])
         if 0 in self.positions:
             h = self._mask(0, h, e_d, code, out)

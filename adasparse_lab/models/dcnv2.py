@@ -70,9 +70,10 @@ class DCNv2Model(AdaSparseModel):
         structure: str = "stacked",
         dropout: float = 0.0,
         pruner=None,
+        kernel: str = "fast",
     ) -> None:
         super().__init__(
-            vocab_sizes, n_dense, domain_fields, embedding_dim, hidden_dims, dropout, pruner
+            vocab_sizes, n_dense, domain_fields, embedding_dim, hidden_dims, dropout, pruner, kernel
         )
         if structure not in STRUCTURES:
             raise ConfigError(f"model.structure={structure!r}; choose one of {list(STRUCTURES)}")
@@ -86,26 +87,9 @@ class DCNv2Model(AdaSparseModel):
     def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
         e_d, h0 = self.embedding(cat, dense)
         x = self.cross(h0)
-        out = self._deep(cat, e_d, x if self.cross_head is None else h0)
+        out = self._tower(cat, e_d, x if self.cross_head is None else h0)
         if self.cross_head is not None:
             out.logits = out.logits + self.cross_head(x).squeeze(-1)
-        return out
-
-    def _deep(self, cat: torch.Tensor, e_d: torch.Tensor, h: torch.Tensor) -> ModelOutput:
-        """The masked MLP tower on h [B, H_0] (AdaSparseModel.forward after the embedding)."""
-        if self.per_code:
-            e_d = self._code_embeddings()
-        elif self.learns_masks and self.spec.stop_gradient:
-            e_d = e_d.detach()
-        code = self.domain_code(cat) if self.static is not None or self.per_code else None
-        out = ModelOutput(logits=h.new_empty(0), keep=[], pi=[])
-        if 0 in self.positions:
-            h = self._mask(0, h, e_d, code, out)
-        for pos, layer in enumerate(self.layers, start=1):
-            h = self.dropout(torch.relu(layer(h)))
-            if pos in self.positions:
-                h = self._mask(pos, h, e_d, code, out)
-        out.logits = self.head(h).squeeze(-1)
         return out
 
     def cross_flops(self) -> tuple[float, float]:

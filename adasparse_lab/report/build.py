@@ -45,6 +45,8 @@ class BuildInfo:
     figures: int
     static_files: list[Path] = field(default_factory=list)
     static_note: str = ""
+    # The overall and per-domain Pareto fronts, by file name (logged to the study's parent run).
+    front_figures: dict[str, go.Figure] = field(default_factory=dict)
 
 
 def versions() -> dict[str, str]:
@@ -85,6 +87,18 @@ def _figures(sections: list[Section]) -> list[tuple[str, go.Figure]]:
             name = f"{s.id}-{i:02d}" + (f"-{tag}" if tag else "")
             out.append((re.sub(r"[^A-Za-z0-9_.-]+", "_", name), fig))
     return out
+
+
+FRONT_SECTIONS = {"pareto": "pareto_front.html", "domains": "domain_fronts.html"}
+
+
+def front_figures(sections: list[Section]) -> dict[str, go.Figure]:
+    """The front sections' figures by file name (absent when a section has none yet)."""
+    return {
+        FRONT_SECTIONS[s.id]: s.blocks[0].figure
+        for s in sections
+        if s.id in FRONT_SECTIONS and s.blocks and s.blocks[0].figure is not None
+    }
 
 
 def export_static(sections: list[Section], folder: Path, fmt: str) -> tuple[list[Path], str]:
@@ -149,6 +163,7 @@ def build(
     path = folder / REPORT_FILE
     path.write_text(page, encoding="utf-8")
     info = BuildInfo(path, path.stat().st_size, 0.0, n_figures)
+    info.front_figures = front_figures(sections)
     if static:
         info.static_files, info.static_note = export_static(sections, folder / "figures", static)
         if info.static_files:

@@ -22,8 +22,12 @@ from adasparse_lab.errors import ConfigError
 def zero_fraction(keep: torch.Tensor) -> torch.Tensor:
     """r^l of one masked layer: the fraction of zero entries of its keep indicators [B, H_l],
     i.e. each sample counts once (sample-weighted) and each neuron once. Differentiable
-    through the straight-through ``keep``. This is the quantity the target band constrains."""
-    return 1.0 - keep.mean()
+    through the straight-through ``keep``. This is the quantity the target band constrains.
+    sum / numel rather than mean: the gradient of a sum is a broadcast view of one number, of
+    a mean a materialised [B, H] division, once per layer and step.
+    Counted in at least float32 (a bf16 sum of B*H ones under autocast is coarse)."""
+    total = keep.sum(dtype=torch.promote_types(keep.dtype, torch.float32))
+    return 1.0 - total / keep.numel()
 
 
 class SparsityRegularizer:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
+from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FixedTrial, TrialState
 
 from adasparse_lab.data import PreparedData
@@ -43,7 +44,7 @@ from adasparse_lab.study.proposals import MAX_DUPLICATES, duplicate_of, proposal
 from adasparse_lab.study.settings import StudySettings, parse_settings
 from adasparse_lab.study.storage import open_storage, recover_stale, worker_alive, worker_id
 from adasparse_lab.study.tell import tell_complete, tell_fail
-from adasparse_lab.tracking import Tracker
+from adasparse_lab.tracking import Tracker, tag_experiment_kind
 
 log = logging.getLogger(__name__)
 Compose = Callable[[list[str]], DictConfig]
@@ -143,6 +144,9 @@ class StudyRunner:
             self.settings.name,
             Path(self.base.paths.studies),
             self.settings.workers,
+            self.settings.heartbeat_s,
+            self.settings.grace_s,
+            self.settings.storage_retry_s,
         )
         kwargs = dict(storage=storage, study_name=self.settings.name, sampler=self._sampler(0))
         if len(self.settings.objectives) > 1:
@@ -196,12 +200,19 @@ class StudyRunner:
         if not tracking.enabled:
             raise ConfigError("a study needs tracking=mlflow (every trial is an MLflow run)")
         tracker = Tracker(tracking.uri, tracking.artifact_root, self.settings.name)
+        since = time.monotonic()
+        tag_experiment_kind(tracker)
         while True:
             attrs = study.user_attrs
             if attrs.get("parent_run_id"):
                 return tracker, attrs["parent_run_id"]
             creator = attrs.get("creator")
             if creator in (None, self.worker) or worker_alive(creator) is False:
+                break
+            if time.monotonic() - since > self.settings.grace_s:  # on another machine: silent
+                log.warning(
+                    "study creator %s made no parent run in study.grace_s: taking over", creator
+                )
                 break
             time.sleep(0.5)
         study.set_user_attr("creator", self.worker)
@@ -326,9 +337,9 @@ class StudyRunner:
             trial.set_user_attr("failure_kind", "error")
             trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))
             tell_fail(study, trial)
-            if run_id is not None:
-                tracker.set_tags(run_id, {"fail_reason": reason})
-                tracker.end_run(run_id, "FAILED")
+            if run_id is not None:  # the tracking server may be what failed: best effort
+                _best_effort(tracker.set_tags, run_id, {"fail_reason": reason})
+                _best_effort(tracker.end_run, run_id, "FAILED")
             return
         except BaseException:  # Ctrl-C: leave nothing RUNNING
             tell_fail(study, trial)
@@ -359,8 +370,18 @@ class StudyRunner:
         sampled later, when composed)."""
         study.sampler = self._sampler(len(study.get_trials(deepcopy=False)))
         trial = study.ask()
+        self._stop_heartbeat()
+        # Optuna's heartbeat (RDB storage only): beats until the trial is told; a worker that
+        # dies anywhere goes silent and its trial is failed by the others (recover_stale).
+        self._heartbeat = get_heartbeat_thread(trial._trial_id, study._storage)
+        self._heartbeat.start()
         trial.set_user_attr("worker", self.worker)
         return trial
+
+    def _stop_heartbeat(self) -> None:
+        beat, self._heartbeat = getattr(self, "_heartbeat", None), None
+        if beat is not None:
+            beat.join()
 
     def _counts(self, study: optuna.Study) -> tuple[int, int, list[optuna.trial.FrozenTrial]]:
         trials = study.get_trials(deepcopy=False)
@@ -384,11 +405,22 @@ class StudyRunner:
                 tracker.set_tags(run.info.run_id, {"fail_reason": f"worker {ident} died"})
                 tracker.end_run(run.info.run_id, "FAILED")
 
+    def _fail_trial_run(self, tracker: Tracker, trial: optuna.trial.FrozenTrial) -> None:
+        """The MLflow run of a trial failed for a dead or silent worker: FAILED too."""
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id is None:
+            return
+        reason = (
+            trial.user_attrs.get("fail_reason") or f"worker {trial.user_attrs.get('worker')} died"
+        )
+        tracker.set_tags(run_id, {"fail_reason": reason})
+        tracker.end_run(run_id, "FAILED")
+
     def optimise(self, study: optuna.Study, tracker: Tracker, parent: str) -> bool:
         """Run trials until the budget of COMPLETE trials is reached; True when it is."""
         s = self.settings
         while True:
-            recover_stale(study)
+            recover_stale(study, lambda t: self._fail_trial_run(tracker, t))
             complete, running, errors = self._counts(study)
             if complete >= s.n_trials:
                 return True
@@ -428,9 +460,13 @@ class StudyRunner:
                 trial.set_user_attr("failure_kind", "surplus")
                 trial.set_user_attr("fail_reason", "budget already taken by other workers")
                 tell_fail(study, trial)
+                self._stop_heartbeat()
                 continue
             log.info("trial %d (%d/%d complete)", trial.number, complete, s.n_trials)
-            self.run_trial(study, trial, tracker, parent)
+            try:
+                self.run_trial(study, trial, tracker, parent)
+            finally:
+                self._stop_heartbeat()
 
     def pareto(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         done = [
@@ -534,7 +570,7 @@ class StudyRunner:
         self.validate()
         study, desc = self.open()
         tracker, parent = self._tracker_and_parent(study)
-        recover_stale(study)
+        recover_stale(study, lambda t: self._fail_trial_run(tracker, t))
         self._fail_stale_runs(tracker, parent)
         base_data = self.data_for(self.compose([]))
         if "domains" not in study.user_attrs:
@@ -547,6 +583,15 @@ class StudyRunner:
             self.reevaluate(front, tracker, parent)
             self.log_study_metrics(study, tracker, parent)
         return StudyOutcome(study, self.settings, front, self.folder, desc, tracker, parent, done)
+
+
+def _best_effort(call: Callable, *args) -> None:
+    """A tracking call on a failure path: its own failure is logged, never raised (the trial's
+    failure is already told to Optuna)."""
+    try:
+        call(*args)
+    except Exception as err:
+        log.warning("tracking: %s failed: %s", call.__name__, f"{err}"[:300])
 
 
 def _domain_summary(data: PreparedData) -> list[dict]:

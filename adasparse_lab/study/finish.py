@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from adasparse_lab.report import build_report
+from adasparse_lab.export.build import log_front_models
+from adasparse_lab.report.build import build
 from adasparse_lab.study.driver import StudyOutcome, StudyRunner
 from adasparse_lab.study.matched import collect_cells, format_matched
 from adasparse_lab.study.summary import (
@@ -16,6 +17,7 @@ from adasparse_lab.study.summary import (
     reference_metrics,
     write_pareto,
 )
+from adasparse_lab.tracking import runs_url
 
 MATCHED_AT = (0.5, 0.8)  # FLOPs (or latency) ratios at which methods are ranked
 
@@ -30,9 +32,13 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     if len({c.method for c in cells}) > 1:  # several methods: compare them at equal cost
         print("\n" + format_matched(cells, MATCHED_AT, s.metrics[-1]))
     t0 = time.perf_counter()
-    report = build_report([s.name], [outcome.storage_desc], Path(runner.base.paths.reports))
-    files = [csv, report]
-    tracker.log_artifacts(outcome.parent_run_id, files)
+    info = build([s.name], [outcome.storage_desc], Path(runner.base.paths.reports))
+    report = info.path
+    tracker.log_artifacts(outcome.parent_run_id, [csv, report])
+    for name, fig in info.front_figures.items():  # one click from the run list; works offline
+        tracker.client.log_figure(
+            outcome.parent_run_id, fig, f"figures/{name}", save_kwargs={"include_plotlyjs": True}
+        )
     complete = sum(t.state.name == "COMPLETE" for t in outcome.study.get_trials(deepcopy=False))
     tracker.log_metrics(
         outcome.parent_run_id,
@@ -40,6 +46,11 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     )
     if outcome.done:
         tracker.end_run(outcome.parent_run_id)
+    models = (
+        log_front_models(s.name, outcome.folder.parent, outcome.storage_desc)
+        if outcome.done and s.log_models == "front"
+        else {}
+    )
     uri = tracker.uri
     timed = [
         t
@@ -66,3 +77,11 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     print(
         f"  browse         : MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri} --workers 1"
     )
+    print(
+        f"  runs table     : {runs_url(tracker.experiment_id)} (the experiment link opens GenAI traces)"
+    )
+    for number, model_uri in models.items():
+        print(
+            f"  front model    : trial {number} -> {model_uri} (serving bundle: python -m "
+            f"adasparse_lab.export study={s.name} trial={number}; register=<name> to register)"
+        )

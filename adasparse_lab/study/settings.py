@@ -12,6 +12,7 @@ DIRECTIONS = ("maximize", "minimize")
 # Objectives select, so they are validation numbers (every number is under its split: val/...,
 # test/...; evaluation.Evaluation.as_dict); test numbers are for claims only.
 OBJECTIVE_PREFIXES = ("val/",)
+LOG_MODELS = ("front", "none")  # at the study's end: export + log each front trial, or nothing
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class StudySettings:
     enqueue: tuple[dict, ...] = ()  # warm-start points, tried first by a new study
     allow_changed_config: bool = False  # resume although the fixed settings changed
     worker_index: int = 0  # which of the processes of ``study.workers=N`` this is (seeding)
+    heartbeat_s: int = 30  # RDB storage: a worker's heartbeat interval while it runs a trial
+    grace_s: int = 120  # RDB storage: a trial without a heartbeat this long becomes FAIL
+    storage_retry_s: float = 120.0  # how long a lost database connection is retried
+    log_models: str = "none"  # LOG_MODELS
 
     @property
     def directions(self) -> list[str]:
@@ -72,6 +77,10 @@ def parse_settings(node: DictConfig) -> StudySettings:
         "space",
         "sampler",
         "enqueue",
+        "heartbeat_s",
+        "grace_s",
+        "storage_retry_s",
+        "log_models",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -99,10 +108,17 @@ def parse_settings(node: DictConfig) -> StudySettings:
         "workers": raw.get("workers", 1) >= 1,
         "worker_index": raw.get("worker_index", 0) >= 0,
         "max_failures": raw.get("max_failures", 1) >= 1,
+        "heartbeat_s": raw.get("heartbeat_s", 30) >= 1,
+        "grace_s": raw.get("grace_s", 120) > raw.get("heartbeat_s", 30),
+        "storage_retry_s": raw.get("storage_retry_s", 120) >= 0,
     }
     for key, ok in checks.items():
         if not ok:
             raise ConfigError(f"study.{key}={raw.get(key)!r} is out of range")
+    if raw.get("log_models", "none") not in LOG_MODELS:
+        raise ConfigError(
+            f"study.log_models={raw.get('log_models')!r}; choose one of {list(LOG_MODELS)}"
+        )
     reeval = raw.get("reeval") or {}
     hv_ref = raw.get("hypervolume_reference")
     if hv_ref is not None and len(hv_ref) != len(objectives):
@@ -127,4 +143,8 @@ def parse_settings(node: DictConfig) -> StudySettings:
         enqueue=tuple(dict(p) for p in raw.get("enqueue") or ()),
         worker_index=int(raw.get("worker_index", 0)),
         allow_changed_config=bool(raw.get("allow_changed_config", False)),
+        heartbeat_s=int(raw.get("heartbeat_s", 30)),
+        grace_s=int(raw.get("grace_s", 120)),
+        storage_retry_s=float(raw.get("storage_retry_s", 120)),
+        log_models=str(raw.get("log_models", "none")),
     )

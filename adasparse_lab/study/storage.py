@@ -7,9 +7,13 @@ Storage (``study.storage``):
 - ``journal`` -> ``studies/<name>/journal.log`` (several processes on one machine or a shared
   file system);
 - any RDB URL (``postgresql://...``) for workers on several machines; heartbeats are enabled
-  there, so trials of a worker that died on another machine are failed after a grace period.
+  there (``study.heartbeat_s``), so trials of a worker that died on another machine are failed
+  after ``study.grace_s`` without one. Every storage call retries a lost database connection
+  (a restarted server) with backoff for ``study.storage_retry_s``, then stops the worker with a
+  message naming the URL. A write is one transaction: a trial is never half-written.
 
-A worker is identified by host, pid and the process start time (so a reused pid is not taken
+A worker is identified by host (``ADASPARSE_WORKER_HOST`` names it where hostnames repeat,
+e.g. containers), pid and the process start time (so a reused pid is not taken
 for a live worker). A RUNNING trial whose worker on this host is gone is marked FAIL; so is
 its MLflow run, found by its ``trial_number`` tag. A trial whose worker was killed between
 ``ask()`` and naming itself on the trial (a few milliseconds) is failed once ``ORPHAN_S`` old.
@@ -27,17 +31,23 @@ import fcntl
 import logging
 import os
 import socket
+import time
+import warnings
 from pathlib import Path
 
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
-from adasparse_lab.errors import ConfigError
+from adasparse_lab.errors import ConfigError, StoreError
 
 log = logging.getLogger(__name__)
-HEARTBEAT_S, GRACE_S = 30, 120
+HEARTBEAT_S, GRACE_S, RETRY_S = 30, 120, 120
+GRACE_HINT = "longer than study.grace_s"
+SCHEMA_RACE_TRIES = 5
 ORPHAN_S = 30  # a live worker names itself on its new trial within milliseconds of asking
 
 
@@ -67,9 +77,13 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
+def this_host() -> str:
+    return os.environ.get("ADASPARSE_WORKER_HOST") or socket.gethostname()
+
+
 def worker_id() -> str:
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or 0}"
+    return f"{this_host()}:{pid}:{_start_time(pid) or 0}"
 
 
 def worker_alive(ident: str) -> bool | None:
@@ -79,7 +93,7 @@ def worker_alive(ident: str) -> bool | None:
         pid = int(pid_s)
     except ValueError:
         return None
-    if host != socket.gethostname():
+    if host != this_host():
         return None
     current = _start_time(pid)
     if current is not None:
@@ -93,8 +107,101 @@ def worker_alive(ident: str) -> bool | None:
     return start == "0"
 
 
+def transient(err: BaseException) -> bool:
+    """Whether ``err`` is a lost or refused database connection (worth retrying), as opposed
+    to a statement the database rejected."""
+    cause = err.__cause__ if isinstance(err, StorageInternalError) else err
+    return isinstance(cause, OperationalError) or (
+        isinstance(cause, DBAPIError) and cause.connection_invalidated
+    )
+
+
+def with_retry(call, what: str, retry_s: float):
+    """``call()``, retried with exponential backoff (0.5 s doubling to 8 s) while the database
+    is unreachable; after ``retry_s`` a StoreError naming ``what`` and the cause."""
+    deadline, wait = time.monotonic() + retry_s, 0.5
+    while True:
+        try:
+            return call()
+        except (StorageInternalError, DBAPIError) as err:
+            if not transient(err):
+                raise
+            cause = err.__cause__ or err
+            if time.monotonic() + wait > deadline:
+                raise StoreError(
+                    f"study.storage: the database {what} was unreachable for "
+                    f"{retry_s:.0f}s (study.storage_retry_s): {str(cause).strip()[:300]}"
+                ) from err
+            log.warning("database unreachable (%s); retrying in %.1fs", type(cause).__name__, wait)
+            time.sleep(wait)
+            wait = min(2 * wait, 8.0)
+
+
+class RetryingRDBStorage(RDBStorage):
+    """Optuna's RDBStorage whose every call survives a database restart (``with_retry``). Each
+    of Optuna's calls is one transaction, rolled back on error, so a retry never duplicates a
+    half-done write; a write that committed before its connection broke is seen by the retry
+    (``tell`` then finds the trial finished: study/tell.py)."""
+
+    retry_s: float = RETRY_S
+    display_url: str = ""
+
+
+def _retrying(name: str):
+    method = getattr(RDBStorage, name)
+
+    def call(self, *args, **kwargs):
+        return with_retry(lambda: method(self, *args, **kwargs), self.display_url, self.retry_s)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = method.__doc__
+    return call
+
+
+for _name in [
+    *(n for n, v in vars(optuna.storages.BaseStorage).items() if callable(v) and n[0] != "_"),
+    "record_heartbeat",
+    "_get_stale_trial_ids",
+]:
+    setattr(RetryingRDBStorage, _name, _retrying(_name))
+
+
+def open_rdb(url: str, heartbeat_s: int, grace_s: int, retry_s: float) -> RetryingRDBStorage:
+    """An RDB storage with heartbeats; connecting retries too (the server may be starting)."""
+
+    def connect() -> RetryingRDBStorage:
+        for attempt in range(1, SCHEMA_RACE_TRIES + 1):
+            try:
+                with warnings.catch_warnings():  # heartbeats: "experimental" since optuna 2.9
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RetryingRDBStorage(
+                        url,
+                        engine_kwargs={"pool_pre_ping": True},  # a connection a restart broke
+                        heartbeat_interval=heartbeat_s,
+                        grace_period=grace_s,
+                    )
+            except (IntegrityError, ProgrammingError):
+                # Workers starting together on an empty database all create Optuna's schema;
+                # PostgreSQL refuses the second CREATE TYPE/TABLE. Again: it is found made.
+                if attempt == SCHEMA_RACE_TRIES:
+                    raise
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
+
+    display = url.split("@")[-1]  # no credentials in messages
+    storage = with_retry(connect, display, retry_s)
+    storage.retry_s, storage.display_url = retry_s, display
+    return storage
+
+
 def open_storage(
-    kind: str, name: str, studies_dir: Path, workers: int
+    kind: str,
+    name: str,
+    studies_dir: Path,
+    workers: int,
+    heartbeat_s: int = HEARTBEAT_S,
+    grace_s: int = GRACE_S,
+    retry_s: float = RETRY_S,
 ) -> tuple[optuna.storages.BaseStorage, str]:
     """Return the storage and a printable description of where it is."""
     folder = studies_dir / name
@@ -120,16 +227,41 @@ def open_storage(
         return JournalStorage(backend), str(journal)
     if "://" not in kind:
         raise ConfigError(f"study.storage={kind!r}; use auto, sqlite, journal or a database URL")
-    storage = RDBStorage(kind, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    return storage, kind
+    return open_rdb(kind, heartbeat_s, grace_s, retry_s), kind
+
+
+def _fail_silent(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Optuna's heartbeat check (what ``optuna.storages.fail_stale_trials`` does, with the
+    reason stored first: a finished trial takes no attributes): RUNNING trials without a
+    heartbeat for the grace period become FAIL. Without heartbeats (journal, SQLite): none."""
+    storage = study._storage
+    if not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+        return []
+    failed = []
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        trial = storage.get_trial(trial_id)
+        reason = f"no heartbeat from worker {trial.user_attrs.get('worker')} for {GRACE_HINT}"
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            storage.set_trial_user_attr(trial_id, "failure_kind", "stale")
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker failed it first
+        failed.append(storage.get_trial(trial_id))
+    if failed:
+        log.warning("marked trial(s) %s FAIL: no heartbeat", [t.number for t in failed])
+    return failed
 
 
 def recover_stale(study: optuna.Study, on_failed=None) -> list[int]:
-    """Fail RUNNING trials whose worker is dead; return their numbers."""
+    """Fail RUNNING trials whose worker is dead (this host) or silent (heartbeats); return
+    their numbers. ``on_failed(frozen_trial)`` is called for each."""
     storage = study._storage
-    if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None:
-        optuna.storages.fail_stale_trials(study)
-    failed = []
+    silent = _fail_silent(study)
+    for t in silent:
+        if on_failed is not None:
+            on_failed(t)
+    failed = [t.number for t in silent]
     now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         ident = t.user_attrs.get("worker")
@@ -146,7 +278,7 @@ def recover_stale(study: optuna.Study, on_failed=None) -> list[int]:
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         failed.append(t.number)
         if on_failed is not None:
-            on_failed(t.number)
+            on_failed(t)
     if failed:
         log.warning("marked trial(s) %s FAIL: their worker died", failed)
     return failed

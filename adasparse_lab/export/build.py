@@ -1,0 +1,157 @@
+"""Export one study trial: write its serving bundle, check it against the trained model on
+the test split, and optionally log it as an MLflow model (and register it)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from adasparse_lab.data.batches import iterate
+from adasparse_lab.experiment import method_name
+from adasparse_lab.export.bundle import Bundle, write_bundle
+from adasparse_lab.export.trial import StoredTrial, front_numbers, load_trial
+from adasparse_lab.metrics import auc
+from adasparse_lab.models.adasparse import AdaSparseModel
+from adasparse_lab.report.storage import default_storage, load_study
+
+log = logging.getLogger(__name__)
+TRACE_ROWS = 64
+EXAMPLE_ROWS = 20
+
+
+@dataclass
+class Check:
+    """The bundle against the trained model on the raw test split."""
+
+    bundle_auc: float  # overall test AUC of the bundle's logits
+    stored_auc: float  # test/auc the trial stored when it was trained
+    max_abs_diff: dict[str, float] = field(default_factory=dict)  # per domain, logits
+
+
+@dataclass
+class Export:
+    bundle: Path
+    trial: StoredTrial
+    check: Check
+    model_uri: str | None = None
+
+
+@torch.no_grad()
+def model_logits(model: AdaSparseModel, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """[N] logits of the trained (masked) model in eval mode, in batches."""
+    from adasparse_lab.data.prepare import TensorSplit
+
+    n = cat.shape[0]
+    rows = TensorSplit(cat, dense, torch.zeros(n), torch.zeros(n, dtype=torch.long))
+    return torch.cat([model(b.cat, b.dense).logits for b in iterate(rows, 8192)])
+
+
+def check_bundle(bundle: Bundle, trial: StoredTrial) -> Check:
+    """Score the raw test split through the bundle; compare with the trained model's logits
+    on the prepared test split (the same rows, in the same order) domain by domain."""
+    raw = trial.raw.frames["test"]
+    rows = bundle.encode(raw)
+    served = bundle.logits(rows)
+    test = trial.data.splits["test"]
+    trained = model_logits(trial.model, test.cat, test.dense)
+    diff = (served - trained).abs()
+    per_domain = {
+        name: float(diff[test.domain == k].max()) if bool((test.domain == k).any()) else 0.0
+        for k, name in enumerate(trial.data.domain_names)
+    }
+    labels = raw.get_column(bundle.schema.label).cast(pl.Float64).to_numpy()
+    return Check(
+        auc(labels, served.numpy()),  # on logits, as evaluation does (no float32 sigmoid ties)
+        float(trial.metrics.get("test/auc", np.nan)),
+        per_domain,
+    )
+
+
+MODEL_TAG = "model_uri"  # set on a trial's run once its bundle is logged there
+
+
+def log_front_models(
+    name: str, studies_dir: Path | str, storage: str | None = None
+) -> dict[int, str]:
+    """Export each front trial whose run has no logged model yet (``<studies>/<name>/exports/
+    trial-<n>``) and log it to its run; trial number -> model URI. A failing export is logged
+    as a warning and skipped: the study's results stand without it."""
+    from mlflow import MlflowClient
+
+    studies_dir = Path(studies_dir)
+    study, _ = load_study(name, storage or default_storage(name, studies_dir), studies_dir)
+    client = MlflowClient(study.user_attrs["mlflow_uri"])  # set by the driver
+    uris = {}
+    for number in front_numbers(study):
+        run_id = study.trials[number].user_attrs.get("mlflow_run_id")
+        if run_id is None:
+            continue
+        uris[number] = client.get_run(run_id).data.tags.get(MODEL_TAG)
+        if uris[number]:  # logged by an earlier run of the study's command
+            continue
+        try:
+            uris[number] = export_trial(name, number, None, studies_dir, storage).model_uri
+        except Exception as err:
+            log.warning("exporting front trial %d failed: %s: %s", number, type(err).__name__, err)
+            del uris[number]
+            continue
+        if uris[number] is None:  # the trial's config had tracking off
+            del uris[number]
+            continue
+        client.set_tag(run_id, MODEL_TAG, uris[number])
+    return uris
+
+
+def export_trial(
+    name: str,
+    number: int | None,
+    out: Path | str | None = None,
+    studies_dir: Path | str = "studies",
+    storage: str | None = None,
+    log_model: bool = True,
+    register: str | None = None,
+) -> Export:
+    """Write trial ``number`` (None: the best on the front) of study ``name`` as a bundle
+    (default folder: ``<studies>/<name>/exports/trial-<n>``) with a few raw test rows as
+    ``example.parquet``; log it to the trial's MLflow run when asked."""
+    trial = load_trial(name, number, studies_dir, storage)
+    number = trial.number
+    folder = Path(out) if out else Path(studies_dir) / name / "exports" / f"trial-{number}"
+    train = trial.data.splits["train"]
+    info = {
+        "study": name,
+        "trial": number,
+        "on_front": trial.on_front,
+        "method": method_name(trial.cfg.pruner, trial.cfg.model),
+        "mlflow_run_id": trial.run_id,
+        "metrics": trial.metrics,
+    }
+    write_bundle(
+        folder,
+        trial.model,
+        trial.data.schema,
+        trial.encoder,
+        trial.data.domain_names,
+        (train.cat[:TRACE_ROWS], train.dense[:TRACE_ROWS]),
+        info,
+    )
+    trial.raw.frames["test"].head(EXAMPLE_ROWS).write_parquet(folder / "example.parquet")
+    bundle = Bundle(folder)
+    result = Export(folder, trial, check_bundle(bundle, trial))
+    if log_model and trial.run_id is not None and trial.cfg.tracking.get("enabled", False):
+        from adasparse_lab.export.pyfunc import log_bundle_model
+
+        result.model_uri = log_bundle_model(
+            folder,
+            trial.cfg.tracking.uri,
+            trial.run_id,
+            trial.raw.frames["test"],
+            register,
+            trial.model,
+        )
+    return result

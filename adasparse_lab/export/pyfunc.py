@@ -1,0 +1,107 @@
+"""The bundle as MLflow models of the trial's run:
+
+- ``model``: a pyfunc whose artifact is the bundle directory, so that
+  ``mlflow.pyfunc.load_model(uri).predict(raw_rows)`` scores rows with the training table's
+  columns exactly as ``Bundle.predict`` does (same encoding, same per-domain nets). Signature:
+  the raw feature columns; input example: a few raw rows.
+- ``torch_model``: the trained torch module in MLflow's pytorch flavour (pickled module, not
+  pt2), on encoded rows: one float32 matrix [B, F + Dn] of the categorical codes then the
+  standardised dense values (the pytorch flavour's pyfunc passes one tensor), -> logits [B].
+  Signature and input example: encoded rows (``c0.., x0..``). For tools that want the module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import mlflow.pytorch
+import polars as pl
+import torch
+from torch import nn
+
+from adasparse_lab.export.bundle import Bundle, Encoded, Logits
+
+EXAMPLE_ROWS = 5
+
+
+class BundleModel(mlflow.pyfunc.PythonModel):
+    """pyfunc predict(pandas DataFrame of raw rows) -> click probabilities [N]."""
+
+    def load_context(self, context) -> None:
+        self.bundle = Bundle(context.artifacts["bundle"])
+
+    def predict(self, context, model_input, params=None):
+        return self.bundle.predict(pl.from_pandas(model_input))
+
+
+class EncodedInput(nn.Module):
+    """forward(x [B, F + Dn] float32: F codes, then Dn dense values) -> logits [B]. Codes are
+    exact in float32 below 2**24 (data.max_vocab is 10M)."""
+
+    def __init__(self, model: nn.Module, n_cat: int) -> None:
+        super().__init__()
+        self.model, self.n_cat = Logits(model), n_cat
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x[:, : self.n_cat].long(), x[:, self.n_cat :])
+
+
+def encoded_frame(rows: Encoded):
+    """Encoded rows as the pandas frame ``torch_model`` takes (c0.., x0.., float32)."""
+    import pandas as pd
+
+    x = torch.cat([rows.cat.float(), rows.dense], dim=1).numpy()
+    n_cat = rows.cat.shape[1]
+    names = [f"c{i}" for i in range(n_cat)] + [f"x{j}" for j in range(x.shape[1] - n_cat)]
+    return pd.DataFrame(x, columns=names)
+
+
+def _log_torch_model(model: nn.Module, bundle: Bundle, rows, requirements: list[str]) -> None:
+    module = EncodedInput(model.cpu().eval(), len(bundle.schema.categorical))
+    frame = encoded_frame(bundle.encode(pl.from_pandas(rows)))
+    with torch.no_grad():
+        logits = module(torch.from_numpy(frame.to_numpy())).numpy()
+    mlflow.pytorch.log_model(
+        module,
+        name="torch_model",
+        serialization_format="pickle",  # pt2 would want tensor examples; the bundle has pt2
+        signature=mlflow.models.infer_signature(frame, logits),
+        input_example=frame,
+        pip_requirements=requirements,
+    )
+
+
+def log_bundle_model(
+    bundle_dir: Path,
+    tracking_uri: str,
+    run_id: str,
+    example: pl.DataFrame,
+    register: str | None = None,
+    model: nn.Module | None = None,
+) -> str:
+    """Log the bundle as the pyfunc model ``model`` of run ``run_id``, optionally registered
+    under ``register``, and the torch ``model`` (when given) as ``torch_model``; returns the
+    pyfunc model's URI."""
+    import adasparse_lab
+
+    # Explicit requirements: inferring them loads the model in a subprocess (slow).
+    requirements = [f"adasparse-lab=={adasparse_lab.__version__}", f"mlflow=={mlflow.__version__}"]
+
+    bundle = Bundle(bundle_dir)
+    rows = example.select(bundle.feature_columns).head(EXAMPLE_ROWS).to_pandas()
+    signature = mlflow.models.infer_signature(rows, bundle.predict(pl.from_pandas(rows)))
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=BundleModel(),
+            artifacts={"bundle": str(bundle_dir)},
+            signature=signature,
+            input_example=rows,
+            pip_requirements=requirements,
+            registered_model_name=register,
+        )
+        if model is not None:
+            _log_torch_model(model, bundle, rows, requirements)
+    return info.model_uri

@@ -1,0 +1,116 @@
+"""A stored study trial, rebuilt for export: its resolved config and weights (written by the
+driver under ``<studies>/<name>/trials/<n>/``), its prepared data and the encoder that made it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from adasparse_lab.data import PreparedData
+from adasparse_lab.data.prepare import MAX_VOCAB, Encoder, source_encoder
+from adasparse_lab.data.sources import RawData
+from adasparse_lab.errors import ConfigError
+from adasparse_lab.experiment import _instantiate, build_components, build_data, build_model
+from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE
+from adasparse_lab.pareto import feasible, pareto_mask
+from adasparse_lab.report.storage import default_storage, load_study
+
+
+@dataclass
+class StoredTrial:
+    """One COMPLETE trial of a stored study, with its model rebuilt and weights loaded."""
+
+    study: str
+    number: int
+    on_front: bool
+    folder: Path  # <studies>/<name>/trials/<n>
+    cfg: DictConfig
+    model: torch.nn.Module
+    data: PreparedData
+    encoder: Encoder
+    raw: RawData
+    run_id: str | None  # the trial's MLflow run
+    metrics: dict[str, float]  # the trial's test metrics as stored (test/..., metrics.json)
+
+
+def front_numbers(study: optuna.Study) -> list[int]:
+    """Numbers of the feasible COMPLETE trials on the study's Pareto front."""
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if feasible(t.constraints)
+    ]
+    if not done:
+        return []
+    directions = [d.name.lower() for d in study.directions]
+    return [t.number for t, m in zip(done, pareto_mask([t.values for t in done], directions)) if m]
+
+
+def best_on_front(study: optuna.Study, name: str) -> int:
+    """The front trial best on the study's first objective (validation AUC in our studies)."""
+    front = [t for t in study.get_trials(deepcopy=False) if t.number in front_numbers(study)]
+    if not front:
+        raise ConfigError(f"trial=best: study {name!r} has no feasible COMPLETE trial yet")
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+    return max(front, key=lambda t: sign * t.values[0]).number
+
+
+def _complete_trial(study: optuna.Study, name: str, number: int) -> optuna.trial.FrozenTrial:
+    trials = study.get_trials(deepcopy=False)
+    complete = [t.number for t in trials if t.state.name == "COMPLETE"]
+    if number not in complete:
+        state = next((t.state.name for t in trials if t.number == number), "absent")
+        raise ConfigError(
+            f"trial={number}: study {name!r} has no COMPLETE trial {number} (it is {state}); "
+            f"COMPLETE trials: {complete}; front: {front_numbers(study)}"
+        )
+    return next(t for t in trials if t.number == number)
+
+
+def load_trial(
+    name: str, number: int | None, studies_dir: Path | str = "studies", storage: str | None = None
+) -> StoredTrial:
+    """Rebuild trial ``number`` of study ``name`` (None: ``best_on_front``); a missing study
+    or trial, or a trial without stored weights, raises ConfigError naming it."""
+    studies_dir = Path(studies_dir)
+    study, _ = load_study(name, storage or default_storage(name, studies_dir), studies_dir)
+    number = best_on_front(study, name) if number is None else number
+    trial = _complete_trial(study, name, number)
+    folder = studies_dir / name / "trials" / str(number)
+    files = [folder / "config.yaml", folder / "model_state.pt", folder / "metrics.json"]
+    if not all(f.is_file() for f in files):
+        raise ConfigError(
+            f"trial={number}: {folder} lacks {[f.name for f in files]} (written by the driver)"
+        )
+    cfg = OmegaConf.load(files[0])
+    data = build_data(cfg.data, cfg.paths.cache)
+    reference = cfg.get("flops_reference", DEFAULT_FLOPS_REFERENCE)
+    model = build_model(cfg.model, data, build_components(cfg).pruner, reference)
+    model.load_state_dict(torch.load(files[1], map_location="cpu", weights_only=True))
+    encoder, raw = source_encoder(
+        _instantiate(cfg.data.source, "data.source"),
+        data.schema,
+        cfg.data.min_freq,
+        cfg.data.dense_log1p,
+        cfg.data.get("max_vocab", MAX_VOCAB),
+    )
+    stored = json.loads(files[2].read_text())["metrics"]
+    metrics = {k: v for k, v in stored.items() if k.startswith("test/")}
+    return StoredTrial(
+        name,
+        number,
+        number in front_numbers(study),
+        folder,
+        cfg,
+        model.eval(),
+        data,
+        encoder,
+        raw,
+        trial.user_attrs.get("mlflow_run_id"),
+        metrics,
+    )

@@ -1,0 +1,250 @@
+"""Local services for a study on several machines, started for tests and by ``make services``:
+a throwaway PostgreSQL cluster (Optuna storage and MLflow backend store) and an ``mlflow
+server`` on it with a local artifact root, both bound to 127.0.0.1 on free ports.
+
+``python -m adasparse_lab.services [--dir DIR]`` starts both, prints the URLs to pass as
+``study.storage=...`` and ``tracking.uri=...``, and stays in the foreground until Ctrl-C.
+
+PostgreSQL refuses to run as root: as root, the cluster is made and run by ``nobody``
+(``subprocess``'s ``user=``). Debian keeps its binaries under /usr/lib/postgresql/<v>/bin,
+off PATH: both places are searched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from adasparse_lab.errors import StoreError
+
+UNPRIVILEGED = "nobody"
+DB_USER, DB_NAMES = "adasparse", ("optuna", "mlflow")
+
+
+def pg_bin(name: str) -> str | None:
+    """Path of a PostgreSQL program (initdb, pg_ctl, ...): PATH first, then Debian's folders."""
+    found = shutil.which(name)
+    if found:
+        return found
+    debian = glob.glob(f"/usr/lib/postgresql/*/bin/{name}")  # .../<version>/bin/<name>
+    return max(debian, key=lambda p: _version(Path(p).parents[1].name), default=None)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else -1 for part in text.split("."))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_owner() -> dict:
+    """subprocess kwargs that run PostgreSQL's programs as an unprivileged user under root."""
+    if os.geteuid() != 0:
+        return {}
+    return {"user": UNPRIVILEGED, "group": pwd.getpwnam(UNPRIVILEGED).pw_gid}
+
+
+def _chown(path: Path) -> None:
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(UNPRIVILEGED)
+        os.chown(path, user.pw_uid, user.pw_gid)
+
+
+@dataclass
+class Postgres:
+    """A throwaway cluster in ``root`` on 127.0.0.1:``port`` (trust authentication)."""
+
+    root: Path
+    port: int
+
+    @property
+    def data(self) -> Path:
+        return self.root / "pgdata"
+
+    def url(self, db: str) -> str:
+        return f"postgresql+psycopg2://{DB_USER}@127.0.0.1:{self.port}/{db}"
+
+    @staticmethod
+    def program(name: str) -> str:
+        """``name`` from the folder of initdb: one PostgreSQL version for every program."""
+        return str(Path(pg_bin("initdb")).parent / name)
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(args, capture_output=True, text=True, **_as_owner())
+        if done.returncode != 0:
+            raise StoreError(f"{' '.join(args)} failed: {done.stderr.strip() or done.stdout}")
+        return done
+
+    def init(self) -> None:
+        initdb = pg_bin("initdb")
+        if initdb is None:
+            raise StoreError(
+                "PostgreSQL is not installed (no initdb on PATH or under /usr/lib/postgresql): "
+                "apt-get install postgresql"
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        _chown(self.root)
+        self._run(initdb, "-D", str(self.data), "-U", DB_USER, "-A", "trust", "-E", "UTF8")
+
+    def start(self) -> None:
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} -c fsync=off"
+        log = str(self.root / "postgres.log")
+        self._run(
+            self.program("pg_ctl"), "-D", str(self.data), "-o", opts, "-l", log, "-w", "start"
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(self.program("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def create_databases(self) -> None:
+        for db in DB_NAMES:
+            self.createdb(db)
+
+    def createdb(self, db: str) -> None:
+        """CREATE DATABASE through psycopg2 (createdb is not always beside initdb)."""
+        import psycopg2
+
+        con = psycopg2.connect(host="127.0.0.1", port=self.port, user=DB_USER, dbname="postgres")
+        try:
+            con.autocommit = True  # CREATE DATABASE runs outside a transaction
+            with con.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{db}"')
+        finally:
+            con.close()
+
+
+@dataclass
+class MlflowServer:
+    """``mlflow server`` on a PostgreSQL backend store and a local artifact root."""
+
+    backend: str
+    artifacts: Path
+    port: int
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 120) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        cmd = [
+            *(sys.executable, "-m", "mlflow", "server"),
+            *("--backend-store-uri", self.backend),
+            *("--artifacts-destination", str(self.artifacts)),
+            *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
+        ]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log.read_text()[-2000:]
+                raise StoreError(f"mlflow server exited ({self.proc.returncode}): {tail}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/health", timeout=2) as r,
+            ):
+                if r.status == 200:
+                    return
+            time.sleep(0.3)
+        self.stop()
+        raise StoreError(
+            f"mlflow server not up on {self.url} after {timeout_s:.0f}s: see {self.log}"
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
+@dataclass
+class Services:
+    postgres: Postgres
+    mlflow: MlflowServer
+
+    @property
+    def storage(self) -> str:
+        """The Optuna storage URL (``study.storage=``)."""
+        return self.postgres.url("optuna")
+
+    @property
+    def tracking(self) -> str:
+        """The MLflow tracking URI (``tracking.uri=``)."""
+        return self.mlflow.url
+
+
+@contextlib.contextmanager
+def running(root: Path | None = None) -> Iterator[Services]:
+    """Start PostgreSQL and the MLflow server under ``root`` (a temp dir when None); stop and
+    remove them on exit."""
+    tmp = None if root is not None else tempfile.mkdtemp(prefix="adasparse-services-")
+    root = Path(root or tmp)
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o755)  # an unprivileged postgres must reach its folder inside
+    pg = Postgres(root / "postgres", free_port())
+    pg.init()
+    pg.start()
+    server = None
+    try:
+        pg.create_databases()
+        artifacts = root / "mlartifacts"
+        artifacts.mkdir(exist_ok=True)
+        server = MlflowServer(pg.url("mlflow"), artifacts, free_port(), root / "mlflow.log")
+        server.start()
+        yield Services(pg, server)
+    finally:
+        if server is not None:
+            server.stop()
+        with contextlib.suppress(StoreError):
+            pg.stop("immediate")
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, help="keep the services' files here (default: temp)")
+    args = parser.parse_args(argv)
+    with running(args.dir) as services:
+        print(f"study.storage={services.storage}")
+        print(f"tracking.uri={services.tracking}")
+        print(f"(PostgreSQL log: {services.postgres.root}/postgres.log; Ctrl-C stops both)")
+        sys.stdout.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+
+
+if __name__ == "__main__":
+    main()

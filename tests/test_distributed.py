@@ -1,0 +1,264 @@
+"""Issue 11: a study on PostgreSQL and an MLflow server, its workers standing for separate
+machines (each its own ``ADASPARSE_WORKER_HOST``, studies folder and data cache: they share
+only the two services). One worker is SIGKILLed mid-trial; Optuna's heartbeat must fail its
+trial (no worker can see a process on another machine), and the study must still end with
+exactly its budget, nothing duplicated, and a report built from the services alone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from adasparse_lab.report import build_report
+from adasparse_lab.study.storage import open_rdb
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.services
+N_TRIALS = 4
+VICTIM = 1  # worker index killed mid-trial
+
+
+def worker_cmd(tmp: Path, services, name: str, index: int, *extra: str) -> list[str]:
+    machine = tmp / f"machine-{index}"
+    return [
+        *(sys.executable, "-m", "adasparse_lab.sweep", "+study=quick"),
+        f"study.name={name}",
+        f"study.storage={services.storage}",
+        f"tracking.uri={services.tracking}",
+        f"study.n_trials={N_TRIALS}",
+        f"study.worker_index={index}",
+        "study.reference=false",
+        "study.reeval.max_trials=0",
+        "study.heartbeat_s=1",
+        "study.grace_s=4",
+        "study.poll_s=0.2",
+        "latency.enabled=false",
+        f"paths.studies={machine}/studies",
+        f"paths.reports={machine}/reports",
+        f"paths.cache={machine}/cache",
+        *extra,
+    ]
+
+
+def start_worker(
+    tmp: Path, services, name: str, index: int, *extra: str, env: dict | None = None
+) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ADASPARSE_WORKER_HOST": f"machine-{index}",
+        **(env or {}),
+    }
+    log = open(tmp / f"worker-{index}.log", "w")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(
+        worker_cmd(tmp, services, name, index, *extra),
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def trials(services, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=name, storage=services.storage).get_trials()
+    except KeyError:  # not created yet
+        return []
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def running_trial_of(services, name: str, index: int):
+    """The victim's trial once it is training (its MLflow run exists)."""
+    for t in trials(services, name):
+        worker = t.user_attrs.get("worker", "")
+        mine = worker.startswith(f"machine-{index}:")
+        if mine and t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs:
+            return t
+    return None
+
+
+def finish(procs: dict[int, subprocess.Popen], tmp: Path, timeout_s: float = 150) -> None:
+    for i, p in procs.items():
+        try:
+            code = p.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            code = "timeout"
+        log = (tmp / f"worker-{i}.log").read_text()
+        assert code == 0, f"worker {i} ended with {code}:\n{log[-3000:]}"
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_on_postgres_and_the_server(tmp_path, services):
+    name = f"dist-{uuid.uuid4().hex[:8]}"
+    procs = {i: start_worker(tmp_path, services, name, i) for i in range(3)}
+    killed = wait_for(lambda: running_trial_of(services, name, VICTIM), 90, "the victim's trial")
+    time.sleep(0.3)  # inside its training
+    os.killpg(procs[VICTIM].pid, signal.SIGKILL)
+    procs.pop(VICTIM).wait()
+    finish(procs, tmp_path)
+
+    stored = trials(services, name)
+    states = Counter(t.state for t in stored)
+    assert states[TrialState.COMPLETE] == N_TRIALS and not states[TrialState.RUNNING]
+    dead = next(t for t in stored if t.number == killed.number)
+    assert dead.state == TrialState.FAIL
+    assert dead.user_attrs["failure_kind"] == "stale"
+    assert "no heartbeat from worker machine-1:" in dead.user_attrs["fail_reason"]
+    complete = [t for t in stored if t.state == TrialState.COMPLETE]
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == N_TRIALS
+
+    client = MlflowClient(services.tracking)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], "tags.kind = 'trial'", max_results=1000)
+    numbers = Counter(r.data.tags["trial_number"] for r in runs)
+    assert max(numbers.values()) == 1  # one MLflow run per trial, none duplicated
+    by_id = {r.info.run_id: r for r in runs}
+    assert set(by_id) == {
+        t.user_attrs["mlflow_run_id"] for t in stored if "mlflow_run_id" in t.user_attrs
+    }
+    assert by_id[dead.user_attrs["mlflow_run_id"]].info.status == "FAILED"
+    for t in complete:
+        run = by_id[t.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["val/mean_domain_auc"] == pytest.approx(t.values[0])
+    parents = client.search_runs([exp.experiment_id], "tags.kind = 'study'")
+    assert [p.info.status for p in parents] == ["FINISHED"]
+
+    # The report from the two services alone: no studies folder, no local MLflow store.
+    os.chdir(tmp_path)  # (pytest restores the directory) nothing relative is found here
+    report = build_report([name], [services.storage], tmp_path / "fresh", studies_dir="nowhere")
+    html = report.read_text()
+    assert "no heartbeat from worker machine-1:" in html
+    assert all(t.user_attrs["mlflow_run_id"] in html for t in complete)
+
+
+@pytest.mark.slow  # (the services take ~8 s to start)
+def test_workers_creating_the_storage_schema_at_once(services):
+    """Eight workers open one empty database together: each gets a working storage (Optuna's
+    schema creation raced: CREATE TYPE studydirection failed on all but one)."""
+    db = f"race{uuid.uuid4().hex[:8]}"
+    services.postgres.createdb(db)
+    url = services.postgres.url(db)
+    start = threading.Barrier(8)
+
+    def open_one(_):
+        start.wait()
+        return open_rdb(url, 1, 4, 10)
+
+    with ThreadPoolExecutor(8) as pool:
+        storages = list(pool.map(open_one, range(8)))
+    optuna.create_study(study_name="s", storage=storages[0])
+    assert [optuna.get_all_study_names(s) for s in storages] == [["s"]] * 8
+
+
+def check_budget_and_runs(services, name: str) -> list[optuna.trial.FrozenTrial]:
+    """Exactly the budget COMPLETE, nothing RUNNING, every COMPLETE trial's metrics on the
+    server; returns the trials."""
+    stored = trials(services, name)
+    states = Counter(t.state for t in stored)
+    assert states[TrialState.COMPLETE] == N_TRIALS and not states[TrialState.RUNNING]
+    client = MlflowClient(services.tracking)
+    for t in stored:
+        if t.state == TrialState.COMPLETE:
+            run = client.get_run(t.user_attrs["mlflow_run_id"])
+            assert run.info.status == "FINISHED"
+            assert run.data.metrics["val/mean_domain_auc"] == pytest.approx(t.values[0])
+    return stored
+
+
+@pytest.mark.slow
+def test_workers_ride_out_a_postgres_restart(tmp_path, services):
+    name = f"pgrestart-{uuid.uuid4().hex[:8]}"
+    procs = {i: start_worker(tmp_path, services, name, i) for i in range(2)}
+    wait_for(lambda: running_trial_of(services, name, 0), 90, "a trial")
+    services.postgres.stop("fast")  # every connection is cut
+    time.sleep(3)
+    services.postgres.start()
+    finish(procs, tmp_path)
+    check_budget_and_runs(services, name)
+    logs = "".join((tmp_path / f"worker-{i}.log").read_text() for i in procs)
+    assert "database unreachable" in logs  # they did lose it, and retried
+
+
+@pytest.mark.slow
+def test_a_database_down_for_good_stops_workers_with_the_reason(tmp_path, services):
+    name = f"pgdown-{uuid.uuid4().hex[:8]}"
+    # The MLflow server loses its database too; its client would retry for minutes.
+    quick_mlflow = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+    proc = start_worker(tmp_path, services, name, 0, "study.storage_retry_s=4", env=quick_mlflow)
+    wait_for(lambda: running_trial_of(services, name, 0), 90, "a trial")
+    services.postgres.stop("fast")
+    try:
+        code = proc.wait(60)
+    finally:
+        services.postgres.start()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    log = (tmp_path / "worker-0.log").read_text()
+    assert code != 0
+    assert "error: study.storage: the database 127.0.0.1:" in log
+    assert "was unreachable for 4s (study.storage_retry_s)" in log
+    # Nothing half-written: each trial is RUNNING (its heartbeat stopped; the next worker fails
+    # it) or finished with all it needs.
+    for t in trials(services, name):
+        assert t.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.FAIL)
+        if t.state == TrialState.COMPLETE:
+            assert t.values is not None and "mlflow_run_id" in t.user_attrs
+
+
+@pytest.mark.slow
+def test_metrics_survive_a_tracking_server_outage(tmp_path, services):
+    """MLflow's client retries a refused connection with backoff (MLFLOW_HTTP_REQUEST_*): a
+    server back within that time loses nothing."""
+    name = f"mlflowdown-{uuid.uuid4().hex[:8]}"
+    procs = {0: start_worker(tmp_path, services, name, 0)}
+    wait_for(lambda: running_trial_of(services, name, 0), 90, "a trial")
+    services.mlflow.stop()  # the trial ends (logs its metrics) while the server is down
+    time.sleep(4)
+    services.mlflow.start()
+    finish(procs, tmp_path)
+    check_budget_and_runs(services, name)
+
+
+@pytest.mark.slow
+def test_a_tracking_server_down_for_good_fails_the_trial_with_the_reason(tmp_path, services):
+    name = f"mlflowgone-{uuid.uuid4().hex[:8]}"
+    quick_mlflow = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}  # else retried for minutes
+    proc = start_worker(tmp_path, services, name, 0, "study.max_failures=1", env=quick_mlflow)
+    trial = wait_for(lambda: running_trial_of(services, name, 0), 90, "a trial")
+    services.mlflow.stop()
+    try:
+        code = proc.wait(60)
+    finally:
+        services.mlflow.start()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    log = (tmp_path / "worker-0.log").read_text()
+    assert code != 0 and "error: 1 trials failed (study.max_failures=1)" in log
+    failed = next(t for t in trials(services, name) if t.number == trial.number)
+    assert failed.state == TrialState.FAIL and failed.user_attrs["failure_kind"] == "error"
+    assert "Connection refused" in failed.user_attrs["fail_reason"]

@@ -1,0 +1,20 @@
+"""The package's layering: building blocks never import the layers above them."""
+
+from adasparse_lab.layers import import_graph, violations
+
+
+def test_no_forbidden_arrows_in_the_package():
+    assert violations(import_graph()) == []
+
+
+def test_the_graph_sees_real_arrows_and_flags_a_forbidden_one(tmp_path):
+    pkg = tmp_path / "adasparse_lab"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "study").mkdir()
+    (pkg / "models" / "net.py").write_text("from adasparse_lab.study.driver import x\n")
+    (pkg / "study" / "driver.py").write_text(
+        "import adasparse_lab.models.net\nfrom adasparse_lab.study import y\n"
+    )
+    graph = import_graph(pkg)
+    assert graph == {"models": {"study"}, "study": {"models"}}
+    assert violations(graph) == ["models -> study"]

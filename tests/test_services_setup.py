@@ -1,0 +1,32 @@
+"""Finding PostgreSQL's programs, and the rule that CI never skips the services' tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from adasparse_lab import services
+from tests import services as fixture
+
+
+def test_postgres_programs_are_found_off_path_in_debians_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(services.shutil, "which", lambda name: None)
+    found = {
+        "/usr/lib/postgresql/9.6/bin/initdb",
+        "/usr/lib/postgresql/15/bin/initdb",
+        "/usr/lib/postgresql/13/bin/initdb",
+    }
+    monkeypatch.setattr(
+        services.glob, "glob", lambda pattern: [p for p in found if p.endswith("/initdb")]
+    )
+    assert services.pg_bin("initdb") == "/usr/lib/postgresql/15/bin/initdb"  # the newest
+    monkeypatch.setattr(services.glob, "glob", lambda pattern: [])
+    assert services.pg_bin("initdb") is None
+
+
+def test_missing_services_skip_with_the_reason_but_fail_under_ci(monkeypatch):
+    monkeypatch.setattr(fixture, "REQUIRED", False)
+    with pytest.raises(pytest.skip.Exception, match="PostgreSQL is not installed"):
+        fixture.unavailable("PostgreSQL is not installed")
+    monkeypatch.setattr(fixture, "REQUIRED", True)
+    with pytest.raises(pytest.fail.Exception, match="ADASPARSE_REQUIRE_SERVICES=1 but no"):
+        fixture.unavailable("no initdb")
