@@ -208,3 +208,41 @@ def test_models_without_masks_refuse_a_pruner(tmp_path, tiny_data, name):
 def test_bad_sizes_name_their_key(tmp_path, tiny_data, name, override, key):
     with pytest.raises(ConfigError, match=key):
         build(tmp_path, tiny_data, name, override)
+
+
+def test_star_partitioned_norm_uses_each_domains_own_batch_statistics(tmp_path, tiny_data):
+    """Training mode: a row is normalised with its own domain's rows only, so changing another
+    domain's rows in the same batch leaves its logit unchanged (a shared BatchNorm would not)."""
+    model = build(tmp_path, tiny_data, "star").train()
+    (cat_a, dense_a), (cat_b, dense_b) = domain_rows(tiny_data, 0), domain_rows(tiny_data, 1)
+    cat, dense = torch.cat([cat_a, cat_b]), torch.cat([dense_a, dense_b])
+    with torch.no_grad():
+        base = model(cat, dense).logits
+        shifted = model(cat, torch.cat([dense_a, dense_b + 3.0])).logits
+    n = len(cat_a)
+    torch.testing.assert_close(shifted[:n], base[:n], atol=1e-6, rtol=1e-6)
+    assert (shifted[n:] - base[n:]).abs().max() > 1e-3
+
+
+def test_pepnet_gates_see_the_embedding_through_a_stop_gradient(tmp_path, tiny_data, monkeypatch):
+    """d logits / d h^0 is that of the DNN with every gate held at its value: h^0 reaches the
+    gates (EPNet: sg(h^0); PPNet: sg(O_ep)) but sends no gradient through them, except the
+    context fields' embeddings, which PPNet's prior reads without a stop-gradient."""
+    model = build(tmp_path, tiny_data, "pepnet")
+    cat, dense = domain_rows(tiny_data, 0, split="train")
+    e_d, h0 = (t.detach() for t in model.embedding(cat, dense))
+    h0.requires_grad_(True)
+    monkeypatch.setattr(model.embedding, "forward", lambda c, d: (e_d, h0))
+    gates = []
+    for gate in [model.epnet, *model.ppnet]:
+        gate.register_forward_hook(lambda _m, _i, out: gates.append(out.detach()))
+    (through_model,) = torch.autograd.grad(model(cat, dense).logits.sum(), h0)
+    x = gates[0] * h0  # the same network with the gates as constants
+    for i, (delta, layer) in enumerate(zip(gates[1:], model.layers)):
+        x = layer(delta * x)
+        x = torch.relu(x) if i < len(model.layers) - 1 else x
+    (held,) = torch.autograd.grad(x.sum(), h0)
+    ctx = torch.zeros(h0.shape[1], dtype=torch.bool)
+    ctx[model.ctx_index] = True
+    torch.testing.assert_close(through_model[:, ~ctx], held[:, ~ctx])
+    assert (through_model[:, ctx] - held[:, ctx]).abs().max() > 1e-6
