@@ -53,14 +53,14 @@ def train(model, data, steps: int, lr: float = 1e-2) -> list[float]:
 
 @pytest.fixture(scope="module")
 def trained(tiny_data, tmp_path_factory):
-    """name -> a model trained for 40 steps (so STAR's per-domain weights and statistics and
+    """name -> a model trained for 15 steps (so STAR's per-domain weights and statistics and
     every generator and gate have moved from their initial values), in eval mode."""
     cache = {}
 
     def get(name: str):
         if name not in cache:
             model = build(tmp_path_factory.mktemp(name), tiny_data, name)
-            train(model, tiny_data, 40)
+            train(model, tiny_data, 15)
             cache[name] = model.eval()
         return cache[name]
 
@@ -133,7 +133,7 @@ def test_star_serves_one_mlp_plus_the_auxiliary_network(trained, tiny_data):
     model = trained("star")
     cat, dense = domain_rows(tiny_data, 0)
     flops = model.flops(torch.zeros(len(cat), 0), model.domain_code(cat))
-    h0, hidden = model.embedding.output_dim(), [32, 16]
+    h0, hidden = model.embedding.output_dim(), [32, 16]  # conftest.TINY: model.hidden_dims
     # Two MLPs (matmul + bias each) and one add of their logits; the partitioned norm is folded.
     expected = dense_flops([h0, *hidden]) + dense_flops([h0, 8]) + 1
     assert float(flops.total[0]) == expected
