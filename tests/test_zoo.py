@@ -34,6 +34,9 @@ SMALL = {
     "shared_bottom": ["model=shared_bottom", "model.bottom_dims=[16]", "model.tower_dims=[8]"],
     "mmoe": ["model=mmoe", "model.n_experts=3", "model.expert_dims=[16]", "model.tower_dims=[8]"],
     "ple": ["model=ple", "model.expert_dims=[16,8]", "model.tower_dims=[]"],
+    "star": ["model=star", "model.hidden_dims=[16,8]", "model.aux_hidden_dims=[8]"],
+    "pepnet": ["model=pepnet", "model.hidden_dims=[16,8]", "model.gate_hidden=8"],
+    "apg": ["model=apg", "model.hidden_dims=[16,8]", "model.rank=4"],
 }
 DENSE = ["pruner=none"]
 DOMAIN_PRUNER = ["pruner=fusion", "pruner.inputs=domain", "schedule=constant"]
@@ -51,8 +54,12 @@ BASE = [
 DATA = {
     "synthetic": [],
     "douban": ["data=douban"],
-    "taobao": ["data=taobao"],
+    "taobao": ["data=taobao"],  # the raw three-file layout (hand-written fixture)
+    "taobao_fuxictr": ["data=taobao_fuxictr"],
+    "aliccp_processed": ["data=aliccp_processed"],
+    "aliexpress": ["data=aliexpress", "data.source.countries=[XA,XB]"],
 }
+REAL_SAMPLES = ["douban", "taobao_fuxictr", "aliccp_processed", "aliexpress"]
 
 
 def cfg_for(make_cfg, name, pruner=DENSE, data="synthetic", extra=()):
@@ -92,7 +99,8 @@ def test_every_model_trains_and_reports_auc_flops_params(make_cfg, tmp_path, nam
     check_run(train_and_evaluate(cfg), tmp_path, cfg)
 
 
-@pytest.mark.parametrize("data", ["douban", "taobao"])
+@pytest.mark.slow
+@pytest.mark.parametrize("data", [*REAL_SAMPLES, "taobao"])
 @pytest.mark.parametrize("name", list(SMALL))
 def test_every_model_trains_on_the_real_samples(make_cfg, tmp_path, name, data):
     cfg = cfg_for(make_cfg, name, data=data)
