@@ -163,7 +163,7 @@ def _better(spec: ClaimSpec, arms: pl.DataFrame) -> ClaimResult:
     if not _by_seed(arms, spec.arm) or not ran:
         return ClaimResult(spec, note="arm(s) not run")
     rival = max(ran, key=lambda v: np.mean(list(_by_seed(arms, v).values())))
-    note = f"vs {rival}" + (f" (best of {len(ran)})" if len(ran) > 1 else "")
+    note = f"runner-up: {rival}" if len(ran) > 1 else ""
     return ClaimResult(spec, paired(_by_seed(arms, spec.arm), _by_seed(arms, rival)), note)
 
 
