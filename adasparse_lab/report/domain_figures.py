@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import plotly.express as px
 import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
@@ -139,60 +140,42 @@ def _add_front_and_reference(
         )
 
 
-def log_ticks(values: list[float]) -> list[int]:
-    """1-2-5 ticks covering ``values`` (a log axis's default labels crowd with minor digits)."""
-    if not values:
-        return []
-    lo, hi = max(min(values), 1), max(values)
-    ticks = [
-        m * 10**e
-        for e in range(int(math.floor(math.log10(lo))), int(math.log10(hi)) + 2)
-        for m in (1, 2, 5)
-    ]
-    inside = [t for t in ticks if lo / 1.5 <= t <= hi * 1.5]
-    return inside or [int(lo)]
-
-
-def _si(n: int) -> str:
-    return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k" if n >= 1000 else str(n)
-
-
 def gain_figure(gains: pl.DataFrame) -> go.Figure:
     """AUC difference to the dense reference per domain against the domain's training rows
-    (log x); one trace per front trial (``gains``: label, domain, train_rows, gain, gain_sd),
-    error bars where the trial was re-evaluated over seeds."""
-    fig = go.Figure()
-    for i, label in enumerate(gains["label"].unique(maintain_order=True).to_list()):
-        g = gains.filter(pl.col("label") == label).sort("train_rows")
-        fig.add_trace(
-            go.Scatter(
-                x=g["train_rows"].to_list(),
-                y=rounded(g["gain"]),
-                mode="lines+markers",
-                name=label,
-                text=g["domain"].to_list(),
-                line={"width": 1.5, "color": PALETTE[i % len(PALETTE)]},
-                error_y={
-                    "type": "data",
-                    "array": rounded(g["gain_sd"].fill_null(0.0)),
-                    "visible": True,
-                    "thickness": 1,
-                },
-                hovertemplate="%{text}: %{x:,} rows<br>ΔAUC %{y:+.4f}<extra>" + label + "</extra>",
-            )
-        )
+    (log x, 1-2-5 ticks in SI units); one line per front trial (``gains``: label, domain,
+    train_rows, gain, gain_sd), error bars where the trial was re-evaluated over seeds."""
+    order = gains["label"].unique(maintain_order=True).to_list()
+    frame = gains.with_columns(
+        gain=pl.col("gain").round(4),
+        gain_sd=pl.col("gain_sd").fill_null(0.0).round(4),
+        first=pl.col("label").replace_strict(order, list(range(len(order))), return_dtype=pl.Int64),
+    ).sort("first", "train_rows")
+    fig = px.line(
+        frame,
+        x="train_rows",
+        y="gain",
+        color="label",
+        error_y="gain_sd",
+        markers=True,
+        log_x=True,
+        custom_data=["domain"],
+        color_discrete_sequence=PALETTE,
+    )
+    fig.update_traces(
+        line_width=1.5,
+        error_y_thickness=1,
+        hovertemplate="%{customdata[0]}: %{x:,} rows<br>ΔAUC %{y:+.4f}",
+    )
     fig.add_hline(
         y=0,
         line={"color": REFERENCE_COLOR, "dash": "dash", "width": 1},
         annotation_text="dense reference",
         annotation_position="top left",
     )
-    ticks = log_ticks(gains["train_rows"].drop_nulls().to_list())
     fig.update_xaxes(
-        type="log",
-        tickvals=ticks,
-        ticktext=[_si(t) for t in ticks],
-        title_text="training rows of the domain (log scale)",
+        dtick="D2", tickformat="~s", title_text="training rows of the domain (log scale)"
     )
     fig.update_yaxes(title_text="test AUC − dense reference AUC", zeroline=False)
-    return finish(fig, "Gain by domain size (front trials, test split)", 460)
+    return finish(fig, "Gain by domain size (front trials, test split)", 460).update_layout(
+        legend_title_text=""
+    )
