@@ -11,8 +11,7 @@ import torch
 from adasparse_lab.data.batches import iterate, split_to_device
 from adasparse_lab.data.prepare import PreparedData
 from adasparse_lab.metrics import EvalMetrics, evaluate_scores, safe_name
-from adasparse_lab.models.adasparse import AdaSparseModel
-from adasparse_lab.models.flops import dense_flops, tower_flops
+from adasparse_lab.models.base import MultiDomainModel, reference_flops
 
 log = logging.getLogger(__name__)
 FLOPS_AGGREGATES = ("dense", "mean", "ratio")  # <split>/flops/<these> are not domains
@@ -85,7 +84,7 @@ class SparsityReport:
 
 @dataclass
 class FlopsReport:
-    dense: float  # the same tower without pruners
+    dense: float  # the reference: dense MLP [H_0, *flops_reference, 1] (models/base.py)
     per_domain: np.ndarray  # [K] mean effective FLOPs per sample
     overall: float  # mean over all rows of the split
     breakdown: dict[str, np.ndarray]  # matmul / bias / pruner, [K] each
@@ -124,21 +123,23 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(
-    model: AdaSparseModel,
+    model: MultiDomainModel,
     data: PreparedData,
     split: str,
     batch_size: int = 8192,
     device: torch.device | None = None,
 ) -> Evaluation:
+    """Metrics, sparsity and per-domain FLOPs (``model.flops``) of ``split``; the FLOPs ratio
+    divides by the dense reference MLP with hidden dims ``model.flops_reference``."""
     device = device or next(model.parameters()).device
     tensors = split_to_device(data.splits[split], device)
     was_training = model.training
     model.eval()
     K = data.n_domains
-    shape = model.tower_shape()
     keep_sum = [torch.zeros(K, model.widths[p], dtype=torch.float64) for p in model.positions]
     logits, flops_parts = [], {"matmul": [], "bias": [], "pruner": []}
-    for batch in iterate(tensors, batch_size):
+    for batch in iterate(tensors, batch_size, pin=device.type == "cuda"):
+        batch = batch.to(device)  # a no-op unless the split is memory-mapped
         out = model(batch.cat, batch.dense)
         logits.append(out.logits.float().cpu())
         dom = batch.domain.cpu()
@@ -147,7 +148,7 @@ def evaluate(
             if out.keep
             else torch.zeros(len(dom), 0)
         )
-        fl = tower_flops(shape, kept)
+        fl = model.flops(kept, model.domain_code(batch.cat).cpu())
         for name in flops_parts:
             flops_parts[name].append(getattr(fl, name).expand(len(dom)))
         for acc, k in zip(keep_sum, out.keep):
@@ -155,7 +156,7 @@ def evaluate(
     model.train(was_training)
 
     split_data = data.splits[split]  # may live on the device (fit moves val there once)
-    domain = split_data.domain.cpu().numpy()
+    domain = split_data.domain.cpu().long().numpy()  # a memory-mapped store keeps int16
     rows = np.bincount(domain, minlength=K).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):  # a domain absent from the split: NaN
         keep_prob = [acc.numpy() / rows[:, None] for acc in keep_sum]
@@ -165,7 +166,7 @@ def evaluate(
         breakdown[name] = np.bincount(domain, weights=per_row, minlength=K) / np.maximum(rows, 1.0)
     total_rows = sum(torch.cat(p).numpy() for p in flops_parts.values())
     metrics = evaluate_scores(
-        label=split_data.label.cpu().numpy(),
+        label=split_data.label.cpu().float().numpy(),  # int8 in a memory-mapped store
         logit=torch.cat(logits).numpy(),
         domain=domain,
         domain_names=data.domain_names,
@@ -174,7 +175,7 @@ def evaluate(
         split=split,
     )
     flops = FlopsReport(
-        dense=dense_flops(model.widths),
+        dense=reference_flops(model.embedding.output_dim(), model.reference_dims()),
         per_domain=sum(breakdown.values()),
         overall=float(np.mean(total_rows)),
         breakdown=breakdown,

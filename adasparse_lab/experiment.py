@@ -35,6 +35,7 @@ from adasparse_lab.evaluation import Evaluation, evaluate
 from adasparse_lab.latency import LatencySettings, measure_latency
 from adasparse_lab.metrics import safe_name
 from adasparse_lab.models import AdaSparseModel, PrunerSpec, StaticPruning
+from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE, MultiDomainModel
 from adasparse_lab.sparsity import BandSchedule, SparsityRegularizer
 from adasparse_lab.trainer import EpochRecord, FitResult, TrainSettings, fit
 
@@ -61,10 +62,31 @@ def pruner_form(pruner_cfg: DictConfig) -> str:
     return "none" if gate is None else gate._target_.rsplit(".", 1)[-1].removesuffix("Gate").lower()
 
 
-def method_name(pruner_cfg: DictConfig) -> str:
-    """The method a run uses, as reports and tables name it: 'dense'; 'adasparse-<form>' with
-    '-domain' for the domain-only pruner input and '-r<rank>' for a low-rank pruner; or a
-    pruning rival's own name ('magnitude', 'domain_magnitude', 'random')."""
+MLP_NAMES = ("mlp", "adasparse")  # model=adasparse is the old name of model=mlp
+
+
+def model_name(model_cfg: DictConfig | None) -> str:
+    """The ``name:`` of a conf/model entry; 'mlp' for the MLP tower (also under
+    model=adasparse) and for a config without a model."""
+    if model_cfg is None:
+        return "mlp"
+    name = str(model_cfg.get("name") or model_cfg._target_.rsplit(".", 1)[-1].lower())
+    return "mlp" if name in MLP_NAMES or name == "adasparsemodel" else name
+
+
+def method_name(pruner_cfg: DictConfig, model_cfg: DictConfig | None = None) -> str:
+    """The method a run uses, as reports and tables name it. On the MLP tower: 'dense';
+    'adasparse-<form>' with '-domain' for the domain-only pruner input and '-r<rank>' for a
+    low-rank pruner; or a pruning rival's own name ('magnitude', ...). On another model the
+    model's name, then '+<that name>' for a pruner: 'mmoe', 'dcnv2+adasparse-fusion'."""
+    model = model_name(model_cfg)
+    name = _pruner_method(pruner_cfg)
+    if model == "mlp":
+        return name
+    return model if name == "dense" else f"{model}+{name}"
+
+
+def _pruner_method(pruner_cfg: DictConfig) -> str:
     if pruner_cfg.get("method"):
         return str(pruner_cfg.method)
     form = pruner_form(pruner_cfg)
@@ -115,14 +137,24 @@ def build_data(data_cfg: DictConfig, cache_dir: str | None) -> PreparedData:
         data_cfg.min_freq,
         data_cfg.dense_log1p,
         max_vocab=data_cfg.get("max_vocab", MAX_VOCAB),
+        storage=data_cfg.get("storage", "auto"),
     )
 
 
 def build_model(
-    model_cfg: DictConfig, data: PreparedData, pruner: PrunerSpec | StaticPruning | None
-) -> AdaSparseModel:
+    model_cfg: DictConfig,
+    data: PreparedData,
+    pruner: PrunerSpec | StaticPruning | None,
+    flops_reference=DEFAULT_FLOPS_REFERENCE,
+) -> MultiDomainModel:
+    """The model of ``model_cfg`` (any conf/model entry, models/base.py); ``flops_reference``:
+    the hidden dims of the dense MLP whose FLOPs are the denominator of every FLOPs ratio."""
     # The ??? sizes come from the data; the pruner object is passed after instantiation
     # (OmegaConf cannot merge a dataclass holding a union of gate types).
+    reference = tuple(int(h) for h in flops_reference)
+    if not reference or min(reference) < 1:
+        raise ConfigError(f"flops_reference={list(reference)} must be non-empty and positive")
+    model_cfg = OmegaConf.masked_copy(model_cfg, [k for k in model_cfg if k != "name"])
     factory = _instantiate(
         model_cfg,
         "model",
@@ -132,9 +164,11 @@ def build_model(
         _partial_=True,
     )
     try:
-        return factory(pruner=pruner)
+        model = factory(pruner=pruner)
     except TypeError as err:
         raise ConfigError(f"model: {err}") from None
+    model.flops_reference = reference
+    return model
 
 
 @dataclass
@@ -144,7 +178,7 @@ class RunResult:
     val: Evaluation
     test: Evaluation
     fit: FitResult
-    model: AdaSparseModel
+    model: MultiDomainModel
     data: PreparedData
 
 
@@ -156,9 +190,12 @@ def _train_pos_rate(data: PreparedData) -> np.ndarray:
     return np.divide(pos, rows, out=np.full(data.n_domains, np.nan), where=rows > 0)
 
 
-def domain_table(data: PreparedData, val: Evaluation, test: Evaluation) -> pl.DataFrame:
+def domain_table(
+    data: PreparedData, val: Evaluation, test: Evaluation, params: list[int] | None = None
+) -> pl.DataFrame:
     """Per-domain summary used by metrics.json, the printed table and the reports. Every
-    count and rate names its split (train_rows, train_pos_rate, test_rows, test_pos_rate)."""
+    count and rate names its split (train_rows, train_pos_rate, test_rows, test_pos_rate);
+    ``params``: per domain, the parameters of its served network (embedding table excluded)."""
     train_rows = data.rows_per_domain("train")
     train_pos = _train_pos_rate(data)
     rows = []
@@ -181,6 +218,7 @@ def domain_table(data: PreparedData, val: Evaluation, test: Evaluation) -> pl.Da
                 "sparsity": float(test.sparsity.domain_overall()[k]),
                 "flops": float(test.flops.per_domain[k]),
                 "flops_ratio": float(test.flops.per_domain[k] / test.flops.dense),
+                "params": None if params is None else int(params[k]),
             }
         )
     return pl.DataFrame(rows)
@@ -266,7 +304,8 @@ def train_and_evaluate(
     latency = LatencySettings.from_config(cfg.get("latency"))  # checked before training
     data = data or build_data(cfg.data, cfg.paths.cache)
     torch.manual_seed(parts.settings.seed)  # the initial weights depend on the seed too
-    model = build_model(cfg.model, data, parts.pruner)
+    reference = cfg.get("flops_reference", DEFAULT_FLOPS_REFERENCE)
+    model = build_model(cfg.model, data, parts.pruner, reference)
     fitted = fit(model, data, parts.settings, parts.regularizer, parts.schedule, on_epoch=on_epoch)
     device = parts.settings.torch_device()
     val = evaluate(model, data, "val", parts.settings.eval_batch_size, device)
@@ -275,10 +314,36 @@ def train_and_evaluate(
     metrics = {**val.as_dict("val", data.domain_names), **test.as_dict("test", data.domain_names)}
     metrics["best_epoch"] = float(fitted.best_epoch)
     metrics["fit_seconds"] = fitted.seconds
+    metrics |= parameter_counts(model)
     if latency.enabled:  # measured serving cost beside the analytic FLOPs (latency.py)
-        dense = partial(build_model, cfg.model, data, None)
+        dense = partial(reference_model, model, data)
         metrics |= measure_latency(model, dense, data, latency).as_dict()
-    return RunResult(metrics, domain_table(data, val, test), val, test, fitted, model, data)
+    params = [model.domain_params(k + 1) for k in range(data.n_domains)]
+    metrics |= {f"params/{safe_name(d)}": float(n) for d, n in zip(data.domain_names, params)}
+    return RunResult(metrics, domain_table(data, val, test, params), val, test, fitted, model, data)
+
+
+def reference_model(model: MultiDomainModel, data: PreparedData) -> AdaSparseModel:
+    """The dense reference MLP of ``model`` (the FLOPs ratio's denominator, models/base.py):
+    the same embedding, hidden dims ``model.reference_dims()``, no pruner. Latency's dense."""
+    return AdaSparseModel(
+        data.vocab_sizes,
+        len(data.schema.dense),
+        data.domain_feature_index(),
+        embedding_dim=model.embedding.embedding_dim,
+        hidden_dims=model.reference_dims(),
+    )
+
+
+def parameter_counts(model: MultiDomainModel) -> dict[str, float]:
+    """``params``: every trained parameter; ``params/network``: without the embedding (and,
+    in train_and_evaluate, ``params/<domain>``: the domain's served network, ditto)."""
+    table = {id(p) for p in model.embedding.parameters()}
+    every = list(model.parameters())
+    return {
+        "params": float(sum(p.numel() for p in every)),
+        "params/network": float(sum(p.numel() for p in every if id(p) not in table)),
+    }
 
 
 def epoch_logger(tracker, run_id: str):
@@ -307,7 +372,7 @@ def format_summary(domains: pl.DataFrame, metrics: dict[str, float]) -> str:
     head = f"{'domain':<14}{'train rows':>11}{'train pos':>10}{'test rows':>10}{'test pos':>9}"
     head += f"{'val AUC':>9}{'test AUC':>9}"
     head += f"{'oracle':>8}{'gap':>7}" if has_oracle else ""
-    head += f"{'sparsity':>9}{'FLOPs':>10}{'ratio':>7}"
+    head += f"{'sparsity':>9}{'FLOPs':>10}{'ratio':>7}{'params':>10}"
     lines = [head, "-" * len(head)]
 
     def fmt(x, spec=".4f"):
@@ -326,6 +391,7 @@ def format_summary(domains: pl.DataFrame, metrics: dict[str, float]) -> str:
             )
             line += f"{fmt(r['oracle_auc']):>8}{fmt(gap, '.3f'):>7}"
         line += f"{r['sparsity']:>9.3f}{r['flops']:>10,.0f}{r['flops_ratio']:>7.3f}"
+        line += f"{fmt(r.get('params'), ','):>10}"
         lines.append(line)
     lines.append("-" * len(head))
     lines.append(
@@ -333,5 +399,6 @@ def format_summary(domains: pl.DataFrame, metrics: dict[str, float]) -> str:
         f" | overall test AUC {metrics['test/auc']:.4f} logloss {metrics['test/logloss']:.4f}"
         + (f" GAUC {metrics['test/gauc']:.4f}" if "test/gauc" in metrics else "")
         + f" | FLOPs ratio {metrics['test/flops/ratio']:.3f} (dense {metrics['test/flops/dense']:,.0f}/sample)"
+        + (f" | params {metrics['params']:,.0f}" if "params" in metrics else "")
     )
     return "\n".join(lines)

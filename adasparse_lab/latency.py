@@ -3,8 +3,8 @@
 is static (``static_network``), by the masked model otherwise; on its real validation rows (tiled up
 to a batch), under inference_mode, all nets timed in every round, median over timed rounds.
 Metrics (ms per 1k samples, each b of ``latency.batch_sizes``): ``val/latency/b<b>/<domain>``,
-``val/latency/dense_b<b>`` (pruner=None, same dims, untrained), ``val/latency/ratio_b<b>`` =
-sum_k n_k t_k / (t_dense sum_k n_k), n_k = validation rows of domain k (the sample-weighted mean of
+``val/latency/dense_b<b>`` (the FLOPs ratio's dense reference MLP, untrained:
+experiment.reference_model), ``val/latency/ratio_b<b>`` = sum_k n_k t_k / (t_dense sum_k n_k), n_k = validation rows of domain k (the sample-weighted mean of
 t_k / t_dense), ``val/latency/ratio`` (at the largest b, 4096 by default), ``val/latency/measure_s``.
 """
 
@@ -22,7 +22,7 @@ from torch import nn
 from adasparse_lab.data.prepare import PreparedData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.metrics import safe_name
-from adasparse_lab.models.compact import serving_model
+from adasparse_lab.models.base import Logits
 
 log = logging.getLogger(__name__)
 Inputs = list[tuple[torch.Tensor, torch.Tensor]]  # batches of (cat [B, F], dense [B, Dn])
@@ -86,14 +86,17 @@ class LatencyResult:
 
 
 def static_network(model: nn.Module, k: int) -> nn.Module | None:
-    """The compacted net of domain index k (its domain-field code is k + 1: data.prepare)."""
-    return serving_model(model, k + 1)
+    """The net that serves domain index k (its domain-field code is k + 1: data.prepare), when
+    it differs from the whole model (a compacted or folded net, one domain's route); else None."""
+    net = model.served(k + 1)
+    return None if isinstance(net, Logits) else net
 
 
 def _batches(rows: torch.Tensor, data: PreparedData, b: int, min_rows: int, device) -> Inputs:
     """ceil(min_rows / b) batches of ``b`` validation rows taken (cyclically) from ``rows`` [N]."""
     idx, split = rows[torch.arange(-(-min_rows // b) * b) % rows.numel()], data.splits["val"]
-    return list(zip(split.cat[idx].to(device).split(b), split.dense[idx].to(device).split(b)))
+    cat = split.cat[idx].long()  # a memory-mapped store keeps int32 codes
+    return list(zip(cat.to(device).split(b), split.dense[idx].to(device).split(b)))
 
 
 def time_rounds(

@@ -26,7 +26,10 @@ FORBIDDEN["report"] = {"models", "data", "trainer", "experiment", "evaluation", 
 
 
 def _part(path: Path, package: Path) -> str:
-    return path.relative_to(package).with_suffix("").parts[0]
+    """A subpackage or top-level module; a subpackage's ``__main__`` is a command of its own
+    (``data.__main__``): commands sit above every layer, so they may import any of them."""
+    parts = path.relative_to(package).with_suffix("").parts
+    return ".".join(parts) if len(parts) == 2 and parts[1] == "__main__" else parts[0]
 
 
 def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
@@ -44,7 +47,7 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
                 continue
             for name in names:
                 head, _, rest = name.partition(".")
-                if head == package.name and rest and rest.split(".")[0] != part:
+                if head == package.name and rest and rest.split(".")[0] != part.split(".")[0]:
                     graph[part].add(rest.split(".")[0])
     return dict(graph)
 

@@ -16,6 +16,7 @@ from adasparse_lab.experiment import (
     build_data,
     epoch_logger,
     format_summary,
+    model_name,
     pruner_form,
     train_and_evaluate,
     write_outputs,
@@ -31,7 +32,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     tracker = tracker_from_config(cfg.tracking, cfg.experiment)
     run_id = None
     if tracker is not None:
-        run_id = tracker.start_run(cfg.run_name or f"{cfg.data.name}-{pruner_form(cfg.pruner)}")
+        model = model_name(cfg.model)  # the MLP keeps its old run names: <data>-<form>
+        prefix = cfg.data.name if model == "mlp" else f"{cfg.data.name}-{model}"
+        run_id = tracker.start_run(cfg.run_name or f"{prefix}-{pruner_form(cfg.pruner)}")
         tracker.log_params(run_id, flatten(cfg))
     try:
         result = train_and_evaluate(

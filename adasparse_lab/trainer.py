@@ -23,7 +23,7 @@ from adasparse_lab.data.batches import iterate, n_batches, split_to_device
 from adasparse_lab.data.prepare import PreparedData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.evaluation import Evaluation, evaluate
-from adasparse_lab.models.adasparse import AdaSparseModel
+from adasparse_lab.models.base import MultiDomainModel
 from adasparse_lab.sparsity import BandSchedule, ConstantBand, SparsityRegularizer
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,11 @@ def _train_epoch(
     reg_sum = torch.zeros((), device=state["device"])
     steps = 0
     done_at = schedule.done_at()
-    for batch in iterate(state["train"], settings.batch_size, shuffle=True, generator=state["gen"]):
+    pin = state["device"].type == "cuda"  # page-locked host batches of a memory-mapped split
+    for batch in iterate(
+        state["train"], settings.batch_size, shuffle=True, generator=state["gen"], pin=pin
+    ):
+        batch = batch.to(state["device"])
         progress = state["step"] / state["total_steps"]
         band = schedule.band(progress)
         # The epoch this step ends may be eligible (EpochRecord.eligible: progress at its end
@@ -151,7 +155,7 @@ def _train_epoch(
     return mean_loss, reg_sum.item() / max(steps, 1), len(state["train"])
 
 
-def _checked_schedule(model: AdaSparseModel, schedule: BandSchedule | None) -> BandSchedule:
+def _checked_schedule(model: MultiDomainModel, schedule: BandSchedule | None) -> BandSchedule:
     """The band schedule fit() follows. Masks that can zero neurons need an explicit one (a
     silent default band would push sparsity to 0); a band that no mask can meet (ScalingGate
     never zeroes, so its penalty would be a constant without gradient) is ignored, loudly."""
@@ -162,7 +166,7 @@ def _checked_schedule(model: AdaSparseModel, schedule: BandSchedule | None) -> B
         if gate
         else f"pruner.method={getattr(spec, 'method', None)}"
     )
-    if model.tower_shape().zeros and schedule is None:
+    if model.masks_zero and schedule is None:
         raise ConfigError(
             f"fit(): the model's masks can zero neurons ({pruner}) but no target-sparsity "
             "schedule was given; pass schedule= (config group `schedule`, e.g. "
@@ -170,7 +174,7 @@ def _checked_schedule(model: AdaSparseModel, schedule: BandSchedule | None) -> B
         )
     if schedule is None:
         return ConstantBand(0.0, 0.0)  # a dense model: nothing to target
-    if model.positions and not model.tower_shape().zeros:
+    if model.positions and not model.masks_zero:
         log.warning(
             "%s never zeroes a neuron (keep is all ones): the target band schedule.r_min=%s, "
             "schedule.r_max=%s is ignored and no sparsity penalty is applied (train/reg = 0)",
@@ -182,7 +186,7 @@ def _checked_schedule(model: AdaSparseModel, schedule: BandSchedule | None) -> B
 
 
 def fit(
-    model: AdaSparseModel,
+    model: MultiDomainModel,
     data: PreparedData,
     settings: TrainSettings,
     regularizer: SparsityRegularizer | None = None,
@@ -210,7 +214,7 @@ def fit(
         "device": device,
         "train": split_to_device(data.splits["train"], device),
         "gen": torch.Generator().manual_seed(settings.seed),
-        "regularised": model.learns_masks and model.tower_shape().zeros,
+        "regularised": model.learns_masks and model.masks_zero,
     }
     history: list[EpochRecord] = []
     best = (-math.inf, -1, None, None)  # (score, epoch, state_dict, evaluation)
@@ -240,7 +244,7 @@ def fit(
             train_loss=loss,
             train_reg=reg,
             samples_per_s=rows / seconds,
-            alpha=float(model.alpha),
+            alpha=float(getattr(model, "alpha", 1.0)),  # 1.0 for models without pruners
             lambda_hat=regularizer.lambda_at(progress),
             band=schedule.band(progress),
             eligible=progress >= schedule.done_at() - 1e-9,

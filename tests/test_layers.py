@@ -15,6 +15,7 @@ def test_the_graph_sees_real_arrows_and_flags_a_forbidden_one(tmp_path):
     (pkg / "study" / "driver.py").write_text(
         "import adasparse_lab.models.net\nfrom adasparse_lab.study import y\n"
     )
+    (pkg / "models" / "__main__.py").write_text("from adasparse_lab.study.driver import x\n")
     graph = import_graph(pkg)
-    assert graph == {"models": {"study"}, "study": {"models"}}
+    assert graph == {"models": {"study"}, "study": {"models"}, "models.__main__": {"study"}}
     assert violations(graph) == ["models -> study"]

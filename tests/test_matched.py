@@ -24,6 +24,7 @@ def rivals_study(tmp_path_factory):
         "study.n_trials=4",
         "synthetic.n_rows=20000",
         "model.hidden_dims=[32,16]",
+        "flops_reference=[32,16]",
         "model.embedding_dim=8",
         "train.epochs=2",
         f"paths.studies={tmp}/studies",

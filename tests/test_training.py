@@ -18,13 +18,15 @@ from adasparse_lab.experiment import (
     keep_table,
     train_and_evaluate,
 )
+from adasparse_lab.metrics import safe_name
 from adasparse_lab.sparsity import zero_fraction
 from adasparse_lab.study.settings import parse_settings
 from adasparse_lab.train import run
 from adasparse_lab.trainer import NonFiniteLossError, fit
 from tests.conftest import CONF
 
-RUN_LEVEL = {"best_epoch", "fit_seconds"}  # the only numbers not computed on one split
+# the only numbers not computed on one split (and params/<domain>: each domain's served network)
+RUN_LEVEL = {"best_epoch", "fit_seconds", "params", "params/network"}
 
 
 @pytest.mark.slow
@@ -60,7 +62,7 @@ def test_real_samples_end_to_end_with_tracking(make_cfg, tmp_path, dataset):
     # the saved weights and config rebuild the model that produced every test number
     saved = OmegaConf.create((out / "config.yaml").read_text())
     data = build_data(saved.data, saved.paths.cache)
-    model = build_model(saved.model, data, build_components(saved).pruner)
+    model = build_model(saved.model, data, build_components(saved).pruner, saved.flops_reference)
     model.load_state_dict(torch.load(out / "model_state.pt"))
     test = evaluate(model, data, "test")
     assert test.as_dict("test", data.domain_names) == {
@@ -107,7 +109,8 @@ def test_band_is_reached_by_the_ratio_the_regulariser_targets(make_cfg, tiny_dat
 def test_every_number_names_its_split(make_cfg, tiny_data):
     result = train_and_evaluate(make_cfg("tracking=none"), data=tiny_data)
     m, names = result.metrics, tiny_data.domain_names
-    assert sorted(k for k in m if not k.startswith(("val/", "test/"))) == sorted(RUN_LEVEL)
+    run_level = {k for k in m if not k.startswith(("val/", "test/"))}
+    assert run_level == RUN_LEVEL | {f"params/{safe_name(d)}" for d in names}
     for split, evaluation in (("val", result.val), ("test", result.test)):
         own = {k: v for k, v in m.items() if k.startswith(f"{split}/")}
         measured = {k for k in own if k.startswith("val/latency/")}  # latency.py, not evaluate

@@ -2,10 +2,12 @@
 
 python -m adasparse_lab.bench                       # all sections, defaults (~1-3 min, 2 cores)
 python -m adasparse_lab.bench --only train --repeats 7 --threads 1
-python -m adasparse_lab.bench --only prep --prep-rows 10000000
+python -m adasparse_lab.bench --only prep          # 85M rows: prep, mmap vs RAM, 4 readers (all sections: 1M)
+python -m adasparse_lab.bench --only prep --prep-rows 2000000 --prep-train-rows 1000000
 python -m adasparse_lab.bench --only study          # per-trial overhead of the study driver
 python -m adasparse_lab.bench --only methods        # every method's training and serving vs dense
 python -m adasparse_lab.bench --only methods --method magnitude --method random
+python -m adasparse_lab.bench --only models         # every zoo model: fit() vs a bare loop
 python -m adasparse_lab.bench --only step --threads 2   # AdaSparse kernel fast vs reference
 python -m adasparse_lab.bench --only scale           # trials/hour by workers, PostgreSQL vs journal
 python -m adasparse_lab.bench --only export --threads 1   # exported bundle latency per domain
@@ -30,6 +32,7 @@ from adasparse_lab.bench.methods import (
     format_methods,
     run_methods_bench,
 )
+from adasparse_lab.bench.models import MODELS, format_models, run_models_bench
 from adasparse_lab.bench.preparation import run_prep_bench
 from adasparse_lab.bench.report import (
     describe_machine,
@@ -47,7 +50,7 @@ from adasparse_lab.bench.step import StepBenchConfig, format_step, run_step_benc
 from adasparse_lab.bench.study_overhead import format_study, run_study_bench
 from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
-SECTIONS = ("train", "serve", "prep", "study", "methods", "step", "scale", "export")
+SECTIONS = ("train", "serve", "prep", "study", "methods", "step", "scale", "export", "models")
 
 
 def add_method_args(p: argparse.ArgumentParser) -> None:
@@ -79,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         action="append",
         choices=SECTIONS,
-        help="run only this section (repeatable); default: all",
+        help="run only this section (repeatable); default: all but models (--only models)",
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
@@ -103,13 +106,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--serve-seconds", type=float, default=s.seconds, help="time budget per batch size"
     )
     p.add_argument(
-        "--prep-rows", type=int, default=1_000_000, help="rows for the preparation timing"
+        "--prep-rows",
+        type=int,
+        default=None,
+        help="rows for the preparation timing (default 85M with --only prep alone, else 1M)",
+    )
+    p.add_argument(
+        "--prep-train-rows",
+        type=int,
+        default=None,
+        help="training rows of the memory vs memory-mapped samples/s comparison "
+        "(default 5M with --only prep alone, else 500k)",
+    )
+    p.add_argument(
+        "--prep-workers", type=int, default=4, help="workers reading the prepared store at once"
     )
     p.add_argument(
         "--study", default="sparsity", help="study whose trials the overhead is measured on"
     )
     p.add_argument("--study-trials", type=int, default=4, help="trials of the overhead section")
     add_method_args(p)
+    p.add_argument(
+        "--model",
+        action="append",
+        choices=[name for name, _ in MODELS],
+        help="models section: run only this model (repeatable)",
+    )
+    p.add_argument("--model-rows", type=int, default=65_536, help="models section: rows per pass")
+    p.add_argument("--model-repeats", type=int, default=3)
     p.add_argument(
         "--step-rows", type=int, default=StepBenchConfig().rows, help="rows per timed step pass"
     )
@@ -126,9 +150,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     args = p.parse_args(argv)
+    at_scale = args.only == ["prep"]  # the issue's scale only when prep is asked for alone
+    if args.prep_rows is None:
+        args.prep_rows = 85_000_000 if at_scale else 1_000_000
+    if args.prep_train_rows is None:
+        args.prep_train_rows = 5_000_000 if at_scale else 500_000
     for key in (
-        "rows", "loader_rows", "warmup_rows", "repeats", "prep_rows", "method_rows",
-        "method_repeats", "step_rows",
+        "rows", "loader_rows", "warmup_rows", "repeats", "prep_rows", "prep_train_rows",
+        "method_rows", "method_repeats", "step_rows", "model_rows", "model_repeats",
     ):  # fmt: skip
         if getattr(args, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be >= 1")
@@ -163,7 +192,9 @@ def run_sections(args: argparse.Namespace) -> tuple:
         ))  # fmt: skip
         print("\n" + format_serve(serve), flush=True)
     if "prep" in sections:
-        prep = run_prep_bench(args.prep_rows, args.seed)
+        prep = run_prep_bench(
+            args.prep_rows, args.seed, train_rows=args.prep_train_rows, workers=args.prep_workers
+        )
         print("\n" + format_prep(prep), flush=True)
     if "study" in sections:
         study = run_study_bench(args.study, args.study_trials)
@@ -176,6 +207,19 @@ def run_sections(args: argparse.Namespace) -> tuple:
         ))  # fmt: skip
         print("\n" + format_methods(methods, torch.get_num_threads()), flush=True)
     return train, serve, prep, study, methods
+
+
+def run_models_section(args: argparse.Namespace):
+    """The models section when chosen (not part of the default run: ~1 min per model)."""
+    if "models" not in set(args.only or ()):
+        return None
+    cfg = TrainBenchConfig(
+        rows=args.model_rows, warmup_rows=min(args.warmup_rows, args.model_rows),
+        repeats=args.model_repeats, seed=args.seed,
+    )  # fmt: skip
+    models = run_models_bench(cfg, tuple(args.model or ()))
+    print("\n" + format_models(models, torch.get_num_threads()), flush=True)
+    return models
 
 
 def run_step_section(args: argparse.Namespace) -> dict | None:
@@ -213,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
     machine = describe_machine()
     print(format_machine(machine), flush=True)
     train, serve, prep, study, methods = run_sections(args)
+    models = run_models_section(args)
     step = run_step_section(args)
     scale = run_scale(args)
     exported = run_export(args) if "export" in set(args.only or SECTIONS) else None
@@ -225,6 +270,8 @@ def main(argv: list[str] | None = None) -> dict:
         payload["study"] = study.as_dict()
     if methods is not None:
         payload["methods"] = asdict(methods) | {"ratios": methods.summary()}
+    if models is not None:
+        payload["models"] = {"fit": models.fit, "bare": models.bare, "ratios": models.summary()}
     if scale is not None:
         payload["scale"] = [asdict(p) for p in scale]
     load = {"start": load_at_start, "end": load_average()}

@@ -42,6 +42,8 @@ def head(split: TensorSplit, n: int) -> TensorSplit:
         domain=split.domain[:n],
         user=None if split.user is None else split.user[:n],
         p_true=None if split.p_true is None else split.p_true[:n],
+        block_rows=split.block_rows,
+        mapped=split.mapped,
     )
 
 

@@ -1,4 +1,4 @@
-"""Preparation: validate, encode vocabularies, normalise dense features, cache as parquet.
+"""Preparation: validate, encode vocabularies, normalise dense features, store as columns.
 
 Encoding rules
 - Categorical values seen in train at least ``min_freq`` times get codes 1..V (most frequent
@@ -8,7 +8,13 @@ Encoding rules
   natural order (``domain_order``: "2" before "10").
 - Dense features: signed log1p (optional), then standardised with train mean and std; nulls
   become 0 (the train mean).
-The result is cached under ``cache_dir/<hash>`` and reloaded on later runs. The hash covers
+Streaming: rows come as chunks (``source.load()`` sliced, the chunked synthetic generator, or
+``source.scan()`` spooled to parquet when data.storage='mmap', see ``data.stream``);
+vocabularies are streaming ``group_by`` counts, dense statistics streaming mean/std (numpy
+over the column when the source was loaded in memory), and chunks are encoded straight into
+the store (``data.store``), so memory does not grow with the rows. ``storage`` picks how the
+store is read: in RAM, memory-mapped, or auto (mmap above ``store.AUTO_MEMORY_BYTES``).
+The result is stored under ``cache_dir/<hash>`` and reloaded on later runs. The hash covers
 everything that shapes the result: the source's description (synthetic spec or files by path,
 size and mtime, separator, the split and its seed/fractions/column), the schema, min_freq,
 dense_log1p and ``ENCODING_VERSION``.
@@ -21,9 +27,9 @@ import json
 import logging
 import math
 import re
-import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,14 +38,28 @@ import polars as pl
 import torch
 
 from adasparse_lab.data.schema import Schema
-from adasparse_lab.data.sources import SPLITS, RawData
+from adasparse_lab.data.sources import SOURCE_SPLIT, SPLITS, RawData
+from adasparse_lab.data.store import (
+    BLOCK_ROWS,
+    StoreWriter,
+    check_storage,
+    domain_dtype,
+    load_column,
+    preparation_lock,
+    read_meta,
+    resolve_storage,
+)
+from adasparse_lab.data.stream import scan_chunks, spool_chunks
+from adasparse_lab.data.synthetic import SyntheticSpec, generate_chunks
 from adasparse_lab.errors import DataError
 
 log = logging.getLogger(__name__)
 # Part of the cache key: bump it whenever the encoding rules or the cached layout change
 # (vocabulary order, OOV handling, dense normalisation, domain order, columns), so that old
 # caches are ignored instead of silently reused. 2: domain names in natural order.
-ENCODING_VERSION = 2
+ENCODING_VERSION = 3  # 3: the .npy column store (data.store) replaces parquet tables
+# Rows per encoded chunk: bounds preparation memory (~100 bytes a row while encoding).
+CHUNK_ROWS = 1_000_000
 # Largest vocabulary of one categorical column: 10M ids x D=16 floats is 640 MB of embedding
 # (2 GB with Adam's moments); a column above it is refused with a message (data.max_vocab).
 MAX_VOCAB = 10_000_000
@@ -55,6 +75,10 @@ class TensorSplit:
     domain: torch.Tensor  # [N] int64 domain index 0..K-1
     user: torch.Tensor | None = None  # [N] int64 user key (GAUC), if the schema has one
     p_true: torch.Tensor | None = None  # [N] float64 true click probability (synthetic)
+    # Memory-mapped store (data.store): compact dtypes (int32 codes, int8 label, int16 domain)
+    # and shuffled by blocks of this many rows (data.batches); None: in RAM, global shuffle.
+    block_rows: int | None = None
+    mapped: bool = False  # the tensors are views of the store's memory maps
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -101,67 +125,122 @@ def domain_order(name: str) -> tuple:
     return (1, tuple(int(p) if i % 2 else p for i, p in enumerate(parts)))
 
 
-def _vocab(train: pl.DataFrame, col: str, min_freq: int) -> pl.DataFrame:
-    counts = train.get_column(col).drop_nulls().value_counts(name="n")
-    kept = counts.filter(pl.col("n") >= min_freq).sort(["n", col], descending=[True, False])
-    return kept.select(col).with_row_index("code", offset=1)
+@dataclass
+class RawStream:
+    """Raw rows per split, readable twice: lazily (counts, vocabularies, dense statistics) and
+    as an ordered stream of chunks (encoding). ``exact``: the frames are in memory, so the dense
+    statistics are computed as before the store existed (numpy over the whole column)."""
+
+    lazy: dict[str, pl.LazyFrame]
+    chunks: Callable[[str], Iterator[pl.DataFrame]]
+    domain_groups: dict[str, int] | None
+    origins: dict[str, str]
+    exact: bool
 
 
-def _encode_column(frame: pl.DataFrame, col: str, vocab: pl.DataFrame) -> pl.Series:
-    values = vocab.get_column(col)
-    src = frame.get_column(col)
-    if src.dtype != values.dtype:  # e.g. an int column read as str in one file
-        src, values = src.cast(pl.String), values.cast(pl.String)
-    return src.replace_strict(
-        values, vocab.get_column("code"), default=0, return_dtype=pl.Int64
-    ).fill_null(0)
+def _origins(raw_origins: dict[str, str] | None) -> dict[str, str]:
+    return {s: (raw_origins or {}).get(s, f"{s} split") for s in SPLITS}
 
 
-def _dense_matrix(frame: pl.DataFrame, cols: tuple[str, ...], log1p: bool) -> np.ndarray:
-    if not cols:
-        return np.zeros((frame.height, 0), dtype=np.float64)
-    exprs = [pl.col(c).cast(pl.Float64) for c in cols]
-    if log1p:
-        exprs = [e.sign() * e.abs().log1p() for e in exprs]
-    return frame.select(exprs).to_numpy()
+def _from_frames(raw: RawData, chunk_rows: int) -> RawStream:
+    missing = [s for s in SPLITS if s not in raw.frames]
+    if missing:
+        raise DataError(f"data source gave no {missing[0]!r} split (got {sorted(raw.frames)})")
+    return RawStream(
+        lazy={s: raw.frames[s].lazy() for s in SPLITS},
+        chunks=lambda s: raw.frames[s].iter_slices(chunk_rows),
+        domain_groups=raw.domain_groups,
+        origins=_origins(raw.origins),
+        exact=True,
+    )
 
 
-def integral_codes(frame: pl.DataFrame, schema: Schema) -> pl.DataFrame:
+def _from_spool(spool: Path, domain_groups, origins) -> RawStream:
+    """Split-tagged chunk files ``spool/<split>/<k>.parquet`` (written by ``spool_*``)."""
+
+    def files(split: str) -> list[Path]:
+        return sorted((spool / split).glob("*.parquet"))
+
+    empty = [s for s in SPLITS if not files(s)]
+    if empty:
+        raise DataError(f"{origins.get(empty[0], empty[0])}: no rows")
+    return RawStream(
+        lazy={s: pl.scan_parquet(files(s)) for s in SPLITS},
+        chunks=lambda s: (pl.read_parquet(f) for f in files(s)),
+        domain_groups=domain_groups,
+        origins=_origins(origins),
+        exact=False,
+    )
+
+
+def _source_stream(source, storage: str, spool: Path, chunk_rows: int) -> RawStream:
+    """Stream the source: the chunked synthetic generator, ``source.scan()`` with its split
+    (or the ``source_split`` column of per-split files) when data.storage='mmap', else
+    ``source.load()`` (in memory, chunked only for encoding)."""
+    spec = getattr(source, "spec", None)
+    split = getattr(source, "split", None)
+    if isinstance(spec, SyntheticSpec) and spec.chunk_rows and split is not None:
+        spool_chunks(generate_chunks(spec), split, spool)
+        return _from_spool(spool, spec.domain_groups(), {})
+    if storage == "mmap" and hasattr(source, "scan"):
+        lazy = source.scan()
+        per_file = "split" not in source.describe()  # rows tagged in source_split
+        if per_file and SOURCE_SPLIT not in lazy.collect_schema().names():
+            return _from_frames(source.load(), chunk_rows)
+        where = next(
+            (
+                str(v)
+                for v in (getattr(source, a, None) for a in ("root", "path"))
+                if v and isinstance(v, (str, Path))
+            ),
+            type(source).__name__,
+        )
+        spool_chunks(
+            scan_chunks(lazy, spool / "raw", chunk_rows), None if per_file else split, spool
+        )
+        return _from_spool(spool, None, {s: f"{where} ({s} split)" for s in SPLITS})
+    return _from_frames(source.load(), chunk_rows)
+
+
+def _float_codes(schema: Schema, frame_schema: pl.Schema) -> list[pl.Expr]:
     """Integral float codes (an id column typed as float in one file because of a null: 1.0)
-    cast to Int64, so that they match the other files' vocabularies."""
-    floats = [c for c in schema.categorical if c in frame.columns and frame.schema[c].is_float()]
-    return frame.with_columns(pl.col(c).fill_nan(None).cast(pl.Int64) for c in floats)
+    cast to Int64, so they match the other files; the domain as a string (a label set)."""
+    floats = [c for c in schema.categorical if frame_schema[c].is_float()]
+    return [pl.col(c).fill_nan(None).cast(pl.Int64) for c in floats] + [
+        pl.col(schema.domain).cast(pl.String)
+    ]
 
 
-def _validated(raw: RawData, schema: Schema) -> dict[str, pl.DataFrame]:
-    """Every split checked against the schema, with integral float codes cast to Int64."""
-    frames = {}
-    for name in SPLITS:
-        if name not in raw.frames:
-            raise DataError(f"data source gave no {name!r} split (got {sorted(raw.frames)})")
-        frame = raw.frames[name]
-        schema.validate(frame, (raw.origins or {}).get(name, f"{name} split"))
-        frames[name] = integral_codes(frame, schema)
-    return frames
+def _vocab(lazy: pl.LazyFrame, col: str, min_freq: int) -> pl.DataFrame:
+    """Codes 1..V of the values seen >= min_freq times, most frequent first (ties by value):
+    a streaming group_by, memory bounded by the number of distinct values."""
+    counts = lazy.select(col).drop_nulls().group_by(col).agg(pl.len().alias("n"))
+    kept = counts.filter(pl.col("n") >= min_freq).sort(["n", col], descending=[True, False])
+    return kept.select(col).collect(engine="streaming").with_row_index("code", offset=1)
+
+
+def _typed(stream: RawStream, schema: Schema) -> dict[str, pl.LazyFrame]:
+    return {
+        s: lf.with_columns(_float_codes(schema, lf.collect_schema()))
+        for s, lf in stream.lazy.items()
+    }
 
 
 def _vocabularies(
-    frames: dict[str, pl.DataFrame],
-    schema: Schema,
-    min_freq: int,
-    max_vocab: int | None,
-    origin: str,
+    lazy: dict[str, pl.LazyFrame], schema: Schema, min_freq: int, max_vocab, origin: str
 ) -> dict[str, pl.DataFrame]:
     """Per categorical column, its vocabulary (codes 1..V); the domain's spans every split."""
-    all_domains = pl.concat([frames[s].get_column(schema.domain).cast(pl.String) for s in SPLITS])
-    domain_names = sorted(all_domains.unique().to_list(), key=domain_order)
+    domains = pl.concat(
+        [lf.select(schema.domain).unique().collect(engine="streaming") for lf in lazy.values()]
+    ).get_column(schema.domain)
+    domain_names = sorted(domains.unique().to_list(), key=domain_order)
     vocabs = {
         schema.domain: pl.DataFrame({schema.domain: domain_names}).with_row_index("code", offset=1)
     }
     for col in schema.categorical:
         if col == schema.domain:
             continue
-        vocabs[col] = _vocab(frames["train"], col, min_freq)
+        vocabs[col] = _vocab(lazy["train"], col, min_freq)
         if max_vocab is not None and vocabs[col].height > max_vocab:
             raise DataError(
                 f"{origin}: categorical column {col!r} has {vocabs[col].height} distinct values "
@@ -170,6 +249,42 @@ def _vocabularies(
                 "data.max_vocab"
             )
     return vocabs
+
+
+def _dense_exprs(cols: tuple[str, ...], log1p: bool) -> list[pl.Expr]:
+    exprs = [pl.col(c).cast(pl.Float64) for c in cols]
+    if log1p:
+        exprs = [(e.sign() * e.abs().log1p()).alias(c) for e, c in zip(exprs, cols)]
+    return exprs
+
+
+def _dense_matrix(frame: pl.DataFrame, cols: tuple[str, ...], log1p: bool) -> np.ndarray:
+    if not cols:
+        return np.zeros((frame.height, 0), dtype=np.float64)
+    return frame.select(_dense_exprs(cols, log1p)).to_numpy()
+
+
+def _dense_scale(stream: RawStream, schema: Schema, log1p: bool) -> tuple:
+    """Train mean and std of each (log1p'd) dense feature, NaN and nulls ignored; std 0 -> 1.
+    In memory: numpy over the column (as before the store); streamed: polars' streaming
+    mean/std, equal up to float rounding."""
+    cols = schema.dense
+    if not cols:
+        return np.zeros(0), np.ones(0)
+    if stream.exact:
+        dense = _dense_matrix(stream.lazy["train"].collect(), cols, log1p)
+        mean, std = np.nanmean(dense, axis=0), np.nanstd(dense, axis=0)
+    else:
+        values = [e.fill_nan(None) for e in _dense_exprs(cols, log1p)]
+        stats = (
+            stream.lazy["train"]
+            .select([v.mean().alias(f"m{j}") for j, v in enumerate(values)]
+                    + [v.std(ddof=0).alias(f"s{j}") for j, v in enumerate(values)])
+            .collect(engine="streaming")
+        )  # fmt: skip
+        mean = np.array([stats[f"m{j}"][0] for j in range(len(cols))], dtype=np.float64)
+        std = np.array([stats[f"s{j}"][0] for j in range(len(cols))], dtype=np.float64)
+    return mean, np.where(std > 0, std, 1.0)
 
 
 @dataclass
@@ -184,6 +299,19 @@ class Encoder:
     dense_log1p: bool
 
 
+def _fit_stream_encoder(stream: RawStream, schema: Schema, settings: dict) -> Encoder:
+    """Vocabularies (streaming group_by) and dense statistics of a raw stream."""
+    vocabs = _vocabularies(
+        _typed(stream, schema),
+        schema,
+        settings["min_freq"],
+        settings["max_vocab"],
+        stream.origins["train"],
+    )
+    mean, std = _dense_scale(stream, schema, settings["dense_log1p"])
+    return Encoder(vocabs, mean, std, settings["dense_log1p"])
+
+
 def fit_encoder(
     frames: dict[str, pl.DataFrame],
     schema: Schema,
@@ -193,96 +321,170 @@ def fit_encoder(
     origin: str = "train split",
 ) -> Encoder:
     """The encoder of validated split frames (vocabularies from train, the domain's from all)."""
-    vocabs = _vocabularies(frames, schema, min_freq, max_vocab, origin)
-    dense_train = _dense_matrix(frames["train"], schema.dense, dense_log1p)
-    mean = np.nanmean(dense_train, axis=0) if dense_train.size else np.zeros(0)
-    std = np.nanstd(dense_train, axis=0) if dense_train.size else np.zeros(0)
-    return Encoder(vocabs, mean, np.where(std > 0, std, 1.0), dense_log1p)
+    stream = _from_frames(RawData(frames=frames, origins={"train": origin}), CHUNK_ROWS)
+    settings = {"min_freq": min_freq, "dense_log1p": dense_log1p, "max_vocab": max_vocab}
+    return _fit_stream_encoder(stream, schema, settings)
+
+
+def integral_codes(frame: pl.DataFrame, schema: Schema) -> pl.DataFrame:
+    """Integral float codes (an id column typed as float in one file because of a null: 1.0)
+    cast to Int64, so that they match the other files' vocabularies."""
+    floats = [c for c in schema.categorical if c in frame.columns and frame.schema[c].is_float()]
+    return frame.with_columns(pl.col(c).fill_nan(None).cast(pl.Int64) for c in floats)
+
+
+def _features(frame: pl.DataFrame, schema: Schema, encoder: Encoder) -> tuple:
+    """Codes [N, F] int32 (0 = OOV) and standardised dense [N, Dn] float32 (missing = 0)."""
+    frame = frame.with_columns(pl.col(schema.domain).cast(pl.String))
+    codes = np.stack(
+        [_encode_column(frame, c, encoder.vocabs[c]) for c in schema.categorical], axis=1
+    ).astype(np.int32)
+    dense = (_dense_matrix(frame, schema.dense, encoder.dense_log1p) - encoder.mean) / encoder.std
+    return codes, np.nan_to_num(dense, nan=0.0).astype(np.float32)
 
 
 def encode_features(frame: pl.DataFrame, schema: Schema, encoder: Encoder) -> pl.DataFrame:
     """Feature columns of raw rows as codes (c0.., 0 = OOV) and standardised dense (x0..,
     missing = 0, the train mean): the same rules for training and serving."""
-    frame = frame.with_columns(pl.col(schema.domain).cast(pl.String))
-    cols = {
-        f"c{i}": _encode_column(frame, c, encoder.vocabs[c])
-        for i, c in enumerate(schema.categorical)
+    codes, dense = _features(frame, schema, encoder)
+    table = pl.DataFrame(
+        {f"c{i}": codes[:, i].astype(np.int64) for i in range(codes.shape[1])},
+        schema={f"c{i}": pl.Int64 for i in range(codes.shape[1])},
+    )
+    return table.with_columns(pl.Series(f"x{j}", dense[:, j]) for j in range(dense.shape[1]))
+
+
+def _encode_chunk(frame: pl.DataFrame, schema: Schema, encoder: Encoder) -> dict[str, np.ndarray]:
+    """One chunk of a split as store columns: codes, standardised dense, label, domain, ..."""
+    frame = frame.with_columns(_float_codes(schema, frame.schema))
+    codes, dense = _features(frame, schema, encoder)
+    out = {
+        "cat": codes,
+        "dense": dense,
+        "label": frame.get_column(schema.label).cast(pl.Int8).to_numpy(),
+        "domain": codes[:, schema.categorical.index(schema.domain)] - 1,
     }
-    dense = (_dense_matrix(frame, schema.dense, encoder.dense_log1p) - encoder.mean) / encoder.std
-    table = pl.DataFrame(cols, schema={name: pl.Int64 for name in cols})
-    return table.with_columns(
-        pl.Series(f"x{j}", np.nan_to_num(dense[:, j], nan=0.0).astype(np.float32))
-        for j in range(dense.shape[1])
-    )
-
-
-def _encode_split(frame: pl.DataFrame, schema: Schema, encoder: Encoder) -> pl.DataFrame:
-    """One split as codes (c0..), standardised dense (x0..), label, domain index, user, p_true."""
-    table = encode_features(frame, schema, encoder).with_columns(
-        label=frame.get_column(schema.label).cast(pl.Float32),
-        domain=pl.col(f"c{schema.categorical.index(schema.domain)}") - 1,
-    )
     if schema.user is not None:
-        table = table.with_columns(
-            user=frame.get_column(schema.user).hash().reinterpret(signed=True)
-        )
+        out["user"] = frame.get_column(schema.user).hash().reinterpret(signed=True).to_numpy()
     if "p_true" in frame.columns:
-        table = table.with_columns(p_true=frame.get_column("p_true").cast(pl.Float64))
-    return table
+        out["p_true"] = frame.get_column("p_true").cast(pl.Float64).to_numpy()
+    return out
 
 
-def encode(
-    raw: RawData,
-    schema: Schema,
-    min_freq: int,
-    dense_log1p: bool,
-    max_vocab: int | None = None,
-) -> dict:
-    """Encode raw frames into tables of codes per split plus vocabulary metadata."""
-    frames = _validated(raw, schema)
-    train_origin = (raw.origins or {}).get("train", "train split")
-    encoder = fit_encoder(frames, schema, min_freq, dense_log1p, max_vocab, train_origin)
-    return {
-        "splits": {s: _encode_split(frames[s], schema, encoder) for s in SPLITS},
-        "domain_names": encoder.vocabs[schema.domain].get_column(schema.domain).to_list(),
-        "vocab_sizes": [encoder.vocabs[c].height + 1 for c in schema.categorical],
-        "encoder": encoder,
+def _encode_column(frame: pl.DataFrame, col: str, vocab: pl.DataFrame) -> np.ndarray:
+    values = vocab.get_column(col)
+    src = frame.get_column(col)
+    if src.dtype != values.dtype:  # e.g. an int column read as str in one file
+        src, values = src.cast(pl.String), values.cast(pl.String)
+    return (
+        src.replace_strict(values, vocab.get_column("code"), default=0, return_dtype=pl.Int32)
+        .fill_null(0)
+        .to_numpy()
+    )
+
+
+def _column_types(schema: Schema, n_domains: int, lazy: pl.LazyFrame) -> dict[str, tuple]:
+    names = lazy.collect_schema().names()
+    types = {
+        "cat": (np.int32, (len(schema.categorical),)),
+        "dense": (np.float32, (len(schema.dense),)),
+        "label": (np.int8, ()),
+        "domain": (domain_dtype(n_domains), ()),
     }
+    if schema.user is not None:
+        types["user"] = (np.int64, ())
+    if "p_true" in names:
+        types["p_true"] = (np.float64, ())
+    return types
 
 
-def _to_tensors(table: pl.DataFrame, n_cat: int, n_dense: int) -> TensorSplit:
-    cat = table.select([f"c{i}" for i in range(n_cat)]).to_numpy().astype(np.int64)
-    dense = (
-        table.select([f"x{j}" for j in range(n_dense)]).to_numpy().astype(np.float32)
-        if n_dense
-        else np.zeros((table.height, 0), dtype=np.float32)
-    )
-    return TensorSplit(
-        cat=torch.from_numpy(np.ascontiguousarray(cat)),
-        dense=torch.from_numpy(np.ascontiguousarray(dense)),
-        label=torch.from_numpy(table.get_column("label").to_numpy().copy()),
-        domain=torch.from_numpy(table.get_column("domain").to_numpy().astype(np.int64)),
-        user=torch.from_numpy(table.get_column("user").to_numpy().copy())
-        if "user" in table.columns
-        else None,
-        p_true=torch.from_numpy(table.get_column("p_true").to_numpy().copy())
-        if "p_true" in table.columns
-        else None,
-    )
+def _validate_stream(stream: RawStream, schema: Schema) -> dict[str, int]:
+    """Every chunk checked against the schema; returns the rows per split."""
+    rows = {}
+    for split in SPLITS:
+        n = 0
+        for chunk in stream.chunks(split):
+            schema.validate(chunk, stream.origins[split])
+            n += chunk.height
+        if n == 0:
+            raise DataError(f"{stream.origins[split]}: no rows")
+        rows[split] = n
+    return rows
 
 
-def _write_cache(path: Path, tables: dict[str, pl.DataFrame], meta: dict) -> None:
-    """Write into a temporary folder and rename it into place, so that a concurrent worker
-    never reads a half-written cache (whoever renames first wins; the other copy is dropped)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    for split, table in tables.items():
-        table.write_parquet(tmp / f"{split}.parquet")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+def encode_to_store(
+    stream: RawStream, schema: Schema, path: Path, settings: dict, description: dict
+) -> dict:
+    """Validate, build vocabularies and dense statistics, then encode chunk by chunk into the
+    store at ``path`` (atomically). Memory: one chunk plus the vocabularies."""
+    rows = _validate_stream(stream, schema)
+    encoder = _fit_stream_encoder(stream, schema, settings)
+    vocabs = encoder.vocabs
+    domain_names = vocabs[schema.domain].get_column(schema.domain).to_list()
+    types = _column_types(schema, len(domain_names), stream.lazy["train"])
+    writer = StoreWriter(path, rows, types)
     try:
-        tmp.rename(path)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
+        for split in SPLITS:
+            start = 0
+            for chunk in stream.chunks(split):
+                values = _encode_chunk(chunk, schema, encoder)
+                writer.write(split, start, values)
+                start += chunk.height
+        meta = {
+            "vocab_sizes": [vocabs[c].height + 1 for c in schema.categorical],
+            "domain_names": domain_names,
+            "domain_groups": stream.domain_groups,
+            "rows": rows,
+            "n_dense": len(schema.dense),
+            "columns": sorted(types),
+            "description": description,
+        }
+        writer.commit(meta)
+    except BaseException:
+        writer.abort()
+        raise
+    return meta
+
+
+def load_store(path: Path, schema: Schema, meta: dict, storage: str) -> PreparedData:
+    """The prepared data from a finished store, in RAM or memory-mapped."""
+    mmap = resolve_storage(storage, meta) == "mmap"
+    cols = meta["columns"]
+    splits = {}
+    for s in SPLITS:
+        get = {c: load_column(path, s, c, mmap) for c in cols}
+        splits[s] = TensorSplit(
+            cat=get["cat"],
+            dense=get["dense"],
+            label=get["label"],
+            domain=get["domain"],
+            user=get.get("user"),
+            p_true=get.get("p_true"),
+            block_rows=BLOCK_ROWS if mmap else None,
+            mapped=mmap,
+        )
+    return PreparedData(
+        schema=schema,
+        splits=splits,
+        vocab_sizes=meta["vocab_sizes"],
+        domain_names=meta["domain_names"],
+        domain_groups=meta["domain_groups"],
+        cache_path=path,
+    )
+
+
+def _prepare_store(source, schema, path: Path, settings: dict, description: dict) -> dict:
+    """Under the key's lock: reuse a store another process finished meanwhile, else build it."""
+    with preparation_lock(path):
+        meta = read_meta(path)
+        if meta is not None:
+            return meta
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}-spool-", dir=path.parent) as tmp:
+            stream = _source_stream(source, settings["storage"], Path(tmp), settings["chunk_rows"])
+            meta = encode_to_store(stream, schema, path, settings, description)
+        log.info("prepared data in %.1fs (store: %s)", time.perf_counter() - t0, path)
+        return meta
 
 
 def prepare(
@@ -292,8 +494,13 @@ def prepare(
     min_freq: int = 1,
     dense_log1p: bool = True,
     max_vocab: int | None = MAX_VOCAB,
+    storage: str = "auto",
+    chunk_rows: int = CHUNK_ROWS,
 ) -> PreparedData:
-    """Load from cache when the data config is unchanged, else encode and write the cache."""
+    """Read the prepared store when the data config is unchanged, else stream the source into
+    a new store; then load it in memory or memory-mapped (``storage``: auto|memory|mmap).
+    Without a cache directory the store is written to a temporary one and loaded in memory."""
+    check_storage(storage, cache_dir)
     description = {
         "source": type(source).__name__,
         "source_args": source.describe(),
@@ -301,38 +508,28 @@ def prepare(
         "min_freq": min_freq,
         "dense_log1p": dense_log1p,
     }
-    key = config_hash(description)
-    path = Path(cache_dir) / key if cache_dir is not None else None
-    meta_file = path / "meta.json" if path is not None else None
-    if meta_file is not None and meta_file.exists():
-        meta = json.loads(meta_file.read_text())
-        tables = {s: pl.read_parquet(path / f"{s}.parquet") for s in SPLITS}
-        log.info("loaded prepared data from cache %s", path)
-    else:
-        t0 = time.perf_counter()
-        raw = source.load()
-        enc = encode(raw, schema, min_freq, dense_log1p, max_vocab)
-        tables = enc["splits"]
-        meta = {
-            "vocab_sizes": enc["vocab_sizes"],
-            "domain_names": enc["domain_names"],
-            "domain_groups": raw.domain_groups,
-            "description": description,
-        }
-        if path is not None:
-            _write_cache(path, tables, meta)
-        log.info("prepared data in %.1fs (cache: %s)", time.perf_counter() - t0, path)
-    splits = {
-        s: _to_tensors(t, len(schema.categorical), len(schema.dense)) for s, t in tables.items()
+    settings = {
+        "min_freq": min_freq,
+        "dense_log1p": dense_log1p,
+        "max_vocab": max_vocab,
+        "storage": storage,
+        "chunk_rows": chunk_rows,
     }
-    data = PreparedData(
-        schema=schema,
-        splits=splits,
-        vocab_sizes=meta["vocab_sizes"],
-        domain_names=meta["domain_names"],
-        domain_groups=meta["domain_groups"],
-        cache_path=path,
-    )
+    key = config_hash(description)
+    if cache_dir is None:
+        with tempfile.TemporaryDirectory(prefix="adasparse-prep-") as tmp:
+            path = Path(tmp) / key
+            meta = _prepare_store(source, schema, path, settings, description)
+            data = load_store(path, schema, meta, "memory")
+            data.cache_path = None
+    else:
+        path = Path(cache_dir) / key
+        meta = read_meta(path)
+        if meta is None:
+            meta = _prepare_store(source, schema, path, settings, description)
+        else:
+            log.info("loaded prepared data from cache %s", path)
+        data = load_store(path, schema, meta, storage)
     empty = [d for d, n in zip(data.domain_names, data.rows_per_domain("train")) if n == 0]
     if empty:
         log.warning("domains with no training rows (their embedding stays untrained): %s", empty)
@@ -346,9 +543,10 @@ def source_encoder(
     dense_log1p: bool = True,
     max_vocab: int | None = MAX_VOCAB,
 ) -> tuple[Encoder, RawData]:
-    """The encoder ``prepare`` applies to ``source`` (re-read: the cache holds codes only),
-    and the raw data it was fitted on."""
+    """The encoder ``prepare`` applies to ``source`` (re-read: the store holds codes only),
+    and the raw data it was fitted on (loaded in memory)."""
     raw = source.load()
-    frames = _validated(raw, schema)
-    origin = (raw.origins or {}).get("train", "train split")
-    return fit_encoder(frames, schema, min_freq, dense_log1p, max_vocab, origin), raw
+    stream = _from_frames(raw, CHUNK_ROWS)
+    _validate_stream(stream, schema)
+    settings = {"min_freq": min_freq, "dense_log1p": dense_log1p, "max_vocab": max_vocab}
+    return _fit_stream_encoder(stream, schema, settings), raw

@@ -7,6 +7,7 @@ Both are built from config with ``_target_``; preparation (``prepare.py``) encod
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,11 +46,23 @@ class RandomSplit:
     def describe(self) -> dict:
         return {"type": "RandomSplit", "val": self.val, "test": self.test, "seed": self.seed}
 
-    def __call__(self, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    def part_stream(self) -> Callable[[int], np.ndarray]:
+        """Split index (0 train, 1 val, 2 test) of the next n rows, chunk after chunk: the
+        per-row uniforms are one generator's consecutive draws, so tagging a table in chunks
+        gives the same assignment as tagging it at once."""
         # A stream of its own: the same integer seed in a generator must not line up with it.
-        u = np.random.default_rng([self.seed, _SPLIT_STREAM]).random(frame.height)
-        part = np.where(u < self.test, 2, np.where(u < self.test + self.val, 1, 0))
-        part_s = pl.Series("__part", part.astype(np.int8))
+        rng = np.random.default_rng([self.seed, _SPLIT_STREAM])
+
+        def next_parts(n: int) -> np.ndarray:
+            u = rng.random(n)
+            return np.where(u < self.test, 2, np.where(u < self.test + self.val, 1, 0)).astype(
+                np.int8
+            )
+
+        return next_parts
+
+    def __call__(self, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        part_s = pl.Series("__part", self.part_stream()(frame.height))
         tagged = frame.with_columns(part_s)
         return {
             name: tagged.filter(pl.col("__part") == k).drop("__part")
@@ -69,6 +82,23 @@ class TimeSplit:
 
     def describe(self) -> dict:
         return {"type": "TimeSplit", "column": self.column, "val": self.val, "test": self.test}
+
+    def lazy_parts(self, lazy: pl.LazyFrame) -> pl.LazyFrame:
+        """The rows sorted as ``__call__`` sorts them, tagged ``__part`` (0 train, 1 val,
+        2 test) by position: the same split, as a query polars can stream."""
+        if self.column not in lazy.collect_schema().names():
+            raise DataError(
+                f"data.split.column {self.column!r} is not a column: "
+                f"{lazy.collect_schema().names()}"
+            )
+        n = lazy.select(pl.len()).collect().item()
+        n_train = int(round(n * (1 - self.val - self.test)))
+        n_val = int(round(n * self.val))
+        pos = pl.int_range(pl.len())
+        part = pl.when(pos < n_train).then(0).when(pos < n_train + n_val).then(1).otherwise(2)
+        return lazy.sort(self.column, maintain_order=True).with_columns(
+            part.cast(pl.Int8).alias("__part")
+        )
 
     def __call__(self, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
         if self.column not in frame.columns:

@@ -17,6 +17,7 @@ from similar large ones. That is the setting in which AdaSparse claims its gains
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,10 @@ class SyntheticSpec:
     id_scale: float = 0.15
     interaction_rank: int = 4
     seed: int = 0
+    # 0: one draw of all rows (the stream every study so far has seen). > 0: rows drawn in
+    # chunks of this many (generate_chunks), for tables larger than memory: a different
+    # random stream (other rows for the same seed), same distribution.
+    chunk_rows: int = 0
 
     def __post_init__(self) -> None:
         checks = {
@@ -57,6 +62,7 @@ class SyntheticSpec:
             "n_users": self.n_users >= 1,
             "n_items": self.n_items >= 1,
             "n_categories": self.n_categories >= 1,
+            "chunk_rows": self.chunk_rows >= 0,
         }
         for key, ok in checks.items():
             if not ok:
@@ -112,7 +118,10 @@ def _effect(rng: np.random.Generator, spec: SyntheticSpec, size: tuple[int, ...]
 
 
 def generate(spec: SyntheticSpec) -> pl.DataFrame:
-    """Draw ``spec.n_rows`` rows; columns follow ``SCHEMA`` plus ``p_true``."""
+    """Draw ``spec.n_rows`` rows; columns follow ``SCHEMA`` plus ``p_true``. With
+    ``spec.chunk_rows`` the chunks of ``generate_chunks`` concatenated."""
+    if spec.chunk_rows:
+        return pl.concat(list(generate_chunks(spec)))
     rng = np.random.default_rng(spec.seed)
     n, K = spec.n_rows, spec.n_domains
     group_of = np.arange(K) % spec.n_groups
@@ -168,3 +177,94 @@ def generate(spec: SyntheticSpec) -> pl.DataFrame:
             "p_true": p_true.astype(np.float64),
         }
     )
+
+
+# The chunked generator's streams: tables from [seed, _TABLES], chunk k's rows from
+# [seed, _ROWS, k], so every chunk is drawn independently of the chunk size before it.
+_TABLES, _ROWS = 0x7AB1E5, 0x2095
+
+
+def _tables(spec: SyntheticSpec) -> dict:
+    """Everything per id, domain and group that the chunked generator's rows look up."""
+    rng = np.random.default_rng([spec.seed, _TABLES])
+    K, r = spec.n_domains, spec.interaction_rank
+    zipf = {}
+    for name, vocab, exponent in (
+        ("user", spec.n_users, spec.zipf_users),
+        ("item", spec.n_items, spec.zipf_items),
+    ):
+        p = 1.0 / np.arange(1, vocab + 1) ** exponent
+        zipf[name] = (np.cumsum(p / p.sum()), rng.permutation(vocab).astype(np.int32))
+    return {
+        "zipf": zipf,
+        "age": rng.integers(0, N_AGE, spec.n_users, dtype=np.int32),
+        "gender": rng.integers(0, N_GENDER, spec.n_users, dtype=np.int32),
+        "category": rng.integers(0, spec.n_categories, spec.n_items, dtype=np.int32),
+        "activity_rate": rng.gamma(2.0, 2.0, spec.n_users),
+        "log_price": rng.normal(3.0, 1.0, spec.n_items),
+        "bias": rng.normal(-1.2, 0.4, K),
+        "user_effect": spec.id_scale * rng.normal(0.0, 1.0, spec.n_users),
+        "item_effect": spec.id_scale * rng.normal(0.0, 1.0, spec.n_items),
+        "age_f": rng.normal(0.0, 1.0, (N_AGE, r)),
+        "cat_f": rng.normal(0.0, 1.0, (spec.n_categories, r)),
+        "interaction": _effect(rng, spec, (r,)),
+        "fields": [_effect(rng, spec, (card,)) for card in (N_HOUR, N_DEVICE, N_GENDER)],
+        "price_slope": rng.normal(-0.3, 0.3, spec.n_groups),
+    }
+
+
+def _chunk(spec: SyntheticSpec, t: dict, rng: np.random.Generator, n: int) -> pl.DataFrame:
+    """n rows of the chunked generator: the model of ``generate``, ids looked up in ``t``."""
+    K = spec.n_domains
+    domain = rng.choice(K, size=n, p=spec.domain_shares()).astype(np.int32)
+    group = (np.arange(K) % spec.n_groups)[domain]
+    ids = {}
+    for name, (cdf, perm) in t["zipf"].items():
+        drawn = np.searchsorted(cdf, rng.random(n), side="right")
+        ids[name] = perm[np.minimum(drawn, len(perm) - 1)]
+    user, item = ids["user"], ids["item"]
+    age, gender, category = t["age"][user], t["gender"][user], t["category"][item]
+    hour = rng.integers(0, N_HOUR, n, dtype=np.int32)
+    device = rng.choice(N_DEVICE, size=n, p=[0.55, 0.3, 0.1, 0.05]).astype(np.int32)
+    log_price = t["log_price"][item]
+    activity = rng.poisson(t["activity_rate"][user]).astype(np.float32)
+    logit = t["bias"][domain] + t["user_effect"][user] + t["item_effect"][item]
+    shared, per_group, per_domain = t["interaction"]
+    weights = shared[None, :] + per_group[group] + per_domain[domain]
+    logit += 0.5 * (t["age_f"][age] * t["cat_f"][category] * weights).sum(1)
+    for values, (shared, per_group, per_domain) in zip((hour, device, gender), t["fields"]):
+        logit += 0.3 * (shared[values] + per_group[group, values] + per_domain[domain, values])
+    logit += t["price_slope"][group] * (log_price - 3.0) + 0.15 * np.log1p(activity)
+    p_true = 1.0 / (1.0 + np.exp(-logit))
+    click = (rng.random(n) < p_true).astype(np.int8)
+    return pl.DataFrame(
+        {
+            "click": click,
+            # names looked up by polars: a numpy array of str would cost ~0.5 s a million rows
+            "domain": pl.Series(domain).replace_strict(
+                list(range(K)), spec.domain_names(), return_dtype=pl.String
+            ),
+            "user_id": user,
+            "item_id": item,
+            "item_category": category,
+            "user_age": age,
+            "user_gender": gender,
+            "hour": hour,
+            "device": device,
+            "price": np.exp(log_price).astype(np.float32),
+            "user_activity": activity,
+            "p_true": p_true.astype(np.float64),
+        }
+    )
+
+
+def generate_chunks(spec: SyntheticSpec) -> Iterator[pl.DataFrame]:
+    """The rows in chunks of ``spec.chunk_rows`` (memory: one chunk); with chunk_rows=0 one
+    chunk, ``generate(spec)``."""
+    if not spec.chunk_rows:
+        yield generate(spec)
+        return
+    tables = _tables(spec)
+    for k, start in enumerate(range(0, spec.n_rows, spec.chunk_rows)):
+        rng = np.random.default_rng([spec.seed, _ROWS, k])
+        yield _chunk(spec, tables, rng, min(spec.chunk_rows, spec.n_rows - start))

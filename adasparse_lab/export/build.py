@@ -127,7 +127,7 @@ def export_trial(
         "study": name,
         "trial": number,
         "on_front": trial.on_front,
-        "method": method_name(trial.cfg.pruner),
+        "method": method_name(trial.cfg.pruner, trial.cfg.model),
         "mlflow_run_id": trial.run_id,
         "metrics": trial.metrics,
     }

@@ -79,7 +79,8 @@ def load_exported(path: Path) -> nn.Module:
 def compacted_nets(model: nn.Module, schema: Schema, n_domains: int) -> dict[int, nn.Module]:
     """Domain index k -> its compacted network, for models whose structure is static and
     keyed by the domain column alone; empty otherwise (the masked model serves)."""
-    if schema.domain_features != (schema.domain,) or not isinstance(model, AdaSparseModel):
+    # the MLP tower only: a zoo model's served form (models/base.py) is not a CompactModel
+    if schema.domain_features != (schema.domain,) or type(model) is not AdaSparseModel:
         return {}
     nets = {k: serving_model(model, k + 1) for k in range(n_domains)}
     return {} if any(net is None for net in nets.values()) else nets

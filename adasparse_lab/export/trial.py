@@ -16,6 +16,7 @@ from adasparse_lab.data.prepare import MAX_VOCAB, Encoder, source_encoder
 from adasparse_lab.data.sources import RawData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.experiment import _instantiate, build_components, build_data, build_model
+from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE
 from adasparse_lab.pareto import feasible, pareto_mask
 from adasparse_lab.report.storage import default_storage, load_study
 
@@ -88,7 +89,8 @@ def load_trial(
         )
     cfg = OmegaConf.load(files[0])
     data = build_data(cfg.data, cfg.paths.cache)
-    model = build_model(cfg.model, data, build_components(cfg).pruner)
+    reference = cfg.get("flops_reference", DEFAULT_FLOPS_REFERENCE)
+    model = build_model(cfg.model, data, build_components(cfg).pruner, reference)
     model.load_state_dict(torch.load(files[1], map_location="cpu", weights_only=True))
     encoder, raw = source_encoder(
         _instantiate(cfg.data.source, "data.source"),

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.models.base import Logits, MultiDomainModel
 from adasparse_lab.models.embedding import FieldEmbedding
-from adasparse_lab.models.flops import TowerShape
+from adasparse_lab.models.flops import Flops, TowerShape, tower_flops
 from adasparse_lab.models.fused_gates import fused_mask
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
 from adasparse_lab.models.static_pruning import StaticMasks, StaticPruning
@@ -81,7 +82,7 @@ def _matmul_dtype(h: torch.Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
 
 
-class AdaSparseModel(nn.Module):
+class AdaSparseModel(MultiDomainModel):
     """Embedding -> MLP with a mask after each hidden layer (and optionally on h^0) -> logit.
 
     The mask comes from a learned AdaSparse pruner (``PrunerSpec``) or from a pruning rival's
@@ -293,6 +294,10 @@ class AdaSparseModel(nn.Module):
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
         e_d, h = self.embedding(cat, dense)  # e_d [B, d_e], h [B, H_0]
+        return self._tower(cat, e_d, h)
+
+    def _tower(self, cat: torch.Tensor, e_d: torch.Tensor, h: torch.Tensor) -> ModelOutput:
+        """The masked MLP on h [B, H_0] (h^0, or what a backbone such as DCN-V2 puts there)."""
         if self.per_code:  # e_d of every code of the domain field, not of every row
             e_d = self._code_embeddings()
         elif isinstance(self.spec, PrunerSpec) and self.spec.stop_gradient:
@@ -309,3 +314,25 @@ class AdaSparseModel(nn.Module):
                 h = self._mask(pos, h, e_d, code, out)
         out.logits = self.head(h).squeeze(-1)
         return out
+
+    # The zoo interface (models/base.py) beyond what the methods above already provide.
+
+    def reference_dims(self) -> tuple[int, ...]:
+        return tuple(self.flops_reference or self.widths[1:])
+
+    @property
+    def masks_zero(self) -> bool:
+        return self.tower_shape().zeros
+
+    def flops(self, kept: torch.Tensor, code: torch.Tensor) -> Flops:
+        """Per-sample FLOPs from the tower's shape and the kept counts (flops.tower_flops)."""
+        fl = tower_flops(self.tower_shape(), kept)
+        B = len(code)
+        return Flops(fl.matmul.expand(B), fl.bias.expand(B), fl.pruner.expand(B))
+
+    def served(self, code: int) -> nn.Module:
+        """The compacted tower where the structure is static, else the masked model."""
+        from adasparse_lab.models.compact import serving_model
+
+        net = serving_model(self, code)
+        return Logits(self) if net is None else net

@@ -15,6 +15,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from adasparse_lab.report.claims_section import claims_section
 from adasparse_lab.report.collect import ReportData, collect
 from adasparse_lab.report.html import Section, render_page
 from adasparse_lab.report.sections import (
@@ -61,6 +62,7 @@ def versions() -> dict[str, str]:
 
 def make_sections(data: ReportData, color_by: str | None = "method") -> list[Section]:
     parts = [
+        claims_section(data),
         pareto_section(data, color_by),
         domains_section(data),
         structure_section(data),

@@ -288,7 +288,7 @@ class StudyRunner:
             if self._skip_duplicate(study, trial):
                 return
             trial.set_user_attr("pruner_form", pruner_form(cfg.pruner))
-            trial.set_user_attr("method", method_name(cfg.pruner))
+            trial.set_user_attr("method", method_name(cfg.pruner, cfg.model))
             trial.set_user_attr("pruner_inputs", cfg.pruner.get("inputs", "none"))
             trial.set_user_attr("band", [cfg.schedule.r_min, cfg.schedule.r_max])
             run_id = tracker.start_run(
@@ -296,7 +296,7 @@ class StudyRunner:
                 parent,
                 tags={
                     "kind": "trial",
-                    "method": method_name(cfg.pruner),
+                    "method": method_name(cfg.pruner, cfg.model),
                     "trial_number": str(trial.number),
                     "worker": self.worker,
                     "overrides": " ".join(overrides),
@@ -502,7 +502,7 @@ class StudyRunner:
                 continue
             cfg = self.compose(["pruner=none"])
             cfg.seed = seed
-            tracker.set_tags(run_id, {"method": method_name(cfg.pruner)})
+            tracker.set_tags(run_id, {"method": method_name(cfg.pruner, cfg.model)})
             try:
                 self._train_run(cfg, tracker, run_id, self.folder / "reference" / f"seed{seed}")
                 tracker.end_run(run_id)
@@ -527,7 +527,7 @@ class StudyRunner:
                     continue
                 cfg, _ = self.trial_config(FixedTrial(t.params, t.number))
                 cfg.seed = seed
-                tracker.set_tags(run_id, {"method": method_name(cfg.pruner)})
+                tracker.set_tags(run_id, {"method": method_name(cfg.pruner, cfg.model)})
                 try:
                     self._train_run(
                         cfg, tracker, run_id, self.folder / "reeval" / f"{t.number}-seed{seed}"
@@ -592,7 +592,7 @@ def _domain_summary(data: PreparedData) -> list[dict]:
     train, test = data.splits["train"], data.splits["test"]
     out = []
     for k, name in enumerate(data.domain_names):
-        pos = float(train.label[train.domain == k].mean()) if rows[k] else None
+        pos = float(train.label[train.domain == k].float().mean()) if rows[k] else None
         oracle = None
         sel = test.domain == k
         if test.p_true is not None and int(sel.sum()):

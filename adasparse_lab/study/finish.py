@@ -8,6 +8,8 @@ from pathlib import Path
 
 from adasparse_lab.export.build import log_front_models
 from adasparse_lab.report.build import build
+from adasparse_lab.report.claims_section import claims_text
+from adasparse_lab.report.collect import collect
 from adasparse_lab.study.driver import StudyOutcome, StudyRunner
 from adasparse_lab.study.matched import collect_cells, format_matched
 from adasparse_lab.study.summary import (
@@ -31,6 +33,9 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     cells = collect_cells(outcome.study, tracker.client, tracker.experiment_id, s.metrics[-1])
     if len({c.method for c in cells}) > 1:  # several methods: compare them at equal cost
         print("\n" + format_matched(cells, MATCHED_AT, s.metrics[-1]))
+    if runner.base.study.get("claims"):  # the paper's claims against this run (report/claims.py)
+        data = collect([s.name], [outcome.storage_desc], max_structure_trials=0)
+        print("\n" + claims_text(data))
     t0 = time.perf_counter()
     info = build([s.name], [outcome.storage_desc], Path(runner.base.paths.reports))
     report = info.path

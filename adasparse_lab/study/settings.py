@@ -54,6 +54,23 @@ class StudySettings:
         return [o.metric for o in self.objectives]
 
 
+def _check_claims(raw: dict) -> None:
+    """``study.claims`` (what the report measures, report/claims.py) names arms of the space."""
+    claims = raw.get("claims")
+    if not claims:
+        return
+    from adasparse_lab.report.claims import parse_claims  # the report's reading of the same keys
+
+    space = raw.get("space") or {}
+    for key in ("arm", "seed"):
+        if claims.get(key, key) not in space:
+            raise ConfigError(
+                f"study.claims.{key}={claims.get(key, key)!r} is no parameter of study.space"
+            )
+    param = space[claims.get("arm", "arm")]
+    parse_claims(claims, set(param.get("overrides") or {}) | set(param.get("choices") or []))
+
+
 def parse_settings(node: DictConfig) -> StudySettings:
     """Validate ``cfg.study``; every error names its key."""
     raw = OmegaConf.to_container(node, resolve=True)
@@ -81,6 +98,7 @@ def parse_settings(node: DictConfig) -> StudySettings:
         "grace_s",
         "storage_retry_s",
         "log_models",
+        "claims",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -119,6 +137,7 @@ def parse_settings(node: DictConfig) -> StudySettings:
         raise ConfigError(
             f"study.log_models={raw.get('log_models')!r}; choose one of {list(LOG_MODELS)}"
         )
+    _check_claims(raw)
     reeval = raw.get("reeval") or {}
     hv_ref = raw.get("hypervolume_reference")
     if hv_ref is not None and len(hv_ref) != len(objectives):

@@ -1,0 +1,175 @@
+"""MMoE (Ma et al., KDD 2018) with domains as tasks, and PLE (Tang et al., RecSys 2020) in its
+one-level form (CGC): experts over the embedding, mixed by a per-domain softmax gate, then
+the domain's tower. Every expert a domain's gate reads is computed and counted.
+
+Shapes: B batch, H_0 embedding output width, E experts a domain uses, d = expert_dims[-1].
+h^0 [B, H_0] -> experts [B, E, d]; gate softmax(W_k h^0) [B, E]; mixture [B, d] (a batched
+matmul [B, 1, E] x [B, E, d]); tower_k -> logits [B]. V codes of the domain field.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adasparse_lab.models.adasparse import ModelOutput
+from adasparse_lab.models.base import MultiDomainModel, PrivateParams, constant_flops, reject_pruner
+from adasparse_lab.models.blocks import (
+    MLP,
+    Route,
+    Tower,
+    check_count,
+    check_dims,
+    mlp_flops,
+    per_domain,
+)
+from adasparse_lab.models.embedding import FieldEmbedding
+
+
+class GatedExperts(nn.Module):
+    """One domain's network on h^0 [B, H_0]: its experts (shared ones first), gate and tower."""
+
+    def __init__(self, experts: list[nn.Module], gate: nn.Linear, tower: Tower) -> None:
+        super().__init__()
+        self.experts, self.gate, self.tower = nn.ModuleList(experts), gate, tower
+
+    def forward(self, h0: torch.Tensor) -> torch.Tensor:
+        out = torch.stack([e(h0) for e in self.experts], 1)  # [B, E, d]
+        g = torch.softmax(self.gate(h0), dim=-1).unsqueeze(1)  # [B, 1, E]
+        return self.tower(torch.bmm(g, out).squeeze(1))
+
+
+def gated_flops(h0: int, n_experts: int, expert: tuple[int, ...], tower: tuple[int, ...]):
+    """(matmul, bias) per sample of GatedExperts: experts, gate, mixture, tower."""
+    me, be = mlp_flops([h0, *expert])
+    mt, bt = mlp_flops([expert[-1], *tower, 1])
+    matmul = n_experts * me + 2 * h0 * n_experts + 2 * n_experts * expert[-1] + mt
+    return matmul, n_experts * be + n_experts + bt
+
+
+class _ExpertModel(MultiDomainModel):
+    """Common part: embedding, per-code routing, FLOPs and the served form."""
+
+    name = "mmoe"
+
+    def _setup(self, vocab_sizes, n_dense, domain_fields, embedding_dim, pruner, dims) -> int:
+        reject_pruner(self.name, pruner)
+        self.expert_dims = check_dims("model.expert_dims", dims[0])
+        self.tower_dims = check_dims("model.tower_dims", dims[1], allow_empty=True)
+        self.embedding = FieldEmbedding(vocab_sizes, n_dense, list(domain_fields), embedding_dim)
+        self.n_codes = vocab_sizes[domain_fields[0]]
+        return self.embedding.output_dim()
+
+    def _expert(self, dropout: float) -> MLP:
+        return MLP([self.embedding.output_dim(), *self.expert_dims], dropout=dropout)
+
+    def _tower(self, dropout: float) -> Tower:
+        return Tower(self.expert_dims[-1], self.tower_dims, dropout)
+
+    def domain_net(self, code: int) -> GatedExperts:
+        raise NotImplementedError
+
+    def experts_used(self) -> int:
+        raise NotImplementedError
+
+    def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
+        h0 = self.embedding(cat, dense)[1]
+        code = self.domain_code(cat)
+        logits = per_domain(h0, code, self.n_codes, lambda c, x: self.domain_net(c)(x))
+        return ModelOutput(logits=logits, keep=[], pi=[])
+
+    def flops(self, kept: torch.Tensor, code: torch.Tensor):
+        h0 = self.embedding.output_dim()
+        return constant_flops(
+            code, *gated_flops(h0, self.experts_used(), self.expert_dims, self.tower_dims)
+        )
+
+    def served(self, code: int) -> nn.Module:
+        return Route(self.embedding, self.domain_net(code))
+
+
+class MMoEModel(_ExpertModel):
+    """``n_experts`` shared experts; each domain has its own gate and tower."""
+
+    name = "mmoe"
+
+    def __init__(
+        self,
+        vocab_sizes: list[int],
+        n_dense: int,
+        domain_fields: list[int],
+        embedding_dim: int = 16,
+        n_experts: int = 4,
+        expert_dims: tuple[int, ...] = (256, 128),
+        tower_dims: tuple[int, ...] = (64,),
+        dropout: float = 0.0,
+        pruner=None,
+    ) -> None:
+        super().__init__()
+        h0 = self._setup(
+            vocab_sizes, n_dense, domain_fields, embedding_dim, pruner, (expert_dims, tower_dims)
+        )
+        self.n_experts = check_count("model.n_experts", n_experts)
+        self.experts = nn.ModuleList(self._expert(dropout) for _ in range(self.n_experts))
+        self.gates = nn.ModuleList(nn.Linear(h0, self.n_experts) for _ in range(self.n_codes))
+        self.towers = nn.ModuleList(self._tower(dropout) for _ in range(self.n_codes))
+
+    def experts_used(self) -> int:
+        return self.n_experts
+
+    def domain_net(self, code: int) -> GatedExperts:
+        return GatedExperts(list(self.experts), self.gates[code], self.towers[code])
+
+    def private_parameters(self, code: int) -> PrivateParams:
+        mine = [*self.gates[code].parameters(), *self.towers[code].parameters()]
+        return [*super().private_parameters(code), *((p, None) for p in mine)]
+
+
+class PLEModel(_ExpertModel):
+    """PLE with one extraction level (CGC): ``n_shared`` shared experts and ``n_specific``
+    experts per domain; a domain's gate mixes its own and the shared experts."""
+
+    name = "ple"
+
+    def __init__(
+        self,
+        vocab_sizes: list[int],
+        n_dense: int,
+        domain_fields: list[int],
+        embedding_dim: int = 16,
+        n_shared: int = 2,
+        n_specific: int = 1,
+        expert_dims: tuple[int, ...] = (256, 128),
+        tower_dims: tuple[int, ...] = (64,),
+        dropout: float = 0.0,
+        pruner=None,
+    ) -> None:
+        super().__init__()
+        h0 = self._setup(
+            vocab_sizes, n_dense, domain_fields, embedding_dim, pruner, (expert_dims, tower_dims)
+        )
+        self.n_shared = check_count("model.n_shared", n_shared)
+        self.n_specific = check_count("model.n_specific", n_specific)
+        self.shared = nn.ModuleList(self._expert(dropout) for _ in range(self.n_shared))
+        self.specific = nn.ModuleList(
+            nn.ModuleList(self._expert(dropout) for _ in range(self.n_specific))
+            for _ in range(self.n_codes)
+        )
+        n = self.experts_used()
+        self.gates = nn.ModuleList(nn.Linear(h0, n) for _ in range(self.n_codes))
+        self.towers = nn.ModuleList(self._tower(dropout) for _ in range(self.n_codes))
+
+    def experts_used(self) -> int:
+        return self.n_shared + self.n_specific
+
+    def domain_net(self, code: int) -> GatedExperts:
+        experts = [*self.shared, *self.specific[code]]
+        return GatedExperts(experts, self.gates[code], self.towers[code])
+
+    def private_parameters(self, code: int) -> PrivateParams:
+        mine = [
+            *self.specific[code].parameters(),
+            *self.gates[code].parameters(),
+            *self.towers[code].parameters(),
+        ]
+        return [*super().private_parameters(code), *((p, None) for p in mine)]

@@ -1,0 +1,61 @@
+"""Shared-bottom multi-domain model (Caruana 1997; domains play the role of tasks): one shared
+MLP over the embedding, then one tower per domain.
+
+Shapes: B batch, H_0 embedding output width, V codes of the domain field (one tower each).
+forward(cat [B, F], dense [B, Dn]) -> ModelOutput(logits [B]): h^0 [B, H_0] -> bottom
+[B, bottom_dims[-1]] -> the row's domain tower -> [B].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adasparse_lab.models.adasparse import ModelOutput
+from adasparse_lab.models.base import MultiDomainModel, PrivateParams, constant_flops, reject_pruner
+from adasparse_lab.models.blocks import MLP, Route, Tower, check_dims, mlp_flops, per_domain
+from adasparse_lab.models.embedding import FieldEmbedding
+
+
+class SharedBottomModel(MultiDomainModel):
+    def __init__(
+        self,
+        vocab_sizes: list[int],
+        n_dense: int,
+        domain_fields: list[int],
+        embedding_dim: int = 16,
+        bottom_dims: tuple[int, ...] = (256, 128),
+        tower_dims: tuple[int, ...] = (64,),
+        dropout: float = 0.0,
+        pruner=None,
+    ) -> None:
+        super().__init__()
+        reject_pruner("shared_bottom", pruner)
+        bottom = check_dims("model.bottom_dims", bottom_dims)
+        tower = check_dims("model.tower_dims", tower_dims, allow_empty=True)
+        self.embedding = FieldEmbedding(vocab_sizes, n_dense, list(domain_fields), embedding_dim)
+        self.n_codes = vocab_sizes[domain_fields[0]]
+        h0 = self.embedding.output_dim()
+        self.bottom = MLP([h0, *bottom], dropout=dropout)
+        self.towers = nn.ModuleList(Tower(bottom[-1], tower, dropout) for _ in range(self.n_codes))
+        self.dims = (h0, bottom, tower)
+
+    def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
+        h = self.bottom(self.embedding(cat, dense)[1])
+        logits = per_domain(h, self.domain_code(cat), self.n_codes, lambda c, x: self.towers[c](x))
+        return ModelOutput(logits=logits, keep=[], pi=[])
+
+    def flops(self, kept: torch.Tensor, code: torch.Tensor):
+        h0, bottom, tower = self.dims
+        mb, bb = mlp_flops([h0, *bottom])
+        mt, bt = mlp_flops([bottom[-1], *tower, 1])
+        return constant_flops(code, mb + mt, bb + bt)
+
+    def served(self, code: int) -> nn.Module:
+        return Route(self.embedding, nn.Sequential(self.bottom, self.towers[code]))
+
+    def private_parameters(self, code: int) -> PrivateParams:
+        return [
+            *super().private_parameters(code),
+            *((p, None) for p in self.towers[code].parameters()),
+        ]

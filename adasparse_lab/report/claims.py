@@ -1,0 +1,307 @@
+"""The paper's claims against a study's own trials: each claim of ``study.claims`` (see
+conf/study/paper.yaml) becomes one measured effect per seed, its mean ± sd over seeds, and a
+verdict. Reads what the report collected (trials, per-domain metrics, domain sizes and groups)
+plus the keep probabilities of the trials a structure claim needs; never a trainer object.
+
+An *arm* is one value of the space parameter ``study.claims.arm`` (e.g. ``fusion``); arms pair
+up by the value of ``study.claims.seed``. Effects are signed so that > 0 means the claim held:
+
+- ``better``: test mean per-domain AUC of ``arm`` minus that of ``versus``, per seed; with
+  several ``versus`` arms, minus the one with the best mean over seeds (the runner-up).
+- ``small_domains``: per-domain test AUC gain of ``arm`` over ``versus`` (same seed), mean over
+  the smaller half of the domains (train rows) minus mean over the larger half (the middle
+  domain of an odd count is in neither).
+- ``groups``: Jaccard index of the kept-neuron sets (all masked positions; a neuron is kept
+  when its keep probability > 0.5) of ``arm``'s trial, mean over same-true-group domain pairs
+  minus mean over different-group pairs.
+
+Verdict: ``held`` when mean - sd > 0, ``did not hold`` when mean + sd < 0, ``inconclusive``
+when the spread straddles 0 or only one seed paired up, ``not measured`` when none did.
+
+Shapes: S seeds, K domains, H neurons (all masked positions together).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from adasparse_lab.errors import ConfigError
+from adasparse_lab.report.analysis import jaccard, kept_matrix
+from adasparse_lab.report.structure import keep_matrices
+
+KINDS = ("better", "small_domains", "groups")
+HELD, NOT_HELD, INCONCLUSIVE, NOT_MEASURED = "held", "did not hold", "inconclusive", "not measured"
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    kind: str
+    arm: str
+    versus: tuple[str, ...]
+    text: str
+    source: str
+
+
+@dataclass(frozen=True)
+class ClaimPlan:
+    arm_param: str
+    seed_param: str
+    claims: tuple[ClaimSpec, ...]
+
+
+def parse_claims(raw: Mapping | None, arms: Collection[str]) -> ClaimPlan | None:
+    """``study.claims`` as a plan (None when absent); every error names its key. ``arms``:
+    the arms the space defines (all of them, not only those a reduced grid runs)."""
+    if not raw:
+        return None
+    unknown = sorted(set(raw) - {"arm", "seed", "list"})
+    if unknown:
+        raise ConfigError(f"study.claims: unknown key(s) {unknown}; known: ['arm', 'list', 'seed']")
+    claims = []
+    for i, c in enumerate(raw.get("list") or []):
+        key = f"study.claims.list[{i}]"
+        extra = sorted(set(c) - {"kind", "arm", "versus", "text", "source"})
+        if extra:
+            raise ConfigError(f"{key}: unknown field(s) {extra}")
+        if c.get("kind") not in KINDS:
+            raise ConfigError(f"{key}.kind={c.get('kind')!r}; choose one of {list(KINDS)}")
+        versus = tuple(c.get("versus") or ())
+        if c["kind"] != "groups" and not versus:
+            raise ConfigError(f"{key}.versus: kind {c['kind']} compares with at least one arm")
+        if c["kind"] == "small_domains" and len(versus) != 1:
+            raise ConfigError(f"{key}.versus: kind small_domains takes one arm, got {list(versus)}")
+        for name, arm in [("arm", c.get("arm")), *(("versus", v) for v in versus)]:
+            if arm not in arms:
+                raise ConfigError(f"{key}.{name}={arm!r} is no arm of the space: {sorted(arms)}")
+        claims.append(
+            ClaimSpec(c["kind"], c["arm"], versus, str(c.get("text", "")), str(c.get("source", "")))
+        )
+    return ClaimPlan(str(raw.get("arm", "arm")), str(raw.get("seed", "seed")), tuple(claims))
+
+
+@dataclass
+class ClaimResult:
+    spec: ClaimSpec
+    per_seed: dict[int, float] = field(default_factory=dict)  # seed -> effect (> 0: held)
+    note: str = ""
+
+    @property
+    def values(self) -> np.ndarray:
+        return np.array([self.per_seed[s] for s in sorted(self.per_seed)], dtype=np.float64)
+
+    @property
+    def mean(self) -> float:
+        return float(self.values.mean()) if self.per_seed else math.nan
+
+    @property
+    def sd(self) -> float:
+        return float(self.values.std(ddof=1)) if len(self.per_seed) > 1 else math.nan
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.values)
+
+
+def verdict(values: np.ndarray) -> str:
+    """held / did not hold / inconclusive from per-seed effects (> 0 means the claim held)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return NOT_MEASURED
+    if values.size == 1:
+        return INCONCLUSIVE
+    mean, sd = values.mean(), values.std(ddof=1)
+    if mean - sd > 0:
+        return HELD
+    if mean + sd < 0:
+        return NOT_HELD
+    return INCONCLUSIVE
+
+
+def arm_trials(trials: pl.DataFrame, plan: ClaimPlan) -> pl.DataFrame:
+    """COMPLETE trials with an arm and a test AUC: study, number, arm, seed, run_id, test_auc,
+    flops_ratio, sparsity, method. Where an (arm, seed) ran twice, the latest trial counts."""
+    arm, seed = f"param:{plan.arm_param}", f"param:{plan.seed_param}"
+    if arm not in trials.columns or seed not in trials.columns:
+        return pl.DataFrame()
+    return (
+        trials.filter((pl.col("state") == "COMPLETE") & pl.col("test_auc").is_not_null())
+        .with_columns(arm=pl.col(arm).cast(pl.String), seed=pl.col(seed).cast(pl.Int64))
+        .sort("number")
+        .unique(["study", "arm", "seed"], keep="last", maintain_order=True)
+        .select(
+            "study",
+            "number",
+            "arm",
+            "seed",
+            "run_id",
+            "test_auc",
+            "flops_ratio",
+            "sparsity",
+            "method",
+        )
+    )
+
+
+def _by_seed(arms: pl.DataFrame, arm: str, column: str = "test_auc") -> dict[int, float]:
+    part = arms.filter(pl.col("arm") == arm)
+    return dict(zip(part["seed"].to_list(), part[column].to_list()))
+
+
+def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[int, float]:
+    """a - b for every seed both have."""
+    return {s: a[s] - b[s] for s in sorted(set(a) & set(b))}
+
+
+def _better(spec: ClaimSpec, arms: pl.DataFrame) -> ClaimResult:
+    ran = [v for v in spec.versus if _by_seed(arms, v)]
+    if not _by_seed(arms, spec.arm) or not ran:
+        return ClaimResult(spec, note="arm(s) not run")
+    rival = max(ran, key=lambda v: np.mean(list(_by_seed(arms, v).values())))
+    note = f"runner-up: {rival}" if len(ran) > 1 else ""
+    return ClaimResult(spec, paired(_by_seed(arms, spec.arm), _by_seed(arms, rival)), note)
+
+
+def size_halves(domains: pl.DataFrame) -> tuple[list[str], list[str]]:
+    """(smaller half, larger half) of the domains with known train rows, by train rows."""
+    known = domains.filter(pl.col("train_rows").is_not_null()).sort("train_rows", "domain")
+    names = known["domain"].to_list()
+    half = len(names) // 2
+    return names[:half], names[len(names) - half :]
+
+
+def _small_domains(
+    spec: ClaimSpec, arms: pl.DataFrame, domain_metrics: pl.DataFrame, domains: pl.DataFrame
+) -> ClaimResult:
+    small, large = size_halves(domains)
+    if not small:
+        return ClaimResult(spec, note="fewer than two domains with known sizes")
+    numbers = {
+        arm: dict(zip(*arms.filter(pl.col("arm") == arm).select("seed", "number")))
+        for arm in (spec.arm, spec.versus[0])
+    }
+    per_trial = domain_metrics.filter(pl.col("kind") == "trial")
+    effects = {}
+    for seed in sorted(set(numbers[spec.arm]) & set(numbers[spec.versus[0]])):
+        auc = [
+            dict(
+                per_trial.filter(pl.col("number") == numbers[a][seed])
+                .select("domain", "test_auc")
+                .iter_rows()
+            )
+            for a in (spec.arm, spec.versus[0])
+        ]
+        gain = {
+            d: auc[0][d] - auc[1][d]
+            for d in auc[0]
+            if auc[0][d] is not None and auc[1].get(d) is not None
+        }
+        if all(d in gain for d in small + large):
+            effects[seed] = float(
+                np.mean([gain[d] for d in small]) - np.mean([gain[d] for d in large])
+            )
+    note = f"{len(small)} smallest vs {len(large)} largest domains"
+    return ClaimResult(spec, effects, note if effects else "arm(s) not run")
+
+
+def group_contrast(kept: np.ndarray, groups: list) -> float:
+    """[K, H] kept flags and each domain's true group -> mean Jaccard of same-group pairs minus
+    mean of different-group pairs (NaN without both kinds of pairs)."""
+    sim = jaccard(kept)
+    same, other = [], []
+    for i in range(len(groups)):
+        for j in range(i + 1, len(groups)):
+            if groups[i] is not None and groups[j] is not None:
+                (same if groups[i] == groups[j] else other).append(sim[i, j])
+    return float(np.mean(same) - np.mean(other)) if same and other else math.nan
+
+
+def _groups(
+    spec: ClaimSpec, arms: pl.DataFrame, domains: pl.DataFrame, keep: Mapping[int, pl.DataFrame]
+) -> ClaimResult:
+    known = domains.filter(pl.col("group").is_not_null())
+    if known["group"].n_unique() < 2:
+        return ClaimResult(spec, note="no true domain groups in this data")
+    names, groups = known["domain"].to_list(), known["group"].to_list()
+    effects = {}
+    for seed, number in arms.filter(pl.col("arm") == spec.arm).select("seed", "number").iter_rows():
+        table = keep.get(number)
+        if table is None or not table.height:
+            continue
+        mats = keep_matrices(table, names).values()
+        value = group_contrast(np.concatenate([kept_matrix(m) for m in mats], axis=1), groups)
+        if math.isfinite(value):
+            effects[seed] = value
+    return ClaimResult(spec, effects, "" if effects else "no keep probabilities stored")
+
+
+def measure(
+    plan: ClaimPlan,
+    arms: pl.DataFrame,
+    domain_metrics: pl.DataFrame,
+    domains: pl.DataFrame,
+    keep: Mapping[int, pl.DataFrame],
+) -> list[ClaimResult]:
+    """Every claim of ``plan`` on one study's tables (``arms``: arm_trials; ``keep``: trial
+    number -> keep-probability table, for the ``groups`` claims)."""
+    out = []
+    for spec in plan.claims:
+        if spec.kind == "better":
+            out.append(_better(spec, arms))
+        elif spec.kind == "small_domains":
+            out.append(_small_domains(spec, arms, domain_metrics, domains))
+        else:
+            out.append(_groups(spec, arms, domains, keep))
+    return out
+
+
+def arm_summary(arms: pl.DataFrame) -> pl.DataFrame:
+    """Per arm: method, seeds, test AUC mean and sd, FLOPs ratio and sparsity means."""
+    return (
+        arms.group_by("arm", maintain_order=True)
+        .agg(
+            method=pl.col("method").first(),
+            seeds=pl.len(),
+            test_auc=pl.col("test_auc").mean(),
+            test_auc_sd=pl.col("test_auc").std(),
+            flops_ratio=pl.col("flops_ratio").mean(),
+            sparsity=pl.col("sparsity").mean(),
+        )
+        .sort("test_auc", descending=True)
+    )
+
+
+def effect_text(r: ClaimResult) -> str:
+    if not r.per_seed:
+        return "-"
+    sd = "" if math.isnan(r.sd) else f" ± {r.sd:.4f}"
+    return f"{r.mean:+.4f}{sd} (n={len(r.per_seed)})"
+
+
+def format_claims(results: list[ClaimResult], summary: pl.DataFrame) -> str:
+    """The claims and the arms as Markdown tables (the README quotes them)."""
+    lines = [
+        "| the paper reports | measured here | effect, mean ± sd over seeds | verdict |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        what = r.spec.text + (f" ({r.note})" if r.note else "")
+        lines.append(f"| {r.spec.source} | {what} | {effect_text(r)} | {r.verdict} |")
+    lines += [
+        "",
+        "| arm | method | seeds | test AUC (mean ± sd) | FLOPs ratio | sparsity |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in summary.iter_rows(named=True):
+        sd = "" if a["test_auc_sd"] is None else f" ± {a['test_auc_sd']:.4f}"
+        flops = "-" if a["flops_ratio"] is None else f"{a['flops_ratio']:.3f}"
+        sparsity = "-" if a["sparsity"] is None else f"{a['sparsity']:.3f}"
+        lines.append(
+            f"| {a['arm']} | {a['method']} | {a['seeds']} | {a['test_auc']:.4f}{sd} | {flops} | {sparsity} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""The report section "The paper's claims against this run", and its text form for
+``python -m adasparse_lab.study.claims``: for every study whose stored config declares
+``study.claims`` (report/claims.py measures them), the claims table and the arms table."""
+
+from __future__ import annotations
+
+import logging
+
+import polars as pl
+from omegaconf import OmegaConf
+
+from adasparse_lab.report.claims import (
+    HELD,
+    NOT_HELD,
+    ClaimPlan,
+    ClaimResult,
+    arm_summary,
+    arm_trials,
+    format_claims,
+    measure,
+    parse_claims,
+)
+from adasparse_lab.report.collect import ReportData, StudyInfo
+from adasparse_lab.report.html import Block, Section, table_html
+from adasparse_lab.report.runs import RunTables, read_artifact_tables
+from adasparse_lab.report.style import fmt
+
+log = logging.getLogger(__name__)
+
+
+def plan_of(info: StudyInfo) -> ClaimPlan | None:
+    """The study's claims, from the resolved config it stored (None: it declares none)."""
+    study = OmegaConf.create(info.attrs.get("config") or "{}").get("study") or {}
+    raw = study.get("claims")
+    if not raw:
+        return None
+    raw = OmegaConf.to_container(raw)
+    arm = (study.get("space") or {}).get(raw.get("arm", "arm")) or {}
+    arms = set(arm.get("overrides") or {}) | set(arm.get("choices") or [])
+    return parse_claims(raw, arms)
+
+
+def read_keep(info: StudyInfo, run_ids: dict[int, str]) -> dict[int, pl.DataFrame]:
+    """Trial number -> its keep-probability table (keep_prob.parquet of its MLflow run)."""
+    uri = info.attrs.get("mlflow_uri")
+    if not uri or not run_ids:
+        return {}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    tables = RunTables(client=client, handles={r: client.get_run(r) for r in run_ids.values()})
+    found = read_artifact_tables(tables, list(run_ids.values()), "keep_prob.parquet")
+    return {n: found[r] for n, r in run_ids.items() if r in found}
+
+
+def study_claims(
+    data: ReportData, info: StudyInfo
+) -> tuple[list[ClaimResult], pl.DataFrame] | None:
+    """The measured claims and the arms table of one study (None: it declares no claims)."""
+    plan = plan_of(info)
+    if plan is None:
+        return None
+    arms = arm_trials(data.trials.filter(pl.col("study") == info.name), plan)
+    if not arms.height:
+        return [ClaimResult(c, note="no completed trial") for c in plan.claims], arms
+    structure_arms = {c.arm for c in plan.claims if c.kind == "groups"}
+    wanted = arms.filter(pl.col("arm").is_in(structure_arms) & pl.col("run_id").is_not_null())
+    keep = read_keep(info, dict(zip(wanted["number"], wanted["run_id"])))
+    results = measure(
+        plan,
+        arms,
+        data.domain_metrics.filter(pl.col("study") == info.name),
+        data.domains.filter(pl.col("study") == info.name),
+        keep,
+    )
+    return results, arm_summary(arms)
+
+
+def claims_text(data: ReportData) -> str:
+    """Every study's claims and arms as Markdown tables (what the command prints)."""
+    parts = []
+    for info in data.studies:
+        found = study_claims(data, info)
+        if found is None:
+            parts.append(f"{info.name}: no study.claims in its config")
+            continue
+        parts.append(
+            f"## {info.name}: the paper's claims against this run\n\n{format_claims(*found)}"
+        )
+    return "\n\n".join(parts)
+
+
+def _claims_html(results: list[ClaimResult]) -> str:
+    cols = [
+        ("source", "the paper reports", "text"),
+        ("text", "measured here", "text"),
+        ("mean", "effect (mean)", "num"),
+        ("sd", "sd over seeds", "num"),
+        ("n", "seeds", "num"),
+        ("verdict", "verdict", "text"),
+    ]
+    rows, classes = [], []
+    for r in results:
+        rows.append(
+            [
+                (r.spec.source, r.spec.source),
+                (r.spec.text + (f" ({r.note})" if r.note else ""), r.spec.text),
+                (f"{r.mean:+.4f}" if r.per_seed else "-", r.mean if r.per_seed else ""),
+                (fmt(r.sd), "" if r.sd != r.sd else r.sd),
+                (str(len(r.per_seed)), len(r.per_seed)),
+                (r.verdict, r.verdict),
+            ]
+        )
+        classes.append({HELD: "front", NOT_HELD: "failed"}.get(r.verdict, ""))
+    return table_html(cols, rows, classes)
+
+
+def _arms_html(summary: pl.DataFrame) -> str:
+    cols = [
+        ("arm", "arm", "text"),
+        ("method", "method", "text"),
+        ("seeds", "seeds", "num"),
+        ("test_auc", "test AUC (mean ± sd)", "num"),
+        ("flops_ratio", "FLOPs ratio", "num"),
+        ("sparsity", "sparsity", "num"),
+    ]
+    rows = [
+        [
+            (a["arm"], a["arm"]),
+            (str(a["method"]), a["method"]),
+            (str(a["seeds"]), a["seeds"]),
+            (f"{fmt(a['test_auc'])} ± {fmt(a['test_auc_sd'])}", a["test_auc"]),
+            (fmt(a["flops_ratio"], ".3f"), a["flops_ratio"]),
+            (fmt(a["sparsity"], ".3f"), a["sparsity"]),
+        ]
+        for a in summary.iter_rows(named=True)
+    ]
+    return table_html(cols, rows)
+
+
+def claims_section(data: ReportData) -> Section | None:
+    blocks = []
+    multi = len(data.studies) > 1
+    for info in data.studies:
+        found = study_claims(data, info)
+        if found is None:
+            continue
+        results, summary = found
+        prefix = f"{info.name}: " if multi else ""
+        blocks.append(Block(title=f"{prefix}claims", html=_claims_html(results)))
+        if summary.height:
+            blocks.append(Block(title=f"{prefix}arms", html=_arms_html(summary)))
+    if not blocks:
+        return None
+    return Section(
+        "claims",
+        "The paper's claims against this run",
+        "Each claim the paper makes, measured on this study's trials (test split): the effect is "
+        "signed so that above zero the claim held, per seed of a paired comparison, shown as mean "
+        "and sd over seeds. Verdict: held when mean − sd > 0, did not hold when mean + sd < 0, "
+        "else inconclusive. Effects are in AUC points (structure: in Jaccard index). Below: every "
+        "arm's test AUC, FLOPs ratio and sparsity over its seeds.",
+        blocks,
+    )
