@@ -246,8 +246,8 @@ def test_domain_fronts_small_multiples_ordered_by_size():
     titles = [a.text for a in fig.layout.annotations]
     assert titles == ["big · 10,000 rows", "mid · 1,000 rows", "small · 100 rows"]
     assert len(fig.data) == 3 * 3  # per panel: points, front, reference
-    big_front = fig.data[1]
-    assert big_front.xaxis == "x" and _xy(big_front) == [(0.5, 0.71), (0.8, 0.73)]
+    big_front = next(t for t in fig.data if t.name == "front" and t.xaxis == "x")
+    assert _xy(big_front) == [(0.5, 0.71), (0.8, 0.73)]  # the first panel is "big"
     assert fig.layout.xaxis.title.text == "FLOPs ratio" and fig.layout.yaxis.title.text == "val AUC"
 
 

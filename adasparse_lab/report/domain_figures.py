@@ -8,7 +8,6 @@ import math
 import plotly.express as px
 import plotly.graph_objects as go
 import polars as pl
-from plotly.subplots import make_subplots
 
 from adasparse_lab.report.figures import front_line
 from adasparse_lab.report.style import PALETTE, REFERENCE_COLOR, colors_for, finish, rounded
@@ -22,30 +21,10 @@ def domain_order(domains: pl.DataFrame) -> list[tuple[str, int | None]]:
     return list(zip(ordered["domain"].to_list(), ordered["train_rows"].to_list()))
 
 
-def _points_traces(frame: pl.DataFrame, by_method: bool, color: str, x: str, domain: str):
-    """The panel's trial points: one trace per method (coloured by method), or one trace."""
-    if by_method:
-        groups = [(m, frame.filter(pl.col("method") == m)) for m in frame["method"].unique()]
-    else:
-        groups = [(None, frame)]
-    for method, part in groups:
-        yield (
-            method,
-            go.Scatter(
-                x=rounded(part[x]),
-                y=rounded(part["val_auc"]),
-                mode="markers",
-                marker={"size": 6, "color": color, "opacity": 0.55},
-                customdata=part["number"].to_list(),
-                hovertemplate="trial %{customdata}"
-                + (f" · {method}" if method else "")
-                + "<br>AUC %{y:.4f} · "
-                + ("FLOPs" if x == "flops_ratio" else "latency")
-                + " %{x:.3f}<extra>"
-                + domain
-                + "</extra>",
-            ),
-        )
+def _facet_titles(fig: go.Figure, order: list[tuple[str, int | None]]) -> None:
+    """Plotly Express names each panel ``domain=<name>``: name and training rows instead."""
+    titles = {d: f"{d} · {n:,} rows" if n is not None else d for d, n in order}
+    fig.for_each_annotation(lambda a: a.update(text=titles[a.text.split("=", 1)[-1]]))
 
 
 def domain_fronts_figure(
@@ -55,44 +34,49 @@ def domain_fronts_figure(
     cols: int = 4,
     x: str = "flops_ratio",
 ) -> go.Figure:
-    """Small multiples, one panel per domain ordered by training size: that domain's val AUC
-    against its cost ``x`` (flops_ratio or latency_ratio) for every trial (``points``: study,
-    number, domain, val_auc, x, optionally method), its front as a line, and the dense
-    reference (``reference``: study, domain, val_auc, x) as a star. One study: points coloured
-    by method (same colours as the main front); several studies: coloured by study."""
+    """Small multiples (Plotly Express facets), one panel per domain ordered by training size:
+    that domain's val AUC against its cost ``x`` (flops_ratio or latency_ratio) for every trial
+    (``points``: study, number, domain, val_auc, x, optionally method), its front as a line,
+    and the dense reference (``reference``: study, domain, val_auc, x) as a star. One study:
+    points coloured by method (same colours as the main front); several: by study."""
     order = domain_order(domains)
+    names = [d for d, _ in order]
     cols = max(1, min(cols, len(order)))
     rows = max(1, math.ceil(len(order) / cols))
-    titles = [f"{d} · {n:,} rows" if n is not None else d for d, n in order]
-    fig = make_subplots(
-        rows=rows,
-        cols=cols,
-        subplot_titles=titles,
-        horizontal_spacing=0.06,
-        vertical_spacing=min(0.12, 0.5 / rows),
-    )
-    pts = points.filter(pl.col("val_auc").is_not_null() & pl.col(x).is_not_null())
+    pts = points.filter(
+        pl.col("val_auc").is_not_null() & pl.col(x).is_not_null() & pl.col("domain").is_in(names)
+    ).with_columns(pl.col("val_auc", x).round(4), trials=pl.lit("trials"))
     studies = points["study"].unique(maintain_order=True).to_list()
     by_method = len(studies) == 1 and "method" in pts.columns and pts["method"].null_count() == 0
-    colours = colors_for(pts["method"].unique().to_list()) if by_method else {}
-    shown: set[str] = set()
-    for k, (domain, _) in enumerate(order):
-        r, c = k // cols + 1, k % cols + 1
+    color = "method" if by_method else "study" if len(studies) > 1 else "trials"
+    fig = px.scatter(
+        pts,
+        x=x,
+        y="val_auc",
+        color=color,
+        facet_col="domain",
+        facet_col_wrap=cols,
+        category_orders={"domain": names},
+        color_discrete_map=colors_for(pts["method"].unique()) if by_method else None,
+        color_discrete_sequence=PALETTE,
+        custom_data=["number"],
+        labels={x: COST_AXES.get(x, x).split(" (")[0], "val_auc": "val AUC"},
+        facet_col_spacing=0.06,
+        facet_row_spacing=min(0.12, 0.5 / rows),
+    )
+    cost = "FLOPs" if x == "flops_ratio" else "latency"
+    fig.update_traces(
+        marker={"size": 6, "opacity": 0.55},
+        hovertemplate=f"trial %{{customdata[0]}}<br>AUC %{{y:.4f}} · {cost} %{{x:.3f}}"
+        "<extra>%{fullData.name}</extra>",
+    )
+    _facet_titles(fig, order)
+    for k, domain in enumerate(names):  # Plotly Express counts facet rows from the bottom
+        where = {"row": rows - k // cols, "col": k % cols + 1}
         for s_i, study in enumerate(studies):
-            color = PALETTE[s_i % len(PALETTE)]
             frame = pts.filter((pl.col("domain") == domain) & (pl.col("study") == study))
-            for method, trace in _points_traces(frame, by_method, color, x, domain):
-                label = method or (study if len(studies) > 1 else "trials")
-                if method:
-                    trace.marker.color = colours[method]
-                trace.update(name=label, legendgroup=label, showlegend=label not in shown)
-                shown.add(label)
-                fig.add_trace(trace, row=r, col=c)
-            _add_front_and_reference(fig, frame, reference, study, domain, studies, (r, c, k), x)
-    for c in range(1, cols + 1):
-        fig.update_xaxes(title_text=COST_AXES.get(x, x).split(" (")[0], row=rows, col=c)
-    for r in range(1, rows + 1):
-        fig.update_yaxes(title_text="val AUC", row=r, col=1)
+            who = (study, s_i, studies, k == 0)
+            _add_front_and_reference(fig, frame, reference, who, domain, where, x)
     height = 260 * rows + 110
     finish(fig, "Per-domain fronts (largest domain first)", height)
     # The legend to the right of the panels: a study may name many methods, and a horizontal
@@ -100,24 +84,20 @@ def domain_fronts_figure(
     return fig.update_layout(
         margin={"t": 100},
         legend={"orientation": "v", "x": 1.01, "xanchor": "left", "y": 1, "yanchor": "top"},
+        legend_title_text="",
     )
 
 
 def _add_front_and_reference(
-    fig: go.Figure, frame, reference, study: str, domain: str, studies: list, where: tuple, x: str
+    fig: go.Figure, frame, reference, who: tuple, domain: str, where: dict, x: str
 ) -> None:
     """One study's front line in a panel, and its dense reference star."""
-    r, c, k = where
-    s_i = studies.index(study)
+    study, s_i, studies, first = who
     multi = len(studies) > 1
     line = front_line(
-        frame, x, "val_auc", study, s_i, multi, legendgroup=f"{study}: front", showlegend=k == 0
+        frame, x, "val_auc", study, s_i, multi, legendgroup=f"{study}: front", showlegend=first
     )
-    fig.add_trace(
-        line,
-        row=r,
-        col=c,
-    )
+    fig.add_trace(line, **where)
     if reference is None or x not in reference.columns:
         return
     ref = reference.filter(
@@ -132,11 +112,10 @@ def _add_front_and_reference(
                 marker={"symbol": "star", "size": 12, "color": REFERENCE_COLOR},
                 name="dense reference",
                 legendgroup="reference",
-                showlegend=k == 0 and s_i == 0,
+                showlegend=first and s_i == 0,
                 hovertemplate="dense reference<br>AUC %{y:.4f}<extra></extra>",
             ),
-            row=r,
-            col=c,
+            **where,
         )
 
 
