@@ -58,10 +58,15 @@ SEQUENTIAL = "Viridis"
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
 
 
+SIMPLE_WHITE_KEYS = ("xaxis", "yaxis", "paper_bgcolor", "plot_bgcolor", "hovermode")
+
+
 def template() -> go.layout.Template:
-    """Plotly's ``simple_white`` layout (its layout only: the trace defaults would be copied
-    into every figure of the page) with the report's font, colours and margins."""
-    base = go.layout.Template(layout=pio.templates["simple_white"].layout)
+    """Plotly's ``simple_white`` look (its 2-D layout keys only: the whole template, trace
+    defaults and colour scales included, would be copied into every figure of the page)
+    with the report's font, colours and margins."""
+    simple = pio.templates["simple_white"].layout.to_plotly_json()
+    base = go.layout.Template(layout={k: simple[k] for k in SIMPLE_WHITE_KEYS})
     return base.update(
         layout={
             "font": {"family": FONT, "size": 12, "color": "#222"},
