@@ -25,7 +25,7 @@ Tables (each has a ``study`` column; ``number`` is the Optuna trial number):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import optuna
@@ -290,21 +290,11 @@ def merge(parts: list[ReportData]) -> ReportData:
     """Several studies in one report: their tables stacked (columns unioned)."""
     if len(parts) == 1:
         return parts[0]
-
-    def stack(attr: str) -> pl.DataFrame:
-        return pl.concat([getattr(p, attr) for p in parts], how="diagonal_relaxed")
-
-    names = [
-        "trials",
-        "domain_metrics",
-        "layer_sparsity",
-        "reeval",
-        "reeval_domains",
-        "reference",
-        "domains",
-        "keep",
-    ]
-    return ReportData(studies=[s for p in parts for s in p.studies], **{n: stack(n) for n in names})
+    tables = [f.name for f in fields(ReportData) if f.name != "studies"]
+    return ReportData(
+        studies=[s for p in parts for s in p.studies],
+        **{n: pl.concat([getattr(p, n) for p in parts], how="diagonal_relaxed") for n in tables},
+    )
 
 
 def collect(

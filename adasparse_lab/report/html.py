@@ -11,6 +11,7 @@ number of figures written, ``data-figures-rendered`` the number Plotly drew.
 from __future__ import annotations
 
 import html
+import string
 from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
@@ -156,31 +157,45 @@ def _block(block: Block, render: _Figures) -> str:
     return head + block.html
 
 
+PAGE = string.Template(
+    """<!DOCTYPE html><html lang="en" data-js-errors="0" data-figures-expected="$n_figures">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>$title</title><style>$css</style><script>$head_js</script>
+<script type="text/javascript">$plotlyjs</script></head>
+<body><header><h1>$title</h1>$subtitle</header><nav>$nav</nav><main>
+<section id="summary"><h2>At a glance</h2><ul class="headline">$headline</ul></section>
+$sections</main><script>$tail_js</script></body></html>"""
+)
+SECTION = string.Template(
+    '<section id="$id"><h2>$title</h2><p class="explain">$explain</p>$blocks</section>'
+)
+
+
 def render_page(
     title: str, subtitle: list[str], headline: list[str], sections: list[Section]
 ) -> tuple[str, int]:
     """The whole page and the number of figures in it."""
     render = _Figures()
-    body = []
-    for s in sections:
-        inner = "".join(_block(b, render) for b in s.blocks)
-        body.append(
-            f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>'
-            f'<p class="explain">{s.explain}</p>{inner}</section>'
+    body = "".join(
+        SECTION.substitute(
+            id=s.id,
+            title=html.escape(s.title),
+            explain=s.explain,
+            blocks="".join(_block(b, render) for b in s.blocks),
         )
-    nav = "".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
-    head_lines = "".join(f"<p>{line}</p>" for line in subtitle)
-    summary = "".join(f"<li>{line}</li>" for line in headline)
-    page = (
-        f'<!DOCTYPE html><html lang="en" data-js-errors="0" data-figures-expected="{render.count}">'
-        f'<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{CSS}</style>"
-        f"<script>{HEAD_JS}</script>"
-        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
-        f"<header><h1>{html.escape(title)}</h1>{head_lines}</header><nav>{nav}</nav><main>"
-        f'<section id="summary"><h2>At a glance</h2><ul class="headline">{summary}</ul></section>'
-        + "".join(body)
-        + f"</main><script>{TAIL_JS}</script></body></html>"
+        for s in sections
+    )
+    page = PAGE.substitute(
+        n_figures=render.count,
+        title=html.escape(title),
+        css=CSS,
+        head_js=HEAD_JS,
+        plotlyjs=get_plotlyjs(),
+        subtitle="".join(f"<p>{line}</p>" for line in subtitle),
+        nav="".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections),
+        headline="".join(f"<li>{line}</li>" for line in headline),
+        sections=body,
+        tail_js=TAIL_JS,
     )
     return page, render.count
 

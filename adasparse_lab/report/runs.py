@@ -81,12 +81,16 @@ def _local_store_missing(uri: str) -> bool:
     return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
 
 
-def _search(client, experiment_id: str, kind: str) -> list:
+def search_runs(client, experiment_id: str, kind: str, status: str | None = None) -> list:
+    """Every run of one kind (trial, reeval, reference), all pages; only ``status`` ones
+    (e.g. 'FINISHED') when given. The one reader of a study's runs: the report and the
+    sweep's end-of-study summary (study.summary) both use it."""
+    query = f"tags.kind = '{kind}'" + (f" and attributes.status = '{status}'" if status else "")
     runs, token = [], None
     while True:
         page = client.search_runs(
             [experiment_id],
-            filter_string=f"tags.kind = '{kind}'",
+            filter_string=query,
             max_results=1000,
             page_token=token,
         )
@@ -169,7 +173,7 @@ def read_runs(uri: str, experiment: str, domains: list[str] | None) -> RunTables
         out.warnings.append(f"MLflow experiment {experiment!r} not found in {uri}")
         return out
     out.client = client
-    found = {kind: _search(client, exp.experiment_id, kind) for kind in RUN_KINDS}
+    found = {kind: search_runs(client, exp.experiment_id, kind) for kind in RUN_KINDS}
     names = domains or discover_domains(found["trial"] + found["reference"])
     safe_names = {safe_name(d): d for d in names}
     rows, domain_rows, layer_rows = [], [], []

@@ -9,10 +9,10 @@ path of a journal file (``studies/x/journal.log``). Without one, a study named `
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import polars as pl
 
 from adasparse_lab.errors import ConfigError
@@ -101,12 +101,6 @@ def objectives(study: optuna.Study) -> list[dict[str, str]]:
     return [{"name": n, "direction": d} for n, d in zip(names, directions)]
 
 
-def _duration(trial: optuna.trial.FrozenTrial) -> float | None:
-    if "duration_s" in trial.user_attrs:
-        return float(trial.user_attrs["duration_s"])
-    return trial.duration.total_seconds() if trial.duration is not None else None
-
-
 RIVALS = ("magnitude", "domain_magnitude", "random")
 
 
@@ -130,7 +124,7 @@ def trial_method(t: optuna.trial.FrozenTrial) -> str | None:
     return legacy_method(form, t.user_attrs.get("pruner_inputs"))
 
 
-def _param_column(values: list) -> pl.Series | list:
+def _param_column(values: list) -> pl.Series:
     """Numeric params stay numeric (sortable, colourable); anything else becomes text."""
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
@@ -138,61 +132,74 @@ def _param_column(values: list) -> pl.Series | list:
     return pl.Series([None if v is None else str(v) for v in values], dtype=pl.String)
 
 
+TRIAL_COLUMNS = (
+    "study",
+    "number",
+    "state",
+    "duration_s",
+    "started",
+    "finished",
+    "run_id",
+    "method",
+)
+# Optuna's trials_dataframe column -> the report's column
+ATTR_COLUMNS = {
+    "user_attrs_mlflow_run_id": ("run_id", pl.String),
+    "user_attrs_pruner_form": ("pruner_form", pl.String),
+    "user_attrs_pruner_inputs": ("pruner_inputs", pl.String),
+    "user_attrs_fail_reason": ("fail_reason", pl.String),
+    "user_attrs_duration_s": ("duration_s", pl.Float64),
+}
+
+
+def _column(frame, name: str) -> list:
+    """A column of Optuna's (pandas) trials table as a list, missing values as None."""
+    if name not in frame.columns:
+        return [None] * len(frame)
+    return [None if v is None or v is pd.NA or v != v else v for v in frame[name].tolist()]
+
+
 def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
-    """One row per trial. Columns: study, number, state, duration_s, started, finished, run_id,
-    method, pruner_form, pruner_inputs, band_lo, band_hi, fail_reason, feasible (COMPLETE trials:
-    every Optuna constraint, e.g. study.flops_budget, met), ``obj:<name>`` per objective,
-    ``param:<name>`` per sampled parameter."""
+    """One row per trial, from ``study.trials_dataframe()``. Columns: study, number, state,
+    duration_s, started, finished, run_id, method, pruner_form, pruner_inputs, band_lo,
+    band_hi, fail_reason, feasible (COMPLETE trials: every Optuna constraint, e.g.
+    study.flops_budget, met), ``obj:<name>`` per objective, ``param:<name>`` per parameter."""
+    frozen = study.get_trials(deepcopy=False)
+    frame = study.trials_dataframe(multi_index=False)
     objs = objectives(study)
-    trials = study.get_trials(deepcopy=False)
-    rows, params = [], {}
-    for t in trials:
-        band = t.user_attrs.get("band") or [None, None]
-        row = {
-            "study": study_name,
-            "number": t.number,
-            "state": t.state.name,
-            "duration_s": _duration(t),
-            "started": t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
-            "finished": t.datetime_complete.isoformat(timespec="seconds")
-            if t.datetime_complete
-            else None,
-            "run_id": t.user_attrs.get("mlflow_run_id"),
-            "method": trial_method(t),
-            "pruner_form": t.user_attrs.get("pruner_form", t.params.get("pruner")),
-            "pruner_inputs": t.user_attrs.get("pruner_inputs"),
-            "band_lo": band[0],
-            "band_hi": band[1],
-            "fail_reason": t.user_attrs.get("fail_reason"),
-            "feasible": feasible(t.constraints) if t.state.name == "COMPLETE" else None,
-        }
-        values = t.values if t.values is not None else [None] * len(objs)
-        for o, v in zip(objs, values):
-            row[f"obj:{o['name']}"] = (
-                None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-            )
-        rows.append(row)
-        for key in t.params:
-            params.setdefault(key, None)
-    schema = {
-        "study": pl.String,
-        "number": pl.Int64,
-        "state": pl.String,
-        "duration_s": pl.Float64,
-        "started": pl.String,
-        "finished": pl.String,
-        "run_id": pl.String,
-        "method": pl.String,
-        "pruner_form": pl.String,
-        "pruner_inputs": pl.String,
-        "band_lo": pl.Float64,
-        "band_hi": pl.Float64,
-        "fail_reason": pl.String,
-        "feasible": pl.Boolean,
-        **{f"obj:{o['name']}": pl.Float64 for o in objs},
+    values = [c for c in frame.columns if c == "value" or c.startswith("values_")]
+    values = values if len(values) == len(objs) else [""] * len(objs)  # none stored yet
+    band = [b if isinstance(b, list) else [None, None] for b in _column(frame, "user_attrs_band")]
+    seconds = [d.total_seconds() if d is not None else None for d in _column(frame, "duration")]
+    out = {
+        "study": [study_name] * len(frozen),
+        "number": [t.number for t in frozen],
+        "state": [t.state.name for t in frozen],
+        **{new: _column(frame, old) for old, (new, _) in ATTR_COLUMNS.items()},
+        "started": [_iso(d) for d in _column(frame, "datetime_start")],
+        "finished": [_iso(d) for d in _column(frame, "datetime_complete")],
+        "method": [trial_method(t) for t in frozen],
+        "band_lo": [b[0] for b in band],
+        "band_hi": [b[1] for b in band],
+        "feasible": [
+            feasible(t.constraints) if t.state.name == "COMPLETE" else None for t in frozen
+        ],
+        **{f"obj:{o['name']}": _column(frame, c) for o, c in zip(objs, values)},
     }
-    table = pl.DataFrame(rows, schema=schema)
-    columns = [
-        _param_column([t.params.get(k) for t in trials]).alias(f"param:{k}") for k in sorted(params)
-    ]
-    return table.with_columns(columns) if columns else table
+    out["duration_s"] = [a if a is not None else b for a, b in zip(out["duration_s"], seconds)]
+    schema = {"number": pl.Int64, "band_lo": pl.Float64, "band_hi": pl.Float64}
+    schema |= dict.fromkeys(["study", "state", "started", "finished", "method"], pl.String)
+    schema |= {new: kind for new, kind in ATTR_COLUMNS.values()} | {"feasible": pl.Boolean}
+    table = pl.DataFrame(
+        out, schema_overrides=schema | {f"obj:{o['name']}": pl.Float64 for o in objs}
+    )
+    params = sorted(c for c in frame.columns if c.startswith("params_"))
+    return table.select(
+        *TRIAL_COLUMNS, *[c for c in table.columns if c not in TRIAL_COLUMNS]
+    ).with_columns(
+        _param_column(_column(frame, c)).alias(f"param:{c.removeprefix('params_')}") for c in params
+    )
+
+
+def _iso(moment) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="seconds")

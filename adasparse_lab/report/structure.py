@@ -160,35 +160,35 @@ def overlap_figure(
             hovertemplate="%{customdata}<br>Jaccard %{z:.3f}<extra></extra>",
         )
     )
-    groups = dict(zip(domains["domain"].to_list(), domains["group"].to_list()))
-    if any(groups.get(d) is not None for d in order):
-        pairs = [
-            (j + 0.3, i - 0.3)
-            for i, a in enumerate(order)
-            for j, b in enumerate(order)
-            if i != j and groups.get(a) is not None and groups.get(a) == groups.get(b)
-        ]
-        fig.add_trace(
-            go.Scatter(
-                x=[p[0] for p in pairs],
-                y=[p[1] for p in pairs],
-                mode="markers",
-                name="same true group",
-                marker={
-                    "symbol": "circle",
-                    "size": 7,
-                    "color": "#e6194b",
-                    "line": {"width": 1, "color": "white"},
-                },
-                hoverinfo="skip",
-                showlegend=True,
-            )
-        )
-        fig.update_layout(
-            margin={"t": 90},
-            legend={"orientation": "h", "x": 0, "y": 1.01, "yanchor": "bottom"},
-        )
+    _mark_same_group(fig, order, domains)
     fig.update_yaxes(autorange="reversed", tickvals=idx, ticktext=labels, showgrid=False)
     fig.update_xaxes(tickvals=idx, ticktext=labels, tickangle=-45, showgrid=False)
     size = 240 + 30 * len(order)
     return finish(fig, title, size).update_layout(width=size + 180)
+
+
+def _mark_same_group(fig: go.Figure, order: list[str], domains: pl.DataFrame) -> None:
+    """A dot in the corner of each cell whose two domains share a true group (synthetic data)."""
+    groups = dict(zip(domains["domain"].to_list(), domains["group"].to_list()))
+    if not any(groups.get(d) is not None for d in order):
+        return
+    pairs = [
+        (j + 0.3, i - 0.3)
+        for i, a in enumerate(order)
+        for j, b in enumerate(order)
+        if i != j and groups.get(a) is not None and groups.get(a) == groups.get(b)
+    ]
+    fig.add_trace(
+        go.Scatter(
+            x=[p[0] for p in pairs],
+            y=[p[1] for p in pairs],
+            mode="markers",
+            name="same true group",
+            marker={"size": 7, "color": "#e6194b", "line": {"width": 1, "color": "white"}},
+            hoverinfo="skip",
+            showlegend=True,
+        )
+    )
+    fig.update_layout(
+        margin={"t": 90}, legend={"orientation": "h", "x": 0, "y": 1.01, "yanchor": "bottom"}
+    )

@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable
 
 import plotly.graph_objects as go
+import plotly.io as pio
 
 FORM_COLORS = {
     "fusion": "#7b3294",
@@ -57,25 +58,22 @@ SEQUENTIAL = "Viridis"
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
 
 
+SIMPLE_WHITE_KEYS = ("xaxis", "yaxis", "paper_bgcolor", "plot_bgcolor", "hovermode")
+
+
 def template() -> go.layout.Template:
-    axis = {
-        "showline": True,
-        "linecolor": "#888",
-        "gridcolor": "#e6e6e6",
-        "zeroline": False,
-        "ticks": "outside",
-        "automargin": True,
-    }
-    return go.layout.Template(
+    """Plotly's ``simple_white`` look (its 2-D layout keys only: the whole template, trace
+    defaults and colour scales included, would be copied into every figure of the page)
+    with the report's font, colours and margins."""
+    simple = pio.templates["simple_white"].layout.to_plotly_json()
+    base = go.layout.Template(layout={k: simple[k] for k in SIMPLE_WHITE_KEYS})
+    return base.update(
         layout={
             "font": {"family": FONT, "size": 12, "color": "#222"},
-            "paper_bgcolor": "white",
-            "plot_bgcolor": "white",
             "colorway": PALETTE,
             "hoverlabel": {"align": "left"},
-            "hovermode": "closest",
-            "xaxis": axis,
-            "yaxis": axis,
+            "xaxis": {"showgrid": True, "gridcolor": "#e6e6e6", "automargin": True},
+            "yaxis": {"showgrid": True, "gridcolor": "#e6e6e6", "automargin": True},
             "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
             "legend": {"bgcolor": "rgba(255,255,255,0.7)"},
             "title": {"x": 0.01, "font": {"size": 15}},

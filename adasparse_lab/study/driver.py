@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FixedTrial, TrialState
 
+from adasparse_lab.bench.report import cpu_model
 from adasparse_lab.data import PreparedData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.experiment import (
@@ -67,22 +68,13 @@ class StudyOutcome:
 
 
 def machine_info() -> dict[str, str]:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import mlflow
     import plotly
     import polars
+    import torch
 
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "threads": str(torch.get_num_threads()),

@@ -10,16 +10,13 @@ import optuna
 import polars as pl
 
 from adasparse_lab.metrics import safe_name
+from adasparse_lab.report.runs import search_runs
 from adasparse_lab.tracking import Tracker
 
 
 def reeval_table(tracker: Tracker) -> pl.DataFrame:
     """One row per finished re-evaluation run: trial, seed and every final metric."""
-    runs = tracker.client.search_runs(
-        [tracker.experiment_id],
-        "tags.kind = 'reeval' and attributes.status = 'FINISHED'",
-        max_results=5000,
-    )
+    runs = search_runs(tracker.client, tracker.experiment_id, "reeval", "FINISHED")
     rows = [
         {
             "trial": int(r.data.tags["trial_number"]),
@@ -35,11 +32,7 @@ def reeval_table(tracker: Tracker) -> pl.DataFrame:
 
 def reference_metrics(tracker: Tracker) -> dict[str, float] | None:
     """Final metrics of the study's dense reference (pruner=none), averaged over its seeds."""
-    runs = tracker.client.search_runs(
-        [tracker.experiment_id],
-        "tags.kind = 'reference' and attributes.status = 'FINISHED'",
-        max_results=100,
-    )
+    runs = search_runs(tracker.client, tracker.experiment_id, "reference", "FINISHED")
     if not runs:
         return None
     keys = set.intersection(*(set(r.data.metrics) for r in runs))
