@@ -306,7 +306,10 @@ def fabricated_study(n_trials: int = 50, n_domains: int = 12, widths=(256, 128, 
             {"name": "val/mean_domain_auc", "direction": "maximize"},
             {"name": "val/flops/ratio", "direction": "minimize"},
         ],
-        {"config": "x: 1\n" * 300, "machine": {"cpu": "x86_64", "threads": 16}},
+        {
+            "config": "".join(f"x{i}: 1\n" for i in range(300)),
+            "machine": {"cpu": "x86_64", "threads": 16},
+        },
     )
     return ReportData(
         studies=[info],
