@@ -473,15 +473,15 @@ class StudyRunner:
         return front
 
     def _reeval_targets(
-        self, front: list[optuna.trial.FrozenTrial]
+        self, front: list[optuna.trial.FrozenTrial], study: optuna.Study
     ) -> list[optuna.trial.FrozenTrial]:
-        k = self.settings.reeval_max_trials
-        if k <= 0 or not self.settings.reeval_seeds:
+        if not self.settings.reeval_seeds:
             return []
-        if len(front) <= k:
-            return front
-        idx = sorted({round(i * (len(front) - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
-        return [front[i] for i in idx]  # spread along the front
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        per_method = self.settings.reeval_select == "per_method"
+        return reeval_targets(
+            front, self.settings.reeval_max_trials, done if per_method else [], self.settings
+        )
 
     def _claim(self, tracker: Tracker, parent: str, tags: dict[str, str]) -> str | None:
         """Create a run for a (kind, trial, seed) unless a live or finished one exists."""
@@ -514,9 +514,13 @@ class StudyRunner:
                 log.warning("the dense reference run (seed %d) failed: %s", seed, err)
 
     def reevaluate(
-        self, front: list[optuna.trial.FrozenTrial], tracker: Tracker, parent: str
+        self,
+        front: list[optuna.trial.FrozenTrial],
+        study: optuna.Study,
+        tracker: Tracker,
+        parent: str,
     ) -> None:
-        for t in self._reeval_targets(front):
+        for t in self._reeval_targets(front, study):
             for seed in self.settings.reeval_seeds:
                 run_id = self._claim(
                     tracker,
@@ -572,9 +576,39 @@ class StudyRunner:
         done = self.optimise(study, tracker, parent)
         front = self.pareto(study)
         if done:
-            self.reevaluate(front, tracker, parent)
+            self.reevaluate(front, study, tracker, parent)
             self.log_study_metrics(study, tracker, parent)
         return StudyOutcome(study, self.settings, front, self.folder, desc, tracker, parent, done)
+
+
+def reeval_targets(
+    front: list[optuna.trial.FrozenTrial],
+    k: int,
+    done: list[optuna.trial.FrozenTrial],
+    settings: StudySettings,
+) -> list[optuna.trial.FrozenTrial]:
+    """The trials a study re-trains on test over seeds: up to ``k`` front trials spread along
+    the front, then the best feasible trial (first objective) of each method among ``done``
+    that is not already chosen (``reeval.select=per_method``), in order of cost."""
+    if k <= 0:
+        targets = []
+    elif len(front) <= k:
+        targets = list(front)
+    else:
+        idx = sorted({round(i * (len(front) - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+        targets = [front[i] for i in idx]
+    sign = 1.0 if settings.directions[0] == "maximize" else -1.0
+    best: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in done:
+        method = t.user_attrs.get("method", "?")
+        if feasible(t.constraints) and (
+            method not in best or sign * t.values[0] > sign * best[method].values[0]
+        ):
+            best[method] = t
+    chosen = {t.number for t in targets}
+    return targets + sorted(
+        (t for t in best.values() if t.number not in chosen), key=lambda t: t.values[-1]
+    )
 
 
 def _best_effort(call: Callable, *args) -> None:

@@ -3,6 +3,7 @@ ratio? Read from a study's storage (Optuna trials + their MLflow runs), so it ca
 any finished or running study:
 
     python -m adasparse_lab.study.matched study=rivals [studies=studies] [at=0.5,0.8]
+    python -m adasparse_lab.study.matched study=models per_method=true   # each method's best
 
 A *cell* is one setting of a method (a trial's parameters without ``seed``); its test AUC is the
 mean and standard deviation over every seed that ran it (grid seeds, re-evaluation seeds) and
@@ -26,6 +27,8 @@ from optuna.trial import TrialState
 from adasparse_lab.errors import ConfigError
 
 AUC = "test/mean_domain_auc"
+VAL_AUC = "val/mean_domain_auc"
+DOMAIN_AUC = "test/auc/"
 
 
 @dataclass
@@ -34,6 +37,8 @@ class Cell:
     params: str  # the setting, without the seed
     auc: list[float] = field(default_factory=list)
     cost: list[float] = field(default_factory=list)
+    val: list[float] = field(default_factory=list)  # validation mean per-domain AUC per seed
+    domains: dict[str, list[float]] = field(default_factory=dict)  # test AUC per seed
 
     @property
     def cost_mean(self) -> float:
@@ -78,6 +83,48 @@ def _add(cell: Cell, metrics: dict[str, float], cost: str) -> None:
     if AUC in metrics and value is not None and math.isfinite(value):
         cell.auc.append(metrics[AUC])
         cell.cost.append(value)
+        cell.val.append(metrics.get(VAL_AUC, math.nan))
+        for name, auc in metrics.items():
+            if name.startswith(DOMAIN_AUC):
+                cell.domains.setdefault(name[len(DOMAIN_AUC) :], []).append(auc)
+
+
+def per_method(cells: list[Cell]) -> list[Cell]:
+    """Each method's cell with the most seeds (re-evaluated), ties broken by validation AUC;
+    ordered by cost."""
+    best: dict[str, Cell] = {}
+    for c in cells:
+        key = (len(c.auc), float(np.nanmean(c.val)) if c.val else -math.inf)
+        old = best.get(c.method)
+        if old is None or key > (len(old.auc), float(np.nanmean(old.val))):
+            best[c.method] = c
+    return sorted(best.values(), key=lambda c: c.cost_mean)
+
+
+def _mean_sd(values: list[float]) -> str:
+    sd = f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
+    return f"{np.mean(values):.4f}{sd}"
+
+
+def format_per_method(cells: list[Cell], cost: str) -> str:
+    """Markdown: per method its best cell (cost, test mean per-domain AUC mean ± sd over seeds,
+    the setting), then the per-domain test AUC of each (mean ± sd over the same seeds)."""
+    chosen = per_method(cells)
+    lines = [
+        f"| method | {cost} | test mean per-domain AUC | seeds | setting |",
+        "|---|---|---|---|---|",
+    ]
+    for c in chosen:
+        lines.append(
+            f"| {c.method} | {c.cost_mean:.3f} | {_mean_sd(c.auc)} | {len(c.auc)} | {c.params} |"
+        )
+    domains = sorted({d for c in chosen for d in c.domains})
+    lines += ["", "| domain | " + " | ".join(c.method for c in chosen) + " |"]
+    lines.append("|---" * (len(chosen) + 1) + "|")
+    for d in domains:
+        row = [_mean_sd(c.domains[d]) if c.domains.get(d) else "-" for c in chosen]
+        lines.append(f"| {d} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def nearest(cells: list[Cell], anchor: float, tolerance: float) -> dict[str, Cell]:
@@ -121,11 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from adasparse_lab.study.storage import open_storage
 
     args = dict(a.partition("=")[::2] for a in (sys.argv[1:] if argv is None else argv))
-    unknown = set(args) - {"study", "studies", "at", "cost", "tolerance"}
+    unknown = set(args) - {"study", "studies", "at", "cost", "tolerance", "per_method"}
     if unknown or not args.get("study"):
         print(
             "usage: python -m adasparse_lab.study.matched study=<name> [studies=studies] "
-            "[at=0.5,0.8] [cost=<objective>] [tolerance=0.15]",
+            "[at=0.5,0.8] [cost=<objective>] [tolerance=0.15] [per_method=true]",
             file=sys.stderr,
         )
         return 2
@@ -141,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cost = args.get("cost") or study.metric_names[-1]
     anchors = [float(x) for x in args.get("at", "0.5,0.8").split(",")]
     cells = collect_cells(study, client, experiment.experiment_id, cost)
+    if args.get("per_method", "false").lower() == "true":
+        print(format_per_method(cells, cost))
+        return 0
     print(format_matched(cells, anchors, cost, float(args.get("tolerance", 0.15))))
     return 0
 

@@ -12,6 +12,7 @@ DIRECTIONS = ("maximize", "minimize")
 # Objectives select, so they are validation numbers (every number is under its split: val/...,
 # test/...; evaluation.Evaluation.as_dict); test numbers are for claims only.
 OBJECTIVE_PREFIXES = ("val/",)
+REEVAL_SELECT = ("front", "per_method")  # which trials a study re-trains on test over seeds
 LOG_MODELS = ("front", "none")  # at the study's end: export + log each front trial, or nothing
 
 
@@ -44,6 +45,7 @@ class StudySettings:
     grace_s: int = 120  # RDB storage: a trial without a heartbeat this long becomes FAIL
     storage_retry_s: float = 120.0  # how long a lost database connection is retried
     log_models: str = "none"  # LOG_MODELS
+    reeval_select: str = "front"  # REEVAL_SELECT: the spread front, or also each method's best
 
     @property
     def directions(self) -> list[str]:
@@ -139,6 +141,10 @@ def parse_settings(node: DictConfig) -> StudySettings:
         )
     _check_claims(raw)
     reeval = raw.get("reeval") or {}
+    if reeval.get("select", "front") not in REEVAL_SELECT:
+        raise ConfigError(
+            f"study.reeval.select={reeval.get('select')!r}; choose one of {list(REEVAL_SELECT)}"
+        )
     hv_ref = raw.get("hypervolume_reference")
     if hv_ref is not None and len(hv_ref) != len(objectives):
         raise ConfigError(
@@ -155,6 +161,7 @@ def parse_settings(node: DictConfig) -> StudySettings:
         flops_budget=raw.get("flops_budget"),
         reeval_seeds=tuple(int(s) for s in reeval.get("seeds", [1, 2, 3])),
         reeval_max_trials=int(reeval.get("max_trials", 5)),
+        reeval_select=str(reeval.get("select", "front")),
         reference=bool(raw.get("reference", True)),
         grid=bool(raw.get("grid", False)),
         hypervolume_reference=tuple(hv_ref) if hv_ref is not None else None,
