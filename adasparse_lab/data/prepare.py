@@ -191,8 +191,9 @@ def preparation_route(source, storage: str) -> str:
         return "generate"
     if storage != "mmap" or not hasattr(source, "scan"):
         return "load"
-    per_file = SOURCE_SPLIT in source.scan().collect_schema().names()
-    return "scan" if split is not None or per_file else "load"
+    if split is not None:
+        return "scan"
+    return "scan" if SOURCE_SPLIT in source.scan().collect_schema().names() else "load"
 
 
 def _source_stream(source, route: str, spool: Path, chunk_rows: int) -> RawStream:
