@@ -368,12 +368,12 @@ def test_a_failing_store_reader_raises_with_its_stderr(tmp_path, monkeypatch):
 
     from adasparse_lab.bench import preparation
 
-    started = []
+    started, real = [], subprocess.Popen
 
     def popen(cmd, **kwargs):  # the second reader never ends on its own
         if started:
             cmd = [sys.executable, "-c", "import time; time.sleep(120)"]
-        started.append(subprocess.Popen(cmd, **kwargs))
+        started.append(real(cmd, **kwargs))
         return started[-1]
 
     monkeypatch.setattr(preparation.subprocess, "Popen", popen)
