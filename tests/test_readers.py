@@ -410,8 +410,8 @@ def test_readers_on_mmap_stream_the_same_split_as_in_memory(tmp_path, name):
     the rows the in-memory split gives, in the same order."""
     from tests.test_store import assert_same_values
 
-    streamed = prepare_reader(tmp_path, name, "mmap", chunk_rows=17)
-    loaded = prepare_reader(tmp_path, name, "memory", chunk_rows=17)
+    streamed = prepare_reader(tmp_path, name, "mmap", chunk_rows=40)
+    loaded = prepare_reader(tmp_path, name, "memory", chunk_rows=40)
     assert [len(streamed.splits[s]) for s in ("train", "val", "test")] == [
         len(loaded.splits[s]) for s in ("train", "val", "test")
     ]
