@@ -357,3 +357,26 @@ def test_scale_projection_by_hand():
     point = ScalePoint("postgres+server", 1, 4, 360.0, 10.0, 0.5)
     assert projection(point, 100) == pytest.approx((7200.0, 20.0))
     assert projection(point, 10) == pytest.approx((3600.0, 20.0))  # 10 x 360/h, unsaturated
+
+
+@pytest.mark.slow
+def test_a_failing_store_reader_raises_with_its_stderr(tmp_path, monkeypatch):
+    """A reader that dies is an error naming its exit status and its traceback (it was an
+    IndexError on the empty output), and the other readers are not left running."""
+    import subprocess
+    import sys
+
+    from adasparse_lab.bench import preparation
+
+    started, real = [], subprocess.Popen
+
+    def popen(cmd, **kwargs):  # the second reader never ends on its own
+        if started:
+            cmd = [sys.executable, "-c", "import time; time.sleep(120)"]
+        started.append(real(cmd, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(preparation.subprocess, "Popen", popen)
+    with pytest.raises(RuntimeError, match=r"(?s)store reader failed \(exit 1\).*Traceback"):
+        preparation.measure_workers(tmp_path / "no-store", workers=2, batch_size=64)
+    assert [p.returncode for p in started] == [1, -9]  # the sleeper was killed and reaped

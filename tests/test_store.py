@@ -65,8 +65,9 @@ class Loads:
 
 
 def test_mmap_and_memory_read_the_same_store_and_batches(tmp_path):
-    memory = prepare(synthetic(), SCHEMA, tmp_path, storage="memory")
-    mapped = prepare(synthetic(), SCHEMA, tmp_path, storage="mmap")
+    # the chunked generator: one preparation route (one store) for both storages
+    memory = prepare(synthetic(chunk_rows=1000), SCHEMA, tmp_path, storage="memory")
+    mapped = prepare(synthetic(chunk_rows=1000), SCHEMA, tmp_path, storage="mmap")
     assert mapped.cache_path == memory.cache_path
     train = mapped.splits["train"]
     assert train.cat.dtype == torch.int32 and train.label.dtype == torch.int8
@@ -360,3 +361,32 @@ def test_per_split_files_stream_by_their_source_split_column(tmp_path):
     loaded = prepare(Loads(source), schema, tmp_path / "m", storage="memory")
     assert [len(streamed.splits[s]) for s in ("train", "val", "test")] == [1200, 300, 300]
     assert_same_values(streamed, loaded, dense_atol=1e-5)
+
+
+def test_a_store_is_not_reused_across_preparation_routes(tmp_path):
+    """Loaded in memory (numpy statistics) and scanned (polars streaming statistics), the dense
+    scale can differ in the last bits: each route has its own store, named in the key."""
+    loaded = prepare(synthetic(), SCHEMA, tmp_path, storage="memory")
+    scanned = prepare(synthetic(), SCHEMA, tmp_path, storage="mmap")
+    assert loaded.cache_path != scanned.cache_path
+    routes = [read_meta(d.cache_path)["description"]["prepared_by"] for d in (loaded, scanned)]
+    assert routes == ["load", "scan"]
+    assert_same_values(loaded, scanned, dense_atol=1e-5)
+    # the chunked generator is one route whatever the storage: one store, read both ways
+    chunked = [prepare(synthetic(chunk_rows=1000), SCHEMA, tmp_path, storage=s)
+               for s in ("memory", "mmap")]  # fmt: skip
+    assert chunked[0].cache_path == chunked[1].cache_path
+
+
+def test_a_reader_version_is_part_of_the_key(tmp_path, monkeypatch):
+    from adasparse_lab.data.readers import FileSource, SplitFilesSource
+
+    root = ROOT / "tests" / "fixtures" / "taobao_fuxictr"
+    files = {"train": "train_sample.csv", "val": "valid_sample.csv", "test": "test_sample.csv"}
+    source = SplitFilesSource(root=str(root), **files)
+    assert source.describe()["version"] == FileSource.version
+    schema = Schema(label="clk", domain="pid", categorical=("pid", "brand"), dense=("price",))
+    before = prepare(source, schema, tmp_path, storage="memory")
+    monkeypatch.setattr(SplitFilesSource, "version", SplitFilesSource.version + 1)
+    after = prepare(source, schema, tmp_path, storage="memory")
+    assert after.cache_path != before.cache_path

@@ -164,12 +164,30 @@ def read_store(path: Path, batch_size: int) -> dict:
     }
 
 
+def _reader_result(proc: subprocess.Popen) -> dict:
+    """A store reader's JSON line; a reader that failed is an error with its stderr."""
+    out, err = proc.communicate()
+    if proc.returncode != 0 or not out.strip():
+        raise RuntimeError(f"store reader failed (exit {proc.returncode}):\n{err[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def measure_workers(path: Path, workers: int, batch_size: int) -> dict:
     """``workers`` readers of one store at once, as study workers share a prepared store."""
     cmd = [sys.executable, "-m", "adasparse_lab.bench.preparation", "--read-store", str(path),
            "--batch-size", str(batch_size)]  # fmt: skip
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(workers)]
-    results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    procs: list[subprocess.Popen] = []
+    try:
+        for _ in range(workers):
+            procs.append(
+                subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            )
+        results = [_reader_result(p) for p in procs]
+    finally:  # a failed reader: the others are not left running
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
     return {
         "workers": workers,
         "seconds": max(r["seconds"] for r in results),

@@ -16,8 +16,9 @@ the store (``data.store``), so memory does not grow with the rows. ``storage`` p
 store is read: in RAM, memory-mapped, or auto (mmap above ``store.AUTO_MEMORY_BYTES``).
 The result is stored under ``cache_dir/<hash>`` and reloaded on later runs. The hash covers
 everything that shapes the result: the source's description (synthetic spec or files by path,
-size and mtime, separator, the split and its seed/fractions/column), the schema, min_freq,
-dense_log1p and ``ENCODING_VERSION``.
+size and mtime, separator, the split and its seed/fractions/column, the reader's version),
+the schema, min_freq, dense_log1p, the preparation route (``preparation_route``: loaded in
+memory or scanned, whose dense statistics can differ in the last bits) and ``ENCODING_VERSION``.
 """
 
 from __future__ import annotations
@@ -57,12 +58,16 @@ log = logging.getLogger(__name__)
 # Part of the cache key: bump it whenever the encoding rules or the cached layout change
 # (vocabulary order, OOV handling, dense normalisation, domain order, columns), so that old
 # caches are ignored instead of silently reused. 2: domain names in natural order.
-ENCODING_VERSION = 3  # 3: the .npy column store (data.store) replaces parquet tables
+# 3: the .npy column store (data.store) replaces parquet tables. 4: a constant dense column's
+# rounding-noise std (1e-17) counts as 0 (scale 1); the key names the preparation route.
+ENCODING_VERSION = 4
 # Rows per encoded chunk: bounds preparation memory (~100 bytes a row while encoding).
 CHUNK_ROWS = 1_000_000
 # Largest vocabulary of one categorical column: 10M ids x D=16 floats is 640 MB of embedding
 # (2 GB with Adam's moments); a column above it is refused with a message (data.max_vocab).
 MAX_VOCAB = 10_000_000
+# A dense column whose std is below this times max(|mean|, 1) is constant: its scale is 1.
+CONSTANT_STD = 1e-12
 
 
 @dataclass
@@ -173,20 +178,33 @@ def _from_spool(spool: Path, domain_groups, origins) -> RawStream:
     )
 
 
-def _source_stream(source, storage: str, spool: Path, chunk_rows: int) -> RawStream:
-    """Stream the source: the chunked synthetic generator, ``source.scan()`` with its split
-    (or the ``source_split`` column of per-split files) when data.storage='mmap', else
-    ``source.load()`` (in memory, chunked only for encoding)."""
+def preparation_route(source, storage: str) -> str:
+    """How ``prepare`` reads ``source``, part of the cache key (the routes' dense statistics,
+    numpy over an in-memory column vs polars' streaming mean/std, can differ in the last bits,
+    so a store prepared one way is not served for the other): 'generate' (the chunked
+    synthetic generator, whatever the storage), 'scan' (data.storage=mmap on a source with
+    ``scan()``, split as it streams: by its splitter, else by the ``source_split`` column of
+    per-split files) or 'load' (``source.load()``, in memory)."""
     spec = getattr(source, "spec", None)
     split = getattr(source, "split", None)
     if isinstance(spec, SyntheticSpec) and spec.chunk_rows and split is not None:
-        spool_chunks(generate_chunks(spec), split, spool)
-        return _from_spool(spool, spec.domain_groups(), {})
-    if storage == "mmap" and hasattr(source, "scan"):
-        lazy = source.scan()
-        per_file = "split" not in source.describe()  # rows tagged in source_split
-        if per_file and SOURCE_SPLIT not in lazy.collect_schema().names():
-            return _from_frames(source.load(), chunk_rows)
+        return "generate"
+    if storage != "mmap" or not hasattr(source, "scan"):
+        return "load"
+    if split is not None:
+        return "scan"
+    return "scan" if SOURCE_SPLIT in source.scan().collect_schema().names() else "load"
+
+
+def _source_stream(source, route: str, spool: Path, chunk_rows: int) -> RawStream:
+    """The source's rows along ``route`` (see ``preparation_route``): spooled to per-split
+    chunk files (data.stream) when generated or scanned, else loaded in memory."""
+    spec = getattr(source, "spec", None)
+    groups = spec.domain_groups() if isinstance(spec, SyntheticSpec) else None
+    if route == "generate":
+        spool_chunks(generate_chunks(spec), source.split, spool)
+        return _from_spool(spool, groups, {})
+    if route == "scan":
         where = next(
             (
                 str(v)
@@ -195,20 +213,22 @@ def _source_stream(source, storage: str, spool: Path, chunk_rows: int) -> RawStr
             ),
             type(source).__name__,
         )
-        spool_chunks(
-            scan_chunks(lazy, spool / "raw", chunk_rows), None if per_file else split, spool
-        )
-        return _from_spool(spool, None, {s: f"{where} ({s} split)" for s in SPLITS})
+        chunks = scan_chunks(source.scan(), spool / "raw", chunk_rows)
+        spool_chunks(chunks, getattr(source, "split", None), spool)
+        return _from_spool(spool, groups, {s: f"{where} ({s} split)" for s in SPLITS})
     return _from_frames(source.load(), chunk_rows)
 
 
-def _float_codes(schema: Schema, frame_schema: pl.Schema) -> list[pl.Expr]:
+def _integral_exprs(schema: Schema, frame_schema: pl.Schema) -> list[pl.Expr]:
     """Integral float codes (an id column typed as float in one file because of a null: 1.0)
-    cast to Int64, so they match the other files; the domain as a string (a label set)."""
-    floats = [c for c in schema.categorical if frame_schema[c].is_float()]
-    return [pl.col(c).fill_nan(None).cast(pl.Int64) for c in floats] + [
-        pl.col(schema.domain).cast(pl.String)
-    ]
+    cast to Int64, so that they match the other files' vocabularies."""
+    floats = [c for c in schema.categorical if c in frame_schema and frame_schema[c].is_float()]
+    return [pl.col(c).fill_nan(None).cast(pl.Int64) for c in floats]
+
+
+def _float_codes(schema: Schema, frame_schema: pl.Schema) -> list[pl.Expr]:
+    """The integral codes (``_integral_exprs``) and the domain as a string (a label set)."""
+    return [*_integral_exprs(schema, frame_schema), pl.col(schema.domain).cast(pl.String)]
 
 
 def _vocab(lazy: pl.LazyFrame, col: str, min_freq: int) -> pl.DataFrame:
@@ -265,7 +285,8 @@ def _dense_matrix(frame: pl.DataFrame, cols: tuple[str, ...], log1p: bool) -> np
 
 
 def _dense_scale(stream: RawStream, schema: Schema, log1p: bool) -> tuple:
-    """Train mean and std of each (log1p'd) dense feature, NaN and nulls ignored; std 0 -> 1.
+    """Train mean and std of each (log1p'd) dense feature, NaN and nulls ignored; the std of a
+    constant column (0 up to rounding, see CONSTANT_STD) -> 1.
     In memory: numpy over the column (as before the store); streamed: polars' streaming
     mean/std, equal up to float rounding."""
     cols = schema.dense
@@ -284,7 +305,10 @@ def _dense_scale(stream: RawStream, schema: Schema, log1p: bool) -> tuple:
         )  # fmt: skip
         mean = np.array([stats[f"m{j}"][0] for j in range(len(cols))], dtype=np.float64)
         std = np.array([stats[f"s{j}"][0] for j in range(len(cols))], dtype=np.float64)
-    return mean, np.where(std > 0, std, 1.0)
+    # a constant column's std is rounding noise (~1e-17 relative), not 0: dividing by it would
+    # blow the noise up to O(1) values, differently on each route
+    constant = ~(std > CONSTANT_STD * np.maximum(np.abs(mean), 1.0))
+    return mean, np.where(constant, 1.0, std)
 
 
 @dataclass
@@ -327,10 +351,9 @@ def fit_encoder(
 
 
 def integral_codes(frame: pl.DataFrame, schema: Schema) -> pl.DataFrame:
-    """Integral float codes (an id column typed as float in one file because of a null: 1.0)
-    cast to Int64, so that they match the other files' vocabularies."""
-    floats = [c for c in schema.categorical if c in frame.columns and frame.schema[c].is_float()]
-    return frame.with_columns(pl.col(c).fill_nan(None).cast(pl.Int64) for c in floats)
+    """Integral float codes cast to Int64 (``_integral_exprs``): serving applies preparation's
+    rule to raw rows."""
+    return frame.with_columns(_integral_exprs(schema, frame.schema))
 
 
 def _features(frame: pl.DataFrame, schema: Schema, encoder: Encoder) -> tuple:
@@ -481,7 +504,8 @@ def _prepare_store(source, schema, path: Path, settings: dict, description: dict
             return meta
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f".{path.name}-spool-", dir=path.parent) as tmp:
-            stream = _source_stream(source, settings["storage"], Path(tmp), settings["chunk_rows"])
+            route = description["prepared_by"]
+            stream = _source_stream(source, route, Path(tmp), settings["chunk_rows"])
             meta = encode_to_store(stream, schema, path, settings, description)
         log.info("prepared data in %.1fs (store: %s)", time.perf_counter() - t0, path)
         return meta
@@ -507,6 +531,7 @@ def prepare(
         "schema": schema.__dict__,
         "min_freq": min_freq,
         "dense_log1p": dense_log1p,
+        "prepared_by": preparation_route(source, storage),
     }
     settings = {
         "min_freq": min_freq,

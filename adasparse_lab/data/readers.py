@@ -19,7 +19,7 @@ See docs/datasets.md for where each release comes from and how its domains are d
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +50,22 @@ class FileSplit:
     def describe(self) -> dict:
         return {"type": "FileSplit", "val": self.val, "seed": self.seed}
 
+    def val_stream(self) -> Callable[[int], np.ndarray]:
+        """Which of the next n train rows go to val (a bool mask), chunk after chunk: one
+        generator's consecutive draws, so carving the train rows in chunks (data.stream, for
+        data.storage=mmap) picks the rows carving them at once picks."""
+        rng = np.random.default_rng([self.seed, _VAL_STREAM])
+        return lambda n: rng.random(n) < self.val
+
     def __call__(self, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
         if SOURCE_SPLIT not in frame.columns:
             raise DataError(f"FileSplit needs a {SOURCE_SPLIT!r} column (a per-split release)")
         parts = {s: frame.filter(pl.col(SOURCE_SPLIT) == s).drop(SOURCE_SPLIT) for s in SPLITS}
         if parts["val"].height == 0 and self.val > 0:
             train = parts["train"]
-            u = np.random.default_rng([self.seed, _VAL_STREAM]).random(train.height)
-            parts["val"] = train.filter(pl.Series(u < self.val))
-            parts["train"] = train.filter(pl.Series(u >= self.val))
+            to_val = pl.Series(self.val_stream()(train.height))
+            parts["val"] = train.filter(to_val)
+            parts["train"] = train.filter(~to_val)
         return parts
 
 
@@ -69,6 +76,9 @@ class FileSource:
     """Base of the release readers: named files under one root, one splitter."""
 
     layout = ""  # one line on the release, for error messages
+    # Part of describe() and so of the cache key: bump when the reader's parsing changes (a
+    # subclass overrides it), so stores prepared by the old parsing are not reused.
+    version = 1
 
     def __init__(self, root: str, files: dict[str, str], split: Split) -> None:
         self.root = Path(root).expanduser()
@@ -116,7 +126,12 @@ class FileSource:
             p = self.path(key).resolve()
             st = p.stat()
             files[key] = [str(p), st.st_size, st.st_mtime_ns]
-        return {"files": files, "options": self.options(), "split": describe_split(self.split)}
+        return {
+            "version": self.version,
+            "files": files,
+            "options": self.options(),
+            "split": describe_split(self.split),
+        }
 
 
 def _scan_csv(path: Path, **kwargs) -> pl.LazyFrame:

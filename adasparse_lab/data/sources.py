@@ -126,6 +126,8 @@ def describe_split(split: object) -> dict:
 class SyntheticSource:
     """The built-in generator (see ``synthetic.py``)."""
 
+    version = 1  # in describe(), so the cache key: bump when the generator's rows change
+
     def __init__(self, split: RandomSplit | TimeSplit, **spec: object) -> None:
         # Keyword arguments go straight into the frozen SyntheticSpec: a typo raises TypeError
         # naming the key instead of being swallowed.
@@ -145,7 +147,7 @@ class SyntheticSource:
 
     def describe(self) -> dict:
         """Everything that shapes the rows and their split (for the cache key)."""
-        return {**asdict(self.spec), "split": describe_split(self.split)}
+        return {**asdict(self.spec), "split": describe_split(self.split), "version": self.version}
 
 
 def read_table(path: str | Path, separator: str = ",") -> pl.DataFrame:
@@ -193,6 +195,8 @@ def scan_table(path: str | Path, separator: str = ",") -> pl.LazyFrame:
 class TabularSource:
     """Files the user brings: one table split by ``split``, or separate train/val/test files."""
 
+    version = 1  # in describe(), so the cache key: bump when the reading/parsing changes
+
     def __init__(
         self,
         path: str | None = None,
@@ -215,7 +219,9 @@ class TabularSource:
             )
         if path is not None and split is None:
             raise ConfigError("data.source.split is required when data.source.path is one file")
-        self.path, self.files, self.split, self.separator = path, files, split, separator
+        # separate train/val/test files are not split (their rows carry source_split)
+        self.path, self.files, self.separator = path, files, separator
+        self.split = split if path is not None else None
         for p in [path, *files.values()]:
             if p is not None and not Path(p).expanduser().exists():
                 raise DataError(f"data file does not exist: {Path(p).expanduser().resolve()}")
@@ -247,7 +253,7 @@ class TabularSource:
     def describe(self) -> dict:
         """Everything that shapes the rows (for the cache key): the inputs by path, size and
         modification time, how they are read (separator) and split."""
-        out: dict = {"separator": self.separator}
+        out: dict = {"version": self.version, "separator": self.separator}
         for key, p in [("path", self.path), *self.files.items()]:
             if p is not None:
                 st = Path(p).expanduser().stat()

@@ -6,7 +6,9 @@ A split with ``part_stream`` (RandomSplit) tags each chunk as it comes: the same
 uniforms as tagging the whole table at once, so the assignment equals the in-memory one. A
 split with ``lazy_parts`` (TimeSplit) needs the whole order: the chunks are spooled raw and
 polars' streaming engine sorts and tags them. Rows of per-split files carry their split in
-``source_split``. Any other splitter (e.g. readers.FileSplit) gets the table in memory.
+``source_split``; a split with ``val_stream`` (readers.FileSplit) spools them so too, then
+carves val out of the train files, chunk after chunk with the same draws as in memory, where
+no row is tagged val. Any other splitter gets the table in memory.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from adasparse_lab.data.sources import SOURCE_SPLIT, SPLITS
+from adasparse_lab.errors import DataError
 
 PART = "__part"
 
@@ -41,14 +44,43 @@ def _write_parts(chunk: pl.DataFrame, parts: np.ndarray, spool: Path, k: int) ->
             rows.write_parquet(spool / name / f"{k:06d}.parquet")
 
 
+def _spool_by_file(chunks: Iterator[pl.DataFrame], spool: Path) -> None:
+    """Rows to the split their ``source_split`` column names."""
+    for k, chunk in enumerate(chunks):
+        if SOURCE_SPLIT not in chunk.columns:
+            raise DataError(f"FileSplit needs a {SOURCE_SPLIT!r} column (a per-split release)")
+        names = chunk.get_column(SOURCE_SPLIT)
+        parts = np.select([(names == s).to_numpy() for s in SPLITS], [0, 1, 2], -1)
+        _write_parts(chunk.drop(SOURCE_SPLIT), parts, spool, k)
+
+
+def _carve_val(split, spool: Path) -> None:
+    """Where no row was tagged val: move ``split.val_stream()``'s pick of the train rows, in
+    order, from each train file to the val file of the same number."""
+    if split.val <= 0 or any((spool / "val").glob("*.parquet")):
+        return
+    to_val = split.val_stream()
+    (spool / "val").mkdir(parents=True, exist_ok=True)
+    for path in sorted((spool / "train").glob("*.parquet")):
+        chunk = pl.read_parquet(path)
+        mask = pl.Series(to_val(chunk.height))
+        if mask.any():
+            chunk.filter(mask).write_parquet(spool / "val" / path.name)
+        kept = chunk.filter(~mask)
+        if kept.height:
+            kept.write_parquet(path)
+        else:
+            path.unlink()
+
+
 def spool_chunks(chunks: Iterator[pl.DataFrame], split, spool: Path) -> None:
     """Split the chunk stream into ``spool/<split>/<k>.parquet`` files, rows in split order.
-    ``split=None``: the rows carry their split in the ``source_split`` column (per-split files)."""
-    if split is None:
-        for k, chunk in enumerate(chunks):
-            names = chunk.get_column(SOURCE_SPLIT)
-            parts = np.select([(names == s).to_numpy() for s in SPLITS], [0, 1, 2], -1)
-            _write_parts(chunk.drop(SOURCE_SPLIT), parts, spool, k)
+    ``split=None``: the rows carry their split in the ``source_split`` column (per-split files);
+    so do they for a split with ``val_stream`` (FileSplit), which may carve val out of train."""
+    if split is None or hasattr(split, "val_stream"):
+        _spool_by_file(chunks, spool)
+        if split is not None:
+            _carve_val(split, spool)
         return
     if hasattr(split, "part_stream"):
         next_parts = split.part_stream()
