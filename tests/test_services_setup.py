@@ -48,7 +48,6 @@ def test_a_failed_postgres_start_leaves_no_temp_folder_and_stops_nothing(monkeyp
     monkeypatch.setattr(services.Postgres, "init", init)
     monkeypatch.setattr(services.Postgres, "start", start)
     monkeypatch.setattr(services.Postgres, "stop", lambda pg, mode="fast": stopped.append(mode))
-    with pytest.raises(services.StoreError, match="could not bind"):
-        with services.running():
-            pass
+    with pytest.raises(services.StoreError, match="could not bind"), services.running():
+        pass
     assert not made.exists() and stopped == []

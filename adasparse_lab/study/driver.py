@@ -23,7 +23,6 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FixedTrial, TrialState
 
-from adasparse_lab.bench.report import cpu_model
 from adasparse_lab.data import PreparedData
 from adasparse_lab.errors import ConfigError, StoreError
 from adasparse_lab.experiment import (
@@ -36,6 +35,7 @@ from adasparse_lab.experiment import (
     train_and_evaluate,
     write_outputs,
 )
+from adasparse_lab.machine import cpu_model
 from adasparse_lab.metrics import auc
 from adasparse_lab.pareto import feasible, hypervolume_history, pareto_mask
 from adasparse_lab.study import space as space_mod
