@@ -338,17 +338,8 @@ class StudyRunner:
             trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))
             trial.set_user_attr("fit_s", round(self.last_fit_s, 3))
         except Exception as err:  # a failing trial never kills the study
-            reason = f"{type(err).__name__}: {err}"[:2000]
-            log.warning("trial %d failed: %s", trial.number, reason)
-            trial.set_user_attr("fail_reason", reason)
-            lost = isinstance(err, HeartbeatLostError)
-            trial.set_user_attr("failure_kind", "heartbeat" if lost else "error")
-            trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))
-            tell_fail(study, trial)
-            if run_id is not None:  # the tracking server may be what failed: best effort
-                _best_effort(tracker.set_tags, run_id, {"fail_reason": reason})
-                _best_effort(tracker.end_run, run_id, "FAILED")
-            if lost:  # the database failed this worker: it stops (sweep prints the reason)
+            self._fail(study, trial, tracker, run_id, err, time.perf_counter() - t0)
+            if isinstance(err, HeartbeatLostError):  # the database failed this worker: it stops
                 raise
             return
         except BaseException:  # Ctrl-C: leave nothing RUNNING
@@ -359,6 +350,27 @@ class StudyRunner:
         # Outside the try: an error raised by tell (a sampler's after_trial) is no trial failure.
         tell_complete(study, trial, values)
         log.info("trial %d: %s (%.1fs)", trial.number, values, time.perf_counter() - t0)
+
+    def _fail(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        tracker: Tracker,
+        run_id: str | None,
+        err: Exception,
+        duration_s: float,
+    ) -> None:
+        """Tell ``trial`` FAIL with the reason; its MLflow run (if any) FAILED."""
+        reason = f"{type(err).__name__}: {err}"[:2000]
+        log.warning("trial %d failed: %s", trial.number, reason)
+        trial.set_user_attr("fail_reason", reason)
+        lost = isinstance(err, HeartbeatLostError)
+        trial.set_user_attr("failure_kind", "heartbeat" if lost else "error")
+        trial.set_user_attr("duration_s", round(duration_s, 3))
+        tell_fail(study, trial)
+        if run_id is not None:  # the tracking server may be what failed: best effort
+            _best_effort(tracker.set_tags, run_id, {"fail_reason": reason})
+            _best_effort(tracker.end_run, run_id, "FAILED")
 
     def _skip_duplicate(self, study: optuna.Study, trial: optuna.Trial) -> bool:
         """Tell ``trial`` FAIL when it repeats a COMPLETE or RUNNING trial (study/proposals.py)."""
