@@ -23,6 +23,8 @@ FORBIDDEN: dict[str, set[str]] = {
     for part in ("models", "data", "sparsity", "metrics", "errors")
 }
 FORBIDDEN["report"] = {"models", "data", "trainer", "experiment", "evaluation", "study", "sweep"}
+# Orchestration runs benchmarks never: what both need (the machine) sits below them.
+FORBIDDEN["study"] = {"bench"}
 
 
 def _part(path: Path, package: Path) -> str:

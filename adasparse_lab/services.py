@@ -214,10 +214,10 @@ def running(root: Path | None = None) -> Iterator[Services]:
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)  # an unprivileged postgres must reach its folder inside
     pg = Postgres(root / "postgres", free_port())
-    pg.init()
-    pg.start()
     server = None
     try:
+        pg.init()
+        pg.start()
         pg.create_databases()
         artifacts = root / "mlartifacts"
         artifacts.mkdir(exist_ok=True)
@@ -227,8 +227,9 @@ def running(root: Path | None = None) -> Iterator[Services]:
     finally:
         if server is not None:
             server.stop()
-        with contextlib.suppress(StoreError):
-            pg.stop("immediate")
+        if (pg.data / "postmaster.pid").exists():  # a cluster that started
+            with contextlib.suppress(StoreError):
+                pg.stop("immediate")
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 

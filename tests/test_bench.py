@@ -20,6 +20,7 @@ from adasparse_lab.bench.methods import (
 )
 from adasparse_lab.bench.serving import (
     ServeBenchConfig,
+    analytic_flops_ratio,
     domain_pruner,
     domain_rows,
     sparsify_for_domain,
@@ -34,6 +35,7 @@ from adasparse_lab.bench.throughput import (
     variant_runners,
 )
 from adasparse_lab.bench.workload import build_model, synthetic_data, with_train_rows
+from adasparse_lab.evaluation import evaluate
 from adasparse_lab.models.compact import compact_model
 
 TRAIN_ROWS = 2_500  # two full batches of 1024 and a partial one of 452
@@ -161,6 +163,18 @@ class TestServing:
                 for k in masked.keep
             )
             torch.testing.assert_close(compact(cat, dense), masked.logits, rtol=1e-5, atol=1e-5)
+
+    @pytest.mark.parametrize("reference", [None, (32, 16)])
+    def test_flops_ratio_has_the_evaluations_denominator(self, data, reference):
+        """The compacted domain's FLOPs over the study's reference MLP (models/base.py), the
+        denominator of val/flops/ratio, not over the model's own tower."""
+        torch.manual_seed(0)
+        model = build_model(data, domain_pruner()).eval()
+        model.flops_reference = reference  # a study's reference may differ from the tower
+        sparsify_for_domain(model, domain_code=1, fraction=0.35)
+        flops = evaluate(model, data, "test").flops  # static masks: one count per domain
+        expected = flops.per_domain[0] / flops.dense
+        assert analytic_flops_ratio(model, compact_model(model, 1)) == pytest.approx(expected)
 
     def test_invalid_fraction_is_refused(self):
         with pytest.raises(ValueError, match="prune_fraction"):

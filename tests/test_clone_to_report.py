@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import adasparse_lab.bench.clone_to_report as c2r
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -43,3 +44,28 @@ def test_a_failing_stage_names_its_log_and_keeps_it(tiny_repo, monkeypatch):
     log = Path(str(err.value).rsplit("its output: ", 1)[1])
     assert log.is_absolute() and log.exists()  # the temporary folder is kept for it
     shutil.rmtree(log.parent)
+
+
+def test_the_machine_is_described_without_a_venv(tmp_path):
+    """clone_to_report runs before any venv exists: on a bare Python it imports only the
+    standard library and adasparse_lab.machine, whose CPU description the study and the
+    benchmark share."""
+    from adasparse_lab import machine
+
+    bare = shutil.which("python3", path="/usr/bin:/bin")
+    if bare is None:
+        pytest.skip("no system python3")
+    code = (
+        "import sys, adasparse_lab.bench.clone_to_report as c; print(c.machine());"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'polars')))"
+    )
+    done = subprocess.run(
+        [bare, "-I", "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); {code}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    described, heavy = done.stdout.splitlines()
+    assert heavy == "[]"
+    assert described.startswith(f"{machine.cpu_model()}, {machine.usable_cpus()} usable CPUs, ")

@@ -31,10 +31,16 @@ N_TRIALS = 4
 VICTIM = 1  # worker index killed mid-trial
 
 
+# A lost database is retried RETRY_S; the grace period outlasts that silence (the rule of
+# study/settings.py: storage_retry_s + 2 * heartbeat_s + 8).
+RETRY_S, HEARTBEAT_S = 6, 1
+GRACE_S = RETRY_S + 2 * HEARTBEAT_S + 8
+
+
 def worker_cmd(tmp: Path, services, name: str, index: int, *extra: str) -> list[str]:
+    """The sweep command of worker ``index``; ``extra`` overrides replace those of the same key."""
     machine = tmp / f"machine-{index}"
-    return [
-        *(sys.executable, "-m", "adasparse_lab.sweep", "+study=quick"),
+    overrides = [
         f"study.name={name}",
         f"study.storage={services.storage}",
         f"tracking.uri={services.tracking}",
@@ -42,15 +48,18 @@ def worker_cmd(tmp: Path, services, name: str, index: int, *extra: str) -> list[
         f"study.worker_index={index}",
         "study.reference=false",
         "study.reeval.max_trials=0",
-        "study.heartbeat_s=1",
-        "study.grace_s=4",
+        f"study.heartbeat_s={HEARTBEAT_S}",
+        f"study.storage_retry_s={RETRY_S}",
+        f"study.grace_s={GRACE_S}",
         "study.poll_s=0.2",
         "latency.enabled=false",
         f"paths.studies={machine}/studies",
         f"paths.reports={machine}/reports",
         f"paths.cache={machine}/cache",
-        *extra,
     ]
+    given = {o.split("=", 1)[0] for o in extra}
+    kept = [o for o in overrides if o.split("=", 1)[0] not in given]
+    return [sys.executable, "-m", "adasparse_lab.sweep", "+study=quick", *kept, *extra]
 
 
 def start_worker(
@@ -116,9 +125,10 @@ def test_a_worker_killed_mid_trial_on_postgres_and_the_server(tmp_path, services
     name = f"dist-{uuid.uuid4().hex[:8]}"
     procs = {i: start_worker(tmp_path, services, name, i) for i in range(3)}
     killed = wait_for(lambda: running_trial_of(services, name, VICTIM), 90, "the victim's trial")
-    time.sleep(0.3)  # inside its training
-    os.killpg(procs[VICTIM].pid, signal.SIGKILL)
+    os.killpg(procs[VICTIM].pid, signal.SIGKILL)  # RUNNING with its MLflow run: it trains
     procs.pop(VICTIM).wait()
+    at_kill = next(t for t in trials(services, name) if t.number == killed.number)
+    assert at_kill.state == TrialState.RUNNING  # killed mid-trial, not after it ended
     finish(procs, tmp_path)
 
     stored = trials(services, name)
@@ -199,9 +209,13 @@ def test_workers_ride_out_a_postgres_restart(tmp_path, services):
     time.sleep(3)
     services.postgres.start()
     finish(procs, tmp_path)
-    check_budget_and_runs(services, name)
+    stored = check_budget_and_runs(services, name)
     logs = "".join((tmp_path / f"worker-{i}.log").read_text() for i in procs)
     assert "database unreachable" in logs  # they did lose it, and retried
+    # Both workers lived through it: none failed the other's trial as stale when it came back
+    # (study.grace_s outlasts the silence of a retried connection).
+    assert [t.number for t in stored if t.user_attrs.get("failure_kind") == "stale"] == []
+    assert [t.number for t in stored if t.user_attrs.get("failure_kind") == "heartbeat"] == []
 
 
 @pytest.mark.slow
@@ -209,7 +223,8 @@ def test_a_database_down_for_good_stops_workers_with_the_reason(tmp_path, servic
     name = f"pgdown-{uuid.uuid4().hex[:8]}"
     # The MLflow server loses its database too; its client would retry for minutes.
     quick_mlflow = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
-    proc = start_worker(tmp_path, services, name, 0, "study.storage_retry_s=4", env=quick_mlflow)
+    quick_retry = ("study.storage_retry_s=4", f"study.grace_s={4 + 2 * HEARTBEAT_S + 8}")
+    proc = start_worker(tmp_path, services, name, 0, *quick_retry, env=quick_mlflow)
     wait_for(lambda: running_trial_of(services, name, 0), 90, "a trial")
     services.postgres.stop("fast")
     try:
@@ -236,12 +251,17 @@ def test_metrics_survive_a_tracking_server_outage(tmp_path, services):
     server back within that time loses nothing."""
     name = f"mlflowdown-{uuid.uuid4().hex[:8]}"
     procs = {0: start_worker(tmp_path, services, name, 0)}
-    wait_for(lambda: running_trial_of(services, name, 0), 90, "a trial")
-    services.mlflow.stop()  # the trial ends (logs its metrics) while the server is down
-    time.sleep(4)
-    services.mlflow.start()
+    trial = wait_for(lambda: running_trial_of(services, name, 0), 90, "a trial")
+    log = tmp_path / "worker-0.log"
+    services.mlflow.stop()
+    try:  # down until the running trial's tracking (its epochs, metrics, run end) met it
+        wait_for(lambda: "Retrying (Retry(" in log.read_text(), 60, "a retried tracking call")
+    finally:
+        services.mlflow.start()
     finish(procs, tmp_path)
-    check_budget_and_runs(services, name)
+    stored = check_budget_and_runs(services, name)  # every COMPLETE trial's metrics landed
+    ended = next(t for t in stored if t.number == trial.number)
+    assert ended.state == TrialState.COMPLETE  # the trial running through the outage
 
 
 @pytest.mark.slow

@@ -24,7 +24,10 @@ from adasparse_lab.report.claims import (
     INCONCLUSIVE,
     NOT_HELD,
     NOT_MEASURED,
+    ClaimPlan,
+    ClaimSpec,
     group_contrast,
+    measure,
     paired,
     parse_claims,
     size_halves,
@@ -67,6 +70,25 @@ def test_paired_uses_common_seeds_only():
     assert paired({0: 0.7, 1: 0.8, 2: 0.6}, {1: 0.75, 2: 0.65, 3: 0.9}) == pytest.approx(
         {1: 0.05, 2: -0.05}
     )
+
+
+def test_the_runner_up_is_chosen_on_validation_over_the_seeds_shared_with_the_arm():
+    """Selecting the rival by its test AUC would tune the claim on test; a rival's seeds the arm
+    lacks say nothing about the paired comparison."""
+    rows = [  # arm, seed, val_auc, test_auc
+        *(("a", s, 0.78, 0.74 + s / 100) for s in (0, 1, 2)),
+        *(("b", s, 0.80, 0.70) for s in (0, 1, 2)),  # best on validation
+        *(("c", s, 0.75, 0.73 + s / 100) for s in (0, 1, 2)),  # best on test
+        ("c", 9, 0.76, 0.99),
+        ("d", 0, 0.70, 0.71),  # best on validation, but only on seed 5 that "a" did not run
+        ("d", 5, 0.99, 0.71),
+    ]
+    arms = pl.DataFrame(rows, schema=["arm", "seed", "val_auc", "test_auc"], orient="row")
+    arms = arms.with_columns(number=pl.int_range(pl.len()), study=pl.lit("s"))
+    plan = ClaimPlan("arm", "seed", (ClaimSpec("better", "a", ("b", "c", "d"), "a > rest", ""),))
+    (result,) = measure(plan, arms, pl.DataFrame(), pl.DataFrame(), {})
+    assert result.note == "runner-up: b"
+    assert result.per_seed == pytest.approx({s: 0.74 + s / 100 - 0.70 for s in (0, 1, 2)})
 
 
 def test_size_halves_leave_the_middle_domain_out():

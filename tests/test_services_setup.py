@@ -30,3 +30,24 @@ def test_missing_services_skip_with_the_reason_but_fail_under_ci(monkeypatch):
     monkeypatch.setattr(fixture, "REQUIRED", True)
     with pytest.raises(pytest.fail.Exception, match="ADASPARSE_REQUIRE_SERVICES=1 but no"):
         fixture.unavailable("no initdb")
+
+
+def test_a_failed_postgres_start_leaves_no_temp_folder_and_stops_nothing(monkeypatch, tmp_path):
+    """initdb or pg_ctl start failing (a port taken, no disk) used to leave the temp folder
+    behind; stop is only tried on a cluster that started (postmaster.pid exists)."""
+    made = tmp_path / "services"
+    monkeypatch.setattr(services.tempfile, "mkdtemp", lambda prefix: str(made.mkdir() or made))
+    stopped = []
+
+    def init(pg):
+        pg.data.mkdir(parents=True)
+
+    def start(pg):
+        raise services.StoreError("pg_ctl start failed: could not bind")
+
+    monkeypatch.setattr(services.Postgres, "init", init)
+    monkeypatch.setattr(services.Postgres, "start", start)
+    monkeypatch.setattr(services.Postgres, "stop", lambda pg, mode="fast": stopped.append(mode))
+    with pytest.raises(services.StoreError, match="could not bind"), services.running():
+        pass
+    assert not made.exists() and stopped == []

@@ -180,7 +180,7 @@ def test_a_lock_left_by_a_killed_worker_does_not_stall_the_journal(tmp_path):
     storage, _ = open_storage("journal", "s", tmp_path / "studies", 2)
     t0 = time.monotonic()
     optuna.create_study(study_name="s", storage=storage).ask()
-    assert time.monotonic() - t0 < 5  # Optuna's own symlink lock waited 30 s for a dead holder
+    assert time.monotonic() - t0 < 20  # Optuna's own symlink lock waited 30 s for a dead holder
 
 
 def test_a_trial_killed_before_naming_its_worker_is_failed_soon(tmp_path, monkeypatch):

@@ -3,8 +3,8 @@
 ``make clone-to-report`` (= ``python3 -m adasparse_lab.bench.clone_to_report``) clones this
 repository into a temporary folder, then times ``make setup`` (the venv: torch, then the
 project) and ``make study`` (the README's main job, up to its HTML report) there, and prints
-both with the machine. Standard library only: it runs before any venv exists. The README's
-durations come from this command.
+both with the machine. Standard library only (adasparse_lab.machine is too): it runs before
+any venv exists. The README's durations come from this command.
 
     python3 -m adasparse_lab.bench.clone_to_report [--source DIR] [--keep] [--json FILE]
 """
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -22,22 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from adasparse_lab.machine import summary  # standard library only, like this file
+
 REPO = Path(__file__).resolve().parents[2]
 STAGES = (("clone", None), ("setup", ["make", "setup"]), ("study", ["make", "study"]))
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        names = [
-            line.split(":", 1)[1].strip()
-            for line in info.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {usable} usable CPUs, {platform.platform()}, Python {platform.python_version()}"
+    return summary()
 
 
 def run_stage(cmd: list[str], cwd: Path, log) -> float:

@@ -169,9 +169,11 @@ def _dense_tower(model):
 
 @torch.inference_mode()
 def tower_ratios(model, dense, data: PreparedData, repeats: int, b: int = 4096):
-    """(FLOPs ratio, time ratio) of the compacted towers against the dense tower at batch
-    ``b`` on each domain's embedded test rows, sample-weighted over domains like
-    val/latency/ratio. The embedding is left out, as the analytic FLOPs leave it out."""
+    """(FLOPs ratio, time ratio) of the compacted towers at batch ``b`` on each domain's
+    embedded test rows, sample-weighted over domains like val/latency/ratio: FLOPs over the
+    reference MLP (models/base.py, the denominator of val/flops/ratio), time over the dense
+    model's tower (one MLP where the dense model's hidden dims are ``flops_reference``, both
+    [256, 128, 64] by default). The embedding is left out, as the analytic FLOPs leave it out."""
     split = data.splits["test"]
     nets, inputs, weights, flops = {"dense": _dense_tower(dense.eval())}, {}, {}, {}
     for k, name in enumerate(data.domain_names):

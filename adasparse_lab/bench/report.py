@@ -6,7 +6,6 @@ import math
 import os
 import platform
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
@@ -14,6 +13,7 @@ from adasparse_lab.bench.preparation import PrepBenchResult
 from adasparse_lab.bench.serving import ServeBenchResult
 from adasparse_lab.bench.throughput import TrainBenchResult
 from adasparse_lab.bench.workload import EMBEDDING_DIM, HIDDEN_DIMS
+from adasparse_lab.machine import cpu_model, usable_cpus
 
 FIT_OVER_BARE_TARGET = 0.8
 GB = 1024**3
@@ -30,22 +30,11 @@ class Machine:
     torch_threads: int
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def describe_machine() -> Machine:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return Machine(
         cpu=cpu_model(),
         logical_cpus=os.cpu_count() or 0,
-        usable_cpus=usable or 0,
+        usable_cpus=usable_cpus(),
         platform=platform.platform(),
         python=platform.python_version(),
         torch=torch.__version__,

@@ -26,8 +26,9 @@ import torch
 from adasparse_lab.bench.workload import build_model, synthetic_data
 from adasparse_lab.data.prepare import PreparedData
 from adasparse_lab.models.adasparse import AdaSparseModel, PrunerSpec
+from adasparse_lab.models.base import reference_flops
 from adasparse_lab.models.compact import CompactModel, compact_model
-from adasparse_lab.models.flops import dense_flops, tower_flops
+from adasparse_lab.models.flops import tower_flops
 from adasparse_lab.models.gates import FusionGate
 
 
@@ -68,7 +69,7 @@ class ServeBenchResult:
     domain_name: str
     widths_dense: list[int]  # [H_0, H_1, ..., H_L]
     widths_compact: list[int]  # kept widths of the compacted tower
-    flops_ratio: float  # analytic FLOPs of the compacted domain / dense tower
+    flops_ratio: float  # analytic FLOPs of the compacted domain / the reference MLP
     latencies: list[Latency] = field(default_factory=list)
 
 
@@ -132,10 +133,13 @@ def median_ms(
 
 
 def analytic_flops_ratio(model: AdaSparseModel, compact: CompactModel) -> float:
-    """Tower FLOPs of the compacted domain over the dense tower (``models.flops``)."""
+    """Tower FLOPs of the compacted domain (``models.flops``) over the FLOPs ratio's reference,
+    the dense MLP [H_0, *reference_dims, 1] (models/base.py): the denominator of
+    ``val/flops/ratio``, the model's own dense tower unless ``flops_reference`` says otherwise."""
     kept = compact.tower.widths()
     counts = torch.tensor([[float(kept[pos]) for pos in model.positions]])
-    return float(tower_flops(model.tower_shape(), counts).total[0]) / dense_flops(model.widths)
+    reference = reference_flops(model.embedding.output_dim(), model.reference_dims())
+    return float(tower_flops(model.tower_shape(), counts).total[0]) / reference
 
 
 @torch.no_grad()

@@ -7,7 +7,8 @@ An *arm* is one value of the space parameter ``study.claims.arm`` (e.g. ``fusion
 up by the value of ``study.claims.seed``. Effects are signed so that > 0 means the claim held:
 
 - ``better``: test mean per-domain AUC of ``arm`` minus that of ``versus``, per seed; with
-  several ``versus`` arms, minus the one with the best mean over seeds (the runner-up).
+  several ``versus`` arms, minus the runner-up: the one with the best *validation* mean
+  per-domain AUC over the seeds it shares with ``arm`` (chosen without looking at test).
 - ``small_domains``: per-domain test AUC gain of ``arm`` over ``versus`` (same seed), mean over
   the smaller half of the domains (train rows) minus mean over the larger half (the middle
   domain of an odd count is in neither).
@@ -125,7 +126,7 @@ def verdict(values: np.ndarray) -> str:
 
 def arm_trials(trials: pl.DataFrame, plan: ClaimPlan) -> pl.DataFrame:
     """COMPLETE trials with an arm and a test AUC: study, number, arm, seed, run_id, test_auc,
-    flops_ratio, sparsity, method. Where an (arm, seed) ran twice, the latest trial counts."""
+    flops_ratio, sparsity, method, val_auc. Where an (arm, seed) ran twice, the latest trial counts."""
     arm, seed = f"param:{plan.arm_param}", f"param:{plan.seed_param}"
     if arm not in trials.columns or seed not in trials.columns:
         return pl.DataFrame()
@@ -144,6 +145,7 @@ def arm_trials(trials: pl.DataFrame, plan: ClaimPlan) -> pl.DataFrame:
             "flops_ratio",
             "sparsity",
             "method",
+            val_auc="auc",  # validation mean per-domain AUC: what picks a runner-up
         )
     )
 
@@ -158,13 +160,23 @@ def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[int, float]:
     return {s: a[s] - b[s] for s in sorted(set(a) & set(b))}
 
 
+def _val_mean(arms: pl.DataFrame, arm: str, seeds: Collection[int]) -> float:
+    """Mean validation AUC of ``arm`` over ``seeds`` (-inf without one: never the runner-up)."""
+    val = _by_seed(arms, arm, "val_auc")
+    found = [v for s, v in val.items() if s in seeds and v is not None and np.isfinite(v)]
+    return float(np.mean(found)) if found else -np.inf
+
+
 def _better(spec: ClaimSpec, arms: pl.DataFrame) -> ClaimResult:
-    ran = [v for v in spec.versus if _by_seed(arms, v)]
-    if not _by_seed(arms, spec.arm) or not ran:
+    """The arm against its runner-up: the rival with the best validation AUC over the seeds
+    both ran (chosen without looking at test), then measured on test, paired by seed."""
+    mine = _by_seed(arms, spec.arm)
+    ran = [v for v in spec.versus if set(_by_seed(arms, v)) & set(mine)]
+    if not mine or not ran:
         return ClaimResult(spec, note="arm(s) not run")
-    rival = max(ran, key=lambda v: np.mean(list(_by_seed(arms, v).values())))
+    rival = max(ran, key=lambda v: _val_mean(arms, v, set(_by_seed(arms, v)) & set(mine)))
     note = f"runner-up: {rival}" if len(ran) > 1 else ""
-    return ClaimResult(spec, paired(_by_seed(arms, spec.arm), _by_seed(arms, rival)), note)
+    return ClaimResult(spec, paired(mine, _by_seed(arms, rival)), note)
 
 
 def size_halves(domains: pl.DataFrame) -> tuple[list[str], list[str]]:

@@ -21,12 +21,10 @@ from pathlib import Path
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
-from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FixedTrial, TrialState
 
-from adasparse_lab.bench.report import cpu_model
 from adasparse_lab.data import PreparedData
-from adasparse_lab.errors import ConfigError
+from adasparse_lab.errors import ConfigError, StoreError
 from adasparse_lab.experiment import (
     RunResult,
     build_components,
@@ -37,13 +35,20 @@ from adasparse_lab.experiment import (
     train_and_evaluate,
     write_outputs,
 )
+from adasparse_lab.machine import cpu_model
 from adasparse_lab.metrics import auc
 from adasparse_lab.pareto import feasible, hypervolume_history, pareto_mask
 from adasparse_lab.study import space as space_mod
 from adasparse_lab.study.fingerprint import changes, fingerprint
 from adasparse_lab.study.proposals import MAX_DUPLICATES, duplicate_of, proposal_seed
 from adasparse_lab.study.settings import StudySettings, parse_settings
-from adasparse_lab.study.storage import open_storage, recover_stale, worker_alive, worker_id
+from adasparse_lab.study.storage import (
+    Heartbeat,
+    open_storage,
+    recover_stale,
+    worker_alive,
+    worker_id,
+)
 from adasparse_lab.study.tell import tell_complete, tell_fail
 from adasparse_lab.tracking import Tracker, tag_experiment_kind
 
@@ -53,6 +58,11 @@ Compose = Callable[[list[str]], DictConfig]
 
 class StudyFailedError(RuntimeError):
     """Too many trials failed: the study stops with the reasons."""
+
+
+class HeartbeatLostError(StoreError):
+    """The heartbeat of this worker's trial gave up (the database was unreachable for
+    study.storage_retry_s): the trial is stopped and failed, and so is the worker."""
 
 
 @dataclass
@@ -262,10 +272,14 @@ class StudyRunner:
     ) -> RunResult:
         components = build_components(cfg)
         data = self.data_for(cfg)  # prepared once per process, then shared by every trial
+        log_epoch = epoch_logger(tracker, run_id)
+
+        def on_epoch(record) -> None:
+            self._check_heartbeat()  # a trial whose heartbeat gave up stops at the next epoch
+            log_epoch(record)
+
         t0 = time.perf_counter()
-        result = train_and_evaluate(
-            cfg, data, on_epoch=epoch_logger(tracker, run_id), components=components
-        )
+        result = train_and_evaluate(cfg, data, on_epoch=on_epoch, components=components)
         self.last_fit_s = time.perf_counter() - t0  # fit + evaluate, per-epoch logging included
         files = write_outputs(out_dir, cfg, result)
         tracker.log_metrics(run_id, result.metrics)
@@ -313,6 +327,7 @@ class StudyRunner:
             ]
             if bad:
                 raise ValueError(f"non-finite objective(s): {', '.join(bad)}")
+            self._check_heartbeat()
             if self.settings.flops_budget is not None:
                 trial.set_constraint(
                     "flops_budget", result.metrics["val/flops/ratio"] - self.settings.flops_budget
@@ -323,15 +338,9 @@ class StudyRunner:
             trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))
             trial.set_user_attr("fit_s", round(self.last_fit_s, 3))
         except Exception as err:  # a failing trial never kills the study
-            reason = f"{type(err).__name__}: {err}"[:2000]
-            log.warning("trial %d failed: %s", trial.number, reason)
-            trial.set_user_attr("fail_reason", reason)
-            trial.set_user_attr("failure_kind", "error")
-            trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))
-            tell_fail(study, trial)
-            if run_id is not None:  # the tracking server may be what failed: best effort
-                _best_effort(tracker.set_tags, run_id, {"fail_reason": reason})
-                _best_effort(tracker.end_run, run_id, "FAILED")
+            self._fail(study, trial, tracker, run_id, err, time.perf_counter() - t0)
+            if isinstance(err, HeartbeatLostError):  # the database failed this worker: it stops
+                raise
             return
         except BaseException:  # Ctrl-C: leave nothing RUNNING
             tell_fail(study, trial)
@@ -341,6 +350,27 @@ class StudyRunner:
         # Outside the try: an error raised by tell (a sampler's after_trial) is no trial failure.
         tell_complete(study, trial, values)
         log.info("trial %d: %s (%.1fs)", trial.number, values, time.perf_counter() - t0)
+
+    def _fail(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        tracker: Tracker,
+        run_id: str | None,
+        err: Exception,
+        duration_s: float,
+    ) -> None:
+        """Tell ``trial`` FAIL with the reason; its MLflow run (if any) FAILED."""
+        reason = f"{type(err).__name__}: {err}"[:2000]
+        log.warning("trial %d failed: %s", trial.number, reason)
+        trial.set_user_attr("fail_reason", reason)
+        lost = isinstance(err, HeartbeatLostError)
+        trial.set_user_attr("failure_kind", "heartbeat" if lost else "error")
+        trial.set_user_attr("duration_s", round(duration_s, 3))
+        tell_fail(study, trial)
+        if run_id is not None:  # the tracking server may be what failed: best effort
+            _best_effort(tracker.set_tags, run_id, {"fail_reason": reason})
+            _best_effort(tracker.end_run, run_id, "FAILED")
 
     def _skip_duplicate(self, study: optuna.Study, trial: optuna.Trial) -> bool:
         """Tell ``trial`` FAIL when it repeats a COMPLETE or RUNNING trial (study/proposals.py)."""
@@ -365,10 +395,20 @@ class StudyRunner:
         self._stop_heartbeat()
         # Optuna's heartbeat (RDB storage only): beats until the trial is told; a worker that
         # dies anywhere goes silent and its trial is failed by the others (recover_stale).
-        self._heartbeat = get_heartbeat_thread(trial._trial_id, study._storage)
+        self._heartbeat = Heartbeat(trial._trial_id, study._storage)
         self._heartbeat.start()
         trial.set_user_attr("worker", self.worker)
         return trial
+
+    def _check_heartbeat(self) -> None:
+        """Raise HeartbeatLostError when the running trial's heartbeat gave up: the other
+        workers will fail the trial as stale, so training it on is wasted (or worse, told
+        COMPLETE after they failed it)."""
+        beat = getattr(self, "_heartbeat", None)
+        if beat is not None and beat.lost is not None:
+            raise HeartbeatLostError(
+                f"the trial's heartbeat stopped, so the other workers fail it as stale: {beat.lost}"
+            )
 
     def _stop_heartbeat(self) -> None:
         beat, self._heartbeat = getattr(self, "_heartbeat", None), None

@@ -14,6 +14,7 @@ DIRECTIONS = ("maximize", "minimize")
 OBJECTIVE_PREFIXES = ("val/",)
 REEVAL_SELECT = ("front", "per_method")  # which trials a study re-trains on test over seeds
 LOG_MODELS = ("front", "none")  # at the study's end: export + log each front trial, or nothing
+MAX_BACKOFF_S = 8  # the longest wait between two tries of a lost database (study/storage.py)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class StudySettings:
     allow_changed_config: bool = False  # resume although the fixed settings changed
     worker_index: int = 0  # which of the processes of ``study.workers=N`` this is (seeding)
     heartbeat_s: int = 30  # RDB storage: a worker's heartbeat interval while it runs a trial
-    grace_s: int = 120  # RDB storage: a trial without a heartbeat this long becomes FAIL
+    grace_s: int = 200  # RDB storage: a trial without a heartbeat this long becomes FAIL
     storage_retry_s: float = 120.0  # how long a lost database connection is retried
     log_models: str = "none"  # LOG_MODELS
     reeval_select: str = "front"  # REEVAL_SELECT: the spread front, or also each method's best
@@ -71,6 +72,23 @@ def _check_claims(raw: dict) -> None:
             )
     param = space[claims.get("arm", "arm")]
     parse_claims(claims, set(param.get("overrides") or {}) | set(param.get("choices") or []))
+
+
+def _check_grace(raw: dict) -> None:
+    """On a database URL a worker's heartbeats stop while it retries a lost connection (up to
+    ``storage_retry_s``, then one more backoff of up to ``MAX_BACKOFF_S``, around a missed
+    beat on each side): a shorter grace period lets the first worker back fail the trials of
+    the others, alive and training, as stale."""
+    if "://" not in str(raw.get("storage", "auto")):
+        return  # journal and SQLite files: no heartbeats, no retries
+    heartbeat, retry = raw.get("heartbeat_s", 30), raw.get("storage_retry_s", 120)
+    need = retry + 2 * heartbeat + MAX_BACKOFF_S
+    if raw.get("grace_s", 200) < need:
+        raise ConfigError(
+            f"study.grace_s={raw.get('grace_s', 120)} is shorter than a database outage a worker "
+            f"rides out: study.storage_retry_s ({retry}) + 2 * study.heartbeat_s ({heartbeat}) + "
+            f"{MAX_BACKOFF_S} s of backoff = {need}; raise study.grace_s to {need} or more"
+        )
 
 
 def parse_settings(node: DictConfig) -> StudySettings:
@@ -129,12 +147,13 @@ def parse_settings(node: DictConfig) -> StudySettings:
         "worker_index": raw.get("worker_index", 0) >= 0,
         "max_failures": raw.get("max_failures", 1) >= 1,
         "heartbeat_s": raw.get("heartbeat_s", 30) >= 1,
-        "grace_s": raw.get("grace_s", 120) > raw.get("heartbeat_s", 30),
+        "grace_s": raw.get("grace_s", 200) > raw.get("heartbeat_s", 30),
         "storage_retry_s": raw.get("storage_retry_s", 120) >= 0,
     }
     for key, ok in checks.items():
         if not ok:
             raise ConfigError(f"study.{key}={raw.get(key)!r} is out of range")
+    _check_grace(raw)
     if raw.get("log_models", "none") not in LOG_MODELS:
         raise ConfigError(
             f"study.log_models={raw.get('log_models')!r}; choose one of {list(LOG_MODELS)}"
@@ -170,7 +189,7 @@ def parse_settings(node: DictConfig) -> StudySettings:
         worker_index=int(raw.get("worker_index", 0)),
         allow_changed_config=bool(raw.get("allow_changed_config", False)),
         heartbeat_s=int(raw.get("heartbeat_s", 30)),
-        grace_s=int(raw.get("grace_s", 120)),
+        grace_s=int(raw.get("grace_s", 200)),
         storage_retry_s=float(raw.get("storage_retry_s", 120)),
         log_models=str(raw.get("log_models", "none")),
     )

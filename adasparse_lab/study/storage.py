@@ -31,6 +31,7 @@ import fcntl
 import logging
 import os
 import socket
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -43,9 +44,10 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from adasparse_lab.errors import ConfigError, StoreError
+from adasparse_lab.study.settings import MAX_BACKOFF_S
 
 log = logging.getLogger(__name__)
-HEARTBEAT_S, GRACE_S, RETRY_S = 30, 120, 120
+HEARTBEAT_S, GRACE_S, RETRY_S = 30, 200, 120  # conf/study/base.yaml
 GRACE_HINT = "longer than study.grace_s"
 SCHEMA_RACE_TRIES = 5
 ORPHAN_S = 30  # a live worker names itself on its new trial within milliseconds of asking
@@ -134,7 +136,7 @@ def with_retry(call, what: str, retry_s: float):
                 ) from err
             log.warning("database unreachable (%s); retrying in %.1fs", type(cause).__name__, wait)
             time.sleep(wait)
-            wait = min(2 * wait, 8.0)
+            wait = min(2 * wait, float(MAX_BACKOFF_S))
 
 
 class RetryingRDBStorage(RDBStorage):
@@ -164,6 +166,43 @@ for _name in [
     "_get_stale_trial_ids",
 ]:
     setattr(RetryingRDBStorage, _name, _retrying(_name))
+
+
+class Heartbeat:
+    """Optuna's heartbeat of a RUNNING trial (RDB storage; nothing elsewhere), which does not
+    die silently: when ``record_heartbeat`` fails (a database unreachable for
+    ``study.storage_retry_s``) it stops and ``lost`` holds the reason, so that the worker stops
+    its trial (the others fail it as stale once ``study.grace_s`` passes) instead of training
+    it on. ``start()`` and ``join()`` as Optuna's ``get_heartbeat_thread``."""
+
+    def __init__(self, trial_id: int, storage: optuna.storages.BaseStorage) -> None:
+        self.trial_id, self.storage = trial_id, storage
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+            self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            self._thread.start()
+
+    def join(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join()
+
+    def _beat(self) -> None:
+        interval = self.storage.get_heartbeat_interval()
+        while True:
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as err:  # StoreError after the retries, or a rejected statement
+                self.lost = f"{type(err).__name__}: {err}"[:2000]
+                log.error("heartbeat of trial id %d stopped: %s", self.trial_id, self.lost)
+                return
+            if self._stop.wait(interval):
+                return
 
 
 def open_rdb(url: str, heartbeat_s: int, grace_s: int, retry_s: float) -> RetryingRDBStorage:
