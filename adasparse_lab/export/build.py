@@ -120,12 +120,19 @@ def export_trial(
     (default folder: ``<studies>/<name>/exports/trial-<n>``) with a few raw test rows as
     ``example.parquet``; log it to the trial's MLflow run when asked."""
     trial = load_trial(name, number, studies_dir, storage)
-    number = trial.number
-    folder = Path(out) if out else Path(studies_dir) / name / "exports" / f"trial-{number}"
+    folder = Path(out) if out else Path(studies_dir) / name / "exports" / f"trial-{trial.number}"
+    return export_stored(trial, folder, log_model, register)
+
+
+def export_stored(
+    trial: StoredTrial, folder: Path | str, log_model: bool = True, register: str | None = None
+) -> Export:
+    """Write a rebuilt trial's bundle into ``folder`` and check it (``export_trial``)."""
+    folder = Path(folder)
     train = trial.data.splits["train"]
     info = {
-        "study": name,
-        "trial": number,
+        "study": trial.study,
+        "trial": trial.number,
         "on_front": trial.on_front,
         "method": method_name(trial.cfg.pruner, trial.cfg.model),
         "mlflow_run_id": trial.run_id,

@@ -82,6 +82,21 @@ def load_trial(
     number = best_on_front(study, name) if number is None else number
     trial = _complete_trial(study, name, number)
     folder = studies_dir / name / "trials" / str(number)
+    return load_run(
+        folder, name, number, number in front_numbers(study), trial.user_attrs.get("mlflow_run_id")
+    )
+
+
+def load_run(
+    folder: Path | str,
+    study: str = "",
+    number: int = -1,
+    on_front: bool = False,
+    run_id: str | None = None,
+) -> StoredTrial:
+    """Rebuild the run written to ``folder`` (experiment.write_outputs: config, weights,
+    metrics): its prepared data, model and encoder."""
+    folder = Path(folder)
     files = [folder / "config.yaml", folder / "model_state.pt", folder / "metrics.json"]
     if not all(f.is_file() for f in files):
         raise ConfigError(
@@ -102,15 +117,5 @@ def load_trial(
     stored = json.loads(files[2].read_text())["metrics"]
     metrics = {k: v for k, v in stored.items() if k.startswith("test/")}
     return StoredTrial(
-        name,
-        number,
-        number in front_numbers(study),
-        folder,
-        cfg,
-        model.eval(),
-        data,
-        encoder,
-        raw,
-        trial.user_attrs.get("mlflow_run_id"),
-        metrics,
+        study, number, on_front, folder, cfg, model.eval(), data, encoder, raw, run_id, metrics
     )
