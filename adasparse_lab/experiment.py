@@ -272,6 +272,7 @@ def write_outputs(out_dir: Path, cfg: DictConfig, result: RunResult) -> list[Pat
     ]
     payload = {
         "metrics": result.metrics,
+        "data_key": result.data.key,  # the prepared store trained on (export checks it)
         "domains": result.domains.to_dicts(),
         "best_epoch": result.fit.best_epoch,
         "fit_seconds": result.fit.seconds,

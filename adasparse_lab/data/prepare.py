@@ -99,6 +99,7 @@ class PreparedData:
     domain_names: list[str]
     domain_groups: dict[str, int] | None
     cache_path: Path | None = None
+    key: str | None = None  # the store's key (config_hash): which data a model was trained on
 
     @property
     def n_domains(self) -> int:
@@ -462,11 +463,45 @@ def encode_to_store(
             "columns": sorted(types),
             "description": description,
         }
+        write_encoder(writer.tmp, schema, encoder, meta)
         writer.commit(meta)
     except BaseException:
         writer.abort()
         raise
     return meta
+
+
+ENCODER_DIR = "encoder"  # in a store: vocab/<i>.parquet per categorical column i
+
+
+def write_encoder(path: Path, schema: Schema, encoder: Encoder, meta: dict) -> None:
+    """Store the encoder beside the codes it made (read back by ``store_encoder``): each
+    categorical column's vocabulary as a parquet file, the dense mean/std in ``meta``."""
+    (path / ENCODER_DIR).mkdir()
+    for i, col in enumerate(schema.categorical):
+        encoder.vocabs[col].write_parquet(path / ENCODER_DIR / f"{i}.parquet")
+    meta["encoder"] = {
+        "dense_mean": encoder.mean.tolist(),
+        "dense_std": encoder.std.tolist(),
+        "dense_log1p": encoder.dense_log1p,
+    }
+
+
+def store_encoder(path: Path | None, schema: Schema) -> Encoder | None:
+    """The encoder a store was written with; None for a store written before it was kept."""
+    meta = read_meta(path) if path is not None else None
+    if meta is None or "encoder" not in meta:
+        return None
+    enc = meta["encoder"]
+    return Encoder(
+        vocabs={
+            col: pl.read_parquet(path / ENCODER_DIR / f"{i}.parquet")
+            for i, col in enumerate(schema.categorical)
+        },
+        mean=np.array(enc["dense_mean"], dtype=np.float64),
+        std=np.array(enc["dense_std"], dtype=np.float64),
+        dense_log1p=enc["dense_log1p"],
+    )
 
 
 def load_store(path: Path, schema: Schema, meta: dict, storage: str) -> PreparedData:
@@ -493,6 +528,7 @@ def load_store(path: Path, schema: Schema, meta: dict, storage: str) -> Prepared
         domain_names=meta["domain_names"],
         domain_groups=meta["domain_groups"],
         cache_path=path,
+        key=path.name,
     )
 
 

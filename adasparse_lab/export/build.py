@@ -12,6 +12,7 @@ import polars as pl
 import torch
 
 from adasparse_lab.data.batches import iterate
+from adasparse_lab.errors import ConfigError
 from adasparse_lab.experiment import method_name
 from adasparse_lab.export.bundle import Bundle, write_bundle
 from adasparse_lab.export.trial import StoredTrial, front_numbers, load_trial
@@ -22,6 +23,9 @@ from adasparse_lab.report.storage import default_storage, load_study
 log = logging.getLogger(__name__)
 TRACE_ROWS = 64
 EXAMPLE_ROWS = 20
+# An export whose bundle is further from the trained model than this fails (export_stored).
+MAX_LOGIT_DIFF = 1e-4  # max abs logit difference on any test row
+MAX_AUC_DIFF = 1e-6  # |bundle test AUC - the test/auc the trial stored|
 
 
 @dataclass
@@ -31,6 +35,22 @@ class Check:
     bundle_auc: float  # overall test AUC of the bundle's logits
     stored_auc: float  # test/auc the trial stored when it was trained
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # per domain, logits
+
+    def problems(self) -> list[str]:
+        """What exceeds the tolerances (MAX_LOGIT_DIFF, MAX_AUC_DIFF); empty when none."""
+        worst = max(self.max_abs_diff, key=self.max_abs_diff.get, default=None)
+        out = []
+        if worst is not None and not self.max_abs_diff[worst] <= MAX_LOGIT_DIFF:
+            out.append(
+                f"max abs logit difference {self.max_abs_diff[worst]:.3g} (domain {worst!r}) "
+                f"above {MAX_LOGIT_DIFF:g}"
+            )
+        if not abs(self.bundle_auc - self.stored_auc) <= MAX_AUC_DIFF:
+            out.append(
+                f"test AUC through the bundle {self.bundle_auc:.6f} differs from the stored "
+                f"test/auc {self.stored_auc:.6f} by more than {MAX_AUC_DIFF:g}"
+            )
+        return out
 
 
 @dataclass
@@ -148,8 +168,13 @@ def export_stored(
         info,
     )
     trial.raw.frames["test"].head(EXAMPLE_ROWS).write_parquet(folder / "example.parquet")
-    bundle = Bundle(folder)
-    result = Export(folder, trial, check_bundle(bundle, trial))
+    check = check_bundle(Bundle(folder), trial)
+    if check.problems():
+        raise ConfigError(
+            f"the bundle in {folder} does not reproduce trial {trial.number} of "
+            f"{trial.study!r}: {'; '.join(check.problems())}"
+        )
+    result = Export(folder, trial, check)
     if log_model and trial.run_id is not None and trial.cfg.tracking.get("enabled", False):
         from adasparse_lab.export.pyfunc import log_bundle_model
 

@@ -7,14 +7,18 @@ Layout of a bundle directory::
                          the trial it came from and its test metrics
     vocab/<column>.parquet   per categorical column: its values and codes 1..V (0 = OOV)
     model.pt2            torch.export program of the whole (masked) model: (cat [B, F],
-                         dense [B, Dn]) -> logits [B]; serves every row without a compacted net
-    nets/domain-<k>.pt2  torch.export program of domain k's compacted network (static
-                         structures only: pruner.inputs=domain, pruning rivals), same signature
+                         dense [B, Dn]) -> logits [B]; serves every row without a domain net
+                         (a zoo model served per domain: its route of the OOV domain code 0)
+    nets/domain-<k>.pt2  torch.export program of the fixed network serving domain k, same
+                         signature: AdaSparse's compacted tower (static structures only:
+                         pruner.inputs=domain, pruning rivals) or a zoo model's ``served``
+                         route (mmoe, ple, shared_bottom, star, apg, dcnv2; models/base.py)
 
 Rows are encoded with the training rules (``data.prepare.encode_features``: unseen values ->
 OOV code 0, dense signed log1p and the train mean/std), then routed by their domain: a domain
-with a compacted net is served by it, everything else (sample-dependent masks, other model
-types, a domain unseen in training) by ``model.pt``.
+with a net is served by it, everything else (sample-dependent masks, models without a
+per-domain served form, a domain unseen in training) by ``model.pt2``. A model that
+torch.export cannot trace is refused with a ConfigError.
 """
 
 from __future__ import annotations
@@ -31,24 +35,13 @@ from torch import nn
 
 from adasparse_lab.data.prepare import Encoder, encode_features, integral_codes
 from adasparse_lab.data.schema import Schema
-from adasparse_lab.errors import DataError
+from adasparse_lab.errors import ConfigError, DataError
+from adasparse_lab.latency import static_network
 from adasparse_lab.models.adasparse import AdaSparseModel
-from adasparse_lab.models.compact import serving_model
+from adasparse_lab.models.base import Logits
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-class Logits(nn.Module):
-    """forward(cat [B, F], dense [B, Dn]) -> logits [B]: any model returning ``.logits``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        out = self.model(cat, dense)
-        return out if isinstance(out, torch.Tensor) else out.logits
 
 
 def save_exported(
@@ -76,14 +69,37 @@ def load_exported(path: Path) -> nn.Module:
         serde.setLevel(level)
 
 
-def compacted_nets(model: nn.Module, schema: Schema, n_domains: int) -> dict[int, nn.Module]:
-    """Domain index k -> its compacted network, for models whose structure is static and
-    keyed by the domain column alone; empty otherwise (the masked model serves)."""
-    # the MLP tower only: a zoo model's served form (models/base.py) is not a CompactModel
-    if schema.domain_features != (schema.domain,) or type(model) is not AdaSparseModel:
+def domain_nets(model: nn.Module, schema: Schema, n_domains: int) -> dict[int, nn.Module]:
+    """Domain index k -> the fixed network that serves it (a compacted AdaSparse tower, a zoo
+    model's route or folded net: ``model.served``), for models keyed by the domain column
+    alone where every domain has one; empty otherwise (the whole model serves)."""
+    if schema.domain_features != (schema.domain,) or not hasattr(model, "served"):
         return {}
-    nets = {k: serving_model(model, k + 1) for k in range(n_domains)}
+    nets = {k: static_network(model, k) for k in range(n_domains)}
     return {} if any(net is None for net in nets.values()) else nets
+
+
+def fallback_net(model: nn.Module, nets: dict[int, nn.Module]) -> nn.Module:
+    """What serves rows no domain net takes (a domain unseen in training: OOV code 0): the
+    whole model; for a zoo model served per domain, its route of code 0 (what the whole model
+    computes for those rows, without the data-dependent routing torch.export cannot trace)."""
+    if nets and type(model) is not AdaSparseModel:
+        oov = static_network(model, -1)
+        if oov is not None:
+            return oov
+    return Logits(model)
+
+
+def export_net(module: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path):
+    """``save_exported``; a module torch.export cannot trace is a ConfigError naming it."""
+    try:
+        save_exported(module, example, path)
+    except Exception as err:
+        name = getattr(module, "model", module).__class__.__name__
+        raise ConfigError(
+            f"cannot export {name} ({path.name}) with torch.export: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
 
 
 def write_bundle(
@@ -101,12 +117,13 @@ def write_bundle(
     (out / "vocab").mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()
     cat, dense = example
-    save_exported(Logits(model), (cat, dense), out / "model.pt2")
+    served = domain_nets(model, schema, len(domain_names))
+    export_net(fallback_net(model, served), (cat, dense), out / "model.pt2")
     nets = {}
-    for k, net in compacted_nets(model, schema, len(domain_names)).items():
+    for k, net in served.items():
         (out / "nets").mkdir(exist_ok=True)
         nets[domain_names[k]] = f"nets/domain-{k}.pt2"
-        save_exported(net, (cat, dense), out / nets[domain_names[k]])
+        export_net(net, (cat, dense), out / nets[domain_names[k]])
     vocab_files = {}
     for i, col in enumerate(schema.categorical):
         vocab_files[col] = f"vocab/{i}.parquet"

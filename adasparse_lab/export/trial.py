@@ -4,6 +4,7 @@ driver under ``<studies>/<name>/trials/<n>/``), its prepared data and the encode
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,13 +13,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab.data import PreparedData
-from adasparse_lab.data.prepare import MAX_VOCAB, Encoder, source_encoder
+from adasparse_lab.data.prepare import MAX_VOCAB, Encoder, source_encoder, store_encoder
 from adasparse_lab.data.sources import RawData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.experiment import _instantiate, build_components, build_data, build_model
 from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE
 from adasparse_lab.pareto import feasible, pareto_mask
 from adasparse_lab.report.storage import default_storage, load_study
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +75,35 @@ def _complete_trial(study: optuna.Study, name: str, number: int) -> optuna.trial
     return next(t for t in trials if t.number == number)
 
 
+def check_data_key(trained: str | None, rebuilt: str | None, folder: Path) -> None:
+    """The prepared data rebuilt today must be the store the run was trained on (its key
+    covers the source files' sizes and mtimes, the schema and the encoding settings)."""
+    if trained is None:  # written before runs recorded it: nothing to compare
+        log.warning("%s: no data_key in metrics.json; cannot check the source is unchanged", folder)
+        return
+    if trained != rebuilt:
+        raise ConfigError(
+            f"{folder}: the trial was trained on prepared data {trained}, the source now "
+            f"prepares to {rebuilt}: the files changed since; export from the original files"
+        )
+
+
+def training_encoder(data_cfg: DictConfig, data: PreparedData) -> tuple[Encoder, RawData]:
+    """The encoder the prepared store was written with (re-fitted from the source for a store
+    written before stores kept it), and the raw source data."""
+    source = _instantiate(data_cfg.source, "data.source")
+    encoder = store_encoder(data.cache_path, data.schema)
+    if encoder is not None:
+        return encoder, source.load()
+    return source_encoder(
+        source,
+        data.schema,
+        data_cfg.min_freq,
+        data_cfg.dense_log1p,
+        data_cfg.get("max_vocab", MAX_VOCAB),
+    )
+
+
 def load_trial(
     name: str, number: int | None, studies_dir: Path | str = "studies", storage: str | None = None
 ) -> StoredTrial:
@@ -103,19 +135,14 @@ def load_run(
             f"trial={number}: {folder} lacks {[f.name for f in files]} (written by the driver)"
         )
     cfg = OmegaConf.load(files[0])
+    stored = json.loads(files[2].read_text())
     data = build_data(cfg.data, cfg.paths.cache)
+    check_data_key(stored.get("data_key"), data.key, folder)
     reference = cfg.get("flops_reference", DEFAULT_FLOPS_REFERENCE)
     model = build_model(cfg.model, data, build_components(cfg).pruner, reference)
     model.load_state_dict(torch.load(files[1], map_location="cpu", weights_only=True))
-    encoder, raw = source_encoder(
-        _instantiate(cfg.data.source, "data.source"),
-        data.schema,
-        cfg.data.min_freq,
-        cfg.data.dense_log1p,
-        cfg.data.get("max_vocab", MAX_VOCAB),
-    )
-    stored = json.loads(files[2].read_text())["metrics"]
-    metrics = {k: v for k, v in stored.items() if k.startswith("test/")}
+    encoder, raw = training_encoder(cfg.data, data)
+    metrics = {k: v for k, v in stored["metrics"].items() if k.startswith("test/")}
     return StoredTrial(
         study, number, on_front, folder, cfg, model.eval(), data, encoder, raw, run_id, metrics
     )

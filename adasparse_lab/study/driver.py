@@ -321,6 +321,7 @@ class StudyRunner:
             result = self._train_run(
                 cfg, tracker, run_id, self.folder / "trials" / str(trial.number)
             )
+            trial.set_user_attr("data_key", result.data.key)  # export checks it is unchanged
             values = [result.metrics.get(m, math.nan) for m in self.settings.metrics]
             bad = [
                 f"{m}={v}" for m, v in zip(self.settings.metrics, values) if not math.isfinite(v)
