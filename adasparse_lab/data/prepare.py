@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 # 3: the .npy column store (data.store) replaces parquet tables. 4: a constant dense column's
 # rounding-noise std (1e-17) counts as 0 (scale 1); the key names the preparation route.
 ENCODING_VERSION = 4
+# (Not bumped for the store's encoder/ folder: codes are unchanged; a store written before
+# it is still read, and export re-fits its encoder from the source: store_encoder.)
 # Rows per encoded chunk: bounds preparation memory (~100 bytes a row while encoding).
 CHUNK_ROWS = 1_000_000
 # Largest vocabulary of one categorical column: 10M ids x D=16 floats is 640 MB of embedding
@@ -604,8 +606,8 @@ def source_encoder(
     dense_log1p: bool = True,
     max_vocab: int | None = MAX_VOCAB,
 ) -> tuple[Encoder, RawData]:
-    """The encoder ``prepare`` applies to ``source`` (re-read: the store holds codes only),
-    and the raw data it was fitted on (loaded in memory)."""
+    """The encoder ``prepare`` applies to ``source`` (re-fitted: ``store_encoder`` reads the
+    one a store was written with), and the raw data it was fitted on (loaded in memory)."""
     raw = source.load()
     stream = _from_frames(raw, CHUNK_ROWS)
     _validate_stream(stream, schema)

@@ -2,7 +2,10 @@
 
 Layout of ``cache_dir/<key>/`` (N rows of a split, F categorical fields, Dn dense features)::
 
-    meta.json            vocab sizes, domain names and groups, rows per split, the description
+    meta.json            vocab sizes, domain names and groups, rows per split, the description,
+                         the encoder's dense mean/std (``encoder``)
+    encoder/<i>.parquet  categorical column i's vocabulary: its values and codes 1..V (the
+                         encoder the codes were made with: data.prepare.store_encoder)
     <split>.cat.npy      [N, F]  int32 codes, 0 = OOV (row-major: a batch is one slice)
     <split>.dense.npy    [N, Dn] float32, standardised
     <split>.label.npy    [N]     int8 in {0, 1}

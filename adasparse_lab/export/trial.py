@@ -1,5 +1,7 @@
 """A stored study trial, rebuilt for export: its resolved config and weights (written by the
-driver under ``<studies>/<name>/trials/<n>/``), its prepared data and the encoder that made it."""
+driver under ``<studies>/<name>/trials/<n>/``), its prepared data and the encoder that made it
+(read from the prepared store). The rebuilt store must be the one the trial was trained on
+(``data_key`` in its metrics.json): a source file changed since training is a ConfigError."""
 
 from __future__ import annotations
 
