@@ -20,7 +20,8 @@ import polars as pl
 import torch
 from torch import nn
 
-from adasparse_lab.export.bundle import Bundle, Encoded, Logits
+from adasparse_lab.export.bundle import Bundle, Encoded
+from adasparse_lab.models.base import Logits
 
 EXAMPLE_ROWS = 5
 
