@@ -36,6 +36,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         prefix = cfg.data.name if model == "mlp" else f"{cfg.data.name}-{model}"
         run_id = tracker.start_run(cfg.run_name or f"{prefix}-{pruner_form(cfg.pruner)}")
         tracker.log_params(run_id, flatten(cfg))
+        tracker.set_tags(run_id, {"data_key": data.key})  # the prepared store trained on
     try:
         result = train_and_evaluate(
             cfg,

@@ -54,6 +54,18 @@ def test_bundle_equals_trained_model_for_every_domain(exports):
     assert methods == {"hidden+domain", "domain", "magnitude"}  # masked and compacted paths
 
 
+def test_trials_record_the_prepared_data_they_trained_on(real_study, exports):
+    import mlflow
+
+    study = optuna.load_study(study_name=real_study.name, storage=real_study.storage)
+    client = mlflow.MlflowClient(real_study.mlflow_uri)
+    for number, result in exports.items():
+        key = result.trial.data.key
+        assert key == result.trial.data.cache_path.name  # the store's folder under paths.cache
+        assert study.trials[number].user_attrs["data_key"] == key
+        assert client.get_run(result.trial.run_id).data.tags["data_key"] == key
+
+
 def test_static_structures_are_served_by_compacted_nets(exports):
     for result in exports.values():
         manifest = Bundle(result.bundle).manifest

@@ -80,6 +80,12 @@ def test_real_samples_end_to_end_with_tracking(make_cfg, tmp_path, dataset):
     assert final.value == pytest.approx(metrics["val/mean_domain_auc"])  # the selected model
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
     assert {"metrics.json", "keep_prob.parquet", "config.yaml"} <= artifacts
+    # the prepared store trained on (export refuses a source that now prepares to another)
+    assert (
+        mlrun.data.tags["data_key"]
+        == data.key
+        == json.loads((out / "metrics.json").read_text())["data_key"]
+    )
 
 
 @pytest.mark.slow

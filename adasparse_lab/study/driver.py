@@ -283,6 +283,7 @@ class StudyRunner:
         self.last_fit_s = time.perf_counter() - t0  # fit + evaluate, per-epoch logging included
         files = write_outputs(out_dir, cfg, result)
         tracker.log_metrics(run_id, result.metrics)
+        tracker.set_tags(run_id, {"data_key": result.data.key})  # the prepared store used
         tracker.log_artifacts(run_id, files)
         return result
 
