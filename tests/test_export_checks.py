@@ -18,9 +18,11 @@ from adasparse_lab.errors import ConfigError
 from adasparse_lab.experiment import _instantiate, train_and_evaluate, write_outputs
 from adasparse_lab.export import Bundle
 from adasparse_lab.export.build import export_stored, model_logits
+from adasparse_lab.export.bundle import export_net
 from adasparse_lab.export.trial import load_run
+from adasparse_lab.models.base import Logits
 from tests.conftest import FIXTURES
-from tests.test_zoo import BASE, DATA, DENSE, SMALL
+from tests.test_zoo import BASE, DATA, DENSE, SMALL, built
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +85,7 @@ def test_export_fails_when_the_bundle_disagrees(make_cfg, tmp_path):
         export_stored(trial, tmp_path / "logits")
 
 
-@pytest.mark.parametrize("name", ["mmoe", "star"])
+@pytest.mark.parametrize("name", ["mmoe", "star", "shared_bottom", "ple", "apg"])
 def test_zoo_model_bundle_equals_the_model_per_domain(make_cfg, tmp_path, name):
     trained_run(make_cfg, tmp_path / "run", name)
     trial = load_run(tmp_path / "run")
@@ -106,3 +108,13 @@ def test_zoo_model_bundle_equals_the_model_per_domain(make_cfg, tmp_path, name):
     torch.testing.assert_close(
         bundle.logits(rows), model_logits(trial.model, cat, test.dense[:8]), rtol=1e-5, atol=1e-5
     )
+
+
+def test_a_model_torch_export_cannot_trace_is_a_clear_error(make_cfg, tiny_data, tmp_path):
+    model = built(make_cfg, tiny_data, "mmoe").eval()  # routes rows by bincount().tolist()
+    train = tiny_data.splits["train"]
+    example = (train.cat[:64], train.dense[:64])
+    with pytest.raises(ConfigError, match=r"cannot export MMoEModel \(whole.pt2\)"):
+        export_net(Logits(model), example, tmp_path / "whole.pt2")
+    export_net(model.served(1), example, tmp_path / "route.pt2")  # one domain's fixed route
+    assert (tmp_path / "route.pt2").is_file()
