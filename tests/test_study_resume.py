@@ -101,9 +101,8 @@ class StubTracker:
 @pytest.fixture
 def stub_training(monkeypatch):
     metrics = {"val/mean_domain_auc": 0.7, "val/flops/ratio": 0.5}
-    monkeypatch.setattr(
-        StudyRunner, "_train_run", lambda self, *a: SimpleNamespace(metrics=metrics)
-    )
+    result = SimpleNamespace(metrics=metrics, data=SimpleNamespace(key="stub-data-key"))
+    monkeypatch.setattr(StudyRunner, "_train_run", lambda self, *a: result)
 
 
 def optimise(runner: StudyRunner) -> list[optuna.trial.FrozenTrial]:
