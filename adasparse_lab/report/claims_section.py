@@ -90,52 +90,42 @@ def claims_text(data: ReportData) -> str:
     return "\n\n".join(parts)
 
 
-def _claims_html(results: list[ClaimResult]) -> str:
-    cols = [
-        ("source", "the paper reports", "text"),
-        ("text", "measured here", "text"),
-        ("mean", "effect (mean)", "num"),
-        ("sd", "sd over seeds", "num"),
-        ("n", "seeds", "num"),
-        ("verdict", "verdict", "text"),
-    ]
-    rows, classes = [], []
-    for r in results:
-        rows.append(
-            [
-                (r.spec.source, r.spec.source),
-                (r.spec.text + (f" ({r.note})" if r.note else ""), r.spec.text),
-                (f"{r.mean:+.4f}" if r.per_seed else "-", r.mean if r.per_seed else ""),
-                (fmt(r.sd), "" if r.sd != r.sd else r.sd),
-                (str(len(r.per_seed)), len(r.per_seed)),
-                (r.verdict, r.verdict),
-            ]
-        )
-        classes.append({HELD: "front", NOT_HELD: "failed"}.get(r.verdict, ""))
-    return table_html(cols, rows, classes)
+CLAIM_COLUMNS = [
+    ("source", "the paper reports", "text"),
+    ("text", "measured here", "text"),
+    ("mean", "effect (mean)", "num"),
+    ("sd", "sd over seeds", "num"),
+    ("n", "seeds", "num"),
+    ("verdict", "verdict", "text"),
+]
+ARM_COLUMNS = [
+    ("arm", "arm", "text"),
+    ("method", "method", "text"),
+    ("seeds", "seeds", "num"),
+    ("test_auc", "test AUC (mean ± sd)", "num"),
+    ("flops_ratio", "FLOPs ratio", "num"),
+    ("sparsity", "sparsity", "num"),
+]
 
 
-def _arms_html(summary: pl.DataFrame) -> str:
-    cols = [
-        ("arm", "arm", "text"),
-        ("method", "method", "text"),
-        ("seeds", "seeds", "num"),
-        ("test_auc", "test AUC (mean ± sd)", "num"),
-        ("flops_ratio", "FLOPs ratio", "num"),
-        ("sparsity", "sparsity", "num"),
-    ]
-    rows = [
-        [
-            (a["arm"], a["arm"]),
-            (str(a["method"]), a["method"]),
-            (str(a["seeds"]), a["seeds"]),
-            (f"{fmt(a['test_auc'])} ± {fmt(a['test_auc_sd'])}", a["test_auc"]),
-            (fmt(a["flops_ratio"], ".3f"), a["flops_ratio"]),
-            (fmt(a["sparsity"], ".3f"), a["sparsity"]),
-        ]
-        for a in summary.iter_rows(named=True)
-    ]
-    return table_html(cols, rows)
+def _claim_cells(r: ClaimResult) -> dict:
+    return {
+        "source": r.spec.source,
+        "text": (r.spec.text + (f" ({r.note})" if r.note else ""), r.spec.text),
+        "mean": (f"{r.mean:+.4f}" if r.per_seed else "-", r.mean if r.per_seed else ""),
+        "sd": (fmt(r.sd), "" if r.sd != r.sd else r.sd),
+        "n": len(r.per_seed),
+        "verdict": r.verdict,
+    }
+
+
+def _arm_cells(a: dict) -> dict:
+    return a | {
+        "method": (str(a["method"]), a["method"]),
+        "test_auc": (f"{fmt(a['test_auc'])} ± {fmt(a['test_auc_sd'])}", a["test_auc"]),
+        "flops_ratio": (fmt(a["flops_ratio"], ".3f"), a["flops_ratio"]),
+        "sparsity": (fmt(a["sparsity"], ".3f"), a["sparsity"]),
+    }
 
 
 def claims_section(data: ReportData) -> Section | None:
@@ -147,9 +137,12 @@ def claims_section(data: ReportData) -> Section | None:
             continue
         results, summary = found
         prefix = f"{info.name}: " if multi else ""
-        blocks.append(Block(title=f"{prefix}claims", html=_claims_html(results)))
+        classes = [{HELD: "front", NOT_HELD: "failed"}.get(r.verdict, "") for r in results]
+        rows = [_claim_cells(r) for r in results]
+        blocks.append(Block(title=f"{prefix}claims", html=table_html(CLAIM_COLUMNS, rows, classes)))
         if summary.height:
-            blocks.append(Block(title=f"{prefix}arms", html=_arms_html(summary)))
+            rows = [_arm_cells(a) for a in summary.iter_rows(named=True)]
+            blocks.append(Block(title=f"{prefix}arms", html=table_html(ARM_COLUMNS, rows)))
     if not blocks:
         return None
     return Section(

@@ -184,40 +184,42 @@ def search_section(data: ReportData) -> Section:
     )
 
 
-def _cell(value, spec: str = ".4f") -> tuple[str, object]:
-    """(shown text, sort value) of one table cell."""
-    if value is None:
-        return "", ""
-    return (fmt(value, spec), value) if isinstance(value, float) else (str(value), value)
+TRIAL_COLUMNS = [
+    ("number", "trial", "num"),
+    ("state", "state", "text"),
+    ("on_front", "front", "text"),
+    ("duration_s", "duration s", "num", ".1f"),
+    ("method", "method", "text"),
+    ("pruner_form", "pruner", "text"),
+    ("pruner_inputs", "inputs", "text"),
+    ("band", "band", "text"),
+    ("auc", "val AUC", "num"),
+    ("flops_ratio", "FLOPs ratio", "num", ".3f"),
+    ("latency_ratio", "latency ratio", "num", ".3f"),
+    ("sparsity", "sparsity", "num", ".3f"),
+    ("test_auc", "test AUC", "num"),
+    ("reeval", "test AUC (seeds)", "num"),
+]
 
 
-def _trial_columns(t: pl.DataFrame, multi: bool) -> list[tuple[str, str, str]]:
-    """(key, header, kind) of the trials table: fixed columns, then every parameter."""
-    params = [c for c in t.columns if c.startswith("param:")]
-    return (
-        ([("study", "study", "text")] if multi else [])
-        + [
-            ("number", "trial", "num"),
-            ("state", "state", "text"),
-            ("on_front", "front", "text"),
-            ("duration_s", "duration s", "num"),
-            ("method", "method", "text"),
-            ("pruner_form", "pruner", "text"),
-            ("pruner_inputs", "inputs", "text"),
-            ("band", "band", "text"),
-            ("auc", "val AUC", "num"),
-            ("flops_ratio", "FLOPs ratio", "num"),
-            ("latency_ratio", "latency ratio", "num"),
-            ("sparsity", "sparsity", "num"),
-            ("test_auc", "test AUC", "num"),
-            ("reeval", "test AUC (seeds)", "num"),
-        ]
-        + [
-            (p, p.removeprefix("param:"), "num" if t[p].dtype.is_numeric() else "text")
-            for p in params
-        ]
-        + [("run_id", "MLflow run", "text"), ("fail_reason", "fail reason", "text")]
+def _trial_cells(r: dict) -> dict:
+    """The trials table's composed cells, as (shown text, sort value)."""
+    # COMPLETE but over study.flops_budget (an Optuna constraint): never on the front.
+    front = (
+        ("✓", 2) if r["on_front"] else ("infeasible", 1) if r.get("feasible") is False else ("", 0)
     )
+    band = (
+        "" if r["band_lo"] is None else f"[{fmt(r['band_lo'], '.2f')}, {fmt(r['band_hi'], '.2f')}]"
+    )
+    reeval = (
+        ("", "")
+        if r["test_auc_mean"] is None
+        else (
+            f"{fmt(r['test_auc_mean'])} ± {r['test_auc_sd']:.4f} (n={r['n_seeds']})",
+            r["test_auc_mean"],
+        )
+    )
+    return r | {"on_front": front, "band": (band, band), "reeval": reeval}
 
 
 def trials_section(data: ReportData) -> Section:
@@ -226,47 +228,34 @@ def trials_section(data: ReportData) -> Section:
         on=["study", "number"],
         how="left",
     ).sort("study", "number")
-    cols = _trial_columns(t, len(data.studies) > 1)
-    rows, classes = [], []
-    for r in t.iter_rows(named=True):
-        special = {
-            # COMPLETE but over study.flops_budget (an Optuna constraint): never on the front.
-            "on_front": ("✓", 2)
-            if r["on_front"]
-            else ("infeasible", 1)
-            if r.get("feasible") is False
-            else ("", 0),
-            "band": ("", "")
-            if r["band_lo"] is None
-            else (f"[{fmt(r['band_lo'], '.2f')}, {fmt(r['band_hi'], '.2f')}]",) * 2,
-            "reeval": ("", "")
-            if r["test_auc_mean"] is None
-            else (
-                f"{fmt(r['test_auc_mean'])} ± {r['test_auc_sd']:.4f} (n={r['n_seeds']})",
-                r["test_auc_mean"],
-            ),
-            "duration_s": _cell(r["duration_s"], ".1f"),
-            "flops_ratio": _cell(r["flops_ratio"], ".3f"),
-            "latency_ratio": _cell(r.get("latency_ratio"), ".3f"),
-            "method": _cell(r.get("method")),
-            "sparsity": _cell(r["sparsity"], ".3f"),
-        }
-        rows.append(
-            [
-                special[key]
-                if key in special
-                else _cell(r[key], ".4g" if key.startswith("param:") else ".4f")
-                for key, _, _ in cols
-            ]
-        )
-        classes.append("front" if r["on_front"] else "failed" if r["state"] == "FAIL" else "")
+    params = [
+        (p, p.removeprefix("param:"), "num" if t[p].dtype.is_numeric() else "text", ".4g")
+        for p in t.columns
+        if p.startswith("param:")
+    ]
+    cols = [("study", "study", "text")] if len(data.studies) > 1 else []
+    cols += TRIAL_COLUMNS + params
+    cols += [("run_id", "MLflow run", "text"), ("fail_reason", "fail reason", "text")]
+    raw = list(t.iter_rows(named=True))
+    classes = ["front" if r["on_front"] else "failed" if r["state"] == "FAIL" else "" for r in raw]
     return Section(
         "trials",
         "Trials",
         "Every trial with its state, duration, parameters and objectives; click a header to sort. "
         "Front trials are shaded green, failed ones red.",
-        [Block(html=table_html(cols, rows, classes))],
+        [Block(html=table_html(cols, [_trial_cells(r) for r in raw], classes))],
     )
+
+
+DATASET_COLUMNS = [
+    ("domain", "domain", "text"),
+    ("group", "true group", "num"),
+    ("train_rows", "train rows", "num"),
+    ("pos_rate", "positive rate", "num", ".3f"),
+    ("oracle_auc", "oracle AUC", "num"),
+    ("test_auc", "dense test AUC", "num"),
+    ("gap", "gap to oracle", "num"),
+]
 
 
 def _dataset_table(data: ReportData, study: str) -> str:
@@ -279,38 +268,20 @@ def _dataset_table(data: ReportData, study: str) -> str:
         data.domains.filter(pl.col("study") == study)
         .join(ref, on="domain", how="left")
         .sort("train_rows", descending=True, nulls_last=True)
+        .with_columns(gap=pl.col("oracle_auc") - pl.col("test_auc"))
     )
-    cols = [
-        ("domain", "domain", "text"),
-        ("group", "true group", "num"),
-        ("train_rows", "train rows", "num"),
-        ("pos_rate", "positive rate", "num"),
-        ("oracle_auc", "oracle AUC", "num"),
-        ("test_auc", "dense test AUC", "num"),
-        ("gap", "gap to oracle", "num"),
+    rows = [
+        r
+        | {
+            "group": (fmt(r["group"]), "" if r["group"] is None else r["group"]),
+            "train_rows": (
+                "-" if r["train_rows"] is None else f"{r['train_rows']:,}",
+                r["train_rows"],
+            ),
+        }
+        for r in d.iter_rows(named=True)
     ]
-    rows = []
-    for r in d.iter_rows(named=True):
-        gap = (
-            None
-            if r["oracle_auc"] is None or r["test_auc"] is None
-            else r["oracle_auc"] - r["test_auc"]
-        )
-        rows.append(
-            [
-                (r["domain"], r["domain"]),
-                (fmt(r["group"]), "" if r["group"] is None else r["group"]),
-                (
-                    fmt(r["train_rows"]) if r["train_rows"] is None else f"{r['train_rows']:,}",
-                    r["train_rows"],
-                ),
-                _cell(r["pos_rate"], ".3f"),
-                _cell(r["oracle_auc"]),
-                _cell(r["test_auc"]),
-                _cell(gap, ".4f"),
-            ]
-        )
-    return table_html(cols, rows)
+    return table_html(DATASET_COLUMNS, rows)
 
 
 def _kv(pairs: list[tuple[str, object]]) -> str:
