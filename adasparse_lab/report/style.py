@@ -116,17 +116,15 @@ def group_color(group: int | None) -> str:
 def rounded(values: Iterable, digits: int = 4) -> list:
     """Plain JSON numbers with ``digits`` decimals (None for missing): much smaller than
     Plotly's base64 float64 arrays for short columns."""
-    out = []
-    for v in values:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            out.append(None)
-        else:
-            out.append(round(float(v), digits))
-    return out
+    return [None if _missing(v) else round(float(v), digits) for v in values]
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def fmt(value: object, spec: str = ".4f") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "-"
     if isinstance(value, float):
         return format(value, spec) if abs(value) >= 1e-3 or value == 0 else format(value, ".3g")
