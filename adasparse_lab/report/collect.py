@@ -160,50 +160,32 @@ def _reeval_tables(runs: pl.DataFrame, domains: pl.DataFrame) -> tuple[pl.DataFr
     return summary, per_domain
 
 
-def _reference(runs: pl.DataFrame) -> pl.DataFrame:
-    """The dense reference: its runs over seeds (the study's seed and the re-evaluation seeds),
-    averaged. Returns the run ids, and one row of means."""
+def _reference(runs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The dense reference's finished runs (the study's seed and the re-evaluation seeds), and
+    one row of their means (no row without a run)."""
     refs = runs.filter((pl.col("kind") == "reference") & (pl.col("status") == "FINISHED"))
-    return refs.sort("start_ms").select("run_id", "auc", "test_auc", "flops_ratio", "latency_ratio")
-
-
-def _reference_mean(refs: pl.DataFrame) -> pl.DataFrame:
+    refs = refs.sort("start_ms").select("run_id", "auc", "test_auc", "flops_ratio", "latency_ratio")
     if refs.height == 0:
-        return refs
-    return refs.select(
-        pl.col("run_id").first(),
-        pl.col("auc").mean(),
-        pl.col("test_auc").mean(),
-        pl.col("flops_ratio").mean(),
-        pl.col("latency_ratio").mean(),
-        n_seeds=pl.len(),
+        return refs, refs
+    return refs, refs.select(
+        pl.col("run_id").first(), pl.exclude("run_id").mean(), n_seeds=pl.len()
     )
 
 
 def _domains(attrs: dict, tables: RunTables, fallback_runs: list[str]) -> pl.DataFrame:
+    schema = {c: t for c, t in DOMAINS_SCHEMA.items() if c != "study"}
     stored = attrs.get("domains")
-    cols = [c for c in DOMAINS_SCHEMA if c != "study"]
     if isinstance(stored, list) and stored:
-        rows = [{c: d.get(c) for c in cols} for d in stored]
-        return pl.DataFrame(rows, schema={c: DOMAINS_SCHEMA[c] for c in cols})
+        return pl.DataFrame([{c: d.get(c) for c in schema} for d in stored], schema=schema)
+    found = pl.DataFrame({"domain": tables.domains["domain"].unique(maintain_order=True)})
     for run_id in fallback_runs:  # older studies: the domain table of one of their runs
-        found = read_artifact_tables(tables, [run_id], "domains.csv")
-        if run_id in found:
-            csv = found[run_id]
-            if "train_pos_rate" in csv.columns:  # the run table names each rate by its split
-                csv = csv.drop("pos_rate", strict=False).rename({"train_pos_rate": "pos_rate"})
-            return csv.select(
-                [
-                    pl.col(c).cast(DOMAINS_SCHEMA[c])
-                    if c in csv.columns
-                    else pl.lit(None, DOMAINS_SCHEMA[c]).alias(c)
-                    for c in cols
-                ]
-            )
-    names = tables.domains["domain"].unique(maintain_order=True).to_list()
-    return pl.DataFrame({"domain": names}, schema={"domain": pl.String}).select(
-        [pl.col("domain")] + [pl.lit(None, DOMAINS_SCHEMA[c]).alias(c) for c in cols[1:]]
-    )
+        if run_id in (csv := read_artifact_tables(tables, [run_id], "domains.csv")):
+            found = csv[run_id]
+            if "train_pos_rate" in found.columns:  # the run table names each rate by its split
+                found = found.drop("pos_rate", strict=False).rename({"train_pos_rate": "pos_rate"})
+            break
+    known = found.select(c for c in schema if c in found.columns)
+    return pl.concat([pl.DataFrame(schema=schema), known], how="diagonal_relaxed").cast(schema)
 
 
 def _keep(tables: RunTables, trials: pl.DataFrame, max_trials: int) -> pl.DataFrame:
@@ -247,8 +229,7 @@ def collect_study(
     info.warnings += tables.warnings
     trials = _enrich_trials(trials_table(name, study), info.objectives, tables.runs)
     trials = mark_front(trials)
-    reference_runs = _reference(tables.runs)
-    reference = _reference_mean(reference_runs)
+    reference_runs, reference = _reference(tables.runs)
     trial_ids = trials.select("run_id", trial_number="number").drop_nulls()
     dm = tables.domains
     per_trial = (
