@@ -40,7 +40,6 @@ AUC_OBJECTIVE = "val/mean_domain_auc"
 FLOPS_OBJECTIVE = "val/flops/ratio"
 LATENCY_OBJECTIVE = "val/latency/ratio"
 DOMAINS_SCHEMA = {
-    "study": pl.String,
     "domain": pl.String,
     "group": pl.Int64,
     "train_rows": pl.Int64,
@@ -48,7 +47,6 @@ DOMAINS_SCHEMA = {
     "oracle_auc": pl.Float64,
 }
 KEEP_SCHEMA = {
-    "study": pl.String,
     "number": pl.Int64,
     "domain": pl.String,
     "position": pl.Int64,
@@ -173,10 +171,11 @@ def _reference(runs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def _domains(attrs: dict, tables: RunTables, fallback_runs: list[str]) -> pl.DataFrame:
-    schema = {c: t for c, t in DOMAINS_SCHEMA.items() if c != "study"}
     stored = attrs.get("domains")
     if isinstance(stored, list) and stored:
-        return pl.DataFrame([{c: d.get(c) for c in schema} for d in stored], schema=schema)
+        return pl.DataFrame(
+            [{c: d.get(c) for c in DOMAINS_SCHEMA} for d in stored], schema=DOMAINS_SCHEMA
+        )
     found = pl.DataFrame({"domain": tables.domains["domain"].unique(maintain_order=True)})
     for run_id in fallback_runs:  # older studies: the domain table of one of their runs
         if run_id in (csv := read_artifact_tables(tables, [run_id], "domains.csv")):
@@ -184,29 +183,22 @@ def _domains(attrs: dict, tables: RunTables, fallback_runs: list[str]) -> pl.Dat
             if "train_pos_rate" in found.columns:  # the run table names each rate by its split
                 found = found.drop("pos_rate", strict=False).rename({"train_pos_rate": "pos_rate"})
             break
-    known = found.select(c for c in schema if c in found.columns)
-    return pl.concat([pl.DataFrame(schema=schema), known], how="diagonal_relaxed").cast(schema)
+    known = found.select(c for c in DOMAINS_SCHEMA if c in found.columns)
+    return pl.concat([pl.DataFrame(schema=DOMAINS_SCHEMA), known], how="diagonal_relaxed").cast(
+        DOMAINS_SCHEMA
+    )
 
 
 def _keep(tables: RunTables, trials: pl.DataFrame, max_trials: int) -> pl.DataFrame:
     front = trials.filter(pl.col("on_front") & pl.col("run_id").is_not_null())
-    picked = (
-        front[spread_pick(front["flops_ratio"].to_numpy(), max_trials).tolist()]
-        if front.height
-        else front
-    )
+    picked = front[spread_pick(front["flops_ratio"].to_numpy(), max_trials).tolist()]
     found = read_artifact_tables(tables, picked["run_id"].to_list(), "keep_prob.parquet")
     frames = [
-        found[r["run_id"]].with_columns(number=pl.lit(r["number"], pl.Int64))
-        for r in picked.iter_rows(named=True)
-        if r["run_id"] in found and found[r["run_id"]].height
+        found[run_id].with_columns(number=pl.lit(number)).select(*KEEP_SCHEMA).cast(KEEP_SCHEMA)
+        for number, run_id in zip(picked["number"], picked["run_id"])
+        if run_id in found
     ]
-    cols = [c for c in KEEP_SCHEMA if c != "study"]
-    return (
-        pl.concat([f.select([pl.col(c).cast(KEEP_SCHEMA[c]) for c in cols]) for f in frames])
-        if frames
-        else pl.DataFrame(schema={c: KEEP_SCHEMA[c] for c in cols})
-    )
+    return pl.concat([pl.DataFrame(schema=KEEP_SCHEMA), *frames])
 
 
 def collect_study(
