@@ -22,7 +22,7 @@ from adasparse_lab.report.claims import (
 )
 from adasparse_lab.report.collect import ReportData, StudyInfo
 from adasparse_lab.report.html import Block, Section, table_html
-from adasparse_lab.report.runs import RunTables, read_artifact_tables
+from adasparse_lab.report.runs import read_artifact_tables
 from adasparse_lab.report.style import fmt
 
 log = logging.getLogger(__name__)
@@ -40,19 +40,6 @@ def plan_of(info: StudyInfo) -> ClaimPlan | None:
     return parse_claims(raw, arms)
 
 
-def read_keep(info: StudyInfo, run_ids: dict[int, str]) -> dict[int, pl.DataFrame]:
-    """Trial number -> its keep-probability table (keep_prob.parquet of its MLflow run)."""
-    uri = info.attrs.get("mlflow_uri")
-    if not uri or not run_ids:
-        return {}
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    tables = RunTables(client=client, handles={r: client.get_run(r) for r in run_ids.values()})
-    found = read_artifact_tables(tables, list(run_ids.values()), "keep_prob.parquet")
-    return {n: found[r] for n, r in run_ids.items() if r in found}
-
-
 def study_claims(
     data: ReportData, info: StudyInfo
 ) -> tuple[list[ClaimResult], pl.DataFrame] | None:
@@ -65,7 +52,8 @@ def study_claims(
         return [ClaimResult(c, note="no completed trial") for c in plan.claims], arms
     structure_arms = {c.arm for c in plan.claims if c.kind == "groups"}
     wanted = arms.filter(pl.col("arm").is_in(structure_arms) & pl.col("run_id").is_not_null())
-    keep = read_keep(info, dict(zip(wanted["number"], wanted["run_id"])))
+    found = read_artifact_tables(info.runs, wanted["run_id"].to_list(), "keep_prob.parquet")
+    keep = {n: found[r] for n, r in zip(wanted["number"], wanted["run_id"]) if r in found}
     results = measure(
         plan,
         arms,

@@ -65,6 +65,7 @@ class StudyInfo:
     objectives: list[dict[str, str]]
     attrs: dict
     warnings: list[str] = field(default_factory=list)
+    runs: RunTables = field(default_factory=RunTables)  # its MLflow runs, for their artifacts
 
 
 @dataclass
@@ -219,6 +220,7 @@ def collect_study(
         else RunTables(warnings=["no mlflow_uri in the study's attrs: Optuna values only"])
     )
     info.warnings += tables.warnings
+    info.runs = tables
     trials = _enrich_trials(trials_table(name, study), info.objectives, tables.runs)
     trials = mark_front(trials)
     reference_runs, reference = _reference(tables.runs)
