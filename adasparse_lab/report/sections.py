@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import platform
+from functools import partial
 
 import polars as pl
 
@@ -23,7 +24,7 @@ from adasparse_lab.report.structure import (
 )
 from adasparse_lab.report.style import fmt
 from adasparse_lab.report.tables import domain_gains, domain_points, reference_domains, trial_label
-from adasparse_lab.report.toggle import BUTTON_LABELS, axis_toggle, cost_axes
+from adasparse_lab.report.toggle import cost_toggle
 
 
 def _note(text: str) -> Block:
@@ -31,12 +32,10 @@ def _note(text: str) -> Block:
 
 
 def pareto_section(data: ReportData, color_by: str | None) -> Section:
-    if completed(data.trials).height:
-        views = {
-            BUTTON_LABELS[x]: pareto_figure(data.trials, data.reference, data.reeval, color_by, x=x)
-            for x in cost_axes(completed(data.trials))
-        }
-        block = Block(figure=axis_toggle(views))
+    done = completed(data.trials)
+    if done.height:
+        draw = partial(pareto_figure, data.trials, data.reference, data.reeval, color_by)
+        block = Block(figure=cost_toggle(done, draw))
     else:
         block = _note("no completed trial with both a validation AUC and a FLOPs ratio yet")
     return Section(
@@ -56,11 +55,8 @@ def domains_section(data: ReportData) -> Section:
     points = domain_points(data.domain_metrics, data.trials)
     if points.filter(pl.col("val_auc").is_not_null() & pl.col("flops_ratio").is_not_null()).height:
         ref = reference_domains(data.domain_metrics)
-        views = {
-            BUTTON_LABELS[x]: domain_fronts_figure(points, data.domains, ref, x=x)
-            for x in cost_axes(points)
-        }
-        block = Block(figure=axis_toggle(views))
+        draw = partial(domain_fronts_figure, points, data.domains, ref)
+        block = Block(figure=cost_toggle(points, draw))
     else:
         block = _note("no per-domain AUC and FLOPs stored in MLflow for completed trials yet")
     return Section(
