@@ -31,6 +31,7 @@ from pathlib import Path
 import optuna
 import polars as pl
 
+from adasparse_lab.errors import ConfigError
 from adasparse_lab.report.analysis import mark_front, spread_pick
 from adasparse_lab.report.runs import RunTables, read_artifact_tables, read_runs
 from adasparse_lab.report.storage import load_study, objectives, trials_table
@@ -280,7 +281,9 @@ def collect(
 ) -> ReportData:
     storages = storages or [None] * len(names)
     if len(storages) != len(names):
-        raise ValueError(f"{len(names)} studies but {len(storages)} storages")
+        raise ConfigError(
+            f"{len(names)} studies but {len(storages)} storages: give one storage per study"
+        )
     return merge(
         [collect_study(n, s, studies_dir, max_structure_trials) for n, s in zip(names, storages)]
     )
