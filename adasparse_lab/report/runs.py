@@ -133,31 +133,19 @@ def _domain_latency(m: dict[str, float], safe: str) -> float | None:
 
 def _domain_rows(kind: str, run, number, seed, names: dict[str, str]) -> tuple[list, list]:
     """Per-domain and per-layer rows of one run; ``names`` maps safe names to domain names."""
-    m = run.data.metrics
-    layers: dict[str, dict[int, float]] = {}
-    for key, value in m.items():
-        hit = _LAYER_KEY.match(key)
-        if hit and hit.group(1) in names:
-            layers.setdefault(hit.group(1), {})[int(hit.group(2))] = value
-    rows, layer_rows = [], []
-    for safe, name in names.items():
-        per_layer = layers.get(safe, {})
-        rows.append(
-            {
-                "kind": kind,
-                "run_id": run.info.run_id,
-                "number": number,
-                "seed": seed,
-                "domain": name,
-            }
-            | {column: m.get(key.format(safe)) for column, key in DOMAIN_METRICS.items()}
-            | {"latency_ratio": _domain_latency(m, safe)}
-        )
-        layer_rows += [
-            {"run_id": run.info.run_id, "domain": name, "position": p, "sparsity": v}
-            for p, v in sorted(per_layer.items())
-        ]
-    return rows, layer_rows
+    m, run_id = run.data.metrics, run.info.run_id
+    rows = [
+        {"kind": kind, "run_id": run_id, "number": number, "seed": seed, "domain": name}
+        | {column: m.get(key.format(safe)) for column, key in DOMAIN_METRICS.items()}
+        | {"latency_ratio": _domain_latency(m, safe)}
+        for safe, name in names.items()
+    ]
+    layers = [
+        {"run_id": run_id, "domain": names[hit[1]], "position": int(hit[2]), "sparsity": value}
+        for key, value in m.items()
+        if (hit := _LAYER_KEY.match(key)) and hit[1] in names
+    ]
+    return rows, layers
 
 
 def discover_domains(runs: list) -> list[str]:
