@@ -84,43 +84,30 @@ def front_line(
 def _point_traces(
     frame: pl.DataFrame, color_by: str | None, x: str, y: str, symbol: str
 ) -> list[go.Scatter]:
-    text = [hover_text(r, x, y) for r in frame.iter_rows(named=True)]
-    base = {"mode": "markers", "hovertemplate": "%{text}<extra></extra>"}
-    col = frame[color_by] if color_by is not None and color_by in frame.columns else None
-    if col is None or col.null_count() == frame.height or col.dtype.is_numeric():
-        marker = {"color": PALETTE[0], "symbol": symbol, "size": 9}
-        if col is not None and col.null_count() < frame.height:  # numeric: a colour scale
-            marker |= {
-                "color": rounded(col, 6),
-                "colorscale": SEQUENTIAL,
-                "showscale": True,
-                "colorbar": {"title": {"text": color_by.removeprefix("param:")}},
-            }
-        return [
-            go.Scatter(
-                x=rounded(frame[x]),
-                y=rounded(frame[y]),
-                text=text,
-                name="trials",
-                marker=marker,
-                **base,
-            )
-        ]
-    traces = []
-    colours = colors_for(col.drop_nulls().unique().to_list())
-    for value in sorted(col.drop_nulls().unique().to_list()):
-        idx = np.flatnonzero((col == value).fill_null(False).to_numpy())
-        traces.append(
-            go.Scatter(
-                x=rounded(frame[x][idx]),
-                y=rounded(frame[y][idx]),
-                text=[text[j] for j in idx],
-                name=str(value),
-                marker={"color": colours[str(value)], "symbol": symbol, "size": 9},
-                **base,
-            )
+    def trace(rows: pl.DataFrame, name: str, marker: dict) -> go.Scatter:
+        return go.Scatter(
+            x=rounded(rows[x]),
+            y=rounded(rows[y]),
+            text=[hover_text(r, x, y) for r in rows.iter_rows(named=True)],
+            name=name,
+            marker={"color": PALETTE[0], "symbol": symbol, "size": 9} | marker,
+            mode="markers",
+            hovertemplate="%{text}<extra></extra>",
         )
-    return traces
+
+    col = frame[color_by] if color_by is not None and color_by in frame.columns else None
+    if col is None or col.null_count() == frame.height:
+        return [trace(frame, "trials", {})]
+    if col.dtype.is_numeric():  # a colour scale
+        title = {"title": {"text": color_by.removeprefix("param:")}}
+        scale = {"color": rounded(col, 6), "colorscale": SEQUENTIAL, "showscale": True}
+        return [trace(frame, "trials", scale | {"colorbar": title})]
+    values = sorted(col.drop_nulls().unique().to_list())
+    colours = colors_for(values)
+    return [
+        trace(frame.filter(pl.col(color_by) == v), str(v), {"color": colours[str(v)]})
+        for v in values
+    ]
 
 
 def pareto_figure(
