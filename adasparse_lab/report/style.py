@@ -109,10 +109,6 @@ def colors_for(values: Iterable) -> dict[str, str]:
     return {n: color_for(n, free.index(n) if n in free else 0) for n in names}
 
 
-def group_color(group: int | None) -> str:
-    return "#444" if group is None else GROUP_COLORS[int(group) % len(GROUP_COLORS)]
-
-
 def rounded(values: Iterable, digits: int = 4) -> list:
     """Plain JSON numbers with ``digits`` decimals (None for missing): much smaller than
     Plotly's base64 float64 arrays for short columns."""
@@ -131,9 +127,9 @@ def fmt(value: object, spec: str = ".4f") -> str:
     return str(value)
 
 
-def domain_label(domain: str, group: int | None, colored: bool = True) -> str:
+def domain_label(domain: str, group: int | None) -> str:
     """Axis label of a domain; its true group (synthetic data) shown and coloured."""
     if group is None:
         return domain
-    text = f"{domain} · g{group}"
-    return f'<span style="color:{group_color(group)}">{text}</span>' if colored else text
+    colour = GROUP_COLORS[int(group) % len(GROUP_COLORS)]
+    return f'<span style="color:{colour}">{domain} · g{group}</span>'
