@@ -118,14 +118,7 @@ def keep_map_figure(
             showticklabels=False, title_text="neurons: shared → specific", row=1, col=j + 1
         )
         fig.update_yaxes(autorange="reversed", showticklabels=j == 0, row=1, col=j + 1)
-    fig.update_layout(
-        coloraxis={
-            "colorscale": KEEP_SCALE,
-            "cmin": 0,
-            "cmax": 100,
-            "colorbar": {"title": {"text": "keep %"}},
-        }
-    )
+    fig.update_coloraxes(colorscale=KEEP_SCALE, cmin=0, cmax=100, colorbar_title_text="keep %")
     return finish(fig, title, 150 + 26 * len(order))
 
 
