@@ -98,13 +98,7 @@ def _enrich_trials(
     sparsity, and the run's method tag where the trial has no method."""
     trial_runs = runs.filter(pl.col("kind") == "trial")
     by_id = trial_runs.select(
-        "run_id",
-        m_auc="auc",
-        m_flops="flops_ratio",
-        m_latency="latency_ratio",
-        m_method="method",
-        test_auc="test_auc",
-        sparsity="sparsity",
+        "run_id", "auc", "flops_ratio", "latency_ratio", "method", "test_auc", "sparsity"
     )
     # Trials that did not record their run id: the latest run tagged with their number.
     by_number = (
@@ -114,20 +108,20 @@ def _enrich_trials(
         trials.join(by_number, on="number", how="left")
         .with_columns(run_id=pl.coalesce("run_id", "alt_run_id"))
         .drop("alt_run_id")
-        .join(by_id, on="run_id", how="left")
+        .join(by_id, on="run_id", how="left", suffix="_run")
     )
-    auc_col = _objective_column(objs, AUC_OBJECTIVE, "maximize")
-    flops_col = _objective_column(objs, FLOPS_OBJECTIVE, "minimize")
-    auc = pl.coalesce(pl.col(auc_col), pl.col("m_auc")) if auc_col else pl.col("m_auc")
-    flops = pl.coalesce(pl.col(flops_col), pl.col("m_flops")) if flops_col else pl.col("m_flops")
-    lat_col = f"obj:{LATENCY_OBJECTIVE}"
-    latency = pl.coalesce(lat_col, "m_latency") if lat_col in out.columns else pl.col("m_latency")
+
+    def optuna_first(column: str, objective: str | None) -> pl.Expr:
+        return pl.coalesce(objective, column) if objective in out.columns else pl.col(column)
+
     return out.with_columns(
-        auc=auc,
-        flops_ratio=flops,
-        latency_ratio=latency,
-        method=pl.coalesce("m_method", "method"),
-    ).drop("m_auc", "m_flops", "m_latency", "m_method")
+        auc=optuna_first("auc", _objective_column(objs, AUC_OBJECTIVE, "maximize")),
+        flops_ratio=optuna_first(
+            "flops_ratio", _objective_column(objs, FLOPS_OBJECTIVE, "minimize")
+        ),
+        latency_ratio=optuna_first("latency_ratio", f"obj:{LATENCY_OBJECTIVE}"),
+        method=pl.coalesce("method_run", "method"),
+    ).drop("method_run")
 
 
 def _reeval_tables(runs: pl.DataFrame, domains: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
