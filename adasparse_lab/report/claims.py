@@ -32,8 +32,8 @@ import numpy as np
 import polars as pl
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.report.analysis import jaccard, kept_matrix
-from adasparse_lab.report.structure import keep_matrices
+from adasparse_lab.report.analysis import jaccard
+from adasparse_lab.report.structure import kept_neurons
 
 KINDS = ("better", "small_domains", "groups")
 HELD, NOT_HELD, INCONCLUSIVE, NOT_MEASURED = "held", "did not hold", "inconclusive", "not measured"
@@ -242,8 +242,7 @@ def _groups(
         table = keep.get(number)
         if table is None or not table.height:
             continue
-        mats = keep_matrices(table, names).values()
-        value = group_contrast(np.concatenate([kept_matrix(m) for m in mats], axis=1), groups)
+        value = group_contrast(kept_neurons(table, names), groups)
         if math.isfinite(value):
             effects[seed] = value
     return ClaimResult(spec, effects, "" if effects else "no keep probabilities stored")
