@@ -78,10 +78,8 @@ def structure_views(data: ReportData) -> list[StructureView]:
     )
     for row in chosen.sort("study", "flops_ratio").iter_rows(named=True):
         study, number = row["study"], row["number"]
-        keep = data.keep.filter((pl.col("study") == study) & (pl.col("number") == number))
-        layers = data.layer_sparsity.filter(
-            (pl.col("study") == study) & (pl.col("number") == number)
-        )
+        this_trial = (pl.col("study") == study) & (pl.col("number") == number)
+        keep, layers = data.keep.filter(this_trial), data.layer_sparsity.filter(this_trial)
         domains = data.domains.filter(pl.col("study") == study)
         order = structure_order(keep, domains)
         label = trial_label(row, multi)
