@@ -312,51 +312,33 @@ def _wall_time(info: StudyInfo, trials: pl.DataFrame) -> str:
     return f"{span}{running}; trials busy for {busy / 60:.1f} min in total"
 
 
+def _study_facts(info: StudyInfo, trials: pl.DataFrame) -> list[tuple[str, object]]:
+    a = info.attrs
+    mlflow = f"{a.get('mlflow_uri', '-')} · experiment {a.get('mlflow_experiment', info.name)}"
+    return [
+        ("storage", info.storage),
+        ("MLflow", mlflow),
+        ("parent run", a.get("parent_run_id", "-")),
+        ("dense reference run", a.get("reference_run_id", "-")),
+        ("objectives", ", ".join(f"{o['name']} ({o['direction']})" for o in info.objectives)),
+        ("wall time", _wall_time(info, trials)),
+        *[(f"machine: {k}", v) for k, v in (a.get("machine") or {}).items()],
+        *[("warning", w) for w in info.warnings],
+    ]
+
+
 def context_section(data: ReportData, versions: dict[str, str]) -> Section:
     blocks = []
     for info in data.studies:
         prefix = f"{info.name}: " if len(data.studies) > 1 else ""
-        a = info.attrs
         blocks.append(Block(title=f"{prefix}dataset", html=_dataset_table(data, info.name)))
-        machine = a.get("machine") or {}
-        blocks.append(
-            Block(
-                title=f"{prefix}study",
-                html=_kv(
-                    [
-                        ("storage", info.storage),
-                        (
-                            "MLflow",
-                            f"{a.get('mlflow_uri', '-')} · experiment "
-                            f"{a.get('mlflow_experiment', info.name)}",
-                        ),
-                        ("parent run", a.get("parent_run_id", "-")),
-                        ("dense reference run", a.get("reference_run_id", "-")),
-                        (
-                            "objectives",
-                            ", ".join(f"{o['name']} ({o['direction']})" for o in info.objectives),
-                        ),
-                        ("wall time", _wall_time(info, data.trials)),
-                        *[(f"machine: {k}", v) for k, v in machine.items()],
-                        *[("warning", w) for w in info.warnings],
-                    ]
-                ),
-            )
-        )
-        config = a.get("config")
-        if config:
-            blocks.append(
-                Block(
-                    html=f"<details><summary>{html.escape(prefix)}study config (resolved)</summary>"
-                    f"<pre>{html.escape(str(config))}</pre></details>"
-                )
-            )
-    blocks.append(
-        Block(
-            title="this report",
-            html=_kv([("python", platform.python_version()), *versions.items()]),
-        )
-    )
+        blocks.append(Block(title=f"{prefix}study", html=_kv(_study_facts(info, data.trials))))
+        if config := info.attrs.get("config"):
+            summary = f"<summary>{html.escape(prefix)}study config (resolved)</summary>"
+            config = f"<details>{summary}<pre>{html.escape(str(config))}</pre></details>"
+            blocks.append(Block(html=config))
+    report = _kv([("python", platform.python_version()), *versions.items()])
+    blocks.append(Block(title="this report", html=report))
     return Section(
         "context", "Context", "What was studied, on what, with what, and for how long.", blocks
     )
