@@ -164,10 +164,7 @@ def build(
     info.front_figures = front_figures(sections)
     if static:
         info.static_files, info.static_note = export_static(sections, folder / "figures", static)
-        if info.static_files:
-            log.info("%s", info.static_note)
-        else:
-            log.warning("%s", info.static_note)
+        (log.info if info.static_files else log.warning)("%s", info.static_note)
     info.seconds = time.perf_counter() - t0
     return info
 
