@@ -78,8 +78,7 @@ def domain_fronts_figure(
             colour = PALETTE[s_i % len(PALETTE)] if len(studies) > 1 else None
             who = (study, colour, k == 0, k == 0 and s_i == 0)
             _add_front_and_reference(fig, frame, reference, who, domain, where, x)
-    height = 260 * rows + 110
-    finish(fig, "Per-domain fronts (largest domain first)", height)
+    finish(fig, "Per-domain fronts (largest domain first)", 260 * rows + 110)
     # The legend to the right of the panels: a study may name many methods, and a horizontal
     # legend that wraps would run into the title.
     return fig.update_layout(
