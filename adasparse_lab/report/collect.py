@@ -125,33 +125,25 @@ def _enrich_trials(
 
 
 def _reeval_tables(runs: pl.DataFrame, domains: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Finished re-evaluation runs over seeds: per trial, and per (trial, domain)."""
     finished = runs.filter(
         (pl.col("kind") == "reeval")
         & (pl.col("status") == "FINISHED")
         & pl.col("number").is_not_null()
     )
-    summary = (
-        finished.group_by("number")
-        .agg(
-            n_seeds=pl.len(),
-            test_auc_mean=pl.col("test_auc").mean(),
-            test_auc_sd=pl.col("test_auc").std().fill_null(0.0),
-            flops_ratio_mean=pl.col("flops_ratio").mean(),
-            latency_ratio_mean=pl.col("latency_ratio").mean(),
-        )
-        .sort("number")
+    seeds = {
+        "n_seeds": pl.len(),
+        "test_auc_mean": pl.col("test_auc").mean(),
+        "test_auc_sd": pl.col("test_auc").std().fill_null(0.0),
+    }
+    summary = finished.group_by("number").agg(
+        **seeds,
+        flops_ratio_mean=pl.col("flops_ratio").mean(),
+        latency_ratio_mean=pl.col("latency_ratio").mean(),
     )
-    per_domain = (
-        domains.join(finished.select("run_id"), on="run_id", how="semi")
-        .group_by("number", "domain")
-        .agg(
-            n_seeds=pl.len(),
-            test_auc_mean=pl.col("test_auc").mean(),
-            test_auc_sd=pl.col("test_auc").std().fill_null(0.0),
-        )
-        .sort("number", "domain")
-    )
-    return summary, per_domain
+    per_domain = domains.join(finished.select("run_id"), on="run_id", how="semi")
+    per_domain = per_domain.group_by("number", "domain").agg(**seeds)
+    return summary.sort("number"), per_domain.sort("number", "domain")
 
 
 def _reference(runs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
