@@ -447,7 +447,7 @@ def test_page_inlines_plotlyjs_once_and_counts_figures():
     assert page.count("plotly.js v") >= 1 and page.count('src="https://cdn') == 0
     assert page.count('class="structure-view"') == 2 and page.count("hidden>") == 1
     assert "<title>T &lt;x&gt;</title>" in page and '<option value="s#2">trial 2</option>' in page
-    table = table_html([("a", "A", "num"), ("b", "B<", "text")], [[("1.0", 1.0), ("<i>", "<i>")]])
+    table = table_html([("a", "A", "num"), ("b", "B<", "text")], [{"a": 1.0, "b": "<i>"}])
     assert (
         "&lt;i&gt;" in table and "B&lt;" in table and 'data-v="1.0"' in table and "<i>" not in table
     )

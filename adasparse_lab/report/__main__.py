@@ -48,14 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         names = [n for n in args["study"].split(",") if n]
-        storages = args["storage"].split(",") if args.get("storage") else None
-        if storages is not None and len(storages) != len(names):
-            raise ConfigError(
-                f"{len(names)} studies but {len(storages)} storages: give one storage per study"
-            )
         info = build(
             names,
-            storages,
+            args["storage"].split(",") if args.get("storage") else None,
             args.get("out", "reports"),
             studies_dir=args.get("studies", "studies"),
             color_by=args.get("color", "method"),

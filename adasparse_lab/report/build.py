@@ -75,10 +75,6 @@ def make_sections(data: ReportData, color_by: str | None = "method") -> list[Sec
     return [p for p in parts if p is not None]
 
 
-def report_dir(out_dir: Path, study_names: Sequence[str]) -> Path:
-    return Path(out_dir) / "+".join(study_names)
-
-
 def _figures(sections: list[Section]) -> list[tuple[str, go.Figure]]:
     """Every figure with a file name: section, running number, and trial for structure views."""
     out = []
@@ -160,7 +156,7 @@ def build(
     page, n_figures = render_page(
         title, subtitle, headline(data.trials, data.reference, data.reeval), sections
     )
-    folder = report_dir(Path(out_dir), names)
+    folder = Path(out_dir) / "+".join(names)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / REPORT_FILE
     path.write_text(page, encoding="utf-8")
@@ -168,10 +164,7 @@ def build(
     info.front_figures = front_figures(sections)
     if static:
         info.static_files, info.static_note = export_static(sections, folder / "figures", static)
-        if info.static_files:
-            log.info("%s", info.static_note)
-        else:
-            log.warning("%s", info.static_note)
+        (log.info if info.static_files else log.warning)("%s", info.static_note)
     info.seconds = time.perf_counter() - t0
     return info
 

@@ -32,8 +32,8 @@ import numpy as np
 import polars as pl
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.report.analysis import jaccard, kept_matrix
-from adasparse_lab.report.structure import keep_matrices
+from adasparse_lab.report.analysis import jaccard
+from adasparse_lab.report.structure import kept_neurons
 
 KINDS = ("better", "small_domains", "groups")
 HELD, NOT_HELD, INCONCLUSIVE, NOT_MEASURED = "held", "did not hold", "inconclusive", "not measured"
@@ -193,26 +193,23 @@ def _small_domains(
     small, large = size_halves(domains)
     if not small:
         return ClaimResult(spec, note="fewer than two domains with known sizes")
-    numbers = {
-        arm: dict(zip(*arms.filter(pl.col("arm") == arm).select("seed", "number")))
-        for arm in (spec.arm, spec.versus[0])
-    }
-    per_trial = domain_metrics.filter(pl.col("kind") == "trial")
+    per_trial = domain_metrics.filter(pl.col("kind") == "trial").select(
+        "number", "domain", "test_auc"
+    )
+
+    def domain_auc(arm: str) -> pl.DataFrame:  # seed, domain, test_auc of the arm's trials
+        runs = arms.filter(pl.col("arm") == arm).select("seed", "number")
+        return runs.join(per_trial, on="number").drop("number")
+
+    gains = (
+        domain_auc(spec.arm)
+        .join(domain_auc(spec.versus[0]), on=["seed", "domain"], suffix="_versus")
+        .select("seed", "domain", gain=pl.col("test_auc") - pl.col("test_auc_versus"))
+        .drop_nulls("gain")
+    )
     effects = {}
-    for seed in sorted(set(numbers[spec.arm]) & set(numbers[spec.versus[0]])):
-        auc = [
-            dict(
-                per_trial.filter(pl.col("number") == numbers[a][seed])
-                .select("domain", "test_auc")
-                .iter_rows()
-            )
-            for a in (spec.arm, spec.versus[0])
-        ]
-        gain = {
-            d: auc[0][d] - auc[1][d]
-            for d in auc[0]
-            if auc[0][d] is not None and auc[1].get(d) is not None
-        }
+    for (seed,), part in gains.group_by("seed"):
+        gain = dict(zip(part["domain"], part["gain"]))
         if all(d in gain for d in small + large):
             effects[seed] = float(
                 np.mean([gain[d] for d in small]) - np.mean([gain[d] for d in large])
@@ -245,8 +242,7 @@ def _groups(
         table = keep.get(number)
         if table is None or not table.height:
             continue
-        mats = keep_matrices(table, names).values()
-        value = group_contrast(np.concatenate([kept_matrix(m) for m in mats], axis=1), groups)
+        value = group_contrast(kept_neurons(table, names), groups)
         if math.isfinite(value):
             effects[seed] = value
     return ClaimResult(spec, effects, "" if effects else "no keep probabilities stored")

@@ -22,7 +22,7 @@ from adasparse_lab.report.claims import (
 )
 from adasparse_lab.report.collect import ReportData, StudyInfo
 from adasparse_lab.report.html import Block, Section, table_html
-from adasparse_lab.report.runs import RunTables, read_artifact_tables
+from adasparse_lab.report.runs import read_artifact_tables
 from adasparse_lab.report.style import fmt
 
 log = logging.getLogger(__name__)
@@ -40,19 +40,6 @@ def plan_of(info: StudyInfo) -> ClaimPlan | None:
     return parse_claims(raw, arms)
 
 
-def read_keep(info: StudyInfo, run_ids: dict[int, str]) -> dict[int, pl.DataFrame]:
-    """Trial number -> its keep-probability table (keep_prob.parquet of its MLflow run)."""
-    uri = info.attrs.get("mlflow_uri")
-    if not uri or not run_ids:
-        return {}
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    tables = RunTables(client=client, handles={r: client.get_run(r) for r in run_ids.values()})
-    found = read_artifact_tables(tables, list(run_ids.values()), "keep_prob.parquet")
-    return {n: found[r] for n, r in run_ids.items() if r in found}
-
-
 def study_claims(
     data: ReportData, info: StudyInfo
 ) -> tuple[list[ClaimResult], pl.DataFrame] | None:
@@ -65,7 +52,8 @@ def study_claims(
         return [ClaimResult(c, note="no completed trial") for c in plan.claims], arms
     structure_arms = {c.arm for c in plan.claims if c.kind == "groups"}
     wanted = arms.filter(pl.col("arm").is_in(structure_arms) & pl.col("run_id").is_not_null())
-    keep = read_keep(info, dict(zip(wanted["number"], wanted["run_id"])))
+    found = read_artifact_tables(info.runs, wanted["run_id"].to_list(), "keep_prob.parquet")
+    keep = {n: found[r] for n, r in zip(wanted["number"], wanted["run_id"]) if r in found}
     results = measure(
         plan,
         arms,
@@ -90,52 +78,42 @@ def claims_text(data: ReportData) -> str:
     return "\n\n".join(parts)
 
 
-def _claims_html(results: list[ClaimResult]) -> str:
-    cols = [
-        ("source", "the paper reports", "text"),
-        ("text", "measured here", "text"),
-        ("mean", "effect (mean)", "num"),
-        ("sd", "sd over seeds", "num"),
-        ("n", "seeds", "num"),
-        ("verdict", "verdict", "text"),
-    ]
-    rows, classes = [], []
-    for r in results:
-        rows.append(
-            [
-                (r.spec.source, r.spec.source),
-                (r.spec.text + (f" ({r.note})" if r.note else ""), r.spec.text),
-                (f"{r.mean:+.4f}" if r.per_seed else "-", r.mean if r.per_seed else ""),
-                (fmt(r.sd), "" if r.sd != r.sd else r.sd),
-                (str(len(r.per_seed)), len(r.per_seed)),
-                (r.verdict, r.verdict),
-            ]
-        )
-        classes.append({HELD: "front", NOT_HELD: "failed"}.get(r.verdict, ""))
-    return table_html(cols, rows, classes)
+CLAIM_COLUMNS = [
+    ("source", "the paper reports", "text"),
+    ("text", "measured here", "text"),
+    ("mean", "effect (mean)", "num"),
+    ("sd", "sd over seeds", "num"),
+    ("n", "seeds", "num"),
+    ("verdict", "verdict", "text"),
+]
+ARM_COLUMNS = [
+    ("arm", "arm", "text"),
+    ("method", "method", "text"),
+    ("seeds", "seeds", "num"),
+    ("test_auc", "test AUC (mean ± sd)", "num"),
+    ("flops_ratio", "FLOPs ratio", "num"),
+    ("sparsity", "sparsity", "num"),
+]
 
 
-def _arms_html(summary: pl.DataFrame) -> str:
-    cols = [
-        ("arm", "arm", "text"),
-        ("method", "method", "text"),
-        ("seeds", "seeds", "num"),
-        ("test_auc", "test AUC (mean ± sd)", "num"),
-        ("flops_ratio", "FLOPs ratio", "num"),
-        ("sparsity", "sparsity", "num"),
-    ]
-    rows = [
-        [
-            (a["arm"], a["arm"]),
-            (str(a["method"]), a["method"]),
-            (str(a["seeds"]), a["seeds"]),
-            (f"{fmt(a['test_auc'])} ± {fmt(a['test_auc_sd'])}", a["test_auc"]),
-            (fmt(a["flops_ratio"], ".3f"), a["flops_ratio"]),
-            (fmt(a["sparsity"], ".3f"), a["sparsity"]),
-        ]
-        for a in summary.iter_rows(named=True)
-    ]
-    return table_html(cols, rows)
+def _claim_cells(r: ClaimResult) -> dict:
+    return {
+        "source": r.spec.source,
+        "text": (r.spec.text + (f" ({r.note})" if r.note else ""), r.spec.text),
+        "mean": (f"{r.mean:+.4f}" if r.per_seed else "-", r.mean if r.per_seed else ""),
+        "sd": (fmt(r.sd), "" if r.sd != r.sd else r.sd),
+        "n": len(r.per_seed),
+        "verdict": r.verdict,
+    }
+
+
+def _arm_cells(a: dict) -> dict:
+    return a | {
+        "method": (str(a["method"]), a["method"]),
+        "test_auc": (f"{fmt(a['test_auc'])} ± {fmt(a['test_auc_sd'])}", a["test_auc"]),
+        "flops_ratio": (fmt(a["flops_ratio"], ".3f"), a["flops_ratio"]),
+        "sparsity": (fmt(a["sparsity"], ".3f"), a["sparsity"]),
+    }
 
 
 def claims_section(data: ReportData) -> Section | None:
@@ -147,9 +125,12 @@ def claims_section(data: ReportData) -> Section | None:
             continue
         results, summary = found
         prefix = f"{info.name}: " if multi else ""
-        blocks.append(Block(title=f"{prefix}claims", html=_claims_html(results)))
+        classes = [{HELD: "front", NOT_HELD: "failed"}.get(r.verdict, "") for r in results]
+        rows = [_claim_cells(r) for r in results]
+        blocks.append(Block(title=f"{prefix}claims", html=table_html(CLAIM_COLUMNS, rows, classes)))
         if summary.height:
-            blocks.append(Block(title=f"{prefix}arms", html=_arms_html(summary)))
+            rows = [_arm_cells(a) for a in summary.iter_rows(named=True)]
+            blocks.append(Block(title=f"{prefix}arms", html=table_html(ARM_COLUMNS, rows)))
     if not blocks:
         return None
     return Section(

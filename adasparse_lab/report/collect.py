@@ -31,6 +31,7 @@ from pathlib import Path
 import optuna
 import polars as pl
 
+from adasparse_lab.errors import ConfigError
 from adasparse_lab.report.analysis import mark_front, spread_pick
 from adasparse_lab.report.runs import RunTables, read_artifact_tables, read_runs
 from adasparse_lab.report.storage import load_study, objectives, trials_table
@@ -40,7 +41,6 @@ AUC_OBJECTIVE = "val/mean_domain_auc"
 FLOPS_OBJECTIVE = "val/flops/ratio"
 LATENCY_OBJECTIVE = "val/latency/ratio"
 DOMAINS_SCHEMA = {
-    "study": pl.String,
     "domain": pl.String,
     "group": pl.Int64,
     "train_rows": pl.Int64,
@@ -48,7 +48,6 @@ DOMAINS_SCHEMA = {
     "oracle_auc": pl.Float64,
 }
 KEEP_SCHEMA = {
-    "study": pl.String,
     "number": pl.Int64,
     "domain": pl.String,
     "position": pl.Int64,
@@ -67,6 +66,7 @@ class StudyInfo:
     objectives: list[dict[str, str]]
     attrs: dict
     warnings: list[str] = field(default_factory=list)
+    runs: RunTables = field(default_factory=RunTables)  # its MLflow runs, for their artifacts
 
 
 @dataclass
@@ -98,13 +98,7 @@ def _enrich_trials(
     sparsity, and the run's method tag where the trial has no method."""
     trial_runs = runs.filter(pl.col("kind") == "trial")
     by_id = trial_runs.select(
-        "run_id",
-        m_auc="auc",
-        m_flops="flops_ratio",
-        m_latency="latency_ratio",
-        m_method="method",
-        test_auc="test_auc",
-        sparsity="sparsity",
+        "run_id", "auc", "flops_ratio", "latency_ratio", "method", "test_auc", "sparsity"
     )
     # Trials that did not record their run id: the latest run tagged with their number.
     by_number = (
@@ -114,117 +108,85 @@ def _enrich_trials(
         trials.join(by_number, on="number", how="left")
         .with_columns(run_id=pl.coalesce("run_id", "alt_run_id"))
         .drop("alt_run_id")
-        .join(by_id, on="run_id", how="left")
+        .join(by_id, on="run_id", how="left", suffix="_run")
     )
-    auc_col = _objective_column(objs, AUC_OBJECTIVE, "maximize")
-    flops_col = _objective_column(objs, FLOPS_OBJECTIVE, "minimize")
-    auc = pl.coalesce(pl.col(auc_col), pl.col("m_auc")) if auc_col else pl.col("m_auc")
-    flops = pl.coalesce(pl.col(flops_col), pl.col("m_flops")) if flops_col else pl.col("m_flops")
-    lat_col = f"obj:{LATENCY_OBJECTIVE}"
-    latency = pl.coalesce(lat_col, "m_latency") if lat_col in out.columns else pl.col("m_latency")
+
+    def optuna_first(column: str, objective: str | None) -> pl.Expr:
+        return pl.coalesce(objective, column) if objective in out.columns else pl.col(column)
+
     return out.with_columns(
-        auc=auc,
-        flops_ratio=flops,
-        latency_ratio=latency,
-        method=pl.coalesce("m_method", "method"),
-    ).drop("m_auc", "m_flops", "m_latency", "m_method")
+        auc=optuna_first("auc", _objective_column(objs, AUC_OBJECTIVE, "maximize")),
+        flops_ratio=optuna_first(
+            "flops_ratio", _objective_column(objs, FLOPS_OBJECTIVE, "minimize")
+        ),
+        latency_ratio=optuna_first("latency_ratio", f"obj:{LATENCY_OBJECTIVE}"),
+        method=pl.coalesce("method_run", "method"),
+    ).drop("method_run")
 
 
 def _reeval_tables(runs: pl.DataFrame, domains: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Finished re-evaluation runs over seeds: per trial, and per (trial, domain)."""
     finished = runs.filter(
         (pl.col("kind") == "reeval")
         & (pl.col("status") == "FINISHED")
         & pl.col("number").is_not_null()
     )
-    summary = (
-        finished.group_by("number")
-        .agg(
-            n_seeds=pl.len(),
-            test_auc_mean=pl.col("test_auc").mean(),
-            test_auc_sd=pl.col("test_auc").std().fill_null(0.0),
-            flops_ratio_mean=pl.col("flops_ratio").mean(),
-            latency_ratio_mean=pl.col("latency_ratio").mean(),
-        )
-        .sort("number")
+    seeds = {
+        "n_seeds": pl.len(),
+        "test_auc_mean": pl.col("test_auc").mean(),
+        "test_auc_sd": pl.col("test_auc").std().fill_null(0.0),
+    }
+    summary = finished.group_by("number").agg(
+        **seeds,
+        flops_ratio_mean=pl.col("flops_ratio").mean(),
+        latency_ratio_mean=pl.col("latency_ratio").mean(),
     )
-    per_domain = (
-        domains.join(finished.select("run_id"), on="run_id", how="semi")
-        .group_by("number", "domain")
-        .agg(
-            n_seeds=pl.len(),
-            test_auc_mean=pl.col("test_auc").mean(),
-            test_auc_sd=pl.col("test_auc").std().fill_null(0.0),
-        )
-        .sort("number", "domain")
-    )
-    return summary, per_domain
+    per_domain = domains.join(finished.select("run_id"), on="run_id", how="semi")
+    per_domain = per_domain.group_by("number", "domain").agg(**seeds)
+    return summary.sort("number"), per_domain.sort("number", "domain")
 
 
-def _reference(runs: pl.DataFrame) -> pl.DataFrame:
-    """The dense reference: its runs over seeds (the study's seed and the re-evaluation seeds),
-    averaged. Returns the run ids, and one row of means."""
+def _reference(runs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The dense reference's finished runs (the study's seed and the re-evaluation seeds), and
+    one row of their means (no row without a run)."""
     refs = runs.filter((pl.col("kind") == "reference") & (pl.col("status") == "FINISHED"))
-    return refs.sort("start_ms").select("run_id", "auc", "test_auc", "flops_ratio", "latency_ratio")
-
-
-def _reference_mean(refs: pl.DataFrame) -> pl.DataFrame:
+    refs = refs.sort("start_ms").select("run_id", "auc", "test_auc", "flops_ratio", "latency_ratio")
     if refs.height == 0:
-        return refs
-    return refs.select(
-        pl.col("run_id").first(),
-        pl.col("auc").mean(),
-        pl.col("test_auc").mean(),
-        pl.col("flops_ratio").mean(),
-        pl.col("latency_ratio").mean(),
-        n_seeds=pl.len(),
+        return refs, refs
+    return refs, refs.select(
+        pl.col("run_id").first(), pl.exclude("run_id").mean(), n_seeds=pl.len()
     )
 
 
 def _domains(attrs: dict, tables: RunTables, fallback_runs: list[str]) -> pl.DataFrame:
     stored = attrs.get("domains")
-    cols = [c for c in DOMAINS_SCHEMA if c != "study"]
     if isinstance(stored, list) and stored:
-        rows = [{c: d.get(c) for c in cols} for d in stored]
-        return pl.DataFrame(rows, schema={c: DOMAINS_SCHEMA[c] for c in cols})
+        return pl.DataFrame(
+            [{c: d.get(c) for c in DOMAINS_SCHEMA} for d in stored], schema=DOMAINS_SCHEMA
+        )
+    found = pl.DataFrame({"domain": tables.domains["domain"].unique(maintain_order=True)})
     for run_id in fallback_runs:  # older studies: the domain table of one of their runs
-        found = read_artifact_tables(tables, [run_id], "domains.csv")
-        if run_id in found:
-            csv = found[run_id]
-            if "train_pos_rate" in csv.columns:  # the run table names each rate by its split
-                csv = csv.drop("pos_rate", strict=False).rename({"train_pos_rate": "pos_rate"})
-            return csv.select(
-                [
-                    pl.col(c).cast(DOMAINS_SCHEMA[c])
-                    if c in csv.columns
-                    else pl.lit(None, DOMAINS_SCHEMA[c]).alias(c)
-                    for c in cols
-                ]
-            )
-    names = tables.domains["domain"].unique(maintain_order=True).to_list()
-    return pl.DataFrame({"domain": names}, schema={"domain": pl.String}).select(
-        [pl.col("domain")] + [pl.lit(None, DOMAINS_SCHEMA[c]).alias(c) for c in cols[1:]]
+        if run_id in (csv := read_artifact_tables(tables, [run_id], "domains.csv")):
+            found = csv[run_id]
+            if "train_pos_rate" in found.columns:  # the run table names each rate by its split
+                found = found.drop("pos_rate", strict=False).rename({"train_pos_rate": "pos_rate"})
+            break
+    known = found.select(c for c in DOMAINS_SCHEMA if c in found.columns)
+    return pl.concat([pl.DataFrame(schema=DOMAINS_SCHEMA), known], how="diagonal_relaxed").cast(
+        DOMAINS_SCHEMA
     )
 
 
 def _keep(tables: RunTables, trials: pl.DataFrame, max_trials: int) -> pl.DataFrame:
     front = trials.filter(pl.col("on_front") & pl.col("run_id").is_not_null())
-    picked = (
-        front[spread_pick(front["flops_ratio"].to_numpy(), max_trials).tolist()]
-        if front.height
-        else front
-    )
+    picked = front[spread_pick(front["flops_ratio"].to_numpy(), max_trials).tolist()]
     found = read_artifact_tables(tables, picked["run_id"].to_list(), "keep_prob.parquet")
     frames = [
-        found[r["run_id"]].with_columns(number=pl.lit(r["number"], pl.Int64))
-        for r in picked.iter_rows(named=True)
-        if r["run_id"] in found and found[r["run_id"]].height
+        found[run_id].with_columns(number=pl.lit(number)).select(*KEEP_SCHEMA).cast(KEEP_SCHEMA)
+        for number, run_id in zip(picked["number"], picked["run_id"])
+        if run_id in found
     ]
-    cols = [c for c in KEEP_SCHEMA if c != "study"]
-    return (
-        pl.concat([f.select([pl.col(c).cast(KEEP_SCHEMA[c]) for c in cols]) for f in frames])
-        if frames
-        else pl.DataFrame(schema={c: KEEP_SCHEMA[c] for c in cols})
-    )
+    return pl.concat([pl.DataFrame(schema=KEEP_SCHEMA), *frames])
 
 
 def collect_study(
@@ -245,10 +207,10 @@ def collect_study(
         else RunTables(warnings=["no mlflow_uri in the study's attrs: Optuna values only"])
     )
     info.warnings += tables.warnings
+    info.runs = tables
     trials = _enrich_trials(trials_table(name, study), info.objectives, tables.runs)
     trials = mark_front(trials)
-    reference_runs = _reference(tables.runs)
-    reference = _reference_mean(reference_runs)
+    reference_runs, reference = _reference(tables.runs)
     trial_ids = trials.select("run_id", trial_number="number").drop_nulls()
     dm = tables.domains
     per_trial = (
@@ -305,7 +267,9 @@ def collect(
 ) -> ReportData:
     storages = storages or [None] * len(names)
     if len(storages) != len(names):
-        raise ValueError(f"{len(names)} studies but {len(storages)} storages")
+        raise ConfigError(
+            f"{len(names)} studies but {len(storages)} storages: give one storage per study"
+        )
     return merge(
         [collect_study(n, s, studies_dir, max_structure_trials) for n, s in zip(names, storages)]
     )

@@ -9,6 +9,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import optuna
@@ -36,11 +37,14 @@ def _evaluator():
     return optuna.importance.PedAnovaImportanceEvaluator()
 
 
-def _attempt(title: str, make: Callable[[], go.Figure], height: int = 420) -> Diagnostic:
+def _attempt(
+    title: str, height: int, plot: Callable[..., go.Figure], *args, **kwargs
+) -> Diagnostic:
+    """``plot(*args, **kwargs)`` as a diagnostic, or a note saying why Optuna refused it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fig = make()
+            fig = plot(*args, **kwargs)
     except Exception as err:  # an Optuna plot refusing this study: say why in the report
         log.info("%s: not drawn (%s)", title, err)
         return Diagnostic(title, None, f"not available: {err}")
@@ -106,42 +110,26 @@ def diagnostics(
     names = [o["name"] for o in objectives]
     # The AUC objective (the first maximised one) drives the single-target plots.
     main = next((i for i, o in enumerate(objectives) if o["direction"] == "maximize"), 0)
-    target = _target(main) if multi else None
     out = [
         _attempt(
             f"{prefix}optimisation history: {name}",
-            lambda i=i, name=name: vis.plot_optimization_history(
-                study, target=_target(i) if multi else None, target_name=name
-            ),
             380,
+            vis.plot_optimization_history,
+            study,
+            target=_target(i) if multi else None,
+            target_name=name,
         )
         for i, name in enumerate(names)
     ]
     if len(study.directions) == 2:
         out.append(_hypervolume(study, objectives, prefix))
-    has_params = any(t.params for t in done)
-    if not has_params:
+    if not any(t.params for t in done):
         return out + [Diagnostic(f"{prefix}parameters", None, "the study samples no parameters")]
-    out.append(
-        _attempt(
-            f"{prefix}parameter importances",
-            lambda: vis.plot_param_importances(
-                study, evaluator=_evaluator(), target=target, target_name=names[main]
-            ),
-        )
-    )
-    out.append(
-        _attempt(
-            f"{prefix}parallel coordinates ({names[main]})",
-            lambda: vis.plot_parallel_coordinate(study, target=target, target_name=names[main]),
-            460,
-        )
-    )
-    out.append(
-        _attempt(
-            f"{prefix}slices ({names[main]})",
-            lambda: vis.plot_slice(study, target=target, target_name=names[main]),
-            400,
-        )
-    )
-    return out
+    main_name = names[main]
+    kw = {"target": _target(main) if multi else None, "target_name": main_name}
+    plots = {
+        "parameter importances": (420, partial(vis.plot_param_importances, evaluator=_evaluator())),
+        f"parallel coordinates ({main_name})": (460, vis.plot_parallel_coordinate),
+        f"slices ({main_name})": (400, vis.plot_slice),
+    }
+    return out + [_attempt(prefix + t, h, plot, study, **kw) for t, (h, plot) in plots.items()]

@@ -75,10 +75,10 @@ def domain_fronts_figure(
         where = {"row": rows - k // cols, "col": k % cols + 1}
         for s_i, study in enumerate(studies):
             frame = pts.filter((pl.col("domain") == domain) & (pl.col("study") == study))
-            who = (study, s_i, studies, k == 0)
+            colour = PALETTE[s_i % len(PALETTE)] if len(studies) > 1 else None
+            who = (study, colour, k == 0, k == 0 and s_i == 0)
             _add_front_and_reference(fig, frame, reference, who, domain, where, x)
-    height = 260 * rows + 110
-    finish(fig, "Per-domain fronts (largest domain first)", height)
+    finish(fig, "Per-domain fronts (largest domain first)", 260 * rows + 110)
     # The legend to the right of the panels: a study may name many methods, and a horizontal
     # legend that wraps would run into the title.
     return fig.update_layout(
@@ -91,11 +91,11 @@ def domain_fronts_figure(
 def _add_front_and_reference(
     fig: go.Figure, frame, reference, who: tuple, domain: str, where: dict, x: str
 ) -> None:
-    """One study's front line in a panel, and its dense reference star."""
-    study, s_i, studies, first = who
-    multi = len(studies) > 1
+    """One study's front line in a panel, and its dense reference star. ``who``: (study, its
+    colour when several are compared, whether the line and the star enter the legend)."""
+    study, colour, line_legend, star_legend = who
     line = front_line(
-        frame, x, "val_auc", study, s_i, multi, legendgroup=f"{study}: front", showlegend=first
+        frame, x, "val_auc", study, colour, legendgroup=f"{study}: front", showlegend=line_legend
     )
     fig.add_trace(line, **where)
     if reference is None or x not in reference.columns:
@@ -112,7 +112,7 @@ def _add_front_and_reference(
                 marker={"symbol": "star", "size": 12, "color": REFERENCE_COLOR},
                 name="dense reference",
                 legendgroup="reference",
-                showlegend=first and s_i == 0,
+                showlegend=star_legend,
                 hovertemplate="dense reference<br>AUC %{y:.4f}<extra></extra>",
             ),
             **where,

@@ -65,17 +65,18 @@ def front_xy(frame: pl.DataFrame, x: str, y: str) -> tuple[list, list]:
 
 
 def front_line(
-    frame: pl.DataFrame, x: str, y: str, study: str, s_i: int, multi: bool, **kw
+    frame: pl.DataFrame, x: str, y: str, study: str, colour: str | None = None, **kw
 ) -> go.Scatter:
-    """The staircase of a study's Pareto front (study colour when several are compared)."""
+    """The staircase of a study's Pareto front (``colour``: the study's, when several are
+    compared)."""
     fx, fy = front_xy(frame, x, y)
     return go.Scatter(
         x=fx,
         y=fy,
         mode="lines",
         line_shape="hv",
-        line={"color": PALETTE[s_i % len(PALETTE)] if multi else "#333", "width": 2},
-        name=f"{study}: front" if multi else "front",
+        line={"color": colour or "#333", "width": 2},
+        name=f"{study}: front" if colour else "front",
         hoverinfo="skip",
         **kw,
     )
@@ -84,43 +85,30 @@ def front_line(
 def _point_traces(
     frame: pl.DataFrame, color_by: str | None, x: str, y: str, symbol: str
 ) -> list[go.Scatter]:
-    text = [hover_text(r, x, y) for r in frame.iter_rows(named=True)]
-    base = {"mode": "markers", "hovertemplate": "%{text}<extra></extra>"}
-    col = frame[color_by] if color_by is not None and color_by in frame.columns else None
-    if col is None or col.null_count() == frame.height or col.dtype.is_numeric():
-        marker = {"color": PALETTE[0], "symbol": symbol, "size": 9}
-        if col is not None and col.null_count() < frame.height:  # numeric: a colour scale
-            marker |= {
-                "color": rounded(col, 6),
-                "colorscale": SEQUENTIAL,
-                "showscale": True,
-                "colorbar": {"title": {"text": color_by.removeprefix("param:")}},
-            }
-        return [
-            go.Scatter(
-                x=rounded(frame[x]),
-                y=rounded(frame[y]),
-                text=text,
-                name="trials",
-                marker=marker,
-                **base,
-            )
-        ]
-    traces = []
-    colours = colors_for(col.drop_nulls().unique().to_list())
-    for value in sorted(col.drop_nulls().unique().to_list()):
-        idx = np.flatnonzero((col == value).fill_null(False).to_numpy())
-        traces.append(
-            go.Scatter(
-                x=rounded(frame[x][idx]),
-                y=rounded(frame[y][idx]),
-                text=[text[j] for j in idx],
-                name=str(value),
-                marker={"color": colours[str(value)], "symbol": symbol, "size": 9},
-                **base,
-            )
+    def trace(rows: pl.DataFrame, name: str, marker: dict) -> go.Scatter:
+        return go.Scatter(
+            x=rounded(rows[x]),
+            y=rounded(rows[y]),
+            text=[hover_text(r, x, y) for r in rows.iter_rows(named=True)],
+            name=name,
+            marker={"color": PALETTE[0], "symbol": symbol, "size": 9} | marker,
+            mode="markers",
+            hovertemplate="%{text}<extra></extra>",
         )
-    return traces
+
+    col = frame[color_by] if color_by is not None and color_by in frame.columns else None
+    if col is None or col.null_count() == frame.height:
+        return [trace(frame, "trials", {})]
+    if col.dtype.is_numeric():  # a colour scale
+        title = {"title": {"text": color_by.removeprefix("param:")}}
+        scale = {"color": rounded(col, 6), "colorscale": SEQUENTIAL, "showscale": True}
+        return [trace(frame, "trials", scale | {"colorbar": title})]
+    values = sorted(col.drop_nulls().unique().to_list())
+    colours = colors_for(values)
+    return [
+        trace(frame.filter(pl.col(color_by) == v), str(v), {"color": colours[str(v)]})
+        for v in values
+    ]
 
 
 def pareto_figure(
@@ -140,27 +128,24 @@ def pareto_figure(
     done = completed(trials, x, y)
     studies = done["study"].unique(maintain_order=True).to_list()
     multi = len(studies) > 1
-    for s_i, study in enumerate(studies):
+    colours = [PALETTE[i % len(PALETTE)] if multi else None for i in range(len(studies))]
+    for s_i, (study, colour) in enumerate(zip(studies, colours)):
         frame = done.filter(pl.col("study") == study)
         symbol = STUDY_SYMBOLS[s_i % len(STUDY_SYMBOLS)]
         for tr in _point_traces(frame, None if multi else color_by, x, y, symbol):
             if multi:
-                tr.update(
-                    name=f"{study}: trials",
-                    marker_color=PALETTE[s_i % len(PALETTE)],
-                    legendgroup=study,
-                )
+                tr.update(name=f"{study}: trials", marker_color=colour, legendgroup=study)
             fig.add_trace(tr)
-        fig.add_trace(front_line(frame, x, y, study, s_i, multi, legendgroup=study))
-    for s_i, study in enumerate(studies):
-        _add_reference(fig, reference, study, multi, x, s_i)
-        _add_reeval(fig, reeval, trials, study, multi, s_i, x)
+        fig.add_trace(front_line(frame, x, y, study, colour, legendgroup=study))
+    for study, colour in zip(studies, colours):
+        _add_reference(fig, reference, study, x, colour)
+        _add_reeval(fig, reeval, trials, study, x, colour)
     fig.update_xaxes(title_text=COST_AXES.get(x, x))
     fig.update_yaxes(title_text=Y_TITLE + " (validation)")
     return finish(fig, "AUC against compute: every trial and the Pareto front", 520)
 
 
-def _add_reference(fig: go.Figure, reference, study: str, multi: bool, x: str, s_i: int) -> None:
+def _add_reference(fig: go.Figure, reference, study: str, x: str, colour: str | None) -> None:
     if reference is None:
         return
     ref = reference.filter(pl.col("study") == study)
@@ -170,11 +155,11 @@ def _add_reference(fig: go.Figure, reference, study: str, multi: bool, x: str, s
                 x=rounded(ref[x]),
                 y=rounded(ref["auc"]),
                 mode="markers",
-                name=f"{study}: dense" if multi else "dense reference",
+                name=f"{study}: dense" if colour else "dense reference",
                 marker={
                     "symbol": "star",
                     "size": 18,
-                    "color": REFERENCE_COLOR if not multi else PALETTE[s_i % len(PALETTE)],
+                    "color": colour or REFERENCE_COLOR,
                     "line": {"color": "white", "width": 1},
                 },
                 hovertemplate=f"<b>dense reference</b><br>val AUC %{{y:.4f}}<br>test AUC {fmt(ref['test_auc'][0])}"
@@ -184,7 +169,7 @@ def _add_reference(fig: go.Figure, reference, study: str, multi: bool, x: str, s
 
 
 def _add_reeval(
-    fig: go.Figure, reeval, trials: pl.DataFrame, study: str, multi: bool, s_i: int, x: str
+    fig: go.Figure, reeval, trials: pl.DataFrame, study: str, x: str, colour: str | None
 ) -> None:
     if reeval is None or x not in trials.columns:
         return
@@ -204,11 +189,13 @@ def _add_reeval(
             y=rounded(rv["test_auc_mean"]),
             text=text,
             mode="markers",
-            name=f"{study}: test re-eval" if multi else "test re-evaluation (mean ± sd over seeds)",
+            name=f"{study}: test re-eval"
+            if colour
+            else "test re-evaluation (mean ± sd over seeds)",
             marker={
                 "symbol": "diamond-open",
                 "size": 11,
-                "color": PALETTE[s_i % len(PALETTE)] if multi else "#c0392b",
+                "color": colour or "#c0392b",
                 "line": {"width": 2},
             },
             error_y={

@@ -18,6 +18,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from adasparse_lab.report.style import fmt
+
 PLOT_CONFIG = {
     "responsive": True,
     "displaylogo": False,
@@ -200,22 +202,28 @@ def render_page(
     return page, render.count
 
 
-def table_html(
-    columns: list[tuple[str, str, str]],
-    rows: list[list[tuple[str, object]]],
-    row_classes: list[str] | None = None,
-    sortable: bool = True,
-) -> str:
-    """``columns``: (key, header, 'num'|'text'); ``rows``: per row, per column (shown text,
-    sort value). Text is escaped here."""
-    head = "".join(f'<th class="{t}" data-type="{t}">{html.escape(h)}</th>' for _, h, t in columns)
+def cell(value, spec: str = ".4f") -> tuple[str, object]:
+    """(shown text, sort value) of one table cell."""
+    if value is None:
+        return "", ""
+    return (fmt(value, spec), value) if isinstance(value, float) else (str(value), value)
+
+
+def table_html(columns: list[tuple], rows: list[dict], row_classes: list[str] | None = None) -> str:
+    """A sortable table. ``columns``: (key, header, 'num'|'text'[, format spec]); ``rows``: per
+    row, key -> a value (shown with the column's spec, ``.4f`` by default) or a ready (shown
+    text, sort value) pair. Text is escaped here."""
+    head = "".join(
+        f'<th class="{c[2]}" data-type="{c[2]}">{html.escape(c[1])}</th>' for c in columns
+    )
     body = []
     for i, row in enumerate(rows):
         cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
-        cells = "".join(
-            f'<td class="{t}" data-v="{html.escape("" if v is None else str(v))}">{html.escape(str(shown))}</td>'
-            for (shown, v), (_, _, t) in zip(row, columns)
-        )
+        cells = ""
+        for key, _, kind, *spec in columns:
+            value = row.get(key)
+            shown, v = value if isinstance(value, tuple) else cell(value, *spec)
+            v = html.escape("" if v is None else str(v))
+            cells += f'<td class="{kind}" data-v="{v}">{html.escape(str(shown))}</td>'
         body.append(f"<tr{cls}>{cells}</tr>")
-    klass = "sortable" if sortable else "plain"
-    return f'<div class="table-wrap"><table class="{klass}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    return f'<div class="table-wrap"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'

@@ -55,6 +55,20 @@ DOMAIN_SCHEMA = {
     "sparsity": pl.Float64,
     "latency_ratio": pl.Float64,
 }
+# report column -> MLflow metric key (per domain: of the domain's safe name)
+RUN_METRICS = {
+    "auc": "val/mean_domain_auc",
+    "test_auc": "test/mean_domain_auc",
+    "flops_ratio": "val/flops/ratio",
+    "sparsity": "val/sparsity/overall",
+    "latency_ratio": "val/latency/ratio",
+}
+DOMAIN_METRICS = {
+    "val_auc": "val/auc/{}",
+    "test_auc": "test/auc/{}",
+    "flops_ratio": "val/flops_ratio/{}",
+    "sparsity": "val/sparsity/{}/overall",
+}
 LAYER_SCHEMA = {
     "run_id": pl.String,
     "domain": pl.String,
@@ -119,44 +133,26 @@ def _domain_latency(m: dict[str, float], safe: str) -> float | None:
 
 def _domain_rows(kind: str, run, number, seed, names: dict[str, str]) -> tuple[list, list]:
     """Per-domain and per-layer rows of one run; ``names`` maps safe names to domain names."""
-    m = run.data.metrics
-    layers: dict[str, dict[int, float]] = {}
-    for key, value in m.items():
-        hit = _LAYER_KEY.match(key)
-        if hit and hit.group(1) in names:
-            layers.setdefault(hit.group(1), {})[int(hit.group(2))] = value
-    rows, layer_rows = [], []
-    for safe, name in names.items():
-        per_layer = layers.get(safe, {})
-        rows.append(
-            {
-                "kind": kind,
-                "run_id": run.info.run_id,
-                "number": number,
-                "seed": seed,
-                "domain": name,
-                "val_auc": m.get(f"val/auc/{safe}"),
-                "test_auc": m.get(f"test/auc/{safe}"),
-                "flops_ratio": m.get(f"val/flops_ratio/{safe}"),
-                "sparsity": m.get(f"val/sparsity/{safe}/overall"),
-                "latency_ratio": _domain_latency(m, safe),
-            }
-        )
-        layer_rows += [
-            {"run_id": run.info.run_id, "domain": name, "position": p, "sparsity": v}
-            for p, v in sorted(per_layer.items())
-        ]
-    return rows, layer_rows
+    m, run_id = run.data.metrics, run.info.run_id
+    rows = [
+        {"kind": kind, "run_id": run_id, "number": number, "seed": seed, "domain": name}
+        | {column: m.get(key.format(safe)) for column, key in DOMAIN_METRICS.items()}
+        | {"latency_ratio": _domain_latency(m, safe)}
+        for safe, name in names.items()
+    ]
+    layers = [
+        {"run_id": run_id, "domain": names[hit[1]], "position": int(hit[2]), "sparsity": value}
+        for key, value in m.items()
+        if (hit := _LAYER_KEY.match(key)) and hit[1] in names
+    ]
+    return rows, layers
 
 
 def discover_domains(runs: list) -> list[str]:
     """Domain names from metric keys, for studies that did not store their domain list."""
-    found = set()
-    for run in runs:
-        found.update(
-            k.removeprefix("val/auc/") for k in run.data.metrics if k.startswith("val/auc/")
-        )
-    return sorted(found)
+    return sorted(
+        {k[len("val/auc/") :] for r in runs for k in r.data.metrics if k.startswith("val/auc/")}
+    )
 
 
 def read_runs(uri: str, experiment: str, domains: list[str] | None) -> RunTables:
@@ -182,20 +178,10 @@ def read_runs(uri: str, experiment: str, domains: list[str] | None) -> RunTables
             tags, m = run.data.tags, run.data.metrics
             number, seed = _int_tag(tags, "trial_number"), _int_tag(tags, "seed")
             rows.append(
-                {
-                    "kind": kind,
-                    "run_id": run.info.run_id,
-                    "status": run.info.status,
-                    "number": number,
-                    "seed": seed,
-                    "auc": m.get("val/mean_domain_auc"),
-                    "test_auc": m.get("test/mean_domain_auc"),
-                    "flops_ratio": m.get("val/flops/ratio"),
-                    "sparsity": m.get("val/sparsity/overall"),
-                    "start_ms": run.info.start_time,
-                    "method": tags.get("method", "dense" if kind == "reference" else None),
-                    "latency_ratio": m.get("val/latency/ratio"),
-                }
+                {"kind": kind, "run_id": run.info.run_id, "status": run.info.status}
+                | {"number": number, "seed": seed, "start_ms": run.info.start_time}
+                | {"method": tags.get("method", "dense" if kind == "reference" else None)}
+                | {column: m.get(key) for column, key in RUN_METRICS.items()}
             )
             d_rows, l_rows = _domain_rows(kind, run, number, seed, safe_names)
             domain_rows += d_rows

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import platform
+from functools import partial
 
 import polars as pl
 
@@ -23,7 +24,7 @@ from adasparse_lab.report.structure import (
 )
 from adasparse_lab.report.style import fmt
 from adasparse_lab.report.tables import domain_gains, domain_points, reference_domains, trial_label
-from adasparse_lab.report.toggle import BUTTON_LABELS, axis_toggle, cost_axes
+from adasparse_lab.report.toggle import cost_toggle
 
 
 def _note(text: str) -> Block:
@@ -31,12 +32,10 @@ def _note(text: str) -> Block:
 
 
 def pareto_section(data: ReportData, color_by: str | None) -> Section:
-    if completed(data.trials).height:
-        views = {
-            BUTTON_LABELS[x]: pareto_figure(data.trials, data.reference, data.reeval, color_by, x=x)
-            for x in cost_axes(completed(data.trials))
-        }
-        block = Block(figure=axis_toggle(views))
+    done = completed(data.trials)
+    if done.height:
+        draw = partial(pareto_figure, data.trials, data.reference, data.reeval, color_by)
+        block = Block(figure=cost_toggle(done, draw))
     else:
         block = _note("no completed trial with both a validation AUC and a FLOPs ratio yet")
     return Section(
@@ -56,11 +55,8 @@ def domains_section(data: ReportData) -> Section:
     points = domain_points(data.domain_metrics, data.trials)
     if points.filter(pl.col("val_auc").is_not_null() & pl.col("flops_ratio").is_not_null()).height:
         ref = reference_domains(data.domain_metrics)
-        views = {
-            BUTTON_LABELS[x]: domain_fronts_figure(points, data.domains, ref, x=x)
-            for x in cost_axes(points)
-        }
-        block = Block(figure=axis_toggle(views))
+        draw = partial(domain_fronts_figure, points, data.domains, ref)
+        block = Block(figure=cost_toggle(points, draw))
     else:
         block = _note("no per-domain AUC and FLOPs stored in MLflow for completed trials yet")
     return Section(
@@ -82,10 +78,8 @@ def structure_views(data: ReportData) -> list[StructureView]:
     )
     for row in chosen.sort("study", "flops_ratio").iter_rows(named=True):
         study, number = row["study"], row["number"]
-        keep = data.keep.filter((pl.col("study") == study) & (pl.col("number") == number))
-        layers = data.layer_sparsity.filter(
-            (pl.col("study") == study) & (pl.col("number") == number)
-        )
+        this_trial = (pl.col("study") == study) & (pl.col("number") == number)
+        keep, layers = data.keep.filter(this_trial), data.layer_sparsity.filter(this_trial)
         domains = data.domains.filter(pl.col("study") == study)
         order = structure_order(keep, domains)
         label = trial_label(row, multi)
@@ -184,40 +178,42 @@ def search_section(data: ReportData) -> Section:
     )
 
 
-def _cell(value, spec: str = ".4f") -> tuple[str, object]:
-    """(shown text, sort value) of one table cell."""
-    if value is None:
-        return "", ""
-    return (fmt(value, spec), value) if isinstance(value, float) else (str(value), value)
+TRIAL_COLUMNS = [
+    ("number", "trial", "num"),
+    ("state", "state", "text"),
+    ("on_front", "front", "text"),
+    ("duration_s", "duration s", "num", ".1f"),
+    ("method", "method", "text"),
+    ("pruner_form", "pruner", "text"),
+    ("pruner_inputs", "inputs", "text"),
+    ("band", "band", "text"),
+    ("auc", "val AUC", "num"),
+    ("flops_ratio", "FLOPs ratio", "num", ".3f"),
+    ("latency_ratio", "latency ratio", "num", ".3f"),
+    ("sparsity", "sparsity", "num", ".3f"),
+    ("test_auc", "test AUC", "num"),
+    ("reeval", "test AUC (seeds)", "num"),
+]
 
 
-def _trial_columns(t: pl.DataFrame, multi: bool) -> list[tuple[str, str, str]]:
-    """(key, header, kind) of the trials table: fixed columns, then every parameter."""
-    params = [c for c in t.columns if c.startswith("param:")]
-    return (
-        ([("study", "study", "text")] if multi else [])
-        + [
-            ("number", "trial", "num"),
-            ("state", "state", "text"),
-            ("on_front", "front", "text"),
-            ("duration_s", "duration s", "num"),
-            ("method", "method", "text"),
-            ("pruner_form", "pruner", "text"),
-            ("pruner_inputs", "inputs", "text"),
-            ("band", "band", "text"),
-            ("auc", "val AUC", "num"),
-            ("flops_ratio", "FLOPs ratio", "num"),
-            ("latency_ratio", "latency ratio", "num"),
-            ("sparsity", "sparsity", "num"),
-            ("test_auc", "test AUC", "num"),
-            ("reeval", "test AUC (seeds)", "num"),
-        ]
-        + [
-            (p, p.removeprefix("param:"), "num" if t[p].dtype.is_numeric() else "text")
-            for p in params
-        ]
-        + [("run_id", "MLflow run", "text"), ("fail_reason", "fail reason", "text")]
+def _trial_cells(r: dict) -> dict:
+    """The trials table's composed cells, as (shown text, sort value)."""
+    # COMPLETE but over study.flops_budget (an Optuna constraint): never on the front.
+    front = (
+        ("✓", 2) if r["on_front"] else ("infeasible", 1) if r.get("feasible") is False else ("", 0)
     )
+    band = (
+        "" if r["band_lo"] is None else f"[{fmt(r['band_lo'], '.2f')}, {fmt(r['band_hi'], '.2f')}]"
+    )
+    reeval = (
+        ("", "")
+        if r["test_auc_mean"] is None
+        else (
+            f"{fmt(r['test_auc_mean'])} ± {r['test_auc_sd']:.4f} (n={r['n_seeds']})",
+            r["test_auc_mean"],
+        )
+    )
+    return r | {"on_front": front, "band": (band, band), "reeval": reeval}
 
 
 def trials_section(data: ReportData) -> Section:
@@ -226,47 +222,34 @@ def trials_section(data: ReportData) -> Section:
         on=["study", "number"],
         how="left",
     ).sort("study", "number")
-    cols = _trial_columns(t, len(data.studies) > 1)
-    rows, classes = [], []
-    for r in t.iter_rows(named=True):
-        special = {
-            # COMPLETE but over study.flops_budget (an Optuna constraint): never on the front.
-            "on_front": ("✓", 2)
-            if r["on_front"]
-            else ("infeasible", 1)
-            if r.get("feasible") is False
-            else ("", 0),
-            "band": ("", "")
-            if r["band_lo"] is None
-            else (f"[{fmt(r['band_lo'], '.2f')}, {fmt(r['band_hi'], '.2f')}]",) * 2,
-            "reeval": ("", "")
-            if r["test_auc_mean"] is None
-            else (
-                f"{fmt(r['test_auc_mean'])} ± {r['test_auc_sd']:.4f} (n={r['n_seeds']})",
-                r["test_auc_mean"],
-            ),
-            "duration_s": _cell(r["duration_s"], ".1f"),
-            "flops_ratio": _cell(r["flops_ratio"], ".3f"),
-            "latency_ratio": _cell(r.get("latency_ratio"), ".3f"),
-            "method": _cell(r.get("method")),
-            "sparsity": _cell(r["sparsity"], ".3f"),
-        }
-        rows.append(
-            [
-                special[key]
-                if key in special
-                else _cell(r[key], ".4g" if key.startswith("param:") else ".4f")
-                for key, _, _ in cols
-            ]
-        )
-        classes.append("front" if r["on_front"] else "failed" if r["state"] == "FAIL" else "")
+    params = [
+        (p, p.removeprefix("param:"), "num" if t[p].dtype.is_numeric() else "text", ".4g")
+        for p in t.columns
+        if p.startswith("param:")
+    ]
+    cols = [("study", "study", "text")] if len(data.studies) > 1 else []
+    cols += TRIAL_COLUMNS + params
+    cols += [("run_id", "MLflow run", "text"), ("fail_reason", "fail reason", "text")]
+    raw = list(t.iter_rows(named=True))
+    classes = ["front" if r["on_front"] else "failed" if r["state"] == "FAIL" else "" for r in raw]
     return Section(
         "trials",
         "Trials",
         "Every trial with its state, duration, parameters and objectives; click a header to sort. "
         "Front trials are shaded green, failed ones red.",
-        [Block(html=table_html(cols, rows, classes))],
+        [Block(html=table_html(cols, [_trial_cells(r) for r in raw], classes))],
     )
+
+
+DATASET_COLUMNS = [
+    ("domain", "domain", "text"),
+    ("group", "true group", "num"),
+    ("train_rows", "train rows", "num"),
+    ("pos_rate", "positive rate", "num", ".3f"),
+    ("oracle_auc", "oracle AUC", "num"),
+    ("test_auc", "dense test AUC", "num"),
+    ("gap", "gap to oracle", "num"),
+]
 
 
 def _dataset_table(data: ReportData, study: str) -> str:
@@ -279,38 +262,20 @@ def _dataset_table(data: ReportData, study: str) -> str:
         data.domains.filter(pl.col("study") == study)
         .join(ref, on="domain", how="left")
         .sort("train_rows", descending=True, nulls_last=True)
+        .with_columns(gap=pl.col("oracle_auc") - pl.col("test_auc"))
     )
-    cols = [
-        ("domain", "domain", "text"),
-        ("group", "true group", "num"),
-        ("train_rows", "train rows", "num"),
-        ("pos_rate", "positive rate", "num"),
-        ("oracle_auc", "oracle AUC", "num"),
-        ("test_auc", "dense test AUC", "num"),
-        ("gap", "gap to oracle", "num"),
+    rows = [
+        r
+        | {
+            "group": (fmt(r["group"]), "" if r["group"] is None else r["group"]),
+            "train_rows": (
+                "-" if r["train_rows"] is None else f"{r['train_rows']:,}",
+                r["train_rows"],
+            ),
+        }
+        for r in d.iter_rows(named=True)
     ]
-    rows = []
-    for r in d.iter_rows(named=True):
-        gap = (
-            None
-            if r["oracle_auc"] is None or r["test_auc"] is None
-            else r["oracle_auc"] - r["test_auc"]
-        )
-        rows.append(
-            [
-                (r["domain"], r["domain"]),
-                (fmt(r["group"]), "" if r["group"] is None else r["group"]),
-                (
-                    fmt(r["train_rows"]) if r["train_rows"] is None else f"{r['train_rows']:,}",
-                    r["train_rows"],
-                ),
-                _cell(r["pos_rate"], ".3f"),
-                _cell(r["oracle_auc"]),
-                _cell(r["test_auc"]),
-                _cell(gap, ".4f"),
-            ]
-        )
-    return table_html(cols, rows)
+    return table_html(DATASET_COLUMNS, rows)
 
 
 def _kv(pairs: list[tuple[str, object]]) -> str:
@@ -347,51 +312,33 @@ def _wall_time(info: StudyInfo, trials: pl.DataFrame) -> str:
     return f"{span}{running}; trials busy for {busy / 60:.1f} min in total"
 
 
+def _study_facts(info: StudyInfo, trials: pl.DataFrame) -> list[tuple[str, object]]:
+    a = info.attrs
+    mlflow = f"{a.get('mlflow_uri', '-')} · experiment {a.get('mlflow_experiment', info.name)}"
+    return [
+        ("storage", info.storage),
+        ("MLflow", mlflow),
+        ("parent run", a.get("parent_run_id", "-")),
+        ("dense reference run", a.get("reference_run_id", "-")),
+        ("objectives", ", ".join(f"{o['name']} ({o['direction']})" for o in info.objectives)),
+        ("wall time", _wall_time(info, trials)),
+        *[(f"machine: {k}", v) for k, v in (a.get("machine") or {}).items()],
+        *[("warning", w) for w in info.warnings],
+    ]
+
+
 def context_section(data: ReportData, versions: dict[str, str]) -> Section:
     blocks = []
     for info in data.studies:
         prefix = f"{info.name}: " if len(data.studies) > 1 else ""
-        a = info.attrs
         blocks.append(Block(title=f"{prefix}dataset", html=_dataset_table(data, info.name)))
-        machine = a.get("machine") or {}
-        blocks.append(
-            Block(
-                title=f"{prefix}study",
-                html=_kv(
-                    [
-                        ("storage", info.storage),
-                        (
-                            "MLflow",
-                            f"{a.get('mlflow_uri', '-')} · experiment "
-                            f"{a.get('mlflow_experiment', info.name)}",
-                        ),
-                        ("parent run", a.get("parent_run_id", "-")),
-                        ("dense reference run", a.get("reference_run_id", "-")),
-                        (
-                            "objectives",
-                            ", ".join(f"{o['name']} ({o['direction']})" for o in info.objectives),
-                        ),
-                        ("wall time", _wall_time(info, data.trials)),
-                        *[(f"machine: {k}", v) for k, v in machine.items()],
-                        *[("warning", w) for w in info.warnings],
-                    ]
-                ),
-            )
-        )
-        config = a.get("config")
-        if config:
-            blocks.append(
-                Block(
-                    html=f"<details><summary>{html.escape(prefix)}study config (resolved)</summary>"
-                    f"<pre>{html.escape(str(config))}</pre></details>"
-                )
-            )
-    blocks.append(
-        Block(
-            title="this report",
-            html=_kv([("python", platform.python_version()), *versions.items()]),
-        )
-    )
+        blocks.append(Block(title=f"{prefix}study", html=_kv(_study_facts(info, data.trials))))
+        if config := info.attrs.get("config"):
+            summary = f"<summary>{html.escape(prefix)}study config (resolved)</summary>"
+            config = f"<details>{summary}<pre>{html.escape(str(config))}</pre></details>"
+            blocks.append(Block(html=config))
+    report = _kv([("python", platform.python_version()), *versions.items()])
+    blocks.append(Block(title="this report", html=report))
     return Section(
         "context", "Context", "What was studied, on what, with what, and for how long.", blocks
     )

@@ -132,23 +132,21 @@ def _param_column(values: list) -> pl.Series:
     return pl.Series([None if v is None else str(v) for v in values], dtype=pl.String)
 
 
-TRIAL_COLUMNS = (
-    "study",
-    "number",
-    "state",
-    "duration_s",
-    "started",
-    "finished",
-    "run_id",
-    "method",
-)
-# Optuna's trials_dataframe column -> the report's column
-ATTR_COLUMNS = {
-    "user_attrs_mlflow_run_id": ("run_id", pl.String),
-    "user_attrs_pruner_form": ("pruner_form", pl.String),
-    "user_attrs_pruner_inputs": ("pruner_inputs", pl.String),
-    "user_attrs_fail_reason": ("fail_reason", pl.String),
-    "user_attrs_duration_s": ("duration_s", pl.Float64),
+TRIAL_SCHEMA = {
+    "study": pl.String,
+    "number": pl.Int64,
+    "state": pl.String,
+    "duration_s": pl.Float64,
+    "started": pl.String,
+    "finished": pl.String,
+    "run_id": pl.String,
+    "method": pl.String,
+    "pruner_form": pl.String,
+    "pruner_inputs": pl.String,
+    "fail_reason": pl.String,
+    "band_lo": pl.Float64,
+    "band_hi": pl.Float64,
+    "feasible": pl.Boolean,
 }
 
 
@@ -166,36 +164,35 @@ def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
     study.flops_budget, met), ``obj:<name>`` per objective, ``param:<name>`` per parameter."""
     frozen = study.get_trials(deepcopy=False)
     frame = study.trials_dataframe(multi_index=False)
-    objs = objectives(study)
+    objs = [f"obj:{o['name']}" for o in objectives(study)]
     values = [c for c in frame.columns if c == "value" or c.startswith("values_")]
     values = values if len(values) == len(objs) else [""] * len(objs)  # none stored yet
-    band = [b if isinstance(b, list) else [None, None] for b in _column(frame, "user_attrs_band")]
+
+    def attr(name: str) -> list:
+        return _column(frame, f"user_attrs_{name}")
+
+    band = [b if isinstance(b, list) else [None, None] for b in attr("band")]
     seconds = [d.total_seconds() if d is not None else None for d in _column(frame, "duration")]
-    out = {
+    table = {
         "study": [study_name] * len(frozen),
         "number": [t.number for t in frozen],
         "state": [t.state.name for t in frozen],
-        **{new: _column(frame, old) for old, (new, _) in ATTR_COLUMNS.items()},
+        "duration_s": [a if a is not None else b for a, b in zip(attr("duration_s"), seconds)],
         "started": [_iso(d) for d in _column(frame, "datetime_start")],
         "finished": [_iso(d) for d in _column(frame, "datetime_complete")],
+        "run_id": attr("mlflow_run_id"),
         "method": [trial_method(t) for t in frozen],
+        **{c: attr(c) for c in ("pruner_form", "pruner_inputs", "fail_reason")},
         "band_lo": [b[0] for b in band],
         "band_hi": [b[1] for b in band],
         "feasible": [
             feasible(t.constraints) if t.state.name == "COMPLETE" else None for t in frozen
         ],
-        **{f"obj:{o['name']}": _column(frame, c) for o, c in zip(objs, values)},
+        **{o: _column(frame, c) for o, c in zip(objs, values)},
     }
-    out["duration_s"] = [a if a is not None else b for a, b in zip(out["duration_s"], seconds)]
-    schema = {"number": pl.Int64, "band_lo": pl.Float64, "band_hi": pl.Float64}
-    schema |= dict.fromkeys(["study", "state", "started", "finished", "method"], pl.String)
-    schema |= {new: kind for new, kind in ATTR_COLUMNS.values()} | {"feasible": pl.Boolean}
-    table = pl.DataFrame(
-        out, schema_overrides=schema | {f"obj:{o['name']}": pl.Float64 for o in objs}
-    )
     params = sorted(c for c in frame.columns if c.startswith("params_"))
-    return table.select(
-        *TRIAL_COLUMNS, *[c for c in table.columns if c not in TRIAL_COLUMNS]
+    return pl.DataFrame(
+        table, schema_overrides=TRIAL_SCHEMA | dict.fromkeys(objs, pl.Float64)
     ).with_columns(
         _param_column(_column(frame, c)).alias(f"param:{c.removeprefix('params_')}") for c in params
     )

@@ -39,15 +39,20 @@ def keep_matrices(keep: pl.DataFrame, domains: list[str]) -> dict[int, np.ndarra
     return dict(sorted(out.items()))
 
 
+def kept_neurons(keep: pl.DataFrame, domains: list[str]) -> np.ndarray:
+    """[K, H] kept flags, all masked positions side by side ([K, 0] without keep probabilities)."""
+    mats = [kept_matrix(m) for m in keep_matrices(keep, domains).values()]
+    return np.concatenate(mats, axis=1) if mats else np.zeros((len(domains), 0), bool)
+
+
 def structure_order(keep: pl.DataFrame, domains: pl.DataFrame) -> list[str]:
     """Domains ordered by similarity of their kept neurons (all masked positions together);
     by training size when the trial has no keep probabilities."""
     by_size = domains.sort("train_rows", descending=True, nulls_last=True)["domain"].to_list()
     names = [d for d in by_size if d in set(keep["domain"].to_list())] or by_size
-    mats = keep_matrices(keep, names)
-    if not mats:
+    kept = kept_neurons(keep, names)
+    if not kept.shape[1]:
         return by_size
-    kept = np.concatenate([kept_matrix(m) for m in mats.values()], axis=1)
     return [names[i] for i in similarity_order(jaccard(kept))]
 
 
@@ -118,14 +123,7 @@ def keep_map_figure(
             showticklabels=False, title_text="neurons: shared → specific", row=1, col=j + 1
         )
         fig.update_yaxes(autorange="reversed", showticklabels=j == 0, row=1, col=j + 1)
-    fig.update_layout(
-        coloraxis={
-            "colorscale": KEEP_SCALE,
-            "cmin": 0,
-            "cmax": 100,
-            "colorbar": {"title": {"text": "keep %"}},
-        }
-    )
+    fig.update_coloraxes(colorscale=KEEP_SCALE, cmin=0, cmax=100, colorbar_title_text="keep %")
     return finish(fig, title, 150 + 26 * len(order))
 
 
@@ -134,13 +132,7 @@ def overlap_figure(
 ) -> go.Figure:
     """Jaccard index of the kept-neuron sets of every pair of domains (all masked positions
     together), domains in similarity order; a dot marks pairs in the same true group."""
-    mats = keep_matrices(keep, order)
-    kept = (
-        np.concatenate([kept_matrix(m) for m in mats.values()], axis=1)
-        if mats
-        else np.ones((len(order), 1), bool)
-    )
-    sim = jaccard(kept)
+    sim = jaccard(kept_neurons(keep, order))  # all 1 without keep probabilities
     labels = _labels(order, domains)
     names = [[f"{a} × {b}" for b in order] for a in order]
     # Numeric axes (labels as tick text) so that group marks can sit in a cell's corner,

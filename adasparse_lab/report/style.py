@@ -109,33 +109,27 @@ def colors_for(values: Iterable) -> dict[str, str]:
     return {n: color_for(n, free.index(n) if n in free else 0) for n in names}
 
 
-def group_color(group: int | None) -> str:
-    return "#444" if group is None else GROUP_COLORS[int(group) % len(GROUP_COLORS)]
-
-
 def rounded(values: Iterable, digits: int = 4) -> list:
     """Plain JSON numbers with ``digits`` decimals (None for missing): much smaller than
     Plotly's base64 float64 arrays for short columns."""
-    out = []
-    for v in values:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            out.append(None)
-        else:
-            out.append(round(float(v), digits))
-    return out
+    return [None if _missing(v) else round(float(v), digits) for v in values]
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def fmt(value: object, spec: str = ".4f") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "-"
     if isinstance(value, float):
         return format(value, spec) if abs(value) >= 1e-3 or value == 0 else format(value, ".3g")
     return str(value)
 
 
-def domain_label(domain: str, group: int | None, colored: bool = True) -> str:
+def domain_label(domain: str, group: int | None) -> str:
     """Axis label of a domain; its true group (synthetic data) shown and coloured."""
     if group is None:
         return domain
-    text = f"{domain} · g{group}"
-    return f'<span style="color:{group_color(group)}">{text}</span>' if colored else text
+    colour = GROUP_COLORS[int(group) % len(GROUP_COLORS)]
+    return f'<span style="color:{colour}">{domain} · g{group}</span>'

@@ -10,6 +10,8 @@ from adasparse_lab.report.analysis import spread_pick
 from adasparse_lab.report.style import fmt
 
 GAIN_TRIALS = 8  # front trials drawn in the gain figure (spread over the front's FLOPs range)
+GAIN_SCHEMA = {"study": pl.String, "number": pl.Int64, "label": pl.String, "domain": pl.String}
+GAIN_SCHEMA |= {"train_rows": pl.Int64, "gain": pl.Float64, "gain_sd": pl.Float64}
 
 
 def domain_points(domain_metrics: pl.DataFrame, trials: pl.DataFrame) -> pl.DataFrame:
@@ -84,20 +86,9 @@ def domain_gains(
                 label=pl.col("number").replace_strict(labels, return_dtype=pl.String),
             ).filter(pl.col("gain").is_not_null())
         )
-    cols = ["study", "number", "label", "domain", "train_rows", "gain", "gain_sd"]
     if not frames:
-        return pl.DataFrame(
-            schema={
-                "study": pl.String,
-                "number": pl.Int64,
-                "label": pl.String,
-                "domain": pl.String,
-                "train_rows": pl.Int64,
-                "gain": pl.Float64,
-                "gain_sd": pl.Float64,
-            }
-        )
-    return pl.concat([f.select(cols) for f in frames]).sort("study", "number", "train_rows")
+        return pl.DataFrame(schema=GAIN_SCHEMA)
+    return pl.concat([f.select(*GAIN_SCHEMA) for f in frames]).sort("study", "number", "train_rows")
 
 
 def headline(trials: pl.DataFrame, reference: pl.DataFrame, reeval: pl.DataFrame) -> list[str]:

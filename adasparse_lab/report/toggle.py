@@ -5,6 +5,8 @@ is not the front on latency), so nothing is recomputed in the browser."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import plotly.graph_objects as go
 import polars as pl
 
@@ -19,6 +21,11 @@ def cost_axes(frame: pl.DataFrame) -> list[str]:
     """The cost columns ``frame`` has values for: FLOPs always, latency where measured."""
     has = "latency_ratio" in frame.columns and frame["latency_ratio"].null_count() < frame.height
     return ["flops_ratio", "latency_ratio"] if has else ["flops_ratio"]
+
+
+def cost_toggle(frame: pl.DataFrame, draw: Callable[..., go.Figure]) -> go.Figure:
+    """``draw(x=<cost column>)`` for every cost column ``frame`` has, in one toggled figure."""
+    return axis_toggle({BUTTON_LABELS[x]: draw(x=x) for x in cost_axes(frame)})
 
 
 def _x_titles(fig: go.Figure) -> dict[str, str]:
