@@ -53,9 +53,6 @@ from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 SECTIONS = ("train", "serve", "prep", "study", "methods", "step", "scale", "export", "models")
 
 
-Flag = tuple[tuple[str, ...], dict]  # add_argument's names and keyword arguments
-
-
 def positive_int(text: str) -> int:
     """argparse type of a count: an int >= 1."""
     value = int(text)
@@ -64,163 +61,134 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _general_flags() -> list[Flag]:
-    return [
-        (
-            ("--only",),
-            dict(
-                action="append",
-                choices=SECTIONS,
-                help="run only this section (repeatable); default: all but models (--only models)",
-            ),
-        ),
-        (
-            ("--threads",),
-            dict(type=int, default=None, help="torch.set_num_threads (default: torch's)"),
-        ),
-    ]
+def _add_general_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only this section (repeatable); default: all but models (--only models)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
+    )
 
 
-def _train_serve_flags() -> list[Flag]:
+def _add_train_serve_flags(p: argparse.ArgumentParser) -> None:
     t, s = TrainBenchConfig(), ServeBenchConfig()
-    return [
-        (
-            ("--rows",),
-            dict(type=positive_int, default=t.rows, help="rows per timed fit / bare pass"),
-        ),
-        (
-            ("--loader-rows",),
-            dict(type=positive_int, default=t.loader_rows, help="rows per timed DataLoader pass"),
-        ),
-        (("--warmup-rows",), dict(type=positive_int, default=t.warmup_rows)),
-        (
-            ("--repeats",),
-            dict(type=positive_int, default=t.repeats, help="interleaved repeats of each variant"),
-        ),
-        (("--serve-batch-sizes",), dict(type=int, nargs="+", default=list(s.batch_sizes))),
-        (
-            ("--serve-prune",),
-            dict(
-                type=float,
-                default=s.prune_fraction,
-                help="fraction of each hidden layer pruned for the served domain",
-            ),
-        ),
-        (
-            ("--serve-seconds",),
-            dict(type=float, default=s.seconds, help="time budget per batch size"),
-        ),
-    ]
+    p.add_argument(
+        "--rows", type=positive_int, default=t.rows, help="rows per timed fit / bare pass"
+    )
+    p.add_argument(
+        "--loader-rows",
+        type=positive_int,
+        default=t.loader_rows,
+        help="rows per timed DataLoader pass",
+    )
+    p.add_argument("--warmup-rows", type=positive_int, default=t.warmup_rows)
+    p.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=t.repeats,
+        help="interleaved repeats of each variant",
+    )
+    p.add_argument("--serve-batch-sizes", type=int, nargs="+", default=list(s.batch_sizes))
+    p.add_argument(
+        "--serve-prune",
+        type=float,
+        default=s.prune_fraction,
+        help="fraction of each hidden layer pruned for the served domain",
+    )
+    p.add_argument(
+        "--serve-seconds", type=float, default=s.seconds, help="time budget per batch size"
+    )
 
 
-def _prep_study_flags() -> list[Flag]:
-    return [
-        (
-            ("--prep-rows",),
-            dict(
-                type=positive_int,
-                default=None,
-                help="rows for the preparation timing (default 85M with --only prep alone, else 1M)",
-            ),
-        ),
-        (
-            ("--prep-train-rows",),
-            dict(
-                type=positive_int,
-                default=None,
-                help="training rows of the memory vs memory-mapped samples/s comparison (default 5M with --only prep alone, else 500k)",
-            ),
-        ),
-        (
-            ("--prep-workers",),
-            dict(type=int, default=4, help="workers reading the prepared store at once"),
-        ),
-        (
-            ("--study",),
-            dict(default="sparsity", help="study whose trials the overhead is measured on"),
-        ),
-        (("--study-trials",), dict(type=int, default=4, help="trials of the overhead section")),
-    ]
+def _add_prep_study_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--prep-rows",
+        type=positive_int,
+        default=None,
+        help="rows for the preparation timing (default 85M with --only prep alone, else 1M)",
+    )
+    p.add_argument(
+        "--prep-train-rows",
+        type=positive_int,
+        default=None,
+        help="training rows of the memory vs memory-mapped samples/s comparison (default 5M with --only prep alone, else 500k)",
+    )
+    p.add_argument(
+        "--prep-workers", type=int, default=4, help="workers reading the prepared store at once"
+    )
+    p.add_argument(
+        "--study", default="sparsity", help="study whose trials the overhead is measured on"
+    )
+    p.add_argument("--study-trials", type=int, default=4, help="trials of the overhead section")
 
 
-def _method_model_flags() -> list[Flag]:
+def _add_method_model_flags(p: argparse.ArgumentParser) -> None:
     m = MethodsBenchConfig()
-    return [
-        (
-            ("--method",),
-            dict(
-                action="append",
-                choices=[name for name, _ in METHODS],
-                help="methods section: run only this method (repeatable; dense always runs)",
-            ),
-        ),
-        (
-            ("--method-rows",),
-            dict(type=positive_int, default=m.rows, help="training rows per pass"),
-        ),
-        (("--method-repeats",), dict(type=positive_int, default=m.repeats)),
-        (
-            ("--method-batch-sizes",),
-            dict(
-                type=int,
-                nargs="+",
-                default=list(m.serve_batch_sizes),
-                help="serving batch sizes of the methods section (the largest gives the latency ratio)",
-            ),
-        ),
-        (
-            ("--model",),
-            dict(
-                action="append",
-                choices=[name for name, _ in MODELS],
-                help="models section: run only this model (repeatable)",
-            ),
-        ),
-        (
-            ("--model-rows",),
-            dict(type=positive_int, default=65_536, help="models section: rows per pass"),
-        ),
-        (("--model-repeats",), dict(type=positive_int, default=3)),
-    ]
+    p.add_argument(
+        "--method",
+        action="append",
+        choices=[name for name, _ in METHODS],
+        help="methods section: run only this method (repeatable; dense always runs)",
+    )
+    p.add_argument(
+        "--method-rows", type=positive_int, default=m.rows, help="training rows per pass"
+    )
+    p.add_argument("--method-repeats", type=positive_int, default=m.repeats)
+    p.add_argument(
+        "--method-batch-sizes",
+        type=int,
+        nargs="+",
+        default=list(m.serve_batch_sizes),
+        help="serving batch sizes of the methods section (the largest gives the latency ratio)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        choices=[name for name, _ in MODELS],
+        help="models section: run only this model (repeatable)",
+    )
+    p.add_argument(
+        "--model-rows", type=positive_int, default=65536, help="models section: rows per pass"
+    )
+    p.add_argument("--model-repeats", type=positive_int, default=3)
 
 
-def _step_scale_export_flags() -> list[Flag]:
+def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
     e = ExportBenchConfig()
-    return [
-        (
-            ("--step-rows",),
-            dict(
-                type=positive_int, default=StepBenchConfig().rows, help="rows per timed step pass"
-            ),
-        ),
-        (("--scale-trials",), dict(type=int, default=8, help="scale section: trials per point")),
-        (
-            ("--scale-workers",),
-            dict(type=int, nargs="+", default=[1, 2, 4], help="scale section: workers"),
-        ),
-        (("--export-batch-size",), dict(type=int, default=e.batch_size, help="rows per call")),
-        (("--export-seconds",), dict(type=float, default=e.seconds, help="time budget per domain")),
-        (("--seed",), dict(type=int, default=0)),
-        (
-            ("--json",),
-            dict(type=Path, default=None, help="also write the numbers to this JSON file"),
-        ),
-        (("-v", "--verbose"), dict(action="store_true", help="log progress to stderr")),
-    ]
+    p.add_argument(
+        "--step-rows",
+        type=positive_int,
+        default=StepBenchConfig().rows,
+        help="rows per timed step pass",
+    )
+    p.add_argument("--scale-trials", type=int, default=8, help="scale section: trials per point")
+    p.add_argument(
+        "--scale-workers", type=int, nargs="+", default=[1, 2, 4], help="scale section: workers"
+    )
+    p.add_argument("--export-batch-size", type=int, default=e.batch_size, help="rows per call")
+    p.add_argument("--export-seconds", type=float, default=e.seconds, help="time budget per domain")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--json", type=Path, default=None, help="also write the numbers to this JSON file"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m adasparse_lab.bench", description=__doc__.splitlines()[0]
     )
-    for names, kwargs in (
-        _general_flags()
-        + _train_serve_flags()
-        + _prep_study_flags()
-        + _method_model_flags()
-        + _step_scale_export_flags()
+    for add_flags in (
+        _add_general_flags,
+        _add_train_serve_flags,
+        _add_prep_study_flags,
+        _add_method_model_flags,
+        _add_step_scale_export_flags,
     ):
-        p.add_argument(*names, **kwargs)
+        add_flags(p)
     args = p.parse_args(argv)
     at_scale = args.only == ["prep"]  # the issue's scale only when prep is asked for alone
     if args.prep_rows is None:
