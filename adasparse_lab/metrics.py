@@ -104,6 +104,41 @@ def _domain_logloss(domain: np.ndarray, loss: np.ndarray) -> pl.DataFrame:
     return pl.DataFrame({"domain": codes, "logloss": mean})
 
 
+def _per_domain(frame: pl.DataFrame, domain: np.ndarray) -> pl.DataFrame:
+    """One row per domain code: n, pos, auc, logloss, and oracle (AUC of p_true) if known."""
+    per_domain = _grouped_auc(frame, "logit", "domain").join(
+        _domain_logloss(domain, frame["loss"].to_numpy()), on="domain"
+    )
+    if "p_true" in frame.columns:
+        oracle = _grouped_auc(frame, "p_true", "domain").select("domain", oracle=pl.col("auc"))
+        per_domain = per_domain.join(oracle, on="domain")
+    return per_domain.sort("domain")
+
+
+def _domain_metrics(per_domain: pl.DataFrame, domain_names: list[str]) -> list[DomainMetrics]:
+    return [
+        DomainMetrics(
+            name=domain_names[row["domain"]],
+            rows=row["n"],
+            pos_rate=row["pos"] / row["n"],
+            auc=row["auc"],
+            logloss=row["logloss"],
+            oracle_auc=row.get("oracle"),
+        )
+        for row in per_domain.iter_rows(named=True)
+    ]
+
+
+def _gauc(frame: pl.DataFrame, user: np.ndarray) -> float | None:
+    """Impression-weighted mean of per-user AUC; None when no user has both classes."""
+    per_user = _grouped_auc(frame.with_columns(pl.Series("user", user)), "logit", "user")
+    # sorted: group_by's order depends on threads, and a float sum on its order
+    valid = per_user.filter(pl.col("auc").is_not_null()).sort("user")
+    if not valid.height:
+        return None
+    return math.fsum((valid["auc"] * valid["n"]).to_list()) / valid["n"].sum()
+
+
 def evaluate_scores(
     label: np.ndarray,
     logit: np.ndarray,
@@ -124,45 +159,19 @@ def evaluate_scores(
     )
     if p_true is not None:
         frame = frame.with_columns(pl.Series("p_true", p_true.astype(np.float64)))
-    per_domain = _grouped_auc(frame, "logit", "domain").join(
-        _domain_logloss(domain, frame["loss"].to_numpy()), on="domain"
-    )
-    if p_true is not None:
-        oracle = _grouped_auc(frame, "p_true", "domain").select("domain", oracle=pl.col("auc"))
-        per_domain = per_domain.join(oracle, on="domain")
-    domains, excluded = [], []
-    for row in per_domain.sort("domain").iter_rows(named=True):
-        name = domain_names[row["domain"]]
-        if row["auc"] is None:
-            excluded.append(name)
-        domains.append(
-            DomainMetrics(
-                name=name,
-                rows=row["n"],
-                pos_rate=row["pos"] / row["n"],
-                auc=row["auc"],
-                logloss=row["logloss"],
-                oracle_auc=row.get("oracle"),
-            )
-        )
+    domains = _domain_metrics(_per_domain(frame, domain), domain_names)
+    excluded = [d.name for d in domains if d.auc is None]
     if excluded:
         log.warning(
             "%s split: domain(s) %s have a single class; excluded from AUC means", split, excluded
         )
     aucs = [d.auc for d in domains if d.auc is not None]
-    gauc = None
-    if user is not None:
-        per_user = _grouped_auc(frame.with_columns(pl.Series("user", user)), "logit", "user")
-        # sorted: group_by's order depends on threads, and a float sum on its order
-        valid = per_user.filter(pl.col("auc").is_not_null()).sort("user")
-        if valid.height:
-            gauc = math.fsum((valid["auc"] * valid["n"]).to_list()) / valid["n"].sum()
     overall = _grouped_auc(frame.with_columns(g=pl.lit(0)), "logit", "g")["auc"][0]
     return EvalMetrics(
         auc=float("nan") if overall is None else float(overall),
         logloss=float(np.mean(frame["loss"].to_numpy())),
         mean_domain_auc=float(np.mean(aucs)) if aucs else math.nan,
         domains=domains,
-        gauc=gauc,
+        gauc=None if user is None else _gauc(frame, user),
         excluded=excluded,
     )

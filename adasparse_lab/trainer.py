@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from adasparse_lab.data.batches import iterate, n_batches, split_to_device
-from adasparse_lab.data.prepare import PreparedData
+from adasparse_lab.data.batches import Batch, iterate, n_batches, split_to_device
+from adasparse_lab.data.prepare import PreparedData, TensorSplit
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.evaluation import Evaluation, evaluate
 from adasparse_lab.models.base import MultiDomainModel
@@ -108,51 +108,133 @@ class FitResult:
 
 
 EpochCallback = Callable[[EpochRecord], None]
+POSTFIX_EVERY = 50  # steps between loss read-outs on the bar (each one waits for the device)
 
 
-def _train_epoch(
-    model, optimizer, regularizer, schedule, data, settings, state, bar
-) -> tuple[float, float, int]:
-    """One pass over the train split; returns (mean loss, mean regulariser, rows)."""
-    loss_sum = torch.zeros((), device=state["device"])
-    reg_sum = torch.zeros((), device=state["device"])
-    steps = 0
+@dataclass
+class Best:
+    """The best eligible epoch so far: its number, score, weights and validation."""
+
+    epoch: int = -1
+    score: float = -math.inf
+    state: dict[str, torch.Tensor] | None = None
+    val: Evaluation | None = None
+
+
+@dataclass
+class Loop:
+    """What fit() holds between steps: the parts it drives, the train split on the device, and
+    the counters (global step, eligible epochs since the best one, wall clock, best state)."""
+
+    model: MultiDomainModel
+    optimizer: torch.optim.Optimizer
+    regularizer: SparsityRegularizer
+    schedule: BandSchedule
+    settings: TrainSettings
+    device: torch.device
+    data: PreparedData  # its val split on the device
+    train: TensorSplit  # on the device, unless memory-mapped
+    total_steps: int
+    generator: torch.Generator
+    regularised: bool  # learned masks that can zero neurons: the only ones a penalty can move
+    step: int = 0
+    since_best: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    best: Best = field(default_factory=Best)
+
+    @property
+    def progress(self) -> float:
+        return self.step / self.total_steps
+
+
+@dataclass
+class EpochLoss:
+    """Means over one epoch's steps, and its train throughput."""
+
+    loss: float
+    reg: float
+    samples_per_s: float
+
+
+def _train_step(loop: Loop, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Adam step on ``batch``; returns the detached (loss, penalty)."""
+    schedule, progress = loop.schedule, loop.progress
+    band = schedule.band(progress)
+    # The epoch this step ends may be eligible (EpochRecord.eligible: progress at its end
+    # >= done_at): from the step that reaches done_at on, rivals' masks are at the final band.
     done_at = schedule.done_at()
-    pin = state["device"].type == "cuda"  # page-locked host batches of a memory-mapped split
-    for batch in iterate(
-        state["train"], settings.batch_size, shuffle=True, generator=state["gen"], pin=pin
-    ):
-        batch = batch.to(state["device"])
-        progress = state["step"] / state["total_steps"]
-        band = schedule.band(progress)
-        # The epoch this step ends may be eligible (EpochRecord.eligible: progress at its end
-        # >= done_at): from the step that reaches done_at on, rivals' masks are at the final band.
-        final = (state["step"] + 1) / state["total_steps"] >= done_at - 1e-9
-        mask_band = schedule.band(max(progress, done_at)) if final else band
-        model.before_step(progress, mask_band, final)  # alpha annealing, or a rival's masks
-        with settings.autocast_context(state["device"]):
-            out = model(batch.cat, batch.dense)
-        loss = F.binary_cross_entropy_with_logits(out.logits.float(), batch.label)
-        # Static masks have no gradient and scaling never zeroes: the regulariser applies to
-        # learned pruners that can zero neurons only (fit: state["regularised"]).
-        keep = out.keep if state["regularised"] else []
-        reg = regularizer.penalty(keep, band, regularizer.lambda_at(progress))
-        optimizer.zero_grad(set_to_none=True)
-        (loss + reg).backward()
-        optimizer.step()
-        loss_sum += loss.detach()
-        reg_sum += reg.detach()
-        state["step"] += 1
-        steps += 1
-        if bar is not None and steps % 50 == 0:
+    final = (loop.step + 1) / loop.total_steps >= done_at - 1e-9
+    mask_band = schedule.band(max(progress, done_at)) if final else band
+    loop.model.before_step(progress, mask_band, final)  # alpha annealing, or a rival's masks
+    with loop.settings.autocast_context(loop.device):
+        out = loop.model(batch.cat, batch.dense)
+    loss = F.binary_cross_entropy_with_logits(out.logits.float(), batch.label)
+    # Static masks have no gradient and scaling never zeroes: the regulariser applies to
+    # learned pruners that can zero neurons only (Loop.regularised).
+    keep = out.keep if loop.regularised else []
+    reg = loop.regularizer.penalty(keep, band, loop.regularizer.lambda_at(progress))
+    loop.optimizer.zero_grad(set_to_none=True)
+    (loss + reg).backward()
+    loop.optimizer.step()
+    loop.step += 1
+    return loss.detach(), reg.detach()
+
+
+def _train_epoch(loop: Loop, bar: tqdm) -> EpochLoss:
+    """One pass over the train split; the bar counts rows (tqdm shows the rate)."""
+    t0 = time.perf_counter()
+    loop.model.train()
+    loss_sum = torch.zeros((), device=loop.device)
+    reg_sum = torch.zeros((), device=loop.device)
+    batches = iterate(
+        loop.train,
+        loop.settings.batch_size,
+        shuffle=True,
+        generator=loop.generator,
+        pin=loop.device.type == "cuda",  # page-locked host batches of a memory-mapped split
+    )
+    steps = 0
+    for steps, batch in enumerate(batches, start=1):
+        loss, reg = _train_step(loop, batch.to(loop.device))
+        loss_sum += loss
+        reg_sum += reg
+        bar.update(len(batch.label))
+        if steps % POSTFIX_EVERY == 0:
             bar.set_postfix(loss=f"{loss_sum.item() / steps:.4f}", refresh=False)
-            bar.update(50 * settings.batch_size)
-    if bar is not None:
-        bar.update(len(state["train"]) - (steps // 50) * 50 * settings.batch_size)
-    mean_loss = loss_sum.item() / max(steps, 1)
+    steps = max(steps, 1)
+    mean_loss = loss_sum.item() / steps  # waits for the device: inside the timed span
+    seconds = time.perf_counter() - t0
     if not math.isfinite(mean_loss):
-        raise NonFiniteLossError(f"non-finite training loss ({mean_loss}) at step {state['step']}")
-    return mean_loss, reg_sum.item() / max(steps, 1), len(state["train"])
+        raise NonFiniteLossError(f"non-finite training loss ({mean_loss}) at step {loop.step}")
+    return EpochLoss(mean_loss, reg_sum.item() / steps, len(loop.train) / seconds)
+
+
+def _record(loop: Loop, epoch: int, losses: EpochLoss, val: Evaluation) -> EpochRecord:
+    progress = loop.progress
+    return EpochRecord(
+        epoch=epoch,
+        step=loop.step,
+        train_loss=losses.loss,
+        train_reg=losses.reg,
+        samples_per_s=losses.samples_per_s,
+        alpha=float(getattr(loop.model, "alpha", 1.0)),  # 1.0 for models without pruners
+        lambda_hat=loop.regularizer.lambda_at(progress),
+        band=loop.schedule.band(progress),
+        eligible=progress >= loop.schedule.done_at() - 1e-9,
+        val=val.as_dict("val", loop.data.domain_names),
+    )
+
+
+def _patience_spent(loop: Loop, epoch: int, val: Evaluation) -> bool:
+    """Keep an eligible epoch's state if it is the best so far; True once more than
+    ``patience`` eligible epochs in a row have not improved on the best."""
+    score = val.metrics.mean_domain_auc
+    if score > loop.best.score or loop.best.state is None:
+        loop.best = Best(epoch, score, copy.deepcopy(loop.model.state_dict()), val)
+        loop.since_best = 0
+        return False
+    loop.since_best += 1
+    return loop.since_best > loop.settings.patience
 
 
 def _checked_schedule(model: MultiDomainModel, schedule: BandSchedule | None) -> BandSchedule:
@@ -194,10 +276,67 @@ def fit(
     on_epoch: EpochCallback | None = None,
 ) -> FitResult:
     """Train ``model`` on data.splits['train'], select on 'val'; the model ends in its best state."""
+    loop = _start(model, data, settings, regularizer, schedule)
+    history: list[EpochRecord] = []
+    for epoch in range(1, settings.epochs + 1):
+        record, val = _epoch(loop, epoch)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if record.eligible and _patience_spent(loop, epoch, val):
+            log.info("early stop after epoch %d (best epoch %d)", epoch, loop.best.epoch)
+            break
+    if loop.best.state is not None:
+        model.load_state_dict(loop.best.state)
+    return FitResult(
+        best_epoch=loop.best.epoch,
+        history=history,
+        steps=loop.step,
+        seconds=time.perf_counter() - loop.started,
+        best_val=loop.best.val,
+    )
+
+
+def _epoch(loop: Loop, epoch: int) -> tuple[EpochRecord, Evaluation]:
+    """Train one epoch under a progress bar of rows, then validate."""
+    settings = loop.settings
+    with tqdm(
+        total=len(loop.train),
+        desc=f"epoch {epoch}/{settings.epochs}",
+        unit="row",
+        unit_scale=True,
+        leave=False,
+        disable=not settings.progress,
+    ) as bar:
+        losses = _train_epoch(loop, bar)
+    val = evaluate(loop.model, loop.data, "val", settings.eval_batch_size, loop.device)
+    record = _record(loop, epoch, losses, val)
+    log.info(
+        "epoch %d: loss %.4f reg %.4f val mean-domain AUC %.4f sparsity (overall) %.3f "
+        "FLOPs ratio %.3f (%.0f rows/s)",
+        epoch,
+        losses.loss,
+        losses.reg,
+        val.metrics.mean_domain_auc,
+        record.val["val/sparsity/overall"],
+        val.flops.ratio,
+        losses.samples_per_s,
+    )
+    return record, val
+
+
+def _start(
+    model: MultiDomainModel,
+    data: PreparedData,
+    settings: TrainSettings,
+    regularizer: SparsityRegularizer | None,
+    schedule: BandSchedule | None,
+) -> Loop:
+    """Seed, move the model and the splits to the device, build Adam: step 0 of a fit."""
+    train, val = data.splits["train"], data.splits["val"]
     torch.manual_seed(settings.seed)
     device = settings.torch_device()
     model.to(device)
-    regularizer = regularizer or SparsityRegularizer()
     schedule = _checked_schedule(model, schedule)
     optimizer = torch.optim.Adam(
         model.parameters(),
@@ -205,81 +344,17 @@ def fit(
         weight_decay=settings.weight_decay,
         fused=True,  # one kernel for every tensor: ~10% of a CPU step
     )
-    steps_per_epoch = n_batches(data.splits["train"], settings.batch_size)
-    # Every split fit reads moves to the device once, not once per epoch.
-    data = replace(data, splits=data.splits | {"val": split_to_device(data.splits["val"], device)})
-    state = {
-        "step": 0,
-        "total_steps": settings.epochs * steps_per_epoch,
-        "device": device,
-        "train": split_to_device(data.splits["train"], device),
-        "gen": torch.Generator().manual_seed(settings.seed),
-        "regularised": model.learns_masks and model.masks_zero,
-    }
-    history: list[EpochRecord] = []
-    best = (-math.inf, -1, None, None)  # (score, epoch, state_dict, evaluation)
-    since_best = 0
-    t_start = time.perf_counter()
-    for epoch in range(1, settings.epochs + 1):
-        bar = tqdm(
-            total=len(state["train"]),
-            desc=f"epoch {epoch}/{settings.epochs}",
-            unit="row",
-            unit_scale=True,
-            leave=False,
-            disable=not settings.progress,
-        )
-        t0 = time.perf_counter()
-        model.train()
-        loss, reg, rows = _train_epoch(
-            model, optimizer, regularizer, schedule, data, settings, state, bar
-        )
-        seconds = time.perf_counter() - t0
-        bar.close()
-        progress = state["step"] / state["total_steps"]
-        val = evaluate(model, data, "val", settings.eval_batch_size, device)
-        record = EpochRecord(
-            epoch=epoch,
-            step=state["step"],
-            train_loss=loss,
-            train_reg=reg,
-            samples_per_s=rows / seconds,
-            alpha=float(getattr(model, "alpha", 1.0)),  # 1.0 for models without pruners
-            lambda_hat=regularizer.lambda_at(progress),
-            band=schedule.band(progress),
-            eligible=progress >= schedule.done_at() - 1e-9,
-            val=val.as_dict("val", data.domain_names),
-        )
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-        score = val.metrics.mean_domain_auc
-        log.info(
-            "epoch %d: loss %.4f reg %.4f val mean-domain AUC %.4f sparsity (overall) %.3f FLOPs ratio %.3f (%.0f rows/s)",
-            epoch,
-            loss,
-            reg,
-            score,
-            record.val["val/sparsity/overall"],
-            val.flops.ratio,
-            record.samples_per_s,
-        )
-        if not record.eligible:
-            continue
-        if score > best[0] or best[2] is None:
-            best = (score, epoch, copy.deepcopy(model.state_dict()), val)
-            since_best = 0
-        else:
-            since_best += 1
-            if since_best > settings.patience:
-                log.info("early stop after epoch %d (best epoch %d)", epoch, best[1])
-                break
-    if best[2] is not None:
-        model.load_state_dict(best[2])
-    return FitResult(
-        best_epoch=best[1],
-        history=history,
-        steps=state["step"],
-        seconds=time.perf_counter() - t_start,
-        best_val=best[3],
+    return Loop(
+        model=model,
+        optimizer=optimizer,
+        regularizer=regularizer or SparsityRegularizer(),
+        schedule=schedule,
+        settings=settings,
+        device=device,
+        # Every split fit reads moves to the device once, not once per epoch.
+        data=replace(data, splits=data.splits | {"val": split_to_device(val, device)}),
+        train=split_to_device(train, device),
+        total_steps=settings.epochs * n_batches(train, settings.batch_size),
+        generator=torch.Generator().manual_seed(settings.seed),
+        regularised=model.learns_masks and model.masks_zero,
     )

@@ -394,3 +394,10 @@ def test_a_failing_store_reader_raises_with_its_stderr(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match=r"(?s)store reader failed \(exit 1\).*Traceback"):
         preparation.measure_workers(tmp_path / "no-store", workers=2, batch_size=64)
     assert [p.returncode for p in started] == [1, -9]  # the sleeper was killed and reaped
+
+
+@pytest.mark.parametrize("flag", ["--rows", "--method-repeats", "--prep-rows", "--model-rows"])
+def test_a_count_below_one_is_refused_naming_its_flag(flag, capsys):
+    with pytest.raises(SystemExit):
+        main([flag, "0"])
+    assert f"argument {flag}: must be >= 1, got 0" in capsys.readouterr().err

@@ -196,3 +196,31 @@ def test_same_seed_same_result_other_seed_other_init(make_cfg, tiny_data):
         }
     assert runs["a"] == runs["b"]  # every number, bit for bit (GAUC included)
     assert runs["a"]["val/mean_domain_auc"] != runs["c"]["val/mean_domain_auc"]
+
+
+def test_progress_bar_counts_every_train_row_once_per_epoch(make_cfg, tiny_data, monkeypatch):
+    """The bar advances by each batch's rows (tqdm computes the rate): a last, partial batch
+    included, it ends at the split's row count every epoch."""
+    import adasparse_lab.trainer as trainer
+
+    bars = []
+
+    class Recorded(trainer.tqdm):
+        def close(self):
+            if not self.disable:  # tqdm closes again on __del__, disabled by then
+                bars.append((self.n, self.total, self.unit))
+            super().close()
+
+    monkeypatch.setattr(trainer, "tqdm", Recorded)
+    cfg = make_cfg(
+        "tracking=none",
+        "pruner=none",
+        "train.epochs=2",
+        "train.batch_size=700",
+        "train.progress=true",
+    )
+    parts = build_components(cfg)
+    rows = len(tiny_data.splits["train"])
+    assert rows % 700  # a partial last batch
+    fit(build_model(cfg.model, tiny_data, None), tiny_data, parts.settings)
+    assert bars == [(rows, rows, "row")] * 2

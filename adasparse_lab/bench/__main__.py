@@ -53,31 +53,15 @@ from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 SECTIONS = ("train", "serve", "prep", "study", "methods", "step", "scale", "export", "models")
 
 
-def add_method_args(p: argparse.ArgumentParser) -> None:
-    """Flags of the methods section."""
-    m = MethodsBenchConfig()
-    p.add_argument(
-        "--method",
-        action="append",
-        choices=[name for name, _ in METHODS],
-        help="methods section: run only this method (repeatable; dense always runs)",
-    )
-    p.add_argument("--method-rows", type=int, default=m.rows, help="training rows per pass")
-    p.add_argument("--method-repeats", type=int, default=m.repeats)
-    p.add_argument(
-        "--method-batch-sizes",
-        type=int,
-        nargs="+",
-        default=list(m.serve_batch_sizes),
-        help="serving batch sizes of the methods section (the largest gives the latency ratio)",
-    )
+def positive_int(text: str) -> int:
+    """argparse type of a count: an int >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    t, s = TrainBenchConfig(), ServeBenchConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m adasparse_lab.bench", description=__doc__.splitlines()[0]
-    )
+def _add_general_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--only",
         action="append",
@@ -87,13 +71,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
     )
-    p.add_argument("--rows", type=int, default=t.rows, help="rows per timed fit / bare pass")
+
+
+def _add_train_serve_flags(p: argparse.ArgumentParser) -> None:
+    t, s = TrainBenchConfig(), ServeBenchConfig()
     p.add_argument(
-        "--loader-rows", type=int, default=t.loader_rows, help="rows per timed DataLoader pass"
+        "--rows", type=positive_int, default=t.rows, help="rows per timed fit / bare pass"
     )
-    p.add_argument("--warmup-rows", type=int, default=t.warmup_rows)
     p.add_argument(
-        "--repeats", type=int, default=t.repeats, help="interleaved repeats of each variant"
+        "--loader-rows",
+        type=positive_int,
+        default=t.loader_rows,
+        help="rows per timed DataLoader pass",
+    )
+    p.add_argument("--warmup-rows", type=positive_int, default=t.warmup_rows)
+    p.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=t.repeats,
+        help="interleaved repeats of each variant",
     )
     p.add_argument("--serve-batch-sizes", type=int, nargs="+", default=list(s.batch_sizes))
     p.add_argument(
@@ -105,18 +101,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--serve-seconds", type=float, default=s.seconds, help="time budget per batch size"
     )
+
+
+def _add_prep_study_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prep-rows",
-        type=int,
+        type=positive_int,
         default=None,
         help="rows for the preparation timing (default 85M with --only prep alone, else 1M)",
     )
     p.add_argument(
         "--prep-train-rows",
-        type=int,
+        type=positive_int,
         default=None,
-        help="training rows of the memory vs memory-mapped samples/s comparison "
-        "(default 5M with --only prep alone, else 500k)",
+        help="training rows of the memory vs memory-mapped samples/s comparison (default 5M with --only prep alone, else 500k)",
     )
     p.add_argument(
         "--prep-workers", type=int, default=4, help="workers reading the prepared store at once"
@@ -125,23 +123,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--study", default="sparsity", help="study whose trials the overhead is measured on"
     )
     p.add_argument("--study-trials", type=int, default=4, help="trials of the overhead section")
-    add_method_args(p)
+
+
+def _add_method_model_flags(p: argparse.ArgumentParser) -> None:
+    m = MethodsBenchConfig()
+    p.add_argument(
+        "--method",
+        action="append",
+        choices=[name for name, _ in METHODS],
+        help="methods section: run only this method (repeatable; dense always runs)",
+    )
+    p.add_argument(
+        "--method-rows", type=positive_int, default=m.rows, help="training rows per pass"
+    )
+    p.add_argument("--method-repeats", type=positive_int, default=m.repeats)
+    p.add_argument(
+        "--method-batch-sizes",
+        type=int,
+        nargs="+",
+        default=list(m.serve_batch_sizes),
+        help="serving batch sizes of the methods section (the largest gives the latency ratio)",
+    )
     p.add_argument(
         "--model",
         action="append",
         choices=[name for name, _ in MODELS],
         help="models section: run only this model (repeatable)",
     )
-    p.add_argument("--model-rows", type=int, default=65_536, help="models section: rows per pass")
-    p.add_argument("--model-repeats", type=int, default=3)
     p.add_argument(
-        "--step-rows", type=int, default=StepBenchConfig().rows, help="rows per timed step pass"
+        "--model-rows", type=positive_int, default=65536, help="models section: rows per pass"
+    )
+    p.add_argument("--model-repeats", type=positive_int, default=3)
+
+
+def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
+    e = ExportBenchConfig()
+    p.add_argument(
+        "--step-rows",
+        type=positive_int,
+        default=StepBenchConfig().rows,
+        help="rows per timed step pass",
     )
     p.add_argument("--scale-trials", type=int, default=8, help="scale section: trials per point")
     p.add_argument(
         "--scale-workers", type=int, nargs="+", default=[1, 2, 4], help="scale section: workers"
     )
-    e = ExportBenchConfig()
     p.add_argument("--export-batch-size", type=int, default=e.batch_size, help="rows per call")
     p.add_argument("--export-seconds", type=float, default=e.seconds, help="time budget per domain")
     p.add_argument("--seed", type=int, default=0)
@@ -149,18 +175,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m adasparse_lab.bench", description=__doc__.splitlines()[0]
+    )
+    for add_flags in (
+        _add_general_flags,
+        _add_train_serve_flags,
+        _add_prep_study_flags,
+        _add_method_model_flags,
+        _add_step_scale_export_flags,
+    ):
+        add_flags(p)
     args = p.parse_args(argv)
     at_scale = args.only == ["prep"]  # the issue's scale only when prep is asked for alone
     if args.prep_rows is None:
         args.prep_rows = 85_000_000 if at_scale else 1_000_000
     if args.prep_train_rows is None:
         args.prep_train_rows = 5_000_000 if at_scale else 500_000
-    for key in (
-        "rows", "loader_rows", "warmup_rows", "repeats", "prep_rows", "prep_train_rows",
-        "method_rows", "method_repeats", "step_rows", "model_rows", "model_repeats",
-    ):  # fmt: skip
-        if getattr(args, key) < 1:
-            p.error(f"--{key.replace('_', '-')} must be >= 1")
     return args
 
 
