@@ -125,7 +125,7 @@ class RealStudy:
 
 def run_real_study(root: Path) -> RealStudy:
     """Run the tiny study in-process through the sweep's own entry (``run_study``)."""
-    import adasparse_lab.study.driver as driver
+    import adasparse_lab.study.trials as trials_mod
     from adasparse_lab.sweep import run_study
 
     overrides = [
@@ -134,7 +134,7 @@ def run_real_study(root: Path) -> RealStudy:
         f"paths.reports={root}/reports",
         f"paths.cache={root}/cache",
     ]
-    real = driver.train_and_evaluate
+    real = trials_mod.train_and_evaluate
 
     def failing(cfg, data, on_epoch=None, components=None):
         if cfg.pruner.get("method") == FAILING_METHOD:
@@ -152,7 +152,7 @@ def run_real_study(root: Path) -> RealStudy:
             base.study.space.target.overrides = REAL_TARGETS
             base.study.enqueue = REAL_TRIALS
         with pytest.MonkeyPatch.context() as patch, redirect_stdout(io.StringIO()) as printed:
-            patch.setattr(driver, "train_and_evaluate", failing)
+            patch.setattr(trials_mod, "train_and_evaluate", failing)
             outcome = run_study(base, overrides)
     outcome.study.ask()  # a trial still RUNNING: reports are built while workers run
     return RealStudy(

@@ -337,12 +337,12 @@ def test_a_run_on_the_mapped_store_reports_the_same_data_numbers(make_cfg):
 
 @pytest.mark.slow
 def test_the_study_domain_summary_reads_a_mapped_store_as_one_in_ram(tmp_path):
-    from adasparse_lab.study.driver import _domain_summary
+    from adasparse_lab.study.session import domain_summary
 
     memory = prepare(synthetic(), SCHEMA, tmp_path, storage="memory")
     mapped = prepare(synthetic(), SCHEMA, tmp_path, storage="mmap")
-    summary = _domain_summary(memory)
-    assert summary == _domain_summary(mapped)
+    summary = domain_summary(memory)
+    assert summary == domain_summary(mapped)
     assert all(row["pos_rate"] is not None and 0 < row["pos_rate"] < 1 for row in summary)
 
 

@@ -19,8 +19,9 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.study import driver
+from adasparse_lab.study import session as session_mod
 from adasparse_lab.study import storage as storage_mod
+from adasparse_lab.study import trials as trials_mod
 from adasparse_lab.study.driver import StudyFailedError, StudyRunner
 from adasparse_lab.study.storage import ORPHAN_S, open_storage, recover_stale
 from adasparse_lab.tracking import Tracker
@@ -102,7 +103,7 @@ class StubTracker:
 def stub_training(monkeypatch):
     metrics = {"val/mean_domain_auc": 0.7, "val/flops/ratio": 0.5}
     result = SimpleNamespace(metrics=metrics, data=SimpleNamespace(key="stub-data-key"))
-    monkeypatch.setattr(StudyRunner, "_train_run", lambda self, *a: result)
+    monkeypatch.setattr(trials_mod.TrialRunner, "train_run", lambda self, *a: result)
 
 
 def optimise(runner: StudyRunner) -> list[optuna.trial.FrozenTrial]:
@@ -112,8 +113,8 @@ def optimise(runner: StudyRunner) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_a_repeated_proposal_is_skipped(tmp_path, hydra_ctx, stub_training, monkeypatch):
-    monkeypatch.setattr(driver, "proposal_seed", lambda *args: 7)  # every ask alike
-    monkeypatch.setattr(driver, "MAX_DUPLICATES", 4)
+    monkeypatch.setattr(session_mod, "proposal_seed", lambda *args: 7)  # every ask alike
+    monkeypatch.setattr(trials_mod, "MAX_DUPLICATES", 4)
     with pytest.raises(StudyFailedError, match="already tried"):
         optimise(make_runner(tmp_path, "study.n_trials=2"))
     trials = optuna.load_study(study_name="quick", storage=_journal(tmp_path)).get_trials()
@@ -206,7 +207,7 @@ def test_a_parent_run_left_by_a_killed_creator_is_adopted(tmp_path, hydra_ctx):
     orphan = tracker.start_run("study-quick", tags={"kind": "study", "worker": dead})
     again = StudyRunner(base, lambda more: compose("config", overrides=[*overrides, *more]))
     study, _ = again.open()
-    _, parent = again._tracker_and_parent(study)
+    _, parent = again.session.tracker_and_parent(study)
     parents = tracker.client.search_runs([tracker.experiment_id], "tags.kind = 'study'")
     assert parent == orphan and [r.info.run_id for r in parents] == [orphan]
     assert study.user_attrs["parent_run_id"] == orphan
@@ -232,7 +233,7 @@ def test_a_creator_on_another_machine_silent_past_the_grace_period_is_taken_over
     again = StudyRunner(base, lambda more: compose("config", overrides=[*overrides, *more]))
     study, _ = again.open()
     t0 = time.monotonic()
-    _, parent = again._tracker_and_parent(study)
+    _, parent = again.session.tracker_and_parent(study)
     assert 2 <= time.monotonic() - t0 < 30
     assert study.user_attrs["parent_run_id"] == parent
     assert study.user_attrs["creator"] == again.worker

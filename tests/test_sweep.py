@@ -84,10 +84,10 @@ def test_hypervolume_history_by_hand_skips_infeasible_trials():
 @pytest.mark.slow
 def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypatch):
     """Trial 0 raises, trial 1 gets a NaN loss; both end FAIL with a reason, 4 trials complete."""
-    import adasparse_lab.study.driver as driver
+    import adasparse_lab.study.trials as trials_mod
     import adasparse_lab.trainer as trainer
 
-    real = driver.train_and_evaluate
+    real = trials_mod.train_and_evaluate
     calls = {"n": 0}
 
     def flaky(cfg, data, on_epoch=None, components=None):
@@ -105,7 +105,7 @@ def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypat
                 return real(cfg, data, on_epoch, components)
         return real(cfg, data, on_epoch, components)
 
-    monkeypatch.setattr(driver, "train_and_evaluate", flaky)
+    monkeypatch.setattr(trials_mod, "train_and_evaluate", flaky)
     outcome = run_in_process(tmp_path)
     trials = outcome.study.get_trials()
     states = [t.state for t in trials]

@@ -6,8 +6,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import optuna
+from omegaconf import DictConfig
+
 from adasparse_lab.export.build import log_front_models
-from adasparse_lab.report.build import build
+from adasparse_lab.report.build import BuildInfo, build
 from adasparse_lab.report.claims_section import claims_text
 from adasparse_lab.report.collect import collect
 from adasparse_lab.study.driver import StudyOutcome, StudyRunner
@@ -25,6 +28,25 @@ MATCHED_AT = (0.5, 0.8)  # FLOPs (or latency) ratios at which methods are ranked
 
 
 def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
+    """Print the front (and methods at matched cost, and the claims), build the report, log
+    both and the study's totals to the parent run, then print where everything is."""
+    csv = _print_results(outcome, runner.base)
+    t0 = time.perf_counter()
+    info = build([outcome.settings.name], [outcome.storage_desc], Path(runner.base.paths.reports))
+    complete = _log_to_parent(outcome, csv, info)
+    s = outcome.settings
+    models = (
+        log_front_models(s.name, outcome.folder.parent, outcome.storage_desc)
+        if outcome.done and s.log_models == "front"
+        else {}
+    )
+    _print_overhead(outcome.study)
+    _print_locations(outcome, complete, csv, info.path, time.perf_counter() - t0, models)
+
+
+def _print_results(outcome: StudyOutcome, base: DictConfig) -> Path:
+    """The Pareto table (written to CSV, whose path is returned), methods at matched cost when
+    several compete, and the paper's claims when ``study.claims`` names them."""
     s, tracker = outcome.settings, outcome.tracker
     domains = [d["domain"] for d in outcome.study.user_attrs.get("domains", [])]
     table = pareto_table(outcome.pareto, s.metrics, domains, reeval_table(tracker))
@@ -33,33 +55,35 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     cells = collect_cells(outcome.study, tracker.client, tracker.experiment_id, s.metrics[-1])
     if len({c.method for c in cells}) > 1:  # several methods: compare them at equal cost
         print("\n" + format_matched(cells, MATCHED_AT, s.metrics[-1]))
-    if runner.base.study.get("claims"):  # the paper's claims against this run (report/claims.py)
+    if base.study.get("claims"):  # the paper's claims against this run (report/claims.py)
         data = collect([s.name], [outcome.storage_desc], max_structure_trials=0)
         print("\n" + claims_text(data))
-    t0 = time.perf_counter()
-    info = build([s.name], [outcome.storage_desc], Path(runner.base.paths.reports))
-    report = info.path
-    tracker.log_artifacts(outcome.parent_run_id, [csv, report])
+    return csv
+
+
+def _log_to_parent(outcome: StudyOutcome, csv: Path, info: BuildInfo) -> int:
+    """Table, report and front figures as artifacts of the parent run, with the study's
+    totals; the parent run ends once the budget is reached. Returns the COMPLETE trials."""
+    tracker, parent = outcome.tracker, outcome.parent_run_id
+    tracker.log_artifacts(parent, [csv, info.path])
     for name, fig in info.front_figures.items():  # one click from the run list; works offline
         tracker.client.log_figure(
-            outcome.parent_run_id, fig, f"figures/{name}", save_kwargs={"include_plotlyjs": True}
+            parent, fig, f"figures/{name}", save_kwargs={"include_plotlyjs": True}
         )
     complete = sum(t.state.name == "COMPLETE" for t in outcome.study.get_trials(deepcopy=False))
     tracker.log_metrics(
-        outcome.parent_run_id,
-        {"study/complete_trials": complete, "study/front_size": len(outcome.pareto)},
+        parent, {"study/complete_trials": complete, "study/front_size": len(outcome.pareto)}
     )
     if outcome.done:
-        tracker.end_run(outcome.parent_run_id)
-    models = (
-        log_front_models(s.name, outcome.folder.parent, outcome.storage_desc)
-        if outcome.done and s.log_models == "front"
-        else {}
-    )
-    uri = tracker.uri
+        tracker.end_run(parent)
+    return complete
+
+
+def _print_overhead(study: optuna.Study) -> None:
+    """Mean per-trial time outside fit and evaluate (the trials' ``duration_s - fit_s``)."""
     timed = [
         t
-        for t in outcome.study.get_trials(deepcopy=False)
+        for t in study.get_trials(deepcopy=False)
         if t.state.name == "COMPLETE" and "fit_s" in t.user_attrs
     ]
     if timed:
@@ -69,6 +93,18 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
             f"\nper-trial overhead (compose, storage, tracking, outputs): {overhead / len(timed):.2f}s "
             f"= {100 * overhead / total:.1f}% of {total / len(timed):.1f}s per trial"
         )
+
+
+def _print_locations(
+    outcome: StudyOutcome,
+    complete: int,
+    csv: Path,
+    report: Path,
+    build_s: float,
+    models: dict,
+) -> None:
+    s, tracker = outcome.settings, outcome.tracker
+    uri = tracker.uri
     print(
         f"\nstudy {s.name!r}: {complete}/{s.n_trials} trials complete"
         + ("" if outcome.done else " (budget not reached: run the same command again to continue)")
@@ -76,7 +112,7 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     print(f"  optuna storage : {outcome.storage_desc}")
     print(f"  pareto table   : {csv}")
     print(
-        f"  report         : {report} ({report.stat().st_size / 1e6:.1f} MB, built in {time.perf_counter() - t0:.1f}s)"
+        f"  report         : {report} ({report.stat().st_size / 1e6:.1f} MB, built in {build_s:.1f}s)"
     )
     print(f"  mlflow         : experiment {s.name!r}, parent run {outcome.parent_run_id} in {uri}")
     print(

@@ -91,11 +91,8 @@ def _check_grace(raw: dict) -> None:
         )
 
 
-def parse_settings(node: DictConfig) -> StudySettings:
-    """Validate ``cfg.study``; every error names its key."""
-    raw = OmegaConf.to_container(node, resolve=True)
-    assert isinstance(raw, dict)
-    known = {
+KNOWN_KEYS = frozenset(
+    {
         "name",
         "storage",
         "workers",
@@ -120,9 +117,11 @@ def parse_settings(node: DictConfig) -> StudySettings:
         "log_models",
         "claims",
     }
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"study: unknown key(s) {unknown}; known: {sorted(known)}")
+)
+
+
+def _objectives(raw: dict) -> tuple[Objective, ...]:
+    """``study.objectives``: at least one {metric: val/..., direction: maximize|minimize}."""
     objectives = []
     for i, o in enumerate(raw.get("objectives") or []):
         if set(o) != {"metric", "direction"}:
@@ -141,6 +140,11 @@ def parse_settings(node: DictConfig) -> StudySettings:
         objectives.append(Objective(o["metric"], o["direction"]))
     if not objectives:
         raise ConfigError("study.objectives: give at least one objective")
+    return tuple(objectives)
+
+
+def _check_ranges(raw: dict) -> None:
+    """Counts and durations: budgets at least one, a grace period longer than a heartbeat."""
     checks = {
         "n_trials": raw.get("n_trials", 0) >= 1,
         "workers": raw.get("workers", 1) >= 1,
@@ -153,22 +157,37 @@ def parse_settings(node: DictConfig) -> StudySettings:
     for key, ok in checks.items():
         if not ok:
             raise ConfigError(f"study.{key}={raw.get(key)!r} is out of range")
-    _check_grace(raw)
+
+
+def _check_choices(raw: dict, n_objectives: int) -> None:
+    """``study.log_models``, ``study.reeval.select`` and the hypervolume reference point."""
     if raw.get("log_models", "none") not in LOG_MODELS:
         raise ConfigError(
             f"study.log_models={raw.get('log_models')!r}; choose one of {list(LOG_MODELS)}"
         )
-    _check_claims(raw)
     reeval = raw.get("reeval") or {}
     if reeval.get("select", "front") not in REEVAL_SELECT:
         raise ConfigError(
             f"study.reeval.select={reeval.get('select')!r}; choose one of {list(REEVAL_SELECT)}"
         )
     hv_ref = raw.get("hypervolume_reference")
-    if hv_ref is not None and len(hv_ref) != len(objectives):
-        raise ConfigError(
-            f"study.hypervolume_reference needs {len(objectives)} values, got {hv_ref}"
-        )
+    if hv_ref is not None and len(hv_ref) != n_objectives:
+        raise ConfigError(f"study.hypervolume_reference needs {n_objectives} values, got {hv_ref}")
+
+
+def parse_settings(node: DictConfig) -> StudySettings:
+    """Validate ``cfg.study``; every error names its key."""
+    raw = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(raw, dict)
+    unknown = sorted(set(raw) - KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(f"study: unknown key(s) {unknown}; known: {sorted(KNOWN_KEYS)}")
+    objectives = _objectives(raw)
+    _check_ranges(raw)
+    _check_grace(raw)
+    _check_choices(raw, len(objectives))
+    _check_claims(raw)
+    reeval, hv_ref = raw.get("reeval") or {}, raw.get("hypervolume_reference")
     return StudySettings(
         name=str(raw["name"]),
         storage=str(raw.get("storage", "auto")),
@@ -176,7 +195,7 @@ def parse_settings(node: DictConfig) -> StudySettings:
         n_trials=int(raw["n_trials"]),
         timeout_s=raw.get("timeout_s"),
         max_failures=int(raw.get("max_failures", 5)),
-        objectives=tuple(objectives),
+        objectives=objectives,
         flops_budget=raw.get("flops_budget"),
         reeval_seeds=tuple(int(s) for s in reeval.get("seeds", [1, 2, 3])),
         reeval_max_trials=int(reeval.get("max_trials", 5)),

@@ -1,0 +1,119 @@
+"""The study driver's parts alone (study/session.py, study/closing.py): which worker makes the
+parent run, which trials form the front and which of them are re-evaluated. No training, no
+MLflow: an in-memory Optuna study and hand-made trials."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from adasparse_lab.study.closing import StudyClosing, reeval_targets
+from adasparse_lab.study.session import StudyContext, StudySession
+from adasparse_lab.study.settings import parse_settings
+from adasparse_lab.study.storage import this_host, worker_id
+
+OBJECTIVES = [
+    {"metric": "val/mean_domain_auc", "direction": "maximize"},
+    {"metric": "val/flops/ratio", "direction": "minimize"},
+]
+
+
+def context(worker: str = "here:1:1", **study) -> StudyContext:
+    node = OmegaConf.create({"name": "s", "n_trials": 4, "objectives": OBJECTIVES, **study})
+    return StudyContext(None, None, parse_settings(node), [], Path("unused"), worker)
+
+
+def trial(number: int, auc: float, cost: float, method: str = "m", flops_excess: float = 0.0):
+    t = create_trial(
+        values=[auc, cost],
+        params={"x": float(number)},
+        distributions={"x": FloatDistribution(0.0, 100.0)},
+        user_attrs={"method": method},
+        constraints={"flops_budget": flops_excess},
+    )
+    t.number = number
+    return t
+
+
+# -- the parent run's election (StudySession.wait_for_parent) -------------------------------
+def _study(**attrs) -> optuna.Study:
+    study = optuna.create_study()
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def test_a_recorded_parent_run_is_used():
+    session = StudySession(context())
+    assert session.wait_for_parent(_study(creator="x:2:2", parent_run_id="abc")) == "abc"
+
+
+@pytest.mark.parametrize(
+    "creator", [None, "here:1:1", f"{this_host()}:999999:1"], ids=["none", "self", "dead"]
+)
+def test_this_worker_makes_the_parent_run_for_itself_or_a_dead_creator(creator):
+    attrs = {} if creator is None else {"creator": creator}
+    assert StudySession(context()).wait_for_parent(_study(**attrs)) is None
+
+
+def test_a_live_creator_is_waited_for():
+    """The creator (this very process: alive) records its parent run a moment later."""
+    study = _study(creator=worker_id())
+    timer = threading.Timer(0.2, study.set_user_attr, ("parent_run_id", "late"))
+    timer.start()
+    try:
+        assert StudySession(context(worker="other:1:1")).wait_for_parent(study) == "late"
+    finally:
+        timer.join()
+
+
+# -- the front and re-evaluation targets (study/closing.py) ----------------------------------
+def test_the_front_keeps_feasible_non_dominated_trials_by_cost():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for t in [
+        trial(0, 0.70, 0.9),
+        trial(1, 0.72, 0.5),  # dominates 0
+        trial(2, 0.65, 0.2),
+        trial(3, 0.80, 0.1, flops_excess=0.3),  # best on both, but over the FLOPs budget
+        trial(4, 0.60, 0.6),  # dominated by 1 and 2
+    ]:
+        study.add_trial(t)
+    study.add_trial(create_trial(state=TrialState.FAIL))
+    front = StudyClosing(context(), trials=None).pareto(study)
+    assert [t.number for t in front] == [2, 1]
+
+
+def test_reeval_targets_spread_along_the_front_then_each_methods_best():
+    settings = context().settings
+    front = [trial(n, 0.6 + 0.01 * n, 0.1 * n) for n in range(5)]
+    assert [t.number for t in reeval_targets(front, 3, [], settings)] == [0, 2, 4]
+    assert [t.number for t in reeval_targets(front, 1, [], settings)] == [0]
+    assert reeval_targets(front, 0, [], settings) == []
+    done = [
+        *front,
+        trial(10, 0.50, 0.05, method="rival"),
+        trial(11, 0.55, 0.30, method="rival"),  # the rival's best on the first objective
+        trial(12, 0.90, 0.02, method="over", flops_excess=1.0),  # infeasible: never chosen
+    ]
+    chosen = reeval_targets(front, 2, done, settings)
+    # front ends 0 and 4; the best "m" (4) is already chosen; the rival's best, by cost
+    assert [t.number for t in chosen] == [0, 4, 11]
+
+
+def test_reeval_targets_of_the_study_follow_its_settings():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for t in [trial(0, 0.7, 0.5), trial(1, 0.6, 0.2), trial(2, 0.65, 0.9, method="rival")]:
+        study.add_trial(t)
+    per_method = context(reeval={"seeds": [1], "max_trials": 1, "select": "per_method"})
+    front = StudyClosing(per_method, None).pareto(study)
+    assert [t.number for t in front] == [1, 0]
+    targets = StudyClosing(per_method, None).reeval_targets(front, study)
+    assert [t.number for t in targets] == [1, 0, 2]  # the cheapest front trial, each best
+    no_seeds = context(reeval={"seeds": [], "max_trials": 5})
+    assert StudyClosing(no_seeds, None).reeval_targets(front, study) == []
