@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent
 # report reads storage only: it never imports training code.
 FORBIDDEN: dict[str, set[str]] = {
     part: {"study", "tracking", "tracking_store", "report", "experiment", "sweep", "train", "bench"}
-    for part in ("models", "data", "sparsity", "metrics", "errors")
+    for part in ("models", "data", "sparsity", "metrics", "errors", "studies_layout")
 }
 FORBIDDEN["report"] = {"models", "data", "trainer", "experiment", "evaluation", "study", "sweep"}
 # Orchestration runs benchmarks never: what both need (the machine) sits below them.

@@ -237,3 +237,26 @@ def test_a_creator_on_another_machine_silent_past_the_grace_period_is_taken_over
     assert 2 <= time.monotonic() - t0 < 30
     assert study.user_attrs["parent_run_id"] == parent
     assert study.user_attrs["creator"] == again.worker
+
+
+def test_report_and_resume_open_the_same_file_of_a_study_folder(tmp_path):
+    """A folder holding both files (an earlier one-worker run in optuna.db, a later run with
+    study.storage=journal): the study resumes one of them and the report must read that same
+    one, not the other's trials."""
+    from adasparse_lab.report.storage import default_storage, load_study
+
+    studies = tmp_path / "studies"
+    folder = studies / "quick"
+    folder.mkdir(parents=True)
+    sqlite = optuna.create_study(study_name="quick", storage=f"sqlite:///{folder / 'optuna.db'}")
+    sqlite.enqueue_trial({"x": 0.0})
+    sqlite.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    journal = optuna.create_study(study_name="quick", storage=_journal(tmp_path))
+    journal.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+
+    resumed, where = open_storage("auto", "quick", studies, workers=1)
+    resumed_trials = optuna.load_study(study_name="quick", storage=resumed).trials
+    reported, _ = load_study("quick", default_storage("quick", studies), studies)
+    assert where == str(folder / "journal.log")
+    assert len(resumed_trials) == 3
+    assert len(reported.trials) == len(resumed_trials)

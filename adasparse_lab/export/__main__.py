@@ -21,7 +21,7 @@ KEYS = {
     "trial": "trial number (a COMPLETE trial, typically on the front) or best (required)",
     "out": "bundle folder (default: <studies>/<study>/exports/trial-<n>)",
     "studies": "folder holding the studies (default: studies)",
-    "storage": "Optuna storage (default: <studies>/<study>/optuna.db, else journal.log)",
+    "storage": "Optuna storage (default: the file in <studies>/<study>/: journal.log, else optuna.db)",
     "mlflow": "log the bundle as an MLflow model of the trial's run: true (default) or false",
     "register": "also register that model under this name in the MLflow model registry",
 }

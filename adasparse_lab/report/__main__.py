@@ -17,7 +17,7 @@ from adasparse_lab.report.build import STATIC_FORMATS, build
 
 KEYS = {
     "study": "study name(s), comma-separated (required)",
-    "storage": "Optuna storage per study, comma-separated (default: studies/<name>/optuna.db, else journal.log)",
+    "storage": "Optuna storage per study, comma-separated (default: the file in studies/<name>/: journal.log, else optuna.db)",
     "out": "output folder (default: reports)",
     "studies": "folder holding the studies (default: studies)",
     "color": "trial column or param:<name> that colours the front (default: method)",

@@ -179,7 +179,7 @@ def build_report(
     ``<out_dir>/<name>/report.html`` (``<out_dir>/a+b/report.html`` for several studies).
 
     storage_urls: one per study (an RDB URL, a journal file path or an Optuna storage object),
-    or None for ``studies/<name>/optuna.db`` (else ``studies/<name>/journal.log``).
+    or None for the file in ``studies/<name>/`` (journal.log, else optuna.db: studies_layout).
     options: studies_dir, color_by (trial column or ``param:<name>``), static ('png'|'svg'),
     max_structure_trials.
     """

@@ -2,8 +2,8 @@
 polars table. Nothing here trains or writes: a report may be built while workers still run.
 
 Storage strings: an RDB URL (``sqlite:///studies/x/optuna.db``, ``postgresql://...``) or the
-path of a journal file (``studies/x/journal.log``). Without one, a study named ``x`` lives in
-``<studies>/x/optuna.db`` if that file exists, else in ``<studies>/x/journal.log``.
+path of a journal file (``studies/x/journal.log``). Without one, the study's folder holds it
+(``adasparse_lab.studies_layout``: the journal when both files exist, as a resumed study does).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import polars as pl
 
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.pareto import feasible
+from adasparse_lab.studies_layout import STORAGE_FILES, storage_string, stored_file
 
 log = logging.getLogger(__name__)
-STORAGE_FILES = ("optuna.db", "journal.log")
 
 
 def studies_found(studies_dir: Path) -> list[str]:
@@ -44,13 +44,12 @@ def _not_found(
 
 def default_storage(name: str, studies_dir: Path = Path("studies")) -> str:
     """The storage string of study ``name`` under the documented layout."""
-    db = studies_dir / name / "optuna.db"
-    if db.is_file():
-        return f"sqlite:///{db}"
-    journal = studies_dir / name / "journal.log"
-    if journal.is_file():
-        return str(journal)
-    raise _not_found(name, f"neither {db} nor {journal} exists", studies_dir)
+    folder = studies_dir / name
+    path = stored_file(folder)
+    if path is None:
+        files = " nor ".join(str(folder / f) for f in STORAGE_FILES)
+        raise _not_found(name, f"neither {files} exists", studies_dir)
+    return storage_string(path)
 
 
 def open_storage(storage: str | optuna.storages.BaseStorage) -> str | optuna.storages.BaseStorage:

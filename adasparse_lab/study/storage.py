@@ -44,6 +44,7 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from adasparse_lab.errors import ConfigError, StoreError
+from adasparse_lab.studies_layout import JOURNAL, SQLITE, stored_file
 from adasparse_lab.study.settings import MAX_BACKOFF_S
 
 log = logging.getLogger(__name__)
@@ -245,13 +246,12 @@ def open_storage(
     """Return the storage and a printable description of where it is."""
     folder = studies_dir / name
     folder.mkdir(parents=True, exist_ok=True)
-    sqlite, journal = folder / "optuna.db", folder / "journal.log"
-    if kind == "auto":
+    sqlite, journal = folder / SQLITE, folder / JOURNAL
+    if kind == "auto":  # the file already there (one rule with the report), else by workers
+        found = stored_file(folder)
         kind = (
-            "journal"
-            if journal.exists()
-            else "sqlite"
-            if sqlite.exists()
+            ("sqlite" if found == sqlite else "journal")
+            if found
             else ("journal" if workers > 1 else "sqlite")
         )
     if kind == "sqlite":
