@@ -19,10 +19,22 @@ PACKAGE = Path(__file__).resolve().parent
 # Building blocks never reach up into the layers that orchestrate, track or report them, and the
 # report reads storage only: it never imports training code.
 FORBIDDEN: dict[str, set[str]] = {
-    part: {"study", "tracking", "tracking_store", "report", "experiment", "sweep", "train", "bench"}
+    part: {"study", "tracking", "tracking_store", "results", "report"}
+    | {"experiment", "sweep", "train", "bench"}
     for part in ("models", "data", "sparsity", "metrics", "errors", "studies_layout")
 }
 FORBIDDEN["report"] = {"models", "data", "trainer", "experiment", "evaluation", "study", "sweep"}
+# Reading a stored study back (results: shared by the report, the study's summary and export)
+# reads storage only: nothing that trains, tracks, orchestrates, exports or draws.
+FORBIDDEN["results"] = {"models", "data", "trainer", "evaluation", "experiment", "train"} | {
+    "tracking",
+    "tracking_store",
+    "study",
+    "sweep",
+    "bench",
+    "export",
+    "report",
+}
 # Orchestration runs benchmarks never: what both need (the machine) sits below them.
 FORBIDDEN["study"] = {"bench"}
 

@@ -1,4 +1,4 @@
-"""The paper study (conf/study/paper.yaml) and its claims (report/claims.py): the claims of a
+"""The paper study (conf/study/paper.yaml) and its claims (results/claims.py): the claims of a
 small paper study the driver really ran, recomputed independently from Optuna and MLflow
 (run metrics, artifacts), and the verdict rule on its edge cases."""
 
@@ -19,7 +19,8 @@ from omegaconf import open_dict
 
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.metrics import safe_name
-from adasparse_lab.report.claims import (
+from adasparse_lab.report.claims_section import claims_section, study_claims
+from adasparse_lab.results.claims import (
     HELD,
     INCONCLUSIVE,
     NOT_HELD,
@@ -33,8 +34,7 @@ from adasparse_lab.report.claims import (
     size_halves,
     verdict,
 )
-from adasparse_lab.report.claims_section import claims_section, study_claims
-from adasparse_lab.report.collect import collect
+from adasparse_lab.results.collect import collect
 from adasparse_lab.study import space as space_mod
 from adasparse_lab.study.claims import main as claims_main
 from adasparse_lab.study.driver import StudyRunner

@@ -19,10 +19,10 @@ from plotly.offline import get_plotlyjs
 
 from adasparse_lab.report import build_report
 from adasparse_lab.report.__main__ import main
-from adasparse_lab.report.analysis import mark_front
 from adasparse_lab.report.build import build, export_static, make_sections
-from adasparse_lab.report.collect import ReportData, StudyInfo, collect
 from adasparse_lab.report.html import Block, Section, StructureView, render_page
+from adasparse_lab.results.collect import ReportData, StudyInfo, collect
+from adasparse_lab.results.fronts import mark_front
 
 SECTIONS = [
     "summary",

@@ -11,21 +11,12 @@ import plotly.graph_objects as go
 import polars as pl
 import pytest
 
-from adasparse_lab.report.analysis import (
-    jaccard,
-    mark_front,
-    neuron_order,
-    pareto_mask,
-    reference_point,
-    similarity_order,
-    spread_pick,
-    study_reference_point,
-)
+from adasparse_lab.pareto import pareto_mask
+from adasparse_lab.report.analysis import neuron_order, similarity_order
 from adasparse_lab.report.diagnostics import diagnostics
 from adasparse_lab.report.domain_figures import domain_fronts_figure, gain_figure
 from adasparse_lab.report.figures import band_figure, band_varies, pareto_figure
 from adasparse_lab.report.html import Block, Section, StructureView, render_page, table_html
-from adasparse_lab.report.storage import legacy_method
 from adasparse_lab.report.structure import (
     keep_map_figure,
     overlap_figure,
@@ -35,6 +26,14 @@ from adasparse_lab.report.structure import (
 from adasparse_lab.report.style import PALETTE, color_for, colors_for
 from adasparse_lab.report.tables import domain_gains
 from adasparse_lab.report.toggle import BUTTON_LABELS, axis_toggle, cost_axes
+from adasparse_lab.results.fronts import (
+    mark_front,
+    reference_point,
+    spread_pick,
+    study_reference_point,
+)
+from adasparse_lab.results.keep import jaccard
+from adasparse_lab.results.storage import legacy_method
 
 MAX_MIN = ["maximize", "minimize"]
 

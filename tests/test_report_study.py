@@ -1,4 +1,4 @@
-"""Reading a study back (report.collect) from what the driver really stored: the tiny study of
+"""Reading a study back (results.collect) from what the driver really stored: the tiny study of
 conftest.real_study, run by ``adasparse_lab.sweep.run_study``. Every expectation is read
 independently from Optuna (``study.best_trials``, trial attrs) and MLflow (``get_run``)."""
 
@@ -12,10 +12,10 @@ from mlflow.tracking import MlflowClient
 from optuna._hypervolume import compute_hypervolume
 
 from adasparse_lab.metrics import safe_name
-from adasparse_lab.report.collect import collect
 from adasparse_lab.report.diagnostics import diagnostics
 from adasparse_lab.report.figures import pareto_figure
-from adasparse_lab.report.storage import objectives
+from adasparse_lab.results.collect import collect
+from adasparse_lab.results.storage import objectives
 from tests.conftest import FAILING_METHOD
 
 

@@ -243,7 +243,7 @@ def test_report_and_resume_open_the_same_file_of_a_study_folder(tmp_path):
     """A folder holding both files (an earlier one-worker run in optuna.db, a later run with
     study.storage=journal): the study resumes one of them and the report must read that same
     one, not the other's trials."""
-    from adasparse_lab.report.storage import default_storage, load_study
+    from adasparse_lab.results.storage import default_storage, load_study
 
     studies = tmp_path / "studies"
     folder = studies / "quick"

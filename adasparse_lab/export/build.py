@@ -18,7 +18,7 @@ from adasparse_lab.export.bundle import Bundle, write_bundle
 from adasparse_lab.export.trial import StoredTrial, front_numbers, load_trial
 from adasparse_lab.metrics import auc
 from adasparse_lab.models.adasparse import AdaSparseModel
-from adasparse_lab.report.storage import default_storage, load_study
+from adasparse_lab.results.storage import default_storage, load_study
 
 log = logging.getLogger(__name__)
 TRACE_ROWS = 64

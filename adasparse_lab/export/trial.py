@@ -21,7 +21,7 @@ from adasparse_lab.errors import ConfigError
 from adasparse_lab.experiment import _instantiate, build_components, build_data, build_model
 from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE
 from adasparse_lab.pareto import feasible, pareto_mask
-from adasparse_lab.report.storage import default_storage, load_study
+from adasparse_lab.results.storage import default_storage, load_study
 
 log = logging.getLogger(__name__)
 

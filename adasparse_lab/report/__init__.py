@@ -4,8 +4,10 @@
     python -m adasparse_lab.report study=<name>[,<name2>] [storage=<url>] [out=reports]
     from adasparse_lab.report import build_report; build_report(["name"], [storage_url], "reports")
 
-Modules: collect (storage -> polars tables; storage.py, runs.py), figures / structure /
-diagnostics (tables -> Plotly figures), sections + html (the page), build (the entry point).
+The tables come from adasparse_lab.results (a stored study read back: collect). Modules here:
+figures / domain_figures / structure / diagnostics (tables -> Plotly figures), analysis
+(orderings for them), tables (derived tables), claims_section + claims_markdown (the claims
+as HTML and Markdown), sections + html (the page), build (the entry point).
 """
 
 from adasparse_lab.report.build import build_report

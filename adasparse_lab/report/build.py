@@ -16,7 +16,6 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from adasparse_lab.report.claims_section import claims_section
-from adasparse_lab.report.collect import ReportData, collect
 from adasparse_lab.report.html import Section, render_page
 from adasparse_lab.report.sections import (
     band_section,
@@ -29,6 +28,7 @@ from adasparse_lab.report.sections import (
     trials_section,
 )
 from adasparse_lab.report.tables import headline
+from adasparse_lab.results.collect import ReportData, collect
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"

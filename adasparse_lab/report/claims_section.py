@@ -9,21 +9,21 @@ import logging
 import polars as pl
 from omegaconf import OmegaConf
 
-from adasparse_lab.report.claims import (
+from adasparse_lab.report.claims_markdown import format_claims
+from adasparse_lab.report.html import Block, Section, table_html
+from adasparse_lab.report.style import fmt
+from adasparse_lab.results.claims import (
     HELD,
     NOT_HELD,
     ClaimPlan,
     ClaimResult,
     arm_summary,
     arm_trials,
-    format_claims,
     measure,
     parse_claims,
 )
-from adasparse_lab.report.collect import ReportData, StudyInfo
-from adasparse_lab.report.html import Block, Section, table_html
-from adasparse_lab.report.runs import read_artifact_tables
-from adasparse_lab.report.style import fmt
+from adasparse_lab.results.collect import ReportData, StudyInfo
+from adasparse_lab.results.runs import read_artifact_tables
 
 log = logging.getLogger(__name__)
 

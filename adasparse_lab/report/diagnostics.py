@@ -17,8 +17,8 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 
 from adasparse_lab.pareto import hypervolume_history
-from adasparse_lab.report.analysis import study_reference_point
 from adasparse_lab.report.style import finish
+from adasparse_lab.results.fronts import study_reference_point
 
 log = logging.getLogger(__name__)
 

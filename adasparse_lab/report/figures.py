@@ -9,7 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from adasparse_lab.report.analysis import FRONT_DIRECTIONS, front_order, pareto_mask
+from adasparse_lab.pareto import pareto_mask
+from adasparse_lab.report.analysis import front_order
 from adasparse_lab.report.style import (
     PALETTE,
     REFERENCE_COLOR,
@@ -20,6 +21,7 @@ from adasparse_lab.report.style import (
     rounded,
 )
 from adasparse_lab.report.toggle import COST_AXES
+from adasparse_lab.results.fronts import FRONT_DIRECTIONS
 
 Y_TITLE = "mean per-domain AUC"
 STUDY_SYMBOLS = ["circle", "square", "triangle-up", "diamond", "cross", "x"]

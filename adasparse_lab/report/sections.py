@@ -11,7 +11,6 @@ from functools import partial
 
 import polars as pl
 
-from adasparse_lab.report.collect import ReportData, StudyInfo
 from adasparse_lab.report.diagnostics import diagnostics
 from adasparse_lab.report.domain_figures import domain_fronts_figure, gain_figure
 from adasparse_lab.report.figures import band_figure, band_varies, completed, pareto_figure
@@ -23,8 +22,9 @@ from adasparse_lab.report.structure import (
     structure_order,
 )
 from adasparse_lab.report.style import fmt
-from adasparse_lab.report.tables import domain_gains, domain_points, reference_domains, trial_label
+from adasparse_lab.report.tables import domain_gains, domain_points, trial_label
 from adasparse_lab.report.toggle import cost_toggle
+from adasparse_lab.results.collect import ReportData, StudyInfo, reference_domains
 
 
 def _note(text: str) -> Block:

@@ -15,34 +15,15 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
-from adasparse_lab.report.analysis import jaccard, kept_matrix, neuron_order, similarity_order
+from adasparse_lab.report.analysis import neuron_order, similarity_order
 from adasparse_lab.report.style import SEQUENTIAL, domain_label, finish, rounded
+from adasparse_lab.results.keep import jaccard, keep_matrices, kept_neurons
 
 KEEP_SCALE = [[0.0, "#f7f7f7"], [0.5, "#9ecae1"], [1.0, "#08306b"]]
 
 
 def position_name(position: int) -> str:
     return "input" if position == 0 else f"layer {position}"
-
-
-def keep_matrices(keep: pl.DataFrame, domains: list[str]) -> dict[int, np.ndarray]:
-    """position -> [K, H] keep probabilities, rows in ``domains`` order (NaN where missing)."""
-    out = {}
-    index = {d: i for i, d in enumerate(domains)}
-    for (position,), part in keep.group_by("position", maintain_order=True):
-        width = int(part["neuron"].max()) + 1
-        mat = np.full((len(domains), width), np.nan)
-        rows = np.array([index.get(d, -1) for d in part["domain"].to_list()])
-        ok = rows >= 0
-        mat[rows[ok], part["neuron"].to_numpy()[ok]] = part["keep_prob"].to_numpy()[ok]
-        out[int(position)] = mat
-    return dict(sorted(out.items()))
-
-
-def kept_neurons(keep: pl.DataFrame, domains: list[str]) -> np.ndarray:
-    """[K, H] kept flags, all masked positions side by side ([K, 0] without keep probabilities)."""
-    mats = [kept_matrix(m) for m in keep_matrices(keep, domains).values()]
-    return np.concatenate(mats, axis=1) if mats else np.zeros((len(domains), 0), bool)
 
 
 def structure_order(keep: pl.DataFrame, domains: pl.DataFrame) -> list[str]:

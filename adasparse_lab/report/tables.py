@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from adasparse_lab.report.analysis import spread_pick
 from adasparse_lab.report.style import fmt
+from adasparse_lab.results.collect import reference_domains
+from adasparse_lab.results.fronts import spread_pick
 
 GAIN_TRIALS = 8  # front trials drawn in the gain figure (spread over the front's FLOPs range)
 GAIN_SCHEMA = {"study": pl.String, "number": pl.Int64, "label": pl.String, "domain": pl.String}
@@ -25,20 +26,6 @@ def domain_points(domain_metrics: pl.DataFrame, trials: pl.DataFrame) -> pl.Data
     per_domain = domain_metrics.filter(pl.col("kind") == "trial")
     return per_domain.join(done, on=keys, how="inner").select(
         *keys, *[c for c in cols if c in per_domain.columns], *done.columns[2:]
-    )
-
-
-def reference_domains(domain_metrics: pl.DataFrame) -> pl.DataFrame:
-    """The dense reference per domain, averaged over its seeds."""
-    cols = [
-        c
-        for c in ("val_auc", "test_auc", "flops_ratio", "latency_ratio")
-        if c in domain_metrics.columns
-    ]
-    return (
-        domain_metrics.filter(pl.col("kind") == "reference")
-        .group_by("study", "domain", maintain_order=True)
-        .agg(pl.col(cols).mean())
     )
 
 

@@ -3,7 +3,7 @@
     python -m adasparse_lab.study.claims study=paper [studies=studies]
 
 The same numbers as the report's section "The paper's claims against this run"
-(report/claims.py measures them from storage: Optuna trials, their MLflow runs and artifacts).
+(results/claims.py measures them from storage: Optuna trials, their MLflow runs and artifacts).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from adasparse_lab.errors import ConfigError
 
 def main(argv: Sequence[str] | None = None) -> int:
     from adasparse_lab.report.claims_section import claims_text
-    from adasparse_lab.report.collect import collect
+    from adasparse_lab.results.collect import collect
 
     args = dict(a.partition("=")[::2] for a in (sys.argv[1:] if argv is None else argv))
     if set(args) - {"study", "studies"} or not args.get("study"):

@@ -12,13 +12,12 @@ from omegaconf import DictConfig
 from adasparse_lab.export.build import log_front_models
 from adasparse_lab.report.build import BuildInfo, build
 from adasparse_lab.report.claims_section import claims_text
-from adasparse_lab.report.collect import collect
+from adasparse_lab.results.collect import collect
 from adasparse_lab.study.driver import StudyOutcome, StudyRunner
 from adasparse_lab.study.matched import collect_cells, format_matched
 from adasparse_lab.study.summary import (
     format_pareto,
     pareto_table,
-    reeval_table,
     reference_metrics,
     write_pareto,
 )
@@ -49,14 +48,14 @@ def _print_results(outcome: StudyOutcome, base: DictConfig) -> Path:
     several compete, and the paper's claims when ``study.claims`` names them."""
     s, tracker = outcome.settings, outcome.tracker
     domains = [d["domain"] for d in outcome.study.user_attrs.get("domains", [])]
-    table = pareto_table(outcome.pareto, s.metrics, domains, reeval_table(tracker))
+    data = collect([s.name], [outcome.storage_desc], max_structure_trials=0)
+    table = pareto_table(outcome.pareto, s.metrics, domains, data)
     csv = write_pareto(table, outcome.folder)
-    print(format_pareto(table, s.metrics, domains, reference_metrics(tracker)))
+    print(format_pareto(table, s.metrics, domains, reference_metrics(data, domains)))
     cells = collect_cells(outcome.study, tracker.client, tracker.experiment_id, s.metrics[-1])
     if len({c.method for c in cells}) > 1:  # several methods: compare them at equal cost
         print("\n" + format_matched(cells, MATCHED_AT, s.metrics[-1]))
-    if base.study.get("claims"):  # the paper's claims against this run (report/claims.py)
-        data = collect([s.name], [outcome.storage_desc], max_structure_trials=0)
+    if base.study.get("claims"):  # the paper's claims against this run (results/claims.py)
         print("\n" + claims_text(data))
     return csv
 

@@ -58,11 +58,11 @@ class StudySettings:
 
 
 def _check_claims(raw: dict) -> None:
-    """``study.claims`` (what the report measures, report/claims.py) names arms of the space."""
+    """``study.claims`` (what the report measures, results/claims.py) names arms of the space."""
     claims = raw.get("claims")
     if not claims:
         return
-    from adasparse_lab.report.claims import parse_claims  # the report's reading of the same keys
+    from adasparse_lab.results.claims import parse_claims  # the same reading the report measures
 
     space = raw.get("space") or {}
     for key in ("arm", "seed"):

@@ -1,68 +1,68 @@
-"""The end of a study: the Pareto table (printed and written as CSV), read back from MLflow."""
+"""The end of a study: the Pareto table (printed and written as CSV), its test AUC over
+re-evaluation seeds and the dense reference read from the study's storage by results.collect,
+the same tables the report draws."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import numpy as np
 import optuna
 import polars as pl
 
 from adasparse_lab.metrics import safe_name
-from adasparse_lab.report.runs import search_runs
-from adasparse_lab.tracking import Tracker
+from adasparse_lab.results.collect import ReportData, reference_domains
+from adasparse_lab.results.runs import RUN_METRICS
 
 
-def reeval_table(tracker: Tracker) -> pl.DataFrame:
-    """One row per finished re-evaluation run: trial, seed and every final metric."""
-    runs = search_runs(tracker.client, tracker.experiment_id, "reeval", "FINISHED")
-    rows = [
-        {
-            "trial": int(r.data.tags["trial_number"]),
-            "seed": int(r.data.tags["seed"]),
-            **r.data.metrics,
-        }
-        for r in runs
-    ]
-    return (
-        pl.DataFrame(rows) if rows else pl.DataFrame(schema={"trial": pl.Int64, "seed": pl.Int64})
-    )
-
-
-def reference_metrics(tracker: Tracker) -> dict[str, float] | None:
-    """Final metrics of the study's dense reference (pruner=none), averaged over its seeds."""
-    runs = search_runs(tracker.client, tracker.experiment_id, "reference", "FINISHED")
-    if not runs:
-        return None
-    keys = set.intersection(*(set(r.data.metrics) for r in runs))
-    out = {k: float(np.mean([r.data.metrics[k] for r in runs])) for k in keys}
-    out["seeds"] = float(len(runs))
-    return out
+def _mean_sd(seeds: dict | None) -> tuple[float | None, float | None]:
+    """(mean, sd) of the test AUC in one row of a re-evaluation table (results.collect's
+    reeval or reeval_domains); no sd from a single seed, nothing without a row."""
+    if seeds is None:
+        return None, None
+    return seeds["test_auc_mean"], seeds["test_auc_sd"] if seeds["n_seeds"] > 1 else None
 
 
 def pareto_table(
     front: list[optuna.trial.FrozenTrial],
     metrics: list[str],
     domains: list[str],
-    reeval: pl.DataFrame,
+    data: ReportData,
 ) -> pl.DataFrame:
-    """Front trials with objectives, key params and per-domain test AUC (mean and std over seeds)."""
+    """Front trials with objectives, key params and test AUC, overall and per domain (mean
+    and std over the re-evaluation seeds of ``data``, the study read back from storage)."""
+    by_trial = {r["number"]: r for r in data.reeval.iter_rows(named=True)}
+    by_domain = {(r["number"], r["domain"]): r for r in data.reeval_domains.iter_rows(named=True)}
     rows = []
     for t in front:
         row: dict = {"trial": t.number, **{m: v for m, v in zip(metrics, t.values)}}
         row["method"] = t.user_attrs.get("method", t.user_attrs.get("pruner_form"))
         band = t.user_attrs.get("band") or [None, None]
         row["band"] = f"[{band[0]:.2f},{band[1]:.2f}]" if band[0] is not None else None
-        sub = reeval.filter(pl.col("trial") == t.number) if reeval.height else reeval
-        row["seeds"] = sub.height
-        for key in ["test/mean_domain_auc", *(f"test/auc/{safe_name(d)}" for d in domains)]:
-            values = sub[key].drop_nulls().to_numpy() if key in sub.columns else np.array([])
-            row[f"{key}:mean"] = float(values.mean()) if len(values) else None
-            row[f"{key}:std"] = float(values.std(ddof=1)) if len(values) > 1 else None
+        row["seeds"] = by_trial[t.number]["n_seeds"] if t.number in by_trial else 0
+        found = {"test/mean_domain_auc": by_trial.get(t.number)} | {
+            f"test/auc/{safe_name(d)}": by_domain.get((t.number, d)) for d in domains
+        }
+        for key, seeds in found.items():
+            row[f"{key}:mean"], row[f"{key}:std"] = _mean_sd(seeds)
         row["params"] = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t.params.items()))
         rows.append(row)
     return pl.DataFrame(rows)
+
+
+def reference_metrics(data: ReportData, domains: list[str]) -> dict[str, float] | None:
+    """The dense reference (pruner=none) of ``data``, averaged over its seeds, keyed by MLflow
+    metric name (the run metrics results.runs reads, ``test/auc/<domain>``) plus 'seeds'."""
+    if not data.reference.height:
+        return None
+    ref = data.reference.row(0, named=True)
+    out = {key: ref[c] for c, key in RUN_METRICS.items() if ref.get(c) is not None}
+    per_domain = reference_domains(data.domain_metrics).filter(pl.col("domain").is_in(domains))
+    for domain, auc in zip(per_domain["domain"], per_domain["test_auc"]):
+        if auc is not None:
+            out[f"test/auc/{safe_name(domain)}"] = auc
+    out["seeds"] = float(ref["n_seeds"])
+    return out
 
 
 def _fmt(v) -> str:

@@ -1,5 +1,7 @@
 """The MLflow side of a stored study: one ``search_runs`` per run kind (trial, reeval,
 reference), flattened into polars tables; artifacts are read only for the runs that need them.
+The one reader of a study's runs: results.collect builds the report's and the end-of-study
+summary's (study.summary) tables from it.
 
 Run tags (the sweep's contract): ``kind`` = study | trial | reeval | reference,
 ``trial_number``, ``seed``, ``method`` (absent in older studies: 'dense' for the reference).
@@ -97,8 +99,7 @@ def _local_store_missing(uri: str) -> bool:
 
 def search_runs(client, experiment_id: str, kind: str, status: str | None = None) -> list:
     """Every run of one kind (trial, reeval, reference), all pages; only ``status`` ones
-    (e.g. 'FINISHED') when given. The one reader of a study's runs: the report and the
-    sweep's end-of-study summary (study.summary) both use it."""
+    (e.g. 'FINISHED') when given."""
     query = f"tags.kind = '{kind}'" + (f" and attributes.status = '{status}'" if status else "")
     runs, token = [], None
     while True:

@@ -1,6 +1,6 @@
 """Read what a study stored (Optuna storage + MLflow) into plain polars tables: the only input
-of the report's figures. Never touches a trainer object, so it works on finished and running
-studies alike.
+of the report's figures and of the sweep's end-of-study summary (study.summary). Never touches
+a trainer object, so it works on finished and running studies alike.
 
 Tables (each has a ``study`` column; ``number`` is the Optuna trial number):
   trials          one per trial: state, duration_s, auc (val mean per-domain AUC), flops_ratio,
@@ -32,9 +32,9 @@ import optuna
 import polars as pl
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.report.analysis import mark_front, spread_pick
-from adasparse_lab.report.runs import RunTables, read_artifact_tables, read_runs
-from adasparse_lab.report.storage import load_study, objectives, trials_table
+from adasparse_lab.results.fronts import mark_front, spread_pick
+from adasparse_lab.results.runs import RunTables, read_artifact_tables, read_runs
+from adasparse_lab.results.storage import load_study, objectives, trials_table
 
 log = logging.getLogger(__name__)
 AUC_OBJECTIVE = "val/mean_domain_auc"
@@ -124,8 +124,10 @@ def _enrich_trials(
     ).drop("method_run")
 
 
-def _reeval_tables(runs: pl.DataFrame, domains: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Finished re-evaluation runs over seeds: per trial, and per (trial, domain)."""
+def reeval_tables(runs: pl.DataFrame, domains: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Finished re-evaluation runs over seeds: per trial (number, n_seeds, test_auc_mean,
+    test_auc_sd (0 for one seed), flops_ratio_mean, latency_ratio_mean), and per (trial,
+    domain) (number, domain, n_seeds, test_auc_mean, test_auc_sd)."""
     finished = runs.filter(
         (pl.col("kind") == "reeval")
         & (pl.col("status") == "FINISHED")
@@ -146,7 +148,7 @@ def _reeval_tables(runs: pl.DataFrame, domains: pl.DataFrame) -> tuple[pl.DataFr
     return summary.sort("number"), per_domain.sort("number", "domain")
 
 
-def _reference(runs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def reference_runs(runs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The dense reference's finished runs (the study's seed and the re-evaluation seeds), and
     one row of their means (no row without a run)."""
     refs = runs.filter((pl.col("kind") == "reference") & (pl.col("status") == "FINISHED"))
@@ -155,6 +157,21 @@ def _reference(runs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         return refs, refs
     return refs, refs.select(
         pl.col("run_id").first(), pl.exclude("run_id").mean(), n_seeds=pl.len()
+    )
+
+
+def reference_domains(domain_metrics: pl.DataFrame) -> pl.DataFrame:
+    """The dense reference per domain, averaged over its seeds: study, domain and the means
+    of val_auc, test_auc, flops_ratio, latency_ratio (those ``domain_metrics`` has)."""
+    cols = [
+        c
+        for c in ("val_auc", "test_auc", "flops_ratio", "latency_ratio")
+        if c in domain_metrics.columns
+    ]
+    return (
+        domain_metrics.filter(pl.col("kind") == "reference")
+        .group_by("study", "domain", maintain_order=True)
+        .agg(pl.col(cols).mean())
     )
 
 
@@ -210,7 +227,7 @@ def collect_study(
     info.runs = tables
     trials = _enrich_trials(trials_table(name, study), info.objectives, tables.runs)
     trials = mark_front(trials)
-    reference_runs, reference = _reference(tables.runs)
+    ref_runs, reference = reference_runs(tables.runs)
     trial_ids = trials.select("run_id", trial_number="number").drop_nulls()
     dm = tables.domains
     per_trial = (
@@ -223,10 +240,10 @@ def collect_study(
         [
             per_trial,
             dm.filter(pl.col("kind") == "reeval"),
-            dm.join(reference_runs.select("run_id"), on="run_id", how="semi"),
+            dm.join(ref_runs.select("run_id"), on="run_id", how="semi"),
         ]
     )
-    reeval, reeval_domains = _reeval_tables(tables.runs, dm)
+    reeval, reeval_domains = reeval_tables(tables.runs, dm)
     layers = tables.layers.join(trial_ids, on="run_id", how="inner").rename(
         {"trial_number": "number"}
     )

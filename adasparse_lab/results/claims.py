@@ -1,7 +1,8 @@
 """The paper's claims against a study's own trials: each claim of ``study.claims`` (see
 conf/study/paper.yaml) becomes one measured effect per seed, its mean ± sd over seeds, and a
-verdict. Reads what the report collected (trials, per-domain metrics, domain sizes and groups)
-plus the keep probabilities of the trials a structure claim needs; never a trainer object.
+verdict. Reads what results.collect read back (trials, per-domain metrics, domain sizes and
+groups) plus the keep probabilities of the trials a structure claim needs; never a trainer
+object. Their tables and text are the report's (report/claims_section.py, claims_markdown.py).
 
 An *arm* is one value of the space parameter ``study.claims.arm`` (e.g. ``fusion``); arms pair
 up by the value of ``study.claims.seed``. Effects are signed so that > 0 means the claim held:
@@ -32,8 +33,7 @@ import numpy as np
 import polars as pl
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.report.analysis import jaccard
-from adasparse_lab.report.structure import kept_neurons
+from adasparse_lab.results.keep import jaccard, kept_neurons
 
 KINDS = ("better", "small_domains", "groups")
 HELD, NOT_HELD, INCONCLUSIVE, NOT_MEASURED = "held", "did not hold", "inconclusive", "not measured"
@@ -282,34 +282,3 @@ def arm_summary(arms: pl.DataFrame) -> pl.DataFrame:
         )
         .sort("test_auc", descending=True)
     )
-
-
-def effect_text(r: ClaimResult) -> str:
-    if not r.per_seed:
-        return "-"
-    sd = "" if math.isnan(r.sd) else f" ± {r.sd:.4f}"
-    return f"{r.mean:+.4f}{sd} (n={len(r.per_seed)})"
-
-
-def format_claims(results: list[ClaimResult], summary: pl.DataFrame) -> str:
-    """The claims and the arms as Markdown tables (the README quotes them)."""
-    lines = [
-        "| the paper reports | measured here | effect, mean ± sd over seeds | verdict |",
-        "|---|---|---|---|",
-    ]
-    for r in results:
-        what = r.spec.text + (f" ({r.note})" if r.note else "")
-        lines.append(f"| {r.spec.source} | {what} | {effect_text(r)} | {r.verdict} |")
-    lines += [
-        "",
-        "| arm | method | seeds | test AUC (mean ± sd) | FLOPs ratio | sparsity |",
-        "|---|---|---|---|---|---|",
-    ]
-    for a in summary.iter_rows(named=True):
-        sd = "" if a["test_auc_sd"] is None else f" ± {a['test_auc_sd']:.4f}"
-        flops = "-" if a["flops_ratio"] is None else f"{a['flops_ratio']:.3f}"
-        sparsity = "-" if a["sparsity"] is None else f"{a['sparsity']:.3f}"
-        lines.append(
-            f"| {a['arm']} | {a['method']} | {a['seeds']} | {a['test_auc']:.4f}{sd} | {flops} | {sparsity} |"
-        )
-    return "\n".join(lines)
