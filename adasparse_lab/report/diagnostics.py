@@ -16,7 +16,6 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from adasparse_lab.pareto import hypervolume_history
 from adasparse_lab.report.analysis import study_reference_point
 from adasparse_lab.report.style import finish
 
@@ -56,46 +55,22 @@ def _target(index: int) -> Callable[[optuna.trial.FrozenTrial], float]:
     return lambda t: t.values[index]
 
 
-@dataclass
-class HypervolumeHistory:
-    """The study's hypervolume after each COMPLETE trial (pareto.hypervolume_history)."""
-
-    numbers: list[int]
-    values: list[float]
-    reference: list[float]
-    source: str  # where the reference point came from (analysis.study_reference_point)
-
-
-def hypervolume_history_of(study: optuna.Study, objectives: list[dict]) -> HypervolumeHistory:
-    """The driver's ``study/hypervolume`` recomputed from the stored trials, against the
-    reference point stored with the study: the same numbers MLflow holds."""
-    directions = [o["direction"] for o in objectives]
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    values = np.array([t.values for t in done], dtype=np.float64).reshape(-1, len(directions))
-    ref, source = study_reference_point(study.user_attrs, values, directions)
-    history = hypervolume_history(done, directions, ref)
-    return HypervolumeHistory([n for n, _ in history], [v for _, v in history], ref, source)
-
-
 def _hypervolume(study: optuna.Study, objectives: list[dict], prefix: str) -> Diagnostic:
-    h = hypervolume_history_of(study, objectives)
-    fig = go.Figure(
-        go.Scatter(
-            x=h.numbers,
-            y=h.values,
-            mode="lines+markers",
-            line_shape="hv",
-            name="hypervolume",
-            hovertemplate="trial %{x}<br>hypervolume %{y:.4f}<extra></extra>",
-        )
-    )
-    fig.update_xaxes(title_text="trial")
-    fig.update_yaxes(title_text="hypervolume (feasible trials)")
-    title = (
-        f"{prefix}hypervolume history (reference point {h.reference}, {h.source}; "
-        f"final {h.values[-1]:.4f})"
-    )
-    return Diagnostic(title, finish(fig, None, 380))
+    """Optuna's hypervolume history of the feasible COMPLETE trials against the reference point
+    stored with the study: the numbers the driver logged to MLflow as ``study/hypervolume``."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    values = np.array([t.values for t in done], dtype=np.float64).reshape(len(done), -1)
+    directions = [o["direction"] for o in objectives]
+    ref, source = study_reference_point(study.user_attrs, values, directions)
+    title = f"{prefix}hypervolume history (reference point {ref}, {source}"
+    diag = _attempt(title + ")", 380, optuna.visualization.plot_hypervolume_history, study, ref)
+    if diag.figure is not None:
+        hover = "trial %{x}<br>hypervolume %{y:.4f}<extra></extra>"
+        diag.figure.update_traces(line_shape="hv", name="hypervolume", hovertemplate=hover)
+        diag.figure.update_xaxes(title_text="trial")
+        diag.figure.update_yaxes(title_text="hypervolume (feasible trials)")
+        diag.title = f"{title}; final {diag.figure.data[0].y[-1]:.4f})"
+    return diag
 
 
 def diagnostics(
