@@ -51,10 +51,6 @@ def _attempt(
     return Diagnostic(title, finish(fig, None, height))
 
 
-def _target(index: int) -> Callable[[optuna.trial.FrozenTrial], float]:
-    return lambda t: t.values[index]
-
-
 def _hypervolume(study: optuna.Study, objectives: list[dict], prefix: str) -> Diagnostic:
     """Optuna's hypervolume history of the feasible COMPLETE trials against the reference point
     stored with the study: the numbers the driver logged to MLflow as ``study/hypervolume``."""
@@ -81,30 +77,25 @@ def diagnostics(
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         return [Diagnostic(f"{prefix}search diagnostics", None, "no completed trial yet")]
-    multi = len(study.directions) > 1
-    names = [o["name"] for o in objectives]
-    # The AUC objective (the first maximised one) drives the single-target plots.
-    main = next((i for i, o in enumerate(objectives) if o["direction"] == "maximize"), 0)
+    multi, names = len(study.directions) > 1, [o["name"] for o in objectives]
+
+    def target(i: int) -> dict:  # objective i as the plot's target (needed when multi-objective)
+        return {"target": (lambda t: t.values[i]) if multi else None, "target_name": names[i]}
+
+    history = vis.plot_optimization_history
     out = [
-        _attempt(
-            f"{prefix}optimisation history: {name}",
-            380,
-            vis.plot_optimization_history,
-            study,
-            target=_target(i) if multi else None,
-            target_name=name,
-        )
+        _attempt(f"{prefix}optimisation history: {name}", 380, history, study, **target(i))
         for i, name in enumerate(names)
     ]
     if len(study.directions) == 2:
         out.append(_hypervolume(study, objectives, prefix))
     if not any(t.params for t in done):
         return out + [Diagnostic(f"{prefix}parameters", None, "the study samples no parameters")]
-    main_name = names[main]
-    kw = {"target": _target(main) if multi else None, "target_name": main_name}
+    # The AUC objective (the first maximised one) drives the single-target plots.
+    main = next((i for i, o in enumerate(objectives) if o["direction"] == "maximize"), 0)
     plots = {
         "parameter importances": (420, partial(vis.plot_param_importances, evaluator=_evaluator())),
-        f"parallel coordinates ({main_name})": (460, vis.plot_parallel_coordinate),
-        f"slices ({main_name})": (400, vis.plot_slice),
+        f"parallel coordinates ({names[main]})": (460, vis.plot_parallel_coordinate),
+        f"slices ({names[main]})": (400, vis.plot_slice),
     }
-    return out + [_attempt(prefix + t, h, plot, study, **kw) for t, (h, plot) in plots.items()]
+    return out + [_attempt(prefix + t, h, p, study, **target(main)) for t, (h, p) in plots.items()]

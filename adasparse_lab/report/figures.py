@@ -95,14 +95,11 @@ def _point_traces(
         return [trace(frame, "trials")]
     if col.dtype.is_numeric():  # a colour scale
         scale = {"color": rounded(col, 6), "colorscale": SEQUENTIAL, "showscale": True}
-        return [
-            trace(frame, "trials", **scale, colorbar_title_text=color_by.removeprefix("param:"))
-        ]
-    values = sorted(col.drop_nulls().unique().to_list())
-    colours = colors_for(values)
-    return [
-        trace(frame.filter(pl.col(color_by) == v), str(v), color=colours[str(v)]) for v in values
-    ]
+        scale["colorbar_title_text"] = color_by.removeprefix("param:")
+        return [trace(frame, "trials", **scale)]
+    parts = frame.drop_nulls(color_by).partition_by(color_by, as_dict=True)
+    colours = colors_for(v for (v,) in parts)
+    return [trace(rows, str(v), color=colours[str(v)]) for (v,), rows in sorted(parts.items())]
 
 
 def pareto_figure(
