@@ -65,19 +65,25 @@ def domain_fronts_figure(
     # Panels named by domain and training rows (Plotly Express writes "domain=<name>").
     titles = {d: f"{d} · {n:,} rows" if n is not None else d for d, n in order}
     fig.for_each_annotation(lambda a: a.update(text=titles[a.text.split("=", 1)[-1]]))
-    for k, domain in enumerate(names):  # Plotly Express counts facet rows from the bottom
-        for s_i, study in enumerate(studies):
-            colour = PALETTE[s_i % len(PALETTE)] if len(studies) > 1 else None
-            traces = _front_and_reference(pts, reference, study, domain, x, colour)
-            for trace, legend in zip(traces, [k == 0, k == 0 and s_i == 0]):
-                fig.add_trace(
-                    trace.update(showlegend=legend), row=rows - k // cols, col=k % cols + 1
-                )
+    _add_fronts(fig, pts, reference, studies, names, x, cols)
     finish(fig, "Per-domain fronts (largest domain first)", 260 * rows + 110)
     # The legend to the right of the panels: a study may name many methods, and a horizontal
     # legend that wraps would run into the title.
     legend = {"orientation": "v", "x": 1.01, "xanchor": "left", "y": 1, "yanchor": "top"}
     return fig.update_layout(margin={"t": 100}, legend=legend, legend_title_text="")
+
+
+def _add_fronts(fig, pts, reference, studies: list, names: list, x: str, cols: int) -> None:
+    """Each study's front line and dense reference star in every domain's panel (the legend
+    names the line once per study, the star once)."""
+    rows = max(1, math.ceil(len(names) / cols))
+    for k, domain in enumerate(names):  # Plotly Express counts facet rows from the bottom
+        for s_i, study in enumerate(studies):
+            colour = PALETTE[s_i % len(PALETTE)] if len(studies) > 1 else None
+            traces = _front_and_reference(pts, reference, study, domain, x, colour)
+            for trace, legend in zip(traces, [k == 0, k == 0 and s_i == 0]):
+                trace.showlegend = legend
+                fig.add_trace(trace, row=rows - k // cols, col=k % cols + 1)
 
 
 def _front_and_reference(pts, reference, study: str, domain: str, x: str, colour) -> list:
