@@ -57,8 +57,8 @@ def template() -> go.layout.Template:
 
 def finish(fig: go.Figure, title: str | None = None, height: int | None = None) -> go.Figure:
     """The house template and an explicit height (the HTML container takes it from here)."""
-    fig.update_layout(template=template())
-    return fig.update_layout({"title_text": title} if title is not None else {}, height=height)
+    fig.update_layout(template=template(), height=height)
+    return fig if title is None else fig.update_layout(title_text=title)
 
 
 def color_for(value: object, index: int) -> str:
@@ -87,8 +87,7 @@ def _missing(value: object) -> bool:
 
 
 def fmt(value: object, spec: str = ".4f") -> str:
-    """``value`` for a table or hover label: '-' when missing, tiny floats in 3 significant
-    digits."""
+    """``value`` for a table or hover label: '-' when missing, tiny floats to 3 digits."""
     if _missing(value):
         return "-"
     if isinstance(value, float):
