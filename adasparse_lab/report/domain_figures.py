@@ -120,7 +120,7 @@ def gain_figure(gains: pl.DataFrame) -> go.Figure:
     )
     hover = "%{customdata[0]}: %{x:,} rows<br>ΔAUC %{y:+.4f}"
     fig.update_traces(line_width=1.5, error_y_thickness=1, hovertemplate=hover)
-    reference_line(fig, 0, {"width": 1})
+    reference_line(fig, 0, width=1)
     fig.update_xaxes(
         dtick="D2", tickformat="~s", title_text="training rows of the domain (log scale)"
     )

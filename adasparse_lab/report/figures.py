@@ -143,9 +143,10 @@ def _reference(reference, study: str, x: str, colour: str | None) -> list[go.Sca
         return []
     hover = f"<b>dense reference</b><br>val AUC %{{y:.4f}}<br>test AUC {fmt(ref['test_auc'][0])}"
     hover += f"<br>run {ref['run_id'][0]}<extra></extra>"
-    star = {"symbol": "star", "size": 18, "color": colour or REFERENCE_COLOR, "line_color": "white"}
+    star = {"symbol": "star", "size": 18, "line": {"color": "white", "width": 1}}
+    star["color"] = colour or REFERENCE_COLOR
     name = f"{study}: dense" if colour else "dense reference"
-    return [markers(ref[x], ref["auc"], name, marker=star | {"line_width": 1}, hovertemplate=hover)]
+    return [markers(ref[x], ref["auc"], name, marker=star, hovertemplate=hover)]
 
 
 def _reeval(reeval, trials: pl.DataFrame, study: str, x: str, colour: str | None) -> list:
@@ -168,7 +169,7 @@ def _reeval(reeval, trials: pl.DataFrame, study: str, x: str, colour: str | None
     return [markers(xs, rv["test_auc_mean"], name, text=text, marker=marker, error_y=error)]
 
 
-def reference_line(fig: go.Figure, y: float, line: dict) -> None:
+def reference_line(fig: go.Figure, y: float, **line) -> None:
     """The dense reference as a dashed horizontal line at ``y``, labelled top left."""
     line = {"color": REFERENCE_COLOR, "dash": "dash"} | line
     fig.add_hline(y, line=line, annotation_text="dense reference", annotation_position="top left")
@@ -194,7 +195,7 @@ def band_figure(trials: pl.DataFrame, reference: pl.DataFrame | None = None) -> 
     marker["colorbar_title_text"] = "band centre"
     fig = go.Figure(markers(done["sparsity"], done["auc"], "trials", text=text, marker=marker))
     if reference is not None and reference.height and reference["auc"][0] is not None:
-        reference_line(fig, round(float(reference["auc"][0]), 5), {})
+        reference_line(fig, round(float(reference["auc"][0]), 5))
     fig.update_xaxes(
         title_text="achieved sparsity (mean over domains and layers)", range=[-0.02, 1.02]
     )
