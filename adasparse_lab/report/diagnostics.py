@@ -16,7 +16,6 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from adasparse_lab.pareto import hypervolume_history
 from adasparse_lab.report.style import finish
 from adasparse_lab.results.fronts import study_reference_point
 
@@ -52,50 +51,22 @@ def _attempt(
     return Diagnostic(title, finish(fig, None, height))
 
 
-def _target(index: int) -> Callable[[optuna.trial.FrozenTrial], float]:
-    return lambda t: t.values[index]
-
-
-@dataclass
-class HypervolumeHistory:
-    """The study's hypervolume after each COMPLETE trial (pareto.hypervolume_history)."""
-
-    numbers: list[int]
-    values: list[float]
-    reference: list[float]
-    source: str  # where the reference point came from (analysis.study_reference_point)
-
-
-def hypervolume_history_of(study: optuna.Study, objectives: list[dict]) -> HypervolumeHistory:
-    """The driver's ``study/hypervolume`` recomputed from the stored trials, against the
-    reference point stored with the study: the same numbers MLflow holds."""
-    directions = [o["direction"] for o in objectives]
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    values = np.array([t.values for t in done], dtype=np.float64).reshape(-1, len(directions))
-    ref, source = study_reference_point(study.user_attrs, values, directions)
-    history = hypervolume_history(done, directions, ref)
-    return HypervolumeHistory([n for n, _ in history], [v for _, v in history], ref, source)
-
-
 def _hypervolume(study: optuna.Study, objectives: list[dict], prefix: str) -> Diagnostic:
-    h = hypervolume_history_of(study, objectives)
-    fig = go.Figure(
-        go.Scatter(
-            x=h.numbers,
-            y=h.values,
-            mode="lines+markers",
-            line_shape="hv",
-            name="hypervolume",
-            hovertemplate="trial %{x}<br>hypervolume %{y:.4f}<extra></extra>",
-        )
-    )
-    fig.update_xaxes(title_text="trial")
-    fig.update_yaxes(title_text="hypervolume (feasible trials)")
-    title = (
-        f"{prefix}hypervolume history (reference point {h.reference}, {h.source}; "
-        f"final {h.values[-1]:.4f})"
-    )
-    return Diagnostic(title, finish(fig, None, 380))
+    """Optuna's hypervolume history of the feasible COMPLETE trials against the reference point
+    stored with the study: the numbers the driver logged to MLflow as ``study/hypervolume``."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    values = np.array([t.values for t in done], dtype=np.float64).reshape(len(done), -1)
+    directions = [o["direction"] for o in objectives]
+    ref, source = study_reference_point(study.user_attrs, values, directions)
+    title = f"{prefix}hypervolume history (reference point {ref}, {source}"
+    diag = _attempt(title + ")", 380, optuna.visualization.plot_hypervolume_history, study, ref)
+    if diag.figure is not None:
+        hover = "trial %{x}<br>hypervolume %{y:.4f}<extra></extra>"
+        diag.figure.update_traces(line_shape="hv", name="hypervolume", hovertemplate=hover)
+        diag.figure.update_xaxes(title_text="trial")
+        diag.figure.update_yaxes(title_text="hypervolume (feasible trials)")
+        diag.title = f"{title}; final {diag.figure.data[0].y[-1]:.4f})"
+    return diag
 
 
 def diagnostics(
@@ -106,30 +77,25 @@ def diagnostics(
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         return [Diagnostic(f"{prefix}search diagnostics", None, "no completed trial yet")]
-    multi = len(study.directions) > 1
-    names = [o["name"] for o in objectives]
-    # The AUC objective (the first maximised one) drives the single-target plots.
-    main = next((i for i, o in enumerate(objectives) if o["direction"] == "maximize"), 0)
+    multi, names = len(study.directions) > 1, [o["name"] for o in objectives]
+
+    def target(i: int) -> dict:  # objective i as the plot's target (needed when multi-objective)
+        return {"target": (lambda t: t.values[i]) if multi else None, "target_name": names[i]}
+
+    history = vis.plot_optimization_history
     out = [
-        _attempt(
-            f"{prefix}optimisation history: {name}",
-            380,
-            vis.plot_optimization_history,
-            study,
-            target=_target(i) if multi else None,
-            target_name=name,
-        )
+        _attempt(f"{prefix}optimisation history: {name}", 380, history, study, **target(i))
         for i, name in enumerate(names)
     ]
     if len(study.directions) == 2:
         out.append(_hypervolume(study, objectives, prefix))
     if not any(t.params for t in done):
         return out + [Diagnostic(f"{prefix}parameters", None, "the study samples no parameters")]
-    main_name = names[main]
-    kw = {"target": _target(main) if multi else None, "target_name": main_name}
+    # The AUC objective (the first maximised one) drives the single-target plots.
+    main = next((i for i, o in enumerate(objectives) if o["direction"] == "maximize"), 0)
     plots = {
         "parameter importances": (420, partial(vis.plot_param_importances, evaluator=_evaluator())),
-        f"parallel coordinates ({main_name})": (460, vis.plot_parallel_coordinate),
-        f"slices ({main_name})": (400, vis.plot_slice),
+        f"parallel coordinates ({names[main]})": (460, vis.plot_parallel_coordinate),
+        f"slices ({names[main]})": (400, vis.plot_slice),
     }
-    return out + [_attempt(prefix + t, h, plot, study, **kw) for t, (h, plot) in plots.items()]
+    return out + [_attempt(prefix + t, h, p, study, **target(main)) for t, (h, p) in plots.items()]

@@ -1,5 +1,5 @@
-"""Per-domain figures: small multiples of each domain's AUC-vs-FLOPs front, and the gain
-over the dense reference by domain size. Plain polars tables in, Plotly figures out."""
+"""Per-domain figures: small multiples of each domain's AUC-vs-cost front, and the gain over
+the dense reference by domain size. Polars tables in, Plotly figures out."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import plotly.express as px
 import plotly.graph_objects as go
 import polars as pl
 
-from adasparse_lab.report.figures import front_line
-from adasparse_lab.report.style import PALETTE, REFERENCE_COLOR, colors_for, finish, rounded
+from adasparse_lab.report.figures import front_line, markers, reference_line
+from adasparse_lab.report.style import PALETTE, REFERENCE_COLOR, colors_for, finish
 from adasparse_lab.report.toggle import COST_AXES
+
+STAR = {"symbol": "star", "size": 12, "color": REFERENCE_COLOR}
 
 
 def domain_order(domains: pl.DataFrame) -> list[tuple[str, int | None]]:
@@ -19,12 +21,6 @@ def domain_order(domains: pl.DataFrame) -> list[tuple[str, int | None]]:
     sizes = domains.group_by("domain", maintain_order=True).agg(pl.col("train_rows").max())
     ordered = sizes.sort(["train_rows", "domain"], descending=[True, False], nulls_last=True)
     return list(zip(ordered["domain"].to_list(), ordered["train_rows"].to_list()))
-
-
-def _facet_titles(fig: go.Figure, order: list[tuple[str, int | None]]) -> None:
-    """Plotly Express names each panel ``domain=<name>``: name and training rows instead."""
-    titles = {d: f"{d} · {n:,} rows" if n is not None else d for d, n in order}
-    fig.for_each_annotation(lambda a: a.update(text=titles[a.text.split("=", 1)[-1]]))
 
 
 def domain_fronts_figure(
@@ -48,12 +44,11 @@ def domain_fronts_figure(
     ).with_columns(pl.col("val_auc", x).round(4), trials=pl.lit("trials"))
     studies = points["study"].unique(maintain_order=True).to_list()
     by_method = len(studies) == 1 and "method" in pts.columns and pts["method"].null_count() == 0
-    color = "method" if by_method else "study" if len(studies) > 1 else "trials"
     fig = px.scatter(
         pts,
         x=x,
         y="val_auc",
-        color=color,
+        color="method" if by_method else "study" if len(studies) > 1 else "trials",
         facet_col="domain",
         facet_col_wrap=cols,
         category_orders={"domain": names},
@@ -65,58 +60,44 @@ def domain_fronts_figure(
         facet_row_spacing=min(0.12, 0.5 / rows),
     )
     cost = "FLOPs" if x == "flops_ratio" else "latency"
-    fig.update_traces(
-        marker={"size": 6, "opacity": 0.55},
-        hovertemplate=f"trial %{{customdata[0]}}<br>AUC %{{y:.4f}} · {cost} %{{x:.3f}}"
-        "<extra>%{fullData.name}</extra>",
-    )
-    _facet_titles(fig, order)
-    for k, domain in enumerate(names):  # Plotly Express counts facet rows from the bottom
-        where = {"row": rows - k // cols, "col": k % cols + 1}
-        for s_i, study in enumerate(studies):
-            frame = pts.filter((pl.col("domain") == domain) & (pl.col("study") == study))
-            colour = PALETTE[s_i % len(PALETTE)] if len(studies) > 1 else None
-            who = (study, colour, k == 0, k == 0 and s_i == 0)
-            _add_front_and_reference(fig, frame, reference, who, domain, where, x)
+    hover = f"trial %{{customdata[0]}}<br>AUC %{{y:.4f}} · {cost} %{{x:.3f}}<extra>%{{fullData.name}}</extra>"
+    fig.update_traces(marker={"size": 6, "opacity": 0.55}, hovertemplate=hover)
+    # Panels named by domain and training rows (Plotly Express writes "domain=<name>").
+    titles = {d: f"{d} · {n:,} rows" if n is not None else d for d, n in order}
+    fig.for_each_annotation(lambda a: a.update(text=titles[a.text.split("=", 1)[-1]]))
+    _add_fronts(fig, pts, reference, studies, names, x, cols)
     finish(fig, "Per-domain fronts (largest domain first)", 260 * rows + 110)
     # The legend to the right of the panels: a study may name many methods, and a horizontal
     # legend that wraps would run into the title.
-    return fig.update_layout(
-        margin={"t": 100},
-        legend={"orientation": "v", "x": 1.01, "xanchor": "left", "y": 1, "yanchor": "top"},
-        legend_title_text="",
-    )
+    legend = {"orientation": "v", "x": 1.01, "xanchor": "left", "y": 1, "yanchor": "top"}
+    return fig.update_layout(margin={"t": 100}, legend=legend, legend_title_text="")
 
 
-def _add_front_and_reference(
-    fig: go.Figure, frame, reference, who: tuple, domain: str, where: dict, x: str
-) -> None:
-    """One study's front line in a panel, and its dense reference star. ``who``: (study, its
-    colour when several are compared, whether the line and the star enter the legend)."""
-    study, colour, line_legend, star_legend = who
-    line = front_line(
-        frame, x, "val_auc", study, colour, legendgroup=f"{study}: front", showlegend=line_legend
-    )
-    fig.add_trace(line, **where)
+def _add_fronts(fig, pts, reference, studies: list, names: list, x: str, cols: int) -> None:
+    """Each study's front line and dense reference star in every domain's panel (the legend
+    names the line once per study, the star once)."""
+    rows = max(1, math.ceil(len(names) / cols))
+    for k, domain in enumerate(names):  # Plotly Express counts facet rows from the bottom
+        for s_i, study in enumerate(studies):
+            colour = PALETTE[s_i % len(PALETTE)] if len(studies) > 1 else None
+            traces = _front_and_reference(pts, reference, study, domain, x, colour)
+            for trace, legend in zip(traces, [k == 0, k == 0 and s_i == 0]):
+                trace.showlegend = legend
+                fig.add_trace(trace, row=rows - k // cols, col=k % cols + 1)
+
+
+def _front_and_reference(pts, reference, study: str, domain: str, x: str, colour) -> list:
+    """One study's front line in one domain's panel, and its dense reference star if any."""
+    frame = pts.filter((pl.col("domain") == domain) & (pl.col("study") == study))
+    line = front_line(frame, x, "val_auc", study, colour, legendgroup=f"{study}: front")
     if reference is None or x not in reference.columns:
-        return
-    ref = reference.filter(
-        (pl.col("domain") == domain) & (pl.col("study") == study) & pl.col(x).is_not_null()
-    )
-    if ref.height:
-        fig.add_trace(
-            go.Scatter(
-                x=rounded(ref[x]),
-                y=rounded(ref["val_auc"]),
-                mode="markers",
-                marker={"symbol": "star", "size": 12, "color": REFERENCE_COLOR},
-                name="dense reference",
-                legendgroup="reference",
-                showlegend=star_legend,
-                hovertemplate="dense reference<br>AUC %{y:.4f}<extra></extra>",
-            ),
-            **where,
-        )
+        return [line]
+    ref = reference.filter((pl.col("domain") == domain) & (pl.col("study") == study))
+    ref = ref.filter(pl.col(x).is_not_null())
+    if not ref.height:
+        return [line]
+    star = markers(ref[x], ref["val_auc"], "dense reference", legendgroup="reference", marker=STAR)
+    return [line, star.update(hovertemplate="dense reference<br>AUC %{y:.4f}<extra></extra>")]
 
 
 def gain_figure(gains: pl.DataFrame) -> go.Figure:
@@ -124,33 +105,22 @@ def gain_figure(gains: pl.DataFrame) -> go.Figure:
     (log x, 1-2-5 ticks in SI units); one line per front trial (``gains``: label, domain,
     train_rows, gain, gain_sd), error bars where the trial was re-evaluated over seeds."""
     order = gains["label"].unique(maintain_order=True).to_list()
-    frame = gains.with_columns(
-        gain=pl.col("gain").round(4),
-        gain_sd=pl.col("gain_sd").fill_null(0.0).round(4),
-        first=pl.col("label").replace_strict(order, list(range(len(order))), return_dtype=pl.Int64),
-    ).sort("first", "train_rows")
+    frame = gains.with_columns(pl.col("gain").round(4), pl.col("gain_sd").fill_null(0.0).round(4))
     fig = px.line(
-        frame,
+        frame.sort("train_rows", maintain_order=True),
         x="train_rows",
         y="gain",
         color="label",
+        category_orders={"label": order},  # the order of the front trials in ``gains``
         error_y="gain_sd",
         markers=True,
         log_x=True,
         custom_data=["domain"],
         color_discrete_sequence=PALETTE,
     )
-    fig.update_traces(
-        line_width=1.5,
-        error_y_thickness=1,
-        hovertemplate="%{customdata[0]}: %{x:,} rows<br>ΔAUC %{y:+.4f}",
-    )
-    fig.add_hline(
-        y=0,
-        line={"color": REFERENCE_COLOR, "dash": "dash", "width": 1},
-        annotation_text="dense reference",
-        annotation_position="top left",
-    )
+    hover = "%{customdata[0]}: %{x:,} rows<br>ΔAUC %{y:+.4f}"
+    fig.update_traces(line_width=1.5, error_y_thickness=1, hovertemplate=hover)
+    reference_line(fig, 0, width=1)
     fig.update_xaxes(
         dtick="D2", tickformat="~s", title_text="training rows of the domain (log scale)"
     )

@@ -1,7 +1,6 @@
-"""Result figures: the AUC-vs-FLOPs Pareto front of all trials and the sparsity-band analysis
-(per-domain figures: report.domain_figures). Each function takes polars tables with the
-columns named in report.collect and returns a Plotly figure; nothing here reads storage.
-"""
+"""Result figures: the AUC-vs-cost Pareto front of all trials and the sparsity-band analysis
+(per-domain figures: report.domain_figures). Polars tables with the columns named in
+report.collect in, Plotly figures out; nothing here reads storage."""
 
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ from adasparse_lab.report.style import (
     PALETTE,
     REFERENCE_COLOR,
     SEQUENTIAL,
+    TEXT_HOVER,
     colors_for,
     finish,
     fmt,
@@ -23,7 +23,7 @@ from adasparse_lab.report.style import (
 from adasparse_lab.report.toggle import COST_AXES
 from adasparse_lab.results.fronts import FRONT_DIRECTIONS
 
-Y_TITLE = "mean per-domain AUC"
+Y_TITLE = "mean per-domain AUC (validation)"
 STUDY_SYMBOLS = ["circle", "square", "triangle-up", "diamond", "cross", "x"]
 
 
@@ -42,15 +42,19 @@ def hover_text(row: dict, x: str = "flops_ratio", y: str = "auc") -> str:
     cost = f"FLOPs {fmt(row.get('flops_ratio', row[x]), '.3f')}"
     if row.get("latency_ratio") is not None:
         cost += f" · latency {fmt(row['latency_ratio'], '.3f')}"
-    lines = [head, f"AUC {fmt(row[y])} · {cost}"]
-    lines += [
+    params = [
         f"{k.removeprefix('param:')} = {fmt(v, '.4g')}"
         for k, v in row.items()
         if k.startswith("param:") and v is not None
     ]
-    if row.get("run_id"):
-        lines.append(f"run {row['run_id']}")
-    return "<br>".join(lines)
+    run = [f"run {row['run_id']}"] if row.get("run_id") else []
+    return "<br>".join([head, f"AUC {fmt(row[y])} · {cost}", *params, *run])
+
+
+def markers(x, y, name: str, **kw) -> go.Scatter:
+    """A marker trace at ``x``, ``y`` (rounded), its ``text`` as hover unless ``kw`` says."""
+    kw = {"hovertemplate": TEXT_HOVER} | kw
+    return go.Scatter(x=rounded(x), y=rounded(y), name=name, mode="markers", **kw)
 
 
 def front_xy(frame: pl.DataFrame, x: str, y: str) -> tuple[list, list]:
@@ -72,45 +76,32 @@ def front_line(
     """The staircase of a study's Pareto front (``colour``: the study's, when several are
     compared)."""
     fx, fy = front_xy(frame, x, y)
-    return go.Scatter(
-        x=fx,
-        y=fy,
-        mode="lines",
-        line_shape="hv",
-        line={"color": colour or "#333", "width": 2},
-        name=f"{study}: front" if colour else "front",
-        hoverinfo="skip",
-        **kw,
-    )
+    name = f"{study}: front" if colour else "front"
+    line = {"color": colour or "#333", "width": 2, "shape": "hv"}
+    return go.Scatter(x=fx, y=fy, mode="lines", line=line, name=name, hoverinfo="skip", **kw)
 
 
 def _point_traces(
     frame: pl.DataFrame, color_by: str | None, x: str, y: str, symbol: str
 ) -> list[go.Scatter]:
-    def trace(rows: pl.DataFrame, name: str, marker: dict) -> go.Scatter:
-        return go.Scatter(
-            x=rounded(rows[x]),
-            y=rounded(rows[y]),
-            text=[hover_text(r, x, y) for r in rows.iter_rows(named=True)],
-            name=name,
-            marker={"color": PALETTE[0], "symbol": symbol, "size": 9} | marker,
-            mode="markers",
-            hovertemplate="%{text}<extra></extra>",
-        )
+    """The trials of one study: one trace per value of ``color_by``, or one trace on a colour
+    scale when that column is numeric, or one trace when there is nothing to colour by."""
 
-    col = frame[color_by] if color_by is not None and color_by in frame.columns else None
+    def trace(rows: pl.DataFrame, name: str, **marker) -> go.Scatter:
+        text = [hover_text(r, x, y) for r in rows.iter_rows(named=True)]
+        marker = {"color": PALETTE[0], "symbol": symbol, "size": 9} | marker
+        return markers(rows[x], rows[y], name, text=text, marker=marker)
+
+    col = frame[color_by] if color_by in frame.columns else None
     if col is None or col.null_count() == frame.height:
-        return [trace(frame, "trials", {})]
+        return [trace(frame, "trials")]
     if col.dtype.is_numeric():  # a colour scale
-        title = {"title": {"text": color_by.removeprefix("param:")}}
         scale = {"color": rounded(col, 6), "colorscale": SEQUENTIAL, "showscale": True}
-        return [trace(frame, "trials", scale | {"colorbar": title})]
-    values = sorted(col.drop_nulls().unique().to_list())
-    colours = colors_for(values)
-    return [
-        trace(frame.filter(pl.col(color_by) == v), str(v), {"color": colours[str(v)]})
-        for v in values
-    ]
+        scale["colorbar_title_text"] = color_by.removeprefix("param:")
+        return [trace(frame, "trials", **scale)]
+    parts = frame.drop_nulls(color_by).partition_by(color_by, as_dict=True)
+    colours = colors_for(v for (v,) in parts)
+    return [trace(rows, str(v), color=colours[str(v)]) for (v,), rows in sorted(parts.items())]
 
 
 def pareto_figure(
@@ -123,9 +114,9 @@ def pareto_figure(
 ) -> go.Figure:
     """Every completed trial (val AUC vs the cost ``x``: flops_ratio or latency_ratio),
     coloured by ``color_by`` (one trace per value, e.g. per method; a colour scale for a
-    numeric column; by study when several studies are shown); the
-    front of each study as a staircase line; the dense reference as a star; test
-    re-evaluations of front trials as diamonds with +-1 sd error bars over seeds."""
+    numeric column; by study when several studies are shown); the front of each study as a
+    staircase line; the dense reference as a star; test re-evaluations of front trials as
+    diamonds with +-1 sd error bars over seeds."""
     fig = go.Figure()
     done = completed(trials, x, y)
     studies = done["study"].unique(maintain_order=True).to_list()
@@ -134,50 +125,39 @@ def pareto_figure(
     for s_i, (study, colour) in enumerate(zip(studies, colours)):
         frame = done.filter(pl.col("study") == study)
         symbol = STUDY_SYMBOLS[s_i % len(STUDY_SYMBOLS)]
-        for tr in _point_traces(frame, None if multi else color_by, x, y, symbol):
-            if multi:
-                tr.update(name=f"{study}: trials", marker_color=colour, legendgroup=study)
-            fig.add_trace(tr)
-        fig.add_trace(front_line(frame, x, y, study, colour, legendgroup=study))
+        points = _point_traces(frame, None if multi else color_by, x, y, symbol)
+        if multi:  # one trace of points per study
+            points[0].update(name=f"{study}: trials", marker_color=colour, legendgroup=study)
+        fig.add_traces([*points, front_line(frame, x, y, study, colour, legendgroup=study)])
     for study, colour in zip(studies, colours):
-        _add_reference(fig, reference, study, x, colour)
-        _add_reeval(fig, reeval, trials, study, x, colour)
-    fig.update_xaxes(title_text=COST_AXES.get(x, x))
-    fig.update_yaxes(title_text=Y_TITLE + " (validation)")
+        fig.add_traces(_reference(reference, study, x, colour))
+        fig.add_traces(_reeval(reeval, trials, study, x, colour))
+    fig.update_xaxes(title_text=COST_AXES.get(x, x)).update_yaxes(title_text=Y_TITLE)
     return finish(fig, "AUC against compute: every trial and the Pareto front", 520)
 
 
-def _add_reference(fig: go.Figure, reference, study: str, x: str, colour: str | None) -> None:
-    if reference is None:
-        return
-    ref = reference.filter(pl.col("study") == study)
-    if ref.height and ref["auc"][0] is not None and x in ref.columns and ref[x][0] is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=rounded(ref[x]),
-                y=rounded(ref["auc"]),
-                mode="markers",
-                name=f"{study}: dense" if colour else "dense reference",
-                marker={
-                    "symbol": "star",
-                    "size": 18,
-                    "color": colour or REFERENCE_COLOR,
-                    "line": {"color": "white", "width": 1},
-                },
-                hovertemplate=f"<b>dense reference</b><br>val AUC %{{y:.4f}}<br>test AUC {fmt(ref['test_auc'][0])}"
-                f"<br>run {ref['run_id'][0]}<extra></extra>",
-            )
-        )
+def _reference(reference, study: str, x: str, colour: str | None) -> list[go.Scatter]:
+    """The study's dense reference as a star (none when it lacks the cost ``x``)."""
+    ref = reference.filter(pl.col("study") == study) if reference is not None else pl.DataFrame()
+    if not (
+        ref.height and x in ref.columns and ref["auc"][0] is not None and ref[x][0] is not None
+    ):
+        return []
+    hover = f"<b>dense reference</b><br>val AUC %{{y:.4f}}<br>test AUC {fmt(ref['test_auc'][0])}"
+    hover += f"<br>run {ref['run_id'][0]}<extra></extra>"
+    star = {"symbol": "star", "size": 18, "line": {"color": "white", "width": 1}}
+    star["color"] = colour or REFERENCE_COLOR
+    name = f"{study}: dense" if colour else "dense reference"
+    return [markers(ref[x], ref["auc"], name, marker=star, hovertemplate=hover)]
 
 
-def _add_reeval(
-    fig: go.Figure, reeval, trials: pl.DataFrame, study: str, x: str, colour: str | None
-) -> None:
+def _reeval(reeval, trials: pl.DataFrame, study: str, x: str, colour: str | None) -> list:
+    """Test re-evaluations of the study's front trials (mean ± sd over seeds) at their cost."""
     if reeval is None or x not in trials.columns:
-        return
+        return []
     rv = reeval.filter((pl.col("study") == study) & pl.col("test_auc_mean").is_not_null())
     if not rv.height:
-        return
+        return []
     rv = rv.join(trials.select("study", "number", x), on=["study", "number"], how="left")
     xs = rv[f"{x}_mean"].fill_null(rv[x]) if f"{x}_mean" in rv.columns else rv[x]
     text = [
@@ -185,75 +165,41 @@ def _add_reeval(
         f"{fmt(r['test_auc_sd'])} over {r['n_seeds']} seeds"
         for r in rv.iter_rows(named=True)
     ]
-    fig.add_trace(
-        go.Scatter(
-            x=rounded(xs),
-            y=rounded(rv["test_auc_mean"]),
-            text=text,
-            mode="markers",
-            name=f"{study}: test re-eval"
-            if colour
-            else "test re-evaluation (mean ± sd over seeds)",
-            marker={
-                "symbol": "diamond-open",
-                "size": 11,
-                "color": colour or "#c0392b",
-                "line": {"width": 2},
-            },
-            error_y={
-                "type": "data",
-                "array": rounded(rv["test_auc_sd"]),
-                "visible": True,
-                "thickness": 1.5,
-            },
-            hovertemplate="%{text}<extra></extra>",
-        )
-    )
+    name = f"{study}: test re-eval" if colour else "test re-evaluation (mean ± sd over seeds)"
+    marker = {"symbol": "diamond-open", "size": 11, "color": colour or "#c0392b", "line_width": 2}
+    error = {"type": "data", "array": rounded(rv["test_auc_sd"]), "visible": True, "thickness": 1.5}
+    return [markers(xs, rv["test_auc_mean"], name, text=text, marker=marker, error_y=error)]
+
+
+def reference_line(fig: go.Figure, y: float, **line) -> None:
+    """The dense reference as a dashed horizontal line at ``y``, labelled top left."""
+    line = {"color": REFERENCE_COLOR, "dash": "dash"} | line
+    fig.add_hline(y, line=line, annotation_text="dense reference", annotation_position="top left")
 
 
 def band_varies(trials: pl.DataFrame) -> bool:
-    done = completed(trials).filter(
-        pl.col("band_lo").is_not_null() & pl.col("band_hi").is_not_null()
-    )
-    return done.select("band_lo", "band_hi").unique().height > 1
+    """Whether the completed trials were given more than one target sparsity band."""
+    bands = completed(trials).select("band_lo", "band_hi").drop_nulls()
+    return bands.unique().height > 1
 
 
 def band_figure(trials: pl.DataFrame, reference: pl.DataFrame | None = None) -> go.Figure:
     """AUC against achieved mean sparsity for every completed trial, coloured by the centre of
     its target band; the dense reference AUC as a horizontal line."""
     done = completed(trials, "sparsity", "auc").filter(pl.col("band_lo").is_not_null())
-    centre = ((done["band_lo"] + done["band_hi"]) / 2).to_list()
     text = [
         f"trial {r['number']}<br>band [{fmt(r['band_lo'], '.2f')}, {fmt(r['band_hi'], '.2f')}]"
         f"<br>sparsity {fmt(r['sparsity'], '.3f')} · AUC {fmt(r['auc'])}"
         for r in done.iter_rows(named=True)
     ]
-    fig = go.Figure(
-        go.Scatter(
-            x=rounded(done["sparsity"]),
-            y=rounded(done["auc"]),
-            mode="markers",
-            text=text,
-            name="trials",
-            marker={
-                "color": rounded(centre),
-                "colorscale": SEQUENTIAL,
-                "size": 10,
-                "showscale": True,
-                "colorbar": {"title": {"text": "band centre"}},
-            },
-            hovertemplate="%{text}<extra></extra>",
-        )
-    )
+    centre = rounded((done["band_lo"] + done["band_hi"]) / 2)
+    marker = {"color": centre, "colorscale": SEQUENTIAL, "size": 10, "showscale": True}
+    marker["colorbar_title_text"] = "band centre"
+    fig = go.Figure(markers(done["sparsity"], done["auc"], "trials", text=text, marker=marker))
     if reference is not None and reference.height and reference["auc"][0] is not None:
-        fig.add_hline(
-            y=round(float(reference["auc"][0]), 5),
-            line={"color": REFERENCE_COLOR, "dash": "dash"},
-            annotation_text="dense reference",
-            annotation_position="top left",
-        )
+        reference_line(fig, round(float(reference["auc"][0]), 5))
     fig.update_xaxes(
         title_text="achieved sparsity (mean over domains and layers)", range=[-0.02, 1.02]
     )
-    fig.update_yaxes(title_text=Y_TITLE + " (validation)")
+    fig.update_yaxes(title_text=Y_TITLE)
     return finish(fig, "Sparsity band: AUC against achieved sparsity", 460)

@@ -1,5 +1,5 @@
-"""Shared look of the report's figures: one small template (the default one would be copied
-into every figure of the HTML), fixed colours per pruner form, and compact numbers."""
+"""Shared look of the report's figures: Plotly's ``simple_white`` template with a few
+overrides, fixed colours per pruner form and method, and compact numbers."""
 
 from __future__ import annotations
 
@@ -9,103 +9,70 @@ from collections.abc import Iterable
 import plotly.graph_objects as go
 import plotly.io as pio
 
-FORM_COLORS = {
-    "fusion": "#7b3294",
-    "binarization": "#1b9e77",
-    "scaling": "#d95f02",
-    "none": "#555555",
-}
-# Methods (experiment.method_name): one hue per family, lighter for the domain input; rivals
-# and the dense model in colours no AdaSparse form uses; other names (low-rank variants) take
-# the palette (colors_for).
-METHOD_COLORS = {
-    "dense": "#555555",
-    "adasparse-fusion": "#7b3294",
+# Pruner forms and methods (experiment.method_name): one hue per AdaSparse family, lighter for
+# the domain input; rivals and the dense model in colours no form uses. Other names (low-rank
+# variants) take the palette (colors_for).
+# fmt: off
+FIXED_COLORS = {
+    "none": "#555555",                 "dense": "#555555",
+    "fusion": "#7b3294",               "adasparse-fusion": "#7b3294",
+    "binarization": "#1b9e77",         "adasparse-binarization": "#1b9e77",
+    "scaling": "#d95f02",              "adasparse-scaling": "#d95f02",
     "adasparse-fusion-domain": "#c2a5cf",
-    "adasparse-binarization": "#1b9e77",
     "adasparse-binarization-domain": "#7fcdbb",
-    "adasparse-scaling": "#d95f02",
     "adasparse-scaling-domain": "#fdb863",
-    "magnitude": "#2166ac",
-    "domain_magnitude": "#67a9cf",
+    "magnitude": "#2166ac",            "domain_magnitude": "#67a9cf",
     "random": "#b2182b",
 }
-PALETTE = [
-    "#4363d8",
-    "#e6194b",
-    "#3cb44b",
-    "#f58231",
-    "#42d4f4",
-    "#f032e6",
-    "#9a6324",
-    "#469990",
-    "#808000",
-    "#000075",
-    "#a9a9a9",
-]
-GROUP_COLORS = [
-    "#1f77b4",
-    "#d62728",
-    "#2ca02c",
-    "#9467bd",
-    "#ff7f0e",
-    "#8c564b",
-    "#e377c2",
-    "#17becf",
-]
+PALETTE = ["#4363d8", "#e6194b", "#3cb44b", "#f58231", "#42d4f4", "#f032e6",
+           "#9a6324", "#469990", "#808000", "#000075", "#a9a9a9"]
+GROUP_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd",
+                "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+# fmt: on
 REFERENCE_COLOR = "#111111"
 SEQUENTIAL = "Viridis"
-FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
-
-
+TEXT_HOVER = "%{text}<extra></extra>"  # the trace's ``text`` is the whole hover label
 SIMPLE_WHITE_KEYS = ("xaxis", "yaxis", "paper_bgcolor", "plot_bgcolor", "hovermode")
+GRID = {"showgrid": True, "gridcolor": "#e6e6e6", "automargin": True}
+FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
+OVERRIDES = {
+    "font": {"family": FONT, "size": 12, "color": "#222"},
+    "colorway": PALETTE,
+    "hoverlabel": {"align": "left"},
+    "xaxis": GRID,
+    "yaxis": GRID,
+    "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+    "legend": {"bgcolor": "rgba(255,255,255,0.7)"},
+    "title": {"x": 0.01, "font": {"size": 15}},
+}
 
 
 def template() -> go.layout.Template:
-    """Plotly's ``simple_white`` look (its 2-D layout keys only: the whole template, trace
-    defaults and colour scales included, would be copied into every figure of the page)
-    with the report's font, colours and margins."""
+    """``simple_white``'s 2-D layout keys (the whole template, trace defaults and colour scales
+    included, would be copied into every figure of the page) and the report's OVERRIDES."""
     simple = pio.templates["simple_white"].layout.to_plotly_json()
     base = go.layout.Template(layout={k: simple[k] for k in SIMPLE_WHITE_KEYS})
-    return base.update(
-        layout={
-            "font": {"family": FONT, "size": 12, "color": "#222"},
-            "colorway": PALETTE,
-            "hoverlabel": {"align": "left"},
-            "xaxis": {"showgrid": True, "gridcolor": "#e6e6e6", "automargin": True},
-            "yaxis": {"showgrid": True, "gridcolor": "#e6e6e6", "automargin": True},
-            "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
-            "legend": {"bgcolor": "rgba(255,255,255,0.7)"},
-            "title": {"x": 0.01, "font": {"size": 15}},
-        }
-    )
+    return base.update(layout=OVERRIDES)
 
 
 def finish(fig: go.Figure, title: str | None = None, height: int | None = None) -> go.Figure:
     """The house template and an explicit height (the HTML container takes it from here)."""
-    fig.update_layout(template=template())
-    if title is not None:
-        fig.update_layout(title_text=title)
-    if height is not None:
-        fig.update_layout(height=height)
-    return fig
+    fig.update_layout(template=template(), height=height)
+    return fig if title is None else fig.update_layout(title_text=title)
 
 
 def color_for(value: object, index: int) -> str:
-    """Fixed colours for pruner forms and methods; anything else (low-rank variants such as
-    'adasparse-fusion-domain-r8', of which a study may hold several) the palette by its index
-    among the figure's values, so that no two of them share a colour."""
-    text = str(value)
-    if text in FORM_COLORS or text in METHOD_COLORS:
-        return FORM_COLORS.get(text) or METHOD_COLORS[text]
-    return PALETTE[index % len(PALETTE)]
+    """The fixed colour of a form or method; anything else (low-rank variants such as
+    'adasparse-fusion-domain-r8', of which a study may hold several) the palette by its
+    ``index`` among the figure's values, so that no two of them share a colour."""
+    return FIXED_COLORS.get(str(value)) or PALETTE[index % len(PALETTE)]
 
 
 def colors_for(values: Iterable) -> dict[str, str]:
     """Colour of each distinct value, in sorted order: fixed ones first (color_for), then the
     palette in turn for the rest, so that no two of up to len(PALETTE) others share one."""
     names = sorted({str(v) for v in values})
-    free = [n for n in names if n not in FORM_COLORS and n not in METHOD_COLORS]
+    free = [n for n in names if n not in FIXED_COLORS]
     return {n: color_for(n, free.index(n) if n in free else 0) for n in names}
 
 
@@ -120,6 +87,7 @@ def _missing(value: object) -> bool:
 
 
 def fmt(value: object, spec: str = ".4f") -> str:
+    """``value`` for a table or hover label: '-' when missing, tiny floats to 3 digits."""
     if _missing(value):
         return "-"
     if isinstance(value, float):

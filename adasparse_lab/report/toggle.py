@@ -28,14 +28,12 @@ def cost_toggle(frame: pl.DataFrame, draw: Callable[..., go.Figure]) -> go.Figur
     return axis_toggle({BUTTON_LABELS[x]: draw(x=x) for x in cost_axes(frame)})
 
 
-def _x_titles(fig: go.Figure) -> dict[str, str]:
-    """relayout keys: the title and autorange of every titled x axis of ``fig``."""
+def _x_titles(fig: go.Figure) -> dict[str, object]:
+    """relayout keys: the title of every titled x axis of ``fig``, and its autorange."""
     out: dict[str, object] = {}
     for key in fig.layout:
-        axis = fig.layout[key]
-        if key.startswith("xaxis") and axis.title.text:
-            out[f"{key}.title.text"] = axis.title.text
-            out[f"{key}.autorange"] = True
+        if key.startswith("xaxis") and fig.layout[key].title.text:
+            out |= {f"{key}.title.text": fig.layout[key].title.text, f"{key}.autorange": True}
     return out
 
 
@@ -46,32 +44,21 @@ def axis_toggle(views: dict[str, go.Figure]) -> go.Figure:
     if len(figs) == 1:
         return figs[0]
     merged = go.Figure(figs[0])
-    spans, start = [], len(figs[0].data)
-    spans.append(range(0, start))
-    for fig in figs[1:]:
-        for trace in fig.data:
-            trace.visible = False
-        merged.add_traces(list(fig.data))
-        spans.append(range(start, start + len(fig.data)))
-        start += len(fig.data)
+    merged.add_traces([t.update(visible=False) for fig in figs[1:] for t in fig.data])
+    owner = [i for i, fig in enumerate(figs) for _ in fig.data]  # the view of each trace
     buttons = [
         {
             "label": label,
             "method": "update",
-            "args": [{"visible": [j in span for j in range(start)]}, _x_titles(fig)],
+            "args": [{"visible": [o == i for o in owner]}, _x_titles(fig)],
         }
-        for (label, fig), span in zip(views.items(), spans)
+        for i, (label, fig) in enumerate(views.items())
     ]
+    # Buttons in the top-right corner of the top margin, beside the title, above any legend
+    # placed over the plot.
+    layout, margin = merged.layout, merged.layout.template.layout.margin
+    top, bottom = layout.margin.t or margin.t or 80, layout.margin.b or margin.b or 80
+    y = 1 + (top - 4) / max((layout.height or 450) - top - bottom, 1)
     menu = {"type": "buttons", "direction": "right", "buttons": buttons, "showactive": True}
-    menu |= {"x": 1.0, "xanchor": "right", "y": _top_of_margin(merged), "yanchor": "top"}
+    menu |= {"x": 1.0, "xanchor": "right", "y": y, "yanchor": "top"}
     return merged.update_layout(updatemenus=[menu])
-
-
-def _top_of_margin(fig: go.Figure) -> float:
-    """The top edge of the figure in paper coordinates (buttons sit in the top-right corner,
-    beside the title, above any legend placed over the plot)."""
-    layout, template = fig.layout, fig.layout.template.layout
-    top = layout.margin.t if layout.margin.t is not None else template.margin.t or 80
-    bottom = layout.margin.b if layout.margin.b is not None else template.margin.b or 80
-    plot_height = (layout.height or 450) - top - bottom
-    return 1 + (top - 4) / max(plot_height, 1)
