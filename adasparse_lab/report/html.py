@@ -125,7 +125,8 @@ def render_page(
 def table_html(columns: list[tuple], rows: list[dict], row_classes: list[str] | None = None) -> str:
     """A sortable table. ``columns``: (key, header, 'num'|'text'[, format spec]); ``rows``: per
     row, key -> a value (shown with the column's spec, ``.4f`` by default; None shown empty) or
-    a ready (shown text, sort value) pair. Text is escaped by the template."""
+    a ready (shown text, sort value) pair (a sort value None or NaN: empty, sorted last). Text
+    is escaped by the template."""
 
     def cell(value, kind: str, spec: str = ".4f") -> tuple[str, object, object]:
         if isinstance(value, tuple):
@@ -134,7 +135,7 @@ def table_html(columns: list[tuple], rows: list[dict], row_classes: list[str] | 
             shown, v = "", ""
         else:
             shown, v = (fmt(value, spec) if isinstance(value, float) else value), value
-        return kind, "" if v is None else v, shown
+        return kind, "" if v is None or v != v else v, shown  # None, NaN: sorted last
 
     classes = row_classes or [""] * len(rows)
     body = [(cls, [cell(r.get(c[0]), *c[2:]) for c in columns]) for cls, r in zip(classes, rows)]

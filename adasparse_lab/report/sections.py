@@ -27,6 +27,74 @@ from adasparse_lab.report.style import fmt
 from adasparse_lab.report.tables import domain_gains, domain_points, reference_domains, trial_label
 from adasparse_lab.report.toggle import cost_toggle
 
+NO_POINTS = "no completed trial with both a validation AUC and a FLOPs ratio yet"
+NO_DOMAIN_POINTS = "no per-domain AUC and FLOPs stored in MLflow for completed trials yet"
+TEXT = {  # section id -> (title, how to read it), in page order
+    "claims": (
+        "The paper's claims against this run",
+        "Each claim the paper makes, measured on this study's trials (test split): the effect is "
+        "signed so that above zero the claim held, per seed of a paired comparison, shown as mean "
+        "and sd over seeds. Verdict: held when mean − sd > 0, did not hold when mean + sd < 0, "
+        "else inconclusive. Effects are in AUC points (structure: in Jaccard index). Below: every "
+        "arm's test AUC, FLOPs ratio and sparsity over its seeds.",
+    ),
+    "pareto": (
+        "Pareto front: AUC against FLOPs",
+        "Each point is a finished trial, coloured by method (up and left is better); the line "
+        "joins the trials that no other trial beats on both validation AUC and cost; the star is "
+        "the dense reference; open diamonds are front trials re-run on test over several seeds "
+        "(bars: ±1 sd). Where trials measured their serving time, the buttons switch the cost "
+        "axis between analytic FLOPs and measured latency (both relative to the dense model). "
+        "Hover a point for its parameters and MLflow run.",
+    ),
+    "domains": (
+        "Per-domain fronts",
+        "One panel per domain, largest training set first, points coloured by method. Where a "
+        "domain's points fall below its star, sparsity costs that domain AUC; above it, the "
+        "sparse models gain. The buttons switch between analytic FLOPs and the measured serving "
+        "time of the network that serves the domain (when trials measured it).",
+    ),
+    "structure": (
+        "Learned structure",
+        "Pick a front trial. Heatmap: fraction of neurons each domain prunes per layer. Keep maps: "
+        "one row per domain, one column per neuron, shared neurons on the left, neurons kept by "
+        "the same domains side by side. Overlap: Jaccard index of two domains' kept neurons.",
+    ),
+    "gain": (
+        "Gain by domain size",
+        "Test AUC of front trials minus the dense reference, per domain, against the domain's "
+        "training rows. Above zero the sparse model wins; AdaSparse expects the largest gains in "
+        "small domains (left).",
+    ),
+    "band": (
+        "Sparsity band",
+        "Validation AUC against the sparsity each trial reached, coloured by the centre of its "
+        "target band; the dashed line is the dense model. The paper finds ~0.15-0.25 best and "
+        "above ~0.35 harmful.",
+    ),
+    "search": (
+        "Search diagnostics",
+        "Optuna's view of the search: best value per trial, hypervolume of the front over time, "
+        "which parameters matter, and how each parameter relates to the main objective.",
+    ),
+    "trials": (
+        "Trials",
+        "Every trial with its state, duration, parameters and objectives; click a header to sort. "
+        "Front trials are shaded green, failed ones red.",
+    ),
+    "context": ("Context", "What was studied, on what, with what, and for how long."),
+}
+GROUPS_EXPLAINED = (
+    " Labels carry each domain's true group (synthetic data) and red dots mark same-group pairs: "
+    "if similar domains learned similar structures, the dots sit on bright cells."
+)
+
+
+def section(sid: str, blocks: list[Block], more: str = "") -> Section:
+    """Section ``sid`` with its title and explanation from TEXT (``more`` appended to it)."""
+    title, explain = TEXT[sid]
+    return Section(sid, title, explain + more, blocks)
+
 
 def per_study(data: ReportData) -> Iterator[tuple[StudyInfo, str]]:
     """Each study with the prefix of its headings: "<name>: ", or "" in a one-study report."""
@@ -36,43 +104,21 @@ def per_study(data: ReportData) -> Iterator[tuple[StudyInfo, str]]:
 
 def pareto_section(data: ReportData, color_by: str | None) -> Section:
     done = completed(data.trials)
+    if not done.height:
+        return section("pareto", [Block(note=NO_POINTS)])
     draw = partial(pareto_figure, data.trials, data.reference, data.reeval, color_by)
-    return Section(
-        "pareto",
-        "Pareto front: AUC against FLOPs",
-        "Each point is a finished trial, coloured by method (up and left is better); the line "
-        "joins the trials that no other trial beats on both validation AUC and cost; the star is "
-        "the dense reference; open diamonds are front trials re-run on test over several seeds "
-        "(bars: ±1 sd). Where trials measured their serving time, the buttons switch the cost "
-        "axis between analytic FLOPs and measured latency (both relative to the dense model). "
-        "Hover a point for its parameters and MLflow run.",
-        [
-            Block(figure=cost_toggle(done, draw))
-            if done.height
-            else Block(note="no completed trial with both a validation AUC and a FLOPs ratio yet")
-        ],
-    )
+    return section("pareto", [Block(figure=cost_toggle(done, draw))])
 
 
 def domains_section(data: ReportData) -> Section:
     points = domain_points(data.domain_metrics, data.trials)
-    drawn = points.filter(pl.col("val_auc").is_not_null() & pl.col("flops_ratio").is_not_null())
-    draw = partial(
-        domain_fronts_figure, points, data.domains, reference_domains(data.domain_metrics)
-    )
-    return Section(
-        "domains",
-        "Per-domain fronts",
-        "One panel per domain, largest training set first, points coloured by method. Where a "
-        "domain's points fall below its star, sparsity costs that domain AUC; above it, the "
-        "sparse models gain. The buttons switch between analytic FLOPs and the measured serving "
-        "time of the network that serves the domain (when trials measured it).",
-        [
-            Block(figure=cost_toggle(points, draw))
-            if drawn.height
-            else Block(note="no per-domain AUC and FLOPs stored in MLflow for completed trials yet")
-        ],
-    )
+    if not points.filter(
+        pl.col("val_auc").is_not_null() & pl.col("flops_ratio").is_not_null()
+    ).height:
+        return section("domains", [Block(note=NO_DOMAIN_POINTS)])
+    ref = reference_domains(data.domain_metrics)
+    draw = partial(domain_fronts_figure, points, data.domains, ref)
+    return section("domains", [Block(figure=cost_toggle(points, draw))])
 
 
 def structure_view(data: ReportData, row: dict) -> StructureView:
@@ -101,34 +147,16 @@ def structure_section(data: ReportData) -> Section:
     kept = data.keep.select("study", "number").unique()
     chosen = data.trials.join(kept, on=["study", "number"], how="semi").sort("study", "flops_ratio")
     views = [structure_view(data, row) for row in chosen.iter_rows(named=True)]
-    explain = (
-        "Pick a front trial. Heatmap: fraction of neurons each domain prunes per layer. Keep maps: one "
-        "row per domain, one column per neuron, shared neurons on the left, neurons kept by the same "
-        "domains side by side. Overlap: Jaccard index of two domains' kept neurons."
-    )
-    if data.domains["group"].null_count() < data.domains.height:
-        explain += (
-            " Labels carry each domain's true group (synthetic data) and red dots mark same-group pairs: "
-            "if similar domains learned similar structures, the dots sit on bright cells."
-        )
     block = (
         Block(views=views) if views else Block(note="no keep probabilities stored for front trials")
     )
-    return Section("structure", "Learned structure", explain, [block])
+    grouped = data.domains["group"].null_count() < data.domains.height
+    return section("structure", [block], GROUPS_EXPLAINED if grouped else "")
 
 
 def gain_section(data: ReportData) -> Section | None:
     gains = domain_gains(data.trials, data.domain_metrics, data.reeval_domains, data.domains)
-    if not gains.height:
-        return None
-    return Section(
-        "gain",
-        "Gain by domain size",
-        "Test AUC of front trials minus the dense reference, per domain, against the domain's "
-        "training rows. Above zero the sparse model wins; AdaSparse expects the largest gains in "
-        "small domains (left).",
-        [Block(figure=gain_figure(gains))],
-    )
+    return section("gain", [Block(figure=gain_figure(gains))]) if gains.height else None
 
 
 def band_section(data: ReportData) -> Section | None:
@@ -144,28 +172,16 @@ def band_section(data: ReportData) -> Section | None:
         )
         for s, prefix in per_study(data)
     ]
-    return Section(
-        "band",
-        "Sparsity band",
-        "Validation AUC against the sparsity each trial reached, coloured by the centre of its "
-        "target band; the dashed line is the dense model. The paper finds ~0.15-0.25 best and "
-        "above ~0.35 harmful.",
-        blocks,
-    )
+    return section("band", blocks)
 
 
 def search_section(data: ReportData) -> Section:
-    return Section(
-        "search",
-        "Search diagnostics",
-        "Optuna's view of the search: best value per trial, hypervolume of the front over time, "
-        "which parameters matter, and how each parameter relates to the main objective.",
-        [
-            Block(figure=d.figure, title=d.title, note=d.note if d.figure is None else "")
-            for s, prefix in per_study(data)
-            for d in diagnostics(s.study, s.objectives, prefix)
-        ],
-    )
+    blocks = [
+        Block(figure=d.figure, title=d.title, note=d.note if d.figure is None else "")
+        for s, prefix in per_study(data)
+        for d in diagnostics(s.study, s.objectives, prefix)
+    ]
+    return section("search", blocks)
 
 
 TRIAL_COLUMNS = [
@@ -216,12 +232,8 @@ def trials_section(data: ReportData) -> Section:
     cols += [("run_id", "MLflow run", "text"), ("fail_reason", "fail reason", "text")]
     rows = list(t.iter_rows(named=True))
     classes = ["front" if r["on_front"] else "failed" if r["state"] == "FAIL" else "" for r in rows]
-    return Section(
-        "trials",
-        "Trials",
-        "Every trial with its state, duration, parameters and objectives; click a header to sort. "
-        "Front trials are shaded green, failed ones red.",
-        [Block(html=table_html(cols, [_trial_cells(r) for r in rows], classes))],
+    return section(
+        "trials", [Block(html=table_html(cols, [_trial_cells(r) for r in rows], classes))]
     )
 
 
@@ -310,6 +322,4 @@ def context_section(data: ReportData, versions: dict[str, str]) -> Section:
             blocks.append(Block(html=parts().details(f"{prefix}study config (resolved)", config)))
     report = parts().kv([("python", platform.python_version()), *versions.items()])
     blocks.append(Block(title="this report", html=report))
-    return Section(
-        "context", "Context", "What was studied, on what, with what, and for how long.", blocks
-    )
+    return section("context", blocks)
