@@ -16,7 +16,6 @@ from functools import cache
 
 import jinja2
 import plotly.graph_objects as go
-import plotly.io as pio
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
@@ -27,6 +26,8 @@ PLOT_CONFIG = {
     "displaylogo": False,
     "toImageButtonOptions": {"format": "svg", "scale": 1},
 }
+# One figure's <div> and script, without plotly.js (the page has it once, in <head>).
+PLOT_HTML = dict(include_plotlyjs=False, full_html=False, config=PLOT_CONFIG, default_width="100%")
 
 
 @dataclass
@@ -60,19 +61,18 @@ class Section:
 
 
 @cache
-def _templates() -> jinja2.Environment:
+def template(name: str) -> jinja2.Template:
+    """A template beside this file: autoescaped, block tags leave no blank lines."""
+    loader = jinja2.PackageLoader("adasparse_lab.report", ".")
+    options = dict(autoescape=True, trim_blocks=True, lstrip_blocks=True)
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("adasparse_lab.report", "."),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
+        loader=loader, undefined=jinja2.StrictUndefined, **options
+    ).get_template(name)
 
 
 def parts():
     """The macros of ``parts.html.j2`` (table, kv, details), each returning escaped HTML."""
-    return _templates().get_template("parts.html.j2").module
+    return template("parts.html.j2").module
 
 
 def section_figures(section: Section) -> list[tuple[go.Figure, str]]:
@@ -93,31 +93,19 @@ def render_page(
     HTML; the figures are numbered ``fig-1``, ``fig-2``, ... in page order."""
     ids = itertools.count(1)
 
-    def plot(fig: go.Figure) -> Markup:  # without plotly.js: it is in <head>
-        html = pio.to_html(
-            fig,
-            include_plotlyjs=False,
-            full_html=False,
-            config=PLOT_CONFIG,
-            div_id=f"fig-{next(ids)}",
-            default_height=f"{fig.layout.height or 450}px",
-            default_width="100%",
-        )
-        return Markup(html)
+    def plot(fig: go.Figure) -> Markup:
+        height = f"{fig.layout.height or 450}px"
+        return Markup(fig.to_html(**PLOT_HTML, div_id=f"fig-{next(ids)}", default_height=height))
 
     n_figures = sum(len(section_figures(s)) for s in sections)
-    page = (
-        _templates()
-        .get_template("page.html.j2")
-        .render(
-            title=title,
-            subtitle=subtitle,
-            headline=headline,
-            sections=sections,
-            n_figures=n_figures,
-            plotlyjs=Markup(get_plotlyjs()),
-            plot=plot,
-        )
+    page = template("page.html.j2").render(
+        title=title,
+        subtitle=subtitle,
+        headline=headline,
+        sections=sections,
+        n_figures=n_figures,
+        plotlyjs=Markup(get_plotlyjs()),
+        plot=plot,
     )
     return page, n_figures
 
