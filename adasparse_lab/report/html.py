@@ -16,7 +16,6 @@ from functools import cache
 
 import jinja2
 import plotly.graph_objects as go
-from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
 from adasparse_lab.report.style import fmt
@@ -93,9 +92,9 @@ def render_page(
     HTML; the figures are numbered ``fig-1``, ``fig-2``, ... in page order."""
     ids = itertools.count(1)
 
-    def plot(fig: go.Figure) -> Markup:
+    def plot(fig: go.Figure) -> str:
         height = f"{fig.layout.height or 450}px"
-        return Markup(fig.to_html(**PLOT_HTML, div_id=f"fig-{next(ids)}", default_height=height))
+        return fig.to_html(**PLOT_HTML, div_id=f"fig-{next(ids)}", default_height=height)
 
     n_figures = sum(len(section_figures(s)) for s in sections)
     page = template("page.html.j2").render(
@@ -104,7 +103,7 @@ def render_page(
         headline=headline,
         sections=sections,
         n_figures=n_figures,
-        plotlyjs=Markup(get_plotlyjs()),
+        plotlyjs=get_plotlyjs(),
         plot=plot,
     )
     return page, n_figures
