@@ -117,6 +117,4 @@ def claims_section(data: ReportData) -> Section | None:
         if summary.height:
             arms = table_html(ARM_COLUMNS, [_arm_cells(a) for a in summary.iter_rows(named=True)])
             blocks.append(Block(title=f"{prefix}arms", html=arms))
-    if not blocks:
-        return None
-    return section("claims", blocks)
+    return section("claims", blocks) if blocks else None

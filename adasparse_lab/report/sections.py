@@ -29,6 +29,7 @@ from adasparse_lab.report.toggle import cost_toggle
 
 NO_POINTS = "no completed trial with both a validation AUC and a FLOPs ratio yet"
 NO_DOMAIN_POINTS = "no per-domain AUC and FLOPs stored in MLflow for completed trials yet"
+NO_KEEP = "no keep probabilities stored for front trials"
 TEXT = {  # section id -> (title, how to read it), in page order
     "claims": (
         "The paper's claims against this run",
@@ -112,9 +113,7 @@ def pareto_section(data: ReportData, color_by: str | None) -> Section:
 
 def domains_section(data: ReportData) -> Section:
     points = domain_points(data.domain_metrics, data.trials)
-    if not points.filter(
-        pl.col("val_auc").is_not_null() & pl.col("flops_ratio").is_not_null()
-    ).height:
+    if not points.drop_nulls(["val_auc", "flops_ratio"]).height:
         return section("domains", [Block(note=NO_DOMAIN_POINTS)])
     ref = reference_domains(data.domain_metrics)
     draw = partial(domain_fronts_figure, points, data.domains, ref)
@@ -147,9 +146,7 @@ def structure_section(data: ReportData) -> Section:
     kept = data.keep.select("study", "number").unique()
     chosen = data.trials.join(kept, on=["study", "number"], how="semi").sort("study", "flops_ratio")
     views = [structure_view(data, row) for row in chosen.iter_rows(named=True)]
-    block = (
-        Block(views=views) if views else Block(note="no keep probabilities stored for front trials")
-    )
+    block = Block(views=views) if views else Block(note=NO_KEEP)
     grouped = data.domains["group"].null_count() < data.domains.height
     return section("structure", [block], GROUPS_EXPLAINED if grouped else "")
 
