@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from adasparse_lab.report.claims_section import claims_section
-from adasparse_lab.report.html import Section, render_page
+from adasparse_lab.report.html import Section, render_page, section_figures
 from adasparse_lab.report.sections import (
     band_section,
     context_section,
@@ -50,14 +50,11 @@ class BuildInfo:
     front_figures: dict[str, go.Figure] = field(default_factory=dict)
 
 
-def versions() -> dict[str, str]:
-    out = {}
-    for name in VERSIONED:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+def version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def make_sections(data: ReportData, color_by: str | None = "method") -> list[Section]:
@@ -70,19 +67,17 @@ def make_sections(data: ReportData, color_by: str | None = "method") -> list[Sec
         band_section(data),
         search_section(data),
         trials_section(data),
-        context_section(data, versions()),
+        context_section(data, {name: version(name) for name in VERSIONED}),
     ]
     return [p for p in parts if p is not None]
 
 
-def _figures(sections: list[Section]) -> list[tuple[str, go.Figure]]:
+def figure_files(sections: list[Section]) -> list[tuple[str, go.Figure]]:
     """Every figure with a file name: section, running number, and trial for structure views."""
     out = []
     for s in sections:
-        items = [(b.figure, "") for b in s.blocks if b.figure is not None]
-        items += [(f, v.key) for b in s.blocks for v in b.views for f in v.figures]
-        for i, (fig, tag) in enumerate(items, start=1):
-            name = f"{s.id}-{i:02d}" + (f"-{tag}" if tag else "")
+        for i, (fig, key) in enumerate(section_figures(s), start=1):
+            name = f"{s.id}-{i:02d}" + (f"-{key}" if key else "")
             out.append((re.sub(r"[^A-Za-z0-9_.-]+", "_", name), fig))
     return out
 
@@ -110,9 +105,8 @@ def export_static(sections: list[Section], folder: Path, fmt: str) -> tuple[list
             "Chromium, e.g. Debian's `chromium` package)"
         )
     folder.mkdir(parents=True, exist_ok=True)
-    named = _figures(sections)
-    paths = [folder / f"{name}.{fmt}" for name, _ in named]
-    figs = [fig for _, fig in named]
+    named = figure_files(sections)
+    paths, figs = [folder / f"{name}.{fmt}" for name, _ in named], [fig for _, fig in named]
     try:  # one browser session for all figures (write_image would start one per figure)
         pio.write_images(
             figs,
@@ -156,14 +150,14 @@ def build(
     page, n_figures = render_page(
         title, subtitle, headline(data.trials, data.reference, data.reeval), sections
     )
-    folder = Path(out_dir) / "+".join(names)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / REPORT_FILE
+    path = Path(out_dir) / "+".join(names) / REPORT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     info = BuildInfo(path, path.stat().st_size, 0.0, n_figures)
     info.front_figures = front_figures(sections)
     if static:
-        info.static_files, info.static_note = export_static(sections, folder / "figures", static)
+        figures = path.parent / "figures"
+        info.static_files, info.static_note = export_static(sections, figures, static)
         (log.info if info.static_files else log.warning)("%s", info.static_note)
     info.seconds = time.perf_counter() - t0
     return info

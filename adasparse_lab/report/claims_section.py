@@ -1,16 +1,15 @@
 """The report section "The paper's claims against this run", and its text form for
 ``python -m adasparse_lab.study.claims``: for every study whose stored config declares
-``study.claims`` (report/claims.py measures them), the claims table and the arms table."""
+``study.claims`` (results/claims.py measures them), the claims table and the arms table."""
 
 from __future__ import annotations
-
-import logging
 
 import polars as pl
 from omegaconf import OmegaConf
 
 from adasparse_lab.report.claims_markdown import format_claims
 from adasparse_lab.report.html import Block, Section, table_html
+from adasparse_lab.report.sections import per_study, section
 from adasparse_lab.report.style import fmt
 from adasparse_lab.results.claims import (
     HELD,
@@ -24,8 +23,6 @@ from adasparse_lab.results.claims import (
 )
 from adasparse_lab.results.collect import ReportData, StudyInfo
 from adasparse_lab.results.runs import read_artifact_tables
-
-log = logging.getLogger(__name__)
 
 
 def plan_of(info: StudyInfo) -> ClaimPlan | None:
@@ -47,35 +44,27 @@ def study_claims(
     plan = plan_of(info)
     if plan is None:
         return None
-    arms = arm_trials(data.trials.filter(pl.col("study") == info.name), plan)
+    in_study = pl.col("study") == info.name
+    arms = arm_trials(data.trials.filter(in_study), plan)
     if not arms.height:
         return [ClaimResult(c, note="no completed trial") for c in plan.claims], arms
     structure_arms = {c.arm for c in plan.claims if c.kind == "groups"}
     wanted = arms.filter(pl.col("arm").is_in(structure_arms) & pl.col("run_id").is_not_null())
     found = read_artifact_tables(info.runs, wanted["run_id"].to_list(), "keep_prob.parquet")
     keep = {n: found[r] for n, r in zip(wanted["number"], wanted["run_id"]) if r in found}
-    results = measure(
-        plan,
-        arms,
-        data.domain_metrics.filter(pl.col("study") == info.name),
-        data.domains.filter(pl.col("study") == info.name),
-        keep,
-    )
-    return results, arm_summary(arms)
+    domain_metrics, domains = data.domain_metrics.filter(in_study), data.domains.filter(in_study)
+    return measure(plan, arms, domain_metrics, domains, keep), arm_summary(arms)
 
 
 def claims_text(data: ReportData) -> str:
     """Every study's claims and arms as Markdown tables (what the command prints)."""
-    parts = []
-    for info in data.studies:
-        found = study_claims(data, info)
-        if found is None:
-            parts.append(f"{info.name}: no study.claims in its config")
-            continue
-        parts.append(
-            f"## {info.name}: the paper's claims against this run\n\n{format_claims(*found)}"
-        )
-    return "\n\n".join(parts)
+    found = [(info.name, study_claims(data, info)) for info in data.studies]
+    return "\n\n".join(
+        f"{name}: no study.claims in its config"
+        if claims is None
+        else f"## {name}: the paper's claims against this run\n\n{format_claims(*claims)}"
+        for name, claims in found
+    )
 
 
 CLAIM_COLUMNS = [
@@ -100,8 +89,8 @@ def _claim_cells(r: ClaimResult) -> dict:
     return {
         "source": r.spec.source,
         "text": (r.spec.text + (f" ({r.note})" if r.note else ""), r.spec.text),
-        "mean": (f"{r.mean:+.4f}" if r.per_seed else "-", r.mean if r.per_seed else ""),
-        "sd": (fmt(r.sd), "" if r.sd != r.sd else r.sd),
+        "mean": (f"{r.mean:+.4f}" if r.per_seed else "-", r.mean),
+        "sd": (fmt(r.sd), r.sd),
         "n": len(r.per_seed),
         "verdict": r.verdict,
     }
@@ -118,28 +107,14 @@ def _arm_cells(a: dict) -> dict:
 
 def claims_section(data: ReportData) -> Section | None:
     blocks = []
-    multi = len(data.studies) > 1
-    for info in data.studies:
-        found = study_claims(data, info)
-        if found is None:
+    for info, prefix in per_study(data):
+        if (found := study_claims(data, info)) is None:
             continue
         results, summary = found
-        prefix = f"{info.name}: " if multi else ""
         classes = [{HELD: "front", NOT_HELD: "failed"}.get(r.verdict, "") for r in results]
-        rows = [_claim_cells(r) for r in results]
-        blocks.append(Block(title=f"{prefix}claims", html=table_html(CLAIM_COLUMNS, rows, classes)))
+        claims = table_html(CLAIM_COLUMNS, [_claim_cells(r) for r in results], classes)
+        blocks.append(Block(title=f"{prefix}claims", html=claims))
         if summary.height:
-            rows = [_arm_cells(a) for a in summary.iter_rows(named=True)]
-            blocks.append(Block(title=f"{prefix}arms", html=table_html(ARM_COLUMNS, rows)))
-    if not blocks:
-        return None
-    return Section(
-        "claims",
-        "The paper's claims against this run",
-        "Each claim the paper makes, measured on this study's trials (test split): the effect is "
-        "signed so that above zero the claim held, per seed of a paired comparison, shown as mean "
-        "and sd over seeds. Verdict: held when mean − sd > 0, did not hold when mean + sd < 0, "
-        "else inconclusive. Effects are in AUC points (structure: in Jaccard index). Below: every "
-        "arm's test AUC, FLOPs ratio and sparsity over its seeds.",
-        blocks,
-    )
+            arms = table_html(ARM_COLUMNS, [_arm_cells(a) for a in summary.iter_rows(named=True)])
+            blocks.append(Block(title=f"{prefix}arms", html=arms))
+    return section("claims", blocks) if blocks else None

@@ -45,37 +45,32 @@ def domain_gains(
     """Test AUC minus the dense reference's test AUC, per front trial and domain: the mean over
     re-evaluation seeds where there is one (with its sd), else the trial's own test run.
     Columns: study, number, label, domain, train_rows, gain, gain_sd."""
-    multi = trials["study"].n_unique() > 1
-    ref = reference_domains(domain_metrics).select("study", "domain", ref_auc="test_auc")
-    frames = []
-    for _, part in trials.filter(pl.col("on_front")).group_by("study", maintain_order=True):
-        front = part[spread_pick(part["flops_ratio"].to_numpy(), limit).tolist()]
-        single = domain_metrics.filter(pl.col("kind") == "trial").join(
-            front.select("study", "number"), on=["study", "number"], how="semi"
-        )
-        merged = (
-            single.select("study", "number", "domain", single_auc="test_auc")
-            .join(
-                reeval_domains.select("study", "number", "domain", "test_auc_mean", "test_auc_sd"),
-                on=["study", "number", "domain"],
-                how="left",
-            )
-            .join(ref, on=["study", "domain"], how="inner")
-            .join(
-                domains.select("study", "domain", "train_rows"), on=["study", "domain"], how="left"
-            )
-        )
-        labels = {r["number"]: trial_label(r, multi) for r in front.iter_rows(named=True)}
-        frames.append(
-            merged.with_columns(
-                gain=pl.coalesce("test_auc_mean", "single_auc") - pl.col("ref_auc"),
-                gain_sd=pl.col("test_auc_sd"),
-                label=pl.col("number").replace_strict(labels, return_dtype=pl.String),
-            ).filter(pl.col("gain").is_not_null())
-        )
-    if not frames:
+    on_front = trials.filter(pl.col("on_front")).group_by("study", maintain_order=True)
+    picks = [
+        part[spread_pick(part["flops_ratio"].to_numpy(), limit).tolist()] for _, part in on_front
+    ]
+    if not picks:
         return pl.DataFrame(schema=GAIN_SCHEMA)
-    return pl.concat([f.select(*GAIN_SCHEMA) for f in frames]).sort("study", "number", "train_rows")
+    front, multi = pl.concat(picks), trials["study"].n_unique() > 1
+    labels = [trial_label(r, multi) for r in front.iter_rows(named=True)]
+    front = front.select("study", "number", label=pl.Series(labels, dtype=pl.String))
+    keys, study_domain = ["study", "number", "domain"], ["study", "domain"]
+    ref = reference_domains(domain_metrics).select(*study_domain, ref_auc="test_auc")
+    return (
+        domain_metrics.filter(pl.col("kind") == "trial")
+        .join(front, on=["study", "number"], how="inner")
+        .select(*keys, "label", single_auc="test_auc")
+        .join(reeval_domains.select(*keys, "test_auc_mean", "test_auc_sd"), on=keys, how="left")
+        .join(ref, on=study_domain, how="inner")
+        .join(domains.select(*study_domain, "train_rows"), on=study_domain, how="left")
+        .with_columns(
+            gain=pl.coalesce("test_auc_mean", "single_auc") - pl.col("ref_auc"),
+            gain_sd=pl.col("test_auc_sd"),
+        )
+        .filter(pl.col("gain").is_not_null())
+        .select(*GAIN_SCHEMA)
+        .sort("study", "number", "train_rows")
+    )
 
 
 def headline(trials: pl.DataFrame, reference: pl.DataFrame, reeval: pl.DataFrame) -> list[str]:
