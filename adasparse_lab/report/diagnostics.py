@@ -72,7 +72,7 @@ def _hypervolume(study: optuna.Study, objectives: list[dict], prefix: str) -> Di
 def diagnostics(
     study: optuna.Study, objectives: list[dict[str, str]], prefix: str = ""
 ) -> list[Diagnostic]:
-    """Optuna's plots for ``study``; ``objectives`` as in report.storage.objectives."""
+    """Optuna's plots for ``study``; ``objectives`` as in results.storage.objectives."""
     vis = optuna.visualization
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:

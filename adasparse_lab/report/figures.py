@@ -1,6 +1,6 @@
 """Result figures: the AUC-vs-cost Pareto front of all trials and the sparsity-band analysis
 (per-domain figures: report.domain_figures). Polars tables with the columns named in
-report.collect in, Plotly figures out; nothing here reads storage."""
+results.collect in, Plotly figures out; nothing here reads storage."""
 
 from __future__ import annotations
 

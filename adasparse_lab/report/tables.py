@@ -1,6 +1,6 @@
 """Derived tables the figures take: per-domain points of completed trials, the reference per
 domain, the gain of front trials over the dense reference per domain, and the headline
-numbers. Pure polars over report.collect's tables."""
+numbers. Pure polars over results.collect's tables."""
 
 from __future__ import annotations
 
