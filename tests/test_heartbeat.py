@@ -87,3 +87,31 @@ def test_a_worker_whose_heartbeat_gave_up_fails_its_trial_and_stops(tmp_path, mo
     assert trial.state == TrialState.FAIL  # not trained on to COMPLETE, not left RUNNING
     assert trial.user_attrs["failure_kind"] == "heartbeat"
     assert "unreachable for 10s" in trial.user_attrs["fail_reason"]
+
+
+def test_a_session_left_invalid_by_a_restart_is_retried_on_a_fresh_one(tmp_path, monkeypatch):
+    """A connection that broke inside a transaction leaves the thread's session refusing every
+    statement (SQLAlchemy's PendingRollbackError, wrapped by Optuna) until it is reset. That is
+    a lost database, not a rejected statement: the call is retried on a fresh session. (Found
+    by test_distributed.py::test_workers_ride_out_a_postgres_restart: a worker died in
+    get_trials right after PostgreSQL came back.)"""
+    from sqlalchemy.exc import PendingRollbackError
+
+    storage = storage_mod.open_rdb(f"sqlite:///{tmp_path}/s.db", 60, 300, retry_s=10)
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "s")
+    monkeypatch.setattr(storage_mod.time, "sleep", lambda s: None)
+    real = storage._get_trials
+    sessions = []
+
+    def broken_until_reset(*args, **kwargs):
+        sessions.append(storage.scoped_session())
+        if len(sessions) == 1:
+            raise optuna.exceptions.StorageInternalError("commit failed") from (
+                PendingRollbackError("Can't reconnect until invalid transaction is rolled back")
+            )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "_get_trials", broken_until_reset)
+    assert storage.get_all_trials(study_id) == []
+    assert len(sessions) == 2
+    assert sessions[1] is not sessions[0]  # the invalid session was discarded, not reused

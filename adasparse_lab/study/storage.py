@@ -41,7 +41,13 @@ from optuna.exceptions import StorageInternalError
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    PendingRollbackError,
+    ProgrammingError,
+)
 
 from adasparse_lab.errors import ConfigError, StoreError
 from adasparse_lab.studies_layout import JOURNAL, SQLITE, stored_file
@@ -112,16 +118,18 @@ def worker_alive(ident: str) -> bool | None:
 
 def transient(err: BaseException) -> bool:
     """Whether ``err`` is a lost or refused database connection (worth retrying), as opposed
-    to a statement the database rejected."""
+    to a statement the database rejected. A session whose connection broke inside a
+    transaction refuses every statement until it is reset (PendingRollbackError): lost too."""
     cause = err.__cause__ if isinstance(err, StorageInternalError) else err
-    return isinstance(cause, OperationalError) or (
+    return isinstance(cause, OperationalError | PendingRollbackError) or (
         isinstance(cause, DBAPIError) and cause.connection_invalidated
     )
 
 
-def with_retry(call, what: str, retry_s: float):
+def with_retry(call, what: str, retry_s: float, reset=None):
     """``call()``, retried with exponential backoff (0.5 s doubling to 8 s) while the database
-    is unreachable; after ``retry_s`` a StoreError naming ``what`` and the cause."""
+    is unreachable, ``reset()`` before each retry; after ``retry_s`` a StoreError naming
+    ``what`` and the cause."""
     deadline, wait = time.monotonic() + retry_s, 0.5
     while True:
         try:
@@ -137,6 +145,8 @@ def with_retry(call, what: str, retry_s: float):
                 ) from err
             log.warning("database unreachable (%s); retrying in %.1fs", type(cause).__name__, wait)
             time.sleep(wait)
+            if reset is not None:
+                reset()
             wait = min(2 * wait, float(MAX_BACKOFF_S))
 
 
@@ -154,7 +164,12 @@ def _retrying(name: str):
     method = getattr(RDBStorage, name)
 
     def call(self, *args, **kwargs):
-        return with_retry(lambda: method(self, *args, **kwargs), self.display_url, self.retry_s)
+        return with_retry(
+            lambda: method(self, *args, **kwargs),
+            self.display_url,
+            self.retry_s,
+            reset=self.scoped_session.remove,  # this thread's next call gets a fresh session
+        )
 
     call.__name__ = call.__qualname__ = name
     call.__doc__ = method.__doc__
