@@ -132,15 +132,18 @@ def build(
     color_by: str | None = "method",
     static: str | None = None,
     max_structure_trials: int = 12,
+    data: ReportData | None = None,
 ) -> BuildInfo:
-    """``build_report`` with the numbers the command prints (size, time, figures)."""
+    """``build_report`` with the numbers the command prints (size, time, figures). ``data``:
+    the studies already read back (``results.collect``), so a caller that read them once for
+    its own summary does not read them again."""
     t0 = time.perf_counter()
     names = list(study_names)
     if not names:
         raise ValueError("no study named")
-    data = collect(
-        names, list(storage_urls) if storage_urls else None, Path(studies_dir), max_structure_trials
-    )
+    if data is None:
+        storages = list(storage_urls) if storage_urls else None
+        data = collect(names, storages, Path(studies_dir), max_structure_trials)
     sections = make_sections(data, color_by)
     title = f"Study report: {' + '.join(names)}"
     subtitle = [

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from adasparse_lab.export.build import log_front_models
 from adasparse_lab.report.build import BuildInfo, build
 from adasparse_lab.report.claims_section import claims_text
-from adasparse_lab.results.collect import collect
+from adasparse_lab.results.collect import ReportData, collect
 from adasparse_lab.study.driver import StudyOutcome, StudyRunner
 from adasparse_lab.study.matched import collect_cells, format_matched
 from adasparse_lab.study.summary import (
@@ -29,9 +29,11 @@ MATCHED_AT = (0.5, 0.8)  # FLOPs (or latency) ratios at which methods are ranked
 def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     """Print the front (and methods at matched cost, and the claims), build the report, log
     both and the study's totals to the parent run, then print where everything is."""
-    csv = _print_results(outcome, runner.base)
-    t0 = time.perf_counter()
-    info = build([outcome.settings.name], [outcome.storage_desc], Path(runner.base.paths.reports))
+    t0 = time.perf_counter()  # the report's time: reading the study back, then the page
+    data = collect([outcome.settings.name], [outcome.storage_desc])  # once: summary and report
+    csv = _print_results(outcome, runner.base, data)
+    reports = Path(runner.base.paths.reports)
+    info = build([outcome.settings.name], [outcome.storage_desc], reports, data=data)
     complete = _log_to_parent(outcome, csv, info)
     s = outcome.settings
     models = (
@@ -43,12 +45,11 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
     _print_locations(outcome, complete, csv, info.path, time.perf_counter() - t0, models)
 
 
-def _print_results(outcome: StudyOutcome, base: DictConfig) -> Path:
+def _print_results(outcome: StudyOutcome, base: DictConfig, data: ReportData) -> Path:
     """The Pareto table (written to CSV, whose path is returned), methods at matched cost when
     several compete, and the paper's claims when ``study.claims`` names them."""
     s, tracker = outcome.settings, outcome.tracker
     domains = [d["domain"] for d in outcome.study.user_attrs.get("domains", [])]
-    data = collect([s.name], [outcome.storage_desc], max_structure_trials=0)
     table = pareto_table(outcome.pareto, s.metrics, domains, data)
     csv = write_pareto(table, outcome.folder)
     print(format_pareto(table, s.metrics, domains, reference_metrics(data, domains)))
