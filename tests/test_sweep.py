@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -206,37 +207,48 @@ def _trials(tmp: Path, storage: str = "sqlite") -> list[optuna.trial.FrozenTrial
     return optuna.load_study(study_name="quick", storage=url).get_trials()
 
 
+def _running_tracked_trials(db: Path) -> list[int]:
+    """Numbers of RUNNING trials that already have their MLflow run, read without a lock.
+
+    A read-only query takes milliseconds, so a poll every 0.1 s cannot miss a trial of a few
+    seconds (``optuna.load_study`` per poll took long enough on a loaded CI machine to).
+    """
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.05) as con:
+            rows = con.execute(
+                "SELECT t.number FROM trials t JOIN trial_user_attributes a"
+                " ON a.trial_id = t.trial_id"
+                " WHERE t.state = 'RUNNING' AND a.key = 'mlflow_run_id'"
+            ).fetchall()
+    except sqlite3.Error:  # tables not created yet, or a writer holds the lock
+        return []
+    return [number for (number,) in rows]
+
+
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_resume(tmp_path):
-    # Trials of a few seconds each, so that the kill lands inside one.
+    # Trials of ~4 s each, so that the kill lands inside one.
     extra = [
         "study.n_trials=3",
         "study.reference=false",
-        "train.epochs=3",
+        "train.epochs=6",
         "data.source.n_rows=200000",
     ]
-    proc = subprocess.Popen(
-        sweep_cmd(tmp_path, *extra), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 180
+    log = tmp_path / "first-run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(sweep_cmd(tmp_path, *extra), cwd=ROOT, stdout=out, stderr=out)
+    db = tmp_path / "studies" / "quick" / "optuna.db"
+    deadline = time.time() + 300
     try:
-        while time.time() < deadline:  # wait until the second trial is running
-            time.sleep(0.5)
-            db = tmp_path / "studies" / "quick" / "optuna.db"
-            if db.exists():
-                try:
-                    trials = _trials(tmp_path)
-                except Exception:
-                    continue
-                if any(
-                    t.state == TrialState.RUNNING
-                    and t.number >= 1
-                    and "mlflow_run_id" in t.user_attrs
-                    for t in trials
-                ):
-                    break
-        else:
-            pytest.fail("the sweep never reached its second trial")
+        while not any(n >= 1 for n in _running_tracked_trials(db)):
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(
+                    f"the sweep never reached its second trial (exit {proc.poll()}):\n"
+                    + log.read_text()[-3000:]
+                )
+            time.sleep(0.1)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
