@@ -19,7 +19,7 @@ from omegaconf import open_dict
 
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.metrics import safe_name
-from adasparse_lab.report.claims_section import claims_section, study_claims
+from adasparse_lab.report.claims_section import claims_section
 from adasparse_lab.results.claims import (
     HELD,
     INCONCLUSIVE,
@@ -32,6 +32,7 @@ from adasparse_lab.results.claims import (
     paired,
     parse_claims,
     size_halves,
+    study_claims,
     verdict,
 )
 from adasparse_lab.results.collect import collect

@@ -3,7 +3,7 @@
 
 Writes trial ``n``'s serving bundle (adasparse_lab.export.bundle), checks it on the test split
 against the trained model, and logs it to the trial's MLflow run as a pyfunc model (optionally
-registered). Arguments are ``key=value`` pairs, as for ``adasparse_lab.report``.
+registered). Arguments are ``key=value`` pairs, (adasparse_lab.cli).
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from adasparse_lab.cli import parse_args
 from adasparse_lab.errors import ConfigError, DataError
 from adasparse_lab.export.build import Export, export_trial
 
+COMMAND = "adasparse_lab.export"
 KEYS = {
     "study": "study name (required)",
     "trial": "trial number (a COMPLETE trial, typically on the front) or best (required)",
@@ -25,24 +27,12 @@ KEYS = {
     "mlflow": "log the bundle as an MLflow model of the trial's run: true (default) or false",
     "register": "also register that model under this name in the MLflow model registry",
 }
-USAGE = (
-    "usage: python -m adasparse_lab.export study=<name> trial=<n> [key=value ...]\n"
-    + "\n".join(f"  {k:<8} {v}" for k, v in KEYS.items())
-)
 
 
-def parse_args(argv: Sequence[str]) -> dict[str, str]:
-    args = {}
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in KEYS:
-            raise ConfigError(f"unknown argument {item!r}\n{USAGE}")
-        args[key] = value
-    for key in ("study", "trial"):
-        if not args.get(key):
-            raise ConfigError(f"{key}=... is required\n{USAGE}")
+def parse_export_args(argv: Sequence[str]) -> dict[str, str]:
+    args = parse_args(argv, COMMAND, KEYS, required=("study", "trial"))
     if not (args["trial"].isdigit() or args["trial"] == "best"):
-        raise ConfigError(f"trial={args['trial']!r}: give a trial number or best\n{USAGE}")
+        raise ConfigError(f"trial={args['trial']!r}: give a trial number or best")
     if args.get("mlflow", "true") not in ("true", "false"):
         raise ConfigError(f"mlflow={args['mlflow']!r}: choose true or false")
     return args
@@ -73,7 +63,7 @@ def summary(result: Export) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
+        args = parse_export_args(sys.argv[1:] if argv is None else argv)
         result = export_trial(
             args["study"],
             None if args["trial"] == "best" else int(args["trial"]),

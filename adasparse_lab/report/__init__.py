@@ -6,9 +6,8 @@
 
 The tables come from adasparse_lab.results (a stored study read back: collect). Modules here:
 figures / domain_figures / structure / diagnostics (tables -> Plotly figures), analysis
-(orderings for them), tables (derived tables), claims_section + claims_markdown (the claims
-as HTML and Markdown), sections + html with page.html.j2 / parts.html.j2 (the page), build
-(the entry point).
+(orderings for them), tables (derived tables), claims_section (the claims as HTML), sections
++ html with page.html.j2 / parts.html.j2 (the page), build (the entry point).
 """
 
 from adasparse_lab.report.build import build_report

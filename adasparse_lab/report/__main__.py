@@ -1,8 +1,7 @@
 """`python -m adasparse_lab.report study=<name>[,<name2>] [storage=<url>[,<url2>]] [out=reports]
 [studies=studies] [color=method] [static=png|svg]`
 
-Arguments are ``key=value`` pairs parsed here, not by Hydra (which would read ``study=a,b`` as
-a sweep over two values). ``study=a,b`` overlays the studies in one report under
+Arguments are ``key=value`` pairs (adasparse_lab.cli). ``study=a,b`` overlays the studies in one report under
 ``<out>/a+b/``. The report is rebuilt from storage, so this works on running studies too.
 """
 
@@ -12,9 +11,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from adasparse_lab.cli import parse_args
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.report.build import STATIC_FORMATS, build
 
+COMMAND = "adasparse_lab.report"
 KEYS = {
     "study": "study name(s), comma-separated (required)",
     "storage": "Optuna storage per study, comma-separated (default: the file in studies/<name>/: journal.log, else optuna.db)",
@@ -23,30 +24,14 @@ KEYS = {
     "color": "trial column or param:<name> that colours the front (default: method)",
     "static": "also export every figure as png or svg (needs kaleido and Chromium)",
 }
-USAGE = (
-    "usage: python -m adasparse_lab.report study=<name>[,<name2>] [key=value ...]\n"
-    + "\n".join(f"  {k:<8} {v}" for k, v in KEYS.items())
-)
-
-
-def parse_args(argv: Sequence[str]) -> dict[str, str]:
-    args = {}
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in KEYS:
-            raise ConfigError(f"unknown argument {item!r}\n{USAGE}")
-        args[key] = value
-    if not args.get("study"):
-        raise ConfigError(f"study=<name> is required\n{USAGE}")
-    if args.get("static") and args["static"] not in STATIC_FORMATS:
-        raise ConfigError(f"static={args['static']!r}: choose one of {list(STATIC_FORMATS)}")
-    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
+        args = parse_args(sys.argv[1:] if argv is None else argv, COMMAND, KEYS)
+        if args.get("static") and args["static"] not in STATIC_FORMATS:
+            raise ConfigError(f"static={args['static']!r}: choose one of {list(STATIC_FORMATS)}")
         names = [n for n in args["study"].split(",") if n]
         info = build(
             names,

@@ -1,6 +1,6 @@
 """Orderings that make the report's figures readable: front points along a line, domains
-by similarity of their kept neurons, neurons shared-first. numpy only (scipy is not a
-dependency). The numbers themselves (front, kept sets, Jaccard) are adasparse_lab.results'.
+by similarity of their kept neurons (SciPy's hierarchical clustering), neurons shared-first.
+The numbers themselves (front, kept sets, Jaccard) are adasparse_lab.results'.
 
 Shapes: N points, K domains, H neurons at one masked position.
 """
@@ -8,6 +8,8 @@ Shapes: N points, K domains, H neurons at one masked position.
 from __future__ import annotations
 
 import numpy as np
+from scipy.cluster import hierarchy
+from scipy.spatial.distance import squareform
 
 from adasparse_lab.results.keep import kept_matrix
 
@@ -18,34 +20,13 @@ def front_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def similarity_order(sim: np.ndarray) -> np.ndarray:
-    """A leaf order of average-linkage agglomerative clustering on a [K, K] similarity, so
-    that similar domains sit next to each other. When two clusters merge, the one whose end
-    is more similar to the other's start is placed first (a cheap seriation). O(K^3), fine
-    for the tens of domains a study has."""
-    s = np.asarray(sim, dtype=np.float64)
-    k = s.shape[0]
+    """A leaf order of average-linkage clustering on a [K, K] similarity (distance 1 - sim),
+    with SciPy's optimal leaf ordering, so that similar domains sit next to each other."""
+    k = len(sim)
     if k <= 2:
         return np.arange(k)
-    clusters: list[list[int]] = [[i] for i in range(k)]
-    while len(clusters) > 1:
-        best, pair = -np.inf, (0, 1)
-        for a in range(len(clusters)):
-            for b in range(a + 1, len(clusters)):
-                link = s[np.ix_(clusters[a], clusters[b])].mean()
-                if link > best + 1e-12:
-                    best, pair = link, (a, b)
-        a, b = pair
-        left, right = clusters[a], clusters[b]
-        # Of the four ways to join two leaf sequences, keep the one with the most similar seam.
-        options = [
-            (left + right, s[left[-1], right[0]]),
-            (left + right[::-1], s[left[-1], right[-1]]),
-            (left[::-1] + right, s[left[0], right[0]]),
-            (right + left, s[right[-1], left[0]]),
-        ]
-        merged = max(options, key=lambda o: o[1])[0]
-        clusters = [c for i, c in enumerate(clusters) if i not in pair] + [merged]
-    return np.array(clusters[0])
+    dist = squareform(np.clip(1.0 - np.asarray(sim, dtype=np.float64), 0.0, None), checks=False)
+    return hierarchy.leaves_list(hierarchy.optimal_leaf_ordering(hierarchy.average(dist), dist))
 
 
 def neuron_order(keep_prob: np.ndarray) -> np.ndarray:

@@ -2,7 +2,8 @@
 conf/study/paper.yaml) becomes one measured effect per seed, its mean ± sd over seeds, and a
 verdict. Reads what results.collect read back (trials, per-domain metrics, domain sizes and
 groups) plus the keep probabilities of the trials a structure claim needs; never a trainer
-object. Their tables and text are the report's (report/claims_section.py, claims_markdown.py).
+object. Their HTML is the report's (report/claims_section.py), their Markdown the command's
+(study/claims.py).
 
 An *arm* is one value of the space parameter ``study.claims.arm`` (e.g. ``fusion``); arms pair
 up by the value of ``study.claims.seed``. Effects are signed so that > 0 means the claim held:
@@ -31,9 +32,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+from omegaconf import OmegaConf
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.results.collect import ReportData, StudyInfo
 from adasparse_lab.results.keep import jaccard, kept_neurons
+from adasparse_lab.results.runs import read_artifact_tables
 
 KINDS = ("better", "small_domains", "groups")
 HELD, NOT_HELD, INCONCLUSIVE, NOT_MEASURED = "held", "did not hold", "inconclusive", "not measured"
@@ -83,6 +87,23 @@ def parse_claims(raw: Mapping | None, arms: Collection[str]) -> ClaimPlan | None
             ClaimSpec(c["kind"], c["arm"], versus, str(c.get("text", "")), str(c.get("source", "")))
         )
     return ClaimPlan(str(raw.get("arm", "arm")), str(raw.get("seed", "seed")), tuple(claims))
+
+
+def study_plan(study: Mapping) -> ClaimPlan | None:
+    """The claims of a study config (``study``: its ``study`` node as a dict), their arm and
+    seed parameters checked against its space (None: it declares none). The driver checks a
+    config with it before training; the report reads a stored study's config with it."""
+    raw = study.get("claims")
+    if not raw:
+        return None
+    space = study.get("space") or {}
+    for key in ("arm", "seed"):
+        if raw.get(key, key) not in space:
+            raise ConfigError(
+                f"study.claims.{key}={raw.get(key, key)!r} is no parameter of study.space"
+            )
+    param = space[raw.get("arm", "arm")]
+    return parse_claims(raw, set(param.get("overrides") or {}) | set(param.get("choices") or []))
 
 
 @dataclass
@@ -282,3 +303,24 @@ def arm_summary(arms: pl.DataFrame) -> pl.DataFrame:
         )
         .sort("test_auc", descending=True)
     )
+
+
+def study_claims(
+    data: ReportData, info: StudyInfo
+) -> tuple[list[ClaimResult], pl.DataFrame] | None:
+    """The measured claims and the arms table (arm_summary) of one collected study, from the
+    config it stored (None: it declares no claims)."""
+    config = OmegaConf.to_container(OmegaConf.create(info.attrs.get("config") or "{}"))
+    plan = study_plan(config.get("study") or {})
+    if plan is None:
+        return None
+    in_study = pl.col("study") == info.name
+    arms = arm_trials(data.trials.filter(in_study), plan)
+    if not arms.height:
+        return [ClaimResult(c, note="no completed trial") for c in plan.claims], arms
+    structure_arms = {c.arm for c in plan.claims if c.kind == "groups"}
+    wanted = arms.filter(pl.col("arm").is_in(structure_arms) & pl.col("run_id").is_not_null())
+    found = read_artifact_tables(info.runs, wanted["run_id"].to_list(), "keep_prob.parquet")
+    keep = {n: found[r] for n, r in zip(wanted["number"], wanted["run_id"]) if r in found}
+    domain_metrics, domains = data.domain_metrics.filter(in_study), data.domains.filter(in_study)
+    return measure(plan, arms, domain_metrics, domains, keep), arm_summary(arms)

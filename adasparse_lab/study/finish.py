@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 
 from adasparse_lab.export.build import log_front_models
 from adasparse_lab.report.build import BuildInfo, build
-from adasparse_lab.report.claims_section import claims_text
 from adasparse_lab.results.collect import ReportData, collect
+from adasparse_lab.study.claims import claims_text
 from adasparse_lab.study.driver import StudyOutcome, StudyRunner
 from adasparse_lab.study.matched import collect_cells, format_matched
 from adasparse_lab.study.summary import (

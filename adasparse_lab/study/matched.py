@@ -24,6 +24,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from adasparse_lab.cli import parse_args
 from adasparse_lab.errors import ConfigError
 
 AUC = "test/mean_domain_auc"
@@ -162,19 +163,26 @@ def format_matched(
     return "\n".join(lines)
 
 
+COMMAND = "adasparse_lab.study.matched"
+KEYS = {
+    "study": "study name (required)",
+    "studies": "folder holding the studies (default: studies)",
+    "at": "cost ratios to compare the methods at, comma-separated (default: 0.5,0.8)",
+    "cost": "the cost objective (default: the study's last objective)",
+    "tolerance": "how far a cell's cost may be from an anchor (default: 0.15)",
+    "per_method": "true: each method's best cell instead (default: false)",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from mlflow.tracking import MlflowClient
 
     from adasparse_lab.study.storage import open_storage
 
-    args = dict(a.partition("=")[::2] for a in (sys.argv[1:] if argv is None else argv))
-    unknown = set(args) - {"study", "studies", "at", "cost", "tolerance", "per_method"}
-    if unknown or not args.get("study"):
-        print(
-            "usage: python -m adasparse_lab.study.matched study=<name> [studies=studies] "
-            "[at=0.5,0.8] [cost=<objective>] [tolerance=0.15] [per_method=true]",
-            file=sys.stderr,
-        )
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv, COMMAND, KEYS)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     name = args["study"]
     folder = Path(args.get("studies", "studies"))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.results.claims import study_plan
 
 DIRECTIONS = ("maximize", "minimize")
 # Objectives select, so they are validation numbers (every number is under its split: val/...,
@@ -55,23 +56,6 @@ class StudySettings:
     @property
     def metrics(self) -> list[str]:
         return [o.metric for o in self.objectives]
-
-
-def _check_claims(raw: dict) -> None:
-    """``study.claims`` (what the report measures, results/claims.py) names arms of the space."""
-    claims = raw.get("claims")
-    if not claims:
-        return
-    from adasparse_lab.results.claims import parse_claims  # the same reading the report measures
-
-    space = raw.get("space") or {}
-    for key in ("arm", "seed"):
-        if claims.get(key, key) not in space:
-            raise ConfigError(
-                f"study.claims.{key}={claims.get(key, key)!r} is no parameter of study.space"
-            )
-    param = space[claims.get("arm", "arm")]
-    parse_claims(claims, set(param.get("overrides") or {}) | set(param.get("choices") or []))
 
 
 def _check_grace(raw: dict) -> None:
@@ -186,7 +170,7 @@ def parse_settings(node: DictConfig) -> StudySettings:
     _check_ranges(raw)
     _check_grace(raw)
     _check_choices(raw, len(objectives))
-    _check_claims(raw)
+    study_plan(raw)  # study.claims names arms of the space (what the report measures)
     reeval, hv_ref = raw.get("reeval") or {}, raw.get("hypervolume_reference")
     return StudySettings(
         name=str(raw["name"]),
