@@ -192,13 +192,16 @@ def golden_model(rank=None) -> tuple[AdaSparseModel, torch.Tensor, torch.Tensor]
     return model, cat, torch.randn(6, 2, generator=g)
 
 
-def test_rank_null_is_todays_pruner_bit_for_bit():
+def test_rank_null_is_todays_pruner():
     model, cat, dense = golden_model(rank=None)
     out = model(cat, dense)
     # Recorded from the full pruner before low-rank pruners existed (same seed, same inputs).
+    # Within float32 rounding, not bit for bit: CPUs of one machine kind pick different
+    # kernels (an AMD EPYC gave -0.3495692014694214 for the fourth, an Intel Xeon the value
+    # below), while a changed pruner moves the logits by far more than 1e-6.
     golden = [-0.34706202149391174, -0.35483941435813904, -0.3467298150062561,
               -0.349569171667099, -0.3477356731891632, -0.3480181097984314]  # fmt: skip
-    assert out.logits.tolist() == golden
+    assert out.logits.tolist() == pytest.approx(golden, rel=0, abs=1e-6)
     assert [k.sum().item() for k in out.keep] == [120.0, 96.0, 48.0]
     assert {n for n in model.state_dict() if n.startswith("pruners.")} == {
         f"pruners.{p}.{w}" for p in range(3) for w in ("weight", "bias")
