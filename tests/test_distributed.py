@@ -22,7 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from adasparse_lab.report import build_report
+from adasparse_lab.report import build
 from adasparse_lab.study.storage import open_rdb
 from tests.conftest import ROOT
 
@@ -160,7 +160,7 @@ def test_a_worker_killed_mid_trial_on_postgres_and_the_server(tmp_path, services
 
     # The report from the two services alone: no studies folder, no local MLflow store.
     os.chdir(tmp_path)  # (pytest restores the directory) nothing relative is found here
-    report = build_report([name], [services.storage], tmp_path / "fresh", studies_dir="nowhere")
+    report = build([name], [services.storage], tmp_path / "fresh", studies_dir="nowhere").path
     html = report.read_text()
     assert "no heartbeat from worker machine-1:" in html
     assert all(t.user_attrs["mlflow_run_id"] in html for t in complete)

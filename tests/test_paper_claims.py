@@ -19,7 +19,7 @@ from omegaconf import open_dict
 
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.metrics import safe_name
-from adasparse_lab.report.claims_section import claims_section
+from adasparse_lab.report.sections import claims_section
 from adasparse_lab.results.claims import (
     HELD,
     INCONCLUSIVE,

@@ -17,7 +17,6 @@ from mlflow.tracking import MlflowClient
 from optuna.storages.journal import JournalFileBackend
 from plotly.offline import get_plotlyjs
 
-from adasparse_lab.report import build_report
 from adasparse_lab.report.__main__ import main
 from adasparse_lab.report.build import build, export_static, make_sections
 from adasparse_lab.report.html import Block, Section, StructureView, render_page
@@ -153,12 +152,12 @@ def test_journal_storage_and_two_studies(real_study, tmp_path):
         to_study_name="copy",
         to_storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))),
     )
-    path = build_report(
+    path = build(
         [real_study.name, "copy"],
         [real_study.storage, None],
         tmp_path / "reports",
         studies_dir=tmp_path / "studies",
-    )
+    ).path
     assert path == tmp_path / "reports" / f"{real_study.name}+copy" / "report.html"
     page = path.read_text()
     for name in (real_study.name, "copy"):

@@ -12,28 +12,31 @@ import polars as pl
 import pytest
 
 from adasparse_lab.pareto import pareto_mask
-from adasparse_lab.report.analysis import neuron_order, similarity_order
 from adasparse_lab.report.diagnostics import diagnostics
 from adasparse_lab.report.domain_figures import domain_fronts_figure, gain_figure
-from adasparse_lab.report.figures import band_figure, band_varies, pareto_figure
+from adasparse_lab.report.figures import (
+    BUTTON_LABELS,
+    axis_toggle,
+    band_figure,
+    cost_axes,
+    pareto_figure,
+)
 from adasparse_lab.report.html import Block, Section, StructureView, render_page, table_html
 from adasparse_lab.report.structure import (
     keep_map_figure,
     overlap_figure,
     sparsity_heatmap,
-    structure_order,
 )
-from adasparse_lab.report.style import PALETTE, color_for, colors_for
-from adasparse_lab.report.tables import domain_gains
-from adasparse_lab.report.toggle import BUTTON_LABELS, axis_toggle, cost_axes
+from adasparse_lab.report.style import PALETTE, colors_for
 from adasparse_lab.results.fronts import (
     mark_front,
     reference_point,
     spread_pick,
     study_reference_point,
 )
-from adasparse_lab.results.keep import jaccard
+from adasparse_lab.results.keep import jaccard, neuron_order, similarity_order, structure_order
 from adasparse_lab.results.storage import legacy_method
+from adasparse_lab.results.tables import band_varies, domain_gains
 
 MAX_MIN = ["maximize", "minimize"]
 
@@ -487,7 +490,8 @@ def test_pareto_figure_one_trace_per_method_and_a_latency_axis():
     assert [t.name for t in points] == sorted(set(METHODS))
     for t in points:
         assert t.marker.color == colors_for(METHODS)[t.name]
-    assert color_for("adasparse-fusion", 0) != color_for("adasparse-fusion-domain", 1)
+    fixed = colors_for(["adasparse-fusion", "adasparse-fusion-domain"])
+    assert fixed["adasparse-fusion"] != fixed["adasparse-fusion-domain"]
     magnitude = fig.data[[t.name for t in fig.data].index("magnitude")]
     assert _xy(magnitude) == [(0.5, 0.79)]
     assert "· magnitude" in magnitude.text[0] and "FLOPs 0.500 · latency 0.600" in magnitude.text[0]
@@ -537,7 +541,7 @@ def test_domain_fronts_coloured_by_method_on_either_cost_axis():
         assert sorted(legend) == ["adasparse-fusion", "dense reference", "front", "magnitude"]
         big = [t for t in fig.data if t.xaxis == "x"]
         mag = next(t for t in big if t.name == "magnitude")
-        assert mag.marker.color == color_for("magnitude", 1)
+        assert mag.marker.color == colors_for(["magnitude"])["magnitude"]
         expected = [(0.5, 0.71), (0.9, 0.70)] if x == "flops_ratio" else [(0.55, 0.71), (0.8, 0.70)]
         assert sorted(_xy(mag)) == expected  # "big" is k = 1
     assert fig.layout.xaxis.title.text == "measured latency ratio"

@@ -1,5 +1,5 @@
 """Build a study report: collect what was stored, make the sections, write one HTML file (and,
-if asked, a static PNG/SVG of every figure). The sweep calls ``build_report`` at its end."""
+if asked, a static PNG/SVG of every figure). The sweep calls ``build`` at its end."""
 
 from __future__ import annotations
 
@@ -15,19 +15,19 @@ from pathlib import Path
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from adasparse_lab.report.claims_section import claims_section
 from adasparse_lab.report.html import Section, render_page, section_figures
 from adasparse_lab.report.sections import (
     band_section,
+    claims_section,
     context_section,
     domains_section,
     gain_section,
+    headline,
     pareto_section,
     search_section,
     structure_section,
     trials_section,
 )
-from adasparse_lab.report.tables import headline
 from adasparse_lab.results.collect import ReportData, collect
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,13 @@ def build(
     max_structure_trials: int = 12,
     data: ReportData | None = None,
 ) -> BuildInfo:
-    """``build_report`` with the numbers the command prints (size, time, figures). ``data``:
+    """Render the report of one or more stored studies as ``<out_dir>/<name>/report.html``
+    (``<out_dir>/a+b/report.html`` for several studies); returns its path and the numbers the
+    command prints (size, time, figures).
+
+    storage_urls: one per study (an RDB URL, a journal file path or an Optuna storage object),
+    or None for the file in ``studies/<name>/`` (journal.log, else optuna.db: studies_layout).
+    color_by: a trials column or ``param:<name>``; static: 'png' or 'svg' as well. ``data``:
     the studies already read back (``results.collect``), so a caller that read them once for
     its own summary does not read them again."""
     t0 = time.perf_counter()
@@ -150,9 +156,7 @@ def build(
         f"{len(data.trials)} trials · built {time.strftime('%Y-%m-%d %H:%M:%S')} from stored results "
         f"(Optuna + MLflow)"
     ]
-    page, n_figures = render_page(
-        title, subtitle, headline(data.trials, data.reference, data.reeval), sections
-    )
+    page, n_figures = render_page(title, subtitle, headline(data), sections)
     path = Path(out_dir) / "+".join(names) / REPORT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
@@ -164,20 +168,3 @@ def build(
         (log.info if info.static_files else log.warning)("%s", info.static_note)
     info.seconds = time.perf_counter() - t0
     return info
-
-
-def build_report(
-    study_names: Sequence[str],
-    storage_urls: Sequence | None = None,
-    out_dir: Path | str = "reports",
-    **options,
-) -> Path:
-    """Render the report of one or more stored studies; returns the HTML file's path,
-    ``<out_dir>/<name>/report.html`` (``<out_dir>/a+b/report.html`` for several studies).
-
-    storage_urls: one per study (an RDB URL, a journal file path or an Optuna storage object),
-    or None for the file in ``studies/<name>/`` (journal.log, else optuna.db: studies_layout).
-    options: studies_dir, color_by (trial column or ``param:<name>``), static ('png'|'svg'),
-    max_structure_trials.
-    """
-    return build(study_names, storage_urls, out_dir, **options).path

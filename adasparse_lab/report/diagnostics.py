@@ -63,8 +63,8 @@ def _hypervolume(study: optuna.Study, objectives: list[dict], prefix: str) -> Di
     if diag.figure is not None:
         hover = "trial %{x}<br>hypervolume %{y:.4f}<extra></extra>"
         diag.figure.update_traces(line_shape="hv", name="hypervolume", hovertemplate=hover)
-        diag.figure.update_xaxes(title_text="trial")
-        diag.figure.update_yaxes(title_text="hypervolume (feasible trials)")
+        axes = diag.figure.update_xaxes(title_text="trial")
+        axes.update_yaxes(title_text="hypervolume (feasible trials)")
         diag.title = f"{title}; final {diag.figure.data[0].y[-1]:.4f})"
     return diag
 

@@ -9,18 +9,11 @@ import plotly.express as px
 import plotly.graph_objects as go
 import polars as pl
 
-from adasparse_lab.report.figures import front_line, markers, reference_line
+from adasparse_lab.report.figures import COST_AXES, front_line, markers, reference_line
 from adasparse_lab.report.style import PALETTE, REFERENCE_COLOR, colors_for, finish
-from adasparse_lab.report.toggle import COST_AXES
+from adasparse_lab.results.tables import domains_by_size
 
 STAR = {"symbol": "star", "size": 12, "color": REFERENCE_COLOR}
-
-
-def domain_order(domains: pl.DataFrame) -> list[tuple[str, int | None]]:
-    """(domain, train rows) by decreasing training size (largest rows over studies)."""
-    sizes = domains.group_by("domain", maintain_order=True).agg(pl.col("train_rows").max())
-    ordered = sizes.sort(["train_rows", "domain"], descending=[True, False], nulls_last=True)
-    return list(zip(ordered["domain"].to_list(), ordered["train_rows"].to_list()))
 
 
 def domain_fronts_figure(
@@ -35,7 +28,7 @@ def domain_fronts_figure(
     (``points``: study, number, domain, val_auc, x, optionally method), its front as a line,
     and the dense reference (``reference``: study, domain, val_auc, x) as a star. One study:
     points coloured by method (same colours as the main front); several: by study."""
-    order = domain_order(domains)
+    order = domains_by_size(domains)
     names = [d for d, _ in order]
     cols = max(1, min(cols, len(order)))
     rows = max(1, math.ceil(len(order) / cols))
@@ -88,12 +81,10 @@ def _add_fronts(fig, pts, reference, studies: list, names: list, x: str, cols: i
 
 def _front_and_reference(pts, reference, study: str, domain: str, x: str, colour) -> list:
     """One study's front line in one domain's panel, and its dense reference star if any."""
-    frame = pts.filter((pl.col("domain") == domain) & (pl.col("study") == study))
-    line = front_line(frame, x, "val_auc", study, colour, legendgroup=f"{study}: front")
-    if reference is None or x not in reference.columns:
-        return [line]
-    ref = reference.filter((pl.col("domain") == domain) & (pl.col("study") == study))
-    ref = ref.filter(pl.col(x).is_not_null())
+    here = (pl.col("domain") == domain) & (pl.col("study") == study)
+    line = front_line(pts.filter(here), x, "val_auc", study, colour, legendgroup=f"{study}: front")
+    has_ref = reference is not None and x in reference.columns
+    ref = reference.filter(here & pl.col(x).is_not_null()) if has_ref else pl.DataFrame()
     if not ref.height:
         return [line]
     star = markers(ref[x], ref["val_auc"], "dense reference", legendgroup="reference", marker=STAR)

@@ -1,15 +1,14 @@
-"""Result figures: the AUC-vs-cost Pareto front of all trials and the sparsity-band analysis
-(per-domain figures: report.domain_figures). Polars tables with the columns named in
+"""Result figures: the AUC-vs-cost Pareto front of all trials, the sparsity-band analysis, and
+the cost-axis toggle (per-domain figures: report.domain_figures). Polars tables with the columns named in
 results.collect in, Plotly figures out; nothing here reads storage."""
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
+
 import plotly.graph_objects as go
 import polars as pl
 
-from adasparse_lab.pareto import pareto_mask
-from adasparse_lab.report.analysis import front_order
 from adasparse_lab.report.style import (
     PALETTE,
     REFERENCE_COLOR,
@@ -20,18 +19,16 @@ from adasparse_lab.report.style import (
     fmt,
     rounded,
 )
-from adasparse_lab.report.toggle import COST_AXES
-from adasparse_lab.results.fronts import FRONT_DIRECTIONS
+from adasparse_lab.results.fronts import front_points
+from adasparse_lab.results.tables import completed
 
+COST_AXES = {
+    "flops_ratio": "FLOPs ratio (effective / dense)",
+    "latency_ratio": "measured latency ratio (served net / dense, largest batch)",
+}
+BUTTON_LABELS = {"flops_ratio": "analytic FLOPs", "latency_ratio": "measured latency"}
 Y_TITLE = "mean per-domain AUC (validation)"
 STUDY_SYMBOLS = ["circle", "square", "triangle-up", "diamond", "cross", "x"]
-
-
-def completed(trials: pl.DataFrame, x: str = "flops_ratio", y: str = "auc") -> pl.DataFrame:
-    """COMPLETE trials with both plotted values (failed, running, pruned ones left out)."""
-    return trials.filter(
-        (pl.col("state") == "COMPLETE") & pl.col(x).is_not_null() & pl.col(y).is_not_null()
-    )
 
 
 def hover_text(row: dict, x: str = "flops_ratio", y: str = "auc") -> str:
@@ -57,25 +54,12 @@ def markers(x, y, name: str, **kw) -> go.Scatter:
     return go.Scatter(x=rounded(x), y=rounded(y), name=name, mode="markers", **kw)
 
 
-def front_xy(frame: pl.DataFrame, x: str, y: str) -> tuple[list, list]:
-    """Front points of one study, sorted along x, for a staircase line. Recomputed per cost
-    axis (the measured-latency view has its own front); infeasible trials (over
-    study.flops_budget) are never on it, as in ``analysis.mark_front``."""
-    if "feasible" in frame.columns:
-        frame = frame.filter(pl.col("feasible").fill_null(True))
-    pts = np.column_stack([frame[y].to_numpy(), frame[x].to_numpy()]).astype(np.float64)
-    on = pareto_mask(pts, FRONT_DIRECTIONS) if len(pts) else np.zeros(0, dtype=bool)
-    fx, fy = pts[on, 1], pts[on, 0]
-    order = front_order(fx, fy)
-    return rounded(fx[order]), rounded(fy[order])
-
-
 def front_line(
     frame: pl.DataFrame, x: str, y: str, study: str, colour: str | None = None, **kw
 ) -> go.Scatter:
     """The staircase of a study's Pareto front (``colour``: the study's, when several are
     compared)."""
-    fx, fy = front_xy(frame, x, y)
+    fx, fy = (rounded(v) for v in front_points(frame, x, y))
     name = f"{study}: front" if colour else "front"
     line = {"color": colour or "#333", "width": 2, "shape": "hv"}
     return go.Scatter(x=fx, y=fy, mode="lines", line=line, name=name, hoverinfo="skip", **kw)
@@ -177,12 +161,6 @@ def reference_line(fig: go.Figure, y: float, **line) -> None:
     fig.add_hline(y, line=line, annotation_text="dense reference", annotation_position="top left")
 
 
-def band_varies(trials: pl.DataFrame) -> bool:
-    """Whether the completed trials were given more than one target sparsity band."""
-    bands = completed(trials).select("band_lo", "band_hi").drop_nulls()
-    return bands.unique().height > 1
-
-
 def band_figure(trials: pl.DataFrame, reference: pl.DataFrame | None = None) -> go.Figure:
     """AUC against achieved mean sparsity for every completed trial, coloured by the centre of
     its target band; the dense reference AUC as a horizontal line."""
@@ -203,3 +181,54 @@ def band_figure(trials: pl.DataFrame, reference: pl.DataFrame | None = None) -> 
     )
     fig.update_yaxes(title_text=Y_TITLE)
     return finish(fig, "Sparsity band: AUC against achieved sparsity", 460)
+
+
+# One chart, several cost axes: the same figure drawn once per x column (analytic FLOPs ratio,
+# measured latency ratio), merged into one figure whose buttons switch which drawing is visible
+# and relabel the x axes. Each drawing keeps its own front (a front on FLOPs is not the front
+# on latency), so nothing is recomputed in the browser.
+
+
+def cost_axes(frame: pl.DataFrame) -> list[str]:
+    """The cost columns ``frame`` has values for: FLOPs always, latency where measured."""
+    has = "latency_ratio" in frame.columns and frame["latency_ratio"].null_count() < frame.height
+    return ["flops_ratio", "latency_ratio"] if has else ["flops_ratio"]
+
+
+def cost_toggle(frame: pl.DataFrame, draw: Callable[..., go.Figure]) -> go.Figure:
+    """``draw(x=<cost column>)`` for every cost column ``frame`` has, in one toggled figure."""
+    return axis_toggle({BUTTON_LABELS[x]: draw(x=x) for x in cost_axes(frame)})
+
+
+def _x_titles(fig: go.Figure) -> dict[str, object]:
+    """relayout keys: the title of every titled x axis of ``fig``, and its autorange."""
+    titled = [key for key in fig.layout if key.startswith("xaxis") and fig.layout[key].title.text]
+    out = {f"{key}.title.text": fig.layout[key].title.text for key in titled}
+    return out | {f"{key}.autorange": True for key in titled}
+
+
+def axis_toggle(views: dict[str, go.Figure]) -> go.Figure:
+    """Merge ``views`` (button label -> figure with the same layout, first one shown) into one
+    figure; with a single view the figure is returned as it is."""
+    figs = list(views.values())
+    if len(figs) == 1:
+        return figs[0]
+    merged = go.Figure(figs[0])
+    merged.add_traces([t.update(visible=False) for fig in figs[1:] for t in fig.data])
+    owner = [i for i, fig in enumerate(figs) for _ in fig.data]  # the view of each trace
+    buttons = [
+        {
+            "label": label,
+            "method": "update",
+            "args": [{"visible": [o == i for o in owner]}, _x_titles(fig)],
+        }
+        for i, (label, fig) in enumerate(views.items())
+    ]
+    # Buttons in the top-right corner of the top margin, beside the title, above any legend
+    # placed over the plot.
+    layout, margin = merged.layout, merged.layout.template.layout.margin
+    top, bottom = layout.margin.t or margin.t or 80, layout.margin.b or margin.b or 80
+    y = 1 + (top - 4) / max((layout.height or 450) - top - bottom, 1)
+    menu = {"type": "buttons", "direction": "right", "buttons": buttons, "showactive": True}
+    menu |= {"x": 1.0, "xanchor": "right", "y": y, "yanchor": "top"}
+    return merged.update_layout(updatemenus=[menu])

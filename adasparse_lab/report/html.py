@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from functools import cache
 
 import jinja2
 import plotly.graph_objects as go
@@ -20,11 +19,15 @@ from plotly.offline import get_plotlyjs
 
 from adasparse_lab.report.style import fmt
 
-PLOT_CONFIG = {
-    "responsive": True,
-    "displaylogo": False,
-    "toImageButtonOptions": {"format": "svg", "scale": 1},
-}
+# Templates beside this file: autoescaped, block tags leave no blank lines.
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("adasparse_lab.report", "."),
+    undefined=jinja2.StrictUndefined,
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+PLOT_CONFIG = {"responsive": True, "displaylogo": False, "toImageButtonOptions": {"format": "svg"}}
 # One figure's <div> and script, without plotly.js (the page has it once, in <head>).
 PLOT_HTML = dict(include_plotlyjs=False, full_html=False, config=PLOT_CONFIG, default_width="100%")
 
@@ -59,19 +62,9 @@ class Section:
     blocks: list[Block]
 
 
-@cache
-def template(name: str) -> jinja2.Template:
-    """A template beside this file: autoescaped, block tags leave no blank lines."""
-    loader = jinja2.PackageLoader("adasparse_lab.report", ".")
-    options = dict(autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    return jinja2.Environment(
-        loader=loader, undefined=jinja2.StrictUndefined, **options
-    ).get_template(name)
-
-
 def parts():
     """The macros of ``parts.html.j2`` (table, kv, details), each returning escaped HTML."""
-    return template("parts.html.j2").module
+    return TEMPLATES.get_template("parts.html.j2").module
 
 
 def section_figures(section: Section) -> list[tuple[go.Figure, str]]:
@@ -97,7 +90,7 @@ def render_page(
         return fig.to_html(**PLOT_HTML, div_id=f"fig-{next(ids)}", default_height=height)
 
     n_figures = sum(len(section_figures(s)) for s in sections)
-    page = template("page.html.j2").render(
+    page = TEMPLATES.get_template("page.html.j2").render(
         title=title,
         subtitle=subtitle,
         headline=headline,

@@ -4,28 +4,36 @@ reference run, a fixed band, no keep probabilities) are left out or replaced by 
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import platform
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from functools import partial
 
 import polars as pl
 
 from adasparse_lab.report.diagnostics import diagnostics
 from adasparse_lab.report.domain_figures import domain_fronts_figure, gain_figure
-from adasparse_lab.report.figures import band_figure, band_varies, completed, pareto_figure
+from adasparse_lab.report.figures import band_figure, cost_toggle, pareto_figure
 from adasparse_lab.report.html import Block, Section, StructureView, parts, table_html
 from adasparse_lab.report.structure import (
     keep_map_figure,
     overlap_figure,
     sparsity_heatmap,
-    structure_order,
 )
 from adasparse_lab.report.style import fmt
-from adasparse_lab.report.tables import domain_gains, domain_points, trial_label
-from adasparse_lab.report.toggle import cost_toggle
+from adasparse_lab.results.claims import HELD, NOT_HELD, ClaimResult, study_claims
 from adasparse_lab.results.collect import ReportData, StudyInfo, reference_domains
+from adasparse_lab.results.keep import structure_order
+from adasparse_lab.results.tables import (
+    band_varies,
+    completed,
+    domain_facts,
+    domain_gains,
+    domain_points,
+    near_reference,
+    trial_label,
+    wall_time,
+)
 
 NO_POINTS = "no completed trial with both a validation AUC and a FLOPs ratio yet"
 NO_DOMAIN_POINTS = "no per-domain AUC and FLOPs stored in MLflow for completed trials yet"
@@ -103,6 +111,50 @@ def per_study(data: ReportData) -> Iterator[tuple[StudyInfo, str]]:
     return ((s, f"{s.name}: " if multi else "") for s in data.studies)
 
 
+CLAIM_COLUMNS = [
+    ("source", "the paper reports", "text"),
+    ("text", "measured here", "text"),
+    ("mean", "effect (mean)", "num"),
+    ("sd", "sd over seeds", "num"),
+    ("n", "seeds", "num"),
+    ("verdict", "verdict", "text"),
+]
+ARM_COLUMNS = [
+    ("arm", "arm", "text"),
+    ("method", "method", "text"),
+    ("seeds", "seeds", "num"),
+    ("test_auc", "test AUC (mean ± sd)", "num"),
+    ("flops_ratio", "FLOPs ratio", "num", ".3f"),
+    ("sparsity", "sparsity", "num", ".3f"),
+]
+
+
+def _claim_cells(r: ClaimResult) -> dict:
+    text = (r.spec.text + (f" ({r.note})" if r.note else ""), r.spec.text)
+    mean = (f"{r.mean:+.4f}", r.mean) if r.per_seed else ("-", None)
+    cells = {"source": r.spec.source, "text": text, "mean": mean, "sd": r.sd}
+    return cells | {"n": len(r.per_seed), "verdict": r.verdict}
+
+
+def claims_section(data: ReportData) -> Section | None:
+    blocks = []
+    for info, prefix in per_study(data):
+        if (found := study_claims(data, info)) is None:
+            continue
+        results, summary = found
+        classes = [{HELD: "front", NOT_HELD: "failed"}.get(r.verdict, "") for r in results]
+        claims = table_html(CLAIM_COLUMNS, [_claim_cells(r) for r in results], classes)
+        blocks.append(Block(title=f"{prefix}claims", html=claims))
+        if summary.height:
+            arms = [
+                a | {"test_auc": (f"{fmt(a['test_auc'])} ± {fmt(a['test_auc_sd'])}", a["test_auc"])}
+                for a in summary.iter_rows(named=True)
+            ]
+            arms = table_html(ARM_COLUMNS, arms)
+            blocks.append(Block(title=f"{prefix}arms", html=arms))
+    return section("claims", blocks) if blocks else None
+
+
 def pareto_section(data: ReportData, color_by: str | None) -> Section:
     done = completed(data.trials)
     if not done.height:
@@ -159,17 +211,13 @@ def gain_section(data: ReportData) -> Section | None:
 def band_section(data: ReportData) -> Section | None:
     if not band_varies(data.trials):
         return None
-    blocks = [
-        Block(
-            figure=band_figure(
-                data.trials.filter(pl.col("study") == s.name),
-                data.reference.filter(pl.col("study") == s.name),
-            ),
-            title=prefix.removesuffix(": "),
-        )
-        for s, prefix in per_study(data)
+    by_study = [
+        (pl.col("study") == s.name, prefix.removesuffix(": ")) for s, prefix in per_study(data)
     ]
-    return section("band", blocks)
+    figures = [
+        (band_figure(data.trials.filter(f), data.reference.filter(f)), t) for f, t in by_study
+    ]
+    return section("band", [Block(figure=fig, title=title) for fig, title in figures])
 
 
 def search_section(data: ReportData) -> Section:
@@ -229,9 +277,8 @@ def trials_section(data: ReportData) -> Section:
     cols += [("run_id", "MLflow run", "text"), ("fail_reason", "fail reason", "text")]
     rows = list(t.iter_rows(named=True))
     classes = ["front" if r["on_front"] else "failed" if r["state"] == "FAIL" else "" for r in rows]
-    return section(
-        "trials", [Block(html=table_html(cols, [_trial_cells(r) for r in rows], classes))]
-    )
+    cells = [_trial_cells(r) for r in rows]
+    return section("trials", [Block(html=table_html(cols, cells, classes))])
 
 
 DATASET_COLUMNS = [
@@ -246,51 +293,20 @@ DATASET_COLUMNS = [
 
 
 def _dataset_table(data: ReportData, study: str) -> str:
-    ref = reference_domains(data.domain_metrics).filter(pl.col("study") == study)
-    d = (
-        data.domains.filter(pl.col("study") == study)
-        .join(ref.select("domain", "test_auc"), on="domain", how="left")
-        .sort("train_rows", descending=True, nulls_last=True)
-        .with_columns(gap=pl.col("oracle_auc") - pl.col("test_auc"))
-    )
+    d = domain_facts(data.domains, data.domain_metrics, study)
     rows = [
-        r
-        | {
-            "group": (fmt(r["group"]), r["group"]),
-            "train_rows": (
-                "-" if r["train_rows"] is None else f"{r['train_rows']:,}",
-                r["train_rows"],
-            ),
-        }
+        r | {"train_rows": ("-" if (n := r["train_rows"]) is None else f"{n:,}", n)}
         for r in d.iter_rows(named=True)
     ]
     return table_html(DATASET_COLUMNS, rows)
 
 
-def _moments(texts: Iterable[object]) -> list[dt.datetime]:
-    """ISO times as aware datetimes (naive ones, Optuna's, are local time); others left out."""
-    out = []
-    for text in texts:
-        try:
-            moment = dt.datetime.fromisoformat(str(text))
-        except (TypeError, ValueError):
-            continue
-        out.append(moment if moment.tzinfo is not None else moment.astimezone())
-    return out
-
-
 def _wall_time(info: StudyInfo, trials: pl.DataFrame) -> str:
-    """From the study's start (or its first trial's) to its last finished trial."""
-    t = trials.filter(pl.col("study") == info.name)
-    running = " (still running)" if (t["state"] == "RUNNING").any() else ""
-    busy = f"{running}; trials busy for {t['duration_s'].drop_nulls().sum() / 60:.1f} min in total"
-    starts = _moments([info.attrs.get("started_at"), *t["started"].drop_nulls()])
-    ends = _moments(t["finished"].drop_nulls())
-    if not starts or not ends:
+    w = wall_time(info, trials)
+    busy = f"{' (still running)' if w.running else ''}; trials busy for {w.busy_minutes:.1f} min in total"
+    if w.minutes is None:
         return f"unknown{busy}"
-    first, last = min(starts), max(ends)
-    minutes = (last - first).total_seconds() / 60
-    return f"{minutes:.1f} min, {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M %Z}{busy}"
+    return f"{w.minutes:.1f} min, {w.first:%Y-%m-%d %H:%M} to {w.last:%Y-%m-%d %H:%M %Z}{busy}"
 
 
 def _study_facts(info: StudyInfo, trials: pl.DataFrame) -> list[tuple[str, object]]:
@@ -320,3 +336,31 @@ def context_section(data: ReportData, versions: dict[str, str]) -> Section:
     report = parts().kv([("python", platform.python_version()), *versions.items()])
     blocks.append(Block(title="this report", html=report))
     return section("context", blocks)
+
+
+def headline(data: ReportData) -> list[str]:
+    """Short sentences for the top of the report, one study at a time."""
+    lines = []
+    for (study,), t in data.trials.group_by("study", maintain_order=True):
+        counts = sorted(t.group_by("state").len().iter_rows())
+        states = ", ".join(f"{n} {s.lower()}" for s, n in counts)
+        front = t.filter(pl.col("on_front"))
+        lines.append(
+            f"<b>{study}</b>: {t.height} trials ({states}); {front.height} on the Pareto front."
+        )
+        ref = data.reference.filter(pl.col("study") == study)
+        if front.height and ref.height and (ref_auc := ref["auc"][0]) is not None:
+            r = near_reference(front, ref_auc)
+            gap = f"AUC {fmt(r['auc'])} ({r['auc'] - ref_auc:+.4f})"
+            lines.append(
+                f"Cheapest trial within 0.001 val AUC of the dense model ({fmt(ref_auc)}): trial "
+                f"{r['number']} ({r.get('method') or r['pruner_form']}) at FLOPs ratio "
+                f"{fmt(r['flops_ratio'], '.3f')}, {gap}."
+                if r["near"]
+                else f"No front trial reaches the dense val AUC ({fmt(ref_auc)}); the best is trial "
+                f"{r['number']} at {gap}, FLOPs ratio {fmt(r['flops_ratio'], '.3f')}."
+            )
+        if (rv := data.reeval.filter(pl.col("study") == study)).height:
+            seeds = int(rv["n_seeds"].max())
+            lines.append(f"{rv.height} front trial(s) re-evaluated on test over {seeds} seed(s).")
+    return lines

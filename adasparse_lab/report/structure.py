@@ -2,10 +2,9 @@
 domain x neuron keep maps, and the domain x domain overlap (Jaccard of kept neurons).
 
 Inputs (one trial, polars): ``keep`` (domain, position, neuron, keep_prob), ``layers``
-(domain, position, sparsity), ``domains`` (domain, group, train_rows). Domains are shown in
-one order for all three figures: by similarity of their kept neurons, so that domains that
-learned alike sit together; their true groups (synthetic data) colour the labels and mark the
-overlap map.
+(domain, position, sparsity), ``domains`` (domain, group, train_rows), and one domain order
+for all three (results.keep.structure_order: domains that learned alike sit together); true
+groups (synthetic data) colour the labels and mark the overlap map.
 """
 
 from __future__ import annotations
@@ -15,26 +14,14 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
-from adasparse_lab.report.analysis import neuron_order, similarity_order
 from adasparse_lab.report.style import SEQUENTIAL, domain_label, finish, rounded
-from adasparse_lab.results.keep import jaccard, keep_matrices, kept_neurons
+from adasparse_lab.results.keep import jaccard, keep_matrices, kept_neurons, neuron_order
 
 KEEP_SCALE = [[0.0, "#f7f7f7"], [0.5, "#9ecae1"], [1.0, "#08306b"]]
 
 
 def position_name(position: int) -> str:
     return "input" if position == 0 else f"layer {position}"
-
-
-def structure_order(keep: pl.DataFrame, domains: pl.DataFrame) -> list[str]:
-    """Domains ordered by similarity of their kept neurons (all masked positions together);
-    by training size when the trial has no keep probabilities."""
-    by_size = domains.sort("train_rows", descending=True, nulls_last=True)["domain"].to_list()
-    names = [d for d in by_size if d in set(keep["domain"].to_list())] or by_size
-    kept = kept_neurons(keep, names)
-    if not kept.shape[1]:
-        return by_size
-    return [names[i] for i in similarity_order(jaccard(kept))]
 
 
 def _labels(order: list[str], domains: pl.DataFrame) -> list[str]:

@@ -61,19 +61,14 @@ def finish(fig: go.Figure, title: str | None = None, height: int | None = None) 
     return fig if title is None else fig.update_layout(title_text=title)
 
 
-def color_for(value: object, index: int) -> str:
-    """The fixed colour of a form or method; anything else (low-rank variants such as
-    'adasparse-fusion-domain-r8', of which a study may hold several) the palette by its
-    ``index`` among the figure's values, so that no two of them share a colour."""
-    return FIXED_COLORS.get(str(value)) or PALETTE[index % len(PALETTE)]
-
-
 def colors_for(values: Iterable) -> dict[str, str]:
-    """Colour of each distinct value, in sorted order: fixed ones first (color_for), then the
-    palette in turn for the rest, so that no two of up to len(PALETTE) others share one."""
-    names = sorted({str(v) for v in values})
-    free = [n for n in names if n not in FIXED_COLORS]
-    return {n: color_for(n, free.index(n) if n in free else 0) for n in names}
+    """Colour of each distinct value: the fixed colour of a form or method; anything else
+    (low-rank variants such as 'adasparse-fusion-domain-r8', of which a study may hold several)
+    the palette in turn, in sorted order, so that no two of up to len(PALETTE) others share one."""
+    names = {str(v) for v in values}
+    free = sorted(names - FIXED_COLORS.keys())
+    fixed = {n: FIXED_COLORS[n] for n in sorted(names & FIXED_COLORS.keys())}
+    return fixed | {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(free)}
 
 
 def rounded(values: Iterable, digits: int = 4) -> list:

@@ -2,7 +2,7 @@
 conf/study/paper.yaml) becomes one measured effect per seed, its mean ± sd over seeds, and a
 verdict. Reads what results.collect read back (trials, per-domain metrics, domain sizes and
 groups) plus the keep probabilities of the trials a structure claim needs; never a trainer
-object. Their HTML is the report's (report/claims_section.py), their Markdown the command's
+object. Their HTML is the report's (report/sections.py), their Markdown the command's
 (study/claims.py).
 
 An *arm* is one value of the space parameter ``study.claims.arm`` (e.g. ``fusion``); arms pair

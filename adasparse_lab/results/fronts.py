@@ -34,6 +34,20 @@ def mark_front(trials: pl.DataFrame, x: str = "flops_ratio", y: str = "auc") -> 
     return trials.with_columns(on_front=pl.Series(flags))
 
 
+def front_points(frame: pl.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of the front of ``frame`` (one study's points), sorted along x (ties by y) for a
+    staircase line. Recomputed per cost axis by the report (the measured-latency view has its
+    own front); infeasible trials (over study.flops_budget) are never on it, as in
+    ``mark_front``."""
+    if "feasible" in frame.columns:
+        frame = frame.filter(pl.col("feasible").fill_null(True))
+    pts = np.column_stack([frame[y].to_numpy(), frame[x].to_numpy()]).astype(np.float64)
+    on = pareto_mask(pts, FRONT_DIRECTIONS) if len(pts) else np.zeros(0, dtype=bool)
+    fx, fy = pts[on, 1], pts[on, 0]
+    order = np.lexsort((fy, fx))
+    return fx[order], fy[order]
+
+
 def spread_pick(values: np.ndarray, limit: int) -> np.ndarray:
     """Indices of at most ``limit`` entries spread evenly over the sorted ``values``."""
     order = np.argsort(values, kind="stable")
