@@ -22,7 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from adasparse_lab.report import build
+from adasparse_lab.report.build import build
 from adasparse_lab.study.storage import open_rdb
 from tests.conftest import ROOT
 
