@@ -8,6 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from adasparse_lab.results.collect import collect
 from adasparse_lab.study.matched import collect_cells, format_matched, main, nearest
 from adasparse_lab.sweep import run_study
 from tests.conftest import CONF
@@ -39,8 +40,8 @@ def rivals_study(tmp_path_factory):
 @pytest.mark.slow
 def test_cells_pool_the_seeds_of_each_method(rivals_study):
     tmp, outcome = rivals_study
-    tracker = outcome.tracker
-    cells = collect_cells(outcome.study, tracker.client, tracker.experiment_id, "val/flops/ratio")
+    info = collect(["rivals"], [outcome.storage_desc]).studies[0]
+    cells = collect_cells(info, "val/flops/ratio")
     by_method = {c.method: c for c in cells}
     assert set(by_method) == {"dense", "random"}
     for cell in by_method.values():

@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.results.collect import collect
 from adasparse_lab.study.matched import collect_cells, format_per_method, per_method
 from adasparse_lab.study.settings import parse_settings
 from adasparse_lab.sweep import run_study
@@ -48,7 +49,8 @@ def test_every_model_is_reevaluated_and_its_table_pools_the_seeds(models_study):
     reevaluated = {int(r.data.tags["trial_number"]) for r in runs}
     trials = study.get_trials()
     assert reevaluated == {t.number for t in trials}  # one trial per model: each one's best
-    cells = collect_cells(study, client, tracker.experiment_id, "val/flops/ratio")
+    info = collect([study.study_name], [models_study.storage_desc]).studies[0]
+    cells = collect_cells(info, "val/flops/ratio")
     chosen = per_method(cells)
     assert sorted(c.method for c in chosen) == sorted({t.user_attrs["method"] for t in trials})
     for cell in chosen:

@@ -48,12 +48,12 @@ def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
 def _print_results(outcome: StudyOutcome, base: DictConfig, data: ReportData) -> Path:
     """The Pareto table (written to CSV, whose path is returned), methods at matched cost when
     several compete, and the paper's claims when ``study.claims`` names them."""
-    s, tracker = outcome.settings, outcome.tracker
+    s = outcome.settings
     domains = [d["domain"] for d in outcome.study.user_attrs.get("domains", [])]
     table = pareto_table(outcome.pareto, s.metrics, domains, data)
     csv = write_pareto(table, outcome.folder)
     print(format_pareto(table, s.metrics, domains, reference_metrics(data, domains)))
-    cells = collect_cells(outcome.study, tracker.client, tracker.experiment_id, s.metrics[-1])
+    cells = collect_cells(data.studies[0], s.metrics[-1])
     if len({c.method for c in cells}) > 1:  # several methods: compare them at equal cost
         print("\n" + format_matched(cells, MATCHED_AT, s.metrics[-1]))
     if base.study.get("claims"):  # the paper's claims against this run (results/claims.py)

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import optuna
 from optuna.trial import TrialState
 
 from adasparse_lab.cli import parse_args
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.results.collect import StudyInfo, collect
+from adasparse_lab.results.runs import RUN_METRICS
 
-AUC = "test/mean_domain_auc"
-VAL_AUC = "val/mean_domain_auc"
-DOMAIN_AUC = "test/auc/"
+# cost objective (an MLflow metric name) -> its column in results.runs' runs table
+COST_COLUMNS = {RUN_METRICS[c]: c for c in ("flops_ratio", "latency_ratio")}
 
 
 @dataclass
@@ -50,28 +50,34 @@ class Cell:
         return f"{np.mean(self.auc):.4f}{sd} (n={len(self.auc)})"
 
 
-def collect_cells(study: optuna.Study, client, experiment_id: str, cost: str) -> list[Cell]:
-    """Every COMPLETE trial and its re-evaluation runs, grouped by (method, setting)."""
+def collect_cells(info: StudyInfo, cost: str) -> list[Cell]:
+    """Every COMPLETE trial and its re-evaluation runs, grouped by (method, setting), and the
+    dense reference: from the study read back by results.collect (``info.runs``, the one reader
+    of a study's MLflow runs). ``cost``: the cost objective's metric name."""
+    column = COST_COLUMNS.get(cost)
+    if column is None:
+        raise ConfigError(f"cost={cost!r}: choose one of {sorted(COST_COLUMNS)}")
+    runs, per_domain = info.runs.runs, info.runs.domains.drop_nulls("test_auc")
+    domain_aucs: dict[str, dict[str, float]] = {}
+    for r in per_domain.iter_rows(named=True):
+        domain_aucs.setdefault(r["run_id"], {})[r["domain"]] = r["test_auc"]
     cells: dict[tuple[str, str], Cell] = {}
-    by_trial: dict[int, Cell] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    trial_cells: dict[int, tuple[Cell, str | None]] = {}
+    for t in info.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         setting = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t.params.items()) if k != "seed")
         method = t.user_attrs.get("method", t.user_attrs.get("pruner_form", "?"))
         cell = cells.setdefault((method, setting), Cell(method, setting))
-        by_trial[t.number] = cell
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if run_id:
-            _add(cell, client.get_run(run_id).data.metrics, cost)
-    runs = client.search_runs(
-        [experiment_id], "attributes.status = 'FINISHED' and tags.kind != 'trial'", max_results=5000
-    )
-    for run in runs:
-        tags = run.data.tags
-        if tags.get("kind") == "reeval" and int(tags.get("trial_number", -1)) in by_trial:
-            _add(by_trial[int(tags["trial_number"])], run.data.metrics, cost)
-        elif tags.get("kind") == "reference":
-            ref = cells.setdefault(("dense", "reference"), Cell("dense", "reference"))
-            _add(ref, run.data.metrics, cost)
+        trial_cells[t.number] = (cell, t.user_attrs.get("mlflow_run_id"))
+    for r in runs.iter_rows(named=True):
+        cell, trial_run = trial_cells.get(r["number"], (None, None))
+        if r["kind"] == "trial":  # a COMPLETE trial's own run, whatever its status
+            cell = cell if r["run_id"] == trial_run else None
+        elif r["status"] != "FINISHED":  # re-evaluation and reference runs: finished ones
+            cell = None
+        elif r["kind"] == "reference":
+            cell = cells.setdefault(("dense", "reference"), Cell("dense", "reference"))
+        if cell is not None:
+            _add(cell, r, domain_aucs.get(r["run_id"], {}), column)
     return [c for c in cells.values() if c.auc]
 
 
@@ -79,15 +85,17 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _add(cell: Cell, metrics: dict[str, float], cost: str) -> None:
-    value = metrics.get(cost, metrics.get(cost.split("/", 1)[-1]))
-    if AUC in metrics and value is not None and math.isfinite(value):
-        cell.auc.append(metrics[AUC])
-        cell.cost.append(value)
-        cell.val.append(metrics.get(VAL_AUC, math.nan))
-        for name, auc in metrics.items():
-            if name.startswith(DOMAIN_AUC):
-                cell.domains.setdefault(name[len(DOMAIN_AUC) :], []).append(auc)
+def _add(cell: Cell, run: dict, domain_aucs: dict[str, float], column: str) -> None:
+    """One run (a row of results.runs' runs table) into ``cell``, if it has a test AUC and a
+    finite cost."""
+    value = run[column]
+    if run["test_auc"] is None or value is None or not math.isfinite(value):
+        return
+    cell.auc.append(run["test_auc"])
+    cell.cost.append(value)
+    cell.val.append(math.nan if run["auc"] is None else run["auc"])
+    for domain, auc in domain_aucs.items():
+        cell.domains.setdefault(domain, []).append(auc)
 
 
 def per_method(cells: list[Cell]) -> list[Cell]:
@@ -175,10 +183,6 @@ KEYS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mlflow.tracking import MlflowClient
-
-    from adasparse_lab.study.storage import open_storage
-
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv, COMMAND, KEYS)
     except ConfigError as err:
@@ -188,14 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = Path(args.get("studies", "studies"))
     if not (folder / name).is_dir():
         raise ConfigError(f"study={name!r}: no folder {folder / name}")
-    storage, _ = open_storage("auto", name, folder, 1)
-    study = optuna.load_study(study_name=name, storage=storage)
-    attrs = study.user_attrs
-    client = MlflowClient(tracking_uri=attrs["mlflow_uri"])
-    experiment = client.get_experiment_by_name(attrs.get("mlflow_experiment", name))
-    cost = args.get("cost") or study.metric_names[-1]
+    info = collect([name], None, folder, max_structure_trials=0).studies[0]
+    cost = args.get("cost") or info.study.metric_names[-1]
     anchors = [float(x) for x in args.get("at", "0.5,0.8").split(",")]
-    cells = collect_cells(study, client, experiment.experiment_id, cost)
+    cells = collect_cells(info, cost)
     if args.get("per_method", "false").lower() == "true":
         print(format_per_method(cells, cost))
         return 0
