@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -83,10 +84,32 @@ def start_worker(
 
 
 def trials(services, name: str) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials, through a storage whose connections are closed at once: a URL
+    makes a new engine per call, and its pooled connections outlived the call, so polling
+    ten times a second ran PostgreSQL out of connections ("too many clients already")."""
+    storage = optuna.storages.RDBStorage(services.storage)
     try:
-        return optuna.load_study(study_name=name, storage=services.storage).get_trials()
+        return optuna.load_study(study_name=name, storage=storage).get_trials()
     except KeyError:  # not created yet
         return []
+    finally:
+        storage.engine.dispose()
+
+
+def test_polling_a_study_leaves_no_connection_open(services):
+    """The tests below poll ``trials`` ten times a second against one PostgreSQL for the whole
+    session; each poll must give its connections back."""
+    probe = sqlalchemy.create_engine(services.storage, poolclass=sqlalchemy.pool.NullPool)
+    query = sqlalchemy.text("select count(*) from pg_stat_activity where datname is not null")
+
+    def connections() -> int:
+        with probe.connect() as connection:
+            return connection.execute(query).scalar()
+
+    before = connections()
+    for _ in range(30):
+        assert trials(services, f"absent-{uuid.uuid4().hex[:8]}") == []
+    assert connections() - before <= 2
 
 
 def wait_for(condition, timeout_s: float, what: str):
