@@ -1,6 +1,8 @@
 """The package's layering: building blocks never import the layers above them."""
 
-from adasparse_lab.layers import import_graph, violations
+import ast
+
+from adasparse_lab.layers import PACKAGE, import_graph, violations
 
 
 def test_no_forbidden_arrows_in_the_package():
@@ -19,3 +21,15 @@ def test_the_graph_sees_real_arrows_and_flags_a_forbidden_one(tmp_path):
     graph = import_graph(pkg)
     assert graph == {"models": {"study"}, "study": {"models"}, "models.__main__": {"study"}}
     assert violations(graph) == ["models -> study"]
+
+
+def test_no_function_in_the_package_is_over_60_lines():
+    """Each function reads in one screen (the lean-code rule): split it or use a library."""
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} {lines}")
+    assert long == []
