@@ -52,7 +52,9 @@ def default_storage(name: str, studies_dir: Path = Path("studies")) -> str:
     return storage_string(path)
 
 
-def open_storage(storage: str | optuna.storages.BaseStorage) -> str | optuna.storages.BaseStorage:
+def _existing_storage(
+    storage: str | optuna.storages.BaseStorage,
+) -> str | optuna.storages.BaseStorage:
     """A URL or journal path -> something optuna.load_study accepts. Refuses paths that do not
     exist (opening them would create an empty storage)."""
     if not isinstance(storage, str):
@@ -78,7 +80,7 @@ def load_study(
 ) -> tuple[optuna.Study, str]:
     """Open study ``name``; returns the study and a printable description of its storage."""
     spec = storage if storage is not None else default_storage(name, studies_dir)
-    opened = open_storage(spec)
+    opened = _existing_storage(spec)
     known = optuna.get_all_study_names(opened)
     if name not in known:
         raise _not_found(name, f"storage {spec}", studies_dir, known)
