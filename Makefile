@@ -26,7 +26,7 @@ train: setup  ## one training run (AdaSparse fusion on synthetic data)
 test: setup  ## every test, slow ones included (what CI runs)
 	$(PY) -m pytest -m "slow or not slow"
 
-test-fast: setup  ## the inner loop: tests not marked slow (under 60 s on 2 cores)
+test-fast: setup  ## the inner loop: tests not marked slow (1-3 min on 2 cores)
 	$(PY) -m pytest -m "not slow"
 
 bench: setup  ## training-throughput, serving-latency and preparation benchmarks
