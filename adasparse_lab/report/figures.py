@@ -1,6 +1,6 @@
 """Result figures: the AUC-vs-cost Pareto front of all trials, the sparsity-band analysis, and
-the cost-axis toggle (per-domain figures: report.domain_figures). Polars tables with the columns named in
-results.collect in, Plotly figures out; nothing here reads storage."""
+the cost-axis toggle (per-domain figures: report.domain_figures). Polars tables in (columns as
+named in results.collect), Plotly figures out; nothing here reads storage."""
 
 from __future__ import annotations
 

@@ -303,7 +303,8 @@ def _dataset_table(data: ReportData, study: str) -> str:
 
 def _wall_time(info: StudyInfo, trials: pl.DataFrame) -> str:
     w = wall_time(info, trials)
-    busy = f"{' (still running)' if w.running else ''}; trials busy for {w.busy_minutes:.1f} min in total"
+    running = " (still running)" if w.running else ""
+    busy = f"{running}; trials busy for {w.busy_minutes:.1f} min in total"
     if w.minutes is None:
         return f"unknown{busy}"
     return f"{w.minutes:.1f} min, {w.first:%Y-%m-%d %H:%M} to {w.last:%Y-%m-%d %H:%M %Z}{busy}"
