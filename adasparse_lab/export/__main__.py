@@ -3,7 +3,7 @@
 
 Writes trial ``n``'s serving bundle (adasparse_lab.export.bundle), checks it on the test split
 against the trained model, and logs it to the trial's MLflow run as a pyfunc model (optionally
-registered). Arguments are ``key=value`` pairs, (adasparse_lab.cli).
+registered). Arguments are ``key=value`` pairs (adasparse_lab.cli).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import polars as pl
 from adasparse_lab.cli import parse_args
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.results.claims import ClaimResult, study_claims
-from adasparse_lab.results.collect import ReportData
+from adasparse_lab.results.collect import ReportData, collect
 
 COMMAND = "adasparse_lab.study.claims"
 KEYS = {
@@ -70,8 +70,6 @@ def claims_text(data: ReportData) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from adasparse_lab.results.collect import collect
-
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv, COMMAND, KEYS)
     except ConfigError as err:
