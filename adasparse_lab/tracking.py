@@ -120,5 +120,18 @@ def runs_url(experiment_id: str, address: str = UI_ADDRESS) -> str:
 
 
 def tag_experiment_kind(tracker: Tracker) -> None:
+    """Tag the experiment's kind once. The server's tag write is check-then-insert, so workers
+    starting together can both insert; the one that loses (a unique-key error) finds the tag
+    written by the other and goes on. Any other failure raises."""
     for key, value in EXPERIMENT_KIND.items():
-        tracker.client.set_experiment_tag(tracker.experiment_id, key, value)
+        if _experiment_tag(tracker, key) == value:
+            continue
+        try:
+            tracker.client.set_experiment_tag(tracker.experiment_id, key, value)
+        except Exception:
+            if _experiment_tag(tracker, key) != value:
+                raise
+
+
+def _experiment_tag(tracker: Tracker, key: str) -> str | None:
+    return tracker.client.get_experiment(tracker.experiment_id).tags.get(key)
