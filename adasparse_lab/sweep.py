@@ -8,6 +8,7 @@ marked FAIL); run it N times at once, or pass ``study.workers=N``, to add worker
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -23,14 +24,22 @@ from adasparse_lab.study.finish import finish
 log = logging.getLogger("adasparse_lab.sweep")
 
 
+# Set in the extra workers of ``study.workers=N``: they train trials and leave the study's end
+# (front, report, exported models) to the process that started them, which ends it once after
+# they exit. Workers started by hand each end the study (a resumed study's end is idempotent).
+SPAWNED_BY = "ADASPARSE_SPAWNED_BY"
+
+
 def spawn_workers(n: int, argv: list[str]) -> list[subprocess.Popen]:
     """Start n extra worker processes running the same study (``study.workers=1`` each), with
     indices 1..n: each seeds its sampler differently (this process is index 0)."""
     own = ("study.workers=", "study.worker_index=")
     args = [a for a in argv if not a.startswith(own)] + ["study.workers=1"]
+    env = {**os.environ, SPAWNED_BY: str(os.getpid())}
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "adasparse_lab.sweep", *args, f"study.worker_index={i}"]
+            [sys.executable, "-m", "adasparse_lab.sweep", *args, f"study.worker_index={i}"],
+            env=env,
         )
         for i in range(1, n + 1)
     ]
@@ -58,6 +67,12 @@ def run_study(
     finally:
         for p in extra_workers:
             p.wait()
+    if os.environ.get(SPAWNED_BY):
+        print(
+            f"worker {runner.settings.worker_index}: its trials are done; the study's end "
+            f"(front, report) is left to the process that started it (pid {os.environ[SPAWNED_BY]})"
+        )
+        return outcome
     finish(outcome, runner)
     return outcome
 

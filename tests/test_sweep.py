@@ -315,6 +315,29 @@ def test_two_workers_share_one_journal_study(tmp_path):
 
 
 @pytest.mark.slow
+def test_workers_of_one_command_end_the_study_once(tmp_path):
+    """``study.workers=2``: the extra process trains trials but leaves the study's end (front,
+    report, exported models) to the process that started it, which waits for it: one summary,
+    one report, not one per worker racing on the same files."""
+    extra = ["study.n_trials=4", "study.reference=false", "study.reeval.max_trials=0"]
+    done = subprocess.run(
+        sweep_cmd(tmp_path, *extra, "study.workers=2"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert done.stdout.count("trials complete") == 1, done.stdout[-3000:]
+    assert done.stdout.count("Pareto front (selected on validation") == 1
+    assert "worker 1: its trials are done" in done.stdout
+    assert (tmp_path / "reports" / "quick" / "report.html").stat().st_size > 1_000_000
+    complete = [t for t in _trials(tmp_path, "journal") if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name", sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem != "base")
 )
