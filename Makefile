@@ -40,7 +40,7 @@ lint: setup  ## ruff lint and format check
 	$(VENV)/bin/ruff format --check adasparse_lab tests
 
 imports: setup  ## the package's import graph; fails on an arrow up the layers
-	$(PY) -m adasparse_lab.layers
+	$(PY) -m tests.import_layers
 
 mlflow-ui: setup  ## browse every run (lean server: 1 worker, no job runner)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui \

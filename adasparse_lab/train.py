@@ -10,18 +10,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from adasparse_lab.data.build import build_data
 from adasparse_lab.errors import ConfigError, DataError, StoreError
-from adasparse_lab.experiment import (
-    build_components,
-    build_data,
-    epoch_logger,
-    format_summary,
-    model_name,
-    pruner_form,
-    train_and_evaluate,
-    write_outputs,
-)
-from adasparse_lab.tracking import flatten, tracker_from_config
+from adasparse_lab.run.build import build_components
+from adasparse_lab.run.naming import model_name, pruner_form
+from adasparse_lab.run.outputs import epoch_logger, format_summary, write_outputs
+from adasparse_lab.run.pipeline import train_and_evaluate
+from adasparse_lab.store.tracking import flatten, tracker_from_config
 
 log = logging.getLogger("adasparse_lab.train")
 

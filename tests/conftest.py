@@ -57,7 +57,7 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """Prepared tiny synthetic data, shared by the model tests."""
-    from adasparse_lab.experiment import build_data
+    from adasparse_lab.data.build import build_data
 
     tmp = tmp_path_factory.mktemp("tiny")
     cfg = compose_config(["tracking=none"], tmp)

@@ -17,12 +17,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
+from adasparse_lab.data.build import build_data
 from adasparse_lab.data.prepare import PreparedData, prepare
 from adasparse_lab.data.schema import Schema
 from adasparse_lab.data.sources import RandomSplit, TabularSource, TimeSplit
 from adasparse_lab.errors import ConfigError, DataError
-from adasparse_lab.experiment import build_components, build_data, build_model
 from adasparse_lab.metrics import evaluate_scores
+from adasparse_lab.run.build import build_components, build_model
 from adasparse_lab.study.driver import StudyRunner
 from tests.conftest import CONF, compose_config
 

@@ -35,8 +35,8 @@ from adasparse_lab.bench.throughput import (
     variant_runners,
 )
 from adasparse_lab.bench.workload import build_model, synthetic_data, with_train_rows
-from adasparse_lab.evaluation import evaluate
 from adasparse_lab.models.compact import compact_model
+from adasparse_lab.run.evaluation import evaluate
 
 TRAIN_ROWS = 2_500  # two full batches of 1024 and a partial one of 452
 

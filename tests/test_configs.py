@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from hydra.errors import MissingConfigException
 
+from adasparse_lab.data.build import build_data
 from adasparse_lab.errors import ConfigError, DataError
-from adasparse_lab.experiment import build_components, build_data, build_model
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
+from adasparse_lab.run.build import build_components, build_model
 from adasparse_lab.sparsity import AGPBand, ConstantBand, CosineBand, LinearBand, StepBand
 from tests.conftest import CONF, ROOT
 

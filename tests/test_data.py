@@ -197,7 +197,7 @@ class TestCacheKey:
     def test_build_data_from_the_config_reads_the_cache_the_second_time(
         self, make_cfg, monkeypatch
     ):
-        from adasparse_lab.experiment import build_data
+        from adasparse_lab.data.build import build_data
 
         cfg = make_cfg("tracking=none", "synthetic.n_rows=3000")
         calls = []

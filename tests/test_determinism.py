@@ -8,9 +8,10 @@ import polars as pl
 import pytest
 import torch
 
-from adasparse_lab.experiment import train_and_evaluate, write_outputs
-
 # Wall-clock measurements: the only numbers a run may not repeat.
+from adasparse_lab.run.outputs import write_outputs
+from adasparse_lab.run.pipeline import train_and_evaluate
+
 TIMINGS = {"fit_seconds", "samples_per_s"}
 
 

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from adasparse_lab.report.build import build
-from adasparse_lab.study.storage import open_rdb
+from adasparse_lab.store.study_storage import open_rdb
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.services

@@ -13,14 +13,16 @@ import polars as pl
 import pytest
 import torch
 
+from adasparse_lab.config import instantiate
 from adasparse_lab.data.prepare import source_encoder
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.experiment import _instantiate, train_and_evaluate, write_outputs
 from adasparse_lab.export import Bundle
 from adasparse_lab.export.build import export_stored, model_logits
 from adasparse_lab.export.bundle import export_net
 from adasparse_lab.export.trial import load_run
 from adasparse_lab.models.base import Logits
+from adasparse_lab.run.outputs import write_outputs
+from adasparse_lab.run.pipeline import train_and_evaluate
 from tests.conftest import FIXTURES
 from tests.test_zoo import BASE, DATA, DENSE, SMALL, built
 
@@ -55,7 +57,7 @@ def test_encoder_comes_from_the_prepared_store(make_cfg, tmp_path):
     schema = result.data.schema
     stored = store_encoder(result.data.cache_path, schema)
     fitted, _ = source_encoder(
-        _instantiate(cfg.data.source, "data.source"),
+        instantiate(cfg.data.source, "data.source"),
         schema,
         cfg.data.min_freq,
         cfg.data.dense_log1p,

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.adasparse import AdaSparseModel, PrunerSpec
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
+from adasparse_lab.run.fit import TrainSettings, fit
 from adasparse_lab.sparsity import ConstantBand, SparsityRegularizer
-from adasparse_lab.trainer import TrainSettings, fit
 
 GATES = {"fusion": FusionGate, "binarization": BinarizationGate, "scaling": ScalingGate}
 VARIANTS = {  # name -> (gate, PrunerSpec keywords, domain fields beyond the domain column)

@@ -5,11 +5,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.evaluation import evaluate
 from adasparse_lab.models import AdaSparseModel, PrunerSpec
 from adasparse_lab.models.compact import compact_model, compact_tower
 from adasparse_lab.models.flops import TowerShape, dense_flops, tower_flops
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
+from adasparse_lab.run.evaluation import evaluate
 
 
 def sparse_domain_model(data, gate, mask_input=False, seed=0):

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from adasparse_lab.evaluation import evaluate
 from adasparse_lab.models import AdaSparseModel, PrunerSpec
 from adasparse_lab.models.flops import tower_flops
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
+from adasparse_lab.run.evaluation import evaluate
+from adasparse_lab.run.fit import TrainSettings, fit
 from adasparse_lab.sparsity import LinearBand, SparsityRegularizer
-from adasparse_lab.trainer import TrainSettings, fit
 
 
 def serve_one(model: AdaSparseModel, h0: torch.Tensor, e_d: torch.Tensor) -> torch.Tensor:

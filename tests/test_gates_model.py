@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.evaluation import evaluate
 from adasparse_lab.models import AdaSparseModel, PrunerSpec
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
+from adasparse_lab.run.evaluation import evaluate
+from adasparse_lab.run.fit import TrainSettings, fit
 from adasparse_lab.sparsity import ConstantBand, SparsityRegularizer
-from adasparse_lab.trainer import TrainSettings, fit
 
 
 def make_model(data, gate=None, **spec):

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
 from adasparse_lab.errors import ConfigError, StoreError
-from adasparse_lab.study import storage as storage_mod
+from adasparse_lab.store import study_storage as storage_mod
 from adasparse_lab.study.driver import StudyRunner
 from adasparse_lab.study.settings import parse_settings
 from tests.conftest import CONF

@@ -1,4 +1,4 @@
-"""Measured serving cost (adasparse_lab.latency): metrics per domain, the network timed, batch
+"""Measured serving cost (adasparse_lab.run.latency): metrics per domain, the network timed, batch
 sizes, the dense-vs-itself ratio, the hook in train_and_evaluate and a study objective.
 No timing thresholds: only that the numbers exist, are sane and come from the right network."""
 
@@ -14,12 +14,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-import adasparse_lab.latency as latency
+import adasparse_lab.run.latency as latency
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.experiment import build_components, build_model, train_and_evaluate
-from adasparse_lab.latency import LatencySettings, measure_latency
 from adasparse_lab.metrics import safe_name
 from adasparse_lab.models.compact import CompactModel
+from adasparse_lab.run.build import build_components, build_model
+from adasparse_lab.run.latency import LatencySettings, measure_latency
+from adasparse_lab.run.pipeline import train_and_evaluate
 from adasparse_lab.sweep import run_study
 from tests.conftest import CONF
 

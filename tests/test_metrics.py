@@ -98,7 +98,7 @@ def test_metrics_are_bit_identical_across_calls():
 
 
 def test_a_domain_named_like_a_flops_aggregate_is_reported_not_lost(caplog):
-    from adasparse_lab.evaluation import Evaluation, FlopsReport, SparsityReport
+    from adasparse_lab.run.evaluation import Evaluation, FlopsReport, SparsityReport
 
     names = ["ratio", "b"]
     y = np.array([0.0, 1.0, 0.0, 1.0])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from adasparse_lab.tracking import EXPERIMENT_KIND, UI_ADDRESS, runs_url
+from adasparse_lab.store.tracking import EXPERIMENT_KIND, UI_ADDRESS, runs_url
 from tests.test_report_browser import CHROMIUM, FLAGS
 
 pytestmark = pytest.mark.slow

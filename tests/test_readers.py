@@ -11,10 +11,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from adasparse_lab.config import instantiate
 from adasparse_lab.data.__main__ import main as data_main
+from adasparse_lab.data.build import build_data
 from adasparse_lab.data.readers import SOURCE_SPLIT, MovieLens1MSource
 from adasparse_lab.errors import DataError
-from adasparse_lab.experiment import _instantiate, build_data
 from tests.conftest import FIXTURES, compose_config
 
 ALIEXPRESS = ["data.source.countries=[XA,XB]"]
@@ -23,7 +24,7 @@ AE_RAW = ["data.source.countries=[NL,ES]"]
 
 def source_of(tmp: Path, name: str, *overrides: str):
     cfg = compose_config([f"data={name}", "tracking=none", *overrides], tmp)
-    return _instantiate(cfg.data.source, "data.source"), cfg
+    return instantiate(cfg.data.source, "data.source"), cfg
 
 
 def prepared(tmp: Path, name: str, *overrides: str):
@@ -376,7 +377,7 @@ def test_tabular_scan_and_root(tmp_path):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_one_epoch_on_every_release_fixture(tmp_path, name):
     """The smoke run the studies rely on: data=<name> trains and reports every domain."""
-    from adasparse_lab.experiment import train_and_evaluate
+    from adasparse_lab.run.pipeline import train_and_evaluate
 
     overrides, n_domains = CONFIGS[name]
     cfg = compose_config(

@@ -11,7 +11,6 @@ import plotly.graph_objects as go
 import polars as pl
 import pytest
 
-from adasparse_lab.pareto import pareto_mask
 from adasparse_lab.report.diagnostics import diagnostics
 from adasparse_lab.report.domain_figures import domain_fronts_figure, gain_figure
 from adasparse_lab.report.figures import (
@@ -28,6 +27,7 @@ from adasparse_lab.report.structure import (
     sparsity_heatmap,
 )
 from adasparse_lab.report.style import PALETTE, colors_for
+from adasparse_lab.results.front import pareto_mask
 from adasparse_lab.results.fronts import (
     mark_front,
     reference_point,
@@ -35,8 +35,8 @@ from adasparse_lab.results.fronts import (
     study_reference_point,
 )
 from adasparse_lab.results.keep import jaccard, neuron_order, similarity_order, structure_order
-from adasparse_lab.results.storage import legacy_method
 from adasparse_lab.results.tables import band_varies, domain_gains
+from adasparse_lab.store.reader import legacy_method
 
 MAX_MIN = ["maximize", "minimize"]
 

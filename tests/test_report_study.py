@@ -15,7 +15,7 @@ from adasparse_lab.metrics import safe_name
 from adasparse_lab.report.diagnostics import diagnostics
 from adasparse_lab.report.figures import pareto_figure
 from adasparse_lab.results.collect import collect
-from adasparse_lab.results.storage import objectives
+from adasparse_lab.store.reader import objectives
 from tests.conftest import FAILING_METHOD
 
 

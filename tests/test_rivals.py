@@ -9,13 +9,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.evaluation import evaluate
-from adasparse_lab.experiment import method_name
 from adasparse_lab.models import AdaSparseModel, PrunerSpec, StaticPruning
 from adasparse_lab.models.compact import compact_model, compact_tower
 from adasparse_lab.models.gates import FusionGate
+from adasparse_lab.run.evaluation import evaluate
+from adasparse_lab.run.fit import TrainSettings, fit
+from adasparse_lab.run.naming import method_name
 from adasparse_lab.sparsity import AGPBand, SparsityRegularizer
-from adasparse_lab.trainer import TrainSettings, fit
 
 TARGET = 0.4
 

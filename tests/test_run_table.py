@@ -10,7 +10,8 @@ import pytest
 from adasparse_lab.data.prepare import prepare
 from adasparse_lab.data.schema import Schema
 from adasparse_lab.data.sources import TabularSource
-from adasparse_lab.experiment import format_summary, train_and_evaluate
+from adasparse_lab.run.outputs import format_summary
+from adasparse_lab.run.pipeline import train_and_evaluate
 
 DOMAINS = ["10", "2", "1"]  # string order would be 1, 10, 2
 

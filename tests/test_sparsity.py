@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.evaluation import SparsityReport
+from adasparse_lab.run.evaluation import SparsityReport
 from adasparse_lab.sparsity import (
     AGPBand,
     ConstantBand,

@@ -106,8 +106,9 @@ def test_block_shuffle_gives_every_row_once_in_full_batches(tmp_path):
 
 @pytest.mark.slow
 def test_training_is_equal_on_both_paths(make_cfg):
-    from adasparse_lab.experiment import build_components, build_data, build_model
-    from adasparse_lab.trainer import fit
+    from adasparse_lab.data.build import build_data
+    from adasparse_lab.run.build import build_components, build_model
+    from adasparse_lab.run.fit import fit
 
     cfg = make_cfg(
         "tracking=none", "train.progress=false", "train.epochs=2", "synthetic.n_rows=6000"
@@ -268,7 +269,7 @@ def test_a_killed_preparation_leaves_no_store_that_is_read(tmp_path):
 
 
 def test_storage_errors_name_the_key(make_cfg):
-    from adasparse_lab.experiment import build_data
+    from adasparse_lab.data.build import build_data
 
     with pytest.raises(ConfigError, match=r"data.storage='disk'; choose one of"):
         prepare(synthetic(), SCHEMA, None, storage="disk")
@@ -319,7 +320,7 @@ def test_peak_memory_of_preparing_and_reading_does_not_grow_with_rows(tmp_path):
 def test_a_run_on_the_mapped_store_reports_the_same_data_numbers(make_cfg):
     """Everything downstream of training reads a memory-mapped split (int8 labels, int16
     domains, int32 codes) as it reads one in RAM: the data-derived numbers are equal."""
-    from adasparse_lab.experiment import train_and_evaluate
+    from adasparse_lab.run.pipeline import train_and_evaluate
 
     tables = {}
     for storage in ("memory", "mmap"):

@@ -13,10 +13,10 @@ from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from adasparse_lab.store.study_storage import this_host, worker_id
 from adasparse_lab.study.closing import StudyClosing, reeval_targets
 from adasparse_lab.study.session import StudyContext, StudySession
 from adasparse_lab.study.settings import parse_settings
-from adasparse_lab.study.storage import this_host, worker_id
 
 OBJECTIVES = [
     {"metric": "val/mean_domain_auc", "direction": "maximize"},

@@ -19,12 +19,12 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.store.study_storage import ORPHAN_S, open_storage, recover_stale
+from adasparse_lab.store.tracking import Tracker
 from adasparse_lab.study import session as session_mod
-from adasparse_lab.study import storage as storage_mod
+from adasparse_lab.store import study_storage as storage_mod
 from adasparse_lab.study import trials as trials_mod
 from adasparse_lab.study.driver import StudyFailedError, StudyRunner
-from adasparse_lab.study.storage import ORPHAN_S, open_storage, recover_stale
-from adasparse_lab.tracking import Tracker
 from tests.conftest import CONF
 
 BASE = ["+study=quick", "study.storage=journal", "study.reference=false", "tracking=none"]
@@ -243,7 +243,7 @@ def test_report_and_resume_open_the_same_file_of_a_study_folder(tmp_path):
     """A folder holding both files (an earlier one-worker run in optuna.db, a later run with
     study.storage=journal): the study resumes one of them and the report must read that same
     one, not the other's trials."""
-    from adasparse_lab.results.storage import default_storage, load_study
+    from adasparse_lab.store.reader import default_storage, load_study
 
     studies = tmp_path / "studies"
     folder = studies / "quick"

@@ -19,7 +19,7 @@ from optuna._hypervolume import compute_hypervolume
 from optuna.trial import TrialState
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.pareto import hypervolume_2d, hypervolume_history, pareto_mask
+from adasparse_lab.results.front import hypervolume_2d, hypervolume_history, pareto_mask
 from adasparse_lab.sweep import run_study
 from tests.conftest import CONF, ROOT
 
@@ -85,8 +85,8 @@ def test_hypervolume_history_by_hand_skips_infeasible_trials():
 @pytest.mark.slow
 def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypatch):
     """Trial 0 raises, trial 1 gets a NaN loss; both end FAIL with a reason, 4 trials complete."""
+    import adasparse_lab.run.fit as trainer
     import adasparse_lab.study.trials as trials_mod
-    import adasparse_lab.trainer as trainer
 
     real = trials_mod.train_and_evaluate
     calls = {"n": 0}

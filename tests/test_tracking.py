@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from adasparse_lab.tracking import EXPERIMENT_KIND, Tracker, tag_experiment_kind
+from adasparse_lab.store.tracking import EXPERIMENT_KIND, Tracker, tag_experiment_kind
 
 DUPLICATE = (
     "BAD_REQUEST: (psycopg2.errors.UniqueViolation) duplicate key value violates unique "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from adasparse_lab.errors import StoreError
-from adasparse_lab.tracking import Tracker
+from adasparse_lab.store.tracking import Tracker
 from tests.conftest import ROOT
 from tests.test_sweep import _trials, study_overrides, sweep_cmd
 
@@ -49,7 +49,7 @@ def usable(db: Path) -> None:
 def test_a_kill_inside_schema_creation_leaves_a_usable_store(tmp_path):
     db = tmp_path / "mlflow.db"
     killed_in_schema(
-        f"from adasparse_lab.tracking import Tracker; Tracker('sqlite:///{db}', None, 'e')"
+        f"from adasparse_lab.store.tracking import Tracker; Tracker('sqlite:///{db}', None, 'e')"
     )
     usable(db)
     assert not list(tmp_path.glob("mlflow.db.init-*"))  # the killed creation's file is gone

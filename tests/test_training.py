@@ -9,20 +9,17 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from adasparse_lab.data.build import build_data
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.evaluation import evaluate
-from adasparse_lab.experiment import (
-    build_components,
-    build_data,
-    build_model,
-    keep_table,
-    train_and_evaluate,
-)
 from adasparse_lab.metrics import safe_name
+from adasparse_lab.run.build import build_components, build_model
+from adasparse_lab.run.evaluation import evaluate
+from adasparse_lab.run.fit import NonFiniteLossError, fit
+from adasparse_lab.run.outputs import keep_table
+from adasparse_lab.run.pipeline import train_and_evaluate
 from adasparse_lab.sparsity import zero_fraction
 from adasparse_lab.study.settings import parse_settings
 from adasparse_lab.train import run
-from adasparse_lab.trainer import NonFiniteLossError, fit
 from tests.conftest import CONF
 
 # the only numbers not computed on one split (and params/<domain>: each domain's served network)
@@ -146,7 +143,7 @@ def test_scaling_with_a_band_warns_and_reports_no_penalty(make_cfg, tiny_data, c
     cfg = make_cfg("tracking=none", "pruner=scaling", "schedule=constant")
     parts = build_components(cfg)
     model = build_model(cfg.model, tiny_data, parts.pruner)
-    with caplog.at_level(logging.WARNING, logger="adasparse_lab.trainer"):
+    with caplog.at_level(logging.WARNING, logger="adasparse_lab.run.fit"):
         result = fit(model, tiny_data, parts.settings, parts.regularizer, parts.schedule)
     assert [r.train_reg for r in result.history] == [0.0, 0.0]  # keep is all ones: no target
     assert "never zeroes" in caplog.text and "schedule.r_min=0.15" in caplog.text
@@ -201,7 +198,7 @@ def test_same_seed_same_result_other_seed_other_init(make_cfg, tiny_data):
 def test_progress_bar_counts_every_train_row_once_per_epoch(make_cfg, tiny_data, monkeypatch):
     """The bar advances by each batch's rows (tqdm computes the rate): a last, partial batch
     included, it ends at the split's row count every epoch."""
-    import adasparse_lab.trainer as trainer
+    import adasparse_lab.run.fit as trainer
 
     bars = []
 

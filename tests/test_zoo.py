@@ -12,14 +12,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.experiment import (
-    build_components,
-    build_model,
-    method_name,
-    train_and_evaluate,
-    write_outputs,
-)
 from adasparse_lab.models.base import Logits, reference_flops
+from adasparse_lab.run.build import build_components, build_model
+from adasparse_lab.run.naming import method_name
+from adasparse_lab.run.outputs import write_outputs
+from adasparse_lab.run.pipeline import train_and_evaluate
 
 # Each model small: (model=..., its size overrides, pruner)
 SMALL = {

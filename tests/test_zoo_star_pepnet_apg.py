@@ -10,9 +10,9 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.experiment import build_components, build_model
 from adasparse_lab.metrics import auc
 from adasparse_lab.models.flops import dense_flops
+from adasparse_lab.run.build import build_components, build_model
 from tests.conftest import compose_config
 
 MODELS = {

@@ -8,7 +8,7 @@ benchmark's synthetic rows (12 domains).
   excluded). Methods run interleaved, a fresh seeded model per pass, one untimed warm-up round
   first; the table gives the best pass and the time per sample relative to ``dense``.
 - Serving: the model of the last pass (static structures have reached their target by then:
-  the band centre at the end of training) through ``adasparse_lab.latency``: every domain served
+  the band centre at the end of training) through ``adasparse_lab.run.latency``: every domain served
   by its compacted net where the structure is static, the masked model otherwise, on real test
   rows at batch 4096 and 1, the dense model timed in the same rounds. Printed beside it: the
   analytic FLOPs ratio on the test split, and ``speedup / (1 / FLOPs ratio)`` = FLOPs ratio /
@@ -31,10 +31,10 @@ from omegaconf import DictConfig
 from adasparse_lab.bench.serving import analytic_flops_ratio
 from adasparse_lab.bench.workload import synthetic_data, with_train_rows
 from adasparse_lab.data.prepare import PreparedData
-from adasparse_lab.evaluation import evaluate
-from adasparse_lab.experiment import build_components, build_model
-from adasparse_lab.latency import LatencySettings, measure_latency, static_network, time_rounds
-from adasparse_lab.trainer import fit
+from adasparse_lab.run.build import build_components, build_model
+from adasparse_lab.run.evaluation import evaluate
+from adasparse_lab.run.fit import fit
+from adasparse_lab.run.latency import LatencySettings, measure_latency, static_network, time_rounds
 
 log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -27,8 +27,8 @@ from adasparse_lab.bench.throughput import (
     fit_epoch,
 )
 from adasparse_lab.bench.workload import synthetic_data, with_train_rows
-from adasparse_lab.experiment import build_components, build_model
 from adasparse_lab.models.base import MultiDomainModel
+from adasparse_lab.run.build import build_components, build_model
 
 log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -103,7 +103,7 @@ def _epoch_samples_per_s(data, batch_size: int, seed: int) -> float:
     import torch
 
     from adasparse_lab.bench.workload import build_model, with_train_rows
-    from adasparse_lab.trainer import TrainSettings, fit
+    from adasparse_lab.run.fit import TrainSettings, fit
 
     torch.manual_seed(seed)
     model = build_model(data, None)

@@ -31,8 +31,8 @@ from adasparse_lab.bench.workload import build_model, head, synthetic_data, with
 from adasparse_lab.data.prepare import PreparedData, TensorSplit
 from adasparse_lab.models.adasparse import AdaSparseModel, PrunerSpec
 from adasparse_lab.models.gates import FusionGate
+from adasparse_lab.run.fit import TrainSettings, fit
 from adasparse_lab.sparsity import LinearBand, SparsityRegularizer
-from adasparse_lab.trainer import TrainSettings, fit
 
 log = logging.getLogger(__name__)
 

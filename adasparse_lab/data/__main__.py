@@ -72,7 +72,7 @@ def summary(name: str, data: PreparedData) -> str:
 
 
 def prepare_command(overrides: list[str]) -> str:
-    from adasparse_lab.experiment import build_data  # heavy import: after argument parsing
+    from adasparse_lab.data.build import build_data  # heavy import: after argument parsing
 
     stages = ["compose config", "read, encode and cache", "summarise"]
     with tqdm(total=len(stages), desc="prepare", unit="step", file=sys.stderr) as bar:

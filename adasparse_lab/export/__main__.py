@@ -3,7 +3,7 @@
 
 Writes trial ``n``'s serving bundle (adasparse_lab.export.bundle), checks it on the test split
 against the trained model, and logs it to the trial's MLflow run as a pyfunc model (optionally
-registered). Arguments are ``key=value`` pairs (adasparse_lab.cli).
+registered). Arguments are ``key=value`` pairs (adasparse_lab.config).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from adasparse_lab.cli import parse_args
+from adasparse_lab.config import parse_args
 from adasparse_lab.errors import ConfigError, DataError
 from adasparse_lab.export.build import Export, export_trial
 

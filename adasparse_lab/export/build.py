@@ -13,12 +13,12 @@ import torch
 
 from adasparse_lab.data.batches import iterate
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.experiment import method_name
 from adasparse_lab.export.bundle import Bundle, write_bundle
 from adasparse_lab.export.trial import StoredTrial, front_numbers, load_trial
 from adasparse_lab.metrics import auc
 from adasparse_lab.models.adasparse import AdaSparseModel
-from adasparse_lab.results.storage import default_storage, load_study
+from adasparse_lab.run.naming import method_name
+from adasparse_lab.store.reader import default_storage, load_study
 
 log = logging.getLogger(__name__)
 TRACE_ROWS = 64

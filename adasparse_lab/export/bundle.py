@@ -36,9 +36,9 @@ from torch import nn
 from adasparse_lab.data.prepare import Encoder, encode_features, integral_codes
 from adasparse_lab.data.schema import Schema
 from adasparse_lab.errors import ConfigError, DataError
-from adasparse_lab.latency import static_network
 from adasparse_lab.models.adasparse import AdaSparseModel
 from adasparse_lab.models.base import Logits
+from adasparse_lab.run.latency import static_network
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

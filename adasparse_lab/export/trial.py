@@ -14,14 +14,16 @@ import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from adasparse_lab.config import instantiate
 from adasparse_lab.data import PreparedData
+from adasparse_lab.data.build import build_data
 from adasparse_lab.data.prepare import MAX_VOCAB, Encoder, source_encoder, store_encoder
 from adasparse_lab.data.sources import RawData
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.experiment import _instantiate, build_components, build_data, build_model
 from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE
-from adasparse_lab.pareto import feasible, pareto_mask
-from adasparse_lab.results.storage import default_storage, load_study
+from adasparse_lab.results.front import feasible, pareto_mask
+from adasparse_lab.run.build import build_components, build_model
+from adasparse_lab.store.reader import default_storage, load_study
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ def check_data_key(trained: str | None, rebuilt: str | None, folder: Path) -> No
 def training_encoder(data_cfg: DictConfig, data: PreparedData) -> tuple[Encoder, RawData]:
     """The encoder the prepared store was written with (re-fitted from the source for a store
     written before stores kept it), and the raw source data."""
-    source = _instantiate(data_cfg.source, "data.source")
+    source = instantiate(data_cfg.source, "data.source")
     encoder = store_encoder(data.cache_path, data.schema)
     if encoder is not None:
         return encoder, source.load()
@@ -128,7 +130,7 @@ def load_run(
     on_front: bool = False,
     run_id: str | None = None,
 ) -> StoredTrial:
-    """Rebuild the run written to ``folder`` (experiment.write_outputs: config, weights,
+    """Rebuild the run written to ``folder`` (run.outputs.write_outputs: config, weights,
     metrics): its prepared data, model and encoder."""
     folder = Path(folder)
     files = [folder / "config.yaml", folder / "model_state.pt", folder / "metrics.json"]

@@ -53,7 +53,7 @@ The FLOPs ratio (``<split>/flops/ratio``, ``flops_ratio`` in the domains table) 
 denominator for every model in a study: ``reference_flops`` below, the dense MLP tower
 [H_0, *flops_reference, 1] with the model's embedding output width H_0 and the config's
 ``flops_reference`` hidden dims (default [256, 128, 64], the mlp default), which
-experiment.build_model stores in ``model.flops_reference`` (``reference_dims()``: a model built
+run.build.build_model stores in ``model.flops_reference`` (``reference_dims()``: a model built
 outside a config falls back to the default; the MLP tower to its own hidden dims).
 
 Each conf/model/<name>.yaml carries ``name: <name>`` (stripped before instantiation): the
@@ -113,7 +113,7 @@ class MultiDomainModel(nn.Module):
     """Base of every zoo model; the defaults are those of a model without masks."""
 
     spec = None
-    flops_reference: tuple[int, ...] | None = None  # set by experiment.build_model
+    flops_reference: tuple[int, ...] | None = None  # set by run.build.build_model
     positions: list[int] = []
     widths: Sequence[int] | dict[int, int] = []
 

@@ -1,7 +1,7 @@
 """`python -m adasparse_lab.report study=<name>[,<name2>] [storage=<url>[,<url2>]] [out=reports]
 [studies=studies] [color=method] [static=png|svg]`
 
-Arguments are ``key=value`` pairs (adasparse_lab.cli). ``study=a,b`` overlays the studies in one report under
+Arguments are ``key=value`` pairs (adasparse_lab.config). ``study=a,b`` overlays the studies in one report under
 ``<out>/a+b/``. The report is rebuilt from storage, so this works on running studies too.
 """
 
@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from adasparse_lab.cli import parse_args
+from adasparse_lab.config import parse_args
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.report.build import STATIC_FORMATS, build
 

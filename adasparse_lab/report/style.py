@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import plotly.graph_objects as go
 import plotly.io as pio
 
-# Pruner forms and methods (experiment.method_name): one hue per AdaSparse family, lighter for
+# Pruner forms and methods (run.naming.method_name): one hue per AdaSparse family, lighter for
 # the domain input; rivals and the dense model in colours no form uses. Other names (low-rank
 # variants) take the palette (colors_for).
 # fmt: off

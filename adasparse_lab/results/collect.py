@@ -34,7 +34,7 @@ import polars as pl
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.results.fronts import mark_front, spread_pick
 from adasparse_lab.results.runs import RunTables, read_artifact_tables, read_runs
-from adasparse_lab.results.storage import load_study, objectives, trials_table
+from adasparse_lab.store.reader import load_study, objectives, trials_table
 
 log = logging.getLogger(__name__)
 AUC_OBJECTIVE = "val/mean_domain_auc"

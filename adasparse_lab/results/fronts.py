@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 from omegaconf import OmegaConf
 
-from adasparse_lab.pareto import pareto_mask
+from adasparse_lab.results.front import pareto_mask
 
 FRONT_DIRECTIONS = ("maximize", "minimize")  # (mean per-domain AUC, FLOPs ratio)
 

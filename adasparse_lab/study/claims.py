@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from adasparse_lab.cli import parse_args
+from adasparse_lab.config import parse_args
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.results.claims import ClaimResult, study_claims
 from adasparse_lab.results.collect import ReportData, collect

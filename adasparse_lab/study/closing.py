@@ -15,12 +15,12 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import FixedTrial, TrialState
 
-from adasparse_lab.experiment import method_name
-from adasparse_lab.pareto import feasible, hypervolume_history, pareto_mask
+from adasparse_lab.results.front import feasible, hypervolume_history, pareto_mask
+from adasparse_lab.run.naming import method_name
+from adasparse_lab.store.tracking import Tracker
 from adasparse_lab.study.session import StudyContext
 from adasparse_lab.study.settings import StudySettings
 from adasparse_lab.study.trials import TrialRunner
-from adasparse_lab.tracking import Tracker
 
 log = logging.getLogger(__name__)
 

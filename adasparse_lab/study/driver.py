@@ -21,6 +21,8 @@ import optuna
 from omegaconf import DictConfig
 from optuna.trial import FixedTrial
 
+from adasparse_lab.store.study_storage import recover_stale
+from adasparse_lab.store.tracking import Tracker
 from adasparse_lab.study.closing import StudyClosing, reeval_targets
 from adasparse_lab.study.session import (
     Compose,
@@ -31,9 +33,7 @@ from adasparse_lab.study.session import (
     machine_info,
 )
 from adasparse_lab.study.settings import StudySettings
-from adasparse_lab.study.storage import recover_stale
 from adasparse_lab.study.trials import HeartbeatLostError, StudyFailedError, TrialRunner
-from adasparse_lab.tracking import Tracker
 
 __all__ = [
     "HeartbeatLostError",

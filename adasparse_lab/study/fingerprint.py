@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from adasparse_lab.tracking import flatten
+from adasparse_lab.store.tracking import flatten
 
 RESUMABLE = (
     "study.n_trials",

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from adasparse_lab.export.build import log_front_models
 from adasparse_lab.report.build import BuildInfo, build
 from adasparse_lab.results.collect import ReportData, collect
+from adasparse_lab.store.tracking import runs_url
 from adasparse_lab.study.claims import claims_text
 from adasparse_lab.study.driver import StudyOutcome, StudyRunner
 from adasparse_lab.study.matched import collect_cells, format_matched
@@ -21,7 +22,6 @@ from adasparse_lab.study.summary import (
     reference_metrics,
     write_pareto,
 )
-from adasparse_lab.tracking import runs_url
 
 MATCHED_AT = (0.5, 0.8)  # FLOPs (or latency) ratios at which methods are ranked
 

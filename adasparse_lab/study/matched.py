@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from optuna.trial import TrialState
 
-from adasparse_lab.cli import parse_args
+from adasparse_lab.config import parse_args
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.results.collect import StudyInfo, collect
 from adasparse_lab.results.runs import RUN_METRICS

@@ -24,16 +24,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab.data import PreparedData
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.experiment import build_components
 from adasparse_lab.machine import cpu_model
 from adasparse_lab.metrics import auc
+from adasparse_lab.run.build import build_components
+from adasparse_lab.store.study_storage import open_storage, worker_alive, worker_id
+from adasparse_lab.store.tracking import Tracker, tag_experiment_kind
 from adasparse_lab.study import space as space_mod
 from adasparse_lab.study.fingerprint import changes, fingerprint
 from adasparse_lab.study.proposals import proposal_seed
 from adasparse_lab.study.settings import StudySettings, parse_settings
 from adasparse_lab.study.space import Param
-from adasparse_lab.study.storage import open_storage, worker_alive, worker_id
-from adasparse_lab.tracking import Tracker, tag_experiment_kind
 
 log = logging.getLogger(__name__)
 Compose = Callable[[list[str]], DictConfig]

@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.results.claims import study_plan
+from adasparse_lab.store.study_storage import MAX_BACKOFF_S
 
 DIRECTIONS = ("maximize", "minimize")
 # Objectives select, so they are validation numbers (every number is under its split: val/...,
@@ -15,7 +16,6 @@ DIRECTIONS = ("maximize", "minimize")
 OBJECTIVE_PREFIXES = ("val/",)
 REEVAL_SELECT = ("front", "per_method")  # which trials a study re-trains on test over seeds
 LOG_MODELS = ("front", "none")  # at the study's end: export + log each front trial, or nothing
-MAX_BACKOFF_S = 8  # the longest wait between two tries of a lost database (study/storage.py)
 
 
 @dataclass(frozen=True)

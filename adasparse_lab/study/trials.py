@@ -16,23 +16,18 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FixedTrial, TrialState
 
 from adasparse_lab.data import PreparedData
+from adasparse_lab.data.build import build_data
 from adasparse_lab.errors import StoreError
-from adasparse_lab.experiment import (
-    RunResult,
-    build_components,
-    build_data,
-    epoch_logger,
-    method_name,
-    pruner_form,
-    train_and_evaluate,
-    write_outputs,
-)
+from adasparse_lab.run.build import build_components
+from adasparse_lab.run.naming import method_name, pruner_form
+from adasparse_lab.run.outputs import RunResult, epoch_logger, write_outputs
+from adasparse_lab.run.pipeline import train_and_evaluate
+from adasparse_lab.store.study_storage import Heartbeat, recover_stale
+from adasparse_lab.store.tracking import Tracker
 from adasparse_lab.study import space as space_mod
 from adasparse_lab.study.proposals import MAX_DUPLICATES, duplicate_of
 from adasparse_lab.study.session import StudyContext, fail_trial_run
-from adasparse_lab.study.storage import Heartbeat, recover_stale
 from adasparse_lab.study.tell import tell_complete, tell_fail
-from adasparse_lab.tracking import Tracker
 
 log = logging.getLogger(__name__)
 Sampler = Callable[[int], optuna.samplers.BaseSampler]

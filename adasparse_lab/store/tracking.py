@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab.metrics import safe_name
-from adasparse_lab.tracking_store import prepare_sqlite_store
+from adasparse_lab.store.tracking_db import prepare_sqlite_store
 
 log = logging.getLogger(__name__)
 MAX_PARAMS_PER_BATCH = 100

@@ -50,8 +50,9 @@ from sqlalchemy.exc import (
 )
 
 from adasparse_lab.errors import ConfigError, StoreError
-from adasparse_lab.studies_layout import JOURNAL, SQLITE, stored_file
-from adasparse_lab.study.settings import MAX_BACKOFF_S
+from adasparse_lab.store.layout import JOURNAL, SQLITE, stored_file
+
+MAX_BACKOFF_S = 8  # the longest wait between two tries of a lost database
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S, GRACE_S, RETRY_S = 30, 200, 120  # conf/study/base.yaml

@@ -1,12 +1,17 @@
-"""The ``key=value`` command lines of the commands that read a stored study (report, export,
-study.claims, study.matched). Parsed here, not by Hydra, which would read ``study=a,b`` as a
-sweep over two values."""
+"""From configuration to objects: ``instantiate`` (Hydra's, with our own errors surfaced as
+they are) and the ``key=value`` command lines of the commands that read a stored study
+(report, export, study.claims, study.matched). Those are parsed here, not by Hydra, which would
+read ``study=a,b`` as a sweep over two values."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from adasparse_lab.errors import ConfigError
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
+from omegaconf import DictConfig
+
+from adasparse_lab.errors import ConfigError, DataError
 
 
 def usage(command: str, keys: Mapping[str, str], required: Sequence[str]) -> str:
@@ -31,3 +36,14 @@ def parse_args(
         if not args.get(key):
             raise ConfigError(f"{key}=... is required\n{usage(command, keys, required)}")
     return args
+
+
+def instantiate(node: DictConfig, key: str, **kwargs):
+    """hydra.utils.instantiate, with our own config/data errors surfaced as they are."""
+    try:
+        return hydra_instantiate(node, **kwargs, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (ConfigError, DataError)):
+            raise cause from None
+        raise ConfigError(f"{key}: {err}") from None

@@ -4,16 +4,11 @@ reports (what to draw), so that both say the same."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-
-def feasible(constraints: Mapping[str, float] | None) -> bool:
-    """Optuna's rule: feasible when every constraint value is <= 0 (no constraint: feasible).
-    Takes ``FrozenTrial.constraints``, which reads optuna 5's per-key system attrs
-    (``constraints:<key>``) as well as the older list; reading the list alone misses them."""
-    return all(c <= 0 for c in (constraints or {}).values())
+from adasparse_lab.store.reader import feasible
 
 
 def _as_minimised(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:

@@ -4,7 +4,7 @@ is static (``static_network``), by the masked model otherwise; on its real valid
 to a batch), under inference_mode, all nets timed in every round, median over timed rounds.
 Metrics (ms per 1k samples, each b of ``latency.batch_sizes``): ``val/latency/b<b>/<domain>``,
 ``val/latency/dense_b<b>`` (the FLOPs ratio's dense reference MLP, untrained:
-experiment.reference_model), ``val/latency/ratio_b<b>`` = sum_k n_k t_k / (t_dense sum_k n_k), n_k = validation rows of domain k (the sample-weighted mean of
+run.pipeline.reference_model), ``val/latency/ratio_b<b>`` = sum_k n_k t_k / (t_dense sum_k n_k), n_k = validation rows of domain k (the sample-weighted mean of
 t_k / t_dense), ``val/latency/ratio`` (at the largest b, 4096 by default), ``val/latency/measure_s``.
 """
 

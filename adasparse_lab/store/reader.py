@@ -3,12 +3,13 @@ polars table. Nothing here trains or writes: a report may be built while workers
 
 Storage strings: an RDB URL (``sqlite:///studies/x/optuna.db``, ``postgresql://...``) or the
 path of a journal file (``studies/x/journal.log``). Without one, the study's folder holds it
-(``adasparse_lab.studies_layout``: the journal when both files exist, as a resumed study does).
+(``adasparse_lab.store.layout``: the journal when both files exist, as a resumed study does).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import optuna
@@ -16,10 +17,16 @@ import pandas as pd
 import polars as pl
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.pareto import feasible
-from adasparse_lab.studies_layout import STORAGE_FILES, storage_string, stored_file
+from adasparse_lab.store.layout import STORAGE_FILES, storage_string, stored_file
 
 log = logging.getLogger(__name__)
+
+
+def feasible(constraints: Mapping[str, float] | None) -> bool:
+    """Optuna's rule: feasible when every constraint value is <= 0 (no constraint: feasible).
+    Takes ``FrozenTrial.constraints``, which reads optuna 5's per-key system attrs
+    (``constraints:<key>``) as well as the older list; reading the list alone misses them."""
+    return all(c <= 0 for c in (constraints or {}).values())
 
 
 def studies_found(studies_dir: Path) -> list[str]:
@@ -106,7 +113,7 @@ RIVALS = ("magnitude", "domain_magnitude", "random")
 
 
 def legacy_method(form: str | None, inputs: str | None = None) -> str | None:
-    """The method name (experiment.method_name) of a study stored before trials recorded it,
+    """The method name (run.naming.method_name) of a study stored before trials recorded it,
     from its pruner form and inputs: 'dense', a rival's name or 'adasparse-<form>[-domain]'."""
     if form is None:
         return None

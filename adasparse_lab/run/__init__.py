@@ -1,0 +1,1 @@
+"""One run: build it from its config, fit, evaluate, measure, write its outputs."""
