@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.models.adasparse import AdaSparseModel, PrunerSpec
+from adasparse_lab.models import AdaSparseModel, PrunerSpec
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
 from adasparse_lab.run.fit import TrainSettings, fit
 from adasparse_lab.sparsity import ConstantBand, SparsityRegularizer

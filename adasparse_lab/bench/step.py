@@ -27,8 +27,8 @@ from adasparse_lab.bench.throughput import (
 )
 from adasparse_lab.bench.workload import build_model, synthetic_data, with_train_rows
 from adasparse_lab.data.prepare import PreparedData
-from adasparse_lab.models.adasparse import PrunerSpec
 from adasparse_lab.models.gates import FusionGate
+from adasparse_lab.models.pruner_spec import PrunerSpec
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from adasparse_lab.bench.workload import build_model, head, synthetic_data, with_train_rows
 from adasparse_lab.data.prepare import PreparedData, TensorSplit
-from adasparse_lab.models.adasparse import AdaSparseModel, PrunerSpec
+from adasparse_lab.models import AdaSparseModel, PrunerSpec
 from adasparse_lab.models.gates import FusionGate
 from adasparse_lab.run.fit import TrainSettings, fit
 from adasparse_lab.sparsity import LinearBand, SparsityRegularizer

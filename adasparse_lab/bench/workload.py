@@ -12,7 +12,7 @@ from dataclasses import replace
 from adasparse_lab.data.prepare import PreparedData, TensorSplit, prepare
 from adasparse_lab.data.sources import RandomSplit, SyntheticSource
 from adasparse_lab.data.synthetic import SCHEMA
-from adasparse_lab.models.adasparse import AdaSparseModel, PrunerSpec
+from adasparse_lab.models import AdaSparseModel, PrunerSpec
 
 EMBEDDING_DIM = 16
 HIDDEN_DIMS = (256, 128, 64)

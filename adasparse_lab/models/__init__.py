@@ -1,6 +1,8 @@
 """Models: embeddings, AdaSparse gates and pruners, pruning rivals, FLOPs and compaction."""
 
-from adasparse_lab.models.adasparse import AdaSparseModel, ModelOutput, PrunerSpec
+from adasparse_lab.models.adasparse import AdaSparseModel
+from adasparse_lab.models.base import ModelOutput
+from adasparse_lab.models.pruner_spec import PrunerSpec
 from adasparse_lab.models.static_pruning import StaticPruning
 
 __all__ = ["AdaSparseModel", "ModelOutput", "PrunerSpec", "StaticPruning"]

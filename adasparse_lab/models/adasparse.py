@@ -6,67 +6,20 @@ Shapes: B batch, F fields, D embedding dim, H_l width of hidden layer l, d_e = |
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.models.base import Logits, MultiDomainModel
+from adasparse_lab.models.base import Logits, ModelOutput, MultiDomainModel
+from adasparse_lab.models.compact import compact_model
 from adasparse_lab.models.embedding import FieldEmbedding
 from adasparse_lab.models.flops import Flops, TowerShape, tower_flops
 from adasparse_lab.models.fused_gates import fused_mask
-from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
+from adasparse_lab.models.pruner_spec import PrunerSpec
 from adasparse_lab.models.static_pruning import StaticMasks, StaticPruning
 
-PRUNER_INPUTS = ("hidden+domain", "domain")
 KERNELS = ("fast", "reference")
-
-
-@dataclass
-class PrunerSpec:
-    """A pruner variant. ``inputs``: 'hidden+domain' is the paper's [h^l ; e_d] (masks depend on
-    the sample); 'domain' feeds e_d only, so each domain has one fixed sub-network that can be
-    compacted. alpha rises linearly from alpha_start to alpha_end over the first
-    ``alpha_anneal`` fraction of training, then stays. ``rank``: None for the paper's full
-    pruner (one Linear [H_l + d_e] -> H_l); r for a low-rank one ([H_l + d_e] -> r -> H_l, no
-    nonlinearity: a factorised Linear), which costs 2r(H_l + d_e + H_l) + H_l FLOPs instead
-    of 2(H_l + d_e)H_l + H_l."""
-
-    gate: BinarizationGate | ScalingGate | FusionGate
-    inputs: str = "hidden+domain"
-    mask_input: bool = False
-    stop_gradient: bool = False
-    alpha_start: float = 0.1
-    alpha_end: float = 5.0
-    alpha_anneal: float = 0.8
-    rank: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.rank is not None and self.rank < 1:
-            raise ConfigError(f"pruner.rank={self.rank} must be a positive integer or null")
-        if self.inputs not in PRUNER_INPUTS:
-            raise ConfigError(f"pruner.inputs={self.inputs!r}; choose one of {list(PRUNER_INPUTS)}")
-        if not 0 < self.alpha_start <= self.alpha_end:
-            raise ConfigError(
-                f"pruner.alpha_start={self.alpha_start} and alpha_end={self.alpha_end} "
-                "must satisfy 0 < alpha_start <= alpha_end"
-            )
-        if not 0 < self.alpha_anneal <= 1:
-            raise ConfigError(f"pruner.alpha_anneal={self.alpha_anneal} must be in (0, 1]")
-
-    def alpha_at(self, progress: float) -> float:
-        """alpha as a pure function of training progress in [0, 1]."""
-        t = min(max(progress / self.alpha_anneal, 0.0), 1.0)
-        return self.alpha_start + t * (self.alpha_end - self.alpha_start)
-
-
-@dataclass
-class ModelOutput:
-    logits: torch.Tensor  # [B]
-    keep: list[torch.Tensor]  # per masked position: [B, H_l], 0/1 forward, STE backward
-    pi: list[torch.Tensor]  # per masked position: [B, H_l], the applied weights
 
 
 def _pruner(in_dim: int, width: int, rank: int | None) -> nn.Module:
@@ -330,9 +283,12 @@ class AdaSparseModel(MultiDomainModel):
         B = len(code)
         return Flops(fl.matmul.expand(B), fl.bias.expand(B), fl.pruner.expand(B))
 
+    @property
+    def static_structure(self) -> bool:
+        """Masks that depend on the domain alone (a pruning rival or ``inputs=domain``): each
+        domain's network can be compacted. Otherwise masks vary per sample."""
+        return self.static is not None or (self.learns_masks and self.spec.inputs == "domain")
+
     def served(self, code: int) -> nn.Module:
         """The compacted tower where the structure is static, else the masked model."""
-        from adasparse_lab.models.compact import serving_model
-
-        net = serving_model(self, code)
-        return Logits(self) if net is None else net
+        return compact_model(self, code) if self.static_structure else Logits(self)

@@ -63,16 +63,25 @@ model's name in method names ('dcnv2+adasparse-fusion', 'mmoe') and report colou
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.flops import Flops, dense_flops
+from adasparse_lab.models.pruner_spec import PrunerSpec
 
 DEFAULT_FLOPS_REFERENCE = (256, 128, 64)
 
 PrivateParams = list[tuple[nn.Parameter, object]]
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B]
+    keep: list[torch.Tensor]  # per masked position: [B, H_l], 0/1 forward, STE backward
+    pi: list[torch.Tensor]  # per masked position: [B, H_l], the applied weights
 
 
 def reference_flops(input_dim: int, hidden: Sequence[int] = DEFAULT_FLOPS_REFERENCE) -> float:
@@ -119,8 +128,6 @@ class MultiDomainModel(nn.Module):
 
     @property
     def learns_masks(self) -> bool:
-        from adasparse_lab.models.adasparse import PrunerSpec
-
         return isinstance(self.spec, PrunerSpec)
 
     @property

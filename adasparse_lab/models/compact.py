@@ -4,14 +4,15 @@ input and the pruning rivals (magnitude, domain_magnitude, random).
 With masks that depend on the domain alone, each domain's pruned rows and columns can be
 sliced away and the surviving weights pi folded into the next layer, giving a plain MLP that
 predicts exactly what the masked model predicts for that domain, at the analytic FLOPs.
+
+``model`` below is a masked MLP tower (models/adasparse.py's AdaSparseModel and the models
+built on it): ``layers``, ``head``, ``widths``, ``embedding`` and ``static_pi(code)``.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-from adasparse_lab.models.adasparse import AdaSparseModel
 
 
 class CompactTower(nn.Module):
@@ -55,7 +56,7 @@ def _sliced(
 
 
 @torch.no_grad()
-def compact_tower(model: AdaSparseModel, domain_code: int) -> CompactTower:
+def compact_tower(model: nn.Module, domain_code: int) -> CompactTower:
     """Slice the tower for the domain whose domain-field code is ``domain_code``."""
     pis = model.static_pi(domain_code)  # raises ConfigError for sample-dependent masks
     keep = {pos: torch.nonzero(pi != 0).flatten() for pos, pi in pis.items()}
@@ -79,13 +80,5 @@ def compact_tower(model: AdaSparseModel, domain_code: int) -> CompactTower:
     )
 
 
-def compact_model(model: AdaSparseModel, domain_code: int) -> CompactModel:
+def compact_model(model: nn.Module, domain_code: int) -> CompactModel:
     return CompactModel(model.embedding, compact_tower(model, domain_code)).eval()
-
-
-def serving_model(model: AdaSparseModel, domain_code: int) -> CompactModel | None:
-    """The network that serves a domain when its structure is static (the compacted net), or
-    None when masks depend on the sample (the masked model itself must serve)."""
-    if model.static is None and not (model.learns_masks and model.spec.inputs == "domain"):
-        return None
-    return compact_model(model, domain_code)

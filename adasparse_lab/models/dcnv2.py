@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.models.adasparse import AdaSparseModel, ModelOutput
-from adasparse_lab.models.base import Logits
+from adasparse_lab.models.adasparse import AdaSparseModel
+from adasparse_lab.models.base import Logits, ModelOutput
+from adasparse_lab.models.compact import compact_tower
 from adasparse_lab.models.flops import Flops
 
 STRUCTURES = ("stacked", "parallel")
@@ -107,9 +108,7 @@ class DCNv2Model(AdaSparseModel):
 
     def served(self, code: int) -> nn.Module:
         """Cross network plus the compacted deep tower where the structure is static."""
-        from adasparse_lab.models.compact import compact_tower
-
-        if self.static is None and not (self.learns_masks and self.spec.inputs == "domain"):
+        if not self.static_structure:
             return Logits(self)  # masks vary per sample: the masked model serves
         return DCNv2Served(
             self.embedding, self.cross, compact_tower(self, code), self.cross_head

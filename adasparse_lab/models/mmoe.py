@@ -12,8 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adasparse_lab.models.adasparse import ModelOutput
-from adasparse_lab.models.base import MultiDomainModel, PrivateParams, constant_flops, reject_pruner
+from adasparse_lab.models.base import (
+    ModelOutput,
+    MultiDomainModel,
+    PrivateParams,
+    constant_flops,
+    reject_pruner,
+)
 from adasparse_lab.models.blocks import (
     MLP,
     Route,

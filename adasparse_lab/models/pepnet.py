@@ -26,8 +26,7 @@ import torch
 from torch import nn
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.models.adasparse import ModelOutput
-from adasparse_lab.models.base import MultiDomainModel, constant_flops, reject_pruner
+from adasparse_lab.models.base import ModelOutput, MultiDomainModel, constant_flops, reject_pruner
 from adasparse_lab.models.embedding import FieldEmbedding
 from adasparse_lab.models.flops import Flops
 

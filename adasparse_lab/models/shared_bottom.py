@@ -11,8 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adasparse_lab.models.adasparse import ModelOutput
-from adasparse_lab.models.base import MultiDomainModel, PrivateParams, constant_flops, reject_pruner
+from adasparse_lab.models.base import (
+    ModelOutput,
+    MultiDomainModel,
+    PrivateParams,
+    constant_flops,
+    reject_pruner,
+)
 from adasparse_lab.models.blocks import MLP, Route, Tower, check_dims, mlp_flops, per_domain
 from adasparse_lab.models.embedding import FieldEmbedding
 

@@ -26,8 +26,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.models.adasparse import ModelOutput
-from adasparse_lab.models.base import MultiDomainModel, PrivateParams, constant_flops, reject_pruner
+from adasparse_lab.models.base import (
+    ModelOutput,
+    MultiDomainModel,
+    PrivateParams,
+    constant_flops,
+    reject_pruner,
+)
 from adasparse_lab.models.embedding import FieldEmbedding
 from adasparse_lab.models.flops import Flops
 
