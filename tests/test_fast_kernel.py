@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.models import AdaSparseModel, PrunerSpec
+from adasparse_lab.models import AdaSparseModel, Fields, PrunerSpec
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
+from adasparse_lab.run.build import data_fields
 from adasparse_lab.run.fit import TrainSettings, fit
 from adasparse_lab.sparsity import ConstantBand, SparsityRegularizer
 
@@ -40,9 +41,7 @@ def make_pair(data, variant: str) -> tuple[AdaSparseModel, AdaSparseModel]:
     others = [i for i in range(len(data.vocab_sizes)) if i not in fields]
     torch.manual_seed(0)
     reference = AdaSparseModel(
-        vocab_sizes=data.vocab_sizes,
-        n_dense=len(data.schema.dense),
-        domain_fields=fields + others[:extra],
+        Fields(data.vocab_sizes, len(data.schema.dense), fields + others[:extra]),
         embedding_dim=8,
         hidden_dims=(32, 16),
         pruner=PrunerSpec(gate=GATES[gate](), **kwargs),
@@ -110,7 +109,7 @@ def test_short_fit_gives_the_same_metrics(tiny_data, variant):
 
 def test_unknown_kernel_names_the_key(tiny_data):
     with pytest.raises(ConfigError, match="model.kernel"):
-        AdaSparseModel(tiny_data.vocab_sizes, 2, tiny_data.domain_feature_index(), kernel="jit")
+        AdaSparseModel(data_fields(tiny_data), kernel="jit")
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from adasparse_lab.models import AdaSparseModel, PrunerSpec
 from adasparse_lab.models.compact import compact_model, compact_tower
 from adasparse_lab.models.flops import TowerShape, dense_flops, tower_flops
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
+from adasparse_lab.run.build import data_fields
 from adasparse_lab.run.evaluation import evaluate
 
 
@@ -16,9 +17,7 @@ def sparse_domain_model(data, gate, mask_input=False, seed=0):
     """A domain-input model whose pruners give different, substantial sparsity per domain."""
     torch.manual_seed(seed)
     model = AdaSparseModel(
-        data.vocab_sizes,
-        len(data.schema.dense),
-        data.domain_feature_index(),
+        data_fields(data),
         embedding_dim=8,
         hidden_dims=(32, 16),
         pruner=PrunerSpec(gate=gate, inputs="domain", mask_input=mask_input),
@@ -57,9 +56,7 @@ def test_paper_form_flops_by_hand():
 def test_scaling_gate_saves_nothing(tiny_data):
     torch.manual_seed(0)
     model = AdaSparseModel(
-        tiny_data.vocab_sizes,
-        2,
-        tiny_data.domain_feature_index(),
+        data_fields(tiny_data),
         8,
         (32, 16),
         pruner=PrunerSpec(gate=ScalingGate(2.0)),
@@ -101,9 +98,7 @@ def test_compacted_flops_and_predictions_match(tiny_data, gate, mask_input):
 
 def test_compaction_refuses_paper_form(tiny_data):
     model = AdaSparseModel(
-        tiny_data.vocab_sizes,
-        2,
-        tiny_data.domain_feature_index(),
+        data_fields(tiny_data),
         8,
         (32, 16),
         pruner=PrunerSpec(gate=FusionGate()),

@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from adasparse_lab.models import AdaSparseModel, PrunerSpec
 from adasparse_lab.models.flops import tower_flops
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
+from adasparse_lab.run.build import data_fields
 from adasparse_lab.run.evaluation import evaluate
 from adasparse_lab.run.fit import TrainSettings, fit
 from adasparse_lab.sparsity import LinearBand, SparsityRegularizer
@@ -45,9 +46,7 @@ def pruner_biases(model: AdaSparseModel) -> int:
 def trained_paper_model(data, gate, mask_input, rank):
     torch.manual_seed(0)
     model = AdaSparseModel(
-        data.vocab_sizes,
-        len(data.schema.dense),
-        data.domain_feature_index(),
+        data_fields(data),
         embedding_dim=8,
         hidden_dims=(32, 16),
         pruner=PrunerSpec(gate=gate, mask_input=mask_input, rank=rank),

@@ -8,6 +8,7 @@ import torch
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models import AdaSparseModel, PrunerSpec
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
+from adasparse_lab.run.build import data_fields
 from adasparse_lab.run.evaluation import evaluate
 from adasparse_lab.run.fit import TrainSettings, fit
 from adasparse_lab.sparsity import ConstantBand, SparsityRegularizer
@@ -17,9 +18,7 @@ def make_model(data, gate=None, **spec):
     pruner = None if gate is None else PrunerSpec(gate=gate, **spec)
     torch.manual_seed(0)
     return AdaSparseModel(
-        data.vocab_sizes,
-        len(data.schema.dense),
-        data.domain_feature_index(),
+        data_fields(data),
         embedding_dim=8,
         hidden_dims=(32, 16),
         pruner=pruner,

@@ -9,9 +9,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.models import AdaSparseModel, PrunerSpec, StaticPruning
+from adasparse_lab.models import AdaSparseModel, Fields, PrunerSpec, StaticPruning
 from adasparse_lab.models.compact import compact_model, compact_tower
 from adasparse_lab.models.gates import FusionGate
+from adasparse_lab.run.build import data_fields
 from adasparse_lab.run.evaluation import evaluate
 from adasparse_lab.run.fit import TrainSettings, fit
 from adasparse_lab.run.naming import method_name
@@ -23,9 +24,7 @@ TARGET = 0.4
 def rival_model(data, pruner, seed=0, hidden=(32, 16)) -> AdaSparseModel:
     torch.manual_seed(seed)
     return AdaSparseModel(
-        data.vocab_sizes,
-        len(data.schema.dense),
-        data.domain_feature_index(),
+        data_fields(data),
         embedding_dim=8,
         hidden_dims=hidden,
         pruner=pruner,
@@ -179,9 +178,7 @@ def test_bad_rival_settings_name_the_key(kwargs, key):
 def golden_model(rank=None) -> tuple[AdaSparseModel, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     model = AdaSparseModel(
-        [5, 7, 11],
-        2,
-        [0],
+        Fields([5, 7, 11], 2, [0]),
         embedding_dim=4,
         hidden_dims=(16, 8),
         pruner=PrunerSpec(gate=FusionGate(2.0, 0.25), mask_input=True, rank=rank),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -26,12 +25,11 @@ from adasparse_lab.bench.throughput import (
     default_regularizer,
     fit_epoch,
 )
-from adasparse_lab.bench.workload import synthetic_data, with_train_rows
+from adasparse_lab.bench.workload import CONF, synthetic_data, with_train_rows
 from adasparse_lab.models.base import MultiDomainModel
 from adasparse_lab.run.build import build_components, build_model
 
 log = logging.getLogger(__name__)
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # (name, overrides): every model of the zoo; the ones whose conf/model file is missing are skipped.
 MODELS = (

@@ -1,21 +1,28 @@
 """What every benchmark section runs on: synthetic rows and the benchmark's architecture.
 
 The synthetic schema has 8 categorical fields (the domain among them) and 2 dense features; the
-tower is embedding D=16 -> MLP [256, 128, 64] -> logit, as in ``conf/model/adasparse.yaml``.
+model is built from ``conf/model/mlp.yaml`` by run.build.build_model, as a study builds it:
+embedding D=16 -> MLP [256, 128, 64] -> logit.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from adasparse_lab.data.prepare import PreparedData, TensorSplit, prepare
 from adasparse_lab.data.sources import RandomSplit, SyntheticSource
 from adasparse_lab.data.synthetic import SCHEMA
 from adasparse_lab.models import AdaSparseModel, PrunerSpec
+from adasparse_lab.run import build
 
-EMBEDDING_DIM = 16
-HIDDEN_DIMS = (256, 128, 64)
+CONF = Path(__file__).resolve().parents[2] / "conf"
+MODEL = OmegaConf.load(CONF / "model" / "mlp.yaml")  # the benchmark's architecture (model=mlp)
+EMBEDDING_DIM = int(MODEL.embedding_dim)
+HIDDEN_DIMS = tuple(int(h) for h in MODEL.hidden_dims)
 _HELD_OUT = 0.05  # val and test fraction each: most generated rows land in train
 
 
@@ -57,13 +64,6 @@ def with_train_rows(data: PreparedData, train_rows: int, val_rows: int = 8_192) 
 
 
 def build_model(data: PreparedData, pruner: PrunerSpec | None) -> AdaSparseModel:
-    """The benchmark's architecture for ``data``; weights drawn from torch's current RNG."""
-    return AdaSparseModel(
-        vocab_sizes=data.vocab_sizes,
-        n_dense=len(data.schema.dense),
-        domain_fields=data.domain_feature_index(),
-        embedding_dim=EMBEDDING_DIM,
-        hidden_dims=HIDDEN_DIMS,
-        dropout=0.0,
-        pruner=pruner,
-    )
+    """The benchmark's architecture (conf/model/mlp.yaml) for ``data``; weights drawn from
+    torch's current RNG."""
+    return build.build_model(MODEL, data, pruner)

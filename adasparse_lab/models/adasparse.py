@@ -12,8 +12,9 @@ from torch import nn
 
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.base import Logits, ModelOutput, MultiDomainModel
+from adasparse_lab.models.blocks import check_dims
 from adasparse_lab.models.compact import compact_model
-from adasparse_lab.models.embedding import FieldEmbedding
+from adasparse_lab.models.embedding import Fields
 from adasparse_lab.models.flops import Flops, TowerShape, tower_flops
 from adasparse_lab.models.fused_gates import fused_mask
 from adasparse_lab.models.pruner_spec import PrunerSpec
@@ -50,9 +51,7 @@ class AdaSparseModel(MultiDomainModel):
 
     def __init__(
         self,
-        vocab_sizes: list[int],
-        n_dense: int,
-        domain_fields: list[int],
+        fields: Fields,
         embedding_dim: int = 16,
         hidden_dims: tuple[int, ...] = (256, 128, 64),
         dropout: float = 0.0,
@@ -63,15 +62,10 @@ class AdaSparseModel(MultiDomainModel):
         if kernel not in KERNELS:
             raise ConfigError(f"model.kernel={kernel!r}; choose one of {list(KERNELS)}")
         self.kernel = kernel
-        hidden_dims = tuple(hidden_dims)
-        if not hidden_dims or min(hidden_dims) < 1:
-            raise ConfigError(
-                f"model.hidden_dims={list(hidden_dims)} must be non-empty and positive"
-            )
+        hidden_dims = check_dims("model.hidden_dims", hidden_dims)
         if not 0 <= dropout < 1:
             raise ConfigError(f"model.dropout={dropout} must be in [0, 1)")
-        self.embedding = FieldEmbedding(vocab_sizes, n_dense, list(domain_fields), embedding_dim)
-        widths = [self.embedding.output_dim(), *hidden_dims]
+        widths = [self._embed(fields, embedding_dim), *hidden_dims]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.head = nn.Linear(widths[-1], 1)
         self.dropout = nn.Dropout(dropout)
@@ -93,18 +87,14 @@ class AdaSparseModel(MultiDomainModel):
         )
         # Static masks are indexed by the code of the domain field (the first domain field).
         self.static = (
-            StaticMasks(
-                pruner, {p: widths[p] for p in self.positions}, vocab_sizes[domain_fields[0]]
-            )
+            StaticMasks(pruner, {p: widths[p] for p in self.positions}, self.n_codes)
             if isinstance(pruner, StaticPruning)
             else None
         )
         # Masks from the domain alone, one domain field: pruners and gates run once per code of
         # that field ([V, d_e], V ~ the number of domains) and rows gather their code's mask,
         # instead of once per row: the same values and gradients at a fraction of the work.
-        self.per_code = learned and pruner.inputs == "domain" and len(domain_fields) == 1
-        self.domain_vocab = vocab_sizes[domain_fields[0]]
-        self.domain_rows_start = sum(vocab_sizes[: domain_fields[0]])  # in the shared table
+        self.per_code = learned and pruner.inputs == "domain" and len(fields.domain_fields) == 1
         # alpha is state: saved in the state dict, set only by the trainer's schedule.
         self.register_buffer("alpha", torch.tensor(pruner.alpha_start if learned else 1.0))
 
@@ -241,8 +231,7 @@ class AdaSparseModel(MultiDomainModel):
 
     def _code_embeddings(self) -> torch.Tensor:
         """[V, d_e]: the domain field's embedding of each of its codes (stop-gradient kept)."""
-        start = self.domain_rows_start
-        e = self.embedding.table.weight[start : start + self.domain_vocab]
+        e = self.code_embeddings()
         return e.detach() if self.spec.stop_gradient else e
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> ModelOutput:

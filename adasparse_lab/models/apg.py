@@ -26,7 +26,8 @@ from torch import nn
 
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.base import ModelOutput, MultiDomainModel, constant_flops, reject_pruner
-from adasparse_lab.models.embedding import FieldEmbedding
+from adasparse_lab.models.blocks import check_dims
+from adasparse_lab.models.embedding import FieldEmbedding, Fields
 from adasparse_lab.models.flops import Flops
 
 CONDITIONS = ("domain", "sample")
@@ -76,9 +77,7 @@ class APGModel(MultiDomainModel):
 
     def __init__(
         self,
-        vocab_sizes: list[int],
-        n_dense: int,
-        domain_fields: list[int],
+        fields: Fields,
         embedding_dim: int = 16,
         hidden_dims: tuple[int, ...] = (256, 128, 64),
         rank: int = 16,
@@ -87,35 +86,25 @@ class APGModel(MultiDomainModel):
     ) -> None:
         super().__init__()
         reject_pruner("apg", pruner)
-        hidden_dims = list(hidden_dims)
-        if not hidden_dims or min(hidden_dims) < 1:
-            raise ConfigError(f"model.hidden_dims={hidden_dims} must be non-empty and positive")
+        hidden_dims = check_dims("model.hidden_dims", hidden_dims)
         if rank < 1 or embedding_dim < 1:
             raise ConfigError(
                 f"model.rank={rank} and model.embedding_dim={embedding_dim} must be >= 1"
             )
         if condition not in CONDITIONS:
             raise ConfigError(f"model.condition={condition!r}; choose one of {list(CONDITIONS)}")
-        self.embedding = FieldEmbedding(vocab_sizes, n_dense, list(domain_fields), embedding_dim)
         self.condition, self.rank = condition, rank
-        self.dims = [self.embedding.output_dim(), *hidden_dims]
+        self.dims = [self._embed(fields, embedding_dim), *hidden_dims]
         self.d_z = embedding_dim if condition == "domain" else self.dims[0]
         self.layers = nn.ModuleList(
             APGLinear(a, b, rank, self.d_z) for a, b in zip(self.dims[:-1], self.dims[1:])
         )
         self.head = nn.Linear(self.dims[-1], 1)
-        self.n_codes = vocab_sizes[domain_fields[0]]
-
-    def _code_embeddings(self) -> torch.Tensor:
-        """[V, D]: the domain field's embedding of every code."""
-        emb = self.embedding
-        start = int(emb.offsets[emb.order[0]])
-        return emb.table.weight[start : start + self.n_codes]
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
         _, h = self.embedding(cat, dense)
         if self.condition == "domain":  # S once per code, gathered per row
-            z, index = self._code_embeddings(), self.domain_code(cat)
+            z, index = self.code_embeddings(), self.domain_code(cat)
         else:
             z, index = h, None
         for layer in self.layers:
@@ -137,7 +126,7 @@ class APGModel(MultiDomainModel):
         model itself (the generator runs per row)."""
         if self.condition == "sample":
             return super().served(code)
-        z = self._code_embeddings()[code : code + 1]
+        z = self.code_embeddings()[code : code + 1]
         modules: list[nn.Module] = []
         for layer in self.layers:
             first = nn.Linear(layer.u.shape[0], self.rank, bias=False)

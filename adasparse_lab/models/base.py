@@ -9,8 +9,13 @@ k + 1, data.prepare).
 
 Construction (Hydra, conf/model/<name>.yaml with ``_target_``)::
 
-    Model(vocab_sizes: list[int], n_dense: int, domain_fields: list[int],  # ??? in YAML, from data
+    Model(fields: Fields, embedding_dim: int = 16,  # fields: from the data, not in the YAML
           <the model's own hyperparameters>, pruner: PrunerSpec | StaticPruning | None = None)
+
+``Fields`` (models/embedding.py) is the data's field schema: vocab_sizes, n_dense and the
+domain-aware field positions; run.build.build_model reads it from the prepared data and passes
+it, with the pruner, after instantiating the YAML. ``_embed(fields, embedding_dim)`` builds the
+shared ``embedding``, every model's first module.
 
 A model that cannot take a pruner raises ``ConfigError`` naming ``pruner`` when given one
 (``reject_pruner``: "model=star takes no pruner; use pruner=none").
@@ -69,6 +74,7 @@ import torch
 from torch import nn
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.models.embedding import FieldEmbedding, Fields
 from adasparse_lab.models.flops import Flops, dense_flops
 from adasparse_lab.models.pruner_spec import PrunerSpec
 
@@ -125,6 +131,24 @@ class MultiDomainModel(nn.Module):
     flops_reference: tuple[int, ...] | None = None  # set by run.build.build_model
     positions: list[int] = []
     widths: Sequence[int] | dict[int, int] = []
+
+    def _embed(self, fields: Fields, embedding_dim: int) -> int:
+        """Build ``embedding``, the table every domain shares, and return its output width H_0.
+        Every model builds it first, before any other module: the order in which modules are
+        built decides the seeded initial weights."""
+        self.fields = fields
+        self.embedding = FieldEmbedding(fields, embedding_dim)
+        return self.embedding.output_dim()
+
+    @property
+    def n_codes(self) -> int:
+        """V: codes of the domain field (OOV code 0 included)."""
+        return self.fields.n_codes
+
+    def code_embeddings(self) -> torch.Tensor:
+        """[V, D]: the domain field's embedding of each of its codes."""
+        start = self.fields.domain_rows_start
+        return self.embedding.table.weight[start : start + self.n_codes]
 
     @property
     def learns_masks(self) -> bool:

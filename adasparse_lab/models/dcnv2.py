@@ -18,6 +18,7 @@ from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.adasparse import AdaSparseModel
 from adasparse_lab.models.base import Logits, ModelOutput
 from adasparse_lab.models.compact import compact_tower
+from adasparse_lab.models.embedding import Fields
 from adasparse_lab.models.flops import Flops
 
 STRUCTURES = ("stacked", "parallel")
@@ -62,9 +63,7 @@ class DCNv2Model(AdaSparseModel):
 
     def __init__(
         self,
-        vocab_sizes: list[int],
-        n_dense: int,
-        domain_fields: list[int],
+        fields: Fields,
         embedding_dim: int = 16,
         hidden_dims: tuple[int, ...] = (256, 128, 64),
         cross_layers: int = 3,
@@ -73,9 +72,7 @@ class DCNv2Model(AdaSparseModel):
         pruner=None,
         kernel: str = "fast",
     ) -> None:
-        super().__init__(
-            vocab_sizes, n_dense, domain_fields, embedding_dim, hidden_dims, dropout, pruner, kernel
-        )
+        super().__init__(fields, embedding_dim, hidden_dims, dropout, pruner, kernel)
         if structure not in STRUCTURES:
             raise ConfigError(f"model.structure={structure!r}; choose one of {list(STRUCTURES)}")
         if cross_layers < 1:

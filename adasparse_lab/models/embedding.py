@@ -1,9 +1,41 @@
-"""Field embeddings. Shapes: B batch, F categorical fields, Dn dense features, D embedding dim."""
+"""The data's fields as a model sees them, and their embeddings.
+
+Shapes: B batch, F categorical fields, Dn dense features, D embedding dim.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class Fields:
+    """What every model is built for, read from the prepared data (run.build.data_fields):
+    ``vocab_sizes`` [F] (codes per categorical field, OOV included), ``n_dense`` (Dn) and
+    ``domain_fields``, the positions of the domain-aware categorical fields (the first one is
+    the domain field whose code routes a row)."""
+
+    vocab_sizes: tuple[int, ...]
+    n_dense: int
+    domain_fields: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vocab_sizes", tuple(int(v) for v in self.vocab_sizes))
+        object.__setattr__(self, "n_dense", int(self.n_dense))
+        object.__setattr__(self, "domain_fields", tuple(int(i) for i in self.domain_fields))
+
+    @property
+    def n_codes(self) -> int:
+        """V: codes of the domain field (OOV code 0 included)."""
+        return self.vocab_sizes[self.domain_fields[0]]
+
+    @property
+    def domain_rows_start(self) -> int:
+        """The domain field's first row in the shared embedding table."""
+        return sum(self.vocab_sizes[: self.domain_fields[0]])
 
 
 class FieldEmbedding(nn.Module):
@@ -15,10 +47,13 @@ class FieldEmbedding(nn.Module):
     where e_d holds the domain-aware fields and e_all = [e_d ; e_a] is h^0.
     """
 
-    def __init__(
-        self, vocab_sizes: list[int], n_dense: int, domain_fields: list[int], embedding_dim: int
-    ) -> None:
+    def __init__(self, fields: Fields, embedding_dim: int) -> None:
         super().__init__()
+        vocab_sizes, n_dense, domain_fields = (
+            fields.vocab_sizes,
+            fields.n_dense,
+            fields.domain_fields,
+        )
         if not domain_fields:
             raise ValueError("at least one domain-aware field is needed")
         if embedding_dim < 1:

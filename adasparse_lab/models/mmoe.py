@@ -28,7 +28,7 @@ from adasparse_lab.models.blocks import (
     mlp_flops,
     per_domain,
 )
-from adasparse_lab.models.embedding import FieldEmbedding
+from adasparse_lab.models.embedding import Fields
 
 
 class GatedExperts(nn.Module):
@@ -57,13 +57,11 @@ class _ExpertModel(MultiDomainModel):
 
     name = "mmoe"
 
-    def _setup(self, vocab_sizes, n_dense, domain_fields, embedding_dim, pruner, dims) -> int:
+    def _setup(self, fields: Fields, embedding_dim: int, pruner, dims) -> int:
         reject_pruner(self.name, pruner)
         self.expert_dims = check_dims("model.expert_dims", dims[0])
         self.tower_dims = check_dims("model.tower_dims", dims[1], allow_empty=True)
-        self.embedding = FieldEmbedding(vocab_sizes, n_dense, list(domain_fields), embedding_dim)
-        self.n_codes = vocab_sizes[domain_fields[0]]
-        return self.embedding.output_dim()
+        return self._embed(fields, embedding_dim)
 
     def _expert(self, dropout: float) -> MLP:
         return MLP([self.embedding.output_dim(), *self.expert_dims], dropout=dropout)
@@ -100,9 +98,7 @@ class MMoEModel(_ExpertModel):
 
     def __init__(
         self,
-        vocab_sizes: list[int],
-        n_dense: int,
-        domain_fields: list[int],
+        fields: Fields,
         embedding_dim: int = 16,
         n_experts: int = 4,
         expert_dims: tuple[int, ...] = (256, 128),
@@ -111,9 +107,7 @@ class MMoEModel(_ExpertModel):
         pruner=None,
     ) -> None:
         super().__init__()
-        h0 = self._setup(
-            vocab_sizes, n_dense, domain_fields, embedding_dim, pruner, (expert_dims, tower_dims)
-        )
+        h0 = self._setup(fields, embedding_dim, pruner, (expert_dims, tower_dims))
         self.n_experts = check_count("model.n_experts", n_experts)
         self.experts = nn.ModuleList(self._expert(dropout) for _ in range(self.n_experts))
         self.gates = nn.ModuleList(nn.Linear(h0, self.n_experts) for _ in range(self.n_codes))
@@ -138,9 +132,7 @@ class PLEModel(_ExpertModel):
 
     def __init__(
         self,
-        vocab_sizes: list[int],
-        n_dense: int,
-        domain_fields: list[int],
+        fields: Fields,
         embedding_dim: int = 16,
         n_shared: int = 2,
         n_specific: int = 1,
@@ -150,9 +142,7 @@ class PLEModel(_ExpertModel):
         pruner=None,
     ) -> None:
         super().__init__()
-        h0 = self._setup(
-            vocab_sizes, n_dense, domain_fields, embedding_dim, pruner, (expert_dims, tower_dims)
-        )
+        h0 = self._setup(fields, embedding_dim, pruner, (expert_dims, tower_dims))
         self.n_shared = check_count("model.n_shared", n_shared)
         self.n_specific = check_count("model.n_specific", n_specific)
         self.shared = nn.ModuleList(self._expert(dropout) for _ in range(self.n_shared))

@@ -27,7 +27,8 @@ from torch import nn
 
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.base import ModelOutput, MultiDomainModel, constant_flops, reject_pruner
-from adasparse_lab.models.embedding import FieldEmbedding
+from adasparse_lab.models.blocks import check_dims
+from adasparse_lab.models.embedding import Fields
 from adasparse_lab.models.flops import Flops
 
 
@@ -48,9 +49,7 @@ class PEPNetModel(MultiDomainModel):
 
     def __init__(
         self,
-        vocab_sizes: list[int],
-        n_dense: int,
-        domain_fields: list[int],
+        fields: Fields,
         embedding_dim: int = 16,
         hidden_dims: tuple[int, ...] = (256, 128, 64),
         gate_hidden: int = 64,
@@ -60,26 +59,26 @@ class PEPNetModel(MultiDomainModel):
     ) -> None:
         super().__init__()
         reject_pruner("pepnet", pruner)
-        hidden_dims, context_fields = list(hidden_dims), list(context_fields)
-        if not hidden_dims or min(hidden_dims) < 1:
-            raise ConfigError(f"model.hidden_dims={hidden_dims} must be non-empty and positive")
+        hidden_dims = check_dims("model.hidden_dims", hidden_dims)
+        context_fields = list(context_fields)
         if gate_hidden < 1 or gate_scale <= 0 or embedding_dim < 1:
             raise ConfigError(
                 f"model.gate_hidden={gate_hidden}, model.gate_scale={gate_scale} and "
                 f"model.embedding_dim={embedding_dim} must be positive"
             )
-        bad = [i for i in context_fields if not 0 <= i < len(vocab_sizes)]
+        n_fields = len(fields.vocab_sizes)
+        bad = [i for i in context_fields if not 0 <= i < n_fields]
         if bad:
             raise ConfigError(
                 f"model.context_fields={context_fields}: {bad} outside the categorical field "
-                f"positions 0..{len(vocab_sizes) - 1}"
+                f"positions 0..{n_fields - 1}"
             )
-        self.embedding = FieldEmbedding(vocab_sizes, n_dense, list(domain_fields), embedding_dim)
+        h0 = self._embed(fields, embedding_dim)
         order = self.embedding.order.tolist()
-        ctx = list(dict.fromkeys([*domain_fields, *context_fields]))
+        ctx = list(dict.fromkeys([*fields.domain_fields, *context_fields]))
         slots = [order.index(i) * embedding_dim + j for i in ctx for j in range(embedding_dim)]
         self.register_buffer("ctx_index", torch.tensor(slots), persistent=False)
-        h0, d_e, d_c = self.embedding.output_dim(), self.embedding.domain_dim, len(slots)
+        d_e, d_c = self.embedding.domain_dim, len(slots)
         self.dims = [h0, *hidden_dims, 1]
         self.gate_hidden = gate_hidden
         self.epnet = GateNU(d_e + h0, gate_hidden, h0, gate_scale)

@@ -19,15 +19,13 @@ from adasparse_lab.models.base import (
     reject_pruner,
 )
 from adasparse_lab.models.blocks import MLP, Route, Tower, check_dims, mlp_flops, per_domain
-from adasparse_lab.models.embedding import FieldEmbedding
+from adasparse_lab.models.embedding import Fields
 
 
 class SharedBottomModel(MultiDomainModel):
     def __init__(
         self,
-        vocab_sizes: list[int],
-        n_dense: int,
-        domain_fields: list[int],
+        fields: Fields,
         embedding_dim: int = 16,
         bottom_dims: tuple[int, ...] = (256, 128),
         tower_dims: tuple[int, ...] = (64,),
@@ -38,9 +36,7 @@ class SharedBottomModel(MultiDomainModel):
         reject_pruner("shared_bottom", pruner)
         bottom = check_dims("model.bottom_dims", bottom_dims)
         tower = check_dims("model.tower_dims", tower_dims, allow_empty=True)
-        self.embedding = FieldEmbedding(vocab_sizes, n_dense, list(domain_fields), embedding_dim)
-        self.n_codes = vocab_sizes[domain_fields[0]]
-        h0 = self.embedding.output_dim()
+        h0 = self._embed(fields, embedding_dim)
         self.bottom = MLP([h0, *bottom], dropout=dropout)
         self.towers = nn.ModuleList(Tower(bottom[-1], tower, dropout) for _ in range(self.n_codes))
         self.dims = (h0, bottom, tower)

@@ -33,7 +33,8 @@ from adasparse_lab.models.base import (
     constant_flops,
     reject_pruner,
 )
-from adasparse_lab.models.embedding import FieldEmbedding
+from adasparse_lab.models.blocks import check_dims
+from adasparse_lab.models.embedding import FieldEmbedding, Fields
 from adasparse_lab.models.flops import Flops
 
 
@@ -130,9 +131,7 @@ class StarModel(MultiDomainModel):
 
     def __init__(
         self,
-        vocab_sizes: list[int],
-        n_dense: int,
-        domain_fields: list[int],
+        fields: Fields,
         embedding_dim: int = 16,
         hidden_dims: tuple[int, ...] = (256, 128, 64),
         aux_hidden_dims: tuple[int, ...] = (64,),
@@ -142,11 +141,8 @@ class StarModel(MultiDomainModel):
     ) -> None:
         super().__init__()
         reject_pruner("star", pruner)
-        hidden_dims, aux_hidden_dims = list(hidden_dims), list(aux_hidden_dims)
-        if not hidden_dims or min(hidden_dims) < 1:
-            raise ConfigError(f"model.hidden_dims={hidden_dims} must be non-empty and positive")
-        if aux_hidden_dims and min(aux_hidden_dims) < 1:
-            raise ConfigError(f"model.aux_hidden_dims={aux_hidden_dims} must be positive")
+        hidden_dims = check_dims("model.hidden_dims", hidden_dims)
+        aux_hidden_dims = check_dims("model.aux_hidden_dims", aux_hidden_dims, allow_empty=True)
         if embedding_dim < 1:
             raise ConfigError(f"model.embedding_dim={embedding_dim} must be >= 1")
         if not 0 < norm_momentum <= 1 or norm_eps <= 0:
@@ -154,9 +150,8 @@ class StarModel(MultiDomainModel):
                 f"model.norm_momentum={norm_momentum} must be in (0, 1] and "
                 f"model.norm_eps={norm_eps} positive"
             )
-        self.embedding = FieldEmbedding(vocab_sizes, n_dense, list(domain_fields), embedding_dim)
-        n_codes = vocab_sizes[domain_fields[0]]
-        h0 = self.embedding.output_dim()
+        h0 = self._embed(fields, embedding_dim)
+        n_codes = self.n_codes
         self.main_dims = [h0, *hidden_dims, 1]
         self.aux_dims = [h0, *aux_hidden_dims, 1]
         self.norm = PartitionedNorm(h0, n_codes, norm_momentum, norm_eps)

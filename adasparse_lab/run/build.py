@@ -5,7 +5,7 @@ the prepared data. Everything built takes typed arguments and is usable without 
 Expected config (conf/config.yaml)::
 
     data:      {source: {_target_...}, schema: {...}, min_freq, dense_log1p}
-    model:     {_target_: AdaSparseModel, vocab_sizes: ???, n_dense: ???, domain_fields: ???, ...}
+    model:     {_target_: AdaSparseModel, embedding_dim, ...}  (the fields come from the data)
     pruner:    {_target_: PrunerSpec, gate: {...}, ...}  |  {gate: null} for the dense model
     schedule:  {_target_: <BandSchedule>, r_min, r_max, ...}
     regularizer: {_target_: SparsityRegularizer, ...}
@@ -23,10 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 from adasparse_lab.config import instantiate
 from adasparse_lab.data import PreparedData
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.models import PrunerSpec, StaticPruning
+from adasparse_lab.models import Fields, PrunerSpec, StaticPruning
 from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE, MultiDomainModel
 from adasparse_lab.run.fit import TrainSettings
 from adasparse_lab.sparsity import BandSchedule, SparsityRegularizer
+
+# Keys of a model config that are not constructor arguments: its name, and the fields that
+# configs stored before models took a Fields object left to the data as ???.
+NOT_ARGS = ("name", "vocab_sizes", "n_dense", "domain_fields")
 
 
 @dataclass
@@ -53,6 +57,12 @@ def build_components(cfg: DictConfig) -> Components:
     )
 
 
+def data_fields(data: PreparedData) -> Fields:
+    """The field schema every model is built for: the prepared data's vocabularies, dense
+    features and domain-aware field positions."""
+    return Fields(data.vocab_sizes, len(data.schema.dense), data.domain_feature_index())
+
+
 def build_model(
     model_cfg: DictConfig,
     data: PreparedData,
@@ -61,22 +71,16 @@ def build_model(
 ) -> MultiDomainModel:
     """The model of ``model_cfg`` (any conf/model entry, models/base.py); ``flops_reference``:
     the hidden dims of the dense MLP whose FLOPs are the denominator of every FLOPs ratio."""
-    # The ??? sizes come from the data; the pruner object is passed after instantiation
-    # (OmegaConf cannot merge a dataclass holding a union of gate types).
+    # The fields (from the data) and the pruner object are passed after instantiation (OmegaConf
+    # would turn a dataclass into a config; it cannot merge one holding a union of gate types).
+    # Configs stored before the fields left conf/model still carry their ??? keys: dropped.
     reference = tuple(int(h) for h in flops_reference)
     if not reference or min(reference) < 1:
         raise ConfigError(f"flops_reference={list(reference)} must be non-empty and positive")
-    model_cfg = OmegaConf.masked_copy(model_cfg, [k for k in model_cfg if k != "name"])
-    factory = instantiate(
-        model_cfg,
-        "model",
-        vocab_sizes=data.vocab_sizes,
-        n_dense=len(data.schema.dense),
-        domain_fields=data.domain_feature_index(),
-        _partial_=True,
-    )
+    model_cfg = OmegaConf.masked_copy(model_cfg, [k for k in model_cfg if k not in NOT_ARGS])
+    factory = instantiate(model_cfg, "model", _partial_=True)
     try:
-        model = factory(pruner=pruner)
+        model = factory(data_fields(data), pruner=pruner)
     except TypeError as err:
         raise ConfigError(f"model: {err}") from None
     model.flops_reference = reference

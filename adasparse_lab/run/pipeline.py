@@ -2,7 +2,7 @@
 measure its serving cost. ``train_and_evaluate`` is the one function that takes ``cfg``::
 
     data:      {source: {_target_...}, schema: {...}, min_freq, dense_log1p}
-    model:     {_target_: AdaSparseModel, vocab_sizes: ???, n_dense: ???, domain_fields: ???, ...}
+    model:     {_target_: AdaSparseModel, embedding_dim, ...}  (the fields come from the data)
     pruner:    {_target_: PrunerSpec, gate: {...}, ...}  |  {gate: null} for the dense model
     schedule:  {_target_: <BandSchedule>, r_min, r_max, ...}
     regularizer: {_target_: SparsityRegularizer, ...}
@@ -23,7 +23,7 @@ from adasparse_lab.data.build import build_data
 from adasparse_lab.metrics import safe_name
 from adasparse_lab.models import AdaSparseModel
 from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE, MultiDomainModel
-from adasparse_lab.run.build import Components, build_components, build_model
+from adasparse_lab.run.build import Components, build_components, build_model, data_fields
 from adasparse_lab.run.evaluation import evaluate
 from adasparse_lab.run.fit import fit
 from adasparse_lab.run.latency import LatencySettings, measure_latency
@@ -64,9 +64,7 @@ def reference_model(model: MultiDomainModel, data: PreparedData) -> AdaSparseMod
     """The dense reference MLP of ``model`` (the FLOPs ratio's denominator, models/base.py):
     the same embedding, hidden dims ``model.reference_dims()``, no pruner. Latency's dense."""
     return AdaSparseModel(
-        data.vocab_sizes,
-        len(data.schema.dense),
-        data.domain_feature_index(),
+        data_fields(data),
         embedding_dim=model.embedding.embedding_dim,
         hidden_dims=model.reference_dims(),
     )
