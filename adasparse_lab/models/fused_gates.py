@@ -39,6 +39,21 @@ def _v_grad(g_y, h, g_other, d: torch.Tensor, beta: float) -> torch.Tensor | Non
     return torch.addcmul(base, g_y, h, value=beta).mul_(d)
 
 
+def _save(ctx, d: torch.Tensor, h: torch.Tensor, pi: torch.Tensor) -> None:
+    """Keep what the closed-form backward reads: the slope d, the masked h and the weights pi;
+    gradients that reach no output stay None (not zero tensors)."""
+    ctx.save_for_backward(d, h, pi)
+    ctx.set_materialize_grads(False)
+
+
+def _grads(ctx, g_y, g_other, beta: float) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(dL/dv, dL/dh = dL/dy * pi) from what ``_save`` kept; ``g_other`` the gradient that
+    reached keep (or pi) directly."""
+    d, h, pi = ctx.saved_tensors
+    g_h = g_y * pi if g_y is not None and ctx.needs_input_grad[1] else None
+    return _v_grad(g_y, h, g_other, d, beta), g_h
+
+
 class _FusionMask(torch.autograd.Function):
     """pi = beta sigma(alpha v) [beta sigma(alpha v) > eps]; keep = [pi > 0]."""
 
@@ -47,19 +62,16 @@ class _FusionMask(torch.autograd.Function):
         s, d = _sigmoid_and_slope(v, alpha)
         pi = F.threshold_(s.mul_(beta), eps, 0.0)  # beta*s where beta*s > eps, else 0
         keep = torch.sign(pi)  # eps > 0, so pi > 0 exactly where kept
-        ctx.save_for_backward(d, h, pi)
+        _save(ctx, d, h, pi)
         ctx.beta = beta
-        ctx.set_materialize_grads(False)
         return h * pi, keep, pi
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_y, g_keep, g_pi):
-        d, h, pi = ctx.saved_tensors
-        g_h = g_y * pi if g_y is not None and ctx.needs_input_grad[1] else None
         if g_pi is not None:  # the weights themselves reached the loss (not in training)
             g_keep = g_pi * ctx.beta if g_keep is None else torch.add(g_keep, g_pi, alpha=ctx.beta)
-        return _v_grad(g_y, h, g_keep, d, ctx.beta), g_h, None, None, None
+        return *_grads(ctx, g_y, g_keep, ctx.beta), None, None, None
 
 
 class _BinarizationMask(torch.autograd.Function):
@@ -69,16 +81,13 @@ class _BinarizationMask(torch.autograd.Function):
     def forward(ctx, v, h, alpha, eps: float):
         s, d = _sigmoid_and_slope(v, alpha)
         keep = F.threshold_(s, eps, 0.0).sign_()  # 1 where sigma > eps, else 0
-        ctx.save_for_backward(d, h, keep)
-        ctx.set_materialize_grads(False)
+        _save(ctx, d, h, keep)
         return h * keep, keep
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_y, g_keep):
-        d, h, keep = ctx.saved_tensors
-        g_h = g_y * keep if g_y is not None and ctx.needs_input_grad[1] else None
-        return _v_grad(g_y, h, g_keep, d, 1.0), g_h, None, None
+        return *_grads(ctx, g_y, g_keep, 1.0), None, None
 
 
 class _ScalingMask(torch.autograd.Function):
@@ -89,16 +98,13 @@ class _ScalingMask(torch.autograd.Function):
         s = torch.sigmoid(v)
         d = _sigmoid_backward(torch.full((), beta, dtype=s.dtype, device=s.device).expand_as(s), s)
         pi = s.mul_(beta)
-        ctx.save_for_backward(d, h, pi)
-        ctx.set_materialize_grads(False)
+        _save(ctx, d, h, pi)
         return h * pi, pi
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_y, g_pi):
-        d, h, pi = ctx.saved_tensors
-        g_h = g_y * pi if g_y is not None and ctx.needs_input_grad[1] else None
-        return _v_grad(g_y, h, g_pi, d, 1.0), g_h, None
+        return *_grads(ctx, g_y, g_pi, 1.0), None
 
 
 def fused_mask(
