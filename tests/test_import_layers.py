@@ -33,3 +33,25 @@ def test_no_function_in_the_package_is_over_60_lines():
                 if lines > 60:
                     long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} {lines}")
     assert long == []
+
+
+def test_no_import_cycle_between_modules_lazy_imports_included():
+    assert cycles(module_graph()) == []
+
+
+def test_a_cycle_through_a_lazy_import_is_found(tmp_path):
+    pkg = tmp_path / "adasparse_lab" / "models"
+    pkg.mkdir(parents=True)
+    (pkg / "a.py").write_text("from adasparse_lab.models.b import x\n")
+    (pkg / "b.py").write_text("def f():\n    from adasparse_lab.models import a\n")
+    (pkg / "c.py").write_text("from adasparse_lab.models.a import y\n")
+    graph = module_graph(tmp_path / "adasparse_lab")
+    assert graph["models.b"] == {"models.a"}
+    assert cycles(graph) == [["models.a", "models.b"]]
+
+
+def test_the_top_of_the_package_holds_entry_points_and_at_most_five_modules():
+    entry_points = {"train", "sweep", "services"}  # python -m adasparse_lab.<name>
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert entry_points <= top
+    assert len(top - entry_points) <= 5, sorted(top - entry_points)
