@@ -26,7 +26,7 @@ from adasparse_lab.bench.throughput import (
     paper_pruner,
 )
 from adasparse_lab.bench.workload import build_model, synthetic_data, with_train_rows
-from adasparse_lab.data.prepare import PreparedData
+from adasparse_lab.data.prepared import PreparedData
 from adasparse_lab.models.adasparse import PrunerSpec
 from adasparse_lab.models.gates import FusionGate
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from adasparse_lab.bench.workload import build_model, head, synthetic_data, with_train_rows
-from adasparse_lab.data.prepare import PreparedData, TensorSplit
+from adasparse_lab.data.prepared import PreparedData, TensorSplit
 from adasparse_lab.models.adasparse import AdaSparseModel, PrunerSpec
 from adasparse_lab.models.gates import FusionGate
 from adasparse_lab.run.fit import TrainSettings, fit

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from adasparse_lab.data.batches import iterate, split_to_device
-from adasparse_lab.data.prepare import PreparedData
+from adasparse_lab.data.prepared import PreparedData
 from adasparse_lab.metrics import EvalMetrics, evaluate_scores, safe_name
 from adasparse_lab.models.base import MultiDomainModel, reference_flops
 

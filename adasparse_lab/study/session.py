@@ -25,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 from adasparse_lab.data import PreparedData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.machine import cpu_model
-from adasparse_lab.metrics import auc
 from adasparse_lab.run.build import build_components
 from adasparse_lab.store.study_storage import open_storage, worker_alive, worker_id
 from adasparse_lab.store.tracking import Tracker, tag_experiment_kind
@@ -277,22 +276,15 @@ def fail_trial_run(tracker: Tracker, trial: optuna.trial.FrozenTrial) -> None:
 def domain_summary(data: PreparedData) -> list[dict]:
     """Per domain: train rows, train positive rate, and the oracle AUC on test (synthetic)."""
     rows = data.rows_per_domain("train")
-    train, test = data.splits["train"], data.splits["test"]
-    out = []
-    for k, name in enumerate(data.domain_names):
-        pos = float(train.label[train.domain == k].float().mean()) if rows[k] else None
-        oracle = None
-        sel = test.domain == k
-        if test.p_true is not None and int(sel.sum()):
-            oracle = auc(test.label[sel].numpy(), test.p_true[sel].numpy())
-            oracle = None if math.isnan(oracle) else oracle
-        out.append(
-            {
-                "domain": name,
-                "group": None if data.domain_groups is None else data.domain_groups.get(name),
-                "train_rows": int(rows[k]),
-                "pos_rate": pos,
-                "oracle_auc": oracle,
-            }
-        )
-    return out
+    pos = data.pos_rate_per_domain("train")
+    oracle = data.oracle_auc_per_domain("test")
+    return [
+        {
+            "domain": name,
+            "group": None if data.domain_groups is None else data.domain_groups.get(name),
+            "train_rows": int(rows[k]),
+            "pos_rate": None if math.isnan(pos[k]) else float(pos[k]),
+            "oracle_auc": oracle[k],
+        }
+        for k, name in enumerate(data.domain_names)
+    ]
