@@ -16,17 +16,20 @@ class AliExpressSource(FileSource):
     the domain is the country (``domain`` column, from the folder)."""
 
     layout = "one folder per country (MTReclib layout)"
+    # file names under root (data.source.pattern), by country (cc: its lower case) and split
+    default_pattern = "AliExpress_{country}/{split}.csv"
 
     def __init__(
         self,
         root: str,
         countries: Sequence[str],
-        pattern: str = "AliExpress_{country}/{split}.csv",
+        pattern: str | None = None,
         split: Split | None = None,
     ) -> None:
         if not countries:
             raise ConfigError("data.source.countries is empty: name at least one country")
-        self.countries, self.pattern = [str(c) for c in countries], pattern
+        self.countries = [str(c) for c in countries]
+        self.pattern = self.default_pattern if pattern is None else pattern
         super().__init__(root, self._files(), split or FileSplit())
 
     def _files(self) -> dict[str, str]:
@@ -67,15 +70,7 @@ class AliExpressRawSource(AliExpressSource):
     numerical_1..63, click, conversion), so data=aliexpress's schema applies."""
 
     layout = "the AliExpress release, one unzipped folder per country"
-
-    def __init__(
-        self,
-        root: str,
-        countries: Sequence[str],
-        pattern: str = "AliExpress_{country}/{cc}_{table}_{split}.csv",
-        split: Split | None = None,
-    ) -> None:
-        super().__init__(root, countries, pattern, split)
+    default_pattern = "AliExpress_{country}/{cc}_{table}_{split}.csv"
 
     def _files(self) -> dict[str, str]:
         """{file key: name under root} of every country's user and item tables, train and test."""
