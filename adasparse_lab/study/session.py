@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import platform
 import time
 import warnings
 from collections.abc import Callable
@@ -22,9 +21,9 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
+from adasparse_lab import machine
 from adasparse_lab.data import PreparedData
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.machine import cpu_model
 from adasparse_lab.run.build import build_components
 from adasparse_lab.store.study_storage import open_storage, worker_alive, worker_id
 from adasparse_lab.store.tracking import Tracker, tag_experiment_kind
@@ -62,21 +61,14 @@ class StudyContext:
 
 
 def machine_info() -> dict[str, str]:
-    import mlflow
-    import plotly
-    import polars
+    """The study's ``machine`` attribute: the machine (adasparse_lab.machine), torch's threads
+    and the versions of the libraries that shape the numbers."""
     import torch
 
     return {
-        "cpu": cpu_model(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+        **machine.describe(),
         "threads": str(torch.get_num_threads()),
-        "torch": torch.__version__,
-        "optuna": optuna.__version__,
-        "mlflow": mlflow.__version__,
-        "polars": polars.__version__,
-        "plotly": plotly.__version__,
+        **machine.versions("torch", "optuna", "mlflow", "polars", "plotly"),
     }
 
 
