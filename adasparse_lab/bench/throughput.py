@@ -205,7 +205,18 @@ def run_train_bench(
     data = synthetic_data(max(cfg.rows, cfg.loader_rows, cfg.warmup_rows), cfg.seed)
     timed = with_train_rows(data, cfg.rows)
     warm = with_train_rows(data, cfg.warmup_rows)
-    runners = variant_runners(cfg, make_model)
+    return run_interleaved(cfg, variant_runners(cfg, make_model), warm, timed, "samples")
+
+
+def run_interleaved(
+    cfg: TrainBenchConfig,
+    runners: dict[str, Callable[[PreparedData], Timing]],
+    warm: PreparedData,
+    timed: PreparedData,
+    unit: str,
+) -> TrainBenchResult:
+    """Each runner warmed up once on ``warm``, then ``cfg.repeats`` passes over ``timed``, the
+    runners interleaved within a pass (a busy machine slows them all alike)."""
     for name, run in runners.items():
         log.info("warm-up %s", name)
         run(warm)
@@ -214,5 +225,5 @@ def run_train_bench(
         for name, run in runners.items():
             timing = run(timed)
             result.timings[name].append(timing)
-            log.info("repeat %d %s: %.0f samples/s", r + 1, name, timing.samples_per_s)
+            log.info("repeat %d %s: %.0f %s/s", r + 1, name, timing.samples_per_s, unit)
     return result
