@@ -5,7 +5,9 @@ read ``study=a,b`` as a sweep over two values."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import NoReturn
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
@@ -36,6 +38,31 @@ def parse_args(
         if not args.get(key):
             raise ConfigError(f"{key}=... is required\n{usage(command, keys, required)}")
     return args
+
+
+def run_command(
+    argv: Sequence[str] | None,
+    command: str,
+    keys: Mapping[str, str],
+    run: Callable[[dict[str, str]], int],
+) -> int:
+    """A ``key=value`` command's main: ``argv`` (``sys.argv[1:]`` when None) parsed, then
+    ``run(args)``; a bad command line is printed as ``error: ...`` with exit status 2."""
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv, command, keys)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return run(args)
+
+
+def exit_with(main: Callable[[], int]) -> NoReturn:
+    """``python -m``: exit with ``main()``'s status; a ConfigError it raises (a study not
+    found, ...) ends the process with ``error: <message>``."""
+    try:
+        sys.exit(main())
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
 
 
 def instantiate(node: DictConfig, key: str, **kwargs):

@@ -7,6 +7,7 @@ bare ``python3`` before any venv exists.
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 from pathlib import Path
@@ -32,9 +33,21 @@ def usable_cpus() -> int:
     return os.cpu_count() or 0
 
 
+def describe() -> dict[str, str]:
+    """The CPU model, the platform and the Python version."""
+    return {
+        "cpu": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def versions(*packages: str) -> dict[str, str]:
+    """{package: its ``__version__``}, each imported on demand."""
+    return {name: importlib.import_module(name).__version__ for name in packages}
+
+
 def summary() -> str:
     """One line: CPU model, usable CPUs, platform, Python version."""
-    return (
-        f"{cpu_model()}, {usable_cpus()} usable CPUs, {platform.platform()}, "
-        f"Python {platform.python_version()}"
-    )
+    m = describe()
+    return f"{m['cpu']}, {usable_cpus()} usable CPUs, {m['platform']}, Python {m['python']}"

@@ -54,6 +54,19 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float("nan") if value is None else float(value)
 
 
+def domain_auc(labels: np.ndarray, scores: np.ndarray, domain: np.ndarray) -> dict[int, float]:
+    """{domain code: AUC of its rows}, for the domains whose rows hold both classes."""
+    frame = pl.DataFrame(
+        {
+            "label": np.asarray(labels, dtype=np.float64),
+            "score": np.asarray(scores, dtype=np.float64),
+            "domain": np.asarray(domain, dtype=np.int64),
+        }
+    )
+    per_domain = _grouped_auc(frame, "score", "domain").drop_nulls("auc")
+    return dict(zip(per_domain["domain"].to_list(), per_domain["auc"].to_list()))
+
+
 @dataclass
 class DomainMetrics:
     name: str

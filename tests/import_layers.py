@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "adasparse_lab"
 # Lowest first. Building blocks, then one run, then storage and what reads it back, then what
 # orchestrates, serves or measures runs, then the commands.
 LAYERS: list[set[str]] = [
-    {"errors", "metrics", "machine"},
+    {"errors", "metrics", "machine", "methods"},
     {"config", "sparsity"},
     {"data", "models"},
     {"run", "store"},

@@ -18,7 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from adasparse_lab.data.build import build_data
-from adasparse_lab.data.prepare import PreparedData, prepare
+from adasparse_lab.data.prepare import prepare
+from adasparse_lab.data.prepared import PreparedData
 from adasparse_lab.data.schema import Schema
 from adasparse_lab.data.sources import RandomSplit, TabularSource, TimeSplit
 from adasparse_lab.errors import ConfigError, DataError

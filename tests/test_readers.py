@@ -1,4 +1,4 @@
-"""The release readers (adasparse_lab/data/readers.py) on fixtures in each release's raw layout:
+"""The release readers (adasparse_lab/data/readers/) on fixtures in each release's raw layout:
 row counts, domains, labels and joined values checked against the files parsed by hand."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 from adasparse_lab.config import instantiate
 from adasparse_lab.data.__main__ import main as data_main
 from adasparse_lab.data.build import build_data
-from adasparse_lab.data.readers import SOURCE_SPLIT, MovieLens1MSource
+from adasparse_lab.data.readers.movielens import MovieLens1MSource
+from adasparse_lab.data.sources import SOURCE_SPLIT
 from adasparse_lab.errors import DataError
 from tests.conftest import FIXTURES, compose_config
 
@@ -442,7 +443,7 @@ def test_a_reader_on_mmap_never_collects_the_whole_table(tmp_path, monkeypatch):
 
 
 def test_file_split_streamed_in_chunks_equals_the_split_at_once(tmp_path):
-    from adasparse_lab.data.readers import FileSplit
+    from adasparse_lab.data.readers.base import FileSplit
     from adasparse_lab.data.stream import spool_chunks
 
     n = 1000

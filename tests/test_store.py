@@ -380,7 +380,8 @@ def test_a_store_is_not_reused_across_preparation_routes(tmp_path):
 
 
 def test_a_reader_version_is_part_of_the_key(tmp_path, monkeypatch):
-    from adasparse_lab.data.readers import FileSource, SplitFilesSource
+    from adasparse_lab.data.readers.base import FileSource
+    from adasparse_lab.data.readers.processed import SplitFilesSource
 
     root = ROOT / "tests" / "fixtures" / "taobao_fuxictr"
     files = {"train": "train_sample.csv", "val": "valid_sample.csv", "test": "test_sample.csv"}

@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -125,13 +126,18 @@ def _add_prep_study_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study-trials", type=int, default=4, help="trials of the overhead section")
 
 
+def _add_only_flag(p: argparse.ArgumentParser, flag: str, named: Sequence, help: str) -> None:
+    """A repeatable ``flag`` that picks entries of ``named`` ((name, ...) pairs) by name."""
+    p.add_argument(flag, action="append", choices=[name for name, _ in named], help=help)
+
+
 def _add_method_model_flags(p: argparse.ArgumentParser) -> None:
     m = MethodsBenchConfig()
-    p.add_argument(
+    _add_only_flag(
+        p,
         "--method",
-        action="append",
-        choices=[name for name, _ in METHODS],
-        help="methods section: run only this method (repeatable; dense always runs)",
+        METHODS,
+        "methods section: run only this method (repeatable; dense always runs)",
     )
     p.add_argument(
         "--method-rows", type=positive_int, default=m.rows, help="training rows per pass"
@@ -144,12 +150,7 @@ def _add_method_model_flags(p: argparse.ArgumentParser) -> None:
         default=list(m.serve_batch_sizes),
         help="serving batch sizes of the methods section (the largest gives the latency ratio)",
     )
-    p.add_argument(
-        "--model",
-        action="append",
-        choices=[name for name, _ in MODELS],
-        help="models section: run only this model (repeatable)",
-    )
+    _add_only_flag(p, "--model", MODELS, "models section: run only this model (repeatable)")
     p.add_argument(
         "--model-rows", type=positive_int, default=65536, help="models section: rows per pass"
     )

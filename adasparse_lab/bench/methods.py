@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from adasparse_lab.bench.serving import analytic_flops_ratio
 from adasparse_lab.bench.workload import synthetic_data, with_train_rows
-from adasparse_lab.data.prepare import PreparedData
+from adasparse_lab.data.prepared import PreparedData
 from adasparse_lab.run.build import build_components, build_model
 from adasparse_lab.run.evaluation import evaluate
 from adasparse_lab.run.fit import fit

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 from dataclasses import asdict, dataclass
 
 import torch
 
+from adasparse_lab import machine
 from adasparse_lab.bench.preparation import PrepBenchResult
 from adasparse_lab.bench.serving import ServeBenchResult
 from adasparse_lab.bench.throughput import TrainBenchResult
 from adasparse_lab.bench.workload import EMBEDDING_DIM, HIDDEN_DIMS
-from adasparse_lab.machine import cpu_model, usable_cpus
 
 FIT_OVER_BARE_TARGET = 0.8
 GB = 1024**3
@@ -31,12 +30,13 @@ class Machine:
 
 
 def describe_machine() -> Machine:
+    m = machine.describe()
     return Machine(
-        cpu=cpu_model(),
+        cpu=m["cpu"],
         logical_cpus=os.cpu_count() or 0,
-        usable_cpus=usable_cpus(),
-        platform=platform.platform(),
-        python=platform.python_version(),
+        usable_cpus=machine.usable_cpus(),
+        platform=m["platform"],
+        python=m["python"],
         torch=torch.__version__,
         torch_threads=torch.get_num_threads(),
     )

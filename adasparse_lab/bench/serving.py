@@ -24,7 +24,7 @@ from functools import partial
 import torch
 
 from adasparse_lab.bench.workload import build_model, synthetic_data
-from adasparse_lab.data.prepare import PreparedData
+from adasparse_lab.data.prepared import PreparedData
 from adasparse_lab.models import AdaSparseModel, PrunerSpec
 from adasparse_lab.models.base import reference_flops
 from adasparse_lab.models.compact import CompactModel, compact_model

@@ -12,7 +12,6 @@ and as the median of same-repeat pairs.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,13 +23,12 @@ from adasparse_lab.bench.throughput import (
     TrainBenchResult,
     fit_epoch,
     paper_pruner,
+    run_interleaved,
 )
 from adasparse_lab.bench.workload import build_model, synthetic_data, with_train_rows
-from adasparse_lab.data.prepare import PreparedData
+from adasparse_lab.data.prepared import PreparedData
 from adasparse_lab.models.gates import FusionGate
 from adasparse_lab.models.pruner_spec import PrunerSpec
-
-log = logging.getLogger(__name__)
 
 STEP_TARGET = 1.3  # paper form: fast / reference rows/s through fit
 LABELS = {
@@ -89,17 +87,7 @@ def run_step_bench(cfg: StepBenchConfig) -> TrainBenchResult:
     """Warm up every variant once, then run them interleaved ``cfg.repeats`` times."""
     data = synthetic_data(max(cfg.rows, cfg.warmup_rows), cfg.seed)
     timed, warm = with_train_rows(data, cfg.rows), with_train_rows(data, cfg.warmup_rows)
-    runners = step_runners(cfg)
-    for name, run in runners.items():
-        log.info("warm-up %s", name)
-        run(warm)
-    result = TrainBenchResult(cfg.as_train(), {name: [] for name in runners})
-    for r in range(cfg.repeats):
-        for name, run in runners.items():
-            timing = run(timed)
-            result.timings[name].append(timing)
-            log.info("repeat %d %s: %.0f rows/s", r + 1, name, timing.samples_per_s)
-    return result
+    return run_interleaved(cfg.as_train(), step_runners(cfg), warm, timed, "rows")
 
 
 def step_ratios(t: TrainBenchResult) -> dict[str, float]:

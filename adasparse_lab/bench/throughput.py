@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from adasparse_lab.bench.workload import build_model, head, synthetic_data, with_train_rows
-from adasparse_lab.data.prepare import PreparedData, TensorSplit
+from adasparse_lab.data.prepared import PreparedData, TensorSplit
 from adasparse_lab.models import AdaSparseModel, PrunerSpec
 from adasparse_lab.models.gates import FusionGate
 from adasparse_lab.run.fit import TrainSettings, fit
@@ -205,7 +205,18 @@ def run_train_bench(
     data = synthetic_data(max(cfg.rows, cfg.loader_rows, cfg.warmup_rows), cfg.seed)
     timed = with_train_rows(data, cfg.rows)
     warm = with_train_rows(data, cfg.warmup_rows)
-    runners = variant_runners(cfg, make_model)
+    return run_interleaved(cfg, variant_runners(cfg, make_model), warm, timed, "samples")
+
+
+def run_interleaved(
+    cfg: TrainBenchConfig,
+    runners: dict[str, Callable[[PreparedData], Timing]],
+    warm: PreparedData,
+    timed: PreparedData,
+    unit: str,
+) -> TrainBenchResult:
+    """Each runner warmed up once on ``warm``, then ``cfg.repeats`` passes over ``timed``, the
+    runners interleaved within a pass (a busy machine slows them all alike)."""
     for name, run in runners.items():
         log.info("warm-up %s", name)
         run(warm)
@@ -214,5 +225,5 @@ def run_train_bench(
         for name, run in runners.items():
             timing = run(timed)
             result.timings[name].append(timing)
-            log.info("repeat %d %s: %.0f samples/s", r + 1, name, timing.samples_per_s)
+            log.info("repeat %d %s: %.0f %s/s", r + 1, name, timing.samples_per_s, unit)
     return result

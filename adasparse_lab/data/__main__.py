@@ -19,7 +19,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from adasparse_lab.data.prepare import PreparedData
+from adasparse_lab.data.prepared import PreparedData
 from adasparse_lab.data.sources import SPLITS
 from adasparse_lab.errors import ConfigError, DataError
 

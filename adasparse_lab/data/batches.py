@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from adasparse_lab.data.prepare import TensorSplit
+from adasparse_lab.data.prepared import TensorSplit
 
 # Blocks read together and shuffled row by row (block shuffle of memory-mapped splits).
 WINDOW_BLOCKS = 8

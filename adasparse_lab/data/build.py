@@ -8,7 +8,8 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab.config import instantiate
-from adasparse_lab.data.prepare import MAX_VOCAB, PreparedData, prepare
+from adasparse_lab.data.prepare import MAX_VOCAB, prepare
+from adasparse_lab.data.prepared import PreparedData
 from adasparse_lab.data.schema import Schema
 from adasparse_lab.errors import ConfigError
 

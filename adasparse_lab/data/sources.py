@@ -33,14 +33,16 @@ class RawData:
     origins: dict[str, str] | None = None  # where each split came from, for error messages
 
 
+def _check_fractions(val: float, test: float) -> None:
+    if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
+        raise ConfigError(f"data.split: val={val} and test={test} must be in (0,1) with sum < 1")
+
+
 class RandomSplit:
     """Seeded random split of one table into train/val/test fractions."""
 
     def __init__(self, val: float = 0.1, test: float = 0.1, seed: int = 0) -> None:
-        if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
-            raise ConfigError(
-                f"data.split: val={val} and test={test} must be in (0,1) with sum < 1"
-            )
+        _check_fractions(val, test)
         self.val, self.test, self.seed = val, test, seed
 
     def describe(self) -> dict:
@@ -74,10 +76,7 @@ class TimeSplit:
     """Split by a time column: the latest rows are test, the ones before them val."""
 
     def __init__(self, column: str, val: float = 0.1, test: float = 0.1) -> None:
-        if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
-            raise ConfigError(
-                f"data.split: val={val} and test={test} must be in (0,1) with sum < 1"
-            )
+        _check_fractions(val, test)
         self.column, self.val, self.test = column, val, test
 
     def describe(self) -> dict:

@@ -117,6 +117,31 @@ def _effect(rng: np.random.Generator, spec: SyntheticSpec, size: tuple[int, ...]
     )
 
 
+def _rows(
+    rng, logit, domain, user, item, category, age, gender, hour, device, log_price, activity
+) -> pl.DataFrame:
+    """The generator's columns (``SCHEMA`` plus ``p_true``) from the rows' features, domain
+    names and logit; the click is drawn from ``rng`` last, after everything else."""
+    p_true = 1.0 / (1.0 + np.exp(-logit))
+    click = (rng.random(len(p_true)) < p_true).astype(np.int8)
+    return pl.DataFrame(
+        {
+            "click": click,
+            "domain": domain,
+            "user_id": user,
+            "item_id": item,
+            "item_category": category,
+            "user_age": age,
+            "user_gender": gender,
+            "hour": hour,
+            "device": device,
+            "price": np.exp(log_price).astype(np.float32),
+            "user_activity": activity,
+            "p_true": p_true.astype(np.float64),
+        }
+    )
+
+
 def generate(spec: SyntheticSpec) -> pl.DataFrame:
     """Draw ``spec.n_rows`` rows; columns follow ``SCHEMA`` plus ``p_true``. With
     ``spec.chunk_rows`` the chunks of ``generate_chunks`` concatenated."""
@@ -158,24 +183,9 @@ def generate(spec: SyntheticSpec) -> pl.DataFrame:
     logit += price_slope[group] * (log_price - 3.0)
     logit += 0.15 * np.log1p(activity)
 
-    p_true = 1.0 / (1.0 + np.exp(-logit))
-    click = (rng.random(n) < p_true).astype(np.int8)
-    names = np.array(spec.domain_names())
-    return pl.DataFrame(
-        {
-            "click": click,
-            "domain": names[domain],
-            "user_id": user,
-            "item_id": item,
-            "item_category": category,
-            "user_age": age,
-            "user_gender": gender,
-            "hour": hour,
-            "device": device,
-            "price": np.exp(log_price).astype(np.float32),
-            "user_activity": activity,
-            "p_true": p_true.astype(np.float64),
-        }
+    names = np.array(spec.domain_names())[domain]
+    return _rows(
+        rng, logit, names, user, item, category, age, gender, hour, device, log_price, activity
     )
 
 
@@ -235,26 +245,12 @@ def _chunk(spec: SyntheticSpec, t: dict, rng: np.random.Generator, n: int) -> pl
     for values, (shared, per_group, per_domain) in zip((hour, device, gender), t["fields"]):
         logit += 0.3 * (shared[values] + per_group[group, values] + per_domain[domain, values])
     logit += t["price_slope"][group] * (log_price - 3.0) + 0.15 * np.log1p(activity)
-    p_true = 1.0 / (1.0 + np.exp(-logit))
-    click = (rng.random(n) < p_true).astype(np.int8)
-    return pl.DataFrame(
-        {
-            "click": click,
-            # names looked up by polars: a numpy array of str would cost ~0.5 s a million rows
-            "domain": pl.Series(domain).replace_strict(
-                list(range(K)), spec.domain_names(), return_dtype=pl.String
-            ),
-            "user_id": user,
-            "item_id": item,
-            "item_category": category,
-            "user_age": age,
-            "user_gender": gender,
-            "hour": hour,
-            "device": device,
-            "price": np.exp(log_price).astype(np.float32),
-            "user_activity": activity,
-            "p_true": p_true.astype(np.float64),
-        }
+    # names looked up by polars: a numpy array of str would cost ~0.5 s a million rows
+    names = pl.Series(domain).replace_strict(
+        list(range(K)), spec.domain_names(), return_dtype=pl.String
+    )
+    return _rows(
+        rng, logit, names, user, item, category, age, gender, hour, device, log_price, activity
     )
 
 

@@ -64,7 +64,7 @@ class Export:
 @torch.no_grad()
 def model_logits(model: AdaSparseModel, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """[N] logits of the trained (masked) model in eval mode, in batches."""
-    from adasparse_lab.data.prepare import TensorSplit
+    from adasparse_lab.data.prepared import TensorSplit
 
     n = cat.shape[0]
     rows = TensorSplit(cat, dense, torch.zeros(n), torch.zeros(n, dtype=torch.long))

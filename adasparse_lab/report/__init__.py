@@ -7,5 +7,6 @@
 The tables and every number come from adasparse_lab.results (a stored study read back:
 collect; derived tables: results.tables). Modules here: figures / domain_figures / structure
 / diagnostics (tables -> Plotly figures), sections (the sections, claims included), html
-with page.html.j2 / parts.html.j2 (the page), build (the entry point).
+with page.html.j2 / parts.html.j2 (the page), build (the entry point); markdown (the claims
+as the Markdown tables study.claims prints).
 """

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from adasparse_lab.data.batches import iterate, split_to_device
-from adasparse_lab.data.prepare import PreparedData
+from adasparse_lab.data.prepared import PreparedData
 from adasparse_lab.metrics import EvalMetrics, evaluate_scores, safe_name
 from adasparse_lab.models.base import MultiDomainModel, reference_flops
 
@@ -121,17 +121,11 @@ class Evaluation:
         return out
 
 
-@torch.no_grad()
-def evaluate(
-    model: MultiDomainModel,
-    data: PreparedData,
-    split: str,
-    batch_size: int = 8192,
-    device: torch.device | None = None,
-) -> Evaluation:
-    """Metrics, sparsity and per-domain FLOPs (``model.flops``) of ``split``; the FLOPs ratio
-    divides by the dense reference MLP with hidden dims ``model.flops_reference``."""
-    device = device or next(model.parameters()).device
+def _forward_split(
+    model: MultiDomainModel, data: PreparedData, split: str, batch_size: int, device: torch.device
+) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
+    """One pass over ``split`` in eval mode: the logits, per masked position the keep
+    indicators summed per domain [K, H], and per row each FLOPs part (matmul, bias, pruner)."""
     tensors = split_to_device(data.splits[split], device)
     was_training = model.training
     model.eval()
@@ -154,30 +148,51 @@ def evaluate(
         for acc, k in zip(keep_sum, out.keep):
             acc.index_add_(0, dom, k.double().cpu())
     model.train(was_training)
+    return torch.cat(logits), keep_sum, {name: torch.cat(p) for name, p in flops_parts.items()}
 
+
+def _flops_report(
+    model: MultiDomainModel, domain: np.ndarray, rows: np.ndarray, parts: dict[str, torch.Tensor]
+) -> FlopsReport:
+    """Per domain the mean of each FLOPs part and their sum; the split's mean FLOPs a row."""
+    breakdown = {}
+    for name, part in parts.items():
+        summed = np.bincount(domain, weights=part.numpy(), minlength=len(rows))
+        breakdown[name] = summed / np.maximum(rows, 1.0)
+    total_rows = sum(part.numpy() for part in parts.values())
+    return FlopsReport(
+        dense=reference_flops(model.embedding.output_dim(), model.reference_dims()),
+        per_domain=sum(breakdown.values()),
+        overall=float(np.mean(total_rows)),
+        breakdown=breakdown,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultiDomainModel,
+    data: PreparedData,
+    split: str,
+    batch_size: int = 8192,
+    device: torch.device | None = None,
+) -> Evaluation:
+    """Metrics, sparsity and per-domain FLOPs (``model.flops``) of ``split``; the FLOPs ratio
+    divides by the dense reference MLP with hidden dims ``model.flops_reference``."""
+    device = device or next(model.parameters()).device
+    logits, keep_sum, flops_parts = _forward_split(model, data, split, batch_size, device)
     split_data = data.splits[split]  # may live on the device (fit moves val there once)
     domain = split_data.domain.cpu().long().numpy()  # a memory-mapped store keeps int16
-    rows = np.bincount(domain, minlength=K).astype(np.float64)
+    rows = np.bincount(domain, minlength=data.n_domains).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):  # a domain absent from the split: NaN
         keep_prob = [acc.numpy() / rows[:, None] for acc in keep_sum]
-    breakdown = {}
-    for name, parts in flops_parts.items():
-        per_row = torch.cat(parts).numpy()
-        breakdown[name] = np.bincount(domain, weights=per_row, minlength=K) / np.maximum(rows, 1.0)
-    total_rows = sum(torch.cat(p).numpy() for p in flops_parts.values())
     metrics = evaluate_scores(
         label=split_data.label.cpu().float().numpy(),  # int8 in a memory-mapped store
-        logit=torch.cat(logits).numpy(),
+        logit=logits.numpy(),
         domain=domain,
         domain_names=data.domain_names,
         user=split_data.user.cpu().numpy() if split_data.user is not None else None,
         p_true=split_data.p_true.cpu().numpy() if split_data.p_true is not None else None,
         split=split,
     )
-    flops = FlopsReport(
-        dense=reference_flops(model.embedding.output_dim(), model.reference_dims()),
-        per_domain=sum(breakdown.values()),
-        overall=float(np.mean(total_rows)),
-        breakdown=breakdown,
-    )
+    flops = _flops_report(model, domain, rows, flops_parts)
     return Evaluation(metrics, SparsityReport(list(model.positions), keep_prob, rows), flops)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from adasparse_lab.data.batches import Batch, iterate, n_batches, split_to_device
-from adasparse_lab.data.prepare import PreparedData, TensorSplit
+from adasparse_lab.data.prepared import PreparedData, TensorSplit
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.base import MultiDomainModel
 from adasparse_lab.run.evaluation import Evaluation, evaluate

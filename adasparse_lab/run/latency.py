@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from adasparse_lab.data.prepare import PreparedData
+from adasparse_lab.data.prepared import PreparedData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.metrics import safe_name
 from adasparse_lab.models.base import Logits

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from adasparse_lab.methods import method_of
+
 
 def pruner_form(pruner_cfg: DictConfig) -> str:
     """'fusion', 'binarization', 'scaling' (the gate class without 'Gate'), a pruning rival's
@@ -42,12 +44,4 @@ def method_name(pruner_cfg: DictConfig, model_cfg: DictConfig | None = None) -> 
 def _pruner_method(pruner_cfg: DictConfig) -> str:
     if pruner_cfg.get("method"):
         return str(pruner_cfg.method)
-    form = pruner_form(pruner_cfg)
-    if form == "none":
-        return "dense"
-    name = f"adasparse-{form}"
-    if pruner_cfg.get("inputs") == "domain":
-        name += "-domain"
-    if pruner_cfg.get("rank"):
-        name += f"-r{pruner_cfg.rank}"
-    return name
+    return method_of(pruner_form(pruner_cfg), pruner_cfg.get("inputs"), pruner_cfg.get("rank"))

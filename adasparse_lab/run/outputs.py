@@ -31,14 +31,6 @@ class RunResult:
     data: PreparedData
 
 
-def _train_pos_rate(data: PreparedData) -> np.ndarray:
-    """[K] positive rate of each domain's training rows (NaN for a domain without any)."""
-    train = data.splits["train"]
-    rows = np.bincount(train.domain.numpy(), minlength=data.n_domains)
-    pos = np.bincount(train.domain.numpy(), weights=train.label.numpy(), minlength=data.n_domains)
-    return np.divide(pos, rows, out=np.full(data.n_domains, np.nan), where=rows > 0)
-
-
 def domain_table(
     data: PreparedData, val: Evaluation, test: Evaluation, params: list[int] | None = None
 ) -> pl.DataFrame:
@@ -46,7 +38,7 @@ def domain_table(
     count and rate names its split (train_rows, train_pos_rate, test_rows, test_pos_rate);
     ``params``: per domain, the parameters of its served network (embedding table excluded)."""
     train_rows = data.rows_per_domain("train")
-    train_pos = _train_pos_rate(data)
+    train_pos = data.pos_rate_per_domain("train")
     rows = []
     val_by_name = {d.name: d for d in val.metrics.domains}
     test_by_name = {d.name: d for d in test.metrics.domains}

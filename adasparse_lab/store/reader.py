@@ -17,6 +17,7 @@ import pandas as pd
 import polars as pl
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.methods import method_of
 from adasparse_lab.store.layout import STORAGE_FILES, storage_string, stored_file
 
 log = logging.getLogger(__name__)
@@ -109,19 +110,10 @@ def objectives(study: optuna.Study) -> list[dict[str, str]]:
     return [{"name": n, "direction": d} for n, d in zip(names, directions)]
 
 
-RIVALS = ("magnitude", "domain_magnitude", "random")
-
-
 def legacy_method(form: str | None, inputs: str | None = None) -> str | None:
     """The method name (run.naming.method_name) of a study stored before trials recorded it,
     from its pruner form and inputs: 'dense', a rival's name or 'adasparse-<form>[-domain]'."""
-    if form is None:
-        return None
-    if form == "none":
-        return "dense"
-    if form in RIVALS:
-        return form
-    return f"adasparse-{form}" + ("-domain" if inputs == "domain" else "")
+    return None if form is None else method_of(form, inputs)
 
 
 def trial_method(t: optuna.trial.FrozenTrial) -> str | None:

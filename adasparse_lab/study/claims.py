@@ -3,22 +3,18 @@
     python -m adasparse_lab.study.claims study=paper [studies=studies]
 
 The same numbers as the report's section "The paper's claims against this run"
-(results/claims.py measures them from storage: Optuna trials, their MLflow runs and artifacts).
+(results/claims.py measures them from storage: Optuna trials, their MLflow runs and artifacts;
+report/markdown.py writes the tables).
 """
 
 from __future__ import annotations
 
-import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import polars as pl
-
-from adasparse_lab.config import parse_args
-from adasparse_lab.errors import ConfigError
-from adasparse_lab.results.claims import ClaimResult, study_claims
-from adasparse_lab.results.collect import ReportData, collect
+from adasparse_lab.config import exit_with, run_command
+from adasparse_lab.report.markdown import claims_text
+from adasparse_lab.results.collect import collect
 
 COMMAND = "adasparse_lab.study.claims"
 KEYS = {
@@ -27,61 +23,14 @@ KEYS = {
 }
 
 
-def effect_text(r: ClaimResult) -> str:
-    if not r.per_seed:
-        return "-"
-    sd = "" if math.isnan(r.sd) else f" ± {r.sd:.4f}"
-    return f"{r.mean:+.4f}{sd} (n={len(r.per_seed)})"
-
-
-def format_claims(results: list[ClaimResult], summary: pl.DataFrame) -> str:
-    """The claims and the arms as Markdown tables (the README quotes them)."""
-    lines = [
-        "| the paper reports | measured here | effect, mean ± sd over seeds | verdict |",
-        "|---|---|---|---|",
-    ]
-    for r in results:
-        what = r.spec.text + (f" ({r.note})" if r.note else "")
-        lines.append(f"| {r.spec.source} | {what} | {effect_text(r)} | {r.verdict} |")
-    lines += [
-        "",
-        "| arm | method | seeds | test AUC (mean ± sd) | FLOPs ratio | sparsity |",
-        "|---|---|---|---|---|---|",
-    ]
-    for a in summary.iter_rows(named=True):
-        sd = "" if a["test_auc_sd"] is None else f" ± {a['test_auc_sd']:.4f}"
-        flops = "-" if a["flops_ratio"] is None else f"{a['flops_ratio']:.3f}"
-        sparsity = "-" if a["sparsity"] is None else f"{a['sparsity']:.3f}"
-        lines.append(
-            f"| {a['arm']} | {a['method']} | {a['seeds']} | {a['test_auc']:.4f}{sd} | {flops} | {sparsity} |"
-        )
-    return "\n".join(lines)
-
-
-def claims_text(data: ReportData) -> str:
-    """Every study's claims and arms as Markdown tables (what the command prints)."""
-    found = [(info.name, study_claims(data, info)) for info in data.studies]
-    return "\n\n".join(
-        f"{name}: no study.claims in its config"
-        if claims is None
-        else f"## {name}: the paper's claims against this run\n\n{format_claims(*claims)}"
-        for name, claims in found
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv, COMMAND, KEYS)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    data = collect([args["study"]], None, Path(args.get("studies", "studies")))
-    print(claims_text(data))
+def _print_claims(args: dict[str, str]) -> int:
+    print(claims_text(collect([args["study"]], None, Path(args.get("studies", "studies")))))
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(argv, COMMAND, KEYS, _print_claims)
+
+
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
+    exit_with(main)

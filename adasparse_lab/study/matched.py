@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from optuna.trial import TrialState
 
-from adasparse_lab.config import parse_args
+from adasparse_lab.config import exit_with, run_command
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.results.collect import StudyInfo, collect
 from adasparse_lab.results.runs import RUN_METRICS
@@ -182,12 +182,7 @@ KEYS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv, COMMAND, KEYS)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def _print_matched(args: dict[str, str]) -> int:
     # A missing study is a ConfigError naming the studies that exist (results.storage).
     folder = Path(args.get("studies", "studies"))
     info = collect([args["study"]], None, folder, max_structure_trials=0).studies[0]
@@ -203,8 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(argv, COMMAND, KEYS, _print_matched)
+
+
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ConfigError as err:
-        sys.exit(f"error: {err}")
+    exit_with(main)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import platform
 import time
 import warnings
 from collections.abc import Callable
@@ -22,10 +21,9 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
+from adasparse_lab import machine
 from adasparse_lab.data import PreparedData
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.machine import cpu_model
-from adasparse_lab.metrics import auc
 from adasparse_lab.run.build import build_components
 from adasparse_lab.store.study_storage import open_storage, worker_alive, worker_id
 from adasparse_lab.store.tracking import Tracker, tag_experiment_kind
@@ -63,21 +61,14 @@ class StudyContext:
 
 
 def machine_info() -> dict[str, str]:
-    import mlflow
-    import plotly
-    import polars
+    """The study's ``machine`` attribute: the machine (adasparse_lab.machine), torch's threads
+    and the versions of the libraries that shape the numbers."""
     import torch
 
     return {
-        "cpu": cpu_model(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+        **machine.describe(),
         "threads": str(torch.get_num_threads()),
-        "torch": torch.__version__,
-        "optuna": optuna.__version__,
-        "mlflow": mlflow.__version__,
-        "polars": polars.__version__,
-        "plotly": plotly.__version__,
+        **machine.versions("torch", "optuna", "mlflow", "polars", "plotly"),
     }
 
 
@@ -277,22 +268,15 @@ def fail_trial_run(tracker: Tracker, trial: optuna.trial.FrozenTrial) -> None:
 def domain_summary(data: PreparedData) -> list[dict]:
     """Per domain: train rows, train positive rate, and the oracle AUC on test (synthetic)."""
     rows = data.rows_per_domain("train")
-    train, test = data.splits["train"], data.splits["test"]
-    out = []
-    for k, name in enumerate(data.domain_names):
-        pos = float(train.label[train.domain == k].float().mean()) if rows[k] else None
-        oracle = None
-        sel = test.domain == k
-        if test.p_true is not None and int(sel.sum()):
-            oracle = auc(test.label[sel].numpy(), test.p_true[sel].numpy())
-            oracle = None if math.isnan(oracle) else oracle
-        out.append(
-            {
-                "domain": name,
-                "group": None if data.domain_groups is None else data.domain_groups.get(name),
-                "train_rows": int(rows[k]),
-                "pos_rate": pos,
-                "oracle_auc": oracle,
-            }
-        )
-    return out
+    pos = data.pos_rate_per_domain("train")
+    oracle = data.oracle_auc_per_domain("test")
+    return [
+        {
+            "domain": name,
+            "group": None if data.domain_groups is None else data.domain_groups.get(name),
+            "train_rows": int(rows[k]),
+            "pos_rate": None if math.isnan(pos[k]) else float(pos[k]),
+            "oracle_auc": oracle[k],
+        }
+        for k, name in enumerate(data.domain_names)
+    ]
