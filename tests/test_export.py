@@ -192,7 +192,7 @@ def test_mlflow_pyfunc_scores_like_the_bundle_and_registers(real_study, tmp_path
 
 
 def recipe_lines(doc: Path, heading: str = "## Serve a front model") -> list[str]:
-    """The first ```bash block under ``heading`` in the README, one command per line."""
+    """The first ```bash block under ``heading`` in ``doc``, one command per line."""
     section = doc.read_text().split(heading, 1)[-1]
     block = re.search(r"```bash\n(.*?)```", section, re.S)
     assert block, f"{doc} has no bash block under {heading!r}"
@@ -200,9 +200,9 @@ def recipe_lines(doc: Path, heading: str = "## Serve a front model") -> list[str
 
 
 def test_serving_recipe_runs_as_written(real_study):
-    """The documented copy-paste recipe, on the real study instead of a fresh quick one (the
+    """The documented copy-paste recipe (docs/serving.md), on the real study instead of a fresh quick one (the
     sweep line is what the fixture already ran), from the folder holding ``studies/``."""
-    lines = recipe_lines(ROOT / "README.md")
+    lines = recipe_lines(ROOT / "docs" / "serving.md", "# Serve a front model")
     assert lines[0].startswith("python -m adasparse_lab.sweep +study=quick")
     cwd = real_study.root.parent
     env = {

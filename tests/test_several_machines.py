@@ -1,4 +1,4 @@
-"""The README's "Run a study on several machines" recipe, run as written on this machine:
+"""The "Run a study on several machines" recipe of docs/cluster.md, run as written on this machine:
 ``python -m adasparse_lab.services`` (what ``make services`` runs) prints the two settings;
 the same sweep command on two "machines" (own worker host, folders and cache) shares them;
 the report is built from them. Ctrl-C stops the services and removes their files."""
@@ -45,9 +45,11 @@ def start_services() -> tuple[subprocess.Popen, dict[str, str]]:
 
 
 def readme_recipe(settings: dict[str, str]) -> tuple[list[str], list[str]]:
-    """The sweep and report commands of the README's recipe, with the printed settings in
+    """The sweep and report commands of the recipe, with the printed settings in
     place of its placeholders: (sweep argv after ``python``, report argv after ``python``)."""
-    section = (ROOT / "README.md").read_text().split("## Run a study on several machines")[1]
+    section = (
+        (ROOT / "docs" / "cluster.md").read_text().split("# Run a study on several machines")[1]
+    )
     block = re.findall(r"```bash\n(.*?)```", section, re.S)[1].replace("\\\n", " ")
     commands = []
     for line in block.splitlines():
