@@ -3,7 +3,7 @@ a throwaway PostgreSQL cluster (Optuna storage and MLflow backend store) and an 
 server`` on it with a local artifact root, both bound to 127.0.0.1 on free ports.
 
 ``python -m adasparse_lab.services [--dir DIR]`` starts both, prints the URLs to pass as
-``study.storage=...`` and ``tracking.uri=...``, and stays in the foreground until Ctrl-C.
+``study.storage=...`` and ``tracking.uri=...``, and stays in the foreground until Ctrl-C (or SIGTERM, SIGHUP).
 
 PostgreSQL refuses to run as root: as root, the cluster is made and run by ``nobody``
 (``subprocess``'s ``user=``). Debian keeps its binaries under /usr/lib/postgresql/<v>/bin,
@@ -234,14 +234,24 @@ def running(root: Path | None = None) -> Iterator[Services]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _stop_as_on_ctrl_c(signum: int, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, help="keep the services' files here (default: temp)")
     args = parser.parse_args(argv)
+    # kill, systemd, Docker and Kubernetes stop with SIGTERM, a closed terminal with SIGHUP: both
+    # stop the two services and remove their files as Ctrl-C does (running()'s cleanup).
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, _stop_as_on_ctrl_c)
     with running(args.dir) as services:
         print(f"study.storage={services.storage}")
         print(f"tracking.uri={services.tracking}")
-        print(f"(PostgreSQL log: {services.postgres.root}/postgres.log; Ctrl-C stops both)")
+        print(
+            f"(PostgreSQL log: {services.postgres.root}/postgres.log; Ctrl-C or SIGTERM stops both)"
+        )
         sys.stdout.flush()
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()

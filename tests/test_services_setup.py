@@ -1,6 +1,13 @@
-"""Finding PostgreSQL's programs, and the rule that CI never skips the services' tests."""
+"""Finding PostgreSQL's programs, the rule that CI never skips the services' tests, and stopping
+the services with a signal."""
 
 from __future__ import annotations
+
+import re
+import signal
+import socket
+import time
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +58,35 @@ def test_a_failed_postgres_start_leaves_no_temp_folder_and_stops_nothing(monkeyp
     with pytest.raises(services.StoreError, match="could not bind"), services.running():
         pass
     assert not made.exists() and stopped == []
+
+
+def _port_open(url: str) -> bool:
+    port = int(re.search(r":(\d+)(/|$)", url.split("@")[-1]).group(1))
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.services
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_stops_both_services_and_removes_their_files(stop):
+    """kill, systemd, Docker and Kubernetes stop with SIGTERM (a closed terminal: SIGHUP): the
+    services stop both children and remove their files as on Ctrl-C."""
+    from tests.test_several_machines import start_services
+
+    proc, settings = start_services()
+    assert _port_open(settings["study.storage"]) and _port_open(settings["tracking.uri"])
+    proc.send_signal(stop)
+    proc.wait(60)
+    printed = proc.stdout.read()
+    root = Path(printed.split("PostgreSQL log: ")[-1].split("/postgres/")[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (
+        _port_open(settings["study.storage"]) or _port_open(settings["tracking.uri"])
+    ):
+        time.sleep(0.2)
+    assert not _port_open(settings["study.storage"]), "PostgreSQL still listens"
+    assert not _port_open(settings["tracking.uri"]), "the MLflow server still listens"
+    assert not root.exists(), f"{root} left behind"
+    assert proc.returncode == 0
