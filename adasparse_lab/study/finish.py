@@ -72,6 +72,7 @@ class StudyClosing:
         return reeval_targets(front, s.reeval_max_trials, done if per_method else [], s)
 
     def reference(self, tracker: Tracker, parent: str, study: optuna.Study) -> None:
+        """The dense reference runs (ExtraRuns.reference)."""
         self.runs.reference(tracker, parent, study)
 
     def reevaluate(
@@ -81,6 +82,7 @@ class StudyClosing:
         tracker: Tracker,
         parent: str,
     ) -> None:
+        """The re-evaluation runs of the ``reeval_targets`` of ``front`` (ExtraRuns)."""
         self.runs.reevaluate(self.reeval_targets(front, study), tracker, parent)
 
     def log_study_metrics(self, study: optuna.Study, tracker: Tracker, parent: str) -> None:
@@ -114,6 +116,7 @@ class StudyClosing:
 
 
 def write_pareto(table: pl.DataFrame, folder: Path) -> Path:
+    """The Pareto table as ``<folder>/pareto.csv``, logged to the parent run."""
     path = folder / "pareto.csv"
     folder.mkdir(parents=True, exist_ok=True)
     table.write_csv(path)
