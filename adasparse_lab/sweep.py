@@ -18,8 +18,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from adasparse_lab.errors import ConfigError, DataError, StoreError
-from adasparse_lab.study.driver import StudyFailedError, StudyOutcome, StudyRunner
-from adasparse_lab.study.finish import finish
+from adasparse_lab.study.driver import StudyFailedError, StudyRunner
+from adasparse_lab.study.finish import StudyOutcome, finish
 
 log = logging.getLogger("adasparse_lab.sweep")
 
@@ -73,7 +73,7 @@ def run_study(
             f"(front, report) is left to the process that started it (pid {os.environ[SPAWNED_BY]})"
         )
         return outcome
-    finish(outcome, runner)
+    finish(outcome, runner.base)
     return outcome
 
 

@@ -27,11 +27,10 @@ from adasparse_lab.report.structure import (
     sparsity_heatmap,
 )
 from adasparse_lab.report.style import PALETTE, colors_for
-from adasparse_lab.results.front import pareto_mask
+from adasparse_lab.results.front import pareto_mask, spread_pick
 from adasparse_lab.results.fronts import (
     mark_front,
     reference_point,
-    spread_pick,
     study_reference_point,
 )
 from adasparse_lab.results.keep import jaccard, neuron_order, similarity_order, structure_order

@@ -1,6 +1,6 @@
-"""The study driver's parts alone (study/session.py, study/closing.py): which worker makes the
-parent run, which trials form the front and which of them are re-evaluated. No training, no
-MLflow: an in-memory Optuna study and hand-made trials."""
+"""The study driver's parts alone (study/session.py, study/finish.py, study/reevaluation.py):
+which worker makes the parent run, which trials form the front and which of them are
+re-evaluated. No training, no MLflow: an in-memory Optuna study and hand-made trials."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from adasparse_lab.store.study_storage import this_host, worker_id
-from adasparse_lab.study.closing import StudyClosing, reeval_targets
+from adasparse_lab.study.finish import StudyClosing
+from adasparse_lab.study.reevaluation import reeval_targets
 from adasparse_lab.study.session import StudyContext, StudySession
 from adasparse_lab.study.settings import parse_settings
 
@@ -73,7 +74,7 @@ def test_a_live_creator_is_waited_for():
         timer.join()
 
 
-# -- the front and re-evaluation targets (study/closing.py) ----------------------------------
+# -- the front and re-evaluation targets (study/finish.py, study/reevaluation.py) -----------
 def test_the_front_keeps_feasible_non_dominated_trials_by_cost():
     study = optuna.create_study(directions=["maximize", "minimize"])
     for t in [

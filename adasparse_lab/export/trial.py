@@ -21,7 +21,7 @@ from adasparse_lab.data.prepare import MAX_VOCAB, Encoder, source_encoder, store
 from adasparse_lab.data.sources import RawData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE
-from adasparse_lab.results.front import feasible, pareto_mask
+from adasparse_lab.results.front import study_front
 from adasparse_lab.run.build import build_components, build_model
 from adasparse_lab.store.reader import default_storage, load_study
 
@@ -46,35 +46,31 @@ class StoredTrial:
 
 
 def front_numbers(study: optuna.Study) -> list[int]:
-    """Numbers of the feasible COMPLETE trials on the study's Pareto front."""
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if feasible(t.constraints)
-    ]
-    if not done:
-        return []
-    directions = [d.name.lower() for d in study.directions]
-    return [t.number for t, m in zip(done, pareto_mask([t.values for t in done], directions)) if m]
+    """Numbers of the trials on the study's front (results.front.study_front)."""
+    return [t.number for t in study_front(study)]
 
 
-def best_on_front(study: optuna.Study, name: str) -> int:
-    """The front trial best on the study's first objective (validation AUC in our studies)."""
-    front = [t for t in study.get_trials(deepcopy=False) if t.number in front_numbers(study)]
-    if not front:
+def best_on_front(study: optuna.Study, name: str, front: list[int] | None = None) -> int:
+    """The front trial best on the study's first objective (validation AUC in our studies);
+    ``front``: the study's front numbers when the caller has them already."""
+    numbers = set(front_numbers(study) if front is None else front)
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number in numbers]
+    if not trials:
         raise ConfigError(f"trial=best: study {name!r} has no feasible COMPLETE trial yet")
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
-    return max(front, key=lambda t: sign * t.values[0]).number
+    return max(trials, key=lambda t: sign * t.values[0]).number
 
 
-def _complete_trial(study: optuna.Study, name: str, number: int) -> optuna.trial.FrozenTrial:
+def _complete_trial(
+    study: optuna.Study, name: str, number: int, front: list[int]
+) -> optuna.trial.FrozenTrial:
     trials = study.get_trials(deepcopy=False)
     complete = [t.number for t in trials if t.state.name == "COMPLETE"]
     if number not in complete:
         state = next((t.state.name for t in trials if t.number == number), "absent")
         raise ConfigError(
             f"trial={number}: study {name!r} has no COMPLETE trial {number} (it is {state}); "
-            f"COMPLETE trials: {complete}; front: {front_numbers(study)}"
+            f"COMPLETE trials: {complete}; front: {front}"
         )
     return next(t for t in trials if t.number == number)
 
@@ -115,12 +111,11 @@ def load_trial(
     or trial, or a trial without stored weights, raises ConfigError naming it."""
     studies_dir = Path(studies_dir)
     study, _ = load_study(name, storage or default_storage(name, studies_dir), studies_dir)
-    number = best_on_front(study, name) if number is None else number
-    trial = _complete_trial(study, name, number)
+    front = front_numbers(study)  # once: the trial's place and the default choice
+    number = best_on_front(study, name, front) if number is None else number
+    trial = _complete_trial(study, name, number, front)
     folder = studies_dir / name / "trials" / str(number)
-    return load_run(
-        folder, name, number, number in front_numbers(study), trial.user_attrs.get("mlflow_run_id")
-    )
+    return load_run(folder, name, number, number in front, trial.user_attrs.get("mlflow_run_id"))
 
 
 def load_run(

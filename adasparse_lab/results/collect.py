@@ -1,5 +1,5 @@
 """Read what a study stored (Optuna storage + MLflow) into plain polars tables: the only input
-of the report's figures and of the sweep's end-of-study summary (study.summary). Never touches
+of the report's figures and of the sweep's end-of-study summary (results.pareto_table). Never touches
 a trainer object, so it works on finished and running studies alike.
 
 Tables (each has a ``study`` column; ``number`` is the Optuna trial number):
@@ -7,7 +7,8 @@ Tables (each has a ``study`` column; ``number`` is the Optuna trial number):
                   latency_ratio (measured, null without latency metrics), method (the
                   run's tag, else the trial's attr, else derived from pruner_form), test_auc,
                   sparsity, pruner_form, pruner_inputs, band_lo, band_hi, run_id,
-                  fail_reason, feasible, on_front, ``obj:<objective>``, ``param:<name>``
+                  fail_reason, feasible, on_front (the front in the study's own
+                  objectives, results.fronts.mark_front), ``obj:<objective>``, ``param:<name>``
   domain_metrics  one per (run, domain): kind (trial|reeval|reference), number, seed, run_id,
                   domain, val_auc, test_auc, flops_ratio, sparsity, latency_ratio
   layer_sparsity  one per (trial run, domain, masked position): number, domain, position, sparsity
@@ -32,14 +33,17 @@ import optuna
 import polars as pl
 
 from adasparse_lab.errors import ConfigError
-from adasparse_lab.results.fronts import mark_front, spread_pick
+from adasparse_lab.results.front import spread_pick
+from adasparse_lab.results.fronts import (
+    AUC_OBJECTIVE,
+    FLOPS_OBJECTIVE,
+    LATENCY_OBJECTIVE,
+    mark_front,
+)
 from adasparse_lab.results.runs import RunTables, read_artifact_tables, read_runs
 from adasparse_lab.store.reader import load_study, objectives, trials_table
 
 log = logging.getLogger(__name__)
-AUC_OBJECTIVE = "val/mean_domain_auc"
-FLOPS_OBJECTIVE = "val/flops/ratio"
-LATENCY_OBJECTIVE = "val/latency/ratio"
 DOMAINS_SCHEMA = {
     "domain": pl.String,
     "group": pl.Int64,
@@ -226,7 +230,7 @@ def collect_study(
     info.warnings += tables.warnings
     info.runs = tables
     trials = _enrich_trials(trials_table(name, study), info.objectives, tables.runs)
-    trials = mark_front(trials)
+    trials = mark_front(trials, info.objectives)  # the study's own front
     ref_runs, reference = reference_runs(tables.runs)
     trial_ids = trials.select("run_id", trial_number="number").drop_nulls()
     dm = tables.domains

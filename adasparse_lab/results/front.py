@@ -1,12 +1,17 @@
-"""Pareto fronts and the 2-D hypervolume, for any mix of maximised and minimised objectives.
-Shared by the study driver (which trials to re-evaluate, the hypervolume it logs) and the
-reports (what to draw), so that both say the same."""
+"""A study's Pareto front and its 2-D hypervolume, for any mix of maximised and minimised
+objectives. The one definition of the front (``front_mask``: COMPLETE, feasible, every value
+present, non-dominated in the study's own directions, as Optuna's ``study.best_trials``) is
+what the driver prints and writes (pareto.csv), re-evaluates and logs, what the report draws
+(results.fronts.mark_front, front_points) and what the export serves (export.trial); and
+``spread_pick`` is the one way to choose a few of its points, spread along the cost."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
+import optuna
 
 from adasparse_lab.store.reader import feasible
 
@@ -38,6 +43,65 @@ def pareto_mask(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
         better = (sub < row).any(axis=1)
         mask[i] = not (no_worse & better).any()
     return mask
+
+
+def front_mask(
+    states: Sequence[str],
+    values: np.ndarray,
+    feasible_flags: Sequence[bool | None],
+    directions: Sequence[str],
+) -> np.ndarray:
+    """Which of N trials are on the study's front. ``states``: the trials' state names;
+    ``values`` [N, M]: their objective values (NaN where missing); ``feasible_flags``: whether
+    each met the study's constraints (None: no constraint known, feasible); ``directions``:
+    the study's, one per objective. On the front: COMPLETE, feasible, no value missing, and
+    not dominated by another such trial (``pareto_mask``)."""
+    vals = np.asarray(values, dtype=np.float64).reshape(len(states), len(directions))
+    usable = np.array(
+        [s == "COMPLETE" and f is not False for s, f in zip(states, feasible_flags)], dtype=bool
+    )
+    usable &= ~np.isnan(vals).any(axis=1)
+    mask = np.zeros(len(states), dtype=bool)
+    if usable.any():
+        mask[usable] = pareto_mask(vals[usable], directions)
+    return mask
+
+
+def pareto_front(
+    trials: Sequence[optuna.trial.FrozenTrial], directions: Sequence[str]
+) -> list[optuna.trial.FrozenTrial]:
+    """The trials of ``trials`` on the front (``front_mask``), in their order; infeasible
+    ones (their Optuna constraints, e.g. study.flops_budget) are never on it."""
+    missing = [math.nan] * len(directions)
+    values = [
+        t.values if t.values is not None and len(t.values) == len(directions) else missing
+        for t in trials
+    ]
+    flags = [feasible(t.constraints) for t in trials]
+    mask = front_mask([t.state.name for t in trials], values, flags, directions)
+    return [t for t, on in zip(trials, mask) if on]
+
+
+def study_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The front of ``study`` in its own directions, in trial-number order."""
+    directions = [d.name.lower() for d in study.directions]
+    return pareto_front(study.get_trials(deepcopy=False), directions)
+
+
+def spread_pick(values: Sequence[float], limit: int) -> np.ndarray:
+    """Indices of at most ``limit`` entries spread evenly over the sorted ``values`` (ties in
+    their order): the first and the last, and evenly between them by rank. The front points a
+    study re-evaluates, and those the report details, are picked along the cost with it."""
+    order = np.argsort(np.asarray(values, dtype=np.float64), kind="stable")
+    n = len(order)
+    if n <= limit:
+        return order
+    if limit <= 0:
+        return order[:0]
+    if limit == 1:
+        return order[:1]
+    ranks = sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+    return order[ranks]
 
 
 def hypervolume_2d(

@@ -1,5 +1,6 @@
-"""The numbers a stored study's front gives: which trials are on it, which of them to show
-when there are many, and the hypervolume reference point. numpy and polars only.
+"""A stored study's front in its tables: which trials are on it (``on_front``, in the study's
+own objectives), the staircase the report draws per cost axis, and the hypervolume reference
+point. The front itself is results.front's. numpy and polars only.
 
 Shapes: N points, M objectives.
 """
@@ -12,48 +13,77 @@ import numpy as np
 import polars as pl
 from omegaconf import OmegaConf
 
-from adasparse_lab.results.front import pareto_mask
+from adasparse_lab.results.front import front_mask
 
-FRONT_DIRECTIONS = ("maximize", "minimize")  # (mean per-domain AUC, FLOPs ratio)
+AUC_OBJECTIVE = "val/mean_domain_auc"
+FLOPS_OBJECTIVE = "val/flops/ratio"
+LATENCY_OBJECTIVE = "val/latency/ratio"
+# The trials table's named column of each known objective (results.collect fills them).
+OBJECTIVE_COLUMNS = {
+    AUC_OBJECTIVE: "auc",
+    FLOPS_OBJECTIVE: "flops_ratio",
+    LATENCY_OBJECTIVE: "latency_ratio",
+}
+# A table without its study's objectives: those of the default study (conf/study/base.yaml).
+DEFAULT_OBJECTIVES = (
+    {"name": AUC_OBJECTIVE, "direction": "maximize"},
+    {"name": FLOPS_OBJECTIVE, "direction": "minimize"},
+)
 
 
-def mark_front(trials: pl.DataFrame, x: str = "flops_ratio", y: str = "auc") -> pl.DataFrame:
-    """Adds ``on_front``: COMPLETE trials not dominated in (max ``y``, min ``x``) within their
-    study: the driver's and Optuna's front (``study.best_trials``). Failed, running and pruned
-    trials, infeasible ones (``feasible`` false: over study.flops_budget), and trials without
-    both values are never on it."""
+def objective_column(trials: pl.DataFrame, name: str) -> str:
+    """The column of ``trials`` holding objective ``name``: ``obj:<name>`` (the study's own
+    values, store.reader.trials_table) where there is one, else the report's named column."""
+    stored = f"obj:{name}"
+    if stored in trials.columns or name not in OBJECTIVE_COLUMNS:
+        return stored
+    return OBJECTIVE_COLUMNS[name]
+
+
+def _usable(frame: pl.DataFrame) -> tuple[list[str], list]:
+    """(state, feasible) per row: tables without a state hold COMPLETE trials only, tables
+    built without Optuna constraints have no ``feasible`` (null: feasible)."""
+    n = frame.height
+    states = frame["state"].to_list() if "state" in frame.columns else ["COMPLETE"] * n
+    flags = frame["feasible"].to_list() if "feasible" in frame.columns else [None] * n
+    return states, flags
+
+
+def mark_front(
+    trials: pl.DataFrame, objectives: Sequence[dict[str, str]] | None = None
+) -> pl.DataFrame:
+    """Adds ``on_front``: each study's front (results.front.front_mask) in ``objectives`` (the
+    study's, store.reader.objectives: [{name, direction}]; None: ``DEFAULT_OBJECTIVES``), the
+    driver's and Optuna's front (``study.best_trials``). Failed, running and pruned trials,
+    infeasible ones (``feasible`` false: over study.flops_budget), and trials without every
+    value are never on it."""
+    objectives = list(objectives or DEFAULT_OBJECTIVES)
+    columns = [objective_column(trials, o["name"]) for o in objectives]
+    directions = [o["direction"] for o in objectives]
+    if any(c not in trials.columns for c in columns):
+        return trials.with_columns(on_front=pl.lit(False))  # the objectives are not stored
     flags = np.zeros(trials.height, dtype=bool)
-    ok = (trials["state"] == "COMPLETE") & trials[x].is_not_null() & trials[y].is_not_null()
-    if "feasible" in trials.columns:  # tables built without Optuna constraints have none
-        ok = ok & trials["feasible"].fill_null(True)
     for study in trials["study"].unique(maintain_order=True).to_list():
-        rows = np.flatnonzero((ok & (trials["study"] == study)).to_numpy())
-        if rows.size:
-            pts = np.column_stack([trials[y].to_numpy()[rows], trials[x].to_numpy()[rows]])
-            flags[rows] = pareto_mask(pts, FRONT_DIRECTIONS)
+        rows = np.flatnonzero((trials["study"] == study).to_numpy())
+        part = trials[rows.tolist()]
+        values = part.select(pl.col(columns).cast(pl.Float64)).to_numpy()
+        states, feasible_flags = _usable(part)
+        flags[rows] = front_mask(states, values, feasible_flags, directions)
     return trials.with_columns(on_front=pl.Series(flags))
 
 
 def front_points(frame: pl.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of the front of ``frame`` (one study's points), sorted along x (ties by y) for a
-    staircase line. Recomputed per cost axis by the report (the measured-latency view has its
-    own front); infeasible trials (over study.flops_budget) are never on it, as in
-    ``mark_front``."""
-    if "feasible" in frame.columns:
-        frame = frame.filter(pl.col("feasible").fill_null(True))
+    """(x, y) of the front of ``frame`` (one study's points) in (max ``y``, min ``x``): the
+    report's staircase for one cost axis, a 2-D view of the study (the measured-latency view
+    has its own), with the study's rule (front_mask: infeasible trials, over
+    study.flops_budget, are never on it); sorted along x (ties by y)."""
     pts = np.column_stack([frame[y].to_numpy(), frame[x].to_numpy()]).astype(np.float64)
-    on = pareto_mask(pts, FRONT_DIRECTIONS) if len(pts) else np.zeros(0, dtype=bool)
+    pts = pts.reshape(frame.height, 2)
+    states, feasible_flags = _usable(frame)
+    on = front_mask(states, pts, feasible_flags, ("maximize", "minimize"))
     fx, fy = pts[on, 1], pts[on, 0]
     order = np.lexsort((fy, fx))
     return fx[order], fy[order]
-
-
-def spread_pick(values: np.ndarray, limit: int) -> np.ndarray:
-    """Indices of at most ``limit`` entries spread evenly over the sorted ``values``."""
-    order = np.argsort(values, kind="stable")
-    if len(order) <= limit:
-        return order
-    return order[np.unique(np.linspace(0, len(order) - 1, limit).round().astype(int))]
 
 
 def reference_point(

@@ -1,7 +1,7 @@
 """The MLflow side of a stored study: one ``search_runs`` per run kind (trial, reeval,
 reference), flattened into polars tables; artifacts are read only for the runs that need them.
 The one reader of a study's runs: results.collect builds the report's and the end-of-study
-summary's (study.summary) tables from it.
+summary's (results.pareto_table) tables from it.
 
 Run tags (the sweep's contract): ``kind`` = study | trial | reeval | reference,
 ``trial_number``, ``seed``, ``method`` (absent in older studies: 'dense' for the reference).

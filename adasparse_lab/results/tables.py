@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from adasparse_lab.results.collect import StudyInfo, reference_domains
-from adasparse_lab.results.fronts import spread_pick
+from adasparse_lab.results.front import spread_pick
 
 GAIN_TRIALS = 8  # front trials drawn in the gain figure (spread over the front's FLOPs range)
 GAIN_SCHEMA = {"study": pl.String, "number": pl.Int64, "label": pl.String, "domain": pl.String}

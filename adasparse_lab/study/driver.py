@@ -5,7 +5,7 @@ spent, the Pareto trials are re-trained with several seeds and evaluated on test
 ``StudyRunner`` composes three parts, each usable alone:
 - ``StudySession`` (study/session.py): checks, storage, resume, the parent-run election;
 - ``TrialRunner`` (study/trials.py): the trials and the loop until the budget is spent;
-- ``StudyClosing`` (study/closing.py): reference runs, the front, re-evaluation, hypervolume.
+- ``StudyClosing`` (study/finish.py): reference runs, the front, re-evaluation, hypervolume.
 
 The driver needs two callables from its caller, so it stays usable without ``@hydra.main``:
 ``compose(overrides) -> DictConfig`` (the study's base overrides plus ``overrides``) and the
@@ -14,16 +14,14 @@ base config itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import optuna
 from omegaconf import DictConfig
 from optuna.trial import FixedTrial
 
 from adasparse_lab.store.study_storage import recover_stale
 from adasparse_lab.store.tracking import Tracker
-from adasparse_lab.study.closing import StudyClosing, reeval_targets
+from adasparse_lab.study.finish import StudyClosing, StudyOutcome
+from adasparse_lab.study.reevaluation import reeval_targets
 from adasparse_lab.study.session import (
     Compose,
     StudyContext,
@@ -32,7 +30,6 @@ from adasparse_lab.study.session import (
     fail_trial_run,
     machine_info,
 )
-from adasparse_lab.study.settings import StudySettings
 from adasparse_lab.study.trials import HeartbeatLostError, StudyFailedError, TrialRunner
 
 __all__ = [
@@ -43,18 +40,6 @@ __all__ = [
     "machine_info",
     "reeval_targets",
 ]
-
-
-@dataclass
-class StudyOutcome:
-    study: optuna.Study
-    settings: StudySettings
-    pareto: list[optuna.trial.FrozenTrial]
-    folder: Path
-    storage_desc: str
-    tracker: Tracker
-    parent_run_id: str
-    done: bool
 
 
 class StudyRunner:
@@ -107,8 +92,5 @@ class StudyRunner:
         if self.settings.reference:
             self.closing.reference(tracker, parent, study)
         done = self.optimise(study, tracker, parent)
-        front = self.closing.pareto(study)
-        if done:
-            self.closing.reevaluate(front, study, tracker, parent)
-            self.closing.log_study_metrics(study, tracker, parent)
+        front = self.closing.close(study, tracker, parent, done)
         return StudyOutcome(study, self.settings, front, self.folder, desc, tracker, parent, done)

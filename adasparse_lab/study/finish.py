@@ -1,38 +1,135 @@
-"""What a study leaves behind: the Pareto table, the report, the parent run's artifacts, and
-a printed summary of where everything is."""
+"""The end of a study, in the order it happens.
+
+- Each worker, once its trials are done, closes the study (``StudyClosing``): its front
+  (results.front.study_front, the one definition the report and the export share), the
+  re-evaluation and reference runs (study.reevaluation), the hypervolume per trial logged
+  to the parent run. Its result is a ``StudyOutcome``.
+- The process that started the study then finishes it (``finish``): the Pareto table printed
+  and written (pareto.csv, results.pareto_table), methods at matched cost and the claims, the
+  report, the parent run's artifacts and totals, the front's models, and where everything is.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import polars as pl
 from omegaconf import DictConfig
+from optuna.trial import TrialState
 
 from adasparse_lab.export.build import log_front_models
 from adasparse_lab.report.build import BuildInfo, build
 from adasparse_lab.results.collect import ReportData, collect
-from adasparse_lab.store.tracking import runs_url
+from adasparse_lab.results.front import hypervolume_history, study_front
+from adasparse_lab.results.pareto_table import format_pareto, pareto_table, reference_metrics
+from adasparse_lab.store.tracking import Tracker, runs_url
 from adasparse_lab.study.claims import claims_text
-from adasparse_lab.study.driver import StudyOutcome, StudyRunner
 from adasparse_lab.study.matched import collect_cells, format_matched
-from adasparse_lab.study.summary import (
-    format_pareto,
-    pareto_table,
-    reference_metrics,
-    write_pareto,
-)
+from adasparse_lab.study.reevaluation import ExtraRuns, reeval_targets
+from adasparse_lab.study.session import StudyContext
+from adasparse_lab.study.settings import StudySettings
+from adasparse_lab.study.trials import TrialRunner
 
 MATCHED_AT = (0.5, 0.8)  # FLOPs (or latency) ratios at which methods are ranked
 
 
-def finish(outcome: StudyOutcome, runner: StudyRunner) -> None:
+@dataclass
+class StudyOutcome:
+    study: optuna.Study
+    settings: StudySettings
+    pareto: list[optuna.trial.FrozenTrial]  # the front, in order of cost (last objective)
+    folder: Path
+    storage_desc: str
+    tracker: Tracker
+    parent_run_id: str
+    done: bool
+
+
+class StudyClosing:
+    """A worker's end of the study in ``ctx``: the front, the re-evaluation and reference runs
+    (``ExtraRuns``; ``trials`` trains them), and the hypervolume logged to the parent run."""
+
+    def __init__(self, ctx: StudyContext, trials: TrialRunner) -> None:
+        self.ctx = ctx
+        self.runs = ExtraRuns(ctx, trials)
+
+    def pareto(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        """The study's front (results.front.study_front), in order of cost (last objective)."""
+        return sorted(study_front(study), key=lambda t: t.values[-1])
+
+    def reeval_targets(
+        self, front: list[optuna.trial.FrozenTrial], study: optuna.Study
+    ) -> list[optuna.trial.FrozenTrial]:
+        """The trials to re-evaluate under ``study.reeval`` (reevaluation.reeval_targets)."""
+        s = self.ctx.settings
+        if not s.reeval_seeds:
+            return []
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        per_method = s.reeval_select == "per_method"
+        return reeval_targets(front, s.reeval_max_trials, done if per_method else [], s)
+
+    def reference(self, tracker: Tracker, parent: str, study: optuna.Study) -> None:
+        """The dense reference runs (ExtraRuns.reference)."""
+        self.runs.reference(tracker, parent, study)
+
+    def reevaluate(
+        self,
+        front: list[optuna.trial.FrozenTrial],
+        study: optuna.Study,
+        tracker: Tracker,
+        parent: str,
+    ) -> None:
+        """The re-evaluation runs of the ``reeval_targets`` of ``front`` (ExtraRuns)."""
+        self.runs.reevaluate(self.reeval_targets(front, study), tracker, parent)
+
+    def log_study_metrics(self, study: optuna.Study, tracker: Tracker, parent: str) -> None:
+        """``study/hypervolume`` per COMPLETE trial (step = trial number; results.front's
+        hypervolume_history, the report's definition) against the configured reference point,
+        stored with the study (user attr ``hypervolume_reference``) for the report to read."""
+        ref = self.ctx.hv_reference()
+        if ref is None or len(self.ctx.settings.objectives) != 2:
+            return
+        study.set_user_attr("hypervolume_reference", ref)  # also for studies begun before it
+        history = hypervolume_history(
+            study.get_trials(deepcopy=False), self.ctx.settings.directions, ref
+        )
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric("study/hypervolume", v, now, number) for number, v in history]
+        for i in range(0, len(metrics), 1000):
+            tracker.client.log_batch(parent, metrics=metrics[i : i + 1000])
+
+    def close(
+        self, study: optuna.Study, tracker: Tracker, parent: str, done: bool
+    ) -> list[optuna.trial.FrozenTrial]:
+        """Once the worker's trials are done: the front; when the study's budget is reached,
+        its re-evaluation and the hypervolume. Returns the front."""
+        front = self.pareto(study)
+        if done:
+            self.reevaluate(front, study, tracker, parent)
+            self.log_study_metrics(study, tracker, parent)
+        return front
+
+
+def write_pareto(table: pl.DataFrame, folder: Path) -> Path:
+    """The Pareto table as ``<folder>/pareto.csv``, logged to the parent run."""
+    path = folder / "pareto.csv"
+    folder.mkdir(parents=True, exist_ok=True)
+    table.write_csv(path)
+    return path
+
+
+def finish(outcome: StudyOutcome, base: DictConfig) -> None:
     """Print the front (and methods at matched cost, and the claims), build the report, log
     both and the study's totals to the parent run, then print where everything is."""
     t0 = time.perf_counter()  # the report's time: reading the study back, then the page
     data = collect([outcome.settings.name], [outcome.storage_desc])  # once: summary and report
-    csv = _print_results(outcome, runner.base, data)
-    reports = Path(runner.base.paths.reports)
+    csv = _print_results(outcome, base, data)
+    reports = Path(base.paths.reports)
     info = build([outcome.settings.name], [outcome.storage_desc], reports, data=data)
     complete = _log_to_parent(outcome, csv, info)
     s = outcome.settings

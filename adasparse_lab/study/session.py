@@ -2,9 +2,9 @@
 (created, or loaded with its fixed settings compared), the MLflow experiment and the one
 parent run the workers elect, and the runs dead workers left RUNNING.
 
-``StudyContext`` is what every part of a study shares (study/trials.py, study/closing.py):
-the base config, ``compose(overrides) -> DictConfig``, the parsed settings and search space,
-the study folder and this worker's identity.
+``StudyContext`` is what every part of a study shares (study/trials.py, study/finish.py,
+study/reevaluation.py): the base config, ``compose(overrides) -> DictConfig``, the parsed
+settings and search space, the study folder and this worker's identity.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""The end of a study: the Pareto table (printed and written as CSV), its test AUC over
-re-evaluation seeds and the dense reference read from the study's storage by results.collect,
-the same tables the report draws."""
+"""The Pareto table a study ends with (study.finish prints it and writes it as pareto.csv):
+the driver's front trials (results.front.study_front) with their objectives, key params and
+test AUC over the re-evaluation seeds, and the dense reference, read from the study's storage
+by results.collect: the same tables the report draws."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import optuna
 import polars as pl
@@ -123,10 +123,3 @@ def format_pareto(
         cells += f"{dense:>10.4f}" if dense is not None else (f"{'-':>10}" if ref else "")
         lines.append(f"{safe_name(d)[:13]:<14}{cells}")
     return "\n".join(lines)
-
-
-def write_pareto(table: pl.DataFrame, folder: Path) -> Path:
-    path = folder / "pareto.csv"
-    folder.mkdir(parents=True, exist_ok=True)
-    table.write_csv(path)
-    return path
