@@ -2,7 +2,6 @@
 study's trials as Optuna stored them."""
 
 import json
-import os
 import socket
 import subprocess
 import sys

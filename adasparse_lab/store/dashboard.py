@@ -12,6 +12,7 @@ while a study runs.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -53,10 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         f"study {args['study']!r} ({storage}) in optuna-dashboard: http://{host}:{port}/dashboard"
     )
     print("Ctrl-C stops the dashboard.", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run_server(storage, host=host, port=port)
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
