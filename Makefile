@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: help setup study train test test-fast bench clone-to-report lint imports mlflow-ui services
+.PHONY: help setup study train test test-fast bench clone-to-report lint imports mlflow-ui dashboard services
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -45,6 +45,11 @@ imports: setup  ## the package's import graph; fails on an arrow up the layers
 mlflow-ui: setup  ## browse every run (lean server: 1 worker, no job runner)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui \
 	  --backend-store-uri sqlite:///studies/mlflow.db --workers 1 --port 5000
+
+STUDY ?= sparsity
+PORT ?= 8080
+dashboard: setup  ## a study's Optuna storage in optuna-dashboard (STUDY=sparsity PORT=8080)
+	$(PY) -m adasparse_lab.store.dashboard study=$(STUDY) port=$(PORT)
 
 services: setup  ## a local PostgreSQL and MLflow server for multi-machine studies (prints the URLs; Ctrl-C stops)
 	$(PY) -m adasparse_lab.services
