@@ -2,7 +2,7 @@
 
 import ast
 
-from tests.import_layers import PACKAGE, cycles, import_graph, module_graph, violations
+from tests.import_layers import PACKAGE, import_graph, violations
 
 
 def test_no_forbidden_arrows_in_the_package():

@@ -19,10 +19,10 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.store import study_storage as storage_mod
 from adasparse_lab.store.study_storage import ORPHAN_S, open_storage, recover_stale
 from adasparse_lab.store.tracking import Tracker
 from adasparse_lab.study import session as session_mod
-from adasparse_lab.store import study_storage as storage_mod
 from adasparse_lab.study import trials as trials_mod
 from adasparse_lab.study.driver import StudyFailedError, StudyRunner
 from tests.conftest import CONF

@@ -35,6 +35,7 @@ from adasparse_lab.errors import ConfigError
 from adasparse_lab.results.fronts import mark_front, spread_pick
 from adasparse_lab.results.runs import RunTables, read_artifact_tables, read_runs
 from adasparse_lab.store.reader import load_study, objectives, trials_table
+from adasparse_lab.store.tracking import stored_uri
 
 log = logging.getLogger(__name__)
 AUC_OBJECTIVE = "val/mean_domain_auc"
@@ -213,7 +214,7 @@ def collect_study(
     study, where = load_study(name, storage, studies_dir)
     attrs = dict(study.user_attrs)
     info = StudyInfo(name, where, study, objectives(study), attrs)
-    uri = attrs.get("mlflow_uri")
+    uri = attrs.get("mlflow_uri") and stored_uri(attrs["mlflow_uri"], studies_dir)
     tables = (
         read_runs(
             uri,
