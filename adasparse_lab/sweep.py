@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from adasparse_lab.errors import ConfigError, DataError, StoreError
 from adasparse_lab.study.driver import StudyFailedError, StudyRunner
 from adasparse_lab.study.finish import StudyOutcome, finish
+from adasparse_lab.study.progress import quiet_console
 
 log = logging.getLogger("adasparse_lab.sweep")
 
@@ -80,6 +81,8 @@ def run_study(
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     overrides = list(HydraConfig.get().overrides.task)
+    if not cfg.get("study", {}).get("verbose", False):
+        quiet_console()  # one line per trial; every epoch stays in the log file
     try:
         run_study(cfg, overrides, sys.argv[1:])
     except (ConfigError, DataError, StoreError, StudyFailedError) as err:

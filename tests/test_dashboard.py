@@ -32,7 +32,7 @@ def test_the_dashboard_serves_the_study_trials(real_study, tmp_path):
     port = _free_port()
     log = (tmp_path / "dashboard.log").open("w")
     command = [sys.executable, "-m", "adasparse_lab.store.dashboard", f"study={real_study.name}"]
-    command += [f"paths.studies={real_study.root}", f"port={port}"]
+    command += [f"studies={real_study.root}", f"port={port}"]
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 60
@@ -65,12 +65,12 @@ def test_the_dashboard_serves_the_study_trials(real_study, tmp_path):
 
 
 def test_an_unknown_study_is_refused_before_serving(real_study, capsys):
-    code = main(["study=nope", f"paths.studies={real_study.root}"])
+    code = main(["study=nope", f"studies={real_study.root}"])
     assert code == 2
     err = capsys.readouterr().err
     assert "study 'nope' not found" in err and real_study.name in err
 
 
 def test_a_bad_port_names_the_key(real_study, capsys):
-    assert main([f"study={real_study.name}", f"paths.studies={real_study.root}", "port=x"]) == 2
+    assert main([f"study={real_study.name}", f"studies={real_study.root}", "port=x"]) == 2
     assert "port='x'" in capsys.readouterr().err

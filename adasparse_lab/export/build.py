@@ -19,6 +19,7 @@ from adasparse_lab.metrics import auc
 from adasparse_lab.models.adasparse import AdaSparseModel
 from adasparse_lab.run.naming import method_name
 from adasparse_lab.store.reader import default_storage, load_study
+from adasparse_lab.store.tracking import stored_uri
 
 log = logging.getLogger(__name__)
 TRACE_ROWS = 64
@@ -105,7 +106,7 @@ def log_front_models(
 
     studies_dir = Path(studies_dir)
     study, _ = load_study(name, storage or default_storage(name, studies_dir), studies_dir)
-    client = MlflowClient(study.user_attrs["mlflow_uri"])  # set by the driver
+    client = MlflowClient(stored_uri(study.user_attrs["mlflow_uri"], studies_dir))
     uris = {}
     for number in front_numbers(study):
         run_id = study.trials[number].user_attrs.get("mlflow_run_id")
@@ -180,7 +181,9 @@ def export_stored(
 
         result.model_uri = log_bundle_model(
             folder,
-            trial.cfg.tracking.uri,
+            stored_uri(
+                trial.cfg.tracking.uri, trial.folder.parents[2]
+            ),  # <studies>/<name>/trials/<n>
             trial.run_id,
             trial.raw.frames["test"],
             register,

@@ -12,6 +12,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -24,6 +29,30 @@ from adasparse_lab.export.bundle import Bundle, Encoded
 from adasparse_lab.models.base import Logits
 
 EXAMPLE_ROWS = 5
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+@contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """MLflow's advice while it logs a model (add type hints to ``predict``, integer columns in
+    the inferred schema, CloudPickle and pickle serialisation) and its artifacts progress bar,
+    silenced for the call: our models are logged the same way every time, and six front models
+    gave forty lines under the study's table. Scoped to MLflow's own warnings and loggers:
+    ours, and every error, still show."""
+    logger = logging.getLogger("mlflow")
+    level, bar = logger.level, os.environ.get(PROGRESS_BAR)
+    os.environ[PROGRESS_BAR] = "false"
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
+            yield
+    finally:
+        logger.setLevel(level)
+        if bar is None:
+            os.environ.pop(PROGRESS_BAR, None)
+        else:
+            os.environ[PROGRESS_BAR] = bar
 
 
 class BundleModel(mlflow.pyfunc.PythonModel):
@@ -62,7 +91,7 @@ def _log_torch_model(model: nn.Module, bundle: Bundle, rows, requirements: list[
     module = EncodedInput(model.cpu().eval(), len(bundle.schema.categorical))
     frame = encoded_frame(bundle.encode(pl.from_pandas(rows)))
     with torch.no_grad():
-        logits = module(torch.from_numpy(frame.to_numpy())).numpy()
+        logits = module(torch.tensor(frame.to_numpy())).numpy()  # a copy: pandas' view is read-only
     mlflow.pytorch.log_model(
         module,
         name="torch_model",
@@ -93,7 +122,7 @@ def log_bundle_model(
     rows = example.select(bundle.feature_columns).head(EXAMPLE_ROWS).to_pandas()
     signature = mlflow.models.infer_signature(rows, bundle.predict(pl.from_pandas(rows)))
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with quiet_mlflow(), mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=BundleModel(),

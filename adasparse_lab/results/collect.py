@@ -42,6 +42,7 @@ from adasparse_lab.results.fronts import (
 )
 from adasparse_lab.results.runs import RunTables, read_artifact_tables, read_runs
 from adasparse_lab.store.reader import load_study, objectives, trials_table
+from adasparse_lab.store.tracking import stored_uri
 
 log = logging.getLogger(__name__)
 DOMAINS_SCHEMA = {
@@ -217,7 +218,7 @@ def collect_study(
     study, where = load_study(name, storage, studies_dir)
     attrs = dict(study.user_attrs)
     info = StudyInfo(name, where, study, objectives(study), attrs)
-    uri = attrs.get("mlflow_uri")
+    uri = attrs.get("mlflow_uri") and stored_uri(attrs["mlflow_uri"], studies_dir)
     tables = (
         read_runs(
             uri,

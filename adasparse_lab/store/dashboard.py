@@ -1,7 +1,7 @@
 """Open a stored study in optuna-dashboard, Optuna's own web UI (trials, history, Pareto front,
 parameter importances), on the study's own storage::
 
-    python -m adasparse_lab.store.dashboard study=sparsity [paths.studies=studies]
+    python -m adasparse_lab.store.dashboard study=sparsity [studies=studies]
         [storage=<URL or journal path>] [host=127.0.0.1] [port=8080]
 
 ``make dashboard STUDY=<name>`` runs it. The storage is the one the study was run on: the
@@ -23,7 +23,7 @@ from adasparse_lab.store.reader import load_study
 COMMAND = "adasparse_lab.store.dashboard"
 KEYS = {
     "study": "the study's name (required)",
-    "paths.studies": "the folder that holds the study folders (default: studies)",
+    "studies": "folder holding the studies (default: studies)",
     "storage": "the study's storage URL or journal path (default: in its folder)",
     "host": "address to serve on (default: 127.0.0.1)",
     "port": "port to serve on (default: 8080)",
@@ -32,7 +32,7 @@ KEYS = {
 
 def dashboard_target(args: dict[str, str]) -> tuple[str, str, int]:
     """(storage, host, port) for ``args``; the study must exist in that storage."""
-    studies = Path(args.get("paths.studies", "studies"))
+    studies = Path(args.get("studies", "studies"))
     _, storage = load_study(args["study"], args.get("storage"), studies)
     try:
         port = int(args.get("port", "8080"))

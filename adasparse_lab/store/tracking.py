@@ -33,15 +33,42 @@ def flatten(cfg: Mapping | DictConfig, prefix: str = "") -> dict[str, str]:
     return out
 
 
+SQLITE = "sqlite:///"
+
+
+def absolute_uri(uri: str, base: Path | None = None) -> str:
+    """``uri`` with a relative SQLite path made absolute (against ``base``, else the current
+    directory), so that a study stored with ``sqlite:///studies/mlflow.db`` reads back from any
+    folder. Other URIs (a server, an absolute path) are returned as they are."""
+    if not uri.startswith(SQLITE) or uri.startswith(SQLITE + "/"):
+        return uri
+    path = Path(uri.removeprefix(SQLITE)).expanduser()
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    return SQLITE + str(path.resolve())
+
+
+def stored_uri(uri: str, studies_dir: Path) -> str:
+    """The tracking URI a study recorded, made readable from here. Studies now record it
+    absolute; an older one recorded ``sqlite:///<relative path>``, relative to the folder it
+    ran in: the folder above ``studies_dir`` when the file is not found from here."""
+    if not uri.startswith(SQLITE) or uri.startswith(SQLITE + "/"):
+        return uri
+    here = absolute_uri(uri)
+    if Path(here.removeprefix(SQLITE)).is_file():
+        return here
+    return absolute_uri(uri, Path(studies_dir).expanduser().resolve().parent)
+
+
 class Tracker:
     """One MLflow experiment; creates runs (optionally nested) and logs to them by id."""
 
     def __init__(self, uri: str, artifact_root: str | None, experiment: str) -> None:
         from mlflow.tracking import MlflowClient  # heavy import: only when tracking is on
 
-        self.uri = uri
-        if uri.startswith("sqlite:///"):  # complete before any client sees it: kill-safe
-            prepare_sqlite_store(Path(uri.removeprefix("sqlite:///")).expanduser())
+        self.uri = uri = absolute_uri(uri)  # recorded with the study: readable from anywhere
+        if uri.startswith(SQLITE):  # complete before any client sees it: kill-safe
+            prepare_sqlite_store(Path(uri.removeprefix(SQLITE)))
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:

@@ -36,6 +36,7 @@ RESUMABLE = (
     "study.enqueue",  # read only when the study is created
     "study.allow_changed_config",
     "study.log_models",
+    "study.verbose",
     "study.claims",  # what the report measures, not how trials run
     "train.progress",
     "paths.",

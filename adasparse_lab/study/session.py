@@ -213,7 +213,7 @@ class StudySession:
         s = self.ctx.settings
         for key, value in {
             "objectives": [o.__dict__ for o in s.objectives],
-            "mlflow_uri": self.ctx.base.tracking.uri,
+            "mlflow_uri": tracker.uri,  # absolute: read back from any folder
             "mlflow_experiment": s.name,
             "config": OmegaConf.to_yaml(self.ctx.base, resolve=True),
             "machine": machine_info(),

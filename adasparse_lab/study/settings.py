@@ -48,6 +48,7 @@ class StudySettings:
     storage_retry_s: float = 120.0  # how long a lost database connection is retried
     log_models: str = "none"  # LOG_MODELS
     reeval_select: str = "front"  # REEVAL_SELECT: the spread front, or also each method's best
+    verbose: bool = False  # every epoch's line on the console too (always in the log file)
 
     @property
     def directions(self) -> list[str]:
@@ -99,6 +100,7 @@ KNOWN_KEYS = frozenset(
         "grace_s",
         "storage_retry_s",
         "log_models",
+        "verbose",
         "claims",
     }
 )
@@ -195,4 +197,5 @@ def parse_settings(node: DictConfig) -> StudySettings:
         grace_s=int(raw.get("grace_s", 200)),
         storage_retry_s=float(raw.get("storage_retry_s", 120)),
         log_models=str(raw.get("log_models", "none")),
+        verbose=bool(raw.get("verbose", False)),
     )

@@ -25,6 +25,7 @@ from adasparse_lab.run.pipeline import train_and_evaluate
 from adasparse_lab.store.study_storage import Heartbeat, recover_stale
 from adasparse_lab.store.tracking import Tracker
 from adasparse_lab.study import space as space_mod
+from adasparse_lab.study.progress import Progress
 from adasparse_lab.study.proposals import MAX_DUPLICATES, duplicate_of
 from adasparse_lab.study.session import StudyContext, fail_trial_run
 from adasparse_lab.study.tell import tell_complete, tell_fail
@@ -229,6 +230,7 @@ class TrialRunner:
         """Run trials until the budget of COMPLETE trials is reached; True when it is, False
         when ``study.timeout_s`` ran out first."""
         s = self.ctx.settings
+        progress = Progress(s.n_trials, s.directions, self.ctx.hv_reference())
         while True:
             recover_stale(study, lambda t: fail_trial_run(tracker, t))
             complete, running, errors = _counts(study)
@@ -254,6 +256,7 @@ class TrialRunner:
                 self.run_trial(study, trial, tracker, parent)
             finally:
                 self.stop_heartbeat()
+            progress.report(study, trial.number)
 
     def _raise_when_stuck(self, errors: list[optuna.trial.FrozenTrial]) -> None:
         """StudyFailedError after study.max_failures errors or MAX_DUPLICATES repeats in a row."""

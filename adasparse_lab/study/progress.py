@@ -1,0 +1,84 @@
+"""One line per finished trial for the person at the terminal, and a console that shows it
+without every epoch of every trial.
+
+    trial 12 COMPLETE · 12/20 complete · 1 min 40 s elapsed · about 2 min left · hypervolume 0.2310
+
+The ETA is this worker's pace (its own finished trials over its own elapsed time) times the
+COMPLETE trials still missing; the hypervolume is the study's (results.front, against the
+reference point stored with the study), so other workers' trials count in it. Per-epoch lines
+stay in the run's log file (Hydra's file handler); ``study.verbose=true`` shows them on the
+console too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from adasparse_lab.results.front import hypervolume_history
+
+log = logging.getLogger(__name__)
+
+# Loggers whose INFO lines are the per-epoch and per-trial detail (warnings always show).
+DETAIL = ("adasparse_lab.run.fit", "adasparse_lab.study.trials")
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '3 min 05 s', '2 h 07 min'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+class Progress:
+    """The progress line of one worker."""
+
+    def __init__(
+        self, n_trials: int, directions: Sequence[str], reference: Sequence[float] | None
+    ) -> None:
+        self.n_trials, self.directions, self.reference = n_trials, list(directions), reference
+        self.started, self.finished = time.monotonic(), 0
+
+    def line(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+        self.finished += 1
+        trials = study.get_trials(deepcopy=False)
+        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        elapsed = time.monotonic() - self.started
+        parts = [
+            f"trial {trial.number} {trial.state.name}",
+            f"{complete}/{self.n_trials} complete",
+            f"{duration(elapsed)} elapsed",
+        ]
+        missing = max(self.n_trials - complete, 0)
+        if missing:
+            parts.append(f"about {duration(elapsed / self.finished * missing)} left")
+        if self.reference is not None and len(self.directions) == 2:
+            history = hypervolume_history(trials, self.directions, self.reference)
+            if history:
+                parts.append(f"hypervolume {history[-1][1]:.4f}")
+        return " · ".join(parts)
+
+    def report(self, study: optuna.Study, number: int) -> None:
+        log.info("%s", self.line(study, study.get_trials(deepcopy=False)[number]))
+
+
+class _HideDetail(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith(DETAIL)
+
+
+def quiet_console(root: logging.Logger | None = None) -> None:
+    """Hide the per-epoch and per-trial INFO lines on the console handlers of ``root`` (a file
+    handler keeps everything)."""
+    for handler in (root or logging.getLogger()).handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):
+            handler.addFilter(_HideDetail())
