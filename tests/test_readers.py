@@ -410,7 +410,7 @@ def prepare_reader(tmp: Path, name: str, storage: str, chunk_rows: int):
 def test_readers_on_mmap_stream_the_same_split_as_in_memory(tmp_path, name):
     """FileSplit streamed chunk by chunk (val carved out of train with the same draws) gives
     the rows the in-memory split gives, in the same order."""
-    from tests.test_store import assert_same_values
+    from tests.test_data_store import assert_same_values
 
     streamed = prepare_reader(tmp_path, name, "mmap", chunk_rows=40)
     loaded = prepare_reader(tmp_path, name, "memory", chunk_rows=40)

@@ -49,28 +49,32 @@ class PrepBenchResult:
         return self.rows / self.seconds
 
 
+def _proc_kb(path: str, key: str) -> int | None:
+    """``key``'s value in a /proc status file (kB), in bytes; None where unknown."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident set size. On Linux: VmHWM of /proc/self/status, because
     ru_maxrss carries over fork + exec and so starts at the parent's RSS at spawn time (a
     child of a 1 GB parent reports >= 1 GB); elsewhere ru_maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * RUSAGE_UNIT
+    peak = _proc_kb("/proc/self/status", "VmHWM:")
+    return (
+        peak
+        if peak is not None
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * RUSAGE_UNIT
+    )
 
 
 def pss_bytes() -> int:
     """Proportional set size now (shared pages divided among their users); 0 if unknown."""
-    try:
-        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_kb("/proc/self/smaps_rollup", "Pss:") or 0
 
 
 def _source(rows: int, seed: int):

@@ -1,17 +1,7 @@
 """Build what a run needs from the composed config: its components (pruner, schedule,
 regulariser, training settings), validated before any data is read, and its model, sized from
 the prepared data. Everything built takes typed arguments and is usable without Hydra.
-
-Expected config (conf/config.yaml)::
-
-    data:      {source: {_target_...}, schema: {...}, min_freq, dense_log1p}
-    model:     {_target_: AdaSparseModel, embedding_dim, ...}  (the fields come from the data)
-    pruner:    {_target_: PrunerSpec, gate: {...}, ...}  |  {gate: null} for the dense model
-    schedule:  {_target_: <BandSchedule>, r_min, r_max, ...}
-    regularizer: {_target_: SparsityRegularizer, ...}
-    train:     TrainSettings fields
-    tracking:  {enabled, uri, artifact_root}
-    paths:     {studies, cache, data}
+The config subtrees it reads are drawn in ``run/pipeline.py``.
 """
 
 from __future__ import annotations
