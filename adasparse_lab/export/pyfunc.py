@@ -21,6 +21,8 @@ from pathlib import Path
 
 import mlflow
 import mlflow.pytorch
+import numpy as np
+import pandas as pd
 import polars as pl
 import torch
 from torch import nn
@@ -61,7 +63,9 @@ class BundleModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.bundle = Bundle(context.artifacts["bundle"])
 
-    def predict(self, context, model_input, params=None):
+    # Typed as MLflow reads it (a DataFrame: no schema inferred from the hint; the logged
+    # signature holds the columns), which also spares every import MLflow's advice to add one.
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
         return self.bundle.predict(pl.from_pandas(model_input))
 
 
@@ -77,10 +81,8 @@ class EncodedInput(nn.Module):
         return self.model(x[:, : self.n_cat].long(), x[:, self.n_cat :])
 
 
-def encoded_frame(rows: Encoded):
+def encoded_frame(rows: Encoded) -> pd.DataFrame:
     """Encoded rows as the pandas frame ``torch_model`` takes (c0.., x0.., float32)."""
-    import pandas as pd
-
     x = torch.cat([rows.cat.float(), rows.dense], dim=1).numpy()
     n_cat = rows.cat.shape[1]
     names = [f"c{i}" for i in range(n_cat)] + [f"x{j}" for j in range(x.shape[1] - n_cat)]
