@@ -122,18 +122,19 @@ def log_bundle_model(
 
     bundle = Bundle(bundle_dir)
     rows = example.select(bundle.feature_columns).head(EXAMPLE_ROWS).to_pandas()
-    signature = mlflow.models.infer_signature(rows, bundle.predict(pl.from_pandas(rows)))
-    mlflow.set_tracking_uri(tracking_uri)
-    with quiet_mlflow(), mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=BundleModel(),
-            artifacts={"bundle": str(bundle_dir)},
-            signature=signature,
-            input_example=rows,
-            pip_requirements=requirements,
-            registered_model_name=register,
-        )
-        if model is not None:
-            _log_torch_model(model, bundle, rows, requirements)
+    with quiet_mlflow():  # the signature's inference advises too (integer columns)
+        signature = mlflow.models.infer_signature(rows, bundle.predict(pl.from_pandas(rows)))
+        mlflow.set_tracking_uri(tracking_uri)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=BundleModel(),
+                artifacts={"bundle": str(bundle_dir)},
+                signature=signature,
+                input_example=rows,
+                pip_requirements=requirements,
+                registered_model_name=register,
+            )
+            if model is not None:
+                _log_torch_model(model, bundle, rows, requirements)
     return info.model_uri
