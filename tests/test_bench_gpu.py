@@ -46,6 +46,7 @@ def test_without_cuda_it_says_so_and_exits_before_any_data(monkeypatch, capsys):
 
 
 @no_cuda
+@pytest.mark.slow
 def test_the_command_exits_non_zero_at_once():
     cmd = [sys.executable, "-m", "adasparse_lab.bench", "--only", "gpu"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -53,6 +54,7 @@ def test_the_command_exits_non_zero_at_once():
     assert "no CUDA device: " in done.stderr and done.stdout == ""
 
 
+@pytest.mark.slow
 def test_the_gpu_path_runs_on_the_cpu(capsys):
     """run_gpu_bench with device='cpu': both throughput sides (the same device twice), fp32 and
     bf16 autocast, serving on that device; then its table and summary."""
@@ -68,6 +70,7 @@ def test_the_gpu_path_runs_on_the_cpu(capsys):
     assert "bf16 - fp32: AUC" in table and "masked vs compacted" in table
 
 
+@pytest.mark.slow
 def test_fp32_runs_of_the_same_seed_agree_and_bf16_is_a_different_run():
     data = with_train_rows(synthetic_data(TINY.rows), TINY.rows)
     a, b = (auc_run(TINY, data, "cpu", None) for _ in range(2))
@@ -82,6 +85,7 @@ def test_summary_has_the_cuda_over_cpu_ratio():
     assert "cuda / cpu 4.00x" in format_gpu(result)
 
 
+@pytest.mark.slow
 def test_a_failing_part_is_reported_and_the_others_still_run(monkeypatch, capsys):
     real = gpu.auc_run
 
