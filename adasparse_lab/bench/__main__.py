@@ -11,6 +11,7 @@ python -m adasparse_lab.bench --only models         # every zoo model: fit() vs 
 python -m adasparse_lab.bench --only step --threads 2   # AdaSparse kernel fast vs reference
 python -m adasparse_lab.bench --only scale           # trials/hour by workers, PostgreSQL vs journal
 python -m adasparse_lab.bench --only export --threads 1   # exported bundle latency per domain
+python -m adasparse_lab.bench --only gpu           # CUDA vs CPU training, bf16 vs fp32 AUC, GPU serving
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -27,6 +29,13 @@ from pathlib import Path
 import torch
 
 from adasparse_lab.bench.export import ExportBenchConfig, format_export, run_export_bench
+from adasparse_lab.bench.gpu import (
+    GpuBenchConfig,
+    NoCudaError,
+    format_gpu,
+    require_cuda,
+    run_gpu_bench,
+)
 from adasparse_lab.bench.methods import (
     METHODS,
     MethodsBenchConfig,
@@ -51,7 +60,9 @@ from adasparse_lab.bench.step import StepBenchConfig, format_step, run_step_benc
 from adasparse_lab.bench.study_overhead import format_study, run_study_bench
 from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
-SECTIONS = ("train", "serve", "prep", "study", "methods", "step", "scale", "export", "models")
+SECTIONS = (
+    "train", "serve", "prep", "study", "methods", "step", "scale", "export", "models", "gpu",
+)  # fmt: skip
 
 
 def positive_int(text: str) -> int:
@@ -67,7 +78,7 @@ def _add_general_flags(p: argparse.ArgumentParser) -> None:
         "--only",
         action="append",
         choices=SECTIONS,
-        help="run only this section (repeatable); default: all but models (--only models)",
+        help="run only this section (repeatable); default: all but scale, models and gpu",
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
@@ -171,6 +182,16 @@ def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--export-batch-size", type=int, default=e.batch_size, help="rows per call")
     p.add_argument("--export-seconds", type=float, default=e.seconds, help="time budget per domain")
+    g = GpuBenchConfig()
+    p.add_argument(
+        "--gpu-rows", type=positive_int, default=g.rows, help="gpu section: training rows"
+    )
+    p.add_argument(
+        "--gpu-epochs",
+        type=positive_int,
+        default=g.auc_epochs,
+        help="gpu section: epochs of the fp32 and bf16 runs",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
@@ -281,9 +302,32 @@ def run_scale(args: argparse.Namespace) -> list | None:
     return points
 
 
+def check_cuda(args: argparse.Namespace) -> None:
+    """With the gpu section chosen and no CUDA device: say so and exit non-zero, before any
+    data is prepared or any other section runs."""
+    if "gpu" not in (args.only or ()):
+        return
+    try:
+        require_cuda()
+    except NoCudaError as err:
+        print(err, file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+def run_gpu(args: argparse.Namespace) -> dict | None:
+    """The gpu section (only with ``--only gpu``): print its table, return its JSON part."""
+    if "gpu" not in (args.only or ()):
+        return None
+    cfg = GpuBenchConfig(rows=args.gpu_rows, auc_epochs=args.gpu_epochs, seed=args.seed)
+    result = run_gpu_bench(cfg)
+    print("\n" + format_gpu(result), flush=True)
+    return asdict(result) | {"ratios": result.summary()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the chosen sections, print the table, return (and optionally write) the JSON."""
     args = parse_args(argv)
+    check_cuda(args)
     level = logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     if args.threads is not None:
@@ -295,6 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
     models = run_models_section(args)
     step = run_step_section(args)
     scale = run_scale(args)
+    gpu = run_gpu(args)
     exported = run_export(args) if "export" in set(args.only or SECTIONS) else None
     payload = to_json(machine, train, serve, prep)
     if step is not None:
@@ -309,12 +354,16 @@ def main(argv: list[str] | None = None) -> dict:
         payload["models"] = {"fit": models.fit, "bare": models.bare, "ratios": models.summary()}
     if scale is not None:
         payload["scale"] = [asdict(p) for p in scale]
+    if gpu is not None:
+        payload["gpu"] = gpu
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=1))
+    if gpu is not None and gpu["errors"]:
+        raise SystemExit(f"gpu section: {len(gpu['errors'])} part(s) failed (above)")
     return payload
 
 

@@ -142,14 +142,31 @@ def analytic_flops_ratio(model: AdaSparseModel, compact: CompactModel) -> float:
     return float(tower_flops(model.tower_shape(), counts).total[0]) / reference
 
 
+def synchronised(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``fn`` followed by a wait for the device (CUDA runs asynchronously: without the wait
+    the timer would measure the kernel launches only)."""
+    if device.type != "cuda":
+        return fn
+
+    def call() -> object:
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return call
+
+
 @torch.no_grad()
-def run_serve_bench(cfg: ServeBenchConfig) -> ServeBenchResult:
+def run_serve_bench(cfg: ServeBenchConfig, device: str = "cpu") -> ServeBenchResult:
+    """Masked vs compacted latency of one domain, both nets and their rows on ``device``."""
+    dev = torch.device(device)
     data = synthetic_data(cfg.data_rows, cfg.seed)
     torch.manual_seed(cfg.seed)
     model = build_model(data, domain_pruner()).eval()
     code = cfg.domain + 1
     sparsify_for_domain(model, code, cfg.prune_fraction)
-    compact = compact_model(model, code)
+    model.to(dev)
+    compact = compact_model(model, code)  # sliced on the model's device
     result = ServeBenchResult(
         config=cfg,
         domain_name=data.domain_names[cfg.domain],
@@ -158,10 +175,9 @@ def run_serve_bench(cfg: ServeBenchConfig) -> ServeBenchResult:
         flops_ratio=analytic_flops_ratio(model, compact),
     )
     for b in cfg.batch_sizes:
-        cat, dense = domain_rows(data, cfg.domain, b)
+        cat, dense = (t.to(dev) for t in domain_rows(data, cfg.domain, b))
         diff = (model(cat, dense).logits - compact(cat, dense)).abs().max().item()
-        ms, repeats = median_ms(
-            {"masked": partial(model, cat, dense), "compact": partial(compact, cat, dense)}, cfg
-        )
+        nets = {"masked": partial(model, cat, dense), "compact": partial(compact, cat, dense)}
+        ms, repeats = median_ms({k: synchronised(fn, dev) for k, fn in nets.items()}, cfg)
         result.latencies.append(Latency(b, ms["masked"], ms["compact"], repeats, diff))
     return result

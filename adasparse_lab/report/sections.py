@@ -88,8 +88,9 @@ TEXT = {  # section id -> (title, how to read it), in page order
     ),
     "trials": (
         "Trials",
-        "Every trial with its state, duration, parameters and objectives; click a header to sort. "
-        "Front trials are shaded green, failed ones red.",
+        "Every trial with its state (and, for a failed or pruned trial, the reason), duration, "
+        "parameters and objectives; click a header to sort. Front trials are shaded green, "
+        "failed ones red.",
     ),
     "context": ("Context", "What was studied, on what, with what, and for how long."),
 }
@@ -233,6 +234,7 @@ TRIAL_COLUMNS = [
     ("number", "trial", "num"),
     ("state", "state", "text"),
     ("on_front", "front", "text"),
+    ("fail_reason", "reason", "text"),  # why a trial failed or was pruned
     ("duration_s", "duration s", "num", ".1f"),
     ("method", "method", "text"),
     ("pruner_form", "pruner", "text"),
@@ -274,7 +276,7 @@ def trials_section(data: ReportData) -> Section:
         for p in t.columns
         if p.startswith("param:")
     ]
-    cols += [("run_id", "MLflow run", "text"), ("fail_reason", "fail reason", "text")]
+    cols += [("run_id", "MLflow run", "text")]
     rows = list(t.iter_rows(named=True))
     classes = ["front" if r["on_front"] else "failed" if r["state"] == "FAIL" else "" for r in rows]
     cells = [_trial_cells(r) for r in rows]

@@ -10,8 +10,9 @@ Tables (each has a ``study`` column; ``number`` is the Optuna trial number):
                   fail_reason, feasible, on_front (the front in the study's own
                   objectives, results.fronts.mark_front), ``obj:<objective>``, ``param:<name>``
   domain_metrics  one per (run, domain): kind (trial|reeval|reference), number, seed, run_id,
-                  domain, val_auc, test_auc, flops_ratio, sparsity, latency_ratio
-  layer_sparsity  one per (trial run, domain, masked position): number, domain, position, sparsity
+                  domain, val_auc, test_auc, flops_ratio, sparsity, latency_ratio; trial
+                  runs of COMPLETE trials only, no row without a single metric
+  layer_sparsity  one per (COMPLETE trial's run, domain, masked position): number, domain, position, sparsity
   reeval          one per re-evaluated trial: number, n_seeds, test_auc_mean, test_auc_sd,
                   flops_ratio_mean, latency_ratio_mean
   reeval_domains  one per (re-evaluated trial, domain): number, domain, n_seeds, test_auc_mean,
@@ -233,7 +234,10 @@ def collect_study(
     trials = _enrich_trials(trials_table(name, study), info.objectives, tables.runs)
     trials = mark_front(trials, info.objectives)  # the study's own front
     ref_runs, reference = reference_runs(tables.runs)
-    trial_ids = trials.select("run_id", trial_number="number").drop_nulls()
+    # Per-domain and per-layer rows of COMPLETE trials only: a failed or pruned trial's run
+    # measured nothing to compare (its rows would be nulls, or numbers of a broken run).
+    done = trials.filter(pl.col("state") == "COMPLETE")
+    trial_ids = done.select("run_id", trial_number="number").drop_nulls()
     dm = tables.domains
     per_trial = (
         dm.filter(pl.col("kind") == "trial")

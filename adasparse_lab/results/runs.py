@@ -133,13 +133,18 @@ def _domain_latency(m: dict[str, float], safe: str) -> float | None:
 
 
 def _domain_rows(kind: str, run, number, seed, names: dict[str, str]) -> tuple[list, list]:
-    """Per-domain and per-layer rows of one run; ``names`` maps safe names to domain names."""
+    """Per-domain and per-layer rows of one run; ``names`` maps safe names to domain names.
+    A domain the run logged no metric of has no row (a failed or unfinished run: all nulls)."""
     m, run_id = run.data.metrics, run.info.run_id
-    rows = [
-        {"kind": kind, "run_id": run_id, "number": number, "seed": seed, "domain": name}
-        | {column: m.get(key.format(safe)) for column, key in DOMAIN_METRICS.items()}
+    values = [
+        {column: m.get(key.format(safe)) for column, key in DOMAIN_METRICS.items()}
         | {"latency_ratio": _domain_latency(m, safe)}
-        for safe, name in names.items()
+        for safe in names
+    ]
+    rows = [
+        {"kind": kind, "run_id": run_id, "number": number, "seed": seed, "domain": name} | v
+        for name, v in zip(names.values(), values)
+        if any(x is not None for x in v.values())
     ]
     layers = [
         {"run_id": run_id, "domain": names[hit[1]], "position": int(hit[2]), "sparsity": value}

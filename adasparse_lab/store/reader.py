@@ -160,8 +160,9 @@ def _column(frame, name: str) -> list:
 def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
     """One row per trial, from ``study.trials_dataframe()``. Columns: study, number, state,
     duration_s, started, finished, run_id, method, pruner_form, pruner_inputs, band_lo,
-    band_hi, fail_reason, feasible (COMPLETE trials: every Optuna constraint, e.g.
-    study.flops_budget, met), ``obj:<name>`` per objective, ``param:<name>`` per parameter."""
+    band_hi, fail_reason (FAIL: the error; PRUNED: the stored reason, else ``pruned_reason``),
+    feasible (COMPLETE trials: every Optuna constraint, e.g. study.flops_budget, met),
+    ``obj:<name>`` per objective, ``param:<name>`` per parameter."""
     frozen = study.get_trials(deepcopy=False)
     frame = study.trials_dataframe(multi_index=False)
     objs = [f"obj:{o['name']}" for o in objectives(study)]
@@ -182,7 +183,11 @@ def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
         "finished": [_iso(d) for d in _column(frame, "datetime_complete")],
         "run_id": attr("mlflow_run_id"),
         "method": [trial_method(t) for t in frozen],
-        **{c: attr(c) for c in ("pruner_form", "pruner_inputs", "fail_reason")},
+        **{c: attr(c) for c in ("pruner_form", "pruner_inputs")},
+        "fail_reason": [
+            r if r is not None or t.state.name != "PRUNED" else pruned_reason(t)
+            for r, t in zip(attr("fail_reason"), frozen)
+        ],
         "band_lo": [b[0] for b in band],
         "band_hi": [b[1] for b in band],
         "feasible": [
@@ -196,6 +201,12 @@ def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
     ).with_columns(
         _param_column(_column(frame, c)).alias(f"param:{c.removeprefix('params_')}") for c in params
     )
+
+
+def pruned_reason(trial: optuna.trial.FrozenTrial) -> str:
+    """What Optuna keeps of a pruning: the last step the trial reported before it stopped."""
+    steps = trial.intermediate_values
+    return f"pruned by Optuna after step {max(steps)}" if steps else "pruned by Optuna"
 
 
 def _iso(moment) -> str | None:
