@@ -40,6 +40,8 @@ def test_a_study_shows_one_line_per_trial_and_a_quiet_end(tmp_path):
     assert [state for state, _ in progress] == ["COMPLETE"] * 4
     assert [int(done) for _, done in progress] == [1, 2, 3, 4]
     assert re.search(r"hypervolume \d\.\d{4}", console)
+    assert re.search(r"the dense reference run \(seed \d+\) done in \d", console)
+    assert re.search(r"re-evaluation of trial \d+, seed 1 done in \d", console)
     assert "epoch 1:" not in console  # every epoch stays in the log file
     (log_file,) = (tmp_path / "studies" / "quick" / "hydra").glob("*/sweep.log")
     assert log_file.read_text().count("epoch 1:") >= 4

@@ -3,6 +3,9 @@ without every epoch of every trial.
 
     trial 12 COMPLETE · 12/20 complete · 1 min 40 s elapsed · about 2 min left · hypervolume 0.2310
 
+and one line per reference or re-evaluation run (``the dense reference run (seed 1) done in
+9 s``), so that no phase of a study is silent.
+
 The ETA is this worker's pace (its own finished trials over its own elapsed time) times the
 COMPLETE trials still missing; the hypervolume is the study's (results.front, against the
 reference point stored with the study), so other workers' trials count in it. Per-epoch lines
@@ -67,6 +70,11 @@ class Progress:
 
     def report(self, study: optuna.Study, number: int) -> None:
         log.info("%s", self.line(study, study.get_trials(deepcopy=False)[number]))
+
+
+def extra_run_done(what: str, seconds: float) -> None:
+    """The line of a reference or re-evaluation run (before and after the trials)."""
+    log.info("%s done in %s", what, duration(seconds))
 
 
 class _HideDetail(logging.Filter):

@@ -8,6 +8,7 @@ that fails ends FAILED and is logged, never raised (the study's trials are done)
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import optuna
@@ -17,6 +18,7 @@ from optuna.trial import FixedTrial
 from adasparse_lab.results.front import feasible, spread_pick
 from adasparse_lab.run.naming import method_name
 from adasparse_lab.store.tracking import Tracker
+from adasparse_lab.study.progress import extra_run_done
 from adasparse_lab.study.session import StudyContext
 from adasparse_lab.study.settings import StudySettings
 from adasparse_lab.study.trials import TrialRunner
@@ -71,9 +73,11 @@ class ExtraRuns:
         """Train ``cfg`` into the claimed run; a failure ends it FAILED and is logged, never
         raised (the study's trials are done). True when it finished."""
         tracker.set_tags(run_id, {"method": method_name(cfg.pruner, cfg.model)})
+        started = time.perf_counter()
         try:
             self.trials.train_run(cfg, tracker, run_id, out_dir)
             tracker.end_run(run_id)
+            extra_run_done(what, time.perf_counter() - started)
             return True
         except Exception as err:
             tracker.set_tags(run_id, {"fail_reason": f"{type(err).__name__}: {err}"[:2000]})
