@@ -11,6 +11,7 @@ python -m adasparse_lab.bench --only models         # every zoo model: fit() vs 
 python -m adasparse_lab.bench --only step --threads 2   # AdaSparse kernel fast vs reference
 python -m adasparse_lab.bench --only scale           # trials/hour by workers, PostgreSQL vs journal
 python -m adasparse_lab.bench --only export --threads 1   # exported bundle latency per domain
+python -m adasparse_lab.bench --only domains         # 100 and 1,000 domains: report, browser, overhead
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from adasparse_lab.bench.domains import format_domains, run_domains_bench
 from adasparse_lab.bench.export import ExportBenchConfig, format_export, run_export_bench
 from adasparse_lab.bench.methods import (
     METHODS,
@@ -51,7 +53,9 @@ from adasparse_lab.bench.step import StepBenchConfig, format_step, run_step_benc
 from adasparse_lab.bench.study_overhead import format_study, run_study_bench
 from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
-SECTIONS = ("train", "serve", "prep", "study", "methods", "step", "scale", "export", "models")
+SECTIONS = (
+    "train", "serve", "prep", "study", "methods", "step", "scale", "export", "models", "domains",
+)  # fmt: skip
 
 
 def positive_int(text: str) -> int:
@@ -171,6 +175,9 @@ def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--export-batch-size", type=int, default=e.batch_size, help="rows per call")
     p.add_argument("--export-seconds", type=float, default=e.seconds, help="time budget per domain")
+    p.add_argument(
+        "--domain-counts", type=int, nargs="+", default=[100, 1000], help="domains section"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
@@ -271,6 +278,16 @@ def run_step_section(args: argparse.Namespace) -> dict | None:
     return {"config": asdict(cfg), "rows_per_s": rows_per_s, "ratios": step_ratios(step)}
 
 
+def run_domains(args: argparse.Namespace) -> list | None:
+    """The many-domains section (a study and a report per domain count): only with
+    ``--only domains``."""
+    if "domains" not in (args.only or ()):
+        return None
+    results = [run_domains_bench(n) for n in args.domain_counts]
+    print("\n" + format_domains(results), flush=True)
+    return [r.as_dict() for r in results]
+
+
 def run_scale(args: argparse.Namespace) -> list | None:
     """The scale section (it starts PostgreSQL and an MLflow server): not part of the default
     run, only with ``--only scale``."""
@@ -295,6 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
     models = run_models_section(args)
     step = run_step_section(args)
     scale = run_scale(args)
+    domains = run_domains(args)
     exported = run_export(args) if "export" in set(args.only or SECTIONS) else None
     payload = to_json(machine, train, serve, prep)
     if step is not None:
@@ -309,6 +327,8 @@ def main(argv: list[str] | None = None) -> dict:
         payload["models"] = {"fit": models.fit, "bare": models.bare, "ratios": models.summary()}
     if scale is not None:
         payload["scale"] = [asdict(p) for p in scale]
+    if domains is not None:
+        payload["domains"] = domains
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))
