@@ -27,7 +27,11 @@ def test_an_epochs_per_domain_metrics_are_logged_in_batches():
     tracker.client = CountingClient()
     n_domains = 1000
     val = {f"val/{m}/d{k:04d}": 0.5 for k in range(n_domains) for m in ("auc", "logloss")}
-    oracle = {f"val/oracle_auc/d{k:04d}": 0.7 for k in range(n_domains)}  # constant: not logged
+    val |= {"val/auc": 0.5, "val/sparsity/l1": 0.2, "val/flops/ratio": 0.5, "val/flops/mean": 9}
+    # Per domain and epoch, only AUC and log loss: the rest stays in metrics.json's history.
+    oracle = {f"val/oracle_auc/d{k:04d}": 0.7 for k in range(n_domains)}
+    oracle |= {f"val/sparsity/d{k:04d}/l{i}": 0.1 for k in range(n_domains) for i in (1, 2)}
+    oracle |= {f"val/flops{r}/d{k:04d}": 0.1 for k in range(n_domains) for r in ("", "_ratio")}
     record = EpochRecord(1, 10, 0.5, 0.0, 1e4, 0.1, 1.0, (0.1, 0.2), True, val | oracle)
     epoch_logger(tracker, "run")(record)
     total = len(val) + 7  # the train metrics beside the per-domain ones
