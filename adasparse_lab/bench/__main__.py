@@ -283,8 +283,10 @@ def run_domains(args: argparse.Namespace) -> list | None:
     ``--only domains``."""
     if "domains" not in (args.only or ()):
         return None
-    results = [run_domains_bench(n) for n in args.domain_counts]
-    print("\n" + format_domains(results), flush=True)
+    results = []
+    for n in args.domain_counts:  # each count's line as soon as it is measured
+        results.append(run_domains_bench(n))
+        print("\n" + format_domains(results[-1:]), flush=True)
     return [r.as_dict() for r in results]
 
 

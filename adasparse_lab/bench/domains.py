@@ -38,7 +38,9 @@ class DomainsBenchResult:
     rows: int
     report_mb: float
     build_s: float
-    load_s: float  # the page's own load time in Chromium (navigation start to load, figures drawn)
+    load_s: (
+        float  # the page's load in Chromium (navigation start to load, figures drawn), best of 3
+    )
     browser_s: float  # the whole headless Chromium run (start, load, DOM dump)
     figures_rendered: str
     js_errors: str
@@ -101,7 +103,8 @@ def run_domains_bench(n_domains: int, n_trials: int = 3) -> DomainsBenchResult:
         done = [t for t in outcome.study.get_trials() if t.state == TrialState.COMPLETE]
         info = build([base.study.name], [outcome.storage_desc], Path(tmp) / "reports")
         page = info.path.read_text(encoding="utf-8")
-        attrs, wall = open_in_browser(info.path, Path(tmp) / "profile")
+        loads = [open_in_browser(info.path, Path(tmp) / f"profile{i}") for i in range(3)]
+        attrs, wall = min(loads, key=lambda a: float(a[0].get("data-load-ms", "inf")))
     return DomainsBenchResult(
         domains=n_domains,
         trials=len(done),

@@ -233,24 +233,27 @@ def picker_section(data: ReportData, points: pl.DataFrame, ref: pl.DataFrame) ->
     return Section("domains", title, explain, blocks)
 
 
-OVERLAP_MAX_DOMAINS = 60  # the overlap map's domains (it grows as their square)
+STRUCTURE_MAX_DOMAINS = 60  # the structure figures' rows (the overlap map grows as their square)
 
 
-def _overlap_order(order: list[str], domains: pl.DataFrame) -> tuple[list[str], pl.DataFrame, str]:
-    """The overlap map's domains (the largest OVERLAP_MAX_DOMAINS, in ``order``) and title."""
-    title = "Overlap of kept neurons (Jaccard)"
-    if len(order) <= OVERLAP_MAX_DOMAINS:
-        return order, domains, title
-    largest = {d for d, _ in domains_by_size(domains)[:OVERLAP_MAX_DOMAINS]}
-    title += f", the {OVERLAP_MAX_DOMAINS} largest of {len(order):,} domains"
-    return [d for d in order if d in largest], domains, title
+def _shown_domains(domains: pl.DataFrame) -> tuple[list[str], str]:
+    """The structure figures' domains: all, or the STRUCTURE_MAX_DOMAINS largest of many,
+    with the words that say so in their titles."""
+    by_size = [d for d, _ in domains_by_size(domains)]
+    if len(by_size) <= STRUCTURE_MAX_DOMAINS:
+        return by_size, ""
+    return by_size[
+        :STRUCTURE_MAX_DOMAINS
+    ], f" ({STRUCTURE_MAX_DOMAINS} largest of {len(by_size):,} domains)"
 
 
 def structure_view(data: ReportData, row: dict) -> StructureView:
     """One front trial's sparsity heatmap, keep map and overlap map (``row``: its trials row)."""
     this_trial = (pl.col("study") == row["study"]) & (pl.col("number") == row["number"])
+    shown, of = _shown_domains(data.domains.filter(pl.col("study") == row["study"]))
+    this_trial &= pl.col("domain").is_in(shown)
     keep, layers = data.keep.filter(this_trial), data.layer_sparsity.filter(this_trial)
-    domains = data.domains.filter(pl.col("study") == row["study"])
+    domains = data.domains.filter((pl.col("study") == row["study"]) & pl.col("domain").is_in(shown))
     order = structure_order(keep, domains)
     if not layers.height:  # no per-layer metrics stored: derive them from the keep table
         layers = keep.group_by("domain", "position").agg(sparsity=1 - pl.col("keep_prob").mean())
@@ -261,9 +264,9 @@ def structure_view(data: ReportData, row: dict) -> StructureView:
         caption=f"{html.escape(label)}: pruner inputs {html.escape(str(row['pruner_inputs']))}; "
         f"mean sparsity {fmt(row['sparsity'], '.3f')}. Domains ordered by similarity of kept neurons.",
         figures=[
-            sparsity_heatmap(layers, order, domains, "Sparsity per domain and layer"),
-            keep_map_figure(keep, order, domains, "Keep probability per neuron"),
-            overlap_figure(keep, *_overlap_order(order, domains)),
+            sparsity_heatmap(layers, order, domains, "Sparsity per domain and layer" + of),
+            keep_map_figure(keep, order, domains, "Keep probability per neuron" + of),
+            overlap_figure(keep, order, domains, "Overlap of kept neurons (Jaccard)" + of),
         ],
     )
 
