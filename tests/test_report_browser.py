@@ -3,14 +3,17 @@ JavaScript error, and every figure rendered; the trial selector and the table so
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import unquote
 
 import optuna
 import pytest
 
 from adasparse_lab.report.build import build
+from tests.report_facts import decode
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -91,3 +94,81 @@ def test_selector_and_sorting_work(report, real_study, tmp_path):
     assert attrs["data-first-row"] == str(last)  # trial numbers sorted descending after two clicks
     # The deliberate error is caught and is the only one: the interactions raised none.
     assert attrs["data-js-errors"] == "1" and attrs["data-js-error-messages"].endswith("deliberate")
+
+
+# Many domains (above the report's grid limit): the picker redraws one figure. Appended to a
+# copy of the report: pick each listed choice in turn and record, per choice, the domains it
+# picked and every trace's y values as the page's script drew them.
+PICK = """<script>window.addEventListener('load',function(){setTimeout(function(){
+ var s=document.getElementById('domain-select'),g=document.querySelector('.domain-picker .js-plotly-plot');
+ var out={};JSON.parse(document.getElementById('picks').textContent).forEach(function(v){
+  s.value=v;s.dispatchEvent(new Event('change'));
+  out[v]={picked:g.getAttribute('data-picked'),title:g.layout.title.text,
+   ys:g.data.map(function(t){return Array.prototype.slice.call(t.y||[]);})};});
+ document.documentElement.setAttribute('data-picks',encodeURIComponent(JSON.stringify(out)));},50);});
+</script></body>"""
+MANY = 30  # domains: above report.sections.GRID_MAX_DOMAINS
+
+
+@pytest.fixture(scope="module")
+def many_report(tmp_path_factory):
+    from adasparse_lab.bench.domains import run_domains_study
+
+    tmp = tmp_path_factory.mktemp("many")
+    base, outcome = run_domains_study(MANY, str(tmp), n_trials=2)
+    return build([base.study.name], [outcome.storage_desc], tmp / "reports")
+
+
+@pytest.mark.slow
+def test_domain_picker_redraws_the_figure(many_report, tmp_path):
+    from adasparse_lab.report.sections import GRID_MAX_DOMAINS
+    from adasparse_lab.results.tables import picker_means
+
+    assert MANY > GRID_MAX_DOMAINS
+    page = many_report.path.read_text()
+    table = json.loads(re.search(r'id="domain-table">(.*?)</script>', page, re.S).group(1))
+    options = re.findall(r'<option value="((?:domain|group|largest|smallest):[^"]+)"', page)
+    assert [o for o in options if o.startswith("domain:")] == [
+        f"domain:{d}" for d in table["domains"]
+    ]
+    assert len(table["domains"]) == MANY and len(table["groups"]) == 3
+    assert {"largest:10", "smallest:5", "group:1"} <= set(options)
+    assert '<section id="gain">' not in page  # the gains are the domains section's summary
+    picks = ["group:1", "largest:10", "smallest:5", f"domain:{table['domains'][3]}"]
+    copy = tmp_path / "pick.html"
+    script = f'<script type="application/json" id="picks">{json.dumps(picks)}</script>'
+    copy.write_text(page.replace("</body>", script + PICK))
+    attrs = html_attrs(dump_dom(copy, tmp_path / "profile"))
+    assert attrs["data-js-errors"] == "0", attrs.get("data-js-error-messages")
+    drawn = json.loads(unquote(attrs["data-picks"]))
+    sets = {"group:1": table["groups"]["1"], "largest:10": list(range(10))}
+    sets |= {"smallest:5": list(range(MANY - 1, MANY - 6, -1)), picks[3]: [3]}
+    for value, picked in sets.items():
+        assert drawn[value]["picked"] == f"{value}|{len(picked)}"
+        assert f"({len(picked)} domain" in drawn[value]["title"]
+        means = picker_means(table, picked)
+        keys = list(dict.fromkeys(table["key"]))
+        for k, key in enumerate(keys):  # the trial traces: each trial's mean over the picked
+            want = [
+                y
+                for y, kk, x in zip(means["y"], table["key"], means["x"])
+                if kk == key and x is not None and y is not None
+            ]
+            assert drawn[value]["ys"][k] == pytest.approx(want, abs=1.5e-4)
+        assert drawn[value]["ys"][-1] == pytest.approx(means["ref_y"], abs=1.5e-4)  # reference
+        assert drawn[value]["ys"][len(keys)]  # the front line is drawn
+
+
+@pytest.mark.slow
+def test_all_domains_summary_has_one_point_per_domain(many_report):
+    from tests.report_facts import figures, sections  # noqa: I001
+
+    inner = dict((sid, part) for sid, _, part in sections(many_report.path.read_text()))
+    picker, summary = figures(inner["domains"])
+    assert "Per-domain front" in picker["layout"]["title"]["text"]
+    traces = summary["data"]
+    assert traces and all(len(decode(t["x"])) == MANY for t in traces)  # one point per domain
+    assert [t.get("visible", True) for t in traces] == [True] + [False] * (len(traces) - 1)
+    assert traces[0]["error_y"]["visible"]  # a re-evaluated front trial first, with its ±1 sd
+    buttons = summary["layout"]["updatemenus"][0]["buttons"]
+    assert [b["label"] for b in buttons] == [t["name"] for t in traces]

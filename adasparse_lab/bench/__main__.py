@@ -12,6 +12,7 @@ python -m adasparse_lab.bench --only step --threads 2   # AdaSparse kernel fast 
 python -m adasparse_lab.bench --only scale           # trials/hour by workers, PostgreSQL vs journal
 python -m adasparse_lab.bench --only export --threads 1   # exported bundle latency per domain
 python -m adasparse_lab.bench --only gpu           # CUDA vs CPU training, bf16 vs fp32 AUC, GPU serving
+python -m adasparse_lab.bench --only domains         # 100 and 1,000 domains: report, browser, overhead
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from adasparse_lab.bench.domains import format_domains, run_domains_bench
 from adasparse_lab.bench.export import ExportBenchConfig, format_export, run_export_bench
 from adasparse_lab.bench.gpu import (
     GpuBenchConfig,
@@ -62,6 +64,7 @@ from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
 SECTIONS = (
     "train", "serve", "prep", "study", "methods", "step", "scale", "export", "models", "gpu",
+    "domains",
 )  # fmt: skip
 
 
@@ -78,7 +81,7 @@ def _add_general_flags(p: argparse.ArgumentParser) -> None:
         "--only",
         action="append",
         choices=SECTIONS,
-        help="run only this section (repeatable); default: all but scale, models and gpu",
+        help="run only this section (repeatable); default: all but scale, models, gpu and domains",
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
@@ -192,6 +195,9 @@ def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
         default=g.auc_epochs,
         help="gpu section: epochs of the fp32 and bf16 runs",
     )
+    p.add_argument(
+        "--domain-counts", type=int, nargs="+", default=[100, 1000], help="domains section"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
@@ -292,6 +298,18 @@ def run_step_section(args: argparse.Namespace) -> dict | None:
     return {"config": asdict(cfg), "rows_per_s": rows_per_s, "ratios": step_ratios(step)}
 
 
+def run_domains(args: argparse.Namespace) -> list | None:
+    """The many-domains section (a study and a report per domain count): only with
+    ``--only domains``."""
+    if "domains" not in (args.only or ()):
+        return None
+    results = []
+    for n in args.domain_counts:  # each count's line as soon as it is measured
+        results.append(run_domains_bench(n))
+        print("\n" + format_domains(results[-1:]), flush=True)
+    return [r.as_dict() for r in results]
+
+
 def run_scale(args: argparse.Namespace) -> list | None:
     """The scale section (it starts PostgreSQL and an MLflow server): not part of the default
     run, only with ``--only scale``."""
@@ -340,6 +358,7 @@ def main(argv: list[str] | None = None) -> dict:
     step = run_step_section(args)
     scale = run_scale(args)
     gpu = run_gpu(args)
+    domains = run_domains(args)
     exported = run_export(args) if "export" in set(args.only or SECTIONS) else None
     payload = to_json(machine, train, serve, prep)
     if step is not None:
@@ -356,6 +375,8 @@ def main(argv: list[str] | None = None) -> dict:
         payload["scale"] = [asdict(p) for p in scale]
     if gpu is not None:
         payload["gpu"] = gpu
+    if domains is not None:
+        payload["domains"] = domains
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))

@@ -11,7 +11,7 @@ import polars as pl
 
 from adasparse_lab.report.figures import COST_AXES, front_line, markers, reference_line
 from adasparse_lab.report.style import PALETTE, REFERENCE_COLOR, colors_for, finish
-from adasparse_lab.results.tables import domains_by_size
+from adasparse_lab.results.tables import domains_by_size, picker_means
 
 STAR = {"symbol": "star", "size": 12, "color": REFERENCE_COLOR}
 
@@ -119,3 +119,95 @@ def gain_figure(gains: pl.DataFrame) -> go.Figure:
     return finish(fig, "Gain by domain size (front trials, test split)", 460).update_layout(
         legend_title_text=""
     )
+
+
+def domain_picker_figure(table: dict, x: str = "flops_ratio") -> go.Figure:
+    """The picker's one figure (``table``: results.tables.domain_picker_table), drawn for the
+    largest domain: each trial's val AUC against its cost, one trace per method (or study),
+    each study's front and dense reference. The page's script redraws it for the domain, group
+    or k largest/smallest picked (the mean over the picked domains, trial by trial)."""
+    means = picker_means(table, [0])
+    keys = list(dict.fromkeys(table["key"]))
+    colours = colors_for(keys) if len(table["studies"]) == 1 else dict(zip(keys, PALETTE))
+    cost = "FLOPs" if x == "flops_ratio" else "latency"
+    hover = f"trial %{{customdata}}<br>AUC %{{y:.4f}} · {cost} %{{x:.3f}}<extra>%{{fullData.name}}</extra>"
+    fig = go.Figure()
+    for key in keys:
+        cols = [j for j, k in enumerate(table["key"]) if k == key]
+        fig.add_scatter(
+            x=[means["x"][j] for j in cols],
+            y=[means["y"][j] for j in cols],
+            customdata=[table["number"][j] for j in cols],
+            mode="markers",
+            name=key,
+            marker={"size": 8, "opacity": 0.7, "color": colours.get(key)},
+            hovertemplate=hover,
+        )
+    for s_i, study in enumerate(table["studies"]):
+        colour = PALETTE[s_i % len(PALETTE)] if len(table["studies"]) > 1 else None
+        pts = [(a, b) for a, b, s in zip(means["x"], means["y"], table["study"]) if s == s_i]
+        frame = pl.DataFrame(pts, schema=["x", "y"], orient="row").drop_nulls()
+        fig.add_trace(front_line(frame, "x", "y", study, colour))
+    ref_x, ref_y = means["ref_x"], means["ref_y"]
+    star = markers(ref_x, ref_y, "dense reference", marker=STAR, text=table["studies"])
+    fig.add_trace(
+        star.update(hovertemplate="dense reference %{text}<br>AUC %{y:.4f}<extra></extra>")
+    )
+    fig.update_xaxes(title_text=COST_AXES.get(x, x))
+    fig.update_yaxes(title_text="val AUC (mean over the picked domains)")
+    title = f"Per-domain front: {table['domains'][0]} (the largest domain)"
+    return finish(fig, title, 480).update_layout(legend_title_text="")
+
+
+def domain_summary_figure(gains: pl.DataFrame) -> go.Figure:
+    """All domains at once: test AUC gain over the dense reference against the domain's
+    training rows (log x), one point per domain for one front trial at a time (the menu picks
+    it; a re-evaluated trial first), bars of ±1 sd over seeds where re-evaluated (``gains``:
+    results.tables.domain_gains)."""
+    labels = gains["label"].unique(maintain_order=True).to_list()
+    sd = gains.group_by("label").agg(pl.col("gain_sd").is_not_null().any().alias("reeval"))
+    reevaluated = set(sd.filter(pl.col("reeval"))["label"].to_list())
+    labels.sort(key=lambda label: label not in reevaluated)  # stable: re-evaluated ones first
+    fig = go.Figure()
+    hover = "%{customdata}: %{x:,} rows<br>ΔAUC %{y:+.4f}<extra></extra>"
+    for i, label in enumerate(labels):
+        part = gains.filter(pl.col("label") == label).sort("train_rows")
+        has_sd = label in reevaluated
+        bars = {"type": "data", "array": part["gain_sd"].fill_null(0.0).round(4).to_list()}
+        fig.add_scatter(
+            x=part["train_rows"].to_list(),
+            y=part["gain"].round(4).to_list(),
+            customdata=part["domain"].to_list(),
+            mode="markers",
+            name=label + (" (re-evaluated: ±1 sd)" if has_sd else ""),
+            marker={"size": 6, "opacity": 0.7, "color": PALETTE[i % len(PALETTE)]},
+            error_y=bars | {"thickness": 1, "width": 0, "visible": has_sd},
+            hovertemplate=hover,
+            visible=i == 0,
+        )
+    reference_line(fig, 0, width=1)
+    fig.update_xaxes(
+        type="log",
+        dtick="D2",
+        tickformat="~s",
+        title_text="training rows of the domain (log scale)",
+    )
+    fig.update_yaxes(title_text="test AUC − dense reference AUC", zeroline=False)
+    buttons = [
+        {
+            "label": fig.data[i].name,
+            "method": "update",
+            "args": [{"visible": [j == i for j in range(len(labels))]}],
+        }
+        for i in range(len(labels))
+    ]
+    menu = {
+        "buttons": buttons,
+        "x": 0,
+        "xanchor": "left",
+        "y": 1.02,
+        "yanchor": "bottom",
+        "direction": "down",
+    }
+    finish(fig, f"All {gains['domain'].n_unique():,} domains: gain against domain size", 480)
+    return fig.update_layout(updatemenus=[menu], showlegend=False, margin={"t": 110})

@@ -43,6 +43,16 @@ class StructureView:
 
 
 @dataclass
+class DomainPicker:
+    """The per-domain picker above its figure: ``options`` as (optgroup label, [(value,
+    label)]) and the compact table (results.tables.domain_picker_table) the page's script
+    redraws the figure from, as JSON."""
+
+    options: list[tuple[str, list[tuple[str, str]]]]
+    table_json: str
+
+
+@dataclass
 class Block:
     """A figure, a trial selector with its views, a note (text) or ready HTML, under an
     optional small heading ``title``."""
@@ -52,6 +62,7 @@ class Block:
     title: str = ""
     views: list[StructureView] = field(default_factory=list)
     note: str = ""
+    picker: DomainPicker | None = None  # with ``figure``: the figure the picker redraws
 
 
 @dataclass

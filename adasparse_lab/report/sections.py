@@ -5,6 +5,7 @@ reference run, a fixed band, no keep probabilities) are left out or replaced by 
 from __future__ import annotations
 
 import html
+import json
 import platform
 from collections.abc import Iterator
 from functools import partial
@@ -12,9 +13,21 @@ from functools import partial
 import polars as pl
 
 from adasparse_lab.report.diagnostics import diagnostics
-from adasparse_lab.report.domain_figures import domain_fronts_figure, gain_figure
+from adasparse_lab.report.domain_figures import (
+    domain_fronts_figure,
+    domain_picker_figure,
+    domain_summary_figure,
+    gain_figure,
+)
 from adasparse_lab.report.figures import band_figure, cost_toggle, pareto_figure
-from adasparse_lab.report.html import Block, Section, StructureView, parts, table_html
+from adasparse_lab.report.html import (
+    Block,
+    DomainPicker,
+    Section,
+    StructureView,
+    parts,
+    table_html,
+)
 from adasparse_lab.report.structure import (
     keep_map_figure,
     overlap_figure,
@@ -29,7 +42,9 @@ from adasparse_lab.results.tables import (
     completed,
     domain_facts,
     domain_gains,
+    domain_picker_table,
     domain_points,
+    domains_by_size,
     near_reference,
     trial_label,
     wall_time,
@@ -62,6 +77,16 @@ TEXT = {  # section id -> (title, how to read it), in page order
         "domain's points fall below its star, sparsity costs that domain AUC; above it, the "
         "sparse models gain. The buttons switch between analytic FLOPs and the measured serving "
         "time of the network that serves the domain (when trials measured it).",
+    ),
+    "picker": (
+        "Per-domain fronts",
+        "Too many domains for one panel each: pick a domain (largest training set first), a true "
+        "group, or the k largest or smallest domains; the figure shows each trial's val AUC "
+        "against its FLOPs ratio (over several domains: their mean, trial by trial), the front "
+        "and the dense reference (star). Below, every domain at once: the test AUC gain of a "
+        "front trial over the dense reference against the domain's training rows, one point per "
+        "domain (bars: ±1 sd over seeds where the trial was re-evaluated); the menu picks the "
+        "trial.",
     ),
     "structure": (
         "Learned structure",
@@ -164,20 +189,72 @@ def pareto_section(data: ReportData, color_by: str | None) -> Section:
     return section("pareto", [Block(figure=cost_toggle(done, draw))])
 
 
+GRID_MAX_DOMAINS = 24  # up to this many domains: one panel each; more: the picker and summary
+
+
+def many_domains(data: ReportData) -> bool:
+    return len(domains_by_size(data.domains)) > GRID_MAX_DOMAINS
+
+
 def domains_section(data: ReportData) -> Section:
     points = domain_points(data.domain_metrics, data.trials)
     if not points.drop_nulls(["val_auc", "flops_ratio"]).height:
         return section("domains", [Block(note=NO_DOMAIN_POINTS)])
     ref = reference_domains(data.domain_metrics)
+    if many_domains(data):
+        return picker_section(data, points, ref)
     draw = partial(domain_fronts_figure, points, data.domains, ref)
     return section("domains", [Block(figure=cost_toggle(points, draw))])
+
+
+def picker_options(table: dict) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The picker's choices: k largest/smallest, true groups, every domain by size."""
+    n = len(table["domains"])
+    sets = [(f"largest:{k}", f"{k} largest domains") for k in table["k"]]
+    sets += [(f"smallest:{k}", f"{k} smallest domains") for k in table["k"]]
+    groups = [(f"group:{g}", f"group {g} ({len(ix)} domains)") for g, ix in table["groups"].items()]
+    one = [
+        (f"domain:{d}", d if rows is None else f"{d} · {rows:,} rows")
+        for d, rows in zip(table["domains"], table["rows"])
+    ]
+    out = [(f"each domain ({n:,}, largest first)", one), ("largest / smallest", sets)]
+    return out + ([("true groups (synthetic data)", groups)] if groups else [])
+
+
+def picker_section(data: ReportData, points: pl.DataFrame, ref: pl.DataFrame) -> Section:
+    """Many domains: a picker redrawing one figure, and all domains' gains in one figure."""
+    table = domain_picker_table(points, data.domains, ref)
+    compact = json.dumps(table, separators=(",", ":")).replace("</", "<\\/")
+    picker = DomainPicker(picker_options(table), compact)
+    blocks = [Block(figure=domain_picker_figure(table), picker=picker)]
+    gains = domain_gains(data.trials, data.domain_metrics, data.reeval_domains, data.domains)
+    if gains.height:
+        blocks.append(Block(figure=domain_summary_figure(gains)))
+    title, explain = TEXT["picker"]
+    return Section("domains", title, explain, blocks)
+
+
+STRUCTURE_MAX_DOMAINS = 60  # the structure figures' rows (the overlap map grows as their square)
+
+
+def _shown_domains(domains: pl.DataFrame) -> tuple[list[str], str]:
+    """The structure figures' domains: all, or the STRUCTURE_MAX_DOMAINS largest of many,
+    with the words that say so in their titles."""
+    by_size = [d for d, _ in domains_by_size(domains)]
+    if len(by_size) <= STRUCTURE_MAX_DOMAINS:
+        return by_size, ""
+    return by_size[
+        :STRUCTURE_MAX_DOMAINS
+    ], f" ({STRUCTURE_MAX_DOMAINS} largest of {len(by_size):,} domains)"
 
 
 def structure_view(data: ReportData, row: dict) -> StructureView:
     """One front trial's sparsity heatmap, keep map and overlap map (``row``: its trials row)."""
     this_trial = (pl.col("study") == row["study"]) & (pl.col("number") == row["number"])
+    shown, of = _shown_domains(data.domains.filter(pl.col("study") == row["study"]))
+    this_trial &= pl.col("domain").is_in(shown)
     keep, layers = data.keep.filter(this_trial), data.layer_sparsity.filter(this_trial)
-    domains = data.domains.filter(pl.col("study") == row["study"])
+    domains = data.domains.filter((pl.col("study") == row["study"]) & pl.col("domain").is_in(shown))
     order = structure_order(keep, domains)
     if not layers.height:  # no per-layer metrics stored: derive them from the keep table
         layers = keep.group_by("domain", "position").agg(sparsity=1 - pl.col("keep_prob").mean())
@@ -188,9 +265,9 @@ def structure_view(data: ReportData, row: dict) -> StructureView:
         caption=f"{html.escape(label)}: pruner inputs {html.escape(str(row['pruner_inputs']))}; "
         f"mean sparsity {fmt(row['sparsity'], '.3f')}. Domains ordered by similarity of kept neurons.",
         figures=[
-            sparsity_heatmap(layers, order, domains, "Sparsity per domain and layer"),
-            keep_map_figure(keep, order, domains, "Keep probability per neuron"),
-            overlap_figure(keep, order, domains, "Overlap of kept neurons (Jaccard)"),
+            sparsity_heatmap(layers, order, domains, "Sparsity per domain and layer" + of),
+            keep_map_figure(keep, order, domains, "Keep probability per neuron" + of),
+            overlap_figure(keep, order, domains, "Overlap of kept neurons (Jaccard)" + of),
         ],
     )
 
@@ -205,6 +282,8 @@ def structure_section(data: ReportData) -> Section:
 
 
 def gain_section(data: ReportData) -> Section | None:
+    if many_domains(data):  # the domains section's summary figure shows the gains
+        return None
     gains = domain_gains(data.trials, data.domain_metrics, data.reeval_domains, data.domains)
     return section("gain", [Block(figure=gain_figure(gains))]) if gains.height else None
 

@@ -79,7 +79,8 @@ def structure_order(keep: pl.DataFrame, domains: pl.DataFrame) -> list[str]:
     """Domains ordered by similarity of their kept neurons (all masked positions together);
     by training size when the trial has no keep probabilities."""
     by_size = domains.sort("train_rows", descending=True, nulls_last=True)["domain"].to_list()
-    names = [d for d in by_size if d in set(keep["domain"].to_list())] or by_size
+    present = set(keep["domain"].to_list())
+    names = [d for d in by_size if d in present] or by_size
     kept = kept_neurons(keep, names)
     if not kept.shape[1]:
         return by_size

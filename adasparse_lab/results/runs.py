@@ -122,12 +122,17 @@ def _int_tag(tags: dict, key: str) -> int | None:
         return None
 
 
-def _domain_latency(m: dict[str, float], safe: str) -> float | None:
-    """A domain's measured latency over the dense model's, at the largest batch size timed."""
+def _latency_batch(m: dict[str, float]) -> int | None:
+    """The largest batch size a run timed its dense model at (None: no latency measured)."""
     sizes = [int(hit.group(1)) for k in m if (hit := _DENSE_LATENCY.match(k))]
-    if not sizes:
+    return max(sizes) if sizes else None
+
+
+def _domain_latency(m: dict[str, float], safe: str, b: int | None) -> float | None:
+    """A domain's measured latency over the dense model's, at the largest batch size ``b``
+    timed (found once per run: a run holds thousands of metrics when it has many domains)."""
+    if b is None:
         return None
-    b = max(sizes)
     value, dense = m.get(f"val/latency/b{b}/{safe}"), m[f"val/latency/dense_b{b}"]
     return None if value is None or not dense else value / dense
 
@@ -136,9 +141,10 @@ def _domain_rows(kind: str, run, number, seed, names: dict[str, str]) -> tuple[l
     """Per-domain and per-layer rows of one run; ``names`` maps safe names to domain names.
     A domain the run logged no metric of has no row (a failed or unfinished run: all nulls)."""
     m, run_id = run.data.metrics, run.info.run_id
+    b = _latency_batch(m)
     values = [
         {column: m.get(key.format(safe)) for column, key in DOMAIN_METRICS.items()}
-        | {"latency_ratio": _domain_latency(m, safe)}
+        | {"latency_ratio": _domain_latency(m, safe, b)}
         for safe in names
     ]
     rows = [

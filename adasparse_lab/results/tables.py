@@ -154,3 +154,79 @@ def wall_time(info: StudyInfo, trials: pl.DataFrame) -> WallTime:
     if not starts or not ends:
         return WallTime(None, None, busy, running)
     return WallTime(min(starts), max(ends), busy, running)
+
+
+PICKER_K = (5, 10, 25, 100)  # the picker's "k largest / k smallest" choices (those below n)
+
+
+def domain_picker_table(
+    points: pl.DataFrame, domains: pl.DataFrame, reference: pl.DataFrame, x: str = "flops_ratio"
+) -> dict:
+    """The per-domain points as one compact table for the report's domain picker: domains by
+    decreasing training size, one column per COMPLETE trial (``study``, ``number``, ``key``:
+    method or study), ``x``/``y`` (cost and val AUC, domain x trial, None where missing), the
+    dense reference's per study and domain (``ref_x``, ``ref_y``), and the true groups' domain
+    indices (``groups``, synthetic data)."""
+    order = domains_by_size(domains)
+    names = [d for d, _ in order]
+    trials = points.select("study", "number", *(["method"] if "method" in points.columns else []))
+    trials = trials.unique(["study", "number"], maintain_order=True).sort("study", "number")
+    studies = trials["study"].unique(maintain_order=True).to_list()
+    one = len(studies) == 1 and "method" in trials.columns and trials["method"].null_count() == 0
+    keys = trials["method"] if one else trials["study"]
+    cols = {(s, n): j for j, (s, n) in enumerate(trials.select("study", "number").iter_rows())}
+    at = {d: i for i, d in enumerate(names)}
+    grid_x = [[None] * trials.height for _ in names]
+    grid_y = [[None] * trials.height for _ in names]
+    for r in points.select("study", "number", "domain", x, "val_auc").iter_rows():
+        if r[2] in at and r[3] is not None and r[4] is not None:
+            grid_x[at[r[2]]][cols[(r[0], r[1])]] = round(r[3], 4)
+            grid_y[at[r[2]]][cols[(r[0], r[1])]] = round(r[4], 4)
+    ref = {(r["study"], r["domain"]): r for r in reference.iter_rows(named=True)}
+    ref_x = [[_round(ref.get((s, d), {}).get(x)) for d in names] for s in studies]
+    ref_y = [[_round(ref.get((s, d), {}).get("val_auc")) for d in names] for s in studies]
+    return {
+        "domains": names,
+        "rows": [n for _, n in order],
+        "studies": studies,
+        "study": [studies.index(s) for s in trials["study"]],
+        "number": trials["number"].to_list(),
+        "key": keys.to_list(),
+        "x": grid_x,
+        "y": grid_y,
+        "ref_x": ref_x,
+        "ref_y": ref_y,
+        "groups": _group_indices(domains, at),
+        "k": [k for k in PICKER_K if k < len(names)],
+    }
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None or v != v else round(v, 4)
+
+
+def _group_indices(domains: pl.DataFrame, at: dict[str, int]) -> dict[str, list[int]]:
+    """True group (as text) -> indices of its domains in size order (synthetic data only)."""
+    known = domains.filter(pl.col("group").is_not_null()).unique("domain", maintain_order=True)
+    out: dict[str, list[int]] = {}
+    for d, g in known.select("domain", "group").iter_rows():
+        out.setdefault(str(g), []).append(at[d])
+    return {g: sorted(v) for g, v in sorted(out.items(), key=lambda kv: str(kv[0]))}
+
+
+def picker_means(table: dict, picked: list[int]) -> dict:
+    """Each trial's mean cost and val AUC over the ``picked`` domains (indices into
+    ``table['domains']``; None where a trial has none), and each study's reference mean.
+    The page's script computes the same for the picker's other choices."""
+
+    def mean(values: list) -> float | None:
+        kept = [v for v in values if v is not None]
+        return round(sum(kept) / len(kept), 4) if kept else None
+
+    n = len(table["number"])
+    return {
+        "x": [mean([table["x"][d][j] for d in picked]) for j in range(n)],
+        "y": [mean([table["y"][d][j] for d in picked]) for j in range(n)],
+        "ref_x": [mean([rx[d] for d in picked]) for rx in table["ref_x"]],
+        "ref_y": [mean([ry[d] for d in picked]) for ry in table["ref_y"]],
+    }
