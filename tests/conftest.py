@@ -87,6 +87,18 @@ REAL_TRIALS = [
     {"method": "magnitude", "target": "t40"},
 ]
 FAILING_METHOD = "random"
+# A tiny tower trained one epoch, timed briefly: real studies in seconds.
+TINY_RUN = [
+    "model.hidden_dims=[16,8]",
+    "flops_reference=[16,8]",  # the FLOPs ratio's reference: this tower
+    "model.embedding_dim=4",
+    "train.epochs=1",
+    "train.batch_size=256",
+    "train.device=cpu",
+    "latency.batch_sizes=[256,1]",
+    "latency.repeats=1",
+    "latency.budget_s=0.1",
+]
 REAL_OVERRIDES = [
     "+study=quick",
     f"study.name={REAL_STUDY}",
@@ -99,15 +111,7 @@ REAL_OVERRIDES = [
     "data.source.n_domains=6",
     "data.source.n_groups=2",
     "data.source.size_ratio=8.0",
-    "model.hidden_dims=[16,8]",
-    "flops_reference=[16,8]",  # the FLOPs ratio's reference: this tower
-    "model.embedding_dim=4",
-    "train.epochs=1",
-    "train.batch_size=256",
-    "train.device=cpu",
-    "latency.batch_sizes=[256,1]",
-    "latency.repeats=1",
-    "latency.budget_s=0.1",
+    *TINY_RUN,
 ]
 
 

@@ -17,7 +17,7 @@ from adasparse_lab.results.collect import collect
 from adasparse_lab.results.front import pareto_front
 from adasparse_lab.results.fronts import mark_front
 from adasparse_lab.sweep import run_study
-from tests.conftest import CONF
+from tests.conftest import CONF, TINY_RUN
 
 LATENCY_OBJECTIVES = (
     "study.objectives=[{metric:val/mean_domain_auc,direction:maximize},"
@@ -50,15 +50,7 @@ def test_a_latency_study_shows_one_front_in_the_table_the_csv_and_the_report(tmp
         "study.poll_s=0.1",
         LATENCY_OBJECTIVES,
         "synthetic.n_rows=6000",
-        "model.hidden_dims=[16,8]",
-        "flops_reference=[16,8]",
-        "model.embedding_dim=4",
-        "train.epochs=1",
-        "train.batch_size=256",
-        "train.device=cpu",
-        "latency.batch_sizes=[256,1]",
-        "latency.repeats=1",
-        "latency.budget_s=0.1",
+        *TINY_RUN,
         f"paths.studies={tmp_path}/studies",
         f"paths.reports={tmp_path}/reports",
         f"paths.cache={tmp_path}/cache",

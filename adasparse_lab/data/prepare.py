@@ -548,7 +548,9 @@ def prepare(
         if meta is None:
             meta = _prepare_store(source, schema, path, settings, description)
         else:
-            log.info("loaded prepared data from cache %s", path)
+            log.debug(
+                "loaded prepared data from cache %s", path
+            )  # every export and rerun: not news
         data = load_store(path, schema, meta, storage)
     empty = [d for d, n in zip(data.domain_names, data.rows_per_domain("train")) if n == 0]
     if empty:
