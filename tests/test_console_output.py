@@ -55,3 +55,23 @@ def test_a_study_shows_one_line_per_trial_and_a_quiet_end(tmp_path):
 )
 def test_durations_read_as_a_person_says_them(seconds, text):
     assert duration(seconds) == text
+
+
+def test_the_progress_line_counts_and_measures_the_study():
+    import optuna
+
+    from adasparse_lab.results.front import hypervolume_history
+    from adasparse_lab.study.progress import Progress
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for values in ([0.70, 0.5], [0.75, 0.9], [0.72, 0.2]):
+        trial = study.ask()
+        study.tell(trial, values)
+    failed = study.ask()
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    reference = [0.5, 3.0]
+    progress = Progress(n_trials=5, directions=["maximize", "minimize"], reference=reference)
+    line = progress.line(study, study.trials[-1])
+    expected = hypervolume_history(study.trials, ["maximize", "minimize"], reference)[-1][1]
+    assert line.startswith("trial 3 FAIL · 3/5 complete · ")
+    assert "about " in line and f"hypervolume {expected:.4f}" in line

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import optuna
 from optuna.trial import TrialState
 
-from adasparse_lab.results.front import hypervolume_history
+from adasparse_lab.results.front import feasible, hypervolume_2d
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,15 @@ class Progress:
         if missing:
             parts.append(f"about {duration(elapsed / self.finished * missing)} left")
         if self.reference is not None and len(self.directions) == 2:
-            history = hypervolume_history(trials, self.directions, self.reference)
-            if history:
-                parts.append(f"hypervolume {history[-1][1]:.4f}")
+            # The last point of the study's hypervolume history (results.front), computed once.
+            points = [
+                t.values
+                for t in trials
+                if t.state == TrialState.COMPLETE and feasible(t.constraints)
+            ]
+            parts.append(
+                f"hypervolume {hypervolume_2d(points, self.directions, self.reference):.4f}"
+            )
         return " · ".join(parts)
 
     def report(self, study: optuna.Study, number: int) -> None:
