@@ -71,7 +71,7 @@ def test_the_progress_line_counts_and_measures_the_study():
     study.tell(failed, state=optuna.trial.TrialState.FAIL)
     reference = [0.5, 3.0]
     progress = Progress(n_trials=5, directions=["maximize", "minimize"], reference=reference)
-    line = progress.line(study, study.trials[-1])
+    line = progress.line(study.trials, failed.number)
     expected = hypervolume_history(study.trials, ["maximize", "minimize"], reference)[-1][1]
     assert line.startswith("trial 3 FAIL · 3/5 complete · ")
     assert "about " in line and f"hypervolume {expected:.4f}" in line

@@ -52,10 +52,8 @@ def stored_uri(uri: str, studies_dir: Path) -> str:
     """The tracking URI a study recorded, made readable from here. Studies now record it
     absolute; an older one recorded ``sqlite:///<relative path>``, relative to the folder it
     ran in: the folder above ``studies_dir`` when the file is not found from here."""
-    if not uri.startswith(SQLITE) or uri.startswith(SQLITE + "/"):
-        return uri
     here = absolute_uri(uri)
-    if Path(here.removeprefix(SQLITE)).is_file():
+    if here == uri or Path(here.removeprefix(SQLITE)).is_file():
         return here
     return absolute_uri(uri, Path(studies_dir).expanduser().resolve().parent)
 

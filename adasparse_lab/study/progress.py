@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import optuna
 from optuna.trial import TrialState
 
-from adasparse_lab.results.front import feasible, hypervolume_2d
+from adasparse_lab.results.front import hypervolume_2d, pareto_front
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,13 @@ class Progress:
         self.n_trials, self.directions, self.reference = n_trials, list(directions), reference
         self.started, self.finished = time.monotonic(), 0
 
-    def line(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    def line(self, trials: Sequence[optuna.trial.FrozenTrial], number: int) -> str:
+        """The line after trial ``number`` ended; ``trials``: the study's, read once."""
         self.finished += 1
-        trials = study.get_trials(deepcopy=False)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
         elapsed = time.monotonic() - self.started
         parts = [
-            f"trial {trial.number} {trial.state.name}",
+            f"trial {number} {trials[number].state.name}",
             f"{complete}/{self.n_trials} complete",
             f"{duration(elapsed)} elapsed",
         ]
@@ -63,19 +63,14 @@ class Progress:
         if missing:
             parts.append(f"about {duration(elapsed / self.finished * missing)} left")
         if self.reference is not None and len(self.directions) == 2:
-            # The last point of the study's hypervolume history (results.front), computed once.
-            points = [
-                t.values
-                for t in trials
-                if t.state == TrialState.COMPLETE and feasible(t.constraints)
-            ]
-            parts.append(
-                f"hypervolume {hypervolume_2d(points, self.directions, self.reference):.4f}"
-            )
+            # The front's hypervolume: the last point of the study's history (results.front).
+            front = [t.values for t in pareto_front(trials, self.directions)]
+            hv = hypervolume_2d(front, self.directions, self.reference)
+            parts.append(f"hypervolume {hv:.4f}")
         return " · ".join(parts)
 
     def report(self, study: optuna.Study, number: int) -> None:
-        log.info("%s", self.line(study, study.get_trials(deepcopy=False)[number]))
+        log.info("%s", self.line(study.get_trials(deepcopy=False), number))
 
 
 def extra_run_done(what: str, seconds: float) -> None:
