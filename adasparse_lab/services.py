@@ -246,16 +246,18 @@ def main(argv: list[str] | None = None) -> None:
     # stop the two services and remove their files as Ctrl-C does (running()'s cleanup).
     for stop in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop, _stop_as_on_ctrl_c)
-    with running(args.dir) as services:
-        print(f"study.storage={services.storage}")
-        print(f"tracking.uri={services.tracking}")
-        print(
-            f"(PostgreSQL log: {services.postgres.root}/postgres.log; Ctrl-C or SIGTERM stops both)"
+    # A stop signal at any moment (during the start, between the lines) ends here, cleaned up.
+    with contextlib.suppress(KeyboardInterrupt), running(args.dir) as services:
+        # one write: a reader that saw the settings also sees the log line (PYTHONUNBUFFERED=1
+        # made three prints three writes, and a stop between them lost the third)
+        sys.stdout.write(
+            f"study.storage={services.storage}\n"
+            f"tracking.uri={services.tracking}\n"
+            f"(PostgreSQL log: {services.postgres.root}/postgres.log;"
+            " Ctrl-C or SIGTERM stops both)\n"
         )
         sys.stdout.flush()
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
-
+        signal.pause()
 
 if __name__ == "__main__":
     main()

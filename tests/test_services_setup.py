@@ -80,6 +80,7 @@ def test_a_stop_signal_stops_both_services_and_removes_their_files(stop):
     proc.send_signal(stop)
     proc.wait(60)
     printed = proc.stdout.read()
+    assert "PostgreSQL log: " in printed, printed  # written with the settings, in one write
     root = Path(printed.split("PostgreSQL log: ")[-1].split("/postgres/")[0])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (
@@ -90,3 +91,34 @@ def test_a_stop_signal_stops_both_services_and_removes_their_files(stop):
     assert not _port_open(settings["tracking.uri"]), "the MLflow server still listens"
     assert not root.exists(), f"{root} left behind"
     assert proc.returncode == 0
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_a_stop_signal_during_the_start_leaves_nothing_behind(tmp_path):
+    """A SIGTERM while PostgreSQL is still being made (a user changing their mind, a scheduler
+    stopping the job) ends quietly: no temp folder, no traceback, status 0."""
+    import os
+    import subprocess
+    import sys
+
+    if services.pg_bin("initdb") is None:
+        fixture.unavailable("PostgreSQL is not installed")
+    os.chmod(tmp_path, 0o755)  # the unprivileged postgres user reaches its folder inside
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adasparse_lab.services"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("adasparse-services-*/postgres")):  # the start is under way
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
