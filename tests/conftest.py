@@ -140,10 +140,10 @@ def run_real_study(root: Path) -> RealStudy:
     ]
     real = trials_mod.train_and_evaluate
 
-    def failing(cfg, data, on_epoch=None, components=None):
+    def failing(cfg, data, on_epoch=None, components=None, **rungs):
         if cfg.pruner.get("method") == FAILING_METHOD:
             raise RuntimeError("injected failure")
-        return real(cfg, data, on_epoch, components)
+        return real(cfg, data, on_epoch, components, **rungs)
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         base = compose("config", overrides=overrides)

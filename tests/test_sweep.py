@@ -91,7 +91,7 @@ def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypat
     real = trials_mod.train_and_evaluate
     calls = {"n": 0}
 
-    def flaky(cfg, data, on_epoch=None, components=None):
+    def flaky(cfg, data, on_epoch=None, components=None, **rungs):
         if cfg.pruner.get("gate") is not None:  # count trials, not the dense reference runs
             calls["n"] += 1
         if calls["n"] == 1:
@@ -103,8 +103,8 @@ def test_failures_become_fail_trials_and_the_study_completes(tmp_path, monkeypat
                     "binary_cross_entropy_with_logits",
                     lambda logits, label: (logits * float("nan")).mean(),
                 )
-                return real(cfg, data, on_epoch, components)
-        return real(cfg, data, on_epoch, components)
+                return real(cfg, data, on_epoch, components, **rungs)
+        return real(cfg, data, on_epoch, components, **rungs)
 
     monkeypatch.setattr(trials_mod, "train_and_evaluate", flaky)
     outcome = run_in_process(tmp_path)

@@ -13,6 +13,7 @@ python -m adasparse_lab.bench --only scale           # trials/hour by workers, P
 python -m adasparse_lab.bench --only export --threads 1   # exported bundle latency per domain
 python -m adasparse_lab.bench --only gpu           # CUDA vs CPU training, bf16 vs fp32 AUC, GPU serving
 python -m adasparse_lab.bench --only domains         # 100 and 1,000 domains: report, browser, overhead
+python -m adasparse_lab.bench --only search          # main study plain vs early stopping, 3 seeds
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -57,6 +58,7 @@ from adasparse_lab.bench.report import (
     to_json,
 )
 from adasparse_lab.bench.scale import format_scale, run_scale_bench
+from adasparse_lab.bench.search import as_json, format_search, run_search_bench
 from adasparse_lab.bench.serving import ServeBenchConfig, run_serve_bench
 from adasparse_lab.bench.step import StepBenchConfig, format_step, run_step_bench, step_ratios
 from adasparse_lab.bench.study_overhead import format_study, run_study_bench
@@ -64,7 +66,7 @@ from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
 SECTIONS = (
     "train", "serve", "prep", "study", "methods", "step", "scale", "export", "models", "gpu",
-    "domains",
+    "domains", "search",
 )  # fmt: skip
 
 
@@ -81,7 +83,7 @@ def _add_general_flags(p: argparse.ArgumentParser) -> None:
         "--only",
         action="append",
         choices=SECTIONS,
-        help="run only this section (repeatable); default: all but scale, models, gpu and domains",
+        help="run only this section (repeatable); default: all but scale, models, gpu, domains and search",
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
@@ -197,6 +199,14 @@ def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--domain-counts", type=int, nargs="+", default=[100, 1000], help="domains section"
+    )
+    p.add_argument("--search-study", default="sparsity", help="search section: the shipped study")
+    p.add_argument(
+        "--search-seeds", type=int, nargs="+", default=[0, 1, 2], help="search section: seeds"
+    )
+    p.add_argument("--search-trials", type=positive_int, default=20, help="search section")
+    p.add_argument(
+        "--search-data", default="synthetic", help="search section: a data config (douban, ...)"
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -320,6 +330,17 @@ def run_scale(args: argparse.Namespace) -> list | None:
     return points
 
 
+def run_search(args: argparse.Namespace) -> dict | None:
+    """The search section (plain vs early-stopped studies): only with ``--only search``."""
+    if "search" not in (args.only or ()):
+        return None
+    runs = run_search_bench(
+        args.search_study, tuple(args.search_seeds), args.search_trials, args.search_data
+    )
+    print("\n" + format_search(runs, args.search_study, args.search_data), flush=True)
+    return as_json(runs)
+
+
 def check_cuda(args: argparse.Namespace) -> None:
     """With the gpu section chosen and no CUDA device: say so and exit non-zero, before any
     data is prepared or any other section runs."""
@@ -359,6 +380,7 @@ def main(argv: list[str] | None = None) -> dict:
     scale = run_scale(args)
     gpu = run_gpu(args)
     domains = run_domains(args)
+    search = run_search(args)
     exported = run_export(args) if "export" in set(args.only or SECTIONS) else None
     payload = to_json(machine, train, serve, prep)
     if step is not None:
@@ -377,6 +399,8 @@ def main(argv: list[str] | None = None) -> dict:
         payload["gpu"] = gpu
     if domains is not None:
         payload["domains"] = domains
+    if search is not None:
+        payload["search"] = search
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))

@@ -1,6 +1,10 @@
 """One fit loop for every model: Adam, sparsity schedules driven by the global step, early
 stopping on validation mean per-domain AUC, best state kept, deterministic given a seed.
 
+A study may also stop a trial part-way (study/early_stop.py): at each *rung*, a fraction of
+the trial's rows (epochs x train rows), fit validates once and hands the numbers, with the
+cost the trial will have once its band is final, to ``on_rung``, which raises to stop it.
+
 Early stopping and best-state selection only consider epochs at which the target band has
 reached its final value: otherwise a study would keep the dense early epochs of a pruned run
 and claim its sparsity.
@@ -12,7 +16,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -108,6 +112,21 @@ class FitResult:
 
 
 EpochCallback = Callable[[EpochRecord], None]
+
+
+@dataclass
+class Rung:
+    """What a trial has shown at a rung: validation numbers after ``rows`` rows, ``fraction``
+    of its budget, and its projected final FLOPs ratio (``projected_flops_ratio``)."""
+
+    index: int
+    fraction: float
+    rows: int
+    val: dict[str, float]
+    projected_flops_ratio: float
+
+
+RungCallback = Callable[[Rung], None]
 POSTFIX_EVERY = 50  # steps between loss read-outs on the bar (each one waits for the device)
 
 
@@ -137,6 +156,10 @@ class Loop:
     total_steps: int
     generator: torch.Generator
     regularised: bool  # learned masks that can zero neurons: the only ones a penalty can move
+    rungs: list[tuple[int, int, float]] = field(
+        default_factory=list
+    )  # (step, index, fraction) ahead
+    on_rung: RungCallback | None = None
     step: int = 0
     since_best: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -199,6 +222,8 @@ def _train_epoch(loop: Loop, bar: tqdm) -> EpochLoss:
         loss_sum += loss
         reg_sum += reg
         bar.update(len(batch.label))
+        if loop.rungs and loop.step >= loop.rungs[0][0]:
+            _at_rung(loop)
         if steps % POSTFIX_EVERY == 0:
             bar.set_postfix(loss=f"{loss_sum.item() / steps:.4f}", refresh=False)
     steps = max(steps, 1)
@@ -207,6 +232,46 @@ def _train_epoch(loop: Loop, bar: tqdm) -> EpochLoss:
     if not math.isfinite(mean_loss):
         raise NonFiniteLossError(f"non-finite training loss ({mean_loss}) at step {loop.step}")
     return EpochLoss(mean_loss, reg_sum.item() / steps, len(loop.train) / seconds)
+
+
+def _at_rung(loop: Loop) -> None:
+    """Validate and hand the numbers to ``on_rung`` (which may raise to stop the trial); the
+    model goes back to training mode, its weights and the batch order untouched."""
+    step, index, fraction = loop.rungs.pop(0)
+    val = evaluate(loop.model, loop.data, "val", loop.settings.eval_batch_size, loop.device)
+    steps_per_epoch = n_batches(loop.train, loop.settings.batch_size)
+    epochs_done, in_epoch = divmod(step, steps_per_epoch)
+    rung = Rung(
+        index=index,
+        fraction=fraction,
+        rows=epochs_done * len(loop.train)
+        + min(in_epoch * loop.settings.batch_size, len(loop.train)),
+        val=val.as_dict("val", loop.data.domain_names),
+        projected_flops_ratio=projected_flops_ratio(loop, val),
+    )
+    loop.on_rung(rung)
+
+
+def projected_flops_ratio(loop: Loop, val: Evaluation) -> float:
+    """The FLOPs ratio the trial will have once its band is final: early in a schedule the
+    masks keep more than they will, so the measured cost overstates the final one. Before the
+    band is final: the analytic FLOPs (``model.flops``) with every masked layer keeping the
+    share its final band's lower edge allows (1 - r_min, the least sparse the regulariser
+    accepts); once final, or for masks that never zero a neuron: the measured ratio."""
+    model = loop.model
+    if not model.masks_zero or loop.progress >= loop.schedule.done_at() - 1e-9:
+        return val.flops.ratio
+    r_min = loop.schedule.band(1.0)[0]
+    cat = loop.data.splits["val"].cat
+    code = model.domain_code(cat.to(loop.device)).cpu()
+    kept = torch.tensor(
+        [[float(round(model.widths[p] * (1.0 - r_min))) for p in model.positions]]
+    ).expand(len(code), -1)
+    parts = model.flops(kept, code)
+    rows = sum(
+        getattr(parts, name).double().expand(len(code)) for name in ("matmul", "bias", "pruner")
+    )
+    return float(rows.mean()) / val.flops.dense
 
 
 def _record(loop: Loop, epoch: int, losses: EpochLoss, val: Evaluation) -> EpochRecord:
@@ -274,9 +339,17 @@ def fit(
     regularizer: SparsityRegularizer | None = None,
     schedule: BandSchedule | None = None,
     on_epoch: EpochCallback | None = None,
+    rungs: Sequence[float] = (),
+    on_rung: RungCallback | None = None,
 ) -> FitResult:
-    """Train ``model`` on data.splits['train'], select on 'val'; the model ends in its best state."""
+    """Train ``model`` on data.splits['train'], select on 'val'; the model ends in its best state.
+    ``rungs``: fractions of the training budget (in (0, 1)) at which ``on_rung`` is called."""
     loop = _start(model, data, settings, regularizer, schedule)
+    if on_rung is not None:
+        loop.on_rung = on_rung
+        loop.rungs = [
+            (max(1, math.ceil(f * loop.total_steps - 1e-9)), i, f) for i, f in enumerate(rungs)
+        ]
     history: list[EpochRecord] = []
     for epoch in range(1, settings.epochs + 1):
         record, val = _epoch(loop, epoch)

@@ -13,6 +13,7 @@ measure its serving cost. ``train_and_evaluate`` is the one function that takes 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 import torch
@@ -25,7 +26,7 @@ from adasparse_lab.models import AdaSparseModel
 from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE, MultiDomainModel
 from adasparse_lab.run.build import Components, build_components, build_model, data_fields
 from adasparse_lab.run.evaluation import evaluate
-from adasparse_lab.run.fit import fit
+from adasparse_lab.run.fit import RungCallback, fit
 from adasparse_lab.run.latency import LatencySettings, measure_latency
 from adasparse_lab.run.outputs import RunResult, domain_table
 
@@ -35,15 +36,27 @@ def train_and_evaluate(
     data: PreparedData | None = None,
     on_epoch=None,
     components: Components | None = None,
+    rungs: Sequence[float] = (),
+    on_rung: RungCallback | None = None,
 ) -> RunResult:
-    """Fit on train, select on val, evaluate the selected model on val and test."""
+    """Fit on train, select on val, evaluate the selected model on val and test (``rungs``,
+    ``on_rung``: where a study may stop the fit part-way, run/fit.py)."""
     parts = components or build_components(cfg)
     latency = LatencySettings.from_config(cfg.get("latency"))  # checked before training
     data = data or build_data(cfg.data, cfg.paths.cache)
     torch.manual_seed(parts.settings.seed)  # the initial weights depend on the seed too
     reference = cfg.get("flops_reference", DEFAULT_FLOPS_REFERENCE)
     model = build_model(cfg.model, data, parts.pruner, reference)
-    fitted = fit(model, data, parts.settings, parts.regularizer, parts.schedule, on_epoch=on_epoch)
+    fitted = fit(
+        model,
+        data,
+        parts.settings,
+        parts.regularizer,
+        parts.schedule,
+        on_epoch=on_epoch,
+        rungs=rungs,
+        on_rung=on_rung,
+    )
     device = parts.settings.torch_device()
     val = evaluate(model, data, "val", parts.settings.eval_batch_size, device)
     test = evaluate(model, data, "test", parts.settings.eval_batch_size, device)

@@ -204,7 +204,10 @@ def trials_table(study_name: str, study: optuna.Study) -> pl.DataFrame:
 
 
 def pruned_reason(trial: optuna.trial.FrozenTrial) -> str:
-    """What Optuna keeps of a pruning: the last step the trial reported before it stopped."""
+    """Why a trial was pruned: the rung and ranking that stopped it (study/early_stop.py), or
+    what Optuna keeps of another pruner: the last step the trial reported."""
+    if "pruned_reason" in trial.user_attrs:
+        return str(trial.user_attrs["pruned_reason"])
     steps = trial.intermediate_values
     return f"pruned by Optuna after step {max(steps)}" if steps else "pruned by Optuna"
 

@@ -38,6 +38,7 @@ RESUMABLE = (
     "study.log_models",
     "study.verbose",
     "study.claims",  # what the report measures, not how trials run
+    "study.early_stop",  # rung records are keyed by their fraction: any mix compares like with like
     "train.progress",
     "paths.",
     "tracking.",

@@ -54,8 +54,11 @@ class Progress:
         self.finished += 1
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
         elapsed = time.monotonic() - self.started
+        state = trials[number].state.name
+        if "pruned_at" in trials[number].user_attrs:  # early stopping (study/early_stop.py)
+            state += f" at {trials[number].user_attrs['pruned_at']:.3g} of its rows"
         parts = [
-            f"trial {number} {trials[number].state.name}",
+            f"trial {number} {state}",
             f"{complete}/{self.n_trials} complete",
             f"{duration(elapsed)} elapsed",
         ]

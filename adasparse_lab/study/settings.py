@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.results.claims import study_plan
 from adasparse_lab.store.study_storage import MAX_BACKOFF_S
+from adasparse_lab.study.early_stop import EarlyStop, parse_early_stop
 
 DIRECTIONS = ("maximize", "minimize")
 # Objectives select, so they are validation numbers (every number is under its split: val/...,
@@ -49,6 +50,7 @@ class StudySettings:
     log_models: str = "none"  # LOG_MODELS
     reeval_select: str = "front"  # REEVAL_SELECT: the spread front, or also each method's best
     verbose: bool = False  # every epoch's line on the console too (always in the log file)
+    early_stop: EarlyStop = EarlyStop()  # stop trials part-way (study/early_stop.py)
 
     @property
     def directions(self) -> list[str]:
@@ -102,6 +104,7 @@ KNOWN_KEYS = frozenset(
         "log_models",
         "verbose",
         "claims",
+        "early_stop",
     }
 )
 
@@ -198,4 +201,5 @@ def parse_settings(node: DictConfig) -> StudySettings:
         storage_retry_s=float(raw.get("storage_retry_s", 120)),
         log_models=str(raw.get("log_models", "none")),
         verbose=bool(raw.get("verbose", False)),
+        early_stop=parse_early_stop(raw.get("early_stop")),
     )

@@ -19,16 +19,18 @@ from adasparse_lab.data import PreparedData
 from adasparse_lab.data.build import build_data
 from adasparse_lab.errors import StoreError
 from adasparse_lab.run.build import build_components
+from adasparse_lab.run.fit import RungCallback
 from adasparse_lab.run.naming import method_name, pruner_form
 from adasparse_lab.run.outputs import RunResult, epoch_logger, write_outputs
 from adasparse_lab.run.pipeline import train_and_evaluate
 from adasparse_lab.store.study_storage import Heartbeat, recover_stale
 from adasparse_lab.store.tracking import Tracker
 from adasparse_lab.study import space as space_mod
+from adasparse_lab.study.early_stop import RungJudge, TrialStopped
 from adasparse_lab.study.progress import Progress
 from adasparse_lab.study.proposals import MAX_DUPLICATES, duplicate_of
 from adasparse_lab.study.session import StudyContext, fail_trial_run
-from adasparse_lab.study.tell import tell_complete, tell_fail
+from adasparse_lab.study.tell import tell_complete, tell_fail, tell_once
 
 log = logging.getLogger(__name__)
 Sampler = Callable[[int], optuna.samplers.BaseSampler]
@@ -62,8 +64,16 @@ class TrialRunner:
             self._data[key] = build_data(cfg.data, cfg.paths.cache)
         return self._data[key]
 
-    def train_run(self, cfg: DictConfig, tracker: Tracker, run_id: str, out_dir: Path) -> RunResult:
-        """Fit and evaluate ``cfg`` into the MLflow run ``run_id`` (metrics, outputs)."""
+    def train_run(
+        self,
+        cfg: DictConfig,
+        tracker: Tracker,
+        run_id: str,
+        out_dir: Path,
+        on_rung: RungCallback | None = None,
+    ) -> RunResult:
+        """Fit and evaluate ``cfg`` into the MLflow run ``run_id`` (metrics, outputs); with
+        ``on_rung``, at each of the study's rungs too (study/early_stop.py)."""
         components = build_components(cfg)
         data = self.data_for(cfg)  # prepared once per process, then shared by every trial
         log_epoch = epoch_logger(tracker, run_id)
@@ -76,7 +86,10 @@ class TrialRunner:
 
         self.last_log_s = 0.0
         t0 = time.perf_counter()
-        result = train_and_evaluate(cfg, data, on_epoch=on_epoch, components=components)
+        rungs = self.ctx.settings.early_stop.fractions if on_rung is not None else ()
+        result = train_and_evaluate(
+            cfg, data, on_epoch=on_epoch, components=components, rungs=rungs, on_rung=on_rung
+        )
         self.last_fit_s = time.perf_counter() - t0  # fit + evaluate, per-epoch logging included
         files = write_outputs(out_dir, cfg, result)
         tracker.log_metrics(run_id, result.metrics)
@@ -94,20 +107,27 @@ class TrialRunner:
     def run_trial(
         self, study: optuna.Study, trial: optuna.Trial, tracker: Tracker, parent: str
     ) -> None:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         run_id = None
         try:
             cfg, overrides = self.trial_config(trial)
             if self.skip_duplicate(study, trial):
                 return
             run_id = self._start_run(trial, cfg, overrides, tracker, parent)
-            values = self._fit(trial, cfg, tracker, run_id)
+            values = self._fit(study, trial, cfg, tracker, run_id)
             tracker.end_run(run_id)
             # Overhead = duration - fit_s: compose, sampling, storage, tracking, outputs (all but
             # the final tell, a single storage write).
             trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))
+            trial.set_user_attr("cpu_s", round(time.process_time() - cpu0, 3))
             trial.set_user_attr("fit_s", round(self.last_fit_s, 3))
             trial.set_user_attr("epoch_log_s", round(self.last_log_s, 3))  # part of fit_s
+        except TrialStopped as stop:  # early stopping: PRUNED, with its rung and values
+            self.prune(study, trial, tracker, run_id, stop)
+            trial.set_user_attr("duration_s", round(time.perf_counter() - t0, 3))
+            trial.set_user_attr("cpu_s", round(time.process_time() - cpu0, 3))
+            tell_once(study, trial, state=TrialState.PRUNED)
+            return
         except Exception as err:  # a failing trial never kills the study
             self.fail(study, trial, tracker, run_id, err, time.perf_counter() - t0)
             if isinstance(err, HeartbeatLostError):  # the database failed this worker: it stops
@@ -149,12 +169,21 @@ class TrialRunner:
         return run_id
 
     def _fit(
-        self, trial: optuna.Trial, cfg: DictConfig, tracker: Tracker, run_id: str
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        cfg: DictConfig,
+        tracker: Tracker,
+        run_id: str,
     ) -> list[float]:
-        """Train the trial; its objective values (finite, or ValueError) and FLOPs constraint."""
+        """Train the trial; its objective values (finite, or ValueError) and FLOPs constraint.
+        With early stopping on, it may raise TrialStopped at a rung."""
         s = self.ctx.settings
+        judge = None
+        if s.early_stop.fractions:
+            judge = RungJudge(study, trial, s.metrics, s.directions, s.early_stop.eta)
         result = self.train_run(
-            cfg, tracker, run_id, self.ctx.folder / "trials" / str(trial.number)
+            cfg, tracker, run_id, self.ctx.folder / "trials" / str(trial.number), judge
         )
         trial.set_user_attr("data_key", result.data.key)  # export checks it is unchanged
         values = [result.metrics.get(m, math.nan) for m in s.metrics]
@@ -186,6 +215,31 @@ class TrialRunner:
         if run_id is not None:  # the tracking server may be what failed: best effort
             _best_effort(tracker.set_tags, run_id, {"fail_reason": reason})
             _best_effort(tracker.end_run, run_id, "FAILED")
+
+    def prune(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        tracker: Tracker,
+        run_id: str | None,
+        stop: TrialStopped,
+    ) -> None:
+        """Record why ``trial`` stopped at a rung (Optuna attributes, MLflow tags and the rung's
+        values as metrics; the run ends KILLED, MLflow's state for a run stopped on purpose)."""
+        log.info("trial %d pruned: %s", trial.number, stop)
+        trial.set_user_attr("pruned_reason", str(stop))
+        trial.set_user_attr("pruned_at", stop.fraction)
+        if run_id is None:
+            return
+        s = self.ctx.settings
+        _best_effort(
+            tracker.set_tags,
+            run_id,
+            {"pruned_at": f"{stop.fraction:.4g}", "pruned_reason": str(stop)},
+        )
+        rung = {f"rung/{m}": v for m, v in zip(s.metrics, stop.values)}
+        _best_effort(tracker.log_metrics, run_id, rung | {"rung/rows": float(stop.rows)})
+        _best_effort(tracker.end_run, run_id, "KILLED")
 
     def skip_duplicate(self, study: optuna.Study, trial: optuna.Trial) -> bool:
         """Tell ``trial`` FAIL when it repeats a COMPLETE or RUNNING trial (study/proposals.py)."""

@@ -1,0 +1,158 @@
+"""Search efficiency: the same study run plain and with early stopping (study.early_stop=moasha),
+over several study seeds, each as a real study in this process. For each run it prints the
+hypervolume of the COMPLETE front against the cumulative CPU-seconds of the trials (fit,
+evaluation and the trial's own bookkeeping: ``cpu_s``, process time, both threads counted), in
+the order the trials ended, and for each seed how much of the plain run's CPU the early-stopped
+run needed to reach the plain run's final hypervolume.
+
+``python -m adasparse_lab.bench --only search`` (the main study, 3 seeds: about 40 min on 2 cores)
+``python -m adasparse_lab.bench --only search --search-study quick --search-seeds 0 1``
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from optuna.trial import TrialState
+
+from adasparse_lab.results.front import hypervolume_2d, pareto_front
+from adasparse_lab.study.driver import StudyRunner
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
+MODES = ("none", "moasha")
+
+
+@dataclass
+class SearchRun:
+    mode: str
+    seed: int
+    complete: int
+    pruned: int
+    failed: int
+    cpu_s: list[float]  # cumulative, after each ended trial
+    hypervolume: list[float]  # of the COMPLETE front, after each ended trial
+
+    @property
+    def total_cpu_s(self) -> float:
+        return self.cpu_s[-1] if self.cpu_s else 0.0
+
+    @property
+    def final_hypervolume(self) -> float:
+        return self.hypervolume[-1] if self.hypervolume else 0.0
+
+    def cpu_to_reach(self, target: float) -> float | None:
+        """CPU-seconds at which the hypervolume first reached ``target`` (None: never)."""
+        for cpu, hv in zip(self.cpu_s, self.hypervolume):
+            if hv >= target - 1e-12:
+                return cpu
+        return None
+
+
+def overrides(study: str, mode: str, seed: int, n_trials: int, data: str, tmp: str) -> list[str]:
+    """The shipped study, minus its end (no reference, no re-evaluation, no model logging)."""
+    out = [
+        f"+study={study}", f"study.name=search-{mode}-{seed}", f"study.sampler.seed={seed}",
+        f"study.n_trials={n_trials}", f"study.early_stop.kind={mode}", "study.reference=false",
+        "study.reeval.max_trials=0", "study.log_models=none", "train.progress=false",
+        f"paths.studies={tmp}/studies", f"paths.reports={tmp}/reports", f"paths.cache={tmp}/cache",
+    ]  # fmt: skip
+    if data != "synthetic":
+        out += [f"data={data}", f"paths.data={FIXTURES}"]
+    return out
+
+
+def curve(trials, directions, reference) -> tuple[list[float], list[float]]:
+    """Cumulative CPU-seconds and the COMPLETE front's hypervolume after each ended trial."""
+    ended = sorted(
+        (t for t in trials if t.state.is_finished() and t.datetime_complete is not None),
+        key=lambda t: t.datetime_complete,
+    )
+    cpu, hv, total = [], [], 0.0
+    for i, t in enumerate(ended):
+        total += float(t.user_attrs.get("cpu_s", 0.0))
+        front = [f.values for f in pareto_front(ended[: i + 1], directions)]
+        cpu.append(total)
+        hv.append(hypervolume_2d(front, directions, reference) if front else 0.0)
+    return cpu, hv
+
+
+def run_search(study: str, mode: str, seed: int, n_trials: int, data: str) -> SearchRun:
+    with tempfile.TemporaryDirectory() as tmp:
+        args = overrides(study, mode, seed, n_trials, data, tmp)
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            base = compose("config", overrides=args)
+            runner = StudyRunner(base, lambda extra: compose("config", overrides=[*args, *extra]))
+            outcome = runner.run()
+        trials = outcome.study.get_trials()
+        s = runner.settings
+        cpu, hv = curve(trials, s.directions, s.hypervolume_reference)
+    states = [t.state for t in trials]
+    return SearchRun(
+        mode=mode,
+        seed=seed,
+        complete=states.count(TrialState.COMPLETE),
+        pruned=states.count(TrialState.PRUNED),
+        failed=states.count(TrialState.FAIL),
+        cpu_s=cpu,
+        hypervolume=hv,
+    )
+
+
+def run_search_bench(
+    study: str = "sparsity", seeds=(0, 1, 2), n_trials: int = 20, data: str = "synthetic"
+) -> list[SearchRun]:
+    runs = []
+    for seed in seeds:  # interleaved: both modes of a seed under the same machine load
+        for mode in MODES:
+            runs.append(run_search(study, mode, seed, n_trials, data))
+            print(format_run(runs[-1]), flush=True)
+    return runs
+
+
+def format_run(r: SearchRun) -> str:
+    every = max(1, len(r.cpu_s) // 8)
+    points = " ".join(f"{c:.0f}:{h:.4f}" for c, h in zip(r.cpu_s[::every], r.hypervolume[::every]))
+    return (
+        f"    seed {r.seed} {r.mode:<6}: {r.complete} complete, {r.pruned} pruned, {r.failed} failed;"
+        f" {r.total_cpu_s:.0f} CPU-s, final hypervolume {r.final_hypervolume:.4f}"
+        f"   (CPU-s:hypervolume {points})"
+    )
+
+
+def summary(runs: list[SearchRun]) -> dict:
+    """Per seed: the share of the plain run's CPU-seconds the early-stopped run needed to reach
+    the plain run's final hypervolume (None: it never did); the median over seeds."""
+    shares = {}
+    for seed in sorted({r.seed for r in runs}):
+        plain = next(r for r in runs if r.seed == seed and r.mode == "none")
+        early = next(r for r in runs if r.seed == seed and r.mode == "moasha")
+        reached = early.cpu_to_reach(plain.final_hypervolume)
+        shares[seed] = None if reached is None else reached / plain.total_cpu_s
+    known = [v for v in shares.values() if v is not None]
+    median = float(np.median([v if v is not None else np.inf for v in shares.values()]))
+    return {"share_by_seed": shares, "median_share": median if known else None}
+
+
+def format_search(runs: list[SearchRun], study: str, data: str) -> str:
+    s = summary(runs)
+    lines = [f"[11] search  +study={study} on {data}: plain vs early stopping (moasha)"]
+    lines += [format_run(r) for r in runs]
+    for seed, share in s["share_by_seed"].items():
+        text = "never" if share is None else f"at {100 * share:.0f}% of the plain run's CPU-s"
+        lines.append(f"    seed {seed}: early stopping reached the plain final hypervolume {text}")
+    med = s["median_share"]
+    lines.append(
+        "    median: "
+        + ("never" if med is None or not np.isfinite(med) else f"{100 * med:.0f}%")
+        + " of the plain run's CPU-seconds (target <= 50%)"
+    )
+    return "\n".join(lines)
+
+
+def as_json(runs: list[SearchRun]) -> dict:
+    return {"runs": [asdict(r) for r in runs], "summary": summary(runs)}

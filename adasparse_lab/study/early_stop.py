@@ -1,0 +1,218 @@
+"""Multi-objective asynchronous successive halving (MO-ASHA, after Schmucker et al., 2021):
+stop a trial part-way when it ranks poorly among the trials that reached the same point.
+
+Optuna's pruners are single-objective (``trial.report`` raises in a multi-objective study), so
+the rule lives here, with its records in the study's own storage:
+
+- **Rungs** are fractions of a trial's training budget counted in rows seen (epochs x train
+  rows): ``min_fraction``, ``min_fraction * eta``, ... below 1, e.g. 1/9 and 1/3 with eta=3.
+  A one-epoch study on a big table still stops early, mid-epoch.
+- At a rung the trial validates once (run/fit.py) and stores its objective values as the user
+  attribute ``rung@<fraction>``. The cost objective is the trial's **projected final cost**
+  (fit.projected_flops_ratio: its final band's lower edge through the analytic FLOPs, or the
+  measured ratio once its band is final), so a trial is not stopped for the dense early epochs
+  every schedule starts with. A latency objective is ranked on the same projected FLOPs ratio.
+- The trial then reads every record at that rung (every worker's, every earlier run's: a
+  resumed study keeps them) and ranks them: non-dominated sorting, then crowding distance
+  within a front (the extremes first), then trial number. It goes on if it is among the top
+  ``max(1, n // eta)`` of the ``n`` records, or the best of the rung on any objective; else it
+  stops: PRUNED in Optuna and KILLED in MLflow, with the rung and the values that stopped it.
+- Asynchronous: nothing waits for a rung to fill; the decision is a pure function of the stored
+  records, so any worker holding the same records makes the same one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+
+from adasparse_lab.errors import ConfigError
+from adasparse_lab.run.fit import Rung
+
+KINDS = ("none", "moasha")
+# Objectives that a rung ranks on the projected FLOPs ratio (a cost the trial will have).
+PROJECTED = ("val/flops/ratio", "val/latency/ratio")
+RECORD = "rung@"  # user attribute prefix of a rung record: rung@0.1111
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """``study.early_stop``: ``kind`` none | moasha, the reduction factor ``eta`` and the first
+    rung's fraction of the budget ``min_fraction``."""
+
+    kind: str = "none"
+    eta: int = 3
+    min_fraction: float = 1 / 9
+
+    @property
+    def fractions(self) -> tuple[float, ...]:
+        """The rungs, as fractions of the budget (none for ``kind=none``)."""
+        if self.kind == "none":
+            return ()
+        out, f = [], self.min_fraction
+        while f < 1.0 - 1e-3:  # 1/9 * 9 rounds to 0.9999: the end, not a rung
+            out.append(round(f, 4))
+            f *= self.eta
+        return tuple(out)
+
+
+def parse_early_stop(raw: Mapping | None) -> EarlyStop:
+    """``study.early_stop`` (absent: none); every error names its key."""
+    raw = dict(raw or {})
+    unknown = sorted(set(raw) - {"kind", "eta", "min_fraction"})
+    if unknown:
+        raise ConfigError(
+            f"study.early_stop: unknown key(s) {unknown}; known: kind, eta, min_fraction"
+        )
+    kind = raw.get("kind", "none")
+    if kind not in KINDS:
+        raise ConfigError(f"study.early_stop.kind={kind!r}; choose one of {list(KINDS)}")
+    eta = raw.get("eta", 3)
+    if not isinstance(eta, int) or eta < 2:
+        raise ConfigError(f"study.early_stop.eta={eta!r} must be an integer >= 2")
+    fraction = raw.get("min_fraction", 1 / 9)
+    if not 0 < fraction < 1:
+        raise ConfigError(f"study.early_stop.min_fraction={fraction!r} must be in (0, 1)")
+    return EarlyStop(str(kind), eta, float(fraction))
+
+
+# -- the ranking -------------------------------------------------------------------------------
+def front_ranks(points: np.ndarray) -> np.ndarray:
+    """Non-dominated sorting of ``points`` [n, m], every column minimised: 0 for the first front,
+    1 for the front once that one is removed, ..."""
+    n = len(points)
+    ranks = np.full(n, -1)
+    left = np.arange(n)
+    rank = 0
+    while left.size:
+        sub = points[left]
+        dominated = np.array(
+            [np.any(np.all(sub <= p, 1) & np.any(sub < p, 1)) for p in sub], dtype=bool
+        )
+        ranks[left[~dominated]] = rank
+        left = left[dominated]
+        rank += 1
+    return ranks
+
+
+def crowding(points: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of the points of one front (the extremes: infinite)."""
+    n, m = points.shape
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, math.inf)
+    for j in range(m):
+        order = np.argsort(points[:, j], kind="stable")
+        span = points[order[-1], j] - points[order[0], j]
+        dist[order[0]] = dist[order[-1]] = math.inf
+        if span > 0:
+            dist[order[1:-1]] += (points[order[2:], j] - points[order[:-2], j]) / span
+    return dist
+
+
+def ranking(points: np.ndarray, numbers: Sequence[int]) -> list[int]:
+    """Indices of ``points`` best first: front, then larger crowding distance, then number."""
+    ranks = front_ranks(points)
+    spread = np.zeros(len(points))
+    for r in np.unique(ranks):
+        members = np.flatnonzero(ranks == r)
+        spread[members] = crowding(points[members])
+    return sorted(range(len(points)), key=lambda i: (ranks[i], -spread[i], numbers[i]))
+
+
+@dataclass(frozen=True)
+class Decision:
+    go_on: bool
+    position: int  # 0-based place in the rung's ranking
+    n: int  # records at the rung
+    keep: int  # how many go on by rank: max(1, n // eta)
+    best_on: tuple[int, ...]  # objectives on which the trial is the rung's best
+
+    @property
+    def reason(self) -> str:
+        return f"ranked {self.position + 1} of {self.n} at its rung (the top {self.keep} go on)"
+
+
+def decide(
+    records: Mapping[int, Sequence[float]], number: int, directions: Sequence[str], eta: int
+) -> Decision:
+    """Whether trial ``number`` goes on, given every record ``{trial number: values}`` at a
+    rung (its own included): top ``max(1, n // eta)`` of the ranking, or best on an objective."""
+    numbers = sorted(records)
+    sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    points = np.array([records[k] for k in numbers], dtype=float) * sign
+    me = numbers.index(number)
+    position = ranking(points, numbers).index(me)
+    keep = max(1, len(numbers) // eta)
+    best_on = tuple(j for j in range(points.shape[1]) if points[me, j] <= points[:, j].min())
+    return Decision(position < keep or bool(best_on), position, len(numbers), keep, best_on)
+
+
+# -- the study's side --------------------------------------------------------------------------
+class TrialStopped(Exception):
+    """A trial stopped at a rung (told PRUNED)."""
+
+    def __init__(self, fraction: float, rows: int, values: list[float], decision: Decision):
+        self.fraction, self.rows, self.values, self.decision = fraction, rows, values, decision
+        super().__init__(
+            f"stopped at {fraction:.3g} of its rows ({rows} rows): {decision.reason}, "
+            f"values {[round(v, 4) for v in values]}"
+        )
+
+
+def rung_values(rung: Rung, metrics: Sequence[str]) -> list[float]:
+    """The objective values a rung ranks on (cost objectives: the projected FLOPs ratio)."""
+    values = []
+    for metric in metrics:
+        if metric in PROJECTED:
+            values.append(rung.projected_flops_ratio)
+        elif metric in rung.val:
+            values.append(rung.val[metric])
+        else:
+            raise ConfigError(
+                f"study.early_stop: the objective {metric!r} is not measured part-way through "
+                f"training (a rung has {sorted(k for k in rung.val if '/' not in k[4:])[:8]}...); "
+                "use study.early_stop.kind=none for this study"
+            )
+    return values
+
+
+def records_at(trials: Sequence[optuna.trial.FrozenTrial], fraction: float) -> dict[int, list]:
+    key = f"{RECORD}{fraction}"
+    return {t.number: t.user_attrs[key]["values"] for t in trials if key in t.user_attrs}
+
+
+class RungJudge:
+    """``on_rung`` of a study's trial: store the trial's record at the rung, rank it against
+    every stored record there, store the decision, and raise TrialStopped to stop it."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        metrics: Sequence[str],
+        directions: Sequence[str],
+        eta: int,
+    ) -> None:
+        self.study, self.trial = study, trial
+        self.metrics, self.directions, self.eta = list(metrics), list(directions), eta
+
+    def __call__(self, rung: Rung) -> None:
+        values = rung_values(rung, self.metrics)
+        if not all(math.isfinite(v) for v in values):
+            return  # the trial's end will fail it with the reason (non-finite objectives)
+        key = f"{RECORD}{rung.fraction}"
+        self.trial.set_user_attr(key, {"rows": rung.rows, "values": values})
+        records = records_at(self.study.get_trials(deepcopy=False), rung.fraction)
+        records[self.trial.number] = values
+        decision = decide(records, self.trial.number, self.directions, self.eta)
+        self.trial.set_user_attr(
+            f"{key}/decision",
+            {"go_on": decision.go_on, "position": decision.position, "n": decision.n},
+        )
+        if not decision.go_on:
+            raise TrialStopped(rung.fraction, rung.rows, values, decision)
