@@ -234,6 +234,13 @@ def _train_epoch(loop: Loop, bar: tqdm) -> EpochLoss:
     return EpochLoss(mean_loss, reg_sum.item() / steps, len(loop.train) / seconds)
 
 
+def _step_at_rows(loop: Loop, fraction: float) -> int:
+    """The first step after which at least ``fraction`` of the fit's rows have been seen."""
+    rows, per_epoch = len(loop.train), n_batches(loop.train, loop.settings.batch_size)
+    epochs, rest = divmod(fraction * loop.settings.epochs * rows, rows)
+    return max(1, int(epochs) * per_epoch + math.ceil(rest / loop.settings.batch_size - 1e-9))
+
+
 def _at_rung(loop: Loop) -> None:
     """Validate and hand the numbers to ``on_rung`` (which may raise to stop the trial); the
     model goes back to training mode, its weights and the batch order untouched."""
@@ -347,9 +354,7 @@ def fit(
     loop = _start(model, data, settings, regularizer, schedule)
     if on_rung is not None:
         loop.on_rung = on_rung
-        loop.rungs = [
-            (max(1, math.ceil(f * loop.total_steps - 1e-9)), i, f) for i, f in enumerate(rungs)
-        ]
+        loop.rungs = [(_step_at_rows(loop, f), i, f) for i, f in enumerate(rungs)]
     history: list[EpochRecord] = []
     for epoch in range(1, settings.epochs + 1):
         record, val = _epoch(loop, epoch)
