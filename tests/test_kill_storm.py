@@ -72,11 +72,18 @@ def stage(tmp: Path) -> str:
     return "trial" if running else "setup"
 
 
-def kill_at(target: str, delay: float, tmp: Path) -> str:
+EARLY_STOP = [
+    "study.early_stop.kind=moasha",
+    "study.early_stop.eta=2",
+    "study.early_stop.min_fraction=0.5",
+]
+
+
+def kill_at(target: str, delay: float, tmp: Path, extra: list[str]) -> str:
     """Start the study, wait for ``target`` or a later stage (at most 60 s), wait ``delay``,
     SIGKILL its process group; return the stage it was in when killed."""
     proc = subprocess.Popen(
-        sweep_cmd(tmp, *EXTRA),
+        sweep_cmd(tmp, *EXTRA, *extra),
         cwd=ROOT,
         env=ENV,
         stdout=subprocess.DEVNULL,
@@ -97,12 +104,18 @@ def kill_at(target: str, delay: float, tmp: Path) -> str:
 
 
 @pytest.mark.slow
-def test_a_kill_storm_leaves_a_study_that_resumes_to_exactly_its_budget(tmp_path):
+@pytest.mark.parametrize("early", [[], EARLY_STOP], ids=["plain", "early-stop"])
+def test_a_kill_storm_leaves_a_study_that_resumes_to_exactly_its_budget(tmp_path, early):
     rng = random.Random(8)
-    stages = Counter(kill_at(t, rng.uniform(*DELAY_S[t]), tmp_path) for t in PLAN)
+    stages = Counter(kill_at(t, rng.uniform(*DELAY_S[t]), tmp_path, early) for t in PLAN)
     print(f"killed in: {dict(stages)}")
     final = subprocess.run(
-        sweep_cmd(tmp_path, *EXTRA), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240
+        sweep_cmd(tmp_path, *EXTRA, *early),
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert final.returncode == 0, final.stderr[-3000:]
     trials = _trials(tmp_path, "journal")
@@ -119,3 +132,12 @@ def test_a_kill_storm_leaves_a_study_that_resumes_to_exactly_its_budget(tmp_path
     ]
     parents = [r for r in runs if r.data.tags.get("kind") == "study"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    if early:  # each stopped trial: one decision to stop, at the rung it names, with a record
+        pruned = [t for t in trials if t.state == TrialState.PRUNED]
+        for t in pruned:
+            at = t.user_attrs["pruned_at"]
+            assert t.user_attrs[f"rung@{at}/decision"]["go_on"] is False
+            assert len(t.user_attrs[f"rung@{at}"]["values"]) == 2
+        status = {r.info.run_id: r.info.status for r in runs}
+        assert all(status[t.user_attrs["mlflow_run_id"]] == "KILLED" for t in pruned)
+        print(f"early stopping: {len(pruned)} trials stopped at a rung")

@@ -395,6 +395,7 @@ def _study(directions: list[str], n: int = 6) -> optuna.Study:
                 values=values,
                 params={"x": x, "form": ["fusion", "scaling"][i % 2]},
                 distributions=dist,
+                user_attrs={"cpu_s": 10.0},
             )
         )
     return study
@@ -411,6 +412,7 @@ def test_diagnostics_multi_and_single_objective():
         "optimisation history: val/mean_domain_auc",
         "optimisation history: val/flops/ratio",
         "hypervolume history",
+        "search efficiency: hypervolume against cumulative trial CPU-seconds",
         "parameter importances",
         "parallel coordinates",
         "slices",
@@ -420,6 +422,35 @@ def test_diagnostics_multi_and_single_objective():
     assert not any("hypervolume" in d.title for d in single) and len(single) == 4
     empty = diagnostics(optuna.create_study(), objs[:1])
     assert len(empty) == 1 and empty[0].figure is None and "no completed" in empty[0].note
+
+
+def test_search_efficiency_marks_stopped_trials_at_what_they_cost():
+    """The x axis adds every ended trial's CPU-seconds (a stopped one's too); the hypervolume
+    moves only with COMPLETE trials; a stopped trial is marked with its rung."""
+    from adasparse_lab.report.diagnostics import _search_efficiency
+
+    study = _study(["maximize", "minimize"], n=2)  # hypervolume after them: known below
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.PRUNED,
+            params={"x": 0.9, "form": "fusion"},
+            distributions=study.trials[0].distributions,
+            user_attrs={"cpu_s": 1.5, "pruned_at": 0.1111},
+        )
+    )
+    study.set_user_attr("hypervolume_reference", [0.5, 3.0])
+    objs = [
+        {"name": "val/mean_domain_auc", "direction": "maximize"},
+        {"name": "val/flops/ratio", "direction": "minimize"},
+    ]
+    diag = _search_efficiency(study, objs, "")
+    line, complete, pruned = diag.figure.data
+    assert list(line.x) == [10.0, 20.0, 21.5]
+    # (0.725, 0.5) dominates (0.7, 1.0); against (0.5, 3.0): 0.2 * 2.0, then 0.225 * 2.5
+    assert list(line.y) == pytest.approx([0.2 * 2.0, 0.225 * 2.5, 0.225 * 2.5])
+    assert list(pruned.x) == [21.5] and "stopped at 0.111 of its rows" in pruned.text[0]
+    assert "1 of 3 ended trials stopped early" in diag.title
+    assert list(complete.x) == [10.0, 20.0]
 
 
 def test_page_inlines_plotlyjs_once_and_counts_figures():

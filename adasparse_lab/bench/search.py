@@ -19,7 +19,7 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
-from adasparse_lab.results.front import hypervolume_2d, pareto_front
+from adasparse_lab.results.front import search_curve
 from adasparse_lab.study.driver import StudyRunner
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -66,21 +66,6 @@ def overrides(study: str, mode: str, seed: int, n_trials: int, data: str, tmp: s
     return out
 
 
-def curve(trials, directions, reference) -> tuple[list[float], list[float]]:
-    """Cumulative CPU-seconds and the COMPLETE front's hypervolume after each ended trial."""
-    ended = sorted(
-        (t for t in trials if t.state.is_finished() and t.datetime_complete is not None),
-        key=lambda t: t.datetime_complete,
-    )
-    cpu, hv, total = [], [], 0.0
-    for i, t in enumerate(ended):
-        total += float(t.user_attrs.get("cpu_s", 0.0))
-        front = [f.values for f in pareto_front(ended[: i + 1], directions)]
-        cpu.append(total)
-        hv.append(hypervolume_2d(front, directions, reference) if front else 0.0)
-    return cpu, hv
-
-
 def run_search(study: str, mode: str, seed: int, n_trials: int, data: str) -> SearchRun:
     with tempfile.TemporaryDirectory() as tmp:
         args = overrides(study, mode, seed, n_trials, data, tmp)
@@ -90,7 +75,7 @@ def run_search(study: str, mode: str, seed: int, n_trials: int, data: str) -> Se
             outcome = runner.run()
         trials = outcome.study.get_trials()
         s = runner.settings
-        cpu, hv = curve(trials, s.directions, s.hypervolume_reference)
+        steps = search_curve(trials, s.directions, s.hypervolume_reference)
     states = [t.state for t in trials]
     return SearchRun(
         mode=mode,
@@ -98,8 +83,8 @@ def run_search(study: str, mode: str, seed: int, n_trials: int, data: str) -> Se
         complete=states.count(TrialState.COMPLETE),
         pruned=states.count(TrialState.PRUNED),
         failed=states.count(TrialState.FAIL),
-        cpu_s=cpu,
-        hypervolume=hv,
+        cpu_s=[cpu for _, _, cpu, _ in steps],
+        hypervolume=[hv for _, _, _, hv in steps],
     )
 
 

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from optuna.trial import TrialState
 
 from adasparse_lab.report.style import finish
+from adasparse_lab.results.front import search_curve
 from adasparse_lab.results.fronts import study_reference_point
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,58 @@ def _hypervolume(study: optuna.Study, objectives: list[dict], prefix: str) -> Di
     return diag
 
 
+def _search_efficiency(study: optuna.Study, objectives: list[dict], prefix: str) -> Diagnostic:
+    """Hypervolume against the CPU-seconds the search paid (results.front.search_curve), each
+    ended trial a point, stopped trials marked at their rung: what early stopping saves."""
+    trials = study.get_trials(deepcopy=False)
+    title = f"{prefix}search efficiency: hypervolume against cumulative trial CPU-seconds"
+    if not any("cpu_s" in t.user_attrs for t in trials):
+        return Diagnostic(title, None, "not available: the trials carry no CPU-seconds")
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    values = np.array([t.values for t in done], dtype=np.float64).reshape(len(done), -1)
+    directions = [o["direction"] for o in objectives]
+    ref, _ = study_reference_point(study.user_attrs, values, directions)
+    steps = search_curve(trials, directions, ref)
+    fig = go.Figure(
+        go.Scatter(
+            x=[c for *_, c, _ in steps],
+            y=[h for *_, h in steps],
+            mode="lines",
+            line_shape="hv",
+            name="hypervolume",
+            hoverinfo="skip",
+        )
+    )
+    by_number = {t.number: t for t in trials}
+    for state, symbol in (("COMPLETE", "circle"), ("PRUNED", "x"), ("FAIL", "triangle-down")):
+        picked = [s for s in steps if s[1] == state]
+        if not picked:
+            continue
+        text = [
+            f"trial {n}"
+            + (f" stopped at {by_number[n].user_attrs['pruned_at']:.3g} of its rows"
+               if "pruned_at" in by_number[n].user_attrs else "")
+            for n, *_ in picked
+        ]  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[c for *_, c, _ in picked],
+                y=[h for *_, h in picked],
+                mode="markers",
+                marker_symbol=symbol,
+                name=state.lower(),
+                text=text,
+                hovertemplate="%{text}<br>%{x:.0f} CPU-s, hypervolume %{y:.4f}<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title_text="cumulative CPU-seconds of the trials (fit, evaluation, outputs)")
+    fig.update_yaxes(title_text="hypervolume (feasible COMPLETE trials)")
+    pruned = sum(s[1] == "PRUNED" for s in steps)
+    return Diagnostic(
+        f"{title} ({pruned} of {len(steps)} ended trials stopped early)", finish(fig, None, 380)
+    )
+
+
 def diagnostics(
     study: optuna.Study, objectives: list[dict[str, str]], prefix: str = ""
 ) -> list[Diagnostic]:
@@ -89,6 +142,7 @@ def diagnostics(
     ]
     if len(study.directions) == 2:
         out.append(_hypervolume(study, objectives, prefix))
+        out.append(_search_efficiency(study, objectives, prefix))
     if not any(t.params for t in done):
         return out + [Diagnostic(f"{prefix}parameters", None, "the study samples no parameters")]
     # The AUC objective (the first maximised one) drives the single-target plots.

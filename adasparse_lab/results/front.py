@@ -142,3 +142,23 @@ def hypervolume_history(
             points.append(t.values)
         out.append((t.number, hypervolume_2d(points, directions, reference)))
     return out
+
+
+def search_curve(
+    trials: Sequence, directions: Sequence[str], reference: Sequence[float]
+) -> list[tuple[int, str, float, float]]:
+    """(trial number, state, cumulative CPU-seconds, hypervolume) after each ended trial, in the
+    order the trials ended: what the search paid (every trial's ``cpu_s`` user attribute,
+    pruned and failed ones included) against what its feasible COMPLETE front reached."""
+    ended = sorted(
+        (t for t in trials if t.state.is_finished() and t.datetime_complete is not None),
+        key=lambda t: (t.datetime_complete, t.number),
+    )
+    points: list = []
+    total, out = 0.0, []
+    for t in ended:
+        total += float(t.user_attrs.get("cpu_s", 0.0))
+        if t.state.name == "COMPLETE" and feasible(t.constraints):
+            points.append(t.values)
+        out.append((t.number, t.state.name, total, hypervolume_2d(points, directions, reference)))
+    return out
