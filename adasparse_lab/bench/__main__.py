@@ -14,6 +14,7 @@ python -m adasparse_lab.bench --only export --threads 1   # exported bundle late
 python -m adasparse_lab.bench --only gpu           # CUDA vs CPU training, bf16 vs fp32 AUC, GPU serving
 python -m adasparse_lab.bench --only domains         # 100 and 1,000 domains: report, browser, overhead
 python -m adasparse_lab.bench --only search          # main study plain vs early stopping, 3 seeds
+python -m adasparse_lab.bench --only layout          # 1 worker x 2 threads vs 2 workers x 1 thread
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -57,7 +59,12 @@ from adasparse_lab.bench.report import (
     load_average,
     to_json,
 )
-from adasparse_lab.bench.scale import format_scale, run_scale_bench
+from adasparse_lab.bench.scale import (
+    format_layout,
+    format_scale,
+    run_layout_bench,
+    run_scale_bench,
+)
 from adasparse_lab.bench.search import as_json, format_search, run_search_bench
 from adasparse_lab.bench.serving import ServeBenchConfig, run_serve_bench
 from adasparse_lab.bench.step import StepBenchConfig, format_step, run_step_bench, step_ratios
@@ -66,7 +73,7 @@ from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
 SECTIONS = (
     "train", "serve", "prep", "study", "methods", "step", "scale", "export", "models", "gpu",
-    "domains", "search",
+    "domains", "search", "layout",
 )  # fmt: skip
 
 
@@ -83,7 +90,7 @@ def _add_general_flags(p: argparse.ArgumentParser) -> None:
         "--only",
         action="append",
         choices=SECTIONS,
-        help="run only this section (repeatable); default: all but scale, models, gpu, domains and search",
+        help="run only this section (repeatable); default: all but scale, models, gpu, domains, search and layout",
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
@@ -330,6 +337,17 @@ def run_scale(args: argparse.Namespace) -> list | None:
     return points
 
 
+def run_layout(args: argparse.Namespace) -> list | None:
+    """The layout section (threads or worker processes on this machine's cores): only with
+    ``--only layout``."""
+    if "layout" not in (args.only or ()):
+        return None
+    cores = len(os.sched_getaffinity(0))
+    points = run_layout_bench(args.search_study, args.scale_trials, cores)
+    print("\n" + format_layout(points), flush=True)
+    return [{"layout": name} | asdict(p) for name, p in points]
+
+
 def run_search(args: argparse.Namespace) -> dict | None:
     """The search section (plain vs early-stopped studies): only with ``--only search``."""
     if "search" not in (args.only or ()):
@@ -381,6 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
     gpu = run_gpu(args)
     domains = run_domains(args)
     search = run_search(args)
+    layout = run_layout(args)
     exported = run_export(args) if "export" in set(args.only or SECTIONS) else None
     payload = to_json(machine, train, serve, prep)
     if step is not None:
@@ -401,6 +420,8 @@ def main(argv: list[str] | None = None) -> dict:
         payload["domains"] = domains
     if search is not None:
         payload["search"] = search
+    if layout is not None:
+        payload["layout"] = layout
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))

@@ -41,7 +41,9 @@ class ScalePoint:
     mean_overhead_s: float
 
 
-def _run(backend: str, workers: int, n_trials: int, study: str, urls: dict) -> ScalePoint:
+def _run(
+    backend: str, workers: int, n_trials: int, study: str, urls: dict, threads: int = 1
+) -> ScalePoint:
     name = f"scale-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
         where = (
@@ -57,7 +59,7 @@ def _run(backend: str, workers: int, n_trials: int, study: str, urls: dict) -> S
             f"paths.cache={tmp}/cache",
             *where,
         ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
         storage = urls.get("storage") or optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(f"{tmp}/studies/{name}/journal.log")
@@ -92,6 +94,32 @@ def run_scale_bench(
         urls = {"storage": started.storage, "tracking": started.tracking}
         points += [_run("postgres+server", w, n_trials, study, urls) for w in workers]
     return points
+
+
+def run_layout_bench(study: str = "sparsity", n_trials: int = 8, cores: int = 2, rounds: int = 2):
+    """Trials per hour on ``cores`` cores: 1 worker with ``cores`` threads against ``cores``
+    workers with 1 thread each (journal storage), interleaved ``rounds`` times; a list of
+    (layout, ScalePoint)."""
+    layouts = {f"1 worker x {cores} threads": (1, cores), f"{cores} workers x 1 thread": (cores, 1)}
+    return [
+        (name, _run("journal+sqlite", w, n_trials, study, {}, threads=t))
+        for _ in range(rounds)
+        for name, (w, t) in layouts.items()
+    ]
+
+
+def format_layout(points) -> str:
+    lines = ["[12] layout  trials per hour on this machine's cores: threads or worker processes"]
+    rates: dict[str, list[float]] = {}
+    for name, p in points:
+        rates.setdefault(name, []).append(p.trials_per_hour)
+        lines.append(
+            f"    {name:<22} {p.trials} trials: {p.trials_per_hour:.0f} trials/h"
+            f" (trial {p.mean_trial_s:.2f} s, overhead {p.mean_overhead_s:.3f} s)"
+        )
+    (a, ra), (b, rb) = ((k, max(v)) for k, v in rates.items())
+    lines.append(f"    best of each: {b} / {a} = {rb / ra:.2f}x trials per hour")
+    return "\n".join(lines)
 
 
 def projection(point: ScalePoint, workers: int = 100) -> tuple[float, float]:
