@@ -60,6 +60,13 @@ def test_cells_pool_the_seeds_of_each_method(rivals_study):
     text = format_matched(cells, (0.5, 0.8), "val/flops/ratio")
     assert f"{np.mean(by_method['random'].auc):.4f}" in text
     assert "(no method ran near this cost)" in text  # nothing near 0.8
+    # random against dense, paired by the grid's seeds 0 and 1 (results/verdicts.py)
+    assert by_method["random"].by_seed().keys() == by_method["dense"].by_seed().keys() == {0, 1}
+    from adasparse_lab.results.verdicts import paired
+
+    c = paired("random", by_method["random"].by_seed(), "dense", by_method["dense"].by_seed())
+    assert f"random vs dense: {c.diff:+.4f} [{c.low:+.4f}, {c.high:+.4f}]" in text
+    assert "(2 paired seeds)" in text
 
 
 @pytest.mark.slow

@@ -260,13 +260,14 @@ def _at_rung(loop: Loop) -> None:
 
 
 def projected_flops_ratio(loop: Loop, val: Evaluation) -> float:
-    """The FLOPs ratio the trial will have once its band is final: early in a schedule the
-    masks keep more than they will, so the measured cost overstates the final one. Before the
-    band is final: the analytic FLOPs (``model.flops``) with every masked layer keeping the
-    share its final band's lower edge allows (1 - r_min, the least sparse the regulariser
-    accepts); once final, or for masks that never zero a neuron: the measured ratio."""
+    """The FLOPs ratio the trial will have once its structure is final. Early in training the
+    masks keep more than they will (a schedule ramps the band up, the regulariser and alpha
+    take time to move the gates), so the measured cost overstates the final one. For masks
+    that can zero neurons: the smaller of the measured ratio and the analytic one
+    (``model.flops``) with every masked layer keeping the share its final band's lower edge
+    allows (1 - r_min, the least sparse the regulariser accepts); else the measured ratio."""
     model = loop.model
-    if not model.masks_zero or loop.progress >= loop.schedule.done_at() - 1e-9:
+    if not model.masks_zero:
         return val.flops.ratio
     r_min = loop.schedule.band(1.0)[0]
     cat = loop.data.splits["val"].cat
@@ -278,7 +279,7 @@ def projected_flops_ratio(loop: Loop, val: Evaluation) -> float:
     rows = sum(
         getattr(parts, name).double().expand(len(code)) for name in ("matmul", "bias", "pruner")
     )
-    return float(rows.mean()) / val.flops.dense
+    return min(val.flops.ratio, float(rows.mean()) / val.flops.dense)
 
 
 def _record(loop: Loop, epoch: int, losses: EpochLoss, val: Evaluation) -> EpochRecord:

@@ -9,13 +9,14 @@ the rule lives here, with its records in the study's own storage:
   A one-epoch study on a big table still stops early, mid-epoch.
 - At a rung the trial validates once (run/fit.py) and stores its objective values as the user
   attribute ``rung@<fraction>``. The cost objective is the trial's **projected final cost**
-  (fit.projected_flops_ratio: its final band's lower edge through the analytic FLOPs, or the
-  measured ratio once its band is final), so a trial is not stopped for the dense early epochs
-  every schedule starts with. A latency objective is ranked on the same projected FLOPs ratio.
+  (fit.projected_flops_ratio: the smaller of its measured FLOPs ratio and the one its final
+  band's lower edge allows through the analytic FLOPs), so a trial is not stopped for the dense
+  early epochs every schedule starts with. A latency objective is ranked on the same projection.
 - The trial then reads every record at that rung (every worker's, every earlier run's: a
   resumed study keeps them) and ranks them: non-dominated sorting, then crowding distance
   within a front (the extremes first), then trial number. It goes on if it is among the top
-  ``max(1, n // eta)`` of the ``n`` records, or the best of the rung on any objective; else it
+  ``max(1, n // eta)`` of the ``n`` records, or the best of the rung on any objective (on a
+  tie, the lowest trial number); else it
   stops: PRUNED in Optuna and KILLED in MLflow, with the rung and the values that stopped it.
 - Asynchronous: nothing waits for a rung to fill; the decision is a pure function of the stored
   records, so any worker holding the same records makes the same one.
@@ -148,7 +149,13 @@ def decide(
     me = numbers.index(number)
     position = ranking(points, numbers).index(me)
     keep = max(1, len(numbers) // eta)
-    best_on = tuple(j for j in range(points.shape[1]) if points[me, j] <= points[:, j].min())
+    # the best on an objective: the lowest trial number among those sharing the best value
+    # (a tie, e.g. one cost for every trial, exempts one trial, not all of them)
+    best_on = tuple(
+        j
+        for j in range(points.shape[1])
+        if int(np.flatnonzero(points[:, j] == points[:, j].min())[0]) == me
+    )
     return Decision(position < keep or bool(best_on), position, len(numbers), keep, best_on)
 
 

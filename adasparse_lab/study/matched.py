@@ -27,6 +27,7 @@ from adasparse_lab.config import exit_with, run_command
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.results.collect import StudyInfo, collect
 from adasparse_lab.results.runs import RUN_METRICS
+from adasparse_lab.results.verdicts import UNKNOWN, verdicts
 
 # cost objective (an MLflow metric name) -> its column in results.runs' runs table
 COST_COLUMNS = {RUN_METRICS[c]: c for c in ("flops_ratio", "latency_ratio")}
@@ -40,6 +41,15 @@ class Cell:
     cost: list[float] = field(default_factory=list)
     val: list[float] = field(default_factory=list)  # validation mean per-domain AUC per seed
     domains: dict[str, list[float]] = field(default_factory=dict)  # test AUC per seed
+    seeds: list[int | None] = field(default_factory=list)  # each run's seed (None: unknown)
+
+    def by_seed(self) -> dict[int, float]:
+        """{seed: test AUC} of the runs whose seed is known (the first run of a seed)."""
+        out: dict[int, float] = {}
+        for seed, auc in zip(self.seeds, self.auc):
+            if seed is not None:
+                out.setdefault(seed, auc)
+        return out
 
     @property
     def cost_mean(self) -> float:
@@ -62,14 +72,15 @@ def collect_cells(info: StudyInfo, cost: str) -> list[Cell]:
     for r in per_domain.iter_rows(named=True):
         domain_aucs.setdefault(r["run_id"], {})[r["domain"]] = r["test_auc"]
     cells: dict[tuple[str, str], Cell] = {}
-    trial_cells: dict[int, tuple[Cell, str | None]] = {}
+    trial_cells: dict[int, tuple[Cell, str | None, int | None]] = {}
     for t in info.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         setting = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t.params.items()) if k != "seed")
         method = t.user_attrs.get("method", t.user_attrs.get("pruner_form", "?"))
         cell = cells.setdefault((method, setting), Cell(method, setting))
-        trial_cells[t.number] = (cell, t.user_attrs.get("mlflow_run_id"))
+        seed = t.params.get("seed")  # a grid's seed; else the trial's own run pairs with nothing
+        trial_cells[t.number] = (cell, t.user_attrs.get("mlflow_run_id"), seed)
     for r in runs.iter_rows(named=True):
-        cell, trial_run = trial_cells.get(r["number"], (None, None))
+        cell, trial_run, seed = trial_cells.get(r["number"], (None, None, None))
         if r["kind"] == "trial":  # a COMPLETE trial's own run, whatever its status
             cell = cell if r["run_id"] == trial_run else None
         elif r["status"] != "FINISHED":  # re-evaluation and reference runs: finished ones
@@ -77,7 +88,8 @@ def collect_cells(info: StudyInfo, cost: str) -> list[Cell]:
         elif r["kind"] == "reference":
             cell = cells.setdefault(("dense", "reference"), Cell("dense", "reference"))
         if cell is not None:
-            _add(cell, r, domain_aucs.get(r["run_id"], {}), column)
+            seed = seed if r["kind"] == "trial" else r["seed"]
+            _add(cell, r, domain_aucs.get(r["run_id"], {}), column, seed)
     return [c for c in cells.values() if c.auc]
 
 
@@ -85,13 +97,16 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _add(cell: Cell, run: dict, domain_aucs: dict[str, float], column: str) -> None:
+def _add(
+    cell: Cell, run: dict, domain_aucs: dict[str, float], column: str, seed: int | None
+) -> None:
     """One run (a row of results.runs' runs table) into ``cell``, if it has a test AUC and a
     finite cost."""
     value = run[column]
     if run["test_auc"] is None or value is None or not math.isfinite(value):
         return
     cell.auc.append(run["test_auc"])
+    cell.seeds.append(seed)
     cell.cost.append(value)
     cell.val.append(math.nan if run["auc"] is None else run["auc"])
     for domain, auc in domain_aucs.items():
@@ -168,7 +183,29 @@ def format_matched(
             lines.append(
                 f"  {rank:>2}. {c.method:<32}{c.auc_text():<28}ratio {c.cost_mean:.3f}  {c.params}"
             )
+        lines += format_verdicts(found, dense)
     return "\n".join(lines)
+
+
+def format_verdicts(found: list[Cell], dense: list[Cell]) -> list[str]:
+    """Each method at an anchor against the dense model and against the best method (chosen on
+    validation), paired by seed, Holm-corrected over the anchor's comparisons
+    (results/verdicts.py)."""
+    if not found or not dense:
+        return []
+    cells = {c.method: c for c in found} | {"dense": max(dense, key=lambda c: len(c.by_seed()))}
+    best = max(found, key=lambda c: float(np.nanmean(c.val)) if c.val else -math.inf).method
+    _, family = verdicts({m: c.by_seed() for m, c in cells.items()}, "dense", best)
+    lines = [f"  paired by seed, Holm-corrected over these {len(family)} comparisons:"]
+    for c in family:
+        if c.verdict == UNKNOWN:
+            lines.append(f"      {c.method} vs {c.against}: {c.n} paired seed(s), no verdict")
+            continue
+        lines.append(
+            f"      {c.method} vs {c.against}: {c.diff:+.4f} [{c.low:+.4f}, {c.high:+.4f}],"
+            f" Holm p {c.p_holm:.3g}: {c.verdict} ({c.n} paired seeds)"
+        )
+    return lines
 
 
 COMMAND = "adasparse_lab.study.matched"
