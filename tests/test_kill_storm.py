@@ -134,6 +134,7 @@ def test_a_kill_storm_leaves_a_study_that_resumes_to_exactly_its_budget(tmp_path
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     if early:  # each stopped trial: one decision to stop, at the rung it names, with a record
         pruned = [t for t in trials if t.state == TrialState.PRUNED]
+        assert pruned, "no trial was stopped early: the storm did not test early stopping"
         for t in pruned:
             at = t.user_attrs["pruned_at"]
             assert t.user_attrs[f"rung@{at}/decision"]["go_on"] is False
