@@ -5,6 +5,7 @@ a proposal that repeats an earlier trial is skipped; a trial whose heartbeat gav
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -129,6 +130,8 @@ class TrialRunner:
             tell_once(study, trial, state=TrialState.PRUNED)
             return
         except Exception as err:  # a failing trial never kills the study
+            with contextlib.suppress(Exception):  # what it cost (the search curve counts it)
+                trial.set_user_attr("cpu_s", round(time.process_time() - cpu0, 3))
             self.fail(study, trial, tracker, run_id, err, time.perf_counter() - t0)
             if isinstance(err, HeartbeatLostError):  # the database failed this worker: it stops
                 raise
