@@ -10,6 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from adasparse_lab.config import redacted
 from adasparse_lab.data.build import build_data
 from adasparse_lab.errors import ConfigError, DataError, StoreError
 from adasparse_lab.run.build import build_components
@@ -30,7 +31,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         model = model_name(cfg.model)  # the MLP keeps its old run names: <data>-<form>
         prefix = cfg.data.name if model == "mlp" else f"{cfg.data.name}-{model}"
         run_id = tracker.start_run(cfg.run_name or f"{prefix}-{pruner_form(cfg.pruner)}")
-        tracker.log_params(run_id, flatten(cfg))
+        tracker.log_params(run_id, flatten(redacted(cfg)))
         tracker.set_tags(run_id, {"data_key": data.key})  # the prepared store trained on
     try:
         result = train_and_evaluate(

@@ -5,12 +5,15 @@ slower on the SQLite store."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
+from adasparse_lab.config import redact_url
 from adasparse_lab.metrics import safe_name
 from adasparse_lab.store.tracking_db import prepare_sqlite_store
 
@@ -58,13 +61,27 @@ def stored_uri(uri: str, studies_dir: Path) -> str:
     return absolute_uri(uri, Path(studies_dir).expanduser().resolve().parent)
 
 
+def credentials_to_env(uri: str) -> str:
+    """``uri``, whose ``user:password@`` (if any) this process hands to MLflow the library's
+    own way, ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` (unless already set),
+    so that every MLflow client here (and in the workers it starts) authenticates while only
+    the redacted URI is kept, recorded and printed (MLflow's own "View run at" lines print the
+    URI it was given). An explicit authentication beats the URI's ``user:***``."""
+    parts = urlsplit(uri)
+    if parts.password is not None and "MLFLOW_TRACKING_PASSWORD" not in os.environ:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username or "")
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+    return uri
+
+
 class Tracker:
     """One MLflow experiment; creates runs (optionally nested) and logs to them by id."""
 
     def __init__(self, uri: str, artifact_root: str | None, experiment: str) -> None:
         from mlflow.tracking import MlflowClient  # heavy import: only when tracking is on
 
-        self.uri = uri = absolute_uri(uri)  # recorded with the study: readable from anywhere
+        # Recorded with the study and printed: absolute (readable from anywhere), no password.
+        self.uri = uri = redact_url(credentials_to_env(absolute_uri(uri)))
         if uri.startswith(SQLITE):  # complete before any client sees it: kill-safe
             prepare_sqlite_store(Path(uri.removeprefix(SQLITE)))
         self.client = MlflowClient(tracking_uri=uri)

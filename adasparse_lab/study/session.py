@@ -22,6 +22,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab import machine
+from adasparse_lab.config import redacted
 from adasparse_lab.data import PreparedData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.run.build import build_components
@@ -215,7 +216,7 @@ class StudySession:
             "objectives": [o.__dict__ for o in s.objectives],
             "mlflow_uri": tracker.uri,  # absolute: read back from any folder
             "mlflow_experiment": s.name,
-            "config": OmegaConf.to_yaml(self.ctx.base, resolve=True),
+            "config": OmegaConf.to_yaml(redacted(self.ctx.base)),  # resolved, no password
             "machine": machine_info(),
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "hypervolume_reference": self.ctx.hv_reference(),  # what the report measures against
