@@ -7,6 +7,7 @@ saved config (``SaveRedactedConfig``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -155,6 +156,23 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class RedactUrls(logging.Filter):
+    """A logging filter (on every handler of Hydra's job logging, conf/config.yaml) that
+    writes a record's message and traceback with each URL's password redacted (redact_text):
+    a line of ours or of a library (SQLAlchemy, MLflow, Optuna) that names a URL."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        safe = redact_text(message)
+        if safe != message:
+            record.msg, record.args = safe, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True
 
 
 class SaveRedactedConfig(Callback):

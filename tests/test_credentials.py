@@ -6,6 +6,7 @@ server whose every written byte is searched for the password."""
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import subprocess
 import sys
@@ -15,7 +16,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from adasparse_lab.config import REDACTED, SaveRedactedConfig, redact_text, redact_url, redacted
+from adasparse_lab.config import (
+    REDACTED,
+    RedactUrls,
+    SaveRedactedConfig,
+    redact_text,
+    redact_url,
+    redacted,
+)
 from adasparse_lab.errors import StoreError
 from tests.conftest import CONF, TINY_RUN
 from tests.services import unavailable
@@ -213,3 +221,31 @@ def test_a_study_writes_no_password_anywhere(secured, tmp_path):
     assert _hits(services_root, needles) == []
     for db in ("optuna", "mlflow"):
         assert _database_hits(services.postgres.url(db), [SECRET, basic.decode()]) == [], db
+
+
+def test_log_lines_are_redacted():
+    """Every handler of Hydra's job logging passes records through RedactUrls: a line that
+    names a URL with its password (ours, or a library's) is written redacted."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True)
+    logging_cfg = cfg.hydra.job_logging
+    assert logging_cfg.filters.redact_urls["()"] == "adasparse_lab.config.RedactUrls"
+    assert all("redact_urls" in h.filters for h in logging_cfg.handlers.values())
+    record = logging.LogRecord(
+        "sqlalchemy",
+        logging.WARNING,
+        __file__,
+        1,
+        "connect to %s failed",
+        (f"http://a:{SECRET}@h",),
+        None,
+    )
+    assert RedactUrls().filter(record) is True
+    assert record.getMessage() == "connect to http://a:***@h failed"
+    try:
+        raise RuntimeError(f"postgresql://u:{SECRET}@db/x refused")
+    except RuntimeError:
+        failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", None, sys.exc_info())
+    RedactUrls().filter(failed)
+    text = logging.Formatter().format(failed)
+    assert SECRET not in text and "postgresql://u:***@db/x refused" in text
