@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 ENQUEUED, REQUEUE_OF = "enqueued", "requeue_of"
 MAX_REQUEUES = 5  # a point that kills its worker itself (out of memory) must not loop forever
 NOT_ITS_OWN = {"stale", "heartbeat", "duplicate", None}  # failure_kind: None is Ctrl-C
-LIVE = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
 
 
 def point_of(trial: FrozenTrial) -> str | None:
@@ -57,8 +56,8 @@ def earlier_copy(trial: FrozenTrial, trials: Iterable[FrozenTrial]) -> FrozenTri
 
 def _lost(copies: list[FrozenTrial]) -> bool:
     """Whether a point's trials all failed for reasons not the point's own."""
-    if any(t.state in LIVE for t in copies):
-        return False
+    if any(t.state != TrialState.FAIL for t in copies):
+        return False  # waiting, running, complete, or stopped early by its results (PRUNED)
     if any(t.user_attrs.get("failure_kind") not in NOT_ITS_OWN for t in copies):
         return False  # it failed by itself (an error), or the budget was reached (surplus)
     if sum(REQUEUE_OF in t.user_attrs for t in copies) >= MAX_REQUEUES:
