@@ -206,3 +206,15 @@ def test_two_copies_of_a_point_started_together_run_once():
     first, second = (optuna.trial.Trial(study, t._trial_id) for t in frozen)
     assert duplicate_of(first, frozen) is None  # the first copy runs
     assert duplicate_of(second, frozen).number == 0  # the second is skipped
+
+
+def test_a_point_stopped_early_is_not_lost():
+    """Early stopping ends a trial PRUNED on its own results: its point is not queued again,
+    and a second copy (queued by a worker starting meanwhile) is a repeat."""
+    study = optuna.create_study()
+    for _ in range(2):
+        study.enqueue_trial({"x": 1.0}, user_attrs={"enqueued": 0})
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    assert requeue_lost(study) == []
+    second = study.ask()
+    assert duplicate_of(second, study.get_trials(deepcopy=False)).number == 0

@@ -41,13 +41,14 @@ def point_of(trial: FrozenTrial) -> str | None:
 
 
 def earlier_copy(trial: FrozenTrial, trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
-    """Another trial of ``trial``'s enqueued point that makes running it a repeat: COMPLETE,
-    or RUNNING with a lower number (of two copies started at once, the first runs)."""
+    """Another trial of ``trial``'s enqueued point that makes running it a repeat: ended on
+    its own (COMPLETE, or PRUNED by early stopping), or RUNNING with a lower number (of two
+    copies started at once, the first runs)."""
     key = point_of(trial)
     for other in trials:
         if other.number == trial.number or point_of(other) != key:
             continue
-        if other.state == TrialState.COMPLETE or (
+        if other.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
             other.state == TrialState.RUNNING and other.number < trial.number
         ):
             return other
