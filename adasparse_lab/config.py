@@ -119,6 +119,17 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def without_password(url: str) -> str:
+    """``url`` with no password at all (``user@host``; a redacted ``***`` too): what a client
+    opens a recorded URL with, the password then coming from the environment (PGPASSWORD,
+    MLFLOW_TRACKING_PASSWORD)."""
+    parts = urlsplit(url) if "://" in url else None
+    userinfo, at, host = parts.netloc.rpartition("@") if parts else ("", "", "")
+    if not at or ":" not in userinfo:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}@{host}"))
+
+
 def redact_text(text: str) -> str:
     """Every ``scheme://user:password@`` inside ``text`` (a log line, ``key=url`` overrides,
     a YAML dump) with the password as ``***``; for text where URLs are not whole values."""

@@ -249,3 +249,32 @@ def test_log_lines_are_redacted():
     RedactUrls().filter(failed)
     text = logging.Formatter().format(failed)
     assert SECRET not in text and "postgresql://u:***@db/x refused" in text
+
+
+def test_tracker_connects_with_the_password_and_records_none(monkeypatch, tmp_path):
+    """A server URI's password goes to MLflow's own variables (every client of the process
+    authenticates) and the client opens the URI without it; a database URI (no variable of
+    MLflow's for it) is opened as given. Either way the recorded URI is redacted, and a
+    recorded URI is read back without its ``***`` (the password then from the environment)."""
+    from adasparse_lab.store import tracking
+
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    opened = []
+    monkeypatch.setattr(tracking, "_client", lambda uri: opened.append(uri) or FakeClient())
+    server = tracking.Tracker(f"http://alice:{SECRET}@m:5000", None, "e")
+    assert server.uri == "http://alice:***@m:5000" and opened[-1] == "http://alice@m:5000"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == SECRET
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"
+    db = tracking.Tracker(f"postgresql://bob:{SECRET}@db/mlflow", str(tmp_path), "e")
+    assert db.uri == "postgresql://bob:***@db/mlflow"
+    assert opened[-1] == f"postgresql://bob:{SECRET}@db/mlflow"
+    assert tracking.stored_uri(db.uri, tmp_path) == "postgresql://bob@db/mlflow"
+    assert tracking.stored_uri(server.uri, tmp_path) == "http://alice@m:5000"
+
+
+class FakeClient:
+    """An MlflowClient that has every experiment: the Tracker's constructor needs no store."""
+
+    def get_experiment_by_name(self, name):
+        return type("Experiment", (), {"experiment_id": "1"})()
