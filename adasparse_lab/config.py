@@ -169,6 +169,19 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def exit_with_error(log: logging.Logger, err: Exception, unexpected: bool = False) -> NoReturn:
+    """End a Hydra command (sweep, train) with ``error: <message>``, redacted, the error logged
+    (with its traceback when ``unexpected``; the log handlers redact it). An exception left to
+    Hydra was printed after "Error executing job with overrides: [...]": with a password typed
+    into a URL."""
+    message = redact_text(f"{type(err).__name__}: {err}" if unexpected else str(err))
+    if unexpected:
+        log.exception("unexpected error: %s", message)
+    else:
+        log.error("%s", message)
+    sys.exit(f"error: {message}")
+
+
 class RedactUrls(logging.Filter):
     """A logging filter (on every handler of Hydra's job logging, conf/config.yaml) that
     writes a record's message and traceback with each URL's password redacted (redact_text):

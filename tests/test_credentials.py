@@ -278,3 +278,24 @@ class FakeClient:
 
     def get_experiment_by_name(self, name):
         return type("Experiment", (), {"experiment_id": "1"})()
+
+
+@pytest.mark.slow
+def test_an_unexpected_error_prints_no_password(tmp_path):
+    """An error the sweep does not expect (here SQLAlchemy's, for an unknown dialect) used to
+    reach Hydra, which printed "Error executing job with overrides: [...]": the password
+    with them. It is logged (redacted) and the sweep exits with a redacted message."""
+    done = _run(
+        [
+            *("-m", "adasparse_lab.sweep", "+study=quick", f"paths.studies={tmp_path}/studies"),
+            f"study.storage=postgresqlx://u:{SECRET}@127.0.0.1:5/db",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        ],
+        tmp_path,
+        200,
+    )
+    assert done.returncode != 0
+    printed = done.stdout + done.stderr
+    assert "error: NoSuchModuleError" in printed  # the reason, as an error line
+    assert SECRET not in printed
+    assert _hits(tmp_path, [SECRET.encode()]) == []
