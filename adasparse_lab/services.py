@@ -2,8 +2,12 @@
 a throwaway PostgreSQL cluster (Optuna storage and MLflow backend store) and an ``mlflow
 server`` on it with a local artifact root, both bound to 127.0.0.1 on free ports.
 
-``python -m adasparse_lab.services [--dir DIR]`` starts both, prints the URLs to pass as
-``study.storage=...`` and ``tracking.uri=...``, and stays in the foreground until Ctrl-C (or SIGTERM, SIGHUP).
+``python -m adasparse_lab.services [--dir DIR] [--password-from-env]`` starts both, prints the
+URLs to pass as ``study.storage=...`` and ``tracking.uri=...``, and stays in the foreground until
+Ctrl-C (or SIGTERM, SIGHUP). With ``--password-from-env`` PostgreSQL authenticates with
+scram-sha-256 and the password in ``$PGPASSWORD`` (libpq's own variable, which the workers and
+the MLflow server read too) instead of trusting every local connection; the URLs printed hold
+no password.
 
 PostgreSQL refuses to run as root: as root, the cluster is made and run by ``nobody``
 (``subprocess``'s ``user=``). Debian keeps its binaries under /usr/lib/postgresql/<v>/bin,
@@ -69,10 +73,12 @@ def _chown(path: Path) -> None:
 
 @dataclass
 class Postgres:
-    """A throwaway cluster in ``root`` on 127.0.0.1:``port`` (trust authentication)."""
+    """A throwaway cluster in ``root`` on 127.0.0.1:``port``: trust authentication, or
+    scram-sha-256 for user ``adasparse`` with ``password``."""
 
     root: Path
     port: int
+    password: str | None = None
 
     @property
     def data(self) -> Path:
@@ -101,7 +107,18 @@ class Postgres:
             )
         self.root.mkdir(parents=True, exist_ok=True)
         _chown(self.root)
-        self._run(initdb, "-D", str(self.data), "-U", DB_USER, "-A", "trust", "-E", "UTF8")
+        args = [initdb, "-D", str(self.data), "-U", DB_USER, "-E", "UTF8"]
+        if self.password is None:
+            self._run(*args, "-A", "trust")
+            return
+        pwfile = self.root / "pwfile"  # initdb reads the password from a file, never argv
+        pwfile.touch(mode=0o600)
+        _chown(pwfile)
+        try:
+            pwfile.write_text(self.password + "\n")
+            self._run(*args, "-A", "scram-sha-256", f"--pwfile={pwfile}")
+        finally:
+            pwfile.unlink(missing_ok=True)
 
     def start(self) -> None:
         opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} -c fsync=off"
@@ -125,7 +142,13 @@ class Postgres:
         """CREATE DATABASE through psycopg2 (createdb is not always beside initdb)."""
         import psycopg2
 
-        con = psycopg2.connect(host="127.0.0.1", port=self.port, user=DB_USER, dbname="postgres")
+        con = psycopg2.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=DB_USER,
+            dbname="postgres",
+            password=self.password,  # None: trust, or $PGPASSWORD
+        )
         try:
             con.autocommit = True  # CREATE DATABASE runs outside a transaction
             with con.cursor() as cur:
@@ -142,6 +165,7 @@ class MlflowServer:
     artifacts: Path
     port: int
     log: Path
+    db_password: str | None = None  # the backend store's, passed as $PGPASSWORD
     proc: subprocess.Popen | None = None
 
     @property
@@ -150,6 +174,8 @@ class MlflowServer:
 
     def start(self, timeout_s: float = 120) -> None:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        if self.db_password is not None:
+            env["PGPASSWORD"] = self.db_password
         cmd = [
             *(sys.executable, "-m", "mlflow", "server"),
             *("--backend-store-uri", self.backend),
@@ -206,14 +232,15 @@ class Services:
 
 
 @contextlib.contextmanager
-def running(root: Path | None = None) -> Iterator[Services]:
-    """Start PostgreSQL and the MLflow server under ``root`` (a temp dir when None); stop and
-    remove them on exit."""
+def running(root: Path | None = None, password: str | None = None) -> Iterator[Services]:
+    """Start PostgreSQL and the MLflow server under ``root`` (a temp dir when None), the
+    database with scram-sha-256 and ``password`` when given (else trust); stop and remove them
+    on exit."""
     tmp = None if root is not None else tempfile.mkdtemp(prefix="adasparse-services-")
     root = Path(root or tmp)
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)  # an unprivileged postgres must reach its folder inside
-    pg = Postgres(root / "postgres", free_port())
+    pg = Postgres(root / "postgres", free_port(), password)
     server = None
     try:
         pg.init()
@@ -221,7 +248,9 @@ def running(root: Path | None = None) -> Iterator[Services]:
         pg.create_databases()
         artifacts = root / "mlartifacts"
         artifacts.mkdir(exist_ok=True)
-        server = MlflowServer(pg.url("mlflow"), artifacts, free_port(), root / "mlflow.log")
+        server = MlflowServer(
+            pg.url("mlflow"), artifacts, free_port(), root / "mlflow.log", password
+        )
         server.start()
         yield Services(pg, server)
     finally:
@@ -241,13 +270,23 @@ def _stop_as_on_ctrl_c(signum: int, frame) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, help="keep the services' files here (default: temp)")
+    parser.add_argument(
+        "--password-from-env",
+        action="store_true",
+        help="PostgreSQL with scram-sha-256 and the password in $PGPASSWORD (default: trust)",
+    )
     args = parser.parse_args(argv)
+    password = None
+    if args.password_from_env:
+        password = os.environ.get("PGPASSWORD")
+        if not password:
+            parser.error("--password-from-env: set PGPASSWORD to the database password")
     # kill, systemd, Docker and Kubernetes stop with SIGTERM, a closed terminal with SIGHUP: both
     # stop the two services and remove their files as Ctrl-C does (running()'s cleanup).
     for stop in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop, _stop_as_on_ctrl_c)
     # A stop signal at any moment (during the start, between the lines) ends here, cleaned up.
-    with contextlib.suppress(KeyboardInterrupt), running(args.dir) as services:
+    with contextlib.suppress(KeyboardInterrupt), running(args.dir, password) as services:
         # one write: a reader that saw the settings also sees the log line (PYTHONUNBUFFERED=1
         # made three prints three writes, and a stop between them lost the third)
         sys.stdout.write(
@@ -258,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.stdout.flush()
         signal.pause()
+
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from adasparse_lab.config import exit_with_error
 from adasparse_lab.errors import ConfigError, DataError, StoreError
 from adasparse_lab.study.driver import StudyFailedError, StudyRunner
 from adasparse_lab.study.finish import StudyOutcome, finish
@@ -86,8 +87,9 @@ def main(cfg: DictConfig) -> None:
     try:
         run_study(cfg, overrides, sys.argv[1:])
     except (ConfigError, DataError, StoreError, StudyFailedError) as err:
-        log.error("%s", err)
-        sys.exit(f"error: {err}")
+        exit_with_error(log, err)
+    except Exception as err:  # not to Hydra, which prints the overrides, passwords included
+        exit_with_error(log, err, unexpected=True)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from adasparse_lab.config import exit_with_error, redacted
 from adasparse_lab.data.build import build_data
 from adasparse_lab.errors import ConfigError, DataError, StoreError
 from adasparse_lab.run.build import build_components
@@ -30,7 +30,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         model = model_name(cfg.model)  # the MLP keeps its old run names: <data>-<form>
         prefix = cfg.data.name if model == "mlp" else f"{cfg.data.name}-{model}"
         run_id = tracker.start_run(cfg.run_name or f"{prefix}-{pruner_form(cfg.pruner)}")
-        tracker.log_params(run_id, flatten(cfg))
+        tracker.log_params(run_id, flatten(redacted(cfg)))
         tracker.set_tags(run_id, {"data_key": data.key})  # the prepared store trained on
     try:
         result = train_and_evaluate(
@@ -61,8 +61,9 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except (ConfigError, DataError, StoreError) as err:
-        log.error("%s", err)
-        sys.exit(f"error: {err}")
+        exit_with_error(log, err)
+    except Exception as err:  # not to Hydra, which prints the overrides, passwords included
+        exit_with_error(log, err, unexpected=True)
 
 
 if __name__ == "__main__":

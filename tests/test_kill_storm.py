@@ -2,7 +2,7 @@
 from start-up on (imports, MLflow schema creation, the reference runs, trials, re-evaluation,
 the report), then run once more without interruption. It must end as if nothing had happened:
 exactly the budget of COMPLETE trials, nothing left RUNNING in Optuna or MLflow, no parameter
-set trained twice, one parent run."""
+set trained twice, one parent run, and each enqueued point run to its end once (issue 22)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ EXTRA = [
     "study.reeval.max_trials=1",
     "train.epochs=1",
     "latency.enabled=false",
+    "+study.enqueue=[{lr: 0.001, band.centre: 0.2}, {lr: 0.004, band.centre: 0.3}]",
 ]
+ENQUEUED = [{"lr": 0.001, "band.centre": 0.2}, {"lr": 0.004, "band.centre": 0.3}]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # 4 workers on a few cores: no oversubscription
 # The stage each kill waits for, in the order a study passes them (the schema is made once,
 # so its kills come first); then a random delay from a seeded RNG. Kills past the budget land
@@ -124,6 +126,12 @@ def test_a_kill_storm_leaves_a_study_that_resumes_to_exactly_its_budget(tmp_path
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
     params = [tuple(sorted(t.params.items())) for t in complete]
     assert len(set(params)) == len(params)
+    ended = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    for point in ENQUEUED:  # killed or not, each enqueued point ran to its end, once
+        runs = [t for t in ended if point.items() <= t.params.items()]
+        assert len(runs) == 1, (point, [t.number for t in runs])
+    requeued = Counter(t.user_attrs.get("requeue_of") for t in trials)
+    print(f"trials: {len(trials)}, requeued: {dict(requeued)}")
     client = MlflowClient(f"sqlite:///{tmp_path / 'studies' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("quick")
     runs = client.search_runs([exp.experiment_id], max_results=1000)

@@ -12,6 +12,7 @@ from adasparse_lab.errors import ConfigError
 from adasparse_lab.models import AdaSparseModel, Fields, PrunerSpec, StaticPruning
 from adasparse_lab.models.compact import compact_model, compact_tower
 from adasparse_lab.models.gates import FusionGate
+from adasparse_lab.models.static_pruning import StaticMasks
 from adasparse_lab.run.build import data_fields
 from adasparse_lab.run.evaluation import evaluate
 from adasparse_lab.run.fit import TrainSettings, fit
@@ -157,6 +158,20 @@ def test_rival_trains_without_a_regulariser_signal(tiny_data):
     settings = TrainSettings(epochs=1, batch_size=512, seed=0, progress=False)
     result = fit(model, tiny_data, settings, SparsityRegularizer(), AGPBand(0.3, 0.4, end=0.5))
     assert result.history[0].train_reg == 0.0  # masks have no gradient: nothing to regularise
+
+
+@pytest.mark.parametrize("method", ["magnitude", "domain_magnitude"])
+def test_activation_rival_prunes_nothing_before_it_has_seen_activations(method):
+    """Issue 22: with a constant band the target is above zero at step 0, when no activation
+    has been observed: every score was 0 and the masks pruned neurons in index order."""
+    masks = StaticMasks(StaticPruning(method=method, update_every=5), {0: 6}, n_codes=3)
+    weights = {0: (torch.empty(0), torch.ones(4, 6))}  # W_next: every neuron alike
+    assert masks.step(0.5, weights) is False
+    assert torch.equal(masks.mask(0), torch.ones(3, 6))  # step 0: nothing seen, nothing pruned
+    h = torch.tensor([[0.1, 0.2, 0.3, 3.0, 2.0, 1.0]]).repeat(3, 1)  # neurons 3-5 matter
+    masks.observe(0, h, torch.tensor([0, 1, 2]))
+    assert masks.step(0.5, weights) is True  # pruned at the first step after observing
+    assert masks.mask(0).tolist() == [[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]] * 3
 
 
 @pytest.mark.parametrize(

@@ -122,3 +122,42 @@ def test_a_stop_signal_during_the_start_leaves_nothing_behind(tmp_path):
     assert proc.returncode == 0, err
     assert "Traceback" not in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+DB_SECRET = "Sv9Kq2Secret"
+
+
+def test_password_from_env_needs_pgpassword(monkeypatch, capsys):
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    with pytest.raises(SystemExit) as stopped:
+        services.main(["--password-from-env"])
+    assert stopped.value.code == 2
+    assert "PGPASSWORD" in capsys.readouterr().err
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_services_with_a_password_refuse_a_client_without_it(monkeypatch):
+    """``--password-from-env``: PostgreSQL authenticates with scram-sha-256 and $PGPASSWORD
+    (the MLflow server's backend connection included); the printed URLs hold no password."""
+    import optuna
+    import psycopg2
+    from mlflow.tracking import MlflowClient
+
+    if services.pg_bin("initdb") is None:
+        fixture.unavailable("PostgreSQL is not installed (apt-get install postgresql)")
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    with services.running(password=DB_SECRET) as started:
+        url = started.storage
+        assert DB_SECRET not in url and DB_SECRET not in started.tracking
+        dsn = url.replace("postgresql+psycopg2://", "postgresql://")
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(dsn).close()
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            psycopg2.connect(dsn, password="wrong").close()
+        with_password = url.replace("adasparse@", f"adasparse:{DB_SECRET}@")
+        study = optuna.create_study(storage=with_password, study_name="scram")
+        study.tell(study.ask(), 1.0)
+        monkeypatch.setenv("PGPASSWORD", DB_SECRET)  # libpq's own variable: the URL needs none
+        assert optuna.load_study(study_name="scram", storage=url).best_value == 1.0
+        assert MlflowClient(started.tracking).search_experiments()  # its backend let it in

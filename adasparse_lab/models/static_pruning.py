@@ -14,6 +14,9 @@ The target sparsity comes from the ``schedule`` group (the band centre at the cu
 progress); masks are recomputed every ``update_every`` steps while the target moves and stay
 fixed once it is final, so the rest of training fine-tunes the pruned network. Pruning is
 monotone: a pruned neuron ranks below every kept one, so masks are nested as the target grows.
+Activation importance waits for activations: an update due before any training batch was
+observed since the last one is put off to the next step (with a constant band the target is
+above zero at step 0, where every score was 0 and neurons were pruned in index order).
 
 Shapes: B batch, V codes of the domain field (OOV code 0 included), H width at a position.
 """
@@ -95,11 +98,14 @@ class StaticMasks(nn.Module):
         every ``update_every`` steps while the target differs from the applied one, and at once
         when the target is ``final`` (the epochs selection may keep are at the target).
         ``weights`` maps a position to (W_in [H, *] or an empty tensor, W_next [*, H]). True if
-        updated."""
+        updated. Put off (the step not counted) while activation statistics are empty."""
         due = final or int(self.steps) % self.spec.update_every == 0
-        self.steps += 1
         if not due or abs(float(self.target) - target) < 1e-9:
+            self.steps += 1
             return False
+        if self._waiting_for_activations():
+            return False  # not counted: due again at the next step
+        self.steps += 1
         for pos in self.positions:
             scores = self._scores(pos, *weights[pos])
             self.mask(pos).copy_(_top_mask(scores, self.mask(pos), target))
@@ -107,6 +113,11 @@ class StaticMasks(nn.Module):
         self.rows.zero_()
         self.target.fill_(target)
         return True
+
+    def _waiting_for_activations(self) -> bool:
+        """Activation importance with no training sample observed since the last update."""
+        uses_activations = self.spec.method != "random" and self.spec.importance == "activation"
+        return uses_activations and float(self.rows.sum()) == 0.0
 
     def _scores(self, pos: int, w_in: torch.Tensor, w_next: torch.Tensor) -> torch.Tensor:
         """[V, H] importance (higher = keep) of each neuron for each code."""

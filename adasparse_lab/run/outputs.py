@@ -13,6 +13,7 @@ import polars as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from adasparse_lab.config import redacted
 from adasparse_lab.data import PreparedData
 from adasparse_lab.metrics import safe_name
 from adasparse_lab.models.base import MultiDomainModel
@@ -130,7 +131,7 @@ def write_outputs(out_dir: Path, cfg: DictConfig, result: RunResult) -> list[Pat
     files[0].write_text(json.dumps(payload, indent=1, default=float))
     result.domains.write_csv(files[1])
     keep_table(result.data, result.test).write_parquet(files[2])
-    files[3].write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    files[3].write_text(OmegaConf.to_yaml(redacted(cfg)))  # no password: an MLflow artifact
     torch.save(result.model.state_dict(), files[4])  # state_dict (alpha included), not a pt2 model
     return files
 

@@ -16,7 +16,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from adasparse_lab.config import parse_args
+from adasparse_lab.config import parse_args, redact_url
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.store.reader import load_study
 
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     from optuna_dashboard import run_server
 
     print(
-        f"study {args['study']!r} ({storage}) in optuna-dashboard: http://{host}:{port}/dashboard"
+        f"study {args['study']!r} ({redact_url(storage)}) in optuna-dashboard: "
+        f"http://{host}:{port}/dashboard"
     )
     print("Ctrl-C stops the dashboard.", flush=True)
     with contextlib.suppress(KeyboardInterrupt):

@@ -16,6 +16,7 @@ import optuna
 import pandas as pd
 import polars as pl
 
+from adasparse_lab.config import redact_url
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.methods import method_of
 from adasparse_lab.store.layout import STORAGE_FILES, storage_string, stored_file
@@ -91,8 +92,8 @@ def load_study(
     opened = _existing_storage(spec)
     known = optuna.get_all_study_names(opened)
     if name not in known:
-        raise _not_found(name, f"storage {spec}", studies_dir, known)
-    return optuna.load_study(study_name=name, storage=opened), str(spec)
+        raise _not_found(name, f"storage {redact_url(str(spec))}", studies_dir, known)
+    return optuna.load_study(study_name=name, storage=opened), redact_url(str(spec))
 
 
 def objectives(study: optuna.Study) -> list[dict[str, str]]:

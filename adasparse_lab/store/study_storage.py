@@ -310,7 +310,8 @@ def _fail_silent(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def recover_stale(study: optuna.Study, on_failed=None) -> list[int]:
     """Fail RUNNING trials whose worker is dead (this host) or silent (heartbeats); return
-    their numbers. ``on_failed(frozen_trial)`` is called for each."""
+    the numbers of those this worker failed (the move to FAIL is atomic: of workers racing to
+    fail a trial, one wins it). ``on_failed(frozen_trial)`` is called for each."""
     storage = study._storage
     silent = _fail_silent(study)
     for t in silent:
@@ -326,11 +327,14 @@ def recover_stale(study: optuna.Study, on_failed=None) -> list[int]:
                 continue
         elif worker_alive(ident) is not False:
             continue
-        storage.set_trial_user_attr(
-            t._trial_id, "fail_reason", f"worker {ident} died while running the trial"
-        )
-        storage.set_trial_user_attr(t._trial_id, "failure_kind", "stale")
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        try:
+            storage.set_trial_user_attr(
+                t._trial_id, "fail_reason", f"worker {ident} died while running the trial"
+            )
+            storage.set_trial_user_attr(t._trial_id, "failure_kind", "stale")
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker on this host failed it first: theirs to follow up
         failed.append(t.number)
         if on_failed is not None:
             on_failed(t)

@@ -5,12 +5,15 @@ slower on the SQLite store."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
+from adasparse_lab.config import redact_url, without_password
 from adasparse_lab.metrics import safe_name
 from adasparse_lab.store.tracking_db import prepare_sqlite_store
 
@@ -51,23 +54,47 @@ def absolute_uri(uri: str, base: Path | None = None) -> str:
 def stored_uri(uri: str, studies_dir: Path) -> str:
     """The tracking URI a study recorded, made readable from here. Studies now record it
     absolute; an older one recorded ``sqlite:///<relative path>``, relative to the folder it
-    ran in: the folder above ``studies_dir`` when the file is not found from here."""
+    ran in: the folder above ``studies_dir`` when the file is not found from here. A recorded
+    URI's redacted password is left out: the client finds it in the environment."""
+    uri = without_password(uri)
     here = absolute_uri(uri)
     if here == uri or Path(here.removeprefix(SQLITE)).is_file():
         return here
     return absolute_uri(uri, Path(studies_dir).expanduser().resolve().parent)
 
 
+def credentials_to_env(uri: str) -> str:
+    """The URI to open an MLflow client with. A tracking server's ``user:password@`` is handed
+    to MLflow the library's own way, ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``
+    (unless already set), and left out of the URI: every MLflow client of this process (and
+    of the workers it starts) authenticates, the study's end included, and MLflow's own "View
+    run at" lines print no password. A database URI is opened as given: no variable of
+    MLflow's carries its password (pass it as PGPASSWORD or in ~/.pgpass instead)."""
+    parts = urlsplit(uri)
+    if parts.password is None or parts.scheme not in ("http", "https"):
+        return uri
+    password = unquote(parts.password)
+    if os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", password) != password:
+        return uri  # the environment holds another password: the URI's is the one asked for
+    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(parts.username or ""))
+    return without_password(uri)
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient  # heavy import: only when tracking is on
+
+    return MlflowClient(tracking_uri=uri)
+
+
 class Tracker:
     """One MLflow experiment; creates runs (optionally nested) and logs to them by id."""
 
     def __init__(self, uri: str, artifact_root: str | None, experiment: str) -> None:
-        from mlflow.tracking import MlflowClient  # heavy import: only when tracking is on
-
-        self.uri = uri = absolute_uri(uri)  # recorded with the study: readable from anywhere
+        uri = absolute_uri(uri)  # absolute: a recorded URI reads back from any folder
+        self.uri = redact_url(uri)  # recorded with the study and printed: no password
         if uri.startswith(SQLITE):  # complete before any client sees it: kill-safe
             prepare_sqlite_store(Path(uri.removeprefix(SQLITE)))
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = _client(credentials_to_env(uri))
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id

@@ -20,6 +20,7 @@ from optuna.trial import FixedTrial
 
 from adasparse_lab.store.study_storage import recover_stale
 from adasparse_lab.store.tracking import Tracker
+from adasparse_lab.study.enqueued import requeue_lost
 from adasparse_lab.study.finish import StudyClosing, StudyOutcome
 from adasparse_lab.study.reevaluation import reeval_targets
 from adasparse_lab.study.session import (
@@ -85,6 +86,7 @@ class StudyRunner:
         study, desc = self.open()
         tracker, parent = self.session.tracker_and_parent(study)
         recover_stale(study, lambda t: fail_trial_run(tracker, t))
+        requeue_lost(study)  # every lost point: also one whose requeue a kill interrupted
         self.session.fail_stale_runs(tracker, parent)
         base_data = self.trials.data_for(self.compose([]))  # bad data fails before any trial
         if "domains" not in study.user_attrs:

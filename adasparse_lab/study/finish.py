@@ -20,6 +20,7 @@ import polars as pl
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
+from adasparse_lab.config import redact_url
 from adasparse_lab.export.build import log_front_models
 from adasparse_lab.report.build import BuildInfo, build
 from adasparse_lab.results.collect import ReportData, collect
@@ -206,7 +207,7 @@ def _print_locations(
         f"\nstudy {s.name!r}: {complete}/{s.n_trials} trials complete"
         + ("" if outcome.done else " (budget not reached: run the same command again to continue)")
     )
-    print(f"  optuna storage : {outcome.storage_desc}")
+    print(f"  optuna storage : {redact_url(outcome.storage_desc)}")
     print(f"  pareto table   : {csv}")
     print(
         f"  report         : {report} ({report.stat().st_size / 1e6:.1f} MB, built in {build_s:.1f}s)"

@@ -13,8 +13,10 @@ storage, so a fresh instance per ask loses nothing.
 Duplicates: the seeding makes a repeat unlikely, not impossible (two workers started by hand
 share index 0; a sampler may return a point it already tried). Optuna has no check of its own,
 so the driver compares a trial's sampled parameters with every COMPLETE or RUNNING trial before
-training it, and a repeat is told FAIL (``failure_kind=duplicate``) and asked again. Enqueued
-trials (``study.enqueue``) are exempt: a point asked for by name is run once, as asked.
+training it, and a repeat is told FAIL (``failure_kind=duplicate``) and asked again. An
+enqueued trial (``study.enqueue``) is compared with the other trials of its point only
+(study/enqueued.py: a killed point is queued again, and two copies must not both run): a
+point asked for by name is run once, as asked, even where a sampled trial has its values.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections.abc import Iterable
 
 import optuna
 from optuna.trial import TrialState
+
+from adasparse_lab.study.enqueued import earlier_copy, point_of
 
 MAX_DUPLICATES = 20  # repeats in a row: the space is exhausted (a small categorical space)
 
@@ -37,12 +41,13 @@ def proposal_seed(study_seed: int, worker_index: int, n_trials: int) -> int:
 def duplicate_of(
     trial: optuna.Trial, trials: Iterable[optuna.trial.FrozenTrial]
 ) -> optuna.trial.FrozenTrial | None:
-    """A COMPLETE or RUNNING trial (not ``trial``) with exactly ``trial``'s parameters; None
-    for an enqueued ``trial`` (Optuna marks it with the ``fixed_params`` system attribute)."""
+    """A COMPLETE or RUNNING trial (not ``trial``) with exactly ``trial``'s parameters; for an
+    enqueued ``trial`` (Optuna marks it with the ``fixed_params`` system attribute), an earlier
+    trial of the same point (enqueued.earlier_copy)."""
     trials = list(trials)
     own = next(t for t in trials if t.number == trial.number)
-    if "fixed_params" in own.system_attrs:
-        return None
+    if point_of(own) is not None:
+        return earlier_copy(own, trials)
     live = (TrialState.COMPLETE, TrialState.RUNNING)
     for other in trials:
         if other.number != trial.number and other.state in live and other.params == trial.params:

@@ -22,12 +22,14 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab import machine
+from adasparse_lab.config import redacted
 from adasparse_lab.data import PreparedData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.run.build import build_components
 from adasparse_lab.store.study_storage import open_storage, worker_alive, worker_id
 from adasparse_lab.store.tracking import Tracker, tag_experiment_kind
 from adasparse_lab.study import space as space_mod
+from adasparse_lab.study.enqueued import ENQUEUED
 from adasparse_lab.study.fingerprint import changes, fingerprint
 from adasparse_lab.study.proposals import proposal_seed
 from adasparse_lab.study.settings import StudySettings, parse_settings
@@ -134,8 +136,8 @@ class StudySession:
             return self._resume(storage, kwargs["sampler"]), desc
         study.set_user_attr("fingerprint", fingerprint(self.ctx.base))
         study.set_user_attr("creator", self.ctx.worker)
-        for point in s.enqueue:  # warm start: known settings first
-            study.enqueue_trial(point)
+        for index, point in enumerate(s.enqueue):  # warm start: known settings first
+            study.enqueue_trial(point, user_attrs={ENQUEUED: index})  # study/enqueued.py
         with warnings.catch_warnings():  # experimental since optuna 3.2, stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(s.metrics)
@@ -215,7 +217,7 @@ class StudySession:
             "objectives": [o.__dict__ for o in s.objectives],
             "mlflow_uri": tracker.uri,  # absolute: read back from any folder
             "mlflow_experiment": s.name,
-            "config": OmegaConf.to_yaml(self.ctx.base, resolve=True),
+            "config": OmegaConf.to_yaml(redacted(self.ctx.base)),  # resolved, no password
             "machine": machine_info(),
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "hypervolume_reference": self.ctx.hv_reference(),  # what the report measures against

@@ -28,6 +28,7 @@ from adasparse_lab.store.study_storage import Heartbeat, recover_stale
 from adasparse_lab.store.tracking import Tracker
 from adasparse_lab.study import space as space_mod
 from adasparse_lab.study.early_stop import RungJudge, TrialStopped
+from adasparse_lab.study.enqueued import requeue_lost
 from adasparse_lab.study.progress import Progress
 from adasparse_lab.study.proposals import MAX_DUPLICATES, duplicate_of
 from adasparse_lab.study.session import StudyContext, fail_trial_run
@@ -294,7 +295,8 @@ class TrialRunner:
         s = self.ctx.settings
         progress = Progress(s.n_trials, s.directions, self.ctx.hv_reference())
         while True:
-            recover_stale(study, lambda t: fail_trial_run(tracker, t))
+            if failed := recover_stale(study, lambda t: fail_trial_run(tracker, t)):
+                requeue_lost(study, failed)  # only this worker failed them: requeued once
             complete, running, errors = _counts(study)
             if complete >= s.n_trials:
                 return True
