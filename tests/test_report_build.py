@@ -55,10 +55,11 @@ def test_report_has_every_section(built, real_study):
     # plotly.js inlined exactly once, no CDN; the page is mostly that library.
     assert page.count(get_plotlyjs()[:300]) == 1 and "<script src=" not in page
     assert built.bytes < 6_000_000 and built.bytes == built.path.stat().st_size
-    # Figures: pareto, per-domain, 3 per structure view, gain, band, 6 diagnostics.
+    # Figures: pareto, per-domain, 3 per structure view, gain, band, 7 diagnostics (search
+    # efficiency among them).
     n_views = collect([real_study.name], [real_study.storage]).keep["number"].n_unique()
     assert n_views == len(front_numbers(real_study)) > 1
-    assert built.figures == 1 + 1 + 3 * n_views + 1 + 1 + 6
+    assert built.figures == 1 + 1 + 3 * n_views + 1 + 1 + 7
     assert f'data-figures-expected="{built.figures}"' in page
     assert page.count('class="structure-view"') == n_views and page.count("<option ") == n_views
     assert "Plotly.Plots.resize" in page

@@ -95,33 +95,44 @@ def test_a_stop_signal_stops_both_services_and_removes_their_files(stop):
 
 @pytest.mark.services
 @pytest.mark.slow
-def test_a_stop_signal_during_the_start_leaves_nothing_behind(tmp_path):
+def test_a_stop_signal_during_the_start_leaves_nothing_behind():
     """A SIGTERM while PostgreSQL is still being made (a user changing their mind, a scheduler
     stopping the job) ends quietly: no temp folder, no traceback, status 0."""
     import os
+    import shutil
     import subprocess
     import sys
+    import tempfile
+
+    from tests.conftest import ROOT
 
     if services.pg_bin("initdb") is None:
         fixture.unavailable("PostgreSQL is not installed")
-    os.chmod(tmp_path, 0o755)  # the unprivileged postgres user reaches its folder inside
-    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "adasparse_lab.services"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob("adasparse-services-*/postgres")):  # the start is under way
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
-    assert "Traceback" not in err, err
-    assert list(tmp_path.iterdir()) == []
+    # Not under pytest's tmp_path: its parents are private to root, and initdb, run as the
+    # unprivileged postgres user, must reach the data folder (as under /tmp, the default).
+    tmp = Path(tempfile.mkdtemp(prefix="adasparse-stop-"))
+    os.chmod(tmp, 0o755)
+    try:
+        env = {**os.environ, "TMPDIR": str(tmp), "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "adasparse_lab.services"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while not list(tmp.glob("adasparse-services-*/postgres")):  # the start is under way
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err, err
+        assert list(tmp.iterdir()) == []
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 DB_SECRET = "Sv9Kq2Secret"
