@@ -71,6 +71,20 @@ def _chown(path: Path) -> None:
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
+def _kill_group(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGKILL ``proc``'s process group and wait until none of it is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # raises once no process of the group exists
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+
+
 @dataclass
 class Postgres:
     """A throwaway cluster in ``root`` on 127.0.0.1:``port``: trust authentication, or
@@ -93,7 +107,23 @@ class Postgres:
         return str(Path(pg_bin("initdb")).parent / name)
 
     def _run(self, *args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(args, capture_output=True, text=True, **_as_owner())
+        """Run a PostgreSQL program in its own process group: a stop signal mid-way (initdb
+        runs postgres in single-user mode as its child) kills the whole group and waits for
+        it, so the cleanup that follows removes a folder nothing writes into any more."""
+        with subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            **_as_owner(),
+        ) as proc:
+            try:
+                out, err = proc.communicate()
+            except BaseException:
+                _kill_group(proc)
+                raise
+        done = subprocess.CompletedProcess(args, proc.returncode, out, err)
         if done.returncode != 0:
             raise StoreError(f"{' '.join(args)} failed: {done.stderr.strip() or done.stdout}")
         return done

@@ -123,7 +123,8 @@ def test_a_stop_signal_during_the_start_leaves_nothing_behind():
             text=True,
         )
         deadline = time.monotonic() + 60
-        while not list(tmp.glob("adasparse-services-*/postgres")):  # the start is under way
+        # initdb is writing the cluster (its single-user postgres may be running too)
+        while not list(tmp.glob("adasparse-services-*/postgres/pgdata/base")):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
