@@ -208,6 +208,34 @@ def test_workers_creating_the_storage_schema_at_once(services):
     assert [optuna.get_all_study_names(s) for s in storages] == [["s"]] * 8
 
 
+@pytest.mark.slow
+def test_every_storage_call_a_study_makes_rides_out_a_restart(services):
+    """Optuna's study wraps the storage in a cache that calls private methods of the RDB
+    storage (``_get_trials``, ``_create_new_trial``, ``_set_trial_param``): those must retry a
+    lost database too. CI failed on this: a worker starting up while PostgreSQL restarted died
+    in ``study.get_trials`` (its ``_get_trials`` was not retried)."""
+    db = f"restart{uuid.uuid4().hex[:8]}"
+    services.postgres.createdb(db)
+    storage = open_rdb(services.postgres.url(db), HEARTBEAT_S, GRACE_S, 30)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial({"x": 0.5})
+
+    def down_for_a_while(call):
+        services.postgres.stop("fast")
+        back = threading.Timer(2.0, services.postgres.start)
+        back.start()
+        try:
+            return call()
+        finally:
+            back.join()
+
+    assert len(down_for_a_while(lambda: study.get_trials(deepcopy=False))) == 1
+    trial = down_for_a_while(study.ask)  # _create_new_trial (and the enqueued point's claim)
+    assert down_for_a_while(lambda: trial.suggest_float("x", 0, 1)) == 0.5  # _set_trial_param
+    down_for_a_while(lambda: study.tell(trial, 1.0))
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]
+
+
 def check_budget_and_runs(services, name: str) -> list[optuna.trial.FrozenTrial]:
     """Exactly the budget COMPLETE, nothing RUNNING, every COMPLETE trial's metrics on the
     server; returns the trials."""

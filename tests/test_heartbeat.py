@@ -115,3 +115,24 @@ def test_a_session_left_invalid_by_a_restart_is_retried_on_a_fresh_one(tmp_path,
     assert storage.get_all_trials(study_id) == []
     assert len(sessions) == 2
     assert sessions[1] is not sessions[0]  # the invalid session was discarded, not reused
+
+
+def test_every_call_the_study_cache_makes_on_its_backend_is_retried():
+    """Optuna's study cache calls private methods of its RDB storage; each must be one of the
+    retried calls, or a database restart kills the worker there (tests/test_distributed.py
+    restarts PostgreSQL under each of them)."""
+    import inspect
+    import re
+
+    from optuna.storages import _cached_storage
+
+    called = set(re.findall(r"self\._backend\.(\w+)\(", inspect.getsource(_cached_storage)))
+    assert {"_get_trials", "_create_new_trial", "get_trial"} <= called  # the pattern still reads
+    database = {n for n in called if n not in ("get_heartbeat_interval",)}
+    database -= {"get_heartbeat_stale_trial_callback"}  # settings, no database
+    unretried = sorted(
+        n
+        for n in database
+        if getattr(storage_mod.RetryingRDBStorage, n) is getattr(optuna.storages.RDBStorage, n)
+    )
+    assert unretried == []
