@@ -15,6 +15,8 @@ python -m adasparse_lab.bench --only gpu           # CUDA vs CPU training, bf16 
 python -m adasparse_lab.bench --only domains         # 100 and 1,000 domains: report, browser, overhead
 python -m adasparse_lab.bench --only search          # main study plain vs early stopping, 3 seeds
 python -m adasparse_lab.bench --only layout          # 1 worker x 2 threads vs 2 workers x 1 thread
+python -m adasparse_lab.bench --only recipe          # training-recipe ablation: test AUC, 3 seeds
+python -m adasparse_lab.bench --only recipe --recipe-data douban --recipe-models dnn
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from adasparse_lab.bench import recipe
 from adasparse_lab.bench.domains import format_domains, run_domains_bench
 from adasparse_lab.bench.export import ExportBenchConfig, format_export, run_export_bench
 from adasparse_lab.bench.gpu import (
@@ -73,7 +76,7 @@ from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
 SECTIONS = (
     "train", "serve", "prep", "study", "methods", "step", "scale", "export", "models", "gpu",
-    "domains", "search", "layout",
+    "domains", "search", "layout", "recipe",
 )  # fmt: skip
 
 
@@ -90,7 +93,7 @@ def _add_general_flags(p: argparse.ArgumentParser) -> None:
         "--only",
         action="append",
         choices=SECTIONS,
-        help="run only this section (repeatable); default: all but scale, models, gpu, domains, search and layout",
+        help="run only this section (repeatable); default: all but scale, models, gpu, domains, search, layout and recipe",
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
@@ -215,6 +218,13 @@ def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--search-data", default="synthetic", help="search section: a data config (douban, ...)"
     )
+    r = recipe.RecipeBenchConfig()
+    p.add_argument("--recipe-data", default=r.data, help="recipe section: a data config")
+    p.add_argument("--recipe-rows", type=positive_int, default=r.rows, help="recipe section")
+    p.add_argument("--recipe-epochs", type=positive_int, default=r.epochs, help="recipe section")
+    p.add_argument("--recipe-seeds", type=int, nargs="+", default=list(r.seeds))
+    p.add_argument("--recipe-models", nargs="+", choices=list(recipe.MODELS), default=None)
+    p.add_argument("--recipe-variants", nargs="+", choices=list(recipe.VARIANTS), default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
@@ -359,6 +369,23 @@ def run_search(args: argparse.Namespace) -> dict | None:
     return as_json(runs)
 
 
+def run_recipe(args: argparse.Namespace) -> dict | None:
+    """The recipe section (training-recipe ablation): only with ``--only recipe``."""
+    if "recipe" not in (args.only or ()):
+        return None
+    cfg = recipe.RecipeBenchConfig(
+        data=args.recipe_data,
+        rows=args.recipe_rows,
+        epochs=args.recipe_epochs,
+        seeds=tuple(args.recipe_seeds),
+        models=tuple(args.recipe_models or recipe.MODELS),
+        variants=tuple(args.recipe_variants or recipe.VARIANTS),
+    )
+    result = recipe.run_recipe_bench(cfg, log=lambda line: print(line, flush=True))
+    print("\n" + recipe.format_recipe(result, torch.get_num_threads()), flush=True)
+    return result.as_dict()
+
+
 def check_cuda(args: argparse.Namespace) -> None:
     """With the gpu section chosen and no CUDA device: say so and exit non-zero, before any
     data is prepared or any other section runs."""
@@ -400,6 +427,7 @@ def main(argv: list[str] | None = None) -> dict:
     domains = run_domains(args)
     search = run_search(args)
     layout = run_layout(args)
+    recipe_json = run_recipe(args)
     exported = run_export(args) if "export" in set(args.only or SECTIONS) else None
     payload = to_json(machine, train, serve, prep)
     if step is not None:
@@ -422,6 +450,8 @@ def main(argv: list[str] | None = None) -> dict:
         payload["search"] = search
     if layout is not None:
         payload["layout"] = layout
+    if recipe_json is not None:
+        payload["recipe"] = recipe_json
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))

@@ -11,7 +11,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab.data.prepare import PreparedData, TensorSplit, prepare
 from adasparse_lab.data.sources import RandomSplit, SyntheticSource
@@ -20,7 +20,17 @@ from adasparse_lab.models import AdaSparseModel, PrunerSpec
 from adasparse_lab.run import build
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-MODEL = OmegaConf.load(CONF / "model" / "mlp.yaml")  # the benchmark's architecture (model=mlp)
+
+
+def model_config(name: str) -> DictConfig:
+    """conf/model/<name>.yaml with the files of its defaults list merged first, as Hydra
+    composes it (``_init``: the initial weights), without composing the whole config."""
+    raw = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+    parts = [model_config(d) for d in raw.pop("defaults", []) if d != "_self_"]
+    return OmegaConf.merge(*parts, raw)
+
+
+MODEL = model_config("mlp")  # the benchmark's architecture (model=mlp)
 EMBEDDING_DIM = int(MODEL.embedding_dim)
 HIDDEN_DIMS = tuple(int(h) for h in MODEL.hidden_dims)
 _HELD_OUT = 0.05  # val and test fraction each: most generated rows land in train

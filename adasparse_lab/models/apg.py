@@ -45,6 +45,7 @@ class APGLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(b))
         # S(z) starts near the identity, so W starts as the shared U V.
         self.generator = nn.Linear(d_z, rank * rank)
+        self.generator.keeps_init = True  # models/init.py leaves it near the identity
         nn.init.normal_(self.generator.weight, std=0.01)
         with torch.no_grad():
             self.generator.bias.copy_(torch.eye(rank).flatten())

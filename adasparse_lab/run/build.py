@@ -15,12 +15,13 @@ from adasparse_lab.data import PreparedData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models import Fields, PrunerSpec, StaticPruning
 from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE, MultiDomainModel
+from adasparse_lab.models.init import InitSettings, initialise
 from adasparse_lab.run.fit import TrainSettings
 from adasparse_lab.sparsity import BandSchedule, SparsityRegularizer
 
 # Keys of a model config that are not constructor arguments: its name, and the fields that
 # configs stored before models took a Fields object left to the data as ???.
-NOT_ARGS = ("name", "vocab_sizes", "n_dense", "domain_fields")
+NOT_ARGS = ("name", "vocab_sizes", "n_dense", "domain_fields", "init")
 
 
 @dataclass
@@ -39,6 +40,7 @@ def build_components(cfg: DictConfig) -> Components:
         settings = TrainSettings(**OmegaConf.to_container(cfg.train, resolve=True))  # type: ignore[arg-type]
     except TypeError as err:
         raise ConfigError(f"train: {err}") from None
+    InitSettings.from_config(cfg.model.get("init"))  # a bad model.init fails before the data
     return Components(
         pruner=pruner,
         schedule=instantiate(cfg.schedule, "schedule"),
@@ -67,6 +69,7 @@ def build_model(
     reference = tuple(int(h) for h in flops_reference)
     if not reference or min(reference) < 1:
         raise ConfigError(f"flops_reference={list(reference)} must be non-empty and positive")
+    init = InitSettings.from_config(model_cfg.get("init"))  # checked before anything is built
     model_cfg = OmegaConf.masked_copy(model_cfg, [k for k in model_cfg if k not in NOT_ARGS])
     factory = instantiate(model_cfg, "model", _partial_=True)
     try:
@@ -74,4 +77,4 @@ def build_model(
     except TypeError as err:
         raise ConfigError(f"model: {err}") from None
     model.flops_reference = reference
-    return model
+    return model if init is None else initialise(model, init)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from adasparse_lab.data.batches import Batch, iterate, n_batches, split_to_device
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 
 AUTOCAST = {None: None, "bf16": torch.bfloat16}  # train.autocast -> autocast dtype
+SELECT_ON = ("mean_domain_auc", "auc")  # train.select_on: an EvalMetrics field
 
 
 class NonFiniteLossError(RuntimeError):
@@ -52,6 +54,8 @@ class TrainSettings:
     device: str = "auto"
     autocast: str | None = None  # None | "bf16": bfloat16 autocast of the training forward
     progress: bool = True
+    grad_clip_norm: float | None = None  # clip the gradients' global L2 norm (None: no clipping)
+    select_on: str = "mean_domain_auc"  # the validation metric that picks the best epoch
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size"):
@@ -61,6 +65,14 @@ class TrainSettings:
             raise ConfigError(f"train.lr={self.lr} must be > 0")
         if self.patience < 0:
             raise ConfigError(f"train.patience={self.patience} must be >= 0")
+        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
+            raise ConfigError(
+                f"train.grad_clip_norm={self.grad_clip_norm} must be > 0 (null: no clipping)"
+            )
+        if self.select_on not in SELECT_ON:
+            raise ConfigError(
+                f"train.select_on={self.select_on!r}; choose one of {list(SELECT_ON)}"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(
                 f"train.device={self.device!r}; choose one of ['auto', 'cpu', 'cuda']"
@@ -198,6 +210,8 @@ def _train_step(loop: Loop, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     reg = loop.regularizer.penalty(keep, band, loop.regularizer.lambda_at(progress))
     loop.optimizer.zero_grad(set_to_none=True)
     (loss + reg).backward()
+    if loop.settings.grad_clip_norm is not None:
+        nn.utils.clip_grad_norm_(loop.model.parameters(), loop.settings.grad_clip_norm, foreach=True)
     loop.optimizer.step()
     loop.step += 1
     return loss.detach(), reg.detach()
@@ -301,7 +315,7 @@ def _record(loop: Loop, epoch: int, losses: EpochLoss, val: Evaluation) -> Epoch
 def _patience_spent(loop: Loop, epoch: int, val: Evaluation) -> bool:
     """Keep an eligible epoch's state if it is the best so far; True once more than
     ``patience`` eligible epochs in a row have not improved on the best."""
-    score = val.metrics.mean_domain_auc
+    score = getattr(val.metrics, loop.settings.select_on)
     if score > loop.best.score or loop.best.state is None:
         loop.best = Best(epoch, score, copy.deepcopy(loop.model.state_dict()), val)
         loop.since_best = 0
