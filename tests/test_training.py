@@ -221,3 +221,16 @@ def test_progress_bar_counts_every_train_row_once_per_epoch(make_cfg, tiny_data,
     assert rows % 700  # a partial last batch
     fit(build_model(cfg.model, tiny_data, None), tiny_data, parts.settings)
     assert bars == [(rows, rows, "row")] * 2
+
+
+def test_a_model_that_cannot_zero_a_neuron_has_every_epoch_eligible(make_cfg, tiny_data):
+    """The band's wait (only epochs at the final band count) is for runs that prune: a dense
+    model (pruner=none) or scaling (never zeroes) ignores the band, so its first epochs count
+    too. Before, the default schedule=linear (end 0.4) kept a dense 5-epoch run from keeping
+    epoch 1 (found by the FuxiCTR comparison, bench --only peer)."""
+    for pruner in ("none", "scaling"):
+        cfg = make_cfg("tracking=none", f"pruner={pruner}", "train.epochs=5", "train.patience=5")
+        parts = build_components(cfg)
+        model = build_model(cfg.model, tiny_data, parts.pruner)
+        result = fit(model, tiny_data, parts.settings, parts.regularizer, parts.schedule)
+        assert [r.eligible for r in result.history] == [True] * 5, pruner

@@ -341,9 +341,9 @@ def _checked_schedule(model: MultiDomainModel, schedule: BandSchedule | None) ->
             "schedule was given; pass schedule= (config group `schedule`, e.g. "
             "schedule=constant schedule.r_min=0.15 schedule.r_max=0.25)"
         )
-    if schedule is None:
-        return ConstantBand(0.0, 0.0)  # a dense model: nothing to target
-    if model.positions and not model.masks_zero:
+    if schedule is None or not model.positions:
+        return ConstantBand(0.0, 0.0)  # a dense model: nothing to target, every epoch counts
+    if not model.masks_zero:
         log.warning(
             "%s never zeroes a neuron (keep is all ones): the target band schedule.r_min=%s, "
             "schedule.r_max=%s is ignored and no sparsity penalty is applied (train/reg = 0)",
@@ -351,6 +351,7 @@ def _checked_schedule(model: MultiDomainModel, schedule: BandSchedule | None) ->
             schedule.r_min,
             schedule.r_max,
         )
+        return ConstantBand(0.0, 0.0)  # ignored: every epoch counts, as for a dense model
     return schedule
 
 
