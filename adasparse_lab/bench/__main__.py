@@ -280,14 +280,18 @@ def run_sections(args: argparse.Namespace) -> tuple:
     return train, serve, prep, study, methods
 
 
+def _timed(args: argparse.Namespace, config, rows: int, repeats: int):
+    """``config`` (a section's config class) timing ``rows`` rows ``repeats`` times, its
+    warm-up pass --warmup-rows but no more than ``rows``."""
+    warmup = min(args.warmup_rows, rows)
+    return config(rows=rows, warmup_rows=warmup, repeats=repeats, seed=args.seed)
+
+
 def run_models_section(args: argparse.Namespace):
     """The models section when chosen (not part of the default run: ~1 min per model)."""
     if not _asked(args, "models"):
         return None
-    cfg = TrainBenchConfig(
-        rows=args.model_rows, warmup_rows=min(args.warmup_rows, args.model_rows),
-        repeats=args.model_repeats, seed=args.seed,
-    )  # fmt: skip
+    cfg = _timed(args, TrainBenchConfig, args.model_rows, args.model_repeats)
     models = run_models_bench(cfg, tuple(args.model or ()))
     _show(format_models(models, torch.get_num_threads()))
     return models
@@ -297,10 +301,7 @@ def run_step_section(args: argparse.Namespace) -> dict | None:
     """The step section when chosen: print its table, return its JSON part."""
     if not _chosen(args, "step"):
         return None
-    cfg = StepBenchConfig(
-        rows=args.step_rows, warmup_rows=min(args.warmup_rows, args.step_rows),
-        repeats=args.repeats, seed=args.seed,
-    )  # fmt: skip
+    cfg = _timed(args, StepBenchConfig, args.step_rows, args.repeats)
     step = run_step_bench(cfg)
     _show(format_step(step, torch.get_num_threads()))
     rows_per_s = {v: [t.samples_per_s for t in ts] for v, ts in step.timings.items()}
