@@ -88,6 +88,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _count_flag(p: argparse.ArgumentParser, flag: str, default, help: str | None = None) -> None:
+    """A flag whose value is a count (an int >= 1)."""
+    p.add_argument(flag, type=positive_int, default=default, help=help)
+
+
 def _add_general_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--only",
@@ -102,22 +107,10 @@ def _add_general_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_train_serve_flags(p: argparse.ArgumentParser) -> None:
     t, s = TrainBenchConfig(), ServeBenchConfig()
-    p.add_argument(
-        "--rows", type=positive_int, default=t.rows, help="rows per timed fit / bare pass"
-    )
-    p.add_argument(
-        "--loader-rows",
-        type=positive_int,
-        default=t.loader_rows,
-        help="rows per timed DataLoader pass",
-    )
-    p.add_argument("--warmup-rows", type=positive_int, default=t.warmup_rows)
-    p.add_argument(
-        "--repeats",
-        type=positive_int,
-        default=t.repeats,
-        help="interleaved repeats of each variant",
-    )
+    _count_flag(p, "--rows", t.rows, "rows per timed fit / bare pass")
+    _count_flag(p, "--loader-rows", t.loader_rows, "rows per timed DataLoader pass")
+    _count_flag(p, "--warmup-rows", t.warmup_rows)
+    _count_flag(p, "--repeats", t.repeats, "interleaved repeats of each variant")
     p.add_argument("--serve-batch-sizes", type=int, nargs="+", default=list(s.batch_sizes))
     p.add_argument(
         "--serve-prune",
@@ -131,15 +124,15 @@ def _add_train_serve_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_prep_study_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+    _count_flag(
+        p,
         "--prep-rows",
-        type=positive_int,
         default=None,
         help="rows for the preparation timing (default 85M with --only prep alone, else 1M)",
     )
-    p.add_argument(
+    _count_flag(
+        p,
         "--prep-train-rows",
-        type=positive_int,
         default=None,
         help="training rows of the memory vs memory-mapped samples/s comparison (default 5M with --only prep alone, else 500k)",
     )
@@ -165,10 +158,8 @@ def _add_method_model_flags(p: argparse.ArgumentParser) -> None:
         METHODS,
         "methods section: run only this method (repeatable; dense always runs)",
     )
-    p.add_argument(
-        "--method-rows", type=positive_int, default=m.rows, help="training rows per pass"
-    )
-    p.add_argument("--method-repeats", type=positive_int, default=m.repeats)
+    _count_flag(p, "--method-rows", m.rows, "training rows per pass")
+    _count_flag(p, "--method-repeats", m.repeats)
     p.add_argument(
         "--method-batch-sizes",
         type=int,
@@ -177,20 +168,13 @@ def _add_method_model_flags(p: argparse.ArgumentParser) -> None:
         help="serving batch sizes of the methods section (the largest gives the latency ratio)",
     )
     _add_only_flag(p, "--model", MODELS, "models section: run only this model (repeatable)")
-    p.add_argument(
-        "--model-rows", type=positive_int, default=65536, help="models section: rows per pass"
-    )
-    p.add_argument("--model-repeats", type=positive_int, default=3)
+    _count_flag(p, "--model-rows", 65536, "models section: rows per pass")
+    _count_flag(p, "--model-repeats", 3)
 
 
 def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
     e = ExportBenchConfig()
-    p.add_argument(
-        "--step-rows",
-        type=positive_int,
-        default=StepBenchConfig().rows,
-        help="rows per timed step pass",
-    )
+    _count_flag(p, "--step-rows", StepBenchConfig().rows, "rows per timed step pass")
     p.add_argument("--scale-trials", type=int, default=8, help="scale section: trials per point")
     p.add_argument(
         "--scale-workers", type=int, nargs="+", default=[1, 2, 4], help="scale section: workers"
@@ -198,15 +182,8 @@ def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-batch-size", type=int, default=e.batch_size, help="rows per call")
     p.add_argument("--export-seconds", type=float, default=e.seconds, help="time budget per domain")
     g = GpuBenchConfig()
-    p.add_argument(
-        "--gpu-rows", type=positive_int, default=g.rows, help="gpu section: training rows"
-    )
-    p.add_argument(
-        "--gpu-epochs",
-        type=positive_int,
-        default=g.auc_epochs,
-        help="gpu section: epochs of the fp32 and bf16 runs",
-    )
+    _count_flag(p, "--gpu-rows", g.rows, "gpu section: training rows")
+    _count_flag(p, "--gpu-epochs", g.auc_epochs, "gpu section: epochs of the fp32 and bf16 runs")
     p.add_argument(
         "--domain-counts", type=int, nargs="+", default=[100, 1000], help="domains section"
     )
@@ -214,14 +191,14 @@ def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--search-seeds", type=int, nargs="+", default=[0, 1, 2], help="search section: seeds"
     )
-    p.add_argument("--search-trials", type=positive_int, default=20, help="search section")
+    _count_flag(p, "--search-trials", 20, "search section")
     p.add_argument(
         "--search-data", default="synthetic", help="search section: a data config (douban, ...)"
     )
     r = recipe.RecipeBenchConfig()
     p.add_argument("--recipe-data", default=r.data, help="recipe section: a data config")
-    p.add_argument("--recipe-rows", type=positive_int, default=r.rows, help="recipe section")
-    p.add_argument("--recipe-epochs", type=positive_int, default=r.epochs, help="recipe section")
+    _count_flag(p, "--recipe-rows", r.rows, "recipe section: synthetic rows")
+    _count_flag(p, "--recipe-epochs", r.epochs, "recipe section")
     p.add_argument("--recipe-seeds", type=int, nargs="+", default=list(r.seeds))
     p.add_argument("--recipe-models", nargs="+", choices=list(recipe.MODELS), default=None)
     p.add_argument("--recipe-variants", nargs="+", choices=list(recipe.VARIANTS), default=None)
@@ -253,12 +230,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _chosen(args: argparse.Namespace, section: str) -> bool:
+    """``section`` runs: named by --only, or part of the default run (no --only)."""
+    return section in (args.only or SECTIONS)
+
+
+def _asked(args: argparse.Namespace, section: str) -> bool:
+    """``section`` is named by --only (the sections outside the default run)."""
+    return section in (args.only or ())
+
+
+def _show(table: str) -> None:
+    """Print a section's table as soon as it is measured."""
+    print("\n" + table, flush=True)
+
+
 def run_export(args: argparse.Namespace):
     cfg = ExportBenchConfig(
         batch_size=args.export_batch_size, seconds=args.export_seconds, seed=args.seed
     )
     result = run_export_bench(cfg)
-    print("\n" + format_export(result), flush=True)
+    _show(format_export(result))
     return result
 
 
@@ -273,54 +265,55 @@ def run_sections(args: argparse.Namespace) -> tuple:
             repeats=args.repeats, seed=args.seed,
         )  # fmt: skip
         train = run_train_bench(cfg)
-        print("\n" + format_train(train), flush=True)
+        _show(format_train(train))
     if "serve" in sections:
         serve = run_serve_bench(ServeBenchConfig(
             batch_sizes=tuple(args.serve_batch_sizes), prune_fraction=args.serve_prune,
             seconds=args.serve_seconds, seed=args.seed,
         ))  # fmt: skip
-        print("\n" + format_serve(serve), flush=True)
+        _show(format_serve(serve))
     if "prep" in sections:
         prep = run_prep_bench(
             args.prep_rows, args.seed, train_rows=args.prep_train_rows, workers=args.prep_workers
         )
-        print("\n" + format_prep(prep), flush=True)
+        _show(format_prep(prep))
     if "study" in sections:
         study = run_study_bench(args.study, args.study_trials)
-        print("\n" + format_study(study), flush=True)
+        _show(format_study(study))
     if "methods" in sections:
         methods = run_methods_bench(MethodsBenchConfig(
             rows=args.method_rows, repeats=args.method_repeats,
             serve_batch_sizes=tuple(args.method_batch_sizes), only=tuple(args.method or ()),
             seed=args.seed,
         ))  # fmt: skip
-        print("\n" + format_methods(methods, torch.get_num_threads()), flush=True)
+        _show(format_methods(methods, torch.get_num_threads()))
     return train, serve, prep, study, methods
+
+
+def _timed(args: argparse.Namespace, config, rows: int, repeats: int):
+    """``config`` (a section's config class) timing ``rows`` rows ``repeats`` times, its
+    warm-up pass --warmup-rows but no more than ``rows``."""
+    warmup = min(args.warmup_rows, rows)
+    return config(rows=rows, warmup_rows=warmup, repeats=repeats, seed=args.seed)
 
 
 def run_models_section(args: argparse.Namespace):
     """The models section when chosen (not part of the default run: ~1 min per model)."""
-    if "models" not in set(args.only or ()):
+    if not _asked(args, "models"):
         return None
-    cfg = TrainBenchConfig(
-        rows=args.model_rows, warmup_rows=min(args.warmup_rows, args.model_rows),
-        repeats=args.model_repeats, seed=args.seed,
-    )  # fmt: skip
+    cfg = _timed(args, TrainBenchConfig, args.model_rows, args.model_repeats)
     models = run_models_bench(cfg, tuple(args.model or ()))
-    print("\n" + format_models(models, torch.get_num_threads()), flush=True)
+    _show(format_models(models, torch.get_num_threads()))
     return models
 
 
 def run_step_section(args: argparse.Namespace) -> dict | None:
     """The step section when chosen: print its table, return its JSON part."""
-    if "step" not in set(args.only or SECTIONS):
+    if not _chosen(args, "step"):
         return None
-    cfg = StepBenchConfig(
-        rows=args.step_rows, warmup_rows=min(args.warmup_rows, args.step_rows),
-        repeats=args.repeats, seed=args.seed,
-    )  # fmt: skip
+    cfg = _timed(args, StepBenchConfig, args.step_rows, args.repeats)
     step = run_step_bench(cfg)
-    print("\n" + format_step(step, torch.get_num_threads()), flush=True)
+    _show(format_step(step, torch.get_num_threads()))
     rows_per_s = {v: [t.samples_per_s for t in ts] for v, ts in step.timings.items()}
     return {"config": asdict(cfg), "rows_per_s": rows_per_s, "ratios": step_ratios(step)}
 
@@ -328,50 +321,50 @@ def run_step_section(args: argparse.Namespace) -> dict | None:
 def run_domains(args: argparse.Namespace) -> list | None:
     """The many-domains section (a study and a report per domain count): only with
     ``--only domains``."""
-    if "domains" not in (args.only or ()):
+    if not _asked(args, "domains"):
         return None
     results = []
     for n in args.domain_counts:  # each count's line as soon as it is measured
         results.append(run_domains_bench(n))
-        print("\n" + format_domains(results[-1:]), flush=True)
+        _show(format_domains(results[-1:]))
     return [r.as_dict() for r in results]
 
 
 def run_scale(args: argparse.Namespace) -> list | None:
     """The scale section (it starts PostgreSQL and an MLflow server): not part of the default
     run, only with ``--only scale``."""
-    if "scale" not in (args.only or ()):
+    if not _asked(args, "scale"):
         return None
     points = run_scale_bench("quick", args.scale_trials, tuple(args.scale_workers))
-    print("\n" + format_scale(points), flush=True)
+    _show(format_scale(points))
     return points
 
 
 def run_layout(args: argparse.Namespace) -> list | None:
     """The layout section (threads or worker processes on this machine's cores): only with
     ``--only layout``."""
-    if "layout" not in (args.only or ()):
+    if not _asked(args, "layout"):
         return None
     cores = len(os.sched_getaffinity(0))
     points = run_layout_bench(args.search_study, args.scale_trials, cores)
-    print("\n" + format_layout(points), flush=True)
+    _show(format_layout(points))
     return [{"layout": name} | asdict(p) for name, p in points]
 
 
 def run_search(args: argparse.Namespace) -> dict | None:
     """The search section (plain vs early-stopped studies): only with ``--only search``."""
-    if "search" not in (args.only or ()):
+    if not _asked(args, "search"):
         return None
     runs = run_search_bench(
         args.search_study, tuple(args.search_seeds), args.search_trials, args.search_data
     )
-    print("\n" + format_search(runs, args.search_study, args.search_data), flush=True)
+    _show(format_search(runs, args.search_study, args.search_data))
     return as_json(runs)
 
 
 def run_recipe(args: argparse.Namespace) -> dict | None:
     """The recipe section (training-recipe ablation): only with ``--only recipe``."""
-    if "recipe" not in (args.only or ()):
+    if not _asked(args, "recipe"):
         return None
     cfg = recipe.RecipeBenchConfig(
         data=args.recipe_data,
@@ -382,14 +375,14 @@ def run_recipe(args: argparse.Namespace) -> dict | None:
         variants=tuple(args.recipe_variants or recipe.VARIANTS),
     )
     result = recipe.run_recipe_bench(cfg, log=lambda line: print(line, flush=True))
-    print("\n" + recipe.format_recipe(result, torch.get_num_threads()), flush=True)
+    _show(recipe.format_recipe(result, torch.get_num_threads()))
     return result.as_dict()
 
 
 def check_cuda(args: argparse.Namespace) -> None:
     """With the gpu section chosen and no CUDA device: say so and exit non-zero, before any
     data is prepared or any other section runs."""
-    if "gpu" not in (args.only or ()):
+    if not _asked(args, "gpu"):
         return
     try:
         require_cuda()
@@ -400,11 +393,11 @@ def check_cuda(args: argparse.Namespace) -> None:
 
 def run_gpu(args: argparse.Namespace) -> dict | None:
     """The gpu section (only with ``--only gpu``): print its table, return its JSON part."""
-    if "gpu" not in (args.only or ()):
+    if not _asked(args, "gpu"):
         return None
     cfg = GpuBenchConfig(rows=args.gpu_rows, auc_epochs=args.gpu_epochs, seed=args.seed)
     result = run_gpu_bench(cfg)
-    print("\n" + format_gpu(result), flush=True)
+    _show(format_gpu(result))
     return asdict(result) | {"ratios": result.summary()}
 
 
@@ -428,7 +421,7 @@ def main(argv: list[str] | None = None) -> dict:
     search = run_search(args)
     layout = run_layout(args)
     recipe_json = run_recipe(args)
-    exported = run_export(args) if "export" in set(args.only or SECTIONS) else None
+    exported = run_export(args) if _chosen(args, "export") else None
     payload = to_json(machine, train, serve, prep)
     if step is not None:
         payload["step"] = step

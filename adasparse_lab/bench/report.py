@@ -118,13 +118,8 @@ def format_train(t: TrainBenchResult) -> str:
     lines = [
         f"[1] training throughput  8 categorical fields (incl. domain) + 2 dense, D={EMBEDDING_DIM}, "
         f"MLP {list(HIDDEN_DIMS)}, batch {c.batch_size}, Adam",
-        f"    {c.repeats} interleaved repeats after one warm-up pass each; fresh seeded model per pass",
-        f"    {'variant':<40}{'rows/pass':>10}{'best/s':>11}{'median/s':>11}",
+        *t.table(LABELS, 40),
     ]
-    for v in t.timings:
-        lines.append(
-            f"    {LABELS[v]:<40}{t.timings[v][0].rows:>10,}{t.best(v):>11,.0f}{t.median(v):>11,.0f}"
-        )
     r = ratios(t, None)
     verdict = "ok" if r["fit_over_bare"] >= FIT_OVER_BARE_TARGET else "BELOW TARGET"
     lines += [

@@ -103,17 +103,11 @@ def step_ratios(t: TrainBenchResult) -> dict[str, float]:
 
 
 def format_step(t: TrainBenchResult, threads: int) -> str:
-    c = t.config
     lines = [
-        f"[step] AdaSparse training step through fit()  batch {c.batch_size}, Adam, "
+        f"[step] AdaSparse training step through fit()  batch {t.config.batch_size}, Adam, "
         f"torch threads {threads}",
-        f"    {c.repeats} interleaved repeats after one warm-up pass each; fresh seeded model per pass",
-        f"    {'variant':<44}{'rows/pass':>10}{'best/s':>11}{'median/s':>11}",
+        *t.table(LABELS, 44),
     ]
-    for v in t.timings:
-        lines.append(
-            f"    {LABELS[v]:<44}{t.timings[v][0].rows:>10,}{t.best(v):>11,.0f}{t.median(v):>11,.0f}"
-        )
     r = step_ratios(t)
     verdict = "ok" if r["paper_fast_over_reference"] >= STEP_TARGET else "BELOW TARGET"
     lines += [

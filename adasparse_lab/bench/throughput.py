@@ -78,6 +78,20 @@ class TrainBenchResult:
         pairs = zip(self.timings[num], self.timings[den])
         return statistics.median(a.samples_per_s / b.samples_per_s for a, b in pairs)
 
+    def table(self, labels: dict[str, str], width: int) -> list[str]:
+        """The lines of the timings table: how it was run, a header, one line per variant
+        (``labels[variant]`` in a column ``width`` wide)."""
+        c = self.config
+        lines = [
+            f"    {c.repeats} interleaved repeats after one warm-up pass each; fresh seeded model per pass",
+            f"    {'variant':<{width}}{'rows/pass':>10}{'best/s':>11}{'median/s':>11}",
+        ]
+        for v, timings in self.timings.items():
+            lines.append(
+                f"    {labels[v]:<{width}}{timings[0].rows:>10,}{self.best(v):>11,.0f}{self.median(v):>11,.0f}"
+            )
+        return lines
+
 
 def paper_pruner() -> PrunerSpec:
     """Fusion on [h^l ; e_d] with the defaults of conf/pruner/fusion.yaml."""

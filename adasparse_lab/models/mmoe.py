@@ -12,23 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adasparse_lab.models.base import (
-    ModelOutput,
-    MultiDomainModel,
-    PrivateParams,
-    constant_flops,
-    reject_pruner,
-)
-from adasparse_lab.models.blocks import (
-    MLP,
-    Route,
-    Tower,
-    check_count,
-    check_dims,
-    mlp_flops,
-    per_domain,
-)
+from adasparse_lab.models.base import ModelOutput, constant_flops
+from adasparse_lab.models.blocks import MLP, Route, Tower, check_count, mlp_flops, per_domain
 from adasparse_lab.models.embedding import Fields
+from adasparse_lab.models.towers import DomainTowersModel
 
 
 class GatedExperts(nn.Module):
@@ -52,28 +39,37 @@ def gated_flops(h0: int, n_experts: int, expert: tuple[int, ...], tower: tuple[i
     return matmul, n_experts * be + n_experts + bt
 
 
-class _ExpertModel(MultiDomainModel):
-    """Common part: embedding, per-code routing, FLOPs and the served form."""
+class _ExpertModel(DomainTowersModel):
+    """Common part: gates and towers, per-code routing, FLOPs and the served form. A subclass
+    builds ``_setup``, its experts, then ``_gates_and_towers``."""
 
     name = "mmoe"
-
-    def _setup(self, fields: Fields, embedding_dim: int, pruner, dims) -> int:
-        reject_pruner(self.name, pruner)
-        self.expert_dims = check_dims("model.expert_dims", dims[0])
-        self.tower_dims = check_dims("model.tower_dims", dims[1], allow_empty=True)
-        return self._embed(fields, embedding_dim)
 
     def _expert(self, dropout: float) -> MLP:
         return MLP([self.embedding.output_dim(), *self.expert_dims], dropout=dropout)
 
-    def _tower(self, dropout: float) -> Tower:
-        return Tower(self.expert_dims[-1], self.tower_dims, dropout)
+    def _gates_and_towers(self, dropout: float) -> None:
+        """Per code: a gate over the experts it uses, then a tower (built last)."""
+        h0, n = self.embedding.output_dim(), self.experts_used()
+        self.gates = nn.ModuleList(nn.Linear(h0, n) for _ in range(self.n_codes))
+        self._towers(self.expert_dims[-1], dropout)
 
-    def domain_net(self, code: int) -> GatedExperts:
+    def shared_experts(self) -> list[nn.Module]:
         raise NotImplementedError
+
+    def specific_experts(self, code: int) -> list[nn.Module]:
+        """Domain ``code``'s own experts (none in MMoE)."""
+        return []
 
     def experts_used(self) -> int:
         raise NotImplementedError
+
+    def domain_net(self, code: int) -> GatedExperts:
+        experts = [*self.shared_experts(), *self.specific_experts(code)]
+        return GatedExperts(experts, self.gates[code], self.towers[code])
+
+    def own_modules(self, code: int) -> list[nn.Module]:
+        return [*self.specific_experts(code), self.gates[code], self.towers[code]]
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
         h0 = self.embedding(cat, dense)[1]
@@ -107,21 +103,17 @@ class MMoEModel(_ExpertModel):
         pruner=None,
     ) -> None:
         super().__init__()
-        h0 = self._setup(fields, embedding_dim, pruner, (expert_dims, tower_dims))
+        shared = ("expert_dims", expert_dims)
+        self.expert_dims = self._setup(fields, embedding_dim, pruner, shared, tower_dims)
         self.n_experts = check_count("model.n_experts", n_experts)
         self.experts = nn.ModuleList(self._expert(dropout) for _ in range(self.n_experts))
-        self.gates = nn.ModuleList(nn.Linear(h0, self.n_experts) for _ in range(self.n_codes))
-        self.towers = nn.ModuleList(self._tower(dropout) for _ in range(self.n_codes))
+        self._gates_and_towers(dropout)
+
+    def shared_experts(self) -> list[nn.Module]:
+        return list(self.experts)
 
     def experts_used(self) -> int:
         return self.n_experts
-
-    def domain_net(self, code: int) -> GatedExperts:
-        return GatedExperts(list(self.experts), self.gates[code], self.towers[code])
-
-    def private_parameters(self, code: int) -> PrivateParams:
-        mine = [*self.gates[code].parameters(), *self.towers[code].parameters()]
-        return [*super().private_parameters(code), *((p, None) for p in mine)]
 
 
 class PLEModel(_ExpertModel):
@@ -142,7 +134,8 @@ class PLEModel(_ExpertModel):
         pruner=None,
     ) -> None:
         super().__init__()
-        h0 = self._setup(fields, embedding_dim, pruner, (expert_dims, tower_dims))
+        shared = ("expert_dims", expert_dims)
+        self.expert_dims = self._setup(fields, embedding_dim, pruner, shared, tower_dims)
         self.n_shared = check_count("model.n_shared", n_shared)
         self.n_specific = check_count("model.n_specific", n_specific)
         self.shared = nn.ModuleList(self._expert(dropout) for _ in range(self.n_shared))
@@ -150,21 +143,13 @@ class PLEModel(_ExpertModel):
             nn.ModuleList(self._expert(dropout) for _ in range(self.n_specific))
             for _ in range(self.n_codes)
         )
-        n = self.experts_used()
-        self.gates = nn.ModuleList(nn.Linear(h0, n) for _ in range(self.n_codes))
-        self.towers = nn.ModuleList(self._tower(dropout) for _ in range(self.n_codes))
+        self._gates_and_towers(dropout)
+
+    def shared_experts(self) -> list[nn.Module]:
+        return list(self.shared)
+
+    def specific_experts(self, code: int) -> list[nn.Module]:
+        return list(self.specific[code])
 
     def experts_used(self) -> int:
         return self.n_shared + self.n_specific
-
-    def domain_net(self, code: int) -> GatedExperts:
-        experts = [*self.shared, *self.specific[code]]
-        return GatedExperts(experts, self.gates[code], self.towers[code])
-
-    def private_parameters(self, code: int) -> PrivateParams:
-        mine = [
-            *self.specific[code].parameters(),
-            *self.gates[code].parameters(),
-            *self.towers[code].parameters(),
-        ]
-        return [*super().private_parameters(code), *((p, None) for p in mine)]

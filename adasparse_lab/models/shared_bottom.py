@@ -11,18 +11,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adasparse_lab.models.base import (
-    ModelOutput,
-    MultiDomainModel,
-    PrivateParams,
-    constant_flops,
-    reject_pruner,
-)
-from adasparse_lab.models.blocks import MLP, Route, Tower, check_dims, mlp_flops, per_domain
+from adasparse_lab.models.base import ModelOutput, constant_flops
+from adasparse_lab.models.blocks import MLP, Route, mlp_flops, per_domain
 from adasparse_lab.models.embedding import Fields
+from adasparse_lab.models.towers import DomainTowersModel
 
 
-class SharedBottomModel(MultiDomainModel):
+class SharedBottomModel(DomainTowersModel):
+    name = "shared_bottom"
+
     def __init__(
         self,
         fields: Fields,
@@ -33,13 +30,12 @@ class SharedBottomModel(MultiDomainModel):
         pruner=None,
     ) -> None:
         super().__init__()
-        reject_pruner("shared_bottom", pruner)
-        bottom = check_dims("model.bottom_dims", bottom_dims)
-        tower = check_dims("model.tower_dims", tower_dims, allow_empty=True)
-        h0 = self._embed(fields, embedding_dim)
+        shared = ("bottom_dims", bottom_dims)
+        bottom = self._setup(fields, embedding_dim, pruner, shared, tower_dims)
+        h0 = self.embedding.output_dim()
         self.bottom = MLP([h0, *bottom], dropout=dropout)
-        self.towers = nn.ModuleList(Tower(bottom[-1], tower, dropout) for _ in range(self.n_codes))
-        self.dims = (h0, bottom, tower)
+        self._towers(bottom[-1], dropout)
+        self.dims = (h0, bottom, self.tower_dims)
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
         h = self.bottom(self.embedding(cat, dense)[1])
@@ -54,9 +50,3 @@ class SharedBottomModel(MultiDomainModel):
 
     def served(self, code: int) -> nn.Module:
         return Route(self.embedding, nn.Sequential(self.bottom, self.towers[code]))
-
-    def private_parameters(self, code: int) -> PrivateParams:
-        return [
-            *super().private_parameters(code),
-            *((p, None) for p in self.towers[code].parameters()),
-        ]

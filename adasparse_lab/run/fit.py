@@ -211,7 +211,9 @@ def _train_step(loop: Loop, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     loop.optimizer.zero_grad(set_to_none=True)
     (loss + reg).backward()
     if loop.settings.grad_clip_norm is not None:
-        nn.utils.clip_grad_norm_(loop.model.parameters(), loop.settings.grad_clip_norm, foreach=True)
+        nn.utils.clip_grad_norm_(
+            loop.model.parameters(), loop.settings.grad_clip_norm, foreach=True
+        )
     loop.optimizer.step()
     loop.step += 1
     return loss.detach(), reg.detach()
