@@ -17,6 +17,8 @@ python -m adasparse_lab.bench --only search          # main study plain vs early
 python -m adasparse_lab.bench --only layout          # 1 worker x 2 threads vs 2 workers x 1 thread
 python -m adasparse_lab.bench --only recipe          # training-recipe ablation: test AUC, 3 seeds
 python -m adasparse_lab.bench --only recipe --recipe-data douban --recipe-models dnn
+python -m adasparse_lab.bench --only peer           # our DNN, DCNv2, MMoE vs FuxiCTR's (pip install .[peer])
+python -m adasparse_lab.bench --only peer --peer-data douban --peer-seeds 0 1 --peer-epochs 3
 python -m adasparse_lab.bench --json bench.json     # also write the numbers
 """
 
@@ -51,6 +53,16 @@ from adasparse_lab.bench.methods import (
     run_methods_bench,
 )
 from adasparse_lab.bench.models import MODELS, format_models, run_models_bench
+from adasparse_lab.bench.peer import (
+    PEER_MODELS,
+    PeerBenchConfig,
+    format_peer,
+    format_skipped,
+    missing_peer,
+    run_peer_bench,
+)
+from adasparse_lab.bench.peer import as_json as peer_json
+from adasparse_lab.bench.peer_protocol import PeerProtocol
 from adasparse_lab.bench.preparation import run_prep_bench
 from adasparse_lab.bench.report import (
     describe_machine,
@@ -76,7 +88,7 @@ from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
 SECTIONS = (
     "train", "serve", "prep", "study", "methods", "step", "scale", "export", "models", "gpu",
-    "domains", "search", "layout", "recipe",
+    "domains", "search", "layout", "recipe", "peer",
 )  # fmt: skip
 
 
@@ -98,7 +110,7 @@ def _add_general_flags(p: argparse.ArgumentParser) -> None:
         "--only",
         action="append",
         choices=SECTIONS,
-        help="run only this section (repeatable); default: all but scale, models, gpu, domains, search, layout and recipe",
+        help="run only this section (repeatable); default: all but scale, models, gpu, domains, search, layout, recipe and peer",
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
@@ -202,11 +214,39 @@ def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe-seeds", type=int, nargs="+", default=list(r.seeds))
     p.add_argument("--recipe-models", nargs="+", choices=list(recipe.MODELS), default=None)
     p.add_argument("--recipe-variants", nargs="+", choices=list(recipe.VARIANTS), default=None)
+    _add_peer_flags(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json", type=Path, default=None, help="also write the numbers to this JSON file"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+
+
+def _add_peer_flags(p: argparse.ArgumentParser) -> None:
+    c = PeerBenchConfig()
+    p.add_argument(
+        "--peer-data",
+        default=c.data,
+        help="peer section: a data config (douban, taobao_fuxictr, ...)",
+    )
+    p.add_argument(
+        "--peer-data-root",
+        type=Path,
+        default=c.data_root,
+        help="peer section: paths.data of a real data config (default: tests/fixtures)",
+    )
+    p.add_argument(
+        "--peer-rows",
+        type=positive_int,
+        default=None,
+        help=f"peer section: synthetic rows generated (default {c.rows:,}); other data: the "
+        "first N training rows (default all)",
+    )
+    p.add_argument("--peer-seeds", type=int, nargs="+", default=list(c.seeds), help="peer section")
+    p.add_argument(
+        "--peer-epochs", type=positive_int, default=c.protocol.epochs, help="peer section: at most"
+    )
+    _add_only_flag(p, "--peer-models", PEER_MODELS, "peer section: only this model (repeatable)")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -227,6 +267,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.prep_rows = 85_000_000 if at_scale else 1_000_000
     if args.prep_train_rows is None:
         args.prep_train_rows = 5_000_000 if at_scale else 500_000
+    if args.only == ["peer"] and args.threads is None:  # the peer protocol's thread count
+        args.threads = PeerBenchConfig().threads
     return args
 
 
@@ -379,6 +421,29 @@ def run_recipe(args: argparse.Namespace) -> dict | None:
     return result.as_dict()
 
 
+def run_peer(args: argparse.Namespace) -> dict | None:
+    """The peer section (ours vs FuxiCTR): only with ``--only peer``; without FuxiCTR it says
+    why and runs nothing."""
+    if not _asked(args, "peer"):
+        return None
+    reason = missing_peer()
+    if reason is not None:
+        print("\n" + format_skipped(reason), flush=True)
+        return {"skipped": reason}
+    default = PeerBenchConfig()
+    rows = args.peer_rows or (default.rows if args.peer_data == "synthetic" else None)
+    cfg = PeerBenchConfig(
+        data=args.peer_data, data_root=args.peer_data_root, rows=rows,
+        seeds=tuple(args.peer_seeds), models=tuple(args.peer_models or ()),
+        threads=args.threads or default.threads,
+        protocol=PeerProtocol(epochs=args.peer_epochs),
+    )  # fmt: skip
+    print(f"\n[13] peer  running: data={cfg.data}, seeds {list(cfg.seeds)} ...", flush=True)
+    result = run_peer_bench(cfg)
+    _show(format_peer(result))
+    return peer_json(result)
+
+
 def check_cuda(args: argparse.Namespace) -> None:
     """With the gpu section chosen and no CUDA device: say so and exit non-zero, before any
     data is prepared or any other section runs."""
@@ -421,6 +486,7 @@ def main(argv: list[str] | None = None) -> dict:
     search = run_search(args)
     layout = run_layout(args)
     recipe_json = run_recipe(args)
+    peer = run_peer(args)
     exported = run_export(args) if _chosen(args, "export") else None
     payload = to_json(machine, train, serve, prep)
     if step is not None:
@@ -445,6 +511,8 @@ def main(argv: list[str] | None = None) -> dict:
         payload["layout"] = layout
     if recipe_json is not None:
         payload["recipe"] = recipe_json
+    if peer is not None:
+        payload["peer"] = peer
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))
