@@ -26,6 +26,7 @@ from adasparse_lab.bench.peer_protocol import (
     field_names,
     label_name,
     score_split,
+    write_npz,
 )
 from adasparse_lab.metrics import auc
 
@@ -139,9 +140,44 @@ def test_the_table_from_given_numbers():
     assert "0.7500 ± 0.0141" in ours and "0.7400 ± 0.0141" in ours and "250" in ours
     theirs = next(line for line in text.splitlines() if "fuxictr " in line)
     assert "0.7500 ± 0.0000" in theirs and "100" in theirs and "1,000" in theirs
-    assert "ours - FuxiCTR: test AUC +0.0000 (per seed +0.0100 -0.0100); samples/s 2.50x" in text
+    # paired over 2 seeds: differences +0.01 and -0.01, t(1) 97.5% = 12.706, sem 0.01
+    assert (
+        "ours - FuxiCTR: test AUC +0.0000 [-0.1271, +0.1271] (per seed +0.0100 -0.0100); "
+        "samples/s 2.50x"
+    ) in text
+    assert "FuxiCTR fed by its NpzDataLoader (timed)" in text
     res.runs = res.runs[:2]  # one seed: no sd
     assert "0.7600 ±   -" in format_peer(res)
+
+
+def test_fuxictrs_npz_input_holds_our_rows(tiny, tmp_path):
+    """What FuxiCTR's NpzDataLoader stacks (each feature's array by name, then the label) is
+    our split, column for column."""
+    path = write_npz(tiny, "test", str(tmp_path / "test.npz"))
+    stored, part = np.load(path), tiny.splits["test"]
+    cat, dense = field_names(tiny)
+    for j, name in enumerate(cat):
+        assert np.array_equal(stored[name], part.cat[:, j].numpy())
+    for j, name in enumerate(dense):
+        assert np.array_equal(stored[name], part.dense[:, j].numpy())
+    assert np.array_equal(stored[label_name(tiny)], part.label.float().numpy())
+    with pytest.raises(ValueError, match=r"--peer-fuxictr-loader 'csv'; choose one of"):
+        PeerProtocol(fuxictr_loader="csv")
+
+
+def test_fuxictrs_own_loader_yields_our_batches(tiny, tmp_path):
+    pytest.importorskip("fuxictr")
+    from adasparse_lab.bench.peer_fuxictr import _loaders, feature_map
+
+    fmap = feature_map(tiny, 16)
+    _, val, test = _loaders(tiny, fmap, PeerProtocol(batch_size=256), str(tmp_path))
+    for loader, split in ((val, "val"), (test, "test")):  # unshuffled: in row order
+        ours = list(DictBatches(tiny, split, 256))
+        theirs = list(loader)
+        assert len(theirs) == len(ours)
+        for a, b in zip(ours, theirs):
+            for name, column in a.items():
+                assert torch.equal(b[name].to(column.dtype), column), (split, name)
 
 
 def _tiny_real_run(models: tuple[str, ...]) -> PeerResult:

@@ -62,7 +62,7 @@ from adasparse_lab.bench.peer import (
     run_peer_bench,
 )
 from adasparse_lab.bench.peer import as_json as peer_json
-from adasparse_lab.bench.peer_protocol import PeerProtocol
+from adasparse_lab.bench.peer_protocol import FUXICTR_LOADERS, PeerProtocol
 from adasparse_lab.bench.preparation import run_prep_bench
 from adasparse_lab.bench.report import (
     describe_machine,
@@ -247,6 +247,12 @@ def _add_peer_flags(p: argparse.ArgumentParser) -> None:
         "--peer-epochs", type=positive_int, default=c.protocol.epochs, help="peer section: at most"
     )
     _add_only_flag(p, "--peer-models", PEER_MODELS, "peer section: only this model (repeatable)")
+    p.add_argument(
+        "--peer-fuxictr-loader",
+        choices=FUXICTR_LOADERS,
+        default=c.protocol.fuxictr_loader,
+        help="peer section: npz (FuxiCTR's own loader, timed) or memory (our tensors: its step alone)",
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -436,7 +442,7 @@ def run_peer(args: argparse.Namespace) -> dict | None:
         data=args.peer_data, data_root=args.peer_data_root, rows=rows,
         seeds=tuple(args.peer_seeds), models=tuple(args.peer_models or ()),
         threads=args.threads or default.threads,
-        protocol=PeerProtocol(epochs=args.peer_epochs),
+        protocol=PeerProtocol(epochs=args.peer_epochs, fuxictr_loader=args.peer_fuxictr_loader),
     )  # fmt: skip
     print(f"\n[13] peer  running: data={cfg.data}, seeds {list(cfg.seeds)} ...", flush=True)
     result = run_peer_bench(cfg)

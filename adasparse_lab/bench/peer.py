@@ -35,6 +35,7 @@ from adasparse_lab.data.batches import iterate
 from adasparse_lab.data.build import build_data
 from adasparse_lab.data.prepared import PreparedData
 from adasparse_lab.models.base import MultiDomainModel
+from adasparse_lab.results.verdicts import paired
 from adasparse_lab.run.pipeline import train_and_evaluate
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,8 @@ def _header(res: PeerResult) -> list[str]:
         *(f"    {name}: {arch}" for name, arch in res.architectures.items()),
         f"    batch {p.batch_size}, Adam lr {p.lr:g}, up to {p.epochs} epochs "
         f"(best validation epoch kept), seeds {' '.join(map(str, c.seeds))} interleaved, "
-        f"{c.threads} torch threads, CPU",
+        f"{c.threads} torch threads, CPU; FuxiCTR fed by "
+        + ("its NpzDataLoader (timed)" if p.fuxictr_loader == "npz" else "our tensors (no loader)"),
         f"    {'model':<7}{'side':<9}{'test AUC':>17}{'mean domain AUC':>19}{'best epochs':>13}"
         f"{'samples/s':>11}{'params':>11}",
     ]
@@ -229,15 +231,18 @@ def format_peer(res: PeerResult) -> str:
         ours, theirs = res.of(name, "ours"), res.of(name, "fuxictr")
         if ours and theirs:
             diff = [a.test_auc - b.test_auc for a, b in zip(ours, theirs)]
+            d = paired("ours", {r.seed: r.test_auc for r in ours}, "fuxictr",
+                       {r.seed: r.test_auc for r in theirs})  # fmt: skip
             speed = statistics.median(
                 a.samples_per_s / b.samples_per_s for a, b in zip(ours, theirs)
             )
             lines.append(
-                f"    {'':<7}ours - FuxiCTR: test AUC {statistics.fmean(diff):+.4f} "
-                f"(per seed {' '.join(f'{d:+.4f}' for d in diff)}); samples/s {speed:.2f}x"
+                f"    {'':<7}ours - FuxiCTR: test AUC {d.diff:+.4f} [{d.low:+.4f}, {d.high:+.4f}] "
+                f"(per seed {' '.join(f'{x:+.4f}' for x in diff)}); samples/s {speed:.2f}x"
             )
     lines.append(
-        "    sd over seeds (sample); best epochs per seed; samples/s: median over seeds; params: "
+        "    sd over seeds (sample); [ ]: 95% t-interval of the paired difference over seeds "
+        "(holding 0: noise); best epochs per seed; samples/s: median over seeds; params: "
         "trained parameters with the embedding tables"
     )
     return "\n".join(lines)

@@ -14,6 +14,11 @@ What comes from the fuxictr 2.3.10 wheel, unchanged:
   (normal init, std 1e-4), an nn.Linear(1, D, bias=False) per numeric feature.
 - ``MLP_Block`` (Linear + ReLU stacks) and ``CrossNetV2`` (x_{l+1} = x_l + x_0 * W_l x_l + b_l).
 - ``fuxictr.pytorch.torch_utils.seed_everything``: the seeding of FuxiCTR's run_expid.py.
+- ``fuxictr.pytorch.dataloaders.RankDataLoader`` (NpzDataLoader: a per-row Dataset over the
+  stacked columns, ``default_collate``, one worker process) over .npz files holding our
+  prepared rows, by default (``--peer-fuxictr-loader npz``): FuxiCTR as its users run it, its
+  loader inside the timed epochs. ``--peer-fuxictr-loader memory`` feeds our tensors as its
+  batch dicts instead (its training step alone).
 
 What is written here, from those layers (the model classes: the wheel ships no DNN and no
 MMoE, its model_zoo/LongCTR/DCNv2 expects behaviour sequences, and its model_zoo/multitask
@@ -41,6 +46,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 from fuxictr.features import FeatureMap
+from fuxictr.pytorch.dataloaders import RankDataLoader
 from fuxictr.pytorch.layers import CrossNetV2, FeatureEmbedding, MLP_Block
 from fuxictr.pytorch.models import BaseModel
 from fuxictr.pytorch.torch_utils import seed_everything
@@ -55,6 +61,7 @@ from adasparse_lab.bench.peer_protocol import (
     feature_specs,
     label_name,
     score_split,
+    write_npz,
 )
 from adasparse_lab.data.prepared import PreparedData
 
@@ -195,6 +202,23 @@ def build_mmoe(fmap: FeatureMap, model_cfg: DictConfig, data: PreparedData, **co
 BUILDERS = {"dnn": build_dnn, "dcnv2": build_dcnv2, "mmoe": build_mmoe}
 
 
+def _loaders(data: PreparedData, fmap: FeatureMap, protocol: PeerProtocol, workdir: str):
+    """(train, val, test) batches for FuxiCTR: its RankDataLoader over npz files of our rows
+    (protocol.fuxictr_loader="npz", as its run_expid.py feeds a model) or our tensors as its
+    batch dicts ("memory")."""
+    if protocol.fuxictr_loader == "memory":
+        return (
+            DictBatches(data, "train", protocol.batch_size, shuffle=True),
+            DictBatches(data, "val", protocol.batch_size),
+            DictBatches(data, "test", protocol.eval_batch_size),
+        )
+    paths = {s: write_npz(data, s, os.path.join(workdir, f"{s}.npz")) for s in data.splits}
+    return RankDataLoader(
+        fmap, stage="both", train_data=paths["train"], valid_data=paths["val"],
+        test_data=paths["test"], batch_size=protocol.batch_size, shuffle=True, data_format="npz",
+    )  # fmt: skip
+
+
 def run_fuxictr(
     name: str,
     model_cfg: DictConfig,
@@ -212,12 +236,11 @@ def run_fuxictr(
         metrics=["logloss", "AUC"], optimizer="adam", loss="binary_crossentropy",
     )  # fmt: skip
     os.makedirs(model.model_dir, exist_ok=True)
-    train = DictBatches(data, "train", protocol.batch_size, shuffle=True)
-    val = DictBatches(data, "val", protocol.batch_size)
+    train, val, test = _loaders(data, fmap, protocol, workdir)
     t0 = time.perf_counter()
     model.fit(train, epochs=protocol.epochs, validation_data=val)
     seconds = time.perf_counter() - t0
-    scores = model.predict(DictBatches(data, "test", protocol.eval_batch_size))
+    scores = model.predict(test)
     test_auc, mean_domain = score_split(data.splits["test"], np.asarray(scores, np.float64))
     return SideRun(
         model=name,

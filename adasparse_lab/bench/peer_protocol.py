@@ -23,6 +23,8 @@ import torch
 from adasparse_lab.data.prepared import PreparedData, TensorSplit
 from adasparse_lab.metrics import auc, domain_auc
 
+FUXICTR_LOADERS = ("npz", "memory")
+
 
 @dataclass(frozen=True)
 class PeerProtocol:
@@ -32,6 +34,16 @@ class PeerProtocol:
     batch_size: int = 1024
     lr: float = 1e-3
     eval_batch_size: int = 8192
+    # How FuxiCTR is fed: "npz", its own NpzDataLoader over .npz files of the same rows (what
+    # its users run: a per-row Dataset, default_collate, one worker process), or "memory", our
+    # tensors cut into its batch dicts (its training step alone, no loader).
+    fuxictr_loader: str = "npz"
+
+    def __post_init__(self) -> None:
+        if self.fuxictr_loader not in FUXICTR_LOADERS:
+            raise ValueError(
+                f"--peer-fuxictr-loader {self.fuxictr_loader!r}; choose one of {FUXICTR_LOADERS}"
+            )
 
 
 @dataclass
@@ -86,6 +98,18 @@ def dict_batch(
     out |= {name: dense[:, j] for j, name in enumerate(names[1])}
     out[label] = split.label[rows].float()
     return out
+
+
+def write_npz(data: PreparedData, split: str, path: str) -> str:
+    """The rows of ``split`` as FuxiCTR's npz input (one array per feature and the label, by
+    name: what its NpzDataset stacks in FeatureMap order); returns the path."""
+    rows = data.splits[split]
+    cat, dense = field_names(data)
+    arrays = {name: rows.cat[:, j].numpy() for j, name in enumerate(cat)}
+    arrays |= {name: rows.dense[:, j].numpy() for j, name in enumerate(dense)}
+    arrays[label_name(data)] = rows.label.float().numpy()
+    np.savez(path, **arrays)
+    return path
 
 
 class DictBatches:
