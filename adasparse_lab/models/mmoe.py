@@ -10,6 +10,7 @@ matmul [B, 1, E] x [B, E, d]); tower_k -> logits [B]. V codes of the domain fiel
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from adasparse_lab.models.base import ModelOutput, constant_flops
@@ -26,8 +27,11 @@ class GatedExperts(nn.Module):
         self.experts, self.gate, self.tower = nn.ModuleList(experts), gate, tower
 
     def forward(self, h0: torch.Tensor) -> torch.Tensor:
-        out = torch.stack([e(h0) for e in self.experts], 1)  # [B, E, d]
-        g = torch.softmax(self.gate(h0), dim=-1).unsqueeze(1)  # [B, 1, E]
+        return self.mix(self.gate(h0), torch.stack([e(h0) for e in self.experts], 1))
+
+    def mix(self, gate: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """logits [B] from the gate's logits [B, E] and the experts' outputs ``out`` [B, E, d]."""
+        g = torch.softmax(gate, dim=-1).unsqueeze(1)  # [B, 1, E]
         return self.tower(torch.bmm(g, out).squeeze(1))
 
 
@@ -72,9 +76,30 @@ class _ExpertModel(DomainTowersModel):
         return [*self.specific_experts(code), self.gates[code], self.towers[code]]
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> ModelOutput:
+        """Each row through its domain's network (``domain_net``, what is served), with the
+        shared experts run once on the whole batch instead of once per domain's rows and every
+        domain's gate in one matmul: the same values, a few large matmuls instead of many
+        small ones (training pays V x the gates' few FLOPs; ``flops`` and the served network
+        count a domain's own). x [B, H_0 + E + S*d]: h^0, the row's gate logits and the S
+        shared experts' outputs of width d, routed together."""
         h0 = self.embedding(cat, dense)[1]
         code = self.domain_code(cat)
-        logits = per_domain(h0, code, self.n_codes, lambda c, x: self.domain_net(c)(x))
+        shared = [e(h0) for e in self.shared_experts()]  # S x [B, d]
+        # Every gate in one matmul, each row keeping its own domain's: [B, V*E] -> [B, E]
+        n, width = self.experts_used(), h0.shape[1]
+        weight = torch.cat([g.weight for g in self.gates])  # [V*E, H_0]
+        bias = torch.cat([g.bias for g in self.gates])
+        gates = F.linear(h0, weight, bias).view(len(h0), -1, n)
+        gate = gates.gather(1, code.view(-1, 1, 1).expand(-1, 1, n)).squeeze(1)
+
+        def one(c: int, x: torch.Tensor) -> torch.Tensor:
+            h, g = x[:, :width], x[:, width : width + n]
+            done = x[:, width + n :].unflatten(1, (len(shared), -1))  # [b, S, d]
+            own = [e(h).unsqueeze(1) for e in self.specific_experts(c)]
+            return self.domain_net(c).mix(g, torch.cat([done, *own], 1))
+
+        x = torch.cat([h0, gate, *shared], dim=1)
+        logits = per_domain(x, code, self.n_codes, one)
         return ModelOutput(logits=logits, keep=[], pi=[])
 
     def flops(self, kept: torch.Tensor, code: torch.Tensor):
