@@ -132,6 +132,7 @@ def finish(outcome: StudyOutcome, base: DictConfig) -> None:
     csv = _print_results(outcome, base, data)
     reports = Path(base.paths.reports)
     info = build([outcome.settings.name], [outcome.storage_desc], reports, data=data)
+    build_s = time.perf_counter() - t0  # not the front models' logging below (~10 s each)
     complete = _log_to_parent(outcome, csv, info)
     s = outcome.settings
     models = (
@@ -140,7 +141,7 @@ def finish(outcome: StudyOutcome, base: DictConfig) -> None:
         else {}
     )
     _print_overhead(outcome.study)
-    _print_locations(outcome, complete, csv, info.path, time.perf_counter() - t0, models)
+    _print_locations(outcome, complete, csv, info.path, build_s, models)
 
 
 def _print_results(outcome: StudyOutcome, base: DictConfig, data: ReportData) -> Path:
