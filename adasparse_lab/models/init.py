@@ -1,11 +1,13 @@
 """Initial weights of every model, as one recipe applied after construction (``model.init``).
 
 FuxiCTR, the library the CTR field benchmarks with, initialises every categorical embedding
-at N(0, 1e-4) and every ``nn.Linear`` with xavier_normal and a zero bias; PyTorch's defaults
-(kaiming-uniform weights and biases) and our earlier N(0, 0.05) table are the other choice.
-A near-zero table matters most for codes the training data never updates (the OOV row of a
-field without unseen values in train, ids seen once): they start, and stay, near zero
-instead of adding noise at test time.
+at N(0, 1e-4) and every ``nn.Linear`` with xavier_normal and a zero bias; before issue 23 we
+kept PyTorch's linear defaults (kaiming-uniform weights and biases) with an N(0, 0.05) table.
+The shipped recipe (conf/model/_init.yaml) is xavier_normal with the N(0, 0.05) table: each
+choice measured alone by ``python -m adasparse_lab.bench --only recipe`` (docs/benchmarks.md).
+A near-zero table helps where ids are seen once or twice (codes that training barely updates
+start near zero instead of adding noise) and costs test AUC where ids carry signal and the
+training is short, as on the synthetic data.
 
 A module built with a deliberate initialisation of its own (APG's generator starts near the
 identity) says so with ``keeps_init = True`` and is left alone.
