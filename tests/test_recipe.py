@@ -175,3 +175,34 @@ def test_the_shipped_recipe_is_every_models_default(make_cfg, model):
     cfg = make_cfg(f"model={model}", tiny=False)
     assert InitSettings.from_config(cfg.model.init) == InitSettings(0.05, "xavier_normal")
     assert (cfg.train.grad_clip_norm, cfg.train.select_on) == (None, "mean_domain_auc")
+
+
+def test_the_recipe_bench_refuses_unknown_names_before_training():
+    from adasparse_lab.bench.recipe import RecipeBenchConfig, run_recipe_bench
+
+    with pytest.raises(ValueError, match=r"--recipe-variants: unknown \['xavir'\]"):
+        run_recipe_bench(RecipeBenchConfig(variants=("before", "xavir")))
+    with pytest.raises(ValueError, match=r"--recipe-models: unknown \['dlrm'\]"):
+        run_recipe_bench(RecipeBenchConfig(models=("dlrm",)))
+
+
+def test_the_recipe_bench_pairs_each_variant_with_before_by_seed():
+    """A tiny real run: each variant is what its overrides give (xavier changes the result,
+    clipping at 10 does not bind), and the table's difference is the paired one."""
+    from adasparse_lab.bench.recipe import RecipeBenchConfig, format_recipe, run_recipe_bench
+    from adasparse_lab.results.verdicts import paired
+
+    cfg = RecipeBenchConfig(
+        rows=20000, epochs=2, seeds=(0, 1), models=("dnn",),
+        variants=("before", "xavier", "clip 10"),
+    )  # fmt: skip
+    res = run_recipe_bench(cfg, log=lambda line: None)
+    assert [(r.seed, r.variant) for r in res.runs] == [
+        (s, v) for s in (0, 1) for v in ("before", "xavier", "clip 10")
+    ]
+    before, xavier = (res.values("dnn", v, "test_auc") for v in ("before", "xavier"))
+    assert res.values("dnn", "clip 10", "test_auc") == before
+    assert xavier != before and all(0.5 < a <= 1 for a in xavier.values())
+    d = paired("xavier", xavier, "before", before)
+    row = next(line for line in format_recipe(res, 1).splitlines() if " xavier " in line)
+    assert f"{d.diff:+.4f} [{d.low:+.4f}, {d.high:+.4f}]" in row
