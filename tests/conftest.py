@@ -94,6 +94,7 @@ TINY_RUN = [
     "model.embedding_dim=4",
     "train.epochs=1",
     "train.batch_size=256",
+    "train.lr=0.01",  # 19 steps: enough to learn something at this rate (test AUC > 0.5)
     "train.device=cpu",
     "latency.batch_sizes=[256,1]",
     "latency.repeats=1",
