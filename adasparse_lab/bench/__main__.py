@@ -235,17 +235,15 @@ def _add_peer_flags(p: argparse.ArgumentParser) -> None:
         default=c.data_root,
         help="peer section: paths.data of a real data config (default: tests/fixtures)",
     )
-    p.add_argument(
+    _count_flag(
+        p,
         "--peer-rows",
-        type=positive_int,
-        default=None,
-        help=f"peer section: synthetic rows generated (default {c.rows:,}); other data: the "
-        "first N training rows (default all)",
+        None,
+        f"peer section: synthetic rows generated (default {c.rows:,}); other data: the first N "
+        "training rows (default all)",
     )
     p.add_argument("--peer-seeds", type=int, nargs="+", default=list(c.seeds), help="peer section")
-    p.add_argument(
-        "--peer-epochs", type=positive_int, default=c.protocol.epochs, help="peer section: at most"
-    )
+    _count_flag(p, "--peer-epochs", c.protocol.epochs, "peer section: at most")
     _add_only_flag(p, "--peer-models", PEER_MODELS, "peer section: only this model (repeatable)")
     p.add_argument(
         "--peer-fuxictr-loader",

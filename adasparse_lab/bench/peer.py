@@ -24,22 +24,18 @@ import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from adasparse_lab.bench.peer_protocol import PeerProtocol, SideRun, score_split
-from adasparse_lab.bench.workload import CONF, head
-from adasparse_lab.data.batches import iterate
+from adasparse_lab.bench.peer_protocol import PeerProtocol, SideRun
+from adasparse_lab.bench.workload import CONF, FIXTURES, data_overrides, head
 from adasparse_lab.data.build import build_data
 from adasparse_lab.data.prepared import PreparedData
-from adasparse_lab.models.base import MultiDomainModel
 from adasparse_lab.results.verdicts import paired
 from adasparse_lab.run.pipeline import train_and_evaluate
 
 log = logging.getLogger(__name__)
-FIXTURES = CONF.parent / "tests" / "fixtures"
 INSTALL = "pip install .[peer]  (fuxictr==2.3.10)"
 
 # (name, our conf overrides): FuxiCTR builds the same name from the composed model config.
@@ -88,11 +84,7 @@ def chosen_models(only: tuple[str, ...]) -> list[tuple[str, list[str]]]:
 
 
 def _compose(cfg: PeerBenchConfig, extra: list[str]) -> DictConfig:
-    data = (
-        [f"synthetic.n_rows={cfg.rows}"]
-        if cfg.data == "synthetic" and cfg.rows
-        else [f"data={cfg.data}", f"paths.data={cfg.data_root}"]
-    )
+    data = data_overrides(cfg.data, cfg.rows, cfg.data_root)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=["tracking=none", *data, *extra])
 
@@ -124,25 +116,16 @@ def model_config(cfg: PeerBenchConfig, overrides: list[str], seed: int) -> DictC
     ])  # fmt: skip
 
 
-@torch.no_grad()
-def _logits(model: MultiDomainModel, data: PreparedData, batch_size: int) -> np.ndarray:
-    model.eval()
-    parts = [model(b.cat, b.dense).logits for b in iterate(data.splits["test"], batch_size)]
-    return torch.cat(parts).double().numpy()
-
-
 def run_ours(name: str, run_cfg: DictConfig, data: PreparedData, seed: int) -> SideRun:
     result = train_and_evaluate(run_cfg, data=data)
     history = result.fit.history
     seconds = sum(len(data.splits["train"]) / r.samples_per_s for r in history)
-    logits = _logits(result.model, data, int(run_cfg.train.eval_batch_size))
-    test_auc, mean_domain = score_split(data.splits["test"], logits)
-    return SideRun(
+    return SideRun(  # test numbers as train_and_evaluate scored them (adasparse_lab.metrics)
         model=name,
         side="ours",
         seed=seed,
-        test_auc=test_auc,
-        test_mean_domain_auc=mean_domain,
+        test_auc=result.metrics["test/auc"],
+        test_mean_domain_auc=result.metrics["test/mean_domain_auc"],
         best_epoch=result.fit.best_epoch,
         epochs_run=len(history),
         samples_per_s=len(history) * len(data.splits["train"]) / seconds,

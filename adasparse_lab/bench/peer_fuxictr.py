@@ -212,7 +212,10 @@ def _loaders(data: PreparedData, fmap: FeatureMap, protocol: PeerProtocol, workd
             DictBatches(data, "val", protocol.batch_size),
             DictBatches(data, "test", protocol.eval_batch_size),
         )
-    paths = {s: write_npz(data, s, os.path.join(workdir, f"{s}.npz")) for s in data.splits}
+    paths = {s: os.path.join(workdir, f"{s}.npz") for s in data.splits}
+    for split, path in paths.items():  # once per run of the section: every fit reads the same
+        if not os.path.exists(path):
+            write_npz(data, split, path)
     return RankDataLoader(
         fmap, stage="both", train_data=paths["train"], valid_data=paths["val"],
         test_data=paths["test"], batch_size=protocol.batch_size, shuffle=True, data_format="npz",

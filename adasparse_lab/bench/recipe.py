@@ -19,16 +19,13 @@ import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from adasparse_lab.bench.workload import CONF, data_overrides
 from adasparse_lab.data.build import build_data
 from adasparse_lab.results.verdicts import estimate, paired
 from adasparse_lab.run.pipeline import train_and_evaluate
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
-FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 
 # (name, overrides): "before" is the recipe before issue 23, each other one changes one choice
 # (or all of them: FuxiCTR's recipe).
@@ -114,11 +111,7 @@ def overrides(cfg: RecipeBenchConfig, tmp: str) -> list[str]:
         f"train.epochs={cfg.epochs}", f"train.patience={cfg.epochs}",
         f"paths.studies={tmp}/studies", f"paths.cache={tmp}/cache",
     ]  # fmt: skip
-    if cfg.data == "synthetic":
-        out.append(f"synthetic.n_rows={cfg.rows}")
-    else:
-        out += [f"data={cfg.data}", f"paths.data={FIXTURES}"]
-    return out
+    return out + data_overrides(cfg.data, cfg.rows)
 
 
 def run_recipe_bench(cfg: RecipeBenchConfig, log=print) -> RecipeBenchResult:

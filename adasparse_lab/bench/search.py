@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
+from adasparse_lab.bench.workload import CONF, data_overrides
 from adasparse_lab.results.front import search_curve
 from adasparse_lab.study.driver import StudyRunner
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
-FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 MODES = ("none", "moasha")
 
 
@@ -61,9 +59,7 @@ def overrides(study: str, mode: str, seed: int, n_trials: int, data: str, tmp: s
         "study.reeval.max_trials=0", "study.log_models=none", "train.progress=false",
         f"paths.studies={tmp}/studies", f"paths.reports={tmp}/reports", f"paths.cache={tmp}/cache",
     ]  # fmt: skip
-    if data != "synthetic":
-        out += [f"data={data}", f"paths.data={FIXTURES}"]
-    return out
+    return out + data_overrides(data)
 
 
 def run_search(study: str, mode: str, seed: int, n_trials: int, data: str) -> SearchRun:

@@ -20,6 +20,15 @@ from adasparse_lab.models import AdaSparseModel, PrunerSpec
 from adasparse_lab.run import build
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
+FIXTURES = CONF.parent / "tests" / "fixtures"  # paths.data of the real data configs' samples
+
+
+def data_overrides(data: str, rows: int | None = None, root: Path = FIXTURES) -> list[str]:
+    """Config overrides of a benchmark's data: the built-in synthetic data (``rows`` of it,
+    None: the config's size) or a conf/data config reading its files under ``root``."""
+    if data == "synthetic":
+        return [f"synthetic.n_rows={rows}"] if rows else []
+    return [f"data={data}", f"paths.data={root}"]
 
 
 def model_config(name: str) -> DictConfig:
