@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from adasparse_lab.report.build import build
+from adasparse_lab.results.front import study_front
 from adasparse_lab.store.study_storage import open_rdb
 from tests.conftest import ROOT
 
@@ -333,3 +334,56 @@ def test_a_tracking_server_down_for_good_fails_the_trial_with_the_reason(tmp_pat
     failed = next(t for t in trials(services, name) if t.number == trial.number)
     assert failed.state == TrialState.FAIL and failed.user_attrs["failure_kind"] == "error"
     assert "Connection refused" in failed.user_attrs["fail_reason"]
+
+
+@pytest.mark.slow
+def test_three_workers_ending_together_do_each_piece_of_shared_work_once(tmp_path, services):
+    """Issue 22: three workers (three machines) started by hand reach the study's end together.
+    Each re-evaluation run, each dense reference run and each front model's logging must
+    happen exactly once, however the workers interleave (before: each worker searched MLflow
+    and then created a run, and each ended the study, so models were logged up to 3 times)."""
+    name = f"ends-{uuid.uuid4().hex[:8]}"
+    extra = [
+        "study.n_trials=6",
+        "study.reference=true",
+        "study.reeval.max_trials=3",
+        "study.reeval.seeds=[1,2]",
+        "study.log_models=front",
+        "train.epochs=1",
+    ]
+    procs = {i: start_worker(tmp_path, services, name, i, *extra) for i in range(3)}
+    finish(procs, tmp_path, timeout_s=300)
+
+    client = MlflowClient(services.tracking)
+    exp = client.get_experiment_by_name(name).experiment_id
+    runs = client.search_runs([exp], "", max_results=1000)
+    kinds = Counter(r.data.tags.get("kind") for r in runs)
+    reevals = Counter(
+        (r.data.tags["trial_number"], r.data.tags["seed"])
+        for r in runs
+        if r.data.tags.get("kind") == "reeval"
+    )
+    references = Counter(
+        r.data.tags["seed"] for r in runs if r.data.tags.get("kind") == "reference"
+    )
+    front = {
+        t.number for t in study_front(optuna.load_study(study_name=name, storage=services.storage))
+    }
+    expected_reevals = min(3, len(front)) * 2
+    assert kinds["study"] == 1
+    assert len(reevals) == expected_reevals and set(reevals.values()) == {1}, reevals
+    assert references == {"0": 1, "1": 1, "2": 1}, references  # the study's seed and both
+    assert all(r.info.status == "FINISHED" for r in runs if r.data.tags.get("kind") != "trial")
+
+    logged = client.search_logged_models(experiment_ids=[exp], max_results=1000)
+    per_run = Counter((m.source_run_id, m.name) for m in logged)  # the pyfunc and torch model
+    trial_runs = {
+        r.info.run_id: int(r.data.tags["trial_number"])
+        for r in runs
+        if r.data.tags.get("kind") == "trial"
+    }
+    assert {trial_runs[run_id] for run_id, _ in per_run} == front  # every front model, only them
+    assert {name for _, name in per_run} == {"model", "torch_model"}
+    assert set(per_run.values()) == {1}, per_run  # each logged once
+    logs = [(tmp_path / f"worker-{i}.log").read_text() for i in procs]
+    assert sum("pareto table   :" in log for log in logs) >= 1  # someone ended it

@@ -14,11 +14,19 @@ import torch
 from adasparse_lab.data.batches import iterate
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.export.bundle import Bundle, write_bundle
-from adasparse_lab.export.trial import StoredTrial, front_numbers, load_trial
+from adasparse_lab.export.trial import (
+    StoredTrial,
+    front_numbers,
+    has_run,
+    load_trial,
+    trial_folder,
+)
 from adasparse_lab.metrics import auc
 from adasparse_lab.models.adasparse import AdaSparseModel
 from adasparse_lab.run.naming import method_name
+from adasparse_lab.store.claims import Claims
 from adasparse_lab.store.reader import default_storage, load_study
+from adasparse_lab.store.study_storage import worker_id
 from adasparse_lab.store.tracking import stored_uri
 
 log = logging.getLogger(__name__)
@@ -99,32 +107,42 @@ MODEL_TAG = "model_uri"  # set on a trial's run once its bundle is logged there
 def log_front_models(
     name: str, studies_dir: Path | str, storage: str | None = None
 ) -> dict[int, str]:
-    """Export each front trial whose run has no logged model yet (``<studies>/<name>/exports/
-    trial-<n>``) and log it to its run; trial number -> model URI. A failing export is logged
-    as a warning and skipped: the study's results stand without it."""
+    """Export each front trial trained here (its run folder is in ``studies_dir``) whose run
+    has no logged model yet (``<studies>/<name>/exports/trial-<n>``) and log it to its run,
+    each by one worker however many end the study together (a claim in the study's storage,
+    store/claims.py); trial number -> model URI of the models logged by now. A failing export is logged as a warning and skipped: the study's results
+    stand without it."""
     from mlflow import MlflowClient
 
     studies_dir = Path(studies_dir)
     study, _ = load_study(name, storage or default_storage(name, studies_dir), studies_dir)
     client = MlflowClient(stored_uri(study.user_attrs["mlflow_uri"], studies_dir))
+    claims = Claims.of(study, worker_id())
     uris = {}
     for number in front_numbers(study):
         run_id = study.trials[number].user_attrs.get("mlflow_run_id")
-        if run_id is None:
-            continue
+        if run_id is None or not has_run(trial_folder(studies_dir, name, number)):
+            continue  # (trained on another machine: logged by a worker there)
+        claim = claims.take(f"model:{number}")  # one worker logs it (another may be at it)
         uris[number] = client.get_run(run_id).data.tags.get(MODEL_TAG)
-        if uris[number]:  # logged by an earlier run of the study's command
+        if claim is None or uris[number]:  # logged by another worker or an earlier run
+            if claim is not None:
+                claim.finish()
+            if not uris[number]:
+                del uris[number]
             continue
         try:
             uris[number] = export_trial(name, number, None, studies_dir, storage).model_uri
         except Exception as err:
             log.warning("exporting front trial %d failed: %s: %s", number, type(err).__name__, err)
             del uris[number]
+            claim.finish(ok=False)
             continue
         if uris[number] is None:  # the trial's config had tracking off
             del uris[number]
-            continue
-        client.set_tag(run_id, MODEL_TAG, uris[number])
+        else:
+            client.set_tag(run_id, MODEL_TAG, uris[number])
+        claim.finish()
     return uris
 
 

@@ -104,6 +104,9 @@ def training_encoder(data_cfg: DictConfig, data: PreparedData) -> tuple[Encoder,
     )
 
 
+RUN_FILES = ("config.yaml", "model_state.pt", "metrics.json")  # run.outputs.write_outputs
+
+
 def load_trial(
     name: str, number: int | None, studies_dir: Path | str = "studies", storage: str | None = None
 ) -> StoredTrial:
@@ -114,8 +117,19 @@ def load_trial(
     front = front_numbers(study)  # once: the trial's place and the default choice
     number = best_on_front(study, name, front) if number is None else number
     trial = _complete_trial(study, name, number, front)
-    folder = studies_dir / name / "trials" / str(number)
+    folder = trial_folder(studies_dir, name, number)
     return load_run(folder, name, number, number in front, trial.user_attrs.get("mlflow_run_id"))
+
+
+def trial_folder(studies_dir: Path | str, name: str, number: int) -> Path:
+    """Where the driver wrote trial ``number``'s run (config, weights, metrics)."""
+    return Path(studies_dir) / name / "trials" / str(number)
+
+
+def has_run(folder: Path | str) -> bool:
+    """Whether ``folder`` holds a run's files (on this machine: each machine of a study
+    has the trials it trained, unless the studies folder is shared)."""
+    return all((Path(folder) / f).is_file() for f in RUN_FILES)
 
 
 def load_run(
@@ -128,8 +142,8 @@ def load_run(
     """Rebuild the run written to ``folder`` (run.outputs.write_outputs: config, weights,
     metrics): its prepared data, model and encoder."""
     folder = Path(folder)
-    files = [folder / "config.yaml", folder / "model_state.pt", folder / "metrics.json"]
-    if not all(f.is_file() for f in files):
+    files = [folder / f for f in RUN_FILES]
+    if not has_run(folder):
         raise ConfigError(
             f"trial={number}: {folder} lacks {[f.name for f in files]} (written by the driver)"
         )

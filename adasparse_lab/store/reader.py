@@ -19,6 +19,7 @@ import polars as pl
 from adasparse_lab.config import redact_url
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.methods import method_of
+from adasparse_lab.store.claims import is_claim
 from adasparse_lab.store.layout import STORAGE_FILES, storage_string, stored_file
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def load_study(
     """Open study ``name``; returns the study and a printable description of its storage."""
     spec = storage if storage is not None else default_storage(name, studies_dir)
     opened = _existing_storage(spec)
-    known = optuna.get_all_study_names(opened)
+    known = [n for n in optuna.get_all_study_names(opened) if not is_claim(n)]
     if name not in known:
         raise _not_found(name, f"storage {redact_url(str(spec))}", studies_dir, known)
     return optuna.load_study(study_name=name, storage=opened), redact_url(str(spec))

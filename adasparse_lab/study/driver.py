@@ -95,4 +95,6 @@ class StudyRunner:
             self.closing.reference(tracker, parent, study)
         done = self.optimise(study, tracker, parent)
         front = self.closing.close(study, tracker, parent, done)
-        return StudyOutcome(study, self.settings, front, self.folder, desc, tracker, parent, done)
+        return StudyOutcome(
+            study, self.settings, front, self.folder, desc, tracker, parent, done, self.worker
+        )

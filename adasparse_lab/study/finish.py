@@ -26,6 +26,7 @@ from adasparse_lab.report.build import BuildInfo, build
 from adasparse_lab.results.collect import ReportData, collect
 from adasparse_lab.results.front import hypervolume_history, study_front
 from adasparse_lab.results.pareto_table import format_pareto, pareto_table, reference_metrics
+from adasparse_lab.store.claims import Claims
 from adasparse_lab.store.tracking import Tracker, runs_url
 from adasparse_lab.study.claims import claims_text
 from adasparse_lab.study.matched import collect_cells, format_matched
@@ -47,6 +48,7 @@ class StudyOutcome:
     tracker: Tracker
     parent_run_id: str
     done: bool
+    worker: str = ""  # the process that ran it (store/study_storage.worker_id)
 
 
 class StudyClosing:
@@ -84,7 +86,7 @@ class StudyClosing:
         parent: str,
     ) -> None:
         """The re-evaluation runs of the ``reeval_targets`` of ``front`` (ExtraRuns)."""
-        self.runs.reevaluate(self.reeval_targets(front, study), tracker, parent)
+        self.runs.reevaluate(self.reeval_targets(front, study), study, tracker, parent)
 
     def log_study_metrics(self, study: optuna.Study, tracker: Tracker, parent: str) -> None:
         """``study/hypervolume`` per COMPLETE trial (step = trial number; results.front's
@@ -112,7 +114,11 @@ class StudyClosing:
         front = self.pareto(study)
         if done:
             self.reevaluate(front, study, tracker, parent)
-            self.log_study_metrics(study, tracker, parent)
+            complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            claim = Claims.of(study, self.ctx.worker).take(f"hypervolume:{complete}")
+            if claim is not None:  # once per state of the study, whatever the workers
+                self.log_study_metrics(study, tracker, parent)
+                claim.finish()
         return front
 
 
@@ -126,7 +132,28 @@ def write_pareto(table: pl.DataFrame, folder: Path) -> Path:
 
 def finish(outcome: StudyOutcome, base: DictConfig) -> None:
     """Print the front (and methods at matched cost, and the claims), build the report, log
-    both and the study's totals to the parent run, then print where everything is."""
+    both and the study's totals to the parent run, then print where everything is. One worker
+    at a time ends a study (a claim in its storage, store/claims.py): of workers started by
+    hand that end it together, the others say who does; a later run of the command ends it
+    anew."""
+    end = Claims.of(outcome.study, outcome.worker).take("end", again_when_done=True)
+    if end is None:
+        models = _log_front_models(outcome)  # those trained here, if the ending worker can't
+        logged = f"; front models logged from here: {sorted(models)}" if models else ""
+        print(
+            f"\nstudy {outcome.settings.name!r}: another worker is ending it (front, "
+            f"report){logged}"
+        )
+        return
+    try:
+        _finish(outcome, base)
+    except BaseException:
+        end.finish(ok=False)
+        raise
+    end.finish()
+
+
+def _finish(outcome: StudyOutcome, base: DictConfig) -> None:
     t0 = time.perf_counter()  # the report's time: reading the study back, then the page
     data = collect([outcome.settings.name], [outcome.storage_desc])  # once: summary and report
     csv = _print_results(outcome, base, data)
@@ -134,14 +161,17 @@ def finish(outcome: StudyOutcome, base: DictConfig) -> None:
     info = build([outcome.settings.name], [outcome.storage_desc], reports, data=data)
     build_s = time.perf_counter() - t0  # not the front models' logging below (~10 s each)
     complete = _log_to_parent(outcome, csv, info)
-    s = outcome.settings
-    models = (
-        log_front_models(s.name, outcome.folder.parent, outcome.storage_desc)
-        if outcome.done and s.log_models == "front"
-        else {}
-    )
+    models = _log_front_models(outcome)
     _print_overhead(outcome.study)
     _print_locations(outcome, complete, csv, info.path, build_s, models)
+
+
+def _log_front_models(outcome: StudyOutcome) -> dict[int, str]:
+    """The front's models, once the budget is reached and ``study.log_models=front``."""
+    s = outcome.settings
+    if not (outcome.done and s.log_models == "front"):
+        return {}
+    return log_front_models(s.name, outcome.folder.parent, outcome.storage_desc)
 
 
 def _print_results(outcome: StudyOutcome, base: DictConfig, data: ReportData) -> Path:

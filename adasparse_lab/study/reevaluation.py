@@ -1,8 +1,10 @@
 """The runs a study adds to its trials. Selection on validation, claims on test: chosen front
 trials re-trained with each ``study.reeval.seeds`` and evaluated on test (re-evaluation), and
-the dense reference model under the study's seed and the same seeds. Each run is claimed by
-its (kind, trial, seed) tags, so that several workers never train the same one twice; a run
-that fails ends FAILED and is logged, never raised (the study's trials are done).
+the dense reference model under the study's seed and the same seeds. Each run is claimed
+through the study's storage (store/claims.py: exactly one worker wins a claim) under its
+(kind, trial, seed), so that several workers never train the same one twice; a run that fails
+ends FAILED and is logged, never raised (the study's trials are done), and a later worker or
+resume runs it again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from optuna.trial import FixedTrial
 
 from adasparse_lab.results.front import feasible, spread_pick
 from adasparse_lab.run.naming import method_name
+from adasparse_lab.store.claims import Claim, Claims
 from adasparse_lab.store.tracking import Tracker
 from adasparse_lab.study.progress import extra_run_done
 from adasparse_lab.study.session import StudyContext
@@ -58,60 +61,79 @@ class ExtraRuns:
     def __init__(self, ctx: StudyContext, trials: TrialRunner) -> None:
         self.ctx, self.trials = ctx, trials
 
-    def claim(self, tracker: Tracker, parent: str, tags: dict[str, str]) -> str | None:
-        """Create a run for a (kind, trial, seed) unless a live or finished one exists."""
+    def claim(
+        self, study: optuna.Study, tracker: Tracker, parent: str, tags: dict[str, str]
+    ) -> tuple[Claim, str] | None:
+        """Own the run (kind, trial, seed) of ``tags`` and start it, unless another worker owns
+        it or it finished (also by a worker killed before it recorded so on its claim)."""
+        claim = Claims.of(study, self.ctx.worker).take(":".join(tags.values()))
+        if claim is None:
+            return None
         query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
         for run in tracker.client.search_runs([tracker.experiment_id], query, max_results=50):
-            if run.info.status in ("FINISHED", "RUNNING"):
+            if run.info.status == "FINISHED":
+                claim.finish()
                 return None
         name = "-".join(v for v in tags.values())
-        return tracker.start_run(name, parent, tags={**tags, "worker": self.ctx.worker})
+        return claim, tracker.start_run(name, parent, tags={**tags, "worker": self.ctx.worker})
 
     def _train_claimed(
-        self, cfg: DictConfig, tracker: Tracker, run_id: str, out_dir: Path, what: str
+        self,
+        cfg: DictConfig,
+        tracker: Tracker,
+        claimed: tuple[Claim, str],
+        out_dir: Path,
+        what: str,
     ) -> bool:
         """Train ``cfg`` into the claimed run; a failure ends it FAILED and is logged, never
         raised (the study's trials are done). True when it finished."""
+        claim, run_id = claimed
         tracker.set_tags(run_id, {"method": method_name(cfg.pruner, cfg.model)})
         started = time.perf_counter()
         try:
             self.trials.train_run(cfg, tracker, run_id, out_dir)
             tracker.end_run(run_id)
-            extra_run_done(what, time.perf_counter() - started)
-            return True
         except Exception as err:
             tracker.set_tags(run_id, {"fail_reason": f"{type(err).__name__}: {err}"[:2000]})
             tracker.end_run(run_id, "FAILED")
+            claim.finish(ok=False)
             log.warning("%s failed: %s", what, err)
             return False
+        claim.finish()
+        extra_run_done(what, time.perf_counter() - started)
+        return True
 
     def reference(self, tracker: Tracker, parent: str, study: optuna.Study) -> None:
         """The dense shared model (pruner=none) of the study's base config, trained with the
         study's seed and each re-evaluation seed, so that it is compared like for like."""
         study_seed = int(self.ctx.base.seed)
         for seed in dict.fromkeys([study_seed, *self.ctx.settings.reeval_seeds]):
-            run_id = self.claim(tracker, parent, {"kind": "reference", "seed": str(seed)})
-            if run_id is None:
+            claimed = self.claim(study, tracker, parent, {"kind": "reference", "seed": str(seed)})
+            if claimed is None:
                 continue
             cfg = self.ctx.compose(["pruner=none"])
             cfg.seed = seed
             out_dir = self.ctx.folder / "reference" / f"seed{seed}"
             what = f"the dense reference run (seed {seed})"
-            if self._train_claimed(cfg, tracker, run_id, out_dir, what) and seed == study_seed:
-                study.set_user_attr("reference_run_id", run_id)
+            if self._train_claimed(cfg, tracker, claimed, out_dir, what) and seed == study_seed:
+                study.set_user_attr("reference_run_id", claimed[1])
 
     def reevaluate(
-        self, targets: list[optuna.trial.FrozenTrial], tracker: Tracker, parent: str
+        self,
+        targets: list[optuna.trial.FrozenTrial],
+        study: optuna.Study,
+        tracker: Tracker,
+        parent: str,
     ) -> None:
         """Each of ``targets`` (``reeval_targets``) re-trained with each re-evaluation seed."""
         for t in targets:
             for seed in self.ctx.settings.reeval_seeds:
                 tags = {"kind": "reeval", "trial_number": str(t.number), "seed": str(seed)}
-                run_id = self.claim(tracker, parent, tags)
-                if run_id is None:
+                claimed = self.claim(study, tracker, parent, tags)
+                if claimed is None:
                     continue
                 cfg, _ = self.trials.trial_config(FixedTrial(t.params, t.number))
                 cfg.seed = seed
                 out_dir = self.ctx.folder / "reeval" / f"{t.number}-seed{seed}"
                 what = f"re-evaluation of trial {t.number}, seed {seed}"
-                self._train_claimed(cfg, tracker, run_id, out_dir, what)
+                self._train_claimed(cfg, tracker, claimed, out_dir, what)
