@@ -15,6 +15,7 @@ per epoch and batches carry codes as int64, dense and label as float32, domain a
 from __future__ import annotations
 
 import ctypes
+import itertools
 import mmap
 import sys
 from collections.abc import Iterator
@@ -136,9 +137,12 @@ def iterate(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     pin: bool = False,
+    skip: int = 0,
 ) -> Iterator[Batch]:
     """Yield batches in row order, or shuffled (global permutation in RAM, block shuffle for
-    memory-mapped splits). ``pin``: page-locked batches, for non-blocking copies to CUDA."""
+    memory-mapped splits). ``pin``: page-locked batches, for non-blocking copies to CUDA.
+    ``skip``: leave out the first ``skip`` batches (a pass resumed part-way, in the same
+    order: the generator draws as for a full pass)."""
     cat, dense, label, domain = split.cat, split.dense, split.label, split.domain
     if shuffle and split.block_rows is not None:
         parts: Iterator[tuple] = _shuffled_blocks(split, batch_size, generator)
@@ -152,7 +156,7 @@ def iterate(
             for s in range(0, len(split), batch_size)
         )  # fmt: skip
     in_order = split.mapped and not shuffle  # views of the maps: released once consumed
-    for part in parts:
+    for part in itertools.islice(parts, skip, None):
         batch = _batch(*part)
         yield batch.pin_memory() if pin and batch.cat.device.type == "cpu" else batch
         if in_order:

@@ -28,6 +28,7 @@ from adasparse_lab.data.batches import Batch, iterate, n_batches, split_to_devic
 from adasparse_lab.data.prepared import PreparedData, TensorSplit
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.base import MultiDomainModel
+from adasparse_lab.run.checkpoint import Checkpointing
 from adasparse_lab.run.evaluation import Evaluation, evaluate
 from adasparse_lab.sparsity import BandSchedule, ConstantBand, SparsityRegularizer
 
@@ -56,6 +57,9 @@ class TrainSettings:
     progress: bool = True
     grad_clip_norm: float | None = None  # clip the gradients' global L2 norm (None: no clipping)
     select_on: str = "mean_domain_auc"  # the validation metric that picks the best epoch
+    # A fit given a checkpoint file saves at epoch ends and this often within an epoch
+    # (run/checkpoint.py); None: no checkpoints.
+    checkpoint_every_s: float | None = 600.0
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size"):
@@ -68,6 +72,11 @@ class TrainSettings:
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
             raise ConfigError(
                 f"train.grad_clip_norm={self.grad_clip_norm} must be > 0 (null: no clipping)"
+            )
+        if self.checkpoint_every_s is not None and not self.checkpoint_every_s > 0:
+            raise ConfigError(
+                f"train.checkpoint_every_s={self.checkpoint_every_s} must be > 0 "
+                "(null: no checkpoints)"
             )
         if self.select_on not in SELECT_ON:
             raise ConfigError(
@@ -172,10 +181,13 @@ class Loop:
         default_factory=list
     )  # (step, index, fraction) ahead
     on_rung: RungCallback | None = None
+    checkpoint: Checkpointing | None = None
+    epoch: int = 0  # the epoch in progress
     step: int = 0
     since_best: int = 0
     started: float = field(default_factory=time.perf_counter)
     best: Best = field(default_factory=Best)
+    history: list[EpochRecord] = field(default_factory=list)
 
     @property
     def progress(self) -> float:
@@ -189,6 +201,18 @@ class EpochLoss:
     loss: float
     reg: float
     samples_per_s: float
+
+
+@dataclass
+class EpochStart:
+    """Where an epoch's pass over the train split starts: the batch order's generator state at
+    the epoch's start, the steps already done in it and their loss sums (0 for a fresh epoch;
+    more when resumed from a checkpoint saved within the epoch)."""
+
+    generator: torch.Tensor
+    steps: int = 0
+    loss_sum: torch.Tensor | None = None
+    reg_sum: torch.Tensor | None = None
 
 
 def _train_step(loop: Loop, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,21 +243,29 @@ def _train_step(loop: Loop, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     return loss.detach(), reg.detach()
 
 
-def _train_epoch(loop: Loop, bar: tqdm) -> EpochLoss:
-    """One pass over the train split; the bar counts rows (tqdm shows the rate)."""
+def _train_epoch(loop: Loop, bar: tqdm, start: EpochStart | None = None) -> EpochLoss:
+    """One pass over the train split (from ``start`` when resumed within it); the bar counts
+    rows (tqdm shows the rate)."""
     t0 = time.perf_counter()
     loop.model.train()
-    loss_sum = torch.zeros((), device=loop.device)
-    reg_sum = torch.zeros((), device=loop.device)
+    if start is None:
+        start = EpochStart(loop.generator.get_state())
+    else:
+        loop.generator.set_state(start.generator)  # the same batch order, then skip the done
+    zero = torch.zeros((), device=loop.device)
+    loss_sum = zero.clone() if start.loss_sum is None else start.loss_sum.to(loop.device)
+    reg_sum = zero.clone() if start.reg_sum is None else start.reg_sum.to(loop.device)
     batches = iterate(
         loop.train,
         loop.settings.batch_size,
         shuffle=True,
         generator=loop.generator,
         pin=loop.device.type == "cuda",  # page-locked host batches of a memory-mapped split
+        skip=start.steps,
     )
-    steps = 0
-    for steps, batch in enumerate(batches, start=1):
+    steps = start.steps
+    bar.update(min(steps * loop.settings.batch_size, len(loop.train)))
+    for steps, batch in enumerate(batches, start=start.steps + 1):
         loss, reg = _train_step(loop, batch.to(loop.device))
         loss_sum += loss
         reg_sum += reg
@@ -242,6 +274,8 @@ def _train_epoch(loop: Loop, bar: tqdm) -> EpochLoss:
             _at_rung(loop)
         if steps % POSTFIX_EVERY == 0:
             bar.set_postfix(loss=f"{loss_sum.item() / steps:.4f}", refresh=False)
+        if loop.checkpoint is not None and loop.checkpoint.due():
+            _save(loop, EpochStart(start.generator, steps, loss_sum, reg_sum))
     steps = max(steps, 1)
     mean_loss = loss_sum.item() / steps  # waits for the device: inside the timed span
     seconds = time.perf_counter() - t0
@@ -366,35 +400,96 @@ def fit(
     on_epoch: EpochCallback | None = None,
     rungs: Sequence[float] = (),
     on_rung: RungCallback | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> FitResult:
     """Train ``model`` on data.splits['train'], select on 'val'; the model ends in its best state.
-    ``rungs``: fractions of the training budget (in (0, 1)) at which ``on_rung`` is called."""
+    ``rungs``: fractions of the training budget (in (0, 1)) at which ``on_rung`` is called.
+    ``checkpoint``: where the fit saves its state and resumes from (run/checkpoint.py); the
+    epochs done before a resume are handed to ``on_epoch`` again, in order."""
     loop = _start(model, data, settings, regularizer, schedule)
+    loop.checkpoint = checkpoint
     if on_rung is not None:
         loop.on_rung = on_rung
         loop.rungs = [(_step_at_rows(loop, f), i, f) for i, f in enumerate(rungs)]
-    history: list[EpochRecord] = []
-    for epoch in range(1, settings.epochs + 1):
-        record, val = _epoch(loop, epoch)
-        history.append(record)
+    first, start, stopped = _resume(loop)
+    for record in loop.history if on_epoch is not None else ():
+        on_epoch(record)
+    for epoch in range(first, 1 if stopped else settings.epochs + 1):
+        record, val = _epoch(loop, epoch, start if epoch == first else None)
+        loop.history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        if record.eligible and _patience_spent(loop, epoch, val):
+        stop = record.eligible and _patience_spent(loop, epoch, val)
+        if checkpoint is not None:
+            _save(loop, None, stopped=stop)
+        if stop:
             log.info("early stop after epoch %d (best epoch %d)", epoch, loop.best.epoch)
             break
     if loop.best.state is not None:
         model.load_state_dict(loop.best.state)
+    if checkpoint is not None:
+        checkpoint.remove()
     return FitResult(
         best_epoch=loop.best.epoch,
-        history=history,
+        history=loop.history,
         steps=loop.step,
         seconds=time.perf_counter() - loop.started,
         best_val=loop.best.val,
     )
 
 
-def _epoch(loop: Loop, epoch: int) -> tuple[EpochRecord, Evaluation]:
-    """Train one epoch under a progress bar of rows, then validate."""
+def _save(loop: Loop, within: EpochStart | None, stopped: bool = False) -> None:
+    """The fit's state to its checkpoint: at the end of epoch ``loop.epoch`` (``within`` None)
+    or part-way through it."""
+    best = loop.best
+    loop.checkpoint.save(
+        {
+            "epoch": loop.epoch,
+            "within": None if within is None else within.__dict__,
+            "stopped": stopped,
+            "step": loop.step,
+            "since_best": loop.since_best,
+            "model": loop.model.state_dict(),
+            "optimizer": loop.optimizer.state_dict(),
+            "generator": loop.generator.get_state(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if loop.device.type == "cuda" else None,
+            "best": (best.epoch, best.score, best.state, best.val),
+            "history": loop.history,
+        }
+    )
+
+
+def _resume(loop: Loop) -> tuple[int, EpochStart | None, bool]:
+    """Load the fit's checkpoint, if it has one: (the epoch to go on with, where in it, whether
+    the fit had already stopped early); (1, None, False) for a fresh fit."""
+    state = None if loop.checkpoint is None else loop.checkpoint.load()
+    if state is None:
+        return 1, None, False
+    loop.model.load_state_dict(state["model"])
+    loop.optimizer.load_state_dict(state["optimizer"])
+    loop.step, loop.since_best = state["step"], state["since_best"]
+    loop.generator.set_state(state["generator"])
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"] is not None and loop.device.type == "cuda":
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    loop.best = Best(*state["best"])
+    loop.history = list(state["history"])
+    loop.rungs = [r for r in loop.rungs if r[0] > loop.step]  # the rungs passed are not redone
+    within = state["within"]
+    log.info(
+        "resumed from %s at step %d (epoch %d)", loop.checkpoint.path, loop.step, state["epoch"]
+    )
+    if within is None:
+        return state["epoch"] + 1, None, state["stopped"]
+    return state["epoch"], EpochStart(**within), False
+
+
+def _epoch(
+    loop: Loop, epoch: int, start: EpochStart | None = None
+) -> tuple[EpochRecord, Evaluation]:
+    """Train one epoch (from ``start`` when resumed within it) under a progress bar of rows,
+    then validate."""
     settings = loop.settings
     with tqdm(
         total=len(loop.train),
@@ -404,7 +499,8 @@ def _epoch(loop: Loop, epoch: int) -> tuple[EpochRecord, Evaluation]:
         leave=False,
         disable=not settings.progress,
     ) as bar:
-        losses = _train_epoch(loop, bar)
+        loop.epoch = epoch
+        losses = _train_epoch(loop, bar, start)
     val = evaluate(loop.model, loop.data, "val", settings.eval_batch_size, loop.device)
     record = _record(loop, epoch, losses, val)
     log.info(

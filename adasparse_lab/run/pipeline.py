@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab.data import PreparedData
 from adasparse_lab.data.build import build_data
@@ -25,10 +26,16 @@ from adasparse_lab.metrics import safe_name
 from adasparse_lab.models import AdaSparseModel
 from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE, MultiDomainModel
 from adasparse_lab.run.build import Components, build_components, build_model, data_fields
+from adasparse_lab.run.checkpoint import Checkpointing, config_key
 from adasparse_lab.run.evaluation import evaluate
 from adasparse_lab.run.fit import RungCallback, fit
 from adasparse_lab.run.latency import LatencySettings, measure_latency
 from adasparse_lab.run.outputs import RunResult, domain_table
+
+# The config groups that decide what a fit computes: a checkpoint of another setting of any of
+# them is not resumed.
+FIT_KEYS = ("data", "model", "pruner", "schedule", "regularizer", "train", "seed")
+NOT_COMPUTED = ("progress", "checkpoint_every_s")  # train keys that change no number
 
 
 def train_and_evaluate(
@@ -38,9 +45,12 @@ def train_and_evaluate(
     components: Components | None = None,
     rungs: Sequence[float] = (),
     on_rung: RungCallback | None = None,
+    checkpoint: Path | None = None,
 ) -> RunResult:
     """Fit on train, select on val, evaluate the selected model on val and test (``rungs``,
-    ``on_rung``: where a study may stop the fit part-way, run/fit.py)."""
+    ``on_rung``: where a study may stop the fit part-way, run/fit.py). ``checkpoint``: the
+    fit's checkpoint file (run/checkpoint.py; none when ``train.checkpoint_every_s`` is
+    null): a fit killed part-way goes on from it when run again with the same config."""
     parts = components or build_components(cfg)
     latency = LatencySettings.from_config(cfg.get("latency"))  # checked before training
     data = data or build_data(cfg.data, cfg.paths.cache)
@@ -56,6 +66,7 @@ def train_and_evaluate(
         on_epoch=on_epoch,
         rungs=rungs,
         on_rung=on_rung,
+        checkpoint=_checkpointing(cfg, parts, checkpoint),
     )
     device = parts.settings.torch_device()
     val = evaluate(model, data, "val", parts.settings.eval_batch_size, device)
@@ -71,6 +82,20 @@ def train_and_evaluate(
     params = [model.domain_params(k + 1) for k in range(data.n_domains)]
     metrics |= {f"params/{safe_name(d)}": float(n) for d, n in zip(data.domain_names, params)}
     return RunResult(metrics, domain_table(data, val, test, params), val, test, fitted, model, data)
+
+
+def _checkpointing(cfg: DictConfig, parts: Components, path: Path | None) -> Checkpointing | None:
+    every_s = parts.settings.checkpoint_every_s
+    if path is None or every_s is None:
+        return None
+    computes = {  # what the fit computes, resolved against the whole config
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        for k in FIT_KEYS
+        if (v := cfg.get(k)) is not None
+    }
+    computes["train"] = {k: v for k, v in computes["train"].items() if k not in NOT_COMPUTED}
+    key = config_key(computes)
+    return Checkpointing(Path(path), key, every_s)
 
 
 def reference_model(model: MultiDomainModel, data: PreparedData) -> AdaSparseModel:

@@ -86,7 +86,7 @@ class StudyRunner:
         study, desc = self.open()
         tracker, parent = self.session.tracker_and_parent(study)
         recover_stale(study, lambda t: fail_trial_run(tracker, t))
-        requeue_lost(study)  # every lost point: also one whose requeue a kill interrupted
+        requeue_lost(study, None, self.trials.resumable)  # also one a kill interrupted
         self.session.fail_stale_runs(tracker, parent)
         base_data = self.trials.data_for(self.compose([]))  # bad data fails before any trial
         if "domains" not in study.user_attrs:

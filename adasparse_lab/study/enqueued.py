@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -68,10 +68,52 @@ def _lost(copies: list[FrozenTrial]) -> bool:
     return True
 
 
-def requeue_lost(study: optuna.Study, failed: Iterable[int] | None = None) -> list[int]:
+def requeue_lost(
+    study: optuna.Study,
+    failed: Iterable[int] | None = None,
+    resumable: Callable[[FrozenTrial], bool] | None = None,
+) -> list[int]:
     """Enqueue again each lost point among the trials numbered ``failed`` (all points when
-    None); returns the numbers of the trials requeued."""
+    None), and each lost sampled trial that is ``resumable`` (it left a checkpoint: its copy
+    goes on from it, study/trials.py); returns the numbers of the trials requeued."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    requeued = _requeue_points(study, trials, failed)
+    if resumable is not None:
+        requeued += _requeue_resumable(study, trials, failed, resumable)
+    if requeued:
+        log.warning("trial(s) %s queued again (same parameters): their worker died", requeued)
+    return requeued
+
+
+def _requeue_resumable(
+    study: optuna.Study,
+    trials: dict[int, FrozenTrial],
+    failed: Iterable[int] | None,
+    resumable: Callable[[FrozenTrial], bool],
+) -> list[int]:
+    """A sampled trial (not an enqueued point: those are requeued above) lost with a
+    checkpoint becomes an enqueued point with its parameters, once; kills of that copy are
+    then a point's (``_lost``)."""
+    retried = {t.user_attrs.get(REQUEUE_OF) for t in trials.values()}
+    numbers = trials if failed is None else failed
+    requeued = []
+    for number in numbers:
+        t = trials[number]
+        if (
+            point_of(t) is None
+            and t.state == TrialState.FAIL
+            and t.user_attrs.get("failure_kind") in NOT_ITS_OWN - {"duplicate"}
+            and number not in retried
+            and resumable(t)
+        ):
+            study.enqueue_trial(t.params, user_attrs={REQUEUE_OF: number})
+            requeued.append(number)
+    return requeued
+
+
+def _requeue_points(
+    study: optuna.Study, trials: dict[int, FrozenTrial], failed: Iterable[int] | None
+) -> list[int]:
     by_point: dict[str, list[FrozenTrial]] = {}
     for t in trials.values():
         if (key := point_of(t)) is not None:
@@ -85,6 +127,4 @@ def requeue_lost(study: optuna.Study, failed: Iterable[int] | None = None) -> li
             attrs = {REQUEUE_OF: last.number, **({} if index is None else {ENQUEUED: index})}
             study.enqueue_trial(params, user_attrs=attrs)
             requeued.append(last.number)
-    if requeued:
-        log.warning("enqueued point(s) of trial(s) %s queued again: their worker died", requeued)
     return requeued

@@ -40,6 +40,7 @@ RESUMABLE = (
     "study.claims",  # what the report measures, not how trials run
     "study.early_stop",  # rung records are keyed by their fraction: any mix compares like with like
     "train.progress",
+    "train.checkpoint_every_s",  # how often a fit saves, not what it computes
     "paths.",
     "tracking.",
     "hydra.",

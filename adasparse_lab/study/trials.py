@@ -8,18 +8,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
-from optuna.trial import FixedTrial, TrialState
+from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
 from adasparse_lab.data import PreparedData
 from adasparse_lab.data.build import build_data
 from adasparse_lab.errors import StoreError
 from adasparse_lab.run.build import build_components
+from adasparse_lab.run.checkpoint import FILE as CHECKPOINT_FILE
 from adasparse_lab.run.fit import RungCallback
 from adasparse_lab.run.naming import method_name, pruner_form
 from adasparse_lab.run.outputs import RunResult, epoch_logger, write_outputs
@@ -28,7 +30,7 @@ from adasparse_lab.store.study_storage import Heartbeat, recover_stale
 from adasparse_lab.store.tracking import Tracker
 from adasparse_lab.study import space as space_mod
 from adasparse_lab.study.early_stop import RungJudge, TrialStopped
-from adasparse_lab.study.enqueued import requeue_lost
+from adasparse_lab.study.enqueued import REQUEUE_OF, requeue_lost
 from adasparse_lab.study.progress import Progress
 from adasparse_lab.study.proposals import MAX_DUPLICATES, duplicate_of
 from adasparse_lab.study.session import StudyContext, fail_trial_run
@@ -90,7 +92,13 @@ class TrialRunner:
         t0 = time.perf_counter()
         rungs = self.ctx.settings.early_stop.fractions if on_rung is not None else ()
         result = train_and_evaluate(
-            cfg, data, on_epoch=on_epoch, components=components, rungs=rungs, on_rung=on_rung
+            cfg,
+            data,
+            on_epoch=on_epoch,
+            components=components,
+            rungs=rungs,
+            on_rung=on_rung,
+            checkpoint=out_dir / CHECKPOINT_FILE,  # a killed run goes on from here
         )
         self.last_fit_s = time.perf_counter() - t0  # fit + evaluate, per-epoch logging included
         files = write_outputs(out_dir, cfg, result)
@@ -186,9 +194,9 @@ class TrialRunner:
         judge = None
         if s.early_stop.fractions:
             judge = RungJudge(study, trial, s.metrics, s.directions, s.early_stop.eta)
-        result = self.train_run(
-            cfg, tracker, run_id, self.ctx.folder / "trials" / str(trial.number), judge
-        )
+        out_dir = self.trial_folder(trial.number)
+        self.take_checkpoint(trial, out_dir)
+        result = self.train_run(cfg, tracker, run_id, out_dir, judge)
         trial.set_user_attr("data_key", result.data.key)  # export checks it is unchanged
         values = [result.metrics.get(m, math.nan) for m in s.metrics]
         bad = [f"{m}={v}" for m, v in zip(s.metrics, values) if not math.isfinite(v)]
@@ -198,6 +206,26 @@ class TrialRunner:
         if s.flops_budget is not None:
             trial.set_constraint("flops_budget", result.metrics["val/flops/ratio"] - s.flops_budget)
         return values
+
+    def trial_folder(self, number: int) -> Path:
+        return self.ctx.folder / "trials" / str(number)
+
+    def resumable(self, trial: FrozenTrial) -> bool:
+        """Whether a trial left a checkpoint here (run/checkpoint.py): its copy goes on from it."""
+        return (self.trial_folder(trial.number) / CHECKPOINT_FILE).is_file()
+
+    def take_checkpoint(self, trial: optuna.Trial, out_dir: Path) -> None:
+        """A trial that re-runs a killed one (``requeue_of``, study/enqueued.py) takes over its
+        checkpoint, so that its fit goes on from there instead of from zero."""
+        previous = trial.user_attrs.get(REQUEUE_OF)
+        if previous is None:
+            return
+        source = self.trial_folder(previous) / CHECKPOINT_FILE
+        if source.is_file():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(source, out_dir / CHECKPOINT_FILE)
+            trial.set_user_attr("resumed_from", previous)
+            log.info("trial %d goes on from trial %d's checkpoint", trial.number, previous)
 
     def fail(
         self,
@@ -296,7 +324,7 @@ class TrialRunner:
         progress = Progress(s.n_trials, s.directions, self.ctx.hv_reference())
         while True:
             if failed := recover_stale(study, lambda t: fail_trial_run(tracker, t)):
-                requeue_lost(study, failed)  # only this worker failed them: requeued once
+                requeue_lost(study, failed, self.resumable)  # only this worker failed them
             complete, running, errors = _counts(study)
             if complete >= s.n_trials:
                 return True
