@@ -81,11 +81,20 @@ EARLY_STOP = [
 ]
 
 
-def kill_at(target: str, delay: float, tmp: Path, extra: list[str]) -> str:
-    """Start the study, wait for ``target`` or a later stage (at most 60 s), wait ``delay``,
-    SIGKILL its process group; return the stage it was in when killed."""
+def kill_at(
+    target: str,
+    delay: float,
+    tmp: Path,
+    extra: list[str],
+    cmd: list[str] | None = None,
+    where=None,
+) -> str:
+    """Start the study (``cmd``; default: the journal study in ``tmp``), wait for ``target``
+    or a later stage (``where()``: one of STAGES; at most 60 s), wait ``delay``, SIGKILL its
+    process group; return the stage it was in when killed."""
+    where = where or (lambda: stage(tmp))
     proc = subprocess.Popen(
-        sweep_cmd(tmp, *EXTRA, *extra),
+        cmd or sweep_cmd(tmp, *EXTRA, *extra),
         cwd=ROOT,
         env=ENV,
         stdout=subprocess.DEVNULL,
@@ -94,15 +103,15 @@ def kill_at(target: str, delay: float, tmp: Path, extra: list[str]) -> str:
     )
     deadline = time.monotonic() + 60
     while target != "start" and time.monotonic() < deadline and proc.poll() is None:
-        if STAGES.index(stage(tmp)) >= STAGES.index(target):
+        if STAGES.index(where()) >= STAGES.index(target):
             break
         time.sleep(0.05)
     time.sleep(delay)
-    where = stage(tmp) if proc.poll() is None else "ended"
+    killed_in = where() if proc.poll() is None else "ended"
     with contextlib.suppress(ProcessLookupError):  # extra workers may outlive an ended leader
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    return where
+    return killed_in
 
 
 @pytest.mark.slow

@@ -33,12 +33,10 @@ from optuna.study import StudyDirection
 
 from adasparse_lab.store.study_storage import worker_alive
 
-log = logging.getLogger(__name__)
 MARK = " [claim] "
 WORKER, STATE = "worker", "state"
 DONE, FAILED = "done", "failed"
 UNNAMED_S = 30  # a claim made but not named this long: its creator was killed in between
-MAX_LOST = 10  # a piece of work that kills every worker that takes it is given up
 
 
 @contextmanager
@@ -88,7 +86,7 @@ class Claims:
         """Own the work ``key``, or None: it is done, or another live worker owns it. With
         ``again_when_done`` a done claim may be taken again unless its holder is known to be
         alive: work redone by each later run of the study's command, one worker at a time."""
-        lost, unnamed = 0, False
+        unnamed = False
         for generation in itertools.count():
             name = claim_name(self.study, key, generation)
             try:
@@ -98,11 +96,7 @@ class Claims:
                 verdict = self._lost(name, again_when_done)
                 if verdict == "no":
                     return None
-                lost += verdict != "again"
                 unnamed = verdict == "unnamed"
-                if lost >= MAX_LOST:
-                    log.warning("%r was lost by %d workers: not taken again", key, lost)
-                    return None
                 continue
             self.storage.set_study_user_attr(study_id, WORKER, self.worker)
             claim = Claim(self.storage, study_id)
