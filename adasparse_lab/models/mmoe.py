@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adasparse_lab.models.base import ModelOutput, constant_flops
-from adasparse_lab.models.blocks import MLP, Route, Tower, check_count, mlp_flops, per_domain
+from adasparse_lab.models.base import ModelOutput
+from adasparse_lab.models.blocks import MLP, Tower, check_count, mlp_flops, per_domain
 from adasparse_lab.models.embedding import Fields
 from adasparse_lab.models.towers import DomainTowersModel
 
@@ -115,14 +115,9 @@ class _ExpertModel(DomainTowersModel):
         logits = per_domain(x, code, self.n_codes, one)
         return ModelOutput(logits=logits, keep=[], pi=[])
 
-    def flops(self, kept: torch.Tensor, code: torch.Tensor):
+    def net_flops(self) -> tuple[float, float]:
         h0 = self.embedding.output_dim()
-        return constant_flops(
-            code, *gated_flops(h0, self.experts_used(), self.expert_dims, self.tower_dims)
-        )
-
-    def served(self, code: int) -> nn.Module:
-        return Route(self.embedding, self.domain_net(code))
+        return gated_flops(h0, self.experts_used(), self.expert_dims, self.tower_dims)
 
 
 class MMoEModel(_ExpertModel):
