@@ -493,30 +493,25 @@ def main(argv: list[str] | None = None) -> dict:
     peer = run_peer(args)
     exported = run_export(args) if _chosen(args, "export") else None
     payload = to_json(machine, train, serve, prep)
-    if step is not None:
-        payload["step"] = step
-    if exported is not None:
-        payload["export"] = asdict(exported)
-    if study is not None:
-        payload["study"] = study.as_dict()
-    if methods is not None:
-        payload["methods"] = asdict(methods) | {"ratios": methods.summary()}
+    models_json = None
     if models is not None:
-        payload["models"] = {"fit": models.fit, "bare": models.bare, "ratios": models.summary()}
-    if scale is not None:
-        payload["scale"] = [asdict(p) for p in scale]
-    if gpu is not None:
-        payload["gpu"] = gpu
-    if domains is not None:
-        payload["domains"] = domains
-    if search is not None:
-        payload["search"] = search
-    if layout is not None:
-        payload["layout"] = layout
-    if recipe_json is not None:
-        payload["recipe"] = recipe_json
-    if peer is not None:
-        payload["peer"] = peer
+        models_json = {"fit": models.fit, "bare": models.bare, "ratios": models.summary()}
+    # Each section that ran adds its JSON part, in this order; one that did not run adds none.
+    parts = {
+        "step": step,
+        "export": None if exported is None else asdict(exported),
+        "study": None if study is None else study.as_dict(),
+        "methods": None if methods is None else asdict(methods) | {"ratios": methods.summary()},
+        "models": models_json,
+        "scale": None if scale is None else [asdict(p) for p in scale],
+        "gpu": gpu,
+        "domains": domains,
+        "search": search,
+        "layout": layout,
+        "recipe": recipe_json,
+        "peer": peer,
+    }
+    payload |= {key: part for key, part in parts.items() if part is not None}
     load = {"start": load_at_start, "end": load_average()}
     payload |= {"load_average": load, "wall_seconds": time.perf_counter() - t0}
     print(f"\nwall time {payload['wall_seconds']:.0f} s; " + format_load(**load, m=machine))

@@ -50,7 +50,7 @@ class ServeBenchConfig:
             raise ValueError(f"batch_sizes={self.batch_sizes} must be positive")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Latency:
     batch_size: int
     masked_ms: float  # median per batch
@@ -63,7 +63,7 @@ class Latency:
         return self.masked_ms / self.compact_ms
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServeBenchResult:
     config: ServeBenchConfig
     domain_name: str

@@ -12,7 +12,7 @@ from torch import nn
 
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.base import Logits, ModelOutput, MultiDomainModel
-from adasparse_lab.models.blocks import check_dims
+from adasparse_lab.models.blocks import check_choice, check_dims
 from adasparse_lab.models.compact import compact_model
 from adasparse_lab.models.embedding import Fields
 from adasparse_lab.models.flops import Flops, TowerShape, tower_flops
@@ -59,9 +59,7 @@ class AdaSparseModel(MultiDomainModel):
         kernel: str = "fast",
     ) -> None:
         super().__init__()
-        if kernel not in KERNELS:
-            raise ConfigError(f"model.kernel={kernel!r}; choose one of {list(KERNELS)}")
-        self.kernel = kernel
+        self.kernel = check_choice("model.kernel", kernel, KERNELS)
         hidden_dims = check_dims("model.hidden_dims", hidden_dims)
         if not 0 <= dropout < 1:
             raise ConfigError(f"model.dropout={dropout} must be in [0, 1)")

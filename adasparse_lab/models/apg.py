@@ -26,7 +26,7 @@ from torch import nn
 
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.base import ModelOutput, MultiDomainModel, constant_flops, reject_pruner
-from adasparse_lab.models.blocks import check_dims
+from adasparse_lab.models.blocks import check_choice, check_dims
 from adasparse_lab.models.embedding import FieldEmbedding, Fields
 from adasparse_lab.models.flops import Flops
 
@@ -92,9 +92,8 @@ class APGModel(MultiDomainModel):
             raise ConfigError(
                 f"model.rank={rank} and model.embedding_dim={embedding_dim} must be >= 1"
             )
-        if condition not in CONDITIONS:
-            raise ConfigError(f"model.condition={condition!r}; choose one of {list(CONDITIONS)}")
-        self.condition, self.rank = condition, rank
+        self.condition = check_choice("model.condition", condition, CONDITIONS)
+        self.rank = rank
         self.dims = [self._embed(fields, embedding_dim), *hidden_dims]
         self.d_z = embedding_dim if condition == "domain" else self.dims[0]
         self.layers = nn.ModuleList(

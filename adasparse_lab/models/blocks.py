@@ -23,6 +23,13 @@ def check_dims(key: str, dims: Sequence[int], allow_empty: bool = False) -> tupl
     return dims
 
 
+def check_choice(key: str, value: str, choices: Sequence[str]) -> str:
+    """``value`` when it is one of ``choices``; else a ConfigError naming ``key`` and them."""
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r}; choose one of {list(choices)}")
+    return value
+
+
 def check_count(key: str, value: int) -> int:
     if int(value) < 1:
         raise ConfigError(f"{key}={value} must be >= 1")

@@ -17,6 +17,7 @@ from torch import nn
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models.adasparse import AdaSparseModel
 from adasparse_lab.models.base import Logits, ModelOutput
+from adasparse_lab.models.blocks import check_choice
 from adasparse_lab.models.compact import compact_tower
 from adasparse_lab.models.embedding import Fields
 from adasparse_lab.models.flops import Flops
@@ -73,11 +74,9 @@ class DCNv2Model(AdaSparseModel):
         kernel: str = "fast",
     ) -> None:
         super().__init__(fields, embedding_dim, hidden_dims, dropout, pruner, kernel)
-        if structure not in STRUCTURES:
-            raise ConfigError(f"model.structure={structure!r}; choose one of {list(STRUCTURES)}")
+        self.structure = check_choice("model.structure", structure, STRUCTURES)
         if cross_layers < 1:
             raise ConfigError(f"model.cross_layers={cross_layers} must be >= 1")
-        self.structure = structure
         h0 = self.widths[0]
         self.cross = CrossNet(h0, cross_layers)
         self.cross_head = nn.Linear(h0, 1, bias=False) if structure == "parallel" else None

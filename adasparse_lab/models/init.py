@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.models.blocks import check_choice
 from adasparse_lab.models.embedding import FieldEmbedding
 
 LINEAR_INITS = ("xavier_normal", "torch")
@@ -36,10 +37,7 @@ class InitSettings:
     def __post_init__(self) -> None:
         if not self.embedding_std > 0:
             raise ConfigError(f"model.init.embedding_std={self.embedding_std} must be > 0")
-        if self.linear not in LINEAR_INITS:
-            raise ConfigError(
-                f"model.init.linear={self.linear!r}; choose one of {list(LINEAR_INITS)}"
-            )
+        check_choice("model.init.linear", self.linear, LINEAR_INITS)
 
     @classmethod
     def from_config(cls, raw) -> InitSettings | None:

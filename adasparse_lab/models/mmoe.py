@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adasparse_lab.models.base import ModelOutput, constant_flops
-from adasparse_lab.models.blocks import MLP, Route, Tower, check_count, mlp_flops, per_domain
+from adasparse_lab.models.base import ModelOutput
+from adasparse_lab.models.blocks import MLP, Tower, check_count, mlp_flops, per_domain
 from adasparse_lab.models.embedding import Fields
 from adasparse_lab.models.towers import DomainTowersModel
 
@@ -45,9 +45,22 @@ def gated_flops(h0: int, n_experts: int, expert: tuple[int, ...], tower: tuple[i
 
 class _ExpertModel(DomainTowersModel):
     """Common part: gates and towers, per-code routing, FLOPs and the served form. A subclass
-    builds ``_setup``, its experts, then ``_gates_and_towers``."""
+    calls this ``__init__`` (checks and the embedding), builds its experts, then
+    ``_gates_and_towers``."""
 
     name = "mmoe"
+
+    def __init__(
+        self,
+        fields: Fields,
+        embedding_dim: int,
+        expert_dims: tuple[int, ...],
+        tower_dims: tuple[int, ...],
+        pruner,
+    ) -> None:
+        super().__init__()
+        shared = ("expert_dims", expert_dims)
+        self.expert_dims = self._setup(fields, embedding_dim, pruner, shared, tower_dims)
 
     def _expert(self, dropout: float) -> MLP:
         return MLP([self.embedding.output_dim(), *self.expert_dims], dropout=dropout)
@@ -102,14 +115,9 @@ class _ExpertModel(DomainTowersModel):
         logits = per_domain(x, code, self.n_codes, one)
         return ModelOutput(logits=logits, keep=[], pi=[])
 
-    def flops(self, kept: torch.Tensor, code: torch.Tensor):
+    def net_flops(self) -> tuple[float, float]:
         h0 = self.embedding.output_dim()
-        return constant_flops(
-            code, *gated_flops(h0, self.experts_used(), self.expert_dims, self.tower_dims)
-        )
-
-    def served(self, code: int) -> nn.Module:
-        return Route(self.embedding, self.domain_net(code))
+        return gated_flops(h0, self.experts_used(), self.expert_dims, self.tower_dims)
 
 
 class MMoEModel(_ExpertModel):
@@ -127,9 +135,7 @@ class MMoEModel(_ExpertModel):
         dropout: float = 0.0,
         pruner=None,
     ) -> None:
-        super().__init__()
-        shared = ("expert_dims", expert_dims)
-        self.expert_dims = self._setup(fields, embedding_dim, pruner, shared, tower_dims)
+        super().__init__(fields, embedding_dim, expert_dims, tower_dims, pruner)
         self.n_experts = check_count("model.n_experts", n_experts)
         self.experts = nn.ModuleList(self._expert(dropout) for _ in range(self.n_experts))
         self._gates_and_towers(dropout)
@@ -158,9 +164,7 @@ class PLEModel(_ExpertModel):
         dropout: float = 0.0,
         pruner=None,
     ) -> None:
-        super().__init__()
-        shared = ("expert_dims", expert_dims)
-        self.expert_dims = self._setup(fields, embedding_dim, pruner, shared, tower_dims)
+        super().__init__(fields, embedding_dim, expert_dims, tower_dims, pruner)
         self.n_shared = check_count("model.n_shared", n_shared)
         self.n_specific = check_count("model.n_specific", n_specific)
         self.shared = nn.ModuleList(self._expert(dropout) for _ in range(self.n_shared))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.models.blocks import check_choice
 from adasparse_lab.models.gates import BinarizationGate, FusionGate, ScalingGate
 
 PRUNER_INPUTS = ("hidden+domain", "domain")
@@ -35,8 +36,7 @@ class PrunerSpec:
     def __post_init__(self) -> None:
         if self.rank is not None and self.rank < 1:
             raise ConfigError(f"pruner.rank={self.rank} must be a positive integer or null")
-        if self.inputs not in PRUNER_INPUTS:
-            raise ConfigError(f"pruner.inputs={self.inputs!r}; choose one of {list(PRUNER_INPUTS)}")
+        check_choice("pruner.inputs", self.inputs, PRUNER_INPUTS)
         if not 0 < self.alpha_start <= self.alpha_end:
             raise ConfigError(
                 f"pruner.alpha_start={self.alpha_start} and alpha_end={self.alpha_end} "

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adasparse_lab.models.base import ModelOutput, constant_flops
-from adasparse_lab.models.blocks import MLP, Route, mlp_flops, per_domain
+from adasparse_lab.models.base import ModelOutput
+from adasparse_lab.models.blocks import MLP, mlp_flops, per_domain
 from adasparse_lab.models.embedding import Fields
 from adasparse_lab.models.towers import DomainTowersModel
 
@@ -42,11 +42,11 @@ class SharedBottomModel(DomainTowersModel):
         logits = per_domain(h, self.domain_code(cat), self.n_codes, lambda c, x: self.towers[c](x))
         return ModelOutput(logits=logits, keep=[], pi=[])
 
-    def flops(self, kept: torch.Tensor, code: torch.Tensor):
+    def domain_net(self, code: int) -> nn.Module:
+        return nn.Sequential(self.bottom, self.towers[code])
+
+    def net_flops(self) -> tuple[float, float]:
         h0, bottom, tower = self.dims
         mb, bb = mlp_flops([h0, *bottom])
         mt, bt = mlp_flops([bottom[-1], *tower, 1])
-        return constant_flops(code, mb + mt, bb + bt)
-
-    def served(self, code: int) -> nn.Module:
-        return Route(self.embedding, nn.Sequential(self.bottom, self.towers[code]))
+        return mb + mt, bb + bt

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.models.blocks import check_choice
 
 METHODS = ("magnitude", "domain_magnitude", "random")
 IMPORTANCE = ("activation", "weight")
@@ -44,12 +45,8 @@ class StaticPruning:
     mask_input: bool = False
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"pruner.method={self.method!r}; choose one of {list(METHODS)}")
-        if self.importance not in IMPORTANCE:
-            raise ConfigError(
-                f"pruner.importance={self.importance!r}; choose one of {list(IMPORTANCE)}"
-            )
+        check_choice("pruner.method", self.method, METHODS)
+        check_choice("pruner.importance", self.importance, IMPORTANCE)
         if self.update_every < 1:
             raise ConfigError(f"pruner.update_every={self.update_every} must be >= 1")
 

@@ -9,18 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
-from adasparse_lab.models.base import MultiDomainModel, PrivateParams, reject_pruner
-from adasparse_lab.models.blocks import Tower, check_dims
+from adasparse_lab.models.base import (
+    MultiDomainModel,
+    PrivateParams,
+    constant_flops,
+    reject_pruner,
+)
+from adasparse_lab.models.blocks import Route, Tower, check_dims
 from adasparse_lab.models.embedding import Fields
+from adasparse_lab.models.flops import Flops
 
 
 class DomainTowersModel(MultiDomainModel):
     """A shared part over h^0 [B, H_0], then tower_k [B, H_s] -> logits [B] for domain k.
 
     A subclass builds, in this order (the order in which modules are built decides the seeded
-    initial weights): ``_setup`` (checks, then the embedding), its own modules, ``_towers``.
+    initial weights): ``_setup`` (checks, then the embedding), its own modules, ``_towers``;
+    it gives ``domain_net`` and ``net_flops``, from which ``served`` and ``flops`` follow.
     """
 
     name: str  # the model=<name> choice, for the error of a pruner it cannot take
@@ -47,6 +55,21 @@ class DomainTowersModel(MultiDomainModel):
         self.towers = nn.ModuleList(
             Tower(in_dim, self.tower_dims, dropout) for _ in range(self.n_codes)
         )
+
+    def domain_net(self, code: int) -> nn.Module:
+        """Domain ``code``'s network on h^0 [B, H_0] -> logits [B]: the shared part and its
+        tower, holding only what that domain reads."""
+        raise NotImplementedError
+
+    def net_flops(self) -> tuple[float, float]:
+        """(matmul, bias) FLOPs per sample of ``domain_net``, the same for every domain."""
+        raise NotImplementedError
+
+    def flops(self, kept: torch.Tensor, code: torch.Tensor) -> Flops:
+        return constant_flops(code, *self.net_flops())
+
+    def served(self, code: int) -> nn.Module:
+        return Route(self.embedding, self.domain_net(code))
 
     def own_modules(self, code: int) -> list[nn.Module]:
         """The modules only domain ``code`` reads, in the order they were built."""

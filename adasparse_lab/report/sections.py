@@ -137,6 +137,9 @@ def per_study(data: ReportData) -> Iterator[tuple[StudyInfo, str]]:
     return ((s, f"{s.name}: " if multi else "") for s in data.studies)
 
 
+# Columns the arms and trials tables both show, the same way in each.
+FLOPS_RATIO_COLUMN = ("flops_ratio", "FLOPs ratio", "num", ".3f")
+SPARSITY_COLUMN = ("sparsity", "sparsity", "num", ".3f")
 CLAIM_COLUMNS = [
     ("source", "the paper reports", "text"),
     ("text", "measured here", "text"),
@@ -150,8 +153,8 @@ ARM_COLUMNS = [
     ("method", "method", "text"),
     ("seeds", "seeds", "num"),
     ("test_auc", "test AUC (mean ± sd)", "num"),
-    ("flops_ratio", "FLOPs ratio", "num", ".3f"),
-    ("sparsity", "sparsity", "num", ".3f"),
+    FLOPS_RATIO_COLUMN,
+    SPARSITY_COLUMN,
 ]
 
 
@@ -320,9 +323,9 @@ TRIAL_COLUMNS = [
     ("pruner_inputs", "inputs", "text"),
     ("band", "band", "text"),
     ("auc", "val AUC", "num"),
-    ("flops_ratio", "FLOPs ratio", "num", ".3f"),
+    FLOPS_RATIO_COLUMN,
     ("latency_ratio", "latency ratio", "num", ".3f"),
-    ("sparsity", "sparsity", "num", ".3f"),
+    SPARSITY_COLUMN,
     ("test_auc", "test AUC", "num"),
     ("test_auc_mean", "test AUC (seeds)", "num"),
 ]

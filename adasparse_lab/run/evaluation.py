@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 FLOPS_AGGREGATES = ("dense", "mean", "ratio")  # <split>/flops/<these> are not domains
 
 
-@dataclass
+@dataclass(frozen=True)
 class SparsityReport:
     """Which neurons a split's masks zero, and the three numbers called "sparsity".
 
@@ -82,7 +82,7 @@ class SparsityReport:
         return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class FlopsReport:
     dense: float  # the reference: dense MLP [H_0, *flops_reference, 1] (models/base.py)
     per_domain: np.ndarray  # [K] mean effective FLOPs per sample
@@ -94,7 +94,7 @@ class FlopsReport:
         return self.overall / self.dense
 
 
-@dataclass
+@dataclass(frozen=True)
 class Evaluation:
     metrics: EvalMetrics
     sparsity: SparsityReport
