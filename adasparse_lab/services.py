@@ -44,6 +44,7 @@ UNPRIVILEGED = "nobody"
 DB_USER, DB_NAMES = "adasparse", ("optuna", "mlflow")
 AUTH_DIR = "mlflow-auth"  # MLflow's basic-auth config and database, in the services' folder
 MIN_AUTH_PASSWORD = 12  # MLflow's basic-auth refuses shorter passwords (_validate_password)
+AUTH_CACHE_S = 60  # how long the server trusts a checked password (MLflow's auth cache)
 
 
 def pg_bin(name: str) -> str | None:
@@ -208,6 +209,10 @@ def write_auth_config(folder: Path, admin_username: str) -> Path:
         f"database_uri = sqlite:///{folder / 'auth.db'}\n"
         f"admin_username = {admin_username}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # A checked password is remembered (as an HMAC under a per-process key) for a minute:
+        # each check is a deliberately slow hash (0.2 s of CPU here), and a trial makes dozens
+        # of requests. One server worker, so no other worker's cache can go stale.
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_S}\n"
     )
     return ini
 

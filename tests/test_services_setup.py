@@ -215,6 +215,7 @@ def test_the_auth_config_names_the_admin_and_its_database_but_holds_no_password(
     assert config["mlflow"]["database_uri"] == f"sqlite:///{folder / 'auth.db'}"
     assert config["mlflow"]["admin_username"] == ADMIN
     assert "admin_password" not in config["mlflow"]
+    assert int(config["mlflow"]["auth_cache_ttl_seconds"]) > 0  # one slow hash per minute
     server = services.MlflowServer(
         "sqlite://", tmp_path, 1, tmp_path / "mlflow.log", admin=(ADMIN, ADMIN_SECRET)
     )
