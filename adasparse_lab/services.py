@@ -203,11 +203,15 @@ def write_auth_config(folder: Path, admin_username: str) -> Path:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(folder, 0o700)  # the auth database holds password hashes
     ini = folder / "basic_auth.ini"
+
+    def value(text: str) -> str:  # configparser's interpolation reads '%' as a reference
+        return text.replace("%", "%%")
+
     ini.write_text(
         "[mlflow]\n"
         "default_permission = READ\n"
-        f"database_uri = sqlite:///{folder / 'auth.db'}\n"
-        f"admin_username = {admin_username}\n"
+        f"database_uri = sqlite:///{value(str(folder / 'auth.db'))}\n"
+        f"admin_username = {value(admin_username)}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         # A checked password is remembered (as an HMAC under a per-process key) for a minute:
         # each check is a deliberately slow hash (0.2 s of CPU here), and a trial makes dozens

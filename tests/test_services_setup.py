@@ -225,6 +225,9 @@ def test_the_auth_config_names_the_admin_and_its_database_but_holds_no_password(
     assert len(env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) >= 32  # a fresh random key per start
     assert server.command()[-2:] == ["--app-name", "basic-auth"]
     assert ADMIN_SECRET not in " ".join(server.command())
+    config.read(services.write_auth_config(tmp_path / "100%", "ad%min"))  # read as written
+    assert config["mlflow"]["admin_username"] == "ad%min"
+    assert config["mlflow"]["database_uri"].endswith("/100%/auth.db")
     plain = services.MlflowServer("sqlite://", tmp_path, 1, tmp_path / "mlflow.log")
     assert "--app-name" not in plain.command()
     assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in plain.environment()
