@@ -51,5 +51,5 @@ PORT ?= 8080
 dashboard: setup  ## a study's Optuna storage in optuna-dashboard (STUDY=sparsity PORT=8080)
 	$(PY) -m adasparse_lab.store.dashboard study=$(STUDY) port=$(PORT)
 
-services: setup  ## a local PostgreSQL and MLflow server for multi-machine studies (prints the URLs; Ctrl-C stops; with PGPASSWORD set, the database asks for it)
-	$(PY) -m adasparse_lab.services $(if $(PGPASSWORD),--password-from-env)
+services: setup  ## a local PostgreSQL and MLflow server for multi-machine studies (prints the URLs; Ctrl-C stops; with PGPASSWORD set, the database asks for it; with MLFLOW_TRACKING_USERNAME/PASSWORD set, the tracking server does: MLflow basic-auth)
+	$(PY) -m adasparse_lab.services $(if $(PGPASSWORD),--password-from-env) $(if $(MLFLOW_TRACKING_PASSWORD),--auth)

@@ -2,12 +2,16 @@
 a throwaway PostgreSQL cluster (Optuna storage and MLflow backend store) and an ``mlflow
 server`` on it with a local artifact root, both bound to 127.0.0.1 on free ports.
 
-``python -m adasparse_lab.services [--dir DIR] [--password-from-env]`` starts both, prints the
-URLs to pass as ``study.storage=...`` and ``tracking.uri=...``, and stays in the foreground until
-Ctrl-C (or SIGTERM, SIGHUP). With ``--password-from-env`` PostgreSQL authenticates with
-scram-sha-256 and the password in ``$PGPASSWORD`` (libpq's own variable, which the workers and
-the MLflow server read too) instead of trusting every local connection; the URLs printed hold
-no password.
+``python -m adasparse_lab.services [--dir DIR] [--password-from-env] [--auth]`` starts both,
+prints the URLs to pass as ``study.storage=...`` and ``tracking.uri=...``, and stays in the
+foreground until Ctrl-C (or SIGTERM, SIGHUP). With ``--password-from-env`` PostgreSQL
+authenticates with scram-sha-256 and the password in ``$PGPASSWORD`` (libpq's own variable,
+which the workers and the MLflow server read too) instead of trusting every local connection.
+With ``--auth`` the tracking server runs MLflow's basic-auth app (``--app-name basic-auth``)
+whose admin is ``$MLFLOW_TRACKING_USERNAME`` with ``$MLFLOW_TRACKING_PASSWORD`` (MLflow's client
+variables, which the workers set too): the password reaches the server as
+``MLFLOW_AUTH_ADMIN_PASSWORD`` in its environment, never argv or a file; MLflow keeps only its
+hash, in an auth database in the services' folder. The URLs printed hold no password.
 
 PostgreSQL refuses to run as root: as root, the cluster is made and run by ``nobody``
 (``subprocess``'s ``user=``). Debian keeps its binaries under /usr/lib/postgresql/<v>/bin,
@@ -21,6 +25,7 @@ import contextlib
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -37,6 +42,9 @@ from adasparse_lab.errors import StoreError
 
 UNPRIVILEGED = "nobody"
 DB_USER, DB_NAMES = "adasparse", ("optuna", "mlflow")
+AUTH_DIR = "mlflow-auth"  # MLflow's basic-auth config and database, in the services' folder
+MIN_AUTH_PASSWORD = 12  # MLflow's basic-auth refuses shorter passwords (_validate_password)
+AUTH_CACHE_S = 60  # how long the server trusts a checked password (MLflow's auth cache)
 
 
 def pg_bin(name: str) -> str | None:
@@ -187,34 +195,90 @@ class Postgres:
             con.close()
 
 
+def write_auth_config(folder: Path, admin_username: str) -> Path:
+    """MLflow's basic-auth config (read from ``MLFLOW_AUTH_CONFIG_PATH``) in ``folder``, made
+    private (0700): its auth database beside it, ``admin_username`` as the admin to create. No
+    ``admin_password``: MLflow reads it from ``MLFLOW_AUTH_ADMIN_PASSWORD`` when it creates the
+    admin in an empty auth database, and stores only its hash."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)  # the auth database holds password hashes
+    ini = folder / "basic_auth.ini"
+
+    def value(text: str) -> str:  # configparser's interpolation reads '%' as a reference
+        return text.replace("%", "%%")
+
+    ini.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{value(str(folder / 'auth.db'))}\n"
+        f"admin_username = {value(admin_username)}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # A checked password is remembered (as an HMAC under a per-process key) for a minute:
+        # each check is a deliberately slow hash (0.2 s of CPU here), and a trial makes dozens
+        # of requests. One server worker, so no other worker's cache can go stale.
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_S}\n"
+    )
+    return ini
+
+
 @dataclass
 class MlflowServer:
-    """``mlflow server`` on a PostgreSQL backend store and a local artifact root."""
+    """``mlflow server`` on a PostgreSQL backend store and a local artifact root; with
+    ``admin`` (username, password), MLflow's basic-auth app with that admin, its config and
+    auth database in the ``mlflow-auth`` folder beside the log."""
 
     backend: str
     artifacts: Path
     port: int
     log: Path
     db_password: str | None = None  # the backend store's, passed as $PGPASSWORD
+    admin: tuple[str, str] | None = None  # basic-auth's admin, passed in the environment
     proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 120) -> None:
+    @property
+    def auth_config(self) -> Path:
+        return self.log.parent / AUTH_DIR / "basic_auth.ini"
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: secrets go here, never on its command line."""
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         if self.db_password is not None:
             env["PGPASSWORD"] = self.db_password
+        if self.admin is not None:
+            username, password = self.admin
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(self.auth_config)
+            env["MLFLOW_AUTH_ADMIN_USERNAME"] = username
+            env["MLFLOW_AUTH_ADMIN_PASSWORD"] = password
+            # Flask's key for the auth app's CSRF tokens: one process, so a fresh one per start
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(32)
+        return env
+
+    def command(self) -> list[str]:
         cmd = [
             *(sys.executable, "-m", "mlflow", "server"),
             *("--backend-store-uri", self.backend),
             *("--artifacts-destination", str(self.artifacts)),
             *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
         ]
+        if self.admin is not None:
+            cmd += ["--app-name", "basic-auth"]
+        return cmd
+
+    def start(self, timeout_s: float = 120) -> None:
+        env = self.environment()
+        if self.admin is not None:
+            write_auth_config(self.auth_config.parent, self.admin[0])
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self.command(),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -262,10 +326,15 @@ class Services:
 
 
 @contextlib.contextmanager
-def running(root: Path | None = None, password: str | None = None) -> Iterator[Services]:
+def running(
+    root: Path | None = None,
+    password: str | None = None,
+    admin: tuple[str, str] | None = None,
+) -> Iterator[Services]:
     """Start PostgreSQL and the MLflow server under ``root`` (a temp dir when None), the
-    database with scram-sha-256 and ``password`` when given (else trust); stop and remove them
-    on exit."""
+    database with scram-sha-256 and ``password`` when given (else trust), the server with
+    MLflow's basic-auth app and ``admin`` (username, password) when given (else open); stop
+    and remove them on exit."""
     tmp = None if root is not None else tempfile.mkdtemp(prefix="adasparse-services-")
     root = Path(root or tmp)
     root.mkdir(parents=True, exist_ok=True)
@@ -279,7 +348,7 @@ def running(root: Path | None = None, password: str | None = None) -> Iterator[S
         artifacts = root / "mlartifacts"
         artifacts.mkdir(exist_ok=True)
         server = MlflowServer(
-            pg.url("mlflow"), artifacts, free_port(), root / "mlflow.log", password
+            pg.url("mlflow"), artifacts, free_port(), root / "mlflow.log", password, admin
         )
         server.start()
         yield Services(pg, server)
@@ -291,6 +360,26 @@ def running(root: Path | None = None, password: str | None = None) -> Iterator[S
                 pg.stop("immediate")
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _admin_from_env(parser: argparse.ArgumentParser) -> tuple[str, str]:
+    """``--auth``'s admin from MLflow's client variables, or a usage error naming them."""
+    username = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if not username and not password:
+        parser.error(
+            "--auth: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to the tracking"
+            " server's admin (the workers set the same)"
+        )
+    if not username or not password:
+        missing = "MLFLOW_TRACKING_PASSWORD" if username else "MLFLOW_TRACKING_USERNAME"
+        parser.error(f"--auth: set {missing} too")
+    if len(password) < MIN_AUTH_PASSWORD:
+        parser.error(
+            f"--auth: MLflow's basic-auth needs a password of at least {MIN_AUTH_PASSWORD}"
+            " characters in MLFLOW_TRACKING_PASSWORD"
+        )
+    return username, password
 
 
 def _stop_as_on_ctrl_c(signum: int, frame) -> None:
@@ -305,24 +394,39 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="PostgreSQL with scram-sha-256 and the password in $PGPASSWORD (default: trust)",
     )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="the tracking server with MLflow's basic-auth app, its admin"
+        " $MLFLOW_TRACKING_USERNAME with $MLFLOW_TRACKING_PASSWORD (default: no authentication)",
+    )
     args = parser.parse_args(argv)
     password = None
     if args.password_from_env:
         password = os.environ.get("PGPASSWORD")
         if not password:
             parser.error("--password-from-env: set PGPASSWORD to the database password")
+    admin = None
+    if args.auth:
+        admin = _admin_from_env(parser)
     # kill, systemd, Docker and Kubernetes stop with SIGTERM, a closed terminal with SIGHUP: both
     # stop the two services and remove their files as Ctrl-C does (running()'s cleanup).
     for stop in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop, _stop_as_on_ctrl_c)
     # A stop signal at any moment (during the start, between the lines) ends here, cleaned up.
-    with contextlib.suppress(KeyboardInterrupt), running(args.dir, password) as services:
+    with contextlib.suppress(KeyboardInterrupt), running(args.dir, password, admin) as services:
         # one write: a reader that saw the settings also sees the log line (PYTHONUNBUFFERED=1
         # made three prints three writes, and a stop between them lost the third)
+        auth = (
+            "; the tracking server asks for MLflow basic-auth credentials"
+            " (MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD)"
+            if admin is not None
+            else ""
+        )
         sys.stdout.write(
             f"study.storage={services.storage}\n"
             f"tracking.uri={services.tracking}\n"
-            f"(PostgreSQL log: {services.postgres.root}/postgres.log;"
+            f"(PostgreSQL log: {services.postgres.root}/postgres.log{auth};"
             " Ctrl-C or SIGTERM stops both)\n"
         )
         sys.stdout.flush()

@@ -28,7 +28,8 @@ from adasparse_lab.errors import StoreError
 from tests.conftest import CONF, TINY_RUN
 from tests.services import unavailable
 
-SECRET = "Pw7xQz9Secret"
+SECRET = "Pw7xQz9Secret"  # 12+ characters: MLflow's basic-auth refuses shorter
+USER = "alice"
 
 
 @pytest.mark.parametrize(
@@ -147,25 +148,32 @@ def _database_hits(url: str, needles: list[str]) -> list[str]:
     return found
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def secured():
     """PostgreSQL asking for SECRET (scram-sha-256, services.running(password=...)) and the
-    MLflow server on it, in a temp folder of their own; the Services and that folder."""
+    MLflow server on it with MLflow's basic-auth app, admin USER with SECRET
+    (services.running(admin=...)), in a temp folder of their own; the Services and that
+    folder. Shared by this module's tests: none of them may write the password anywhere."""
     from adasparse_lab.services import pg_bin, running
 
     if pg_bin("initdb") is None:
         unavailable("PostgreSQL is not installed (apt-get install postgresql)")
     try:
-        with running(password=SECRET) as started:
+        with running(password=SECRET, admin=(USER, SECRET)) as started:
             yield started, started.postgres.root.parent
     except StoreError as err:
         unavailable(f"the services did not start: {err}")
 
 
-def _run(argv: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
-    """``python argv`` with no credential in its environment: the URLs' passwords must do."""
-    hidden = ("PGPASSWORD", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    env = {k: v for k, v in os.environ.items() if k not in hidden}
+HIDDEN = ("PGPASSWORD", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def _run(
+    argv: list[str], cwd: Path, timeout: int, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``python argv`` with no credential in its environment but those of ``env``: without
+    them, the URLs' passwords must do."""
+    env = {**{k: v for k, v in os.environ.items() if k not in HIDDEN}, **(env or {})}
     return subprocess.run(
         [sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -200,6 +208,8 @@ def test_a_study_writes_no_password_anywhere(secured, tmp_path):
         400,
     )
     assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-3000:]
+    # The report opens the tracking URI the study recorded, redacted: the server's password
+    # comes from the environment, as docs/cluster.md says (the server refuses it otherwise).
     report = _run(
         [
             *("-m", "adasparse_lab.report", f"study={name}"),
@@ -207,6 +217,7 @@ def test_a_study_writes_no_password_anywhere(secured, tmp_path):
         ],
         tmp_path,
         200,
+        env={"MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": SECRET},
     )
     assert report.returncode == 0, report.stderr[-3000:]
     assert (tmp_path / "again" / name / "report.html").stat().st_size > 10_000
@@ -221,6 +232,103 @@ def test_a_study_writes_no_password_anywhere(secured, tmp_path):
     assert _hits(services_root, needles) == []
     for db in ("optuna", "mlflow"):
         assert _database_hits(services.postgres.url(db), [SECRET, basic.decode()]) == [], db
+
+
+def _get(url: str, user: str | None = None, password: str | None = None) -> int:
+    """The HTTP status of GET ``url``, with basic authentication when ``user`` is given."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url)
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_the_tracking_server_with_authentication_refuses_an_unauthenticated_client(
+    secured, monkeypatch
+):
+    """Issue 22: the server started with MLflow's basic-auth app answers MLflow's REST API
+    only with the admin's credentials: no credentials or a wrong password get 401, and an
+    MLflow client without them is refused."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    services, _ = secured
+    search = f"{services.tracking}/api/2.0/mlflow/experiments/search?max_results=10"
+    assert _get(search) == 401
+    assert _get(search, USER, "wrong-password-123") == 401
+    assert _get(search, "mallory", SECRET) == 401
+    assert _get(search, USER, SECRET) == 200
+    assert _get(f"{services.tracking}/health") == 200  # the liveness probe stays open
+    for var in HIDDEN[1:]:
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(MlflowException, match="401|[Uu]nauthori[sz]ed|credentials"):
+        MlflowClient(services.tracking).search_experiments()
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_a_study_runs_on_the_authenticated_server_with_credentials_from_the_environment(
+    secured, tmp_path, monkeypatch
+):
+    """Done-when test of issue 22: a quick study whose URLs hold no password, the database's
+    in PGPASSWORD and the tracking server's in MLFLOW_TRACKING_USERNAME/PASSWORD (the
+    variables each library reads), completes on the authenticated server; its trial runs are
+    there, readable with the credentials and refused without them."""
+    import optuna
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    services, _ = secured
+    name = "from-env"
+    assert SECRET not in services.storage + services.tracking
+    credentials = {
+        "PGPASSWORD": SECRET,
+        "MLFLOW_TRACKING_USERNAME": USER,
+        "MLFLOW_TRACKING_PASSWORD": SECRET,
+    }
+    sweep = _run(
+        [
+            *("-m", "adasparse_lab.sweep", "+study=quick", *TINY_RUN),
+            *(f"study.name={name}", f"study.storage={services.storage}"),
+            f"tracking.uri={services.tracking}",
+            *("study.n_trials=2", "study.reference=false", "study.reeval.max_trials=0"),
+            *("study.poll_s=0.1", "synthetic.n_rows=6000", "latency.enabled=false"),
+            *(f"paths.studies={tmp_path}/studies", f"paths.reports={tmp_path}/reports"),
+            f"paths.cache={tmp_path}/cache",
+        ],
+        tmp_path,
+        400,
+        env=credentials,
+    )
+    assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-3000:]
+    assert SECRET not in sweep.stdout + sweep.stderr
+    for var, value in credentials.items():
+        monkeypatch.setenv(var, value)
+    trials = optuna.load_study(study_name=name, storage=services.storage).get_trials()
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2
+    client = MlflowClient(services.tracking)
+    for t in done:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["val/mean_domain_auc"] == pytest.approx(t.values[0])
+    run_url = (
+        f"{services.tracking}/api/2.0/mlflow/runs/get?run_id={done[0].user_attrs['mlflow_run_id']}"
+    )
+    assert _get(run_url) == 401 and _get(run_url, USER, SECRET) == 200
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    with pytest.raises(MlflowException):
+        client.get_run(done[0].user_attrs["mlflow_run_id"])
 
 
 def test_log_lines_are_redacted():

@@ -173,3 +173,133 @@ def test_services_with_a_password_refuse_a_client_without_it(monkeypatch):
         monkeypatch.setenv("PGPASSWORD", DB_SECRET)  # libpq's own variable: the URL needs none
         assert optuna.load_study(study_name="scram", storage=url).best_value == 1.0
         assert MlflowClient(started.tracking).search_experiments()  # its backend let it in
+
+
+ADMIN, ADMIN_SECRET = "admin", "Mk4Rt8wAdminSecret"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+        ({"MLFLOW_TRACKING_USERNAME": "admin"}, "MLFLOW_TRACKING_PASSWORD"),
+        ({"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "short"}, "12"),
+    ],
+)
+def test_auth_needs_the_admin_credentials_in_the_environment(monkeypatch, capsys, env, message):
+    """``--auth`` takes the tracking server's admin from MLflow's client variables (never
+    argv); without them, or with a password MLflow's basic-auth would refuse, it stops before
+    starting anything."""
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(SystemExit) as stopped:
+        services.main(["--auth"])
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_auth_config_names_the_admin_and_its_database_but_holds_no_password(tmp_path):
+    """MLflow's basic-auth reads MLFLOW_AUTH_CONFIG_PATH: the file written in the services'
+    folder points to an auth database there and names the admin; the password reaches
+    MLflow as MLFLOW_AUTH_ADMIN_PASSWORD in the server's environment only, so no file holds
+    it (the auth database keeps MLflow's hash of it)."""
+    import configparser
+
+    folder = tmp_path / "mlflow-auth"
+    ini = services.write_auth_config(folder, ADMIN)
+    assert ini.parent == folder and (folder.stat().st_mode & 0o777) == 0o700
+    config = configparser.ConfigParser()
+    config.read(ini)
+    assert config["mlflow"]["database_uri"] == f"sqlite:///{folder / 'auth.db'}"
+    assert config["mlflow"]["admin_username"] == ADMIN
+    assert "admin_password" not in config["mlflow"]
+    assert int(config["mlflow"]["auth_cache_ttl_seconds"]) > 0  # one slow hash per minute
+    server = services.MlflowServer(
+        "sqlite://", tmp_path, 1, tmp_path / "mlflow.log", admin=(ADMIN, ADMIN_SECRET)
+    )
+    env = server.environment()
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == ADMIN_SECRET
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == str(tmp_path / "mlflow-auth" / "basic_auth.ini")
+    assert len(env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) >= 32  # a fresh random key per start
+    assert server.command()[-2:] == ["--app-name", "basic-auth"]
+    assert ADMIN_SECRET not in " ".join(server.command())
+    config.read(services.write_auth_config(tmp_path / "100%", "ad%min"))  # read as written
+    assert config["mlflow"]["admin_username"] == "ad%min"
+    assert config["mlflow"]["database_uri"].endswith("/100%/auth.db")
+    plain = services.MlflowServer("sqlite://", tmp_path, 1, tmp_path / "mlflow.log")
+    assert "--app-name" not in plain.command()
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in plain.environment()
+
+
+def test_make_services_asks_for_authentication_when_the_credentials_are_set():
+    """``make services`` adds --auth when MLFLOW_TRACKING_PASSWORD is set, as it adds
+    --password-from-env for PGPASSWORD (a dry run: nothing is started)."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+
+    def dry_run(*assignments: str) -> str:
+        done = subprocess.run(
+            ["make", "-n", "services", *assignments],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    assert dry_run().endswith("-m adasparse_lab.services")
+    line = dry_run("MLFLOW_TRACKING_PASSWORD=x", "PGPASSWORD=y")
+    assert line.endswith("-m adasparse_lab.services --password-from-env --auth"), line
+    assert "x" not in line.split("services")[-1].replace("--password-from-env --auth", "")
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_services_with_auth_refuse_a_stranger_and_stop_without_a_trace():
+    """``MLFLOW_TRACKING_USERNAME=... MLFLOW_TRACKING_PASSWORD=... python -m
+    adasparse_lab.services --auth`` (what ``make services`` runs with them set): the tracking
+    server answers 401 without the credentials or with a wrong password, 200 with them; the
+    password is in no file of the services' folder and not printed; SIGTERM stops both and
+    removes the folder, the auth database and its config included."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from tests.test_several_machines import start_services
+
+    def status(url: str, password: str | None) -> int:
+        request = urllib.request.Request(url)
+        if password is not None:
+            token = base64.b64encode(f"{ADMIN}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    credentials = {"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": ADMIN_SECRET}
+    proc, settings = start_services("--auth", env=credentials)
+    try:
+        printed = proc.stdout.readline()  # the line after the settings
+        assert "PostgreSQL log: " in printed and "basic-auth" in printed, printed
+        root = Path(printed.split("PostgreSQL log: ")[-1].split("/postgres/")[0])
+        search = f"{settings['tracking.uri']}/api/2.0/mlflow/experiments/search?max_results=5"
+        assert status(search, None) == 401
+        assert status(search, "not-the-password") == 401
+        assert status(search, ADMIN_SECRET) == 200
+        assert list(root.rglob("auth.db"))  # MLflow's auth database, in the services' folder
+        written = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+        assert [p for p in written if ADMIN_SECRET.encode() in p.read_bytes()] == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    printed += proc.stdout.read() + proc.stderr.read()
+    assert ADMIN_SECRET not in printed
+    assert not root.exists(), f"{root} left behind"
+    assert proc.returncode == 0

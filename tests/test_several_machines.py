@@ -24,10 +24,15 @@ from tests.services import unavailable
 pytestmark = pytest.mark.services
 
 
-def start_services() -> tuple[subprocess.Popen, dict[str, str]]:
+def start_services(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, dict[str, str]]:
+    """``python -m adasparse_lab.services *args`` (``env`` added to the environment), and the
+    two settings it printed."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adasparse_lab.services"],
+        [sys.executable, "-m", "adasparse_lab.services", *args],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
