@@ -4,6 +4,8 @@ at the analytic FLOPs; plus the low-rank AdaSparse pruner."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -13,7 +15,7 @@ from adasparse_lab.models import AdaSparseModel, Fields, PrunerSpec, StaticPruni
 from adasparse_lab.models.compact import compact_model, compact_tower
 from adasparse_lab.models.gates import FusionGate
 from adasparse_lab.models.static_pruning import StaticMasks
-from adasparse_lab.run.build import data_fields
+from adasparse_lab.run.build import build_components, data_fields
 from adasparse_lab.run.evaluation import evaluate
 from adasparse_lab.run.fit import TrainSettings, fit
 from adasparse_lab.run.naming import method_name
@@ -249,3 +251,19 @@ def test_method_names(make_cfg):
     }
     cfg = make_cfg("pruner=binarization", "pruner.inputs=domain", "pruner.rank=8", "tracking=none")
     assert method_name(cfg.pruner) == "adasparse-binarization-domain-r8"
+
+
+@pytest.mark.parametrize("pruner", ["none", "fusion", "random"])
+def test_a_label_names_the_method_and_builds_the_same_pruner(make_cfg, pruner):
+    """``+pruner.label=...`` (a study space's choice may set it: the same method under two
+    names, a variant that differs in training only) names the method on any model; the pruner
+    built is the unlabelled one."""
+    cfg = make_cfg(f"pruner={pruner}", "+pruner.label=mine", "model=dcnv2", "tracking=none")
+    assert method_name(cfg.pruner, cfg.model) == "mine"
+    labelled = build_components(cfg).pruner
+    plain = build_components(make_cfg(f"pruner={pruner}", "tracking=none")).pruner
+
+    def fields(pruner) -> str:  # its settings, without the gate object's address
+        return re.sub(r" at 0x[0-9a-f]+", "", repr(pruner))
+
+    assert fields(labelled) == fields(plain)

@@ -17,6 +17,7 @@ from adasparse_lab.models import Fields, PrunerSpec, StaticPruning
 from adasparse_lab.models.base import DEFAULT_FLOPS_REFERENCE, MultiDomainModel
 from adasparse_lab.models.init import InitSettings, initialise
 from adasparse_lab.run.fit import TrainSettings
+from adasparse_lab.run.naming import LABEL
 from adasparse_lab.sparsity import BandSchedule, SparsityRegularizer
 
 # Keys of a model config that are not constructor arguments: its name, and the fields that
@@ -35,7 +36,10 @@ class Components:
 
 
 def build_components(cfg: DictConfig) -> Components:
-    pruner = None if cfg.pruner.get("_target_") is None else instantiate(cfg.pruner, "pruner")
+    pruner = None
+    if cfg.pruner.get("_target_") is not None:  # its label names the method, not an argument
+        args = OmegaConf.masked_copy(cfg.pruner, [k for k in cfg.pruner if k != LABEL])
+        pruner = instantiate(args, "pruner")
     try:
         settings = TrainSettings(**OmegaConf.to_container(cfg.train, resolve=True))  # type: ignore[arg-type]
     except TypeError as err:

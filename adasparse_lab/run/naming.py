@@ -1,5 +1,5 @@
 """The name of the method a run uses, as tables, reports and MLflow show it, derived once from
-its model and pruner configs."""
+its model and pruner configs, unless the pruner config names it (``pruner.label``)."""
 
 from __future__ import annotations
 
@@ -29,11 +29,20 @@ def model_name(model_cfg: DictConfig | None) -> str:
     return "mlp" if name in MLP_NAMES or name == "adasparsemodel" else name
 
 
+# A pruner config key that is not a constructor argument: the method's name as given by the
+# user (``+pruner.label=dense_long``), for variants that differ outside the pruner (more epochs,
+# another learning rate) or not at all (the same method under two names).
+LABEL = "label"
+
+
 def method_name(pruner_cfg: DictConfig, model_cfg: DictConfig | None = None) -> str:
-    """The method a run uses, as reports and tables name it. On the MLP tower: 'dense';
+    """The method a run uses, as reports and tables name it: ``pruner.label`` when the config
+    gives one (a study space's choice may set it); else derived. On the MLP tower: 'dense';
     'adasparse-<form>' with '-domain' for the domain-only pruner input and '-r<rank>' for a
     low-rank pruner; or a pruning rival's own name ('magnitude', ...). On another model the
     model's name, then '+<that name>' for a pruner: 'mmoe', 'dcnv2+adasparse-fusion'."""
+    if pruner_cfg.get(LABEL):
+        return str(pruner_cfg[LABEL])
     model = model_name(model_cfg)
     name = _pruner_method(pruner_cfg)
     if model == "mlp":

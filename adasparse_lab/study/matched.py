@@ -10,6 +10,11 @@ mean and standard deviation over every seed that ran it (grid seeds, re-evaluati
 its cost the mean cost ratio. For each method and each anchor ratio the table shows the cell
 whose cost is nearest to the anchor (within ``tolerance``), so methods are compared at the
 same compute, not at the same nominal sparsity.
+
+Fair means equal budget (results/budgets.py): a method whose study gave it fewer trials than
+the others, or whose trials failed or were pruned, carries a flag on its rows (``[budget 3/5
+complete (others 5)]``) and its comparisons are printed without a verdict; a method none of
+whose trials completed is named, not left out.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from optuna.trial import TrialState
 
 from adasparse_lab.config import exit_with, run_command
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.results.budgets import Budget, budget_flags, method_budgets
 from adasparse_lab.results.collect import StudyInfo, collect
 from adasparse_lab.results.runs import RUN_METRICS
-from adasparse_lab.results.verdicts import UNKNOWN, verdicts
+from adasparse_lab.results.verdicts import UNKNOWN, Comparison, decide, verdicts
 
 # cost objective (an MLflow metric name) -> its column in results.runs' runs table
 COST_COLUMNS = {RUN_METRICS[c]: c for c in ("flops_ratio", "latency_ratio")}
@@ -42,6 +48,8 @@ class Cell:
     val: list[float] = field(default_factory=list)  # validation mean per-domain AUC per seed
     domains: dict[str, list[float]] = field(default_factory=dict)  # test AUC per seed
     seeds: list[int | None] = field(default_factory=list)  # each run's seed (None: unknown)
+    budget: Budget | None = None  # its method's trials (None: not a searched method, the reference)
+    flag: str = ""  # why its method's budget is not the others' ('': it is)
 
     def by_seed(self) -> dict[int, float]:
         """{seed: test AUC} of the runs whose seed is known (the first run of a seed)."""
@@ -55,6 +63,15 @@ class Cell:
     def cost_mean(self) -> float:
         return float(np.mean(self.cost))
 
+    def flag_text(self) -> str:
+        return f"[{self.flag}]" if self.flag else ""
+
+    def absent_text(self) -> str:
+        """The line of a method without a measured run (a cell with no AUC)."""
+        done = self.budget is not None and self.budget.complete > 0
+        what = "no completed trial measured a test AUC" if done else "no trial completed"
+        return f"{self.method}: {what} {self.flag_text()}".rstrip()
+
     def auc_text(self) -> str:
         sd = f"±{np.std(self.auc, ddof=1):.4f}" if len(self.auc) > 1 else ""
         return f"{np.mean(self.auc):.4f}{sd} (n={len(self.auc)})"
@@ -63,7 +80,20 @@ class Cell:
 def collect_cells(info: StudyInfo, cost: str) -> list[Cell]:
     """Every COMPLETE trial and its re-evaluation runs, grouped by (method, setting), and the
     dense reference: from the study read back by results.collect (``info.runs``, the one reader
-    of a study's MLflow runs). ``cost``: the cost objective's metric name."""
+    of a study's MLflow runs). ``cost``: the cost objective's metric name. Each cell carries its
+    method's budget and flag (results/budgets.py); a method with trials but no measured run is
+    one cell without runs (``auc`` empty), so that tables name it."""
+    cells = _measured_cells(info, cost)
+    budgets = method_budgets(info.study.get_trials(deepcopy=False))
+    flags = budget_flags(budgets)
+    for c in cells:
+        c.budget, c.flag = budgets.get(c.method), flags.get(c.method, "")
+    measured = {c.method for c in cells}
+    absent = [Cell(m, "", budget=b, flag=flags[m]) for m, b in budgets.items() if m not in measured]
+    return cells + absent
+
+
+def _measured_cells(info: StudyInfo, cost: str) -> list[Cell]:
     column = COST_COLUMNS.get(cost)
     if column is None:
         raise ConfigError(f"cost={cost!r}: choose one of {sorted(COST_COLUMNS)}")
@@ -113,11 +143,16 @@ def _add(
         cell.domains.setdefault(domain, []).append(auc)
 
 
+def measured(cells: list[Cell]) -> list[Cell]:
+    """The cells with runs (not those naming a method that measured nothing)."""
+    return [c for c in cells if c.auc]
+
+
 def per_method(cells: list[Cell]) -> list[Cell]:
     """Each method's cell with the most seeds (re-evaluated), ties broken by validation AUC;
     ordered by cost."""
     best: dict[str, Cell] = {}
-    for c in cells:
+    for c in measured(cells):
         key = (len(c.auc), float(np.nanmean(c.val)) if c.val else -math.inf)
         old = best.get(c.method)
         if old is None or key > (len(old.auc), float(np.nanmean(old.val))):
@@ -132,15 +167,18 @@ def _mean_sd(values: list[float]) -> str:
 
 def format_per_method(cells: list[Cell], cost: str) -> str:
     """Markdown: per method its best cell (cost, test mean per-domain AUC mean ± sd over seeds,
-    the setting), then the per-domain test AUC of each (mean ± sd over the same seeds)."""
+    the setting; a method short of the others' budget flagged beside its name), then the
+    per-domain test AUC of each (mean ± sd over the same seeds), then the methods that measured
+    nothing."""
     chosen = per_method(cells)
     lines = [
         f"| method | {cost} | test mean per-domain AUC | seeds | setting |",
         "|---|---|---|---|---|",
     ]
     for c in chosen:
+        name = f"{c.method} {c.flag_text()}".rstrip()
         lines.append(
-            f"| {c.method} | {c.cost_mean:.3f} | {_mean_sd(c.auc)} | {len(c.auc)} | {c.params} |"
+            f"| {name} | {c.cost_mean:.3f} | {_mean_sd(c.auc)} | {len(c.auc)} | {c.params} |"
         )
     domains = sorted({d for c in chosen for d in c.domains})
     lines += ["", "| domain | " + " | ".join(c.method for c in chosen) + " |"]
@@ -148,13 +186,14 @@ def format_per_method(cells: list[Cell], cost: str) -> str:
     for d in domains:
         row = [_mean_sd(c.domains[d]) if c.domains.get(d) else "-" for c in chosen]
         lines.append(f"| {d} | " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    absent = [c.absent_text() for c in cells if not c.auc]
+    return "\n".join(lines + ([""] + absent if absent else []))
 
 
 def nearest(cells: list[Cell], anchor: float, tolerance: float) -> dict[str, Cell]:
     """Per method, its cell with the cost nearest to ``anchor`` (if within ``tolerance``)."""
     best: dict[str, Cell] = {}
-    for c in cells:
+    for c in measured(cells):
         gap = abs(c.cost_mean - anchor)
         if gap <= tolerance and (
             c.method not in best or gap < abs(best[c.method].cost_mean - anchor)
@@ -168,12 +207,15 @@ def format_matched(
 ) -> str:
     """One block per anchor: methods ranked by mean test AUC at about that cost."""
     lines = [f"Methods at matched cost ({cost}; test mean per-domain AUC, mean±sd over seeds)"]
-    dense = [c for c in cells if c.method == "dense"]
+    dense = [c for c in measured(cells) if c.method == "dense"]
     if dense:
         pooled = Cell(
             "dense", "", [a for c in dense for a in c.auc], [x for c in dense for x in c.cost]
         )
-        lines.append(f"  dense model: {pooled.auc_text()} at ratio {pooled.cost_mean:.3f}")
+        flag = max(c.flag_text() for c in dense)
+        lines.append(f"  dense model: {pooled.auc_text()} at ratio {pooled.cost_mean:.3f} {flag}")
+        lines[-1] = lines[-1].rstrip()
+    lines += [f"  {c.absent_text()}: in no comparison below" for c in cells if not c.auc]
     for anchor in anchors:
         found = sorted(nearest(cells, anchor, tolerance).values(), key=lambda c: -np.mean(c.auc))
         lines.append(f"at ratio ~{anchor:g} (nearest cell within ±{tolerance:g}):")
@@ -182,6 +224,7 @@ def format_matched(
         for rank, c in enumerate(found, start=1):
             lines.append(
                 f"  {rank:>2}. {c.method:<32}{c.auc_text():<28}ratio {c.cost_mean:.3f}  {c.params}"
+                + (f"  {c.flag_text()}" if c.flag else "")
             )
         lines += format_verdicts(found, dense)
     return "\n".join(lines)
@@ -189,15 +232,22 @@ def format_matched(
 
 def format_verdicts(found: list[Cell], dense: list[Cell]) -> list[str]:
     """Each method at an anchor against the dense model and against the best method (chosen on
-    validation), paired by seed, Holm-corrected over the anchor's comparisons
-    (results/verdicts.py)."""
+    validation among the methods of equal budget), paired by seed, Holm-corrected over the
+    anchor's comparisons between methods of equal budget (results/verdicts.py). A comparison
+    with a flagged method shows its paired difference and no verdict."""
     if not found or not dense:
         return []
     cells = {c.method: c for c in found} | {"dense": max(dense, key=lambda c: len(c.by_seed()))}
-    best = max(found, key=lambda c: float(np.nanmean(c.val)) if c.val else -math.inf).method
+    fair = [c for c in found if not c.flag] or found
+    best = max(fair, key=lambda c: float(np.nanmean(c.val)) if c.val else -math.inf).method
     _, family = verdicts({m: c.by_seed() for m, c in cells.items()}, "dense", best)
-    lines = [f"  paired by seed, Holm-corrected over these {len(family)} comparisons:"]
-    for c in family:
+    flags = {m: c.flag for m, c in cells.items() if c.flag}
+    equal = decide([c for c in family if not {c.method, c.against} & set(flags)])
+    unequal = [c for c in family if {c.method, c.against} & set(flags)]
+    lines = []
+    if equal:
+        lines.append(f"  paired by seed, Holm-corrected over these {len(equal)} comparisons:")
+    for c in equal:
         if c.verdict == UNKNOWN:
             lines.append(f"      {c.method} vs {c.against}: {c.n} paired seed(s), no verdict")
             continue
@@ -205,7 +255,20 @@ def format_verdicts(found: list[Cell], dense: list[Cell]) -> list[str]:
             f"      {c.method} vs {c.against}: {c.diff:+.4f} [{c.low:+.4f}, {c.high:+.4f}],"
             f" Holm p {c.p_holm:.3g}: {c.verdict} ({c.n} paired seeds)"
         )
+    if unequal:
+        lines.append("  paired by seed, methods of unequal budget (95% interval, uncorrected):")
+    lines += [_unequal_line(c, flags) for c in unequal]
     return lines
+
+
+def _unequal_line(c: Comparison, flags: dict[str, str]) -> str:
+    why = "; ".join(f"{m}: {flags[m]}" for m in (c.method, c.against) if m in flags)
+    numbers = (
+        f"{c.diff:+.4f} [{c.low:+.4f}, {c.high:+.4f}] ({c.n} paired seeds)"
+        if c.n >= 2
+        else f"{c.n} paired seed(s)"
+    )
+    return f"      {c.method} vs {c.against}: {numbers}: not an equal-budget comparison ({why})"
 
 
 COMMAND = "adasparse_lab.study.matched"
