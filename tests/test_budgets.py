@@ -6,8 +6,10 @@ rate its config refuses, found only when the trial builds its run)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
+import optuna
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
@@ -100,3 +102,28 @@ def test_the_matched_command_prints_the_flags(unequal_study, capsys):
     assert main(["study=budgets", f"studies={tmp}/studies", "at=0.5"]) == 0
     out = capsys.readouterr().out
     assert "[budget 2/2 complete (others 3)]" in out and NOT_EQUAL in out
+
+
+def test_a_sampled_study_says_its_budgets_differ_by_design_instead_of_flagging(unequal_study):
+    """The same study read as if a sampler had shared its trials out (TPE gives the promising
+    methods more): no method is flagged, and one line names each method's trials."""
+    _, outcome = unequal_study
+    info = collect(["budgets"], [outcome.storage_desc]).studies[0]
+    copy = optuna.create_study(directions=info.study.directions)
+    for i, t in enumerate(info.study.get_trials()):
+        attrs = {k: v for k, v in t.system_attrs.items() if i or k != "fixed_params"}
+        copy.add_trial(  # the first trial as if the sampler had proposed it
+            optuna.trial.create_trial(
+                state=t.state, values=t.values, params=t.params, distributions=t.distributions,
+                user_attrs=t.user_attrs, system_attrs=attrs,
+            )
+        )  # fmt: skip
+    sampled = dataclasses.replace(
+        info, study=copy, attrs={**info.attrs, "config": "study: {grid: false}"}
+    )
+    cells = collect_cells(sampled, "val/flops/ratio")
+    assert not any(c.flag for c in cells)
+    text = format_matched(cells, [0.5], "val/flops/ratio")
+    assert "trials per method (sampled by the search, unequal by design): " in text
+    assert "dense 3, random 2, broken 0/3 complete" in text
+    assert NOT_EQUAL not in text

@@ -11,10 +11,12 @@ its cost the mean cost ratio. For each method and each anchor ratio the table sh
 whose cost is nearest to the anchor (within ``tolerance``), so methods are compared at the
 same compute, not at the same nominal sparsity.
 
-Fair means equal budget (results/budgets.py): a method whose study gave it fewer trials than
-the others, or whose trials failed or were pruned, carries a flag on its rows (``[budget 3/5
-complete (others 5)]``) and its comparisons are printed without a verdict; a method none of
-whose trials completed is named, not left out.
+Fair means equal budget (results/budgets.py): in a grid study (``study.grid``, every method
+given the same trials), a method that had fewer trials than the others, or whose trials failed
+or were pruned, carries a flag on its rows (``[budget 3/5 complete (others 5)]``) and its
+comparisons are printed without a verdict; a method none of whose trials completed is named,
+not left out. In a sampled study the sampler shares the trials out unequally by design: the
+table says so on one line, with each method's trials.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from adasparse_lab.config import exit_with, run_command
@@ -85,12 +88,28 @@ def collect_cells(info: StudyInfo, cost: str) -> list[Cell]:
     one cell without runs (``auc`` empty), so that tables name it."""
     cells = _measured_cells(info, cost)
     budgets = method_budgets(info.study.get_trials(deepcopy=False))
-    flags = budget_flags(budgets)
+    flags = budget_flags(budgets) if budgets_equal_by_design(info) else {}
     for c in cells:
         c.budget, c.flag = budgets.get(c.method), flags.get(c.method, "")
     measured = {c.method for c in cells}
-    absent = [Cell(m, "", budget=b, flag=flags[m]) for m, b in budgets.items() if m not in measured]
+    absent = [
+        Cell(m, "", budget=b, flag=flags.get(m, ""))
+        for m, b in budgets.items()
+        if m not in measured
+    ]
     return cells + absent
+
+
+def budgets_equal_by_design(info: StudyInfo) -> bool:
+    """Whether the study itself chose every method's trials (a grid, ``study.grid``, or only
+    enqueued points), so that a method with fewer than the others is flagged. A sampler shares
+    trials out as it will (TPE favours the promising methods): there budgets differ by design
+    and ``format_matched`` says so once instead of flagging every method but one."""
+    config = OmegaConf.create(info.attrs.get("config") or "{}")
+    if OmegaConf.select(config, "study.grid", default=False):
+        return True
+    trials = info.study.get_trials(deepcopy=False)
+    return bool(trials) and all("fixed_params" in t.system_attrs for t in trials)
 
 
 def _measured_cells(info: StudyInfo, cost: str) -> list[Cell]:
@@ -207,6 +226,13 @@ def format_matched(
 ) -> str:
     """One block per anchor: methods ranked by mean test AUC at about that cost."""
     lines = [f"Methods at matched cost ({cost}; test mean per-domain AUC, mean±sd over seeds)"]
+    budgets = {c.method: c.budget for c in cells if c.budget is not None}
+    if len(set(budgets.values())) > 1 and not any(c.flag for c in cells):
+        shares = ", ".join(f"{m} {b.text()}" for m, b in budgets.items())
+        lines.append(
+            f"  trials per method (sampled by the search, unequal by design): {shares}; "
+            "a grid study gives each method the same"
+        )
     dense = [c for c in measured(cells) if c.method == "dense"]
     if dense:
         pooled = Cell(
