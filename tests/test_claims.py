@@ -132,3 +132,33 @@ def test_claims_are_not_listed_as_studies(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_study("missing", storage, tmp_path)
     assert "real" in str(err.value) and "[claim]" not in str(err.value)
+
+
+def _open_sqlite(folder: str, start, out) -> None:
+    from pathlib import Path
+
+    from adasparse_lab.store.study_storage import open_storage
+
+    start.wait()
+    try:
+        open_storage("sqlite", "s", Path(folder), workers=1)
+        out.put("ok")
+    except Exception as err:  # reported to the test, which names it
+        out.put(f"{type(err).__name__}: {str(err)[:200]}")
+
+
+def test_processes_opening_a_new_sqlite_study_at_once_all_get_it(tmp_path):
+    """A reader (the report, a test's poll) opening a study's SQLite file while its worker
+    creates Optuna's schema made one of them fail: 'table studies already exists'."""
+    ctx = mp.get_context("spawn")
+    for round_ in range(3):  # a fresh file each round: the race is at creation
+        folder = tmp_path / f"r{round_}"
+        start, out = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_open_sqlite, args=(str(folder), start, out)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        start.set()
+        results = [out.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(60)
+        assert results == ["ok"] * len(procs), results

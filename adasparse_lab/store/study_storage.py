@@ -227,27 +227,37 @@ class Heartbeat:
                 return
 
 
+def past_schema_race(make):
+    """``make()`` (an RDB storage), made again when another process created Optuna's schema
+    at the same moment: workers starting together on an empty database all create it, and
+    PostgreSQL refuses the second CREATE TYPE/TABLE while SQLite says "table ... already
+    exists" (a reader opening the file meanwhile creates it too). Again, it is found made."""
+    for attempt in range(1, SCHEMA_RACE_TRIES + 1):
+        try:
+            return make()
+        except (IntegrityError, ProgrammingError, OperationalError) as err:
+            raced = not isinstance(err, OperationalError) or "already exists" in str(err)
+            if attempt == SCHEMA_RACE_TRIES or not raced:
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
 def open_rdb(url: str, heartbeat_s: int, grace_s: int, retry_s: float) -> RetryingRDBStorage:
     """An RDB storage with heartbeats; connecting retries too (the server may be starting)."""
 
+    def make() -> RetryingRDBStorage:
+        with warnings.catch_warnings():  # heartbeats: "experimental" since optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RetryingRDBStorage(
+                url,
+                engine_kwargs={"pool_pre_ping": True},  # a connection a restart broke
+                heartbeat_interval=heartbeat_s,
+                grace_period=grace_s,
+            )
+
     def connect() -> RetryingRDBStorage:
-        for attempt in range(1, SCHEMA_RACE_TRIES + 1):
-            try:
-                with warnings.catch_warnings():  # heartbeats: "experimental" since optuna 2.9
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return RetryingRDBStorage(
-                        url,
-                        engine_kwargs={"pool_pre_ping": True},  # a connection a restart broke
-                        heartbeat_interval=heartbeat_s,
-                        grace_period=grace_s,
-                    )
-            except (IntegrityError, ProgrammingError):
-                # Workers starting together on an empty database all create Optuna's schema;
-                # PostgreSQL refuses the second CREATE TYPE/TABLE. Again: it is found made.
-                if attempt == SCHEMA_RACE_TRIES:
-                    raise
-                time.sleep(0.2 * attempt)
-        raise AssertionError("unreachable")
+        return past_schema_race(make)
 
     display = url.split("@")[-1]  # no credentials in messages
     storage = with_retry(connect, display, retry_s)
@@ -281,7 +291,7 @@ def open_storage(
                 "study.workers>1 needs study.storage=journal or an RDB URL (SQLite is for one process)"
             )
         url = f"sqlite:///{sqlite}"
-        return RDBStorage(url), url
+        return past_schema_race(lambda: RDBStorage(url)), url
     if kind == "journal":
         backend = JournalFileBackend(str(journal), lock_obj=FlockLock(f"{journal}.flock"))
         return JournalStorage(backend), str(journal)
