@@ -3,6 +3,7 @@ the services with a signal."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -244,10 +245,17 @@ def test_make_services_asks_for_authentication_when_the_credentials_are_set():
     if shutil.which("make") is None:
         pytest.skip("no make")
 
+    # (an in-process study of another test may have handed a password to the environment)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME", "PGPASSWORD")
+    }
+
     def dry_run(*assignments: str) -> str:
         done = subprocess.run(
             ["make", "-n", "services", *assignments],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         return done.stdout.strip().splitlines()[-1]
