@@ -29,10 +29,15 @@ N_TRIALS = 8
 REEVAL_SEEDS = [1, 2]
 # 60 kills: the schema is made once, so its kills come first; a kill past the budget lands in
 # re-evaluation, the report or the end.
-PLAN = ["start"] * 12 + ["trial"] * 26 + ["finish"] * 22
-# The start's delays straddle the moment a worker creates Optuna's schema in the study's
-# fresh database (3-8 s after it starts: imports, then the storage).
-DELAY_S = {"start": (0.5, 8.0), "trial": (0.0, 2.0), "finish": (0.0, 8.0)}
+# (stage aimed at, delay range in s): the first kills land in start-up (imports) before any
+# worker reached the storage; the next straddle the moment one creates Optuna's schema in the
+# study's fresh database (3-8 s after it starts) and the study in it.
+PLAN = (
+    [("start", (0.1, 2.5))] * 4
+    + [("start", (2.5, 8.0))] * 8
+    + [("trial", (0.0, 2.0))] * 26
+    + [("finish", (0.0, 8.0))] * 22
+)
 
 
 def fresh_database(url: str, name: str) -> str:
@@ -119,7 +124,7 @@ def test_a_kill_storm_on_postgres_and_the_tracking_server(tmp_path, services):
     rng = random.Random(22)
     try:
         stages = Counter(
-            kill_at(t, rng.uniform(*DELAY_S[t]), tmp_path, [], cmd, where) for t in PLAN
+            kill_at(target, rng.uniform(*delay), tmp_path, [], cmd, where) for target, delay in PLAN
         )
     finally:
         where.close()
