@@ -101,13 +101,15 @@ def collect_cells(info: StudyInfo, cost: str) -> list[Cell]:
 
 
 def budgets_equal_by_design(info: StudyInfo) -> bool:
-    """Whether the study itself chose every method's trials (a grid, ``study.grid``, or only
-    enqueued points), so that a method with fewer than the others is flagged. A sampler shares
+    """Whether the study itself chose every method's trials (a grid, ``study.grid``, the
+    equal-budget comparison, ``study.trials_per_method``, or only enqueued points), so that a method with fewer than the others is flagged. A sampler shares
     trials out as it will (TPE favours the promising methods): there budgets differ by design
     and ``format_matched`` says so once instead of flagging every method but one."""
     config = OmegaConf.create(info.attrs.get("config") or "{}")
     if OmegaConf.select(config, "study.grid", default=False):
         return True
+    if OmegaConf.select(config, "study.trials_per_method", default=None):
+        return True  # the equal-budget comparison: each method's share enqueued by name
     trials = info.study.get_trials(deepcopy=False)
     return bool(trials) and all("fixed_params" in t.system_attrs for t in trials)
 
@@ -187,8 +189,9 @@ def _mean_sd(values: list[float]) -> str:
 def format_per_method(cells: list[Cell], cost: str) -> str:
     """Markdown: per method its best cell (cost, test mean per-domain AUC mean ± sd over seeds,
     the setting; a method short of the others' budget flagged beside its name), then the
-    per-domain test AUC of each (mean ± sd over the same seeds), then the methods that measured
-    nothing."""
+    per-domain test AUC of each (mean ± sd over the same seeds), the verdicts of each against the
+    dense model and the best method (``format_verdicts``: paired by seed, Holm-corrected), then
+    the methods that measured nothing."""
     chosen = per_method(cells)
     lines = [
         f"| method | {cost} | test mean per-domain AUC | seeds | setting |",
@@ -206,16 +209,29 @@ def format_per_method(cells: list[Cell], cost: str) -> str:
         row = [_mean_sd(c.domains[d]) if c.domains.get(d) else "-" for c in chosen]
         lines.append(f"| {d} | " + " | ".join(row) + " |")
     absent = [c.absent_text() for c in cells if not c.auc]
+    dense = [c for c in chosen if c.method == "dense"]
+    verdict = format_verdicts(chosen, dense)
+    if verdict:
+        lines += [
+            "",
+            "Each method's best against dense and against the best (validation):",
+            *verdict,
+        ]
     return "\n".join(lines + ([""] + absent if absent else []))
 
 
 def nearest(cells: list[Cell], anchor: float, tolerance: float) -> dict[str, Cell]:
-    """Per method, its cell with the cost nearest to ``anchor`` (if within ``tolerance``)."""
+    """Per method, its cell with the cost nearest to ``anchor`` (if within ``tolerance``),
+    among its cells run over 2 or more known seeds if it has any there (re-evaluated, chosen on
+    validation), so that the comparisons below have seeds to pair."""
     best: dict[str, Cell] = {}
+
+    def key(c: Cell) -> tuple[bool, float]:  # cells with paired seeds first: a verdict needs 2
+        return (len(c.by_seed()) < 2, abs(c.cost_mean - anchor))
+
     for c in measured(cells):
-        gap = abs(c.cost_mean - anchor)
-        if gap <= tolerance and (
-            c.method not in best or gap < abs(best[c.method].cost_mean - anchor)
+        if abs(c.cost_mean - anchor) <= tolerance and (
+            c.method not in best or key(c) < key(best[c.method])
         ):
             best[c.method] = c
     return best

@@ -245,3 +245,57 @@ def check_enqueue(params: list[Param], points: tuple[dict, ...]) -> None:
                 continue
             if not lo <= value <= hi:  # type: ignore[operator]
                 raise ConfigError(f"study.enqueue[{i}].{name}={value} is outside [{lo}, {hi}]")
+
+
+METHOD = "method"  # the space entry whose choices are the methods of an equal-budget study
+
+
+def method_points(
+    params: list[Param],
+    per_method: int,
+    n_trials: int,
+    enqueue: tuple[dict, ...] = (),
+    extra: str = "",
+) -> list[dict]:
+    """``study.trials_per_method``: the partial points ``{method: m}`` that give each choice
+    of the space's ``method`` entry (a categorical with ``overrides``) ``per_method`` trials,
+    round-robin over the choices; the sampler fills in every other parameter of each. The
+    ``study.enqueue`` points count towards their method's trials (each must name its method),
+    so they and the returned points are ``n_trials`` = ``per_method`` x the methods. Fails
+    naming the key, before any training, when the space or the budget does not allow it;
+    ``extra``: other settings that do not combine with it (named in the error)."""
+    key = "study.trials_per_method"
+    found = [p for p in params if p.key == METHOD]
+    if not found or found[0].type != "categorical" or not found[0].overrides:
+        raise ConfigError(
+            f"{key}={per_method} needs a categorical study.space.{METHOD} entry with "
+            "overrides (one Hydra override list per method)"
+        )
+    if extra:
+        raise ConfigError(f"{key}={per_method} does not combine with {extra}")
+    methods = list(found[0].choices)
+    if n_trials != per_method * len(methods):
+        raise ConfigError(
+            f"study.n_trials={n_trials} must be {key} ({per_method}) x the "
+            f"{len(methods)} methods of study.space.{METHOD} = {per_method * len(methods)}"
+        )
+    taken = dict.fromkeys(methods, 0)
+    for i, point in enumerate(enqueue):
+        if point.get(METHOD) not in taken:
+            raise ConfigError(
+                f"study.enqueue[{i}].{METHOD}: with {key} every enqueued point names its "
+                f"method (one of {methods}), and counts towards its trials"
+            )
+        taken[point[METHOD]] += 1
+    over = [m for m, n in taken.items() if n > per_method]
+    if over:
+        raise ConfigError(
+            f"study.enqueue: more than {key}={per_method} points for method(s) {over}"
+        )
+    points = []
+    for _ in range(per_method):
+        for m in methods:
+            if taken[m] < per_method:
+                taken[m] += 1
+                points.append({METHOD: m})
+    return points
