@@ -116,6 +116,16 @@ def test_budgets_are_equal_by_design_and_verdicts_pair_every_method(compared, ca
     assert "vs dense: " in capsys.readouterr().out
 
 
+def test_two_workers_share_the_points_and_run_each_once(tmp_path):
+    """``study.workers=2`` on one journal: each point is popped by one worker, every method
+    still gets exactly its 2 trials, and nothing is sampled beyond them."""
+    outcome = _run(tmp_path, "study.workers=2", "study.reeval.seeds=[]")
+    trials = outcome.study.get_trials()
+    assert all(t.state == TrialState.COMPLETE for t in trials), [t.state for t in trials]
+    assert Counter(t.params["method"] for t in trials) == dict.fromkeys(METHODS, 2)
+    assert all("fixed_params" in t.system_attrs for t in trials)
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
