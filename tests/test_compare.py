@@ -88,10 +88,14 @@ def test_each_method_searches_its_own_knobs(compared):
         rest = [{k: v for k, v in p.items() if k != "method"} for p in (first, second)]
         assert rest[0] and rest[0] != rest[1], method  # sampled, not fixed
         assert rest[0].keys() == rest[1].keys()
-    # the conditional space: the gate's knobs only where the gate has them
-    assert {"eps", "beta", "alpha_end", "lr", "band.centre"} <= by_method["fusion"][0].keys()
-    assert not {"eps", "beta", "alpha_end"} & by_method["random"][0].keys()
-    assert not {"eps", "beta", "alpha_end"} & by_method["dense"][0].keys()
+    # the conditional space: the gate's knobs where the gate has them (the config's keys), the
+    # regulariser for AdaSparse and the target band for the pruned methods (their ``when``)
+    band = {"band.centre", "band.width"}
+    assert by_method["fusion"][0].keys() == {
+        "method", "lambda_end", "eps", "beta", "alpha_end", "lr", *band
+    }  # fmt: skip
+    assert by_method["random"][0].keys() == {"method", "lr", *band}
+    assert by_method["dense"][0].keys() == {"method", "lr"}
 
 
 def test_a_resume_enqueues_nothing_again(compared):
@@ -145,7 +149,15 @@ def test_two_workers_share_the_points_and_run_each_once(tmp_path):
             r"more than study.trials_per_method=2 points for method\(s\) \['dense'\]",
         ),
         (
-            ["~study.space.method"],
+            ["+study.space.lr.when={method:[fusion,fusoin]}"],
+            r"study.space.lr.when.method: \['fusoin'\] not among its choices",
+        ),
+        (
+            ["+study.space.lr.when={lambda_end:[1.0]}"],
+            r"study.space.lr.when.lambda_end: not a compose-time entry",
+        ),
+        (
+            ["~study.space.method", "~study.space.lambda_end.when", "~study.space.band.when"],
             r"study.trials_per_method=2 needs a categorical study.space.method entry",
         ),
     ],
