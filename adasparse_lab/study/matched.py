@@ -12,7 +12,7 @@ whose cost is nearest to the anchor (within ``tolerance``), so methods are compa
 same compute, not at the same nominal sparsity.
 
 Fair means equal budget (results/budgets.py): in a grid study (``study.grid``, every method
-given the same trials), a method that had fewer trials than the others, or whose trials failed
+given the same trials) or the equal-budget comparison (``study.trials_per_method``), a method that had fewer trials than the others, or whose trials failed
 or were pruned, carries a flag on its rows (``[budget 3/5 complete (others 5)]``) and its
 comparisons are printed without a verdict; a method none of whose trials completed is named,
 not left out. In a sampled study the sampler shares the trials out unequally by design: the
@@ -274,13 +274,14 @@ def format_matched(
 
 def format_verdicts(found: list[Cell], dense: list[Cell]) -> list[str]:
     """Each method at an anchor against the dense model and against the best method (chosen on
-    validation among the methods of equal budget), paired by seed, Holm-corrected over the
+    validation among the methods of equal budget, and with paired seeds if any has), paired by seed, Holm-corrected over the
     anchor's comparisons between methods of equal budget (results/verdicts.py). A comparison
     with a flagged method shows its paired difference and no verdict."""
     if not found or not dense:
         return []
     cells = {c.method: c for c in found} | {"dense": max(dense, key=lambda c: len(c.by_seed()))}
     fair = [c for c in found if not c.flag] or found
+    fair = [c for c in fair if len(c.by_seed()) >= 2] or fair  # a best to pair with
     best = max(fair, key=lambda c: float(np.nanmean(c.val)) if c.val else -math.inf).method
     _, family = verdicts({m: c.by_seed() for m, c in cells.items()}, "dense", best)
     flags = {m: c.flag for m, c in cells.items() if c.flag}

@@ -106,16 +106,13 @@ class StudySession:
         s = self.ctx.settings
         if s.trials_per_method is None:
             return []
-        extra = [
-            *(["study.grid=true (the grid fixes every trial)"] if s.grid else []),
-            *(
-                [
-                    f"study.early_stop.kind={s.early_stop.kind} (a stopped trial ends its method's share short)"
-                ]
-                if s.early_stop.kind != "none"
-                else []
-            ),
-        ]
+        extra = []
+        if s.grid:
+            extra.append("study.grid=true (the grid fixes every trial)")
+        if s.early_stop.kind != "none":
+            extra.append(
+                f"study.early_stop.kind={s.early_stop.kind} (a stopped trial cuts its method's share)"
+            )
         return space_mod.method_points(
             self.ctx.params, s.trials_per_method, s.n_trials, s.enqueue, "; ".join(extra)
         )
