@@ -130,6 +130,30 @@ def test_two_workers_share_the_points_and_run_each_once(tmp_path):
     assert all("fixed_params" in t.system_attrs for t in trials)
 
 
+def test_a_failed_point_is_flagged_not_replaced_by_a_sampled_trial(tmp_path, monkeypatch):
+    """random's first trial raises: the study ends once every point has run (5 of its 6
+    trials COMPLETE) instead of sampling a seventh, and random is flagged, not compared."""
+    import adasparse_lab.study.trials as trials_mod
+
+    real, failed = trials_mod.train_and_evaluate, []
+
+    def failing(cfg, data, *args, **kwargs):
+        if cfg.pruner.get("method") == "random" and not failed:
+            failed.append(True)
+            raise RuntimeError("injected failure")
+        return real(cfg, data, *args, **kwargs)
+
+    monkeypatch.setattr(trials_mod, "train_and_evaluate", failing)
+    outcome = _run(tmp_path, "study.reeval.seeds=[]")
+    trials = outcome.study.get_trials()
+    assert [t.params["method"] for t in trials] == METHODS * 2  # nothing sampled beyond them
+    assert [t.state.name for t in trials].count("FAIL") == 1 and outcome.done
+    assert method_budgets(trials)["random"] == Budget(asked=2, complete=1)
+    info = collect(["cmp"], [outcome.storage_desc]).studies[0]
+    flags = {c.method: c.flag for c in collect_cells(info, "val/flops/ratio")}
+    assert flags["random"] == "budget 1/2 complete (others 2)" and not flags["dense"]
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
