@@ -127,3 +127,29 @@ def test_a_sampled_study_says_its_budgets_differ_by_design_instead_of_flagging(u
     assert "trials per method (sampled by the search, unequal by design): " in text
     assert "dense 3, random 2, broken 0/3 complete" in text
     assert NOT_EQUAL not in text
+
+
+def test_a_trial_killed_and_queued_again_counts_once():
+    """A trial whose worker died is FAIL and queued again (study/enqueued.py: its copy names
+    it, ``requeue_of``): the copy is the method's trial, the killed one counts for nothing, so
+    one kill does not flag its method. A failure of its own still counts."""
+
+    def trial(number, method, state, **attrs):
+        t = optuna.trial.create_trial(
+            state=state,
+            values=[0.7, 0.5] if state == optuna.trial.TrialState.COMPLETE else None,
+            user_attrs={"method": method, **attrs},
+        )
+        t.number = number
+        return t
+
+    done, fail = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+    trials = [
+        trial(0, "dense", done),
+        trial(1, "random", fail, failure_kind="stale"),  # killed, then queued again as #3
+        trial(2, "dense", done),
+        trial(3, "random", done, requeue_of=1),
+        trial(4, "random", fail, failure_kind="error"),  # failed by itself: counted
+    ]
+    assert method_budgets(trials[:4]) == {"dense": Budget(2, 2), "random": Budget(1, 1)}
+    assert method_budgets(trials)["random"] == Budget(asked=2, complete=1)

@@ -353,6 +353,14 @@ def test_every_shipped_study_validates(tmp_path, name):
         runner.validate()  # paths exist, choices compose, range ends accepted by the config
     assert runner.settings.name == name and runner.params
     assert runner.settings.metrics == ["val/mean_domain_auc", "val/flops/ratio"]
+    if runner.settings.trials_per_method:  # the comparison: its budget is its methods' points
+        points = runner.session.method_points()
+        methods = {p["method"] for p in points}
+        assert (
+            len(points)
+            == runner.settings.n_trials
+            == runner.settings.trials_per_method * len(methods)
+        )
     if runner.settings.grid:  # a grid study's budget is its grid
         from adasparse_lab.study.space import grid
 

@@ -6,7 +6,8 @@ A method's budget is counted from the study's trials by their ``method`` user at
 the trials that ended (COMPLETE, FAIL or PRUNED), and ``complete``, those that COMPLETEd.
 Trials still running count for nothing yet (a running study's methods may differ for now);
 a proposal the driver skipped as a duplicate of another trial (``failure_kind`` duplicate)
-never trained and counts for nothing either. The others' budget is the most common budget
+never trained and counts for nothing either, nor does a trial killed with its worker and queued
+again (its copy, user attr ``requeue_of``, is the method's trial: one kill flags no method). The others' budget is the most common budget
 among the methods (ties: the largest), so in a grid whose every point ran, no method is
 flagged, and one method short of it is.
 """
@@ -22,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from adasparse_lab.store.reader import trial_method
 
 ENDED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+REQUEUE_OF = "requeue_of"  # user attr of a trial queued again for a killed one (study/enqueued.py)
 
 
 @dataclass(frozen=True, order=True)
@@ -44,12 +46,15 @@ def method_budgets(trials: Iterable[FrozenTrial]) -> dict[str, Budget]:
     and is not counted."""
     asked: Counter[str] = Counter()
     complete: Counter[str] = Counter()
+    trials = list(trials)
+    replaced = {t.user_attrs.get(REQUEUE_OF) for t in trials} - {None}
     for t in trials:
         method = trial_method(t)
         if (
             t.state not in ENDED
             or method is None
             or t.user_attrs.get("failure_kind") == "duplicate"
+            or (t.state == TrialState.FAIL and t.number in replaced)
         ):
             continue
         asked[method] += 1

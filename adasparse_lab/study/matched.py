@@ -12,7 +12,7 @@ whose cost is nearest to the anchor (within ``tolerance``), so methods are compa
 same compute, not at the same nominal sparsity.
 
 Fair means equal budget (results/budgets.py): in a grid study (``study.grid``, every method
-given the same trials), a method that had fewer trials than the others, or whose trials failed
+given the same trials) or the equal-budget comparison (``study.trials_per_method``), a method that had fewer trials than the others, or whose trials failed
 or were pruned, carries a flag on its rows (``[budget 3/5 complete (others 5)]``) and its
 comparisons are printed without a verdict; a method none of whose trials completed is named,
 not left out. In a sampled study the sampler shares the trials out unequally by design: the
@@ -101,13 +101,15 @@ def collect_cells(info: StudyInfo, cost: str) -> list[Cell]:
 
 
 def budgets_equal_by_design(info: StudyInfo) -> bool:
-    """Whether the study itself chose every method's trials (a grid, ``study.grid``, or only
-    enqueued points), so that a method with fewer than the others is flagged. A sampler shares
+    """Whether the study itself chose every method's trials (a grid, ``study.grid``, the
+    equal-budget comparison, ``study.trials_per_method``, or only enqueued points), so that a method with fewer than the others is flagged. A sampler shares
     trials out as it will (TPE favours the promising methods): there budgets differ by design
     and ``format_matched`` says so once instead of flagging every method but one."""
     config = OmegaConf.create(info.attrs.get("config") or "{}")
     if OmegaConf.select(config, "study.grid", default=False):
         return True
+    if OmegaConf.select(config, "study.trials_per_method", default=None):
+        return True  # the equal-budget comparison: each method's share enqueued by name
     trials = info.study.get_trials(deepcopy=False)
     return bool(trials) and all("fixed_params" in t.system_attrs for t in trials)
 
@@ -187,8 +189,9 @@ def _mean_sd(values: list[float]) -> str:
 def format_per_method(cells: list[Cell], cost: str) -> str:
     """Markdown: per method its best cell (cost, test mean per-domain AUC mean ± sd over seeds,
     the setting; a method short of the others' budget flagged beside its name), then the
-    per-domain test AUC of each (mean ± sd over the same seeds), then the methods that measured
-    nothing."""
+    per-domain test AUC of each (mean ± sd over the same seeds), the verdicts of each against the
+    dense model and the best method (``format_verdicts``: paired by seed, Holm-corrected), then
+    the methods that measured nothing."""
     chosen = per_method(cells)
     lines = [
         f"| method | {cost} | test mean per-domain AUC | seeds | setting |",
@@ -206,16 +209,29 @@ def format_per_method(cells: list[Cell], cost: str) -> str:
         row = [_mean_sd(c.domains[d]) if c.domains.get(d) else "-" for c in chosen]
         lines.append(f"| {d} | " + " | ".join(row) + " |")
     absent = [c.absent_text() for c in cells if not c.auc]
+    dense = [c for c in chosen if c.method == "dense"]
+    verdict = format_verdicts(chosen, dense)
+    if verdict:
+        lines += [
+            "",
+            "Each method's best against dense and against the best (validation):",
+            *verdict,
+        ]
     return "\n".join(lines + ([""] + absent if absent else []))
 
 
 def nearest(cells: list[Cell], anchor: float, tolerance: float) -> dict[str, Cell]:
-    """Per method, its cell with the cost nearest to ``anchor`` (if within ``tolerance``)."""
+    """Per method, its cell with the cost nearest to ``anchor`` (if within ``tolerance``),
+    among its cells run over 2 or more known seeds if it has any there (re-evaluated, chosen on
+    validation), so that the comparisons below have seeds to pair."""
     best: dict[str, Cell] = {}
+
+    def key(c: Cell) -> tuple[bool, float]:  # cells with paired seeds first: a verdict needs 2
+        return (len(c.by_seed()) < 2, abs(c.cost_mean - anchor))
+
     for c in measured(cells):
-        gap = abs(c.cost_mean - anchor)
-        if gap <= tolerance and (
-            c.method not in best or gap < abs(best[c.method].cost_mean - anchor)
+        if abs(c.cost_mean - anchor) <= tolerance and (
+            c.method not in best or key(c) < key(best[c.method])
         ):
             best[c.method] = c
     return best
@@ -258,13 +274,14 @@ def format_matched(
 
 def format_verdicts(found: list[Cell], dense: list[Cell]) -> list[str]:
     """Each method at an anchor against the dense model and against the best method (chosen on
-    validation among the methods of equal budget), paired by seed, Holm-corrected over the
+    validation among the methods of equal budget, and with paired seeds if any has), paired by seed, Holm-corrected over the
     anchor's comparisons between methods of equal budget (results/verdicts.py). A comparison
     with a flagged method shows its paired difference and no verdict."""
     if not found or not dense:
         return []
     cells = {c.method: c for c in found} | {"dense": max(dense, key=lambda c: len(c.by_seed()))}
     fair = [c for c in found if not c.flag] or found
+    fair = [c for c in fair if len(c.by_seed()) >= 2] or fair  # a best to pair with
     best = max(fair, key=lambda c: float(np.nanmean(c.val)) if c.val else -math.inf).method
     _, family = verdicts({m: c.by_seed() for m, c in cells.items()}, "dense", best)
     flags = {m: c.flag for m, c in cells.items() if c.flag}

@@ -86,6 +86,7 @@ class StudySession:
         if self._validated:
             return
         s, params = self.ctx.settings, self.ctx.params
+        self.method_points()  # study.trials_per_method: the space and budget allow it
         space_mod.validate(params, self.ctx.compose, lambda cfg: build_components(cfg))
         space_mod.check_enqueue(params, s.enqueue)
         if s.grid:
@@ -98,6 +99,23 @@ class StudySession:
         if s.workers > 1 and s.storage == "sqlite":
             raise ConfigError("study.workers>1 needs study.storage=journal or a database URL")
         self._validated = True
+
+    def method_points(self) -> list[dict]:
+        """The partial points ``{method: m}`` of ``study.trials_per_method`` (space.method_points:
+        each method's trials, round-robin, after ``study.enqueue``'s); none when it is off."""
+        s = self.ctx.settings
+        if s.trials_per_method is None:
+            return []
+        extra = []
+        if s.grid:
+            extra.append("study.grid=true (the grid fixes every trial)")
+        if s.early_stop.kind != "none":
+            extra.append(
+                f"study.early_stop.kind={s.early_stop.kind} (a stopped trial cuts its method's share)"
+            )
+        return space_mod.method_points(
+            self.ctx.params, s.trials_per_method, s.n_trials, s.enqueue, "; ".join(extra)
+        )
 
     def sampler(self, n_trials: int) -> optuna.samplers.BaseSampler:
         """The sampler for an ask when ``n_trials`` trials are in storage (study/proposals.py)."""
@@ -136,7 +154,12 @@ class StudySession:
             return self._resume(storage, kwargs["sampler"]), desc
         study.set_user_attr("fingerprint", fingerprint(self.ctx.base))
         study.set_user_attr("creator", self.ctx.worker)
-        for index, point in enumerate(s.enqueue):  # warm start: known settings first
+        # Warm start: known settings first, then (study.trials_per_method) each method's share
+        # as partial points {method: m}, the sampler filling in the rest. Only here, when the
+        # study is created: a resume (above) enqueues nothing again. Each point has its own
+        # index, so a killed one is queued again once (study/enqueued.py) and two points of one
+        # method are two points, not copies of one.
+        for index, point in enumerate([*s.enqueue, *self.method_points()]):
             study.enqueue_trial(point, user_attrs={ENQUEUED: index})  # study/enqueued.py
         with warnings.catch_warnings():  # experimental since optuna 3.2, stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

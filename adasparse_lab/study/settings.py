@@ -51,6 +51,9 @@ class StudySettings:
     reeval_select: str = "front"  # REEVAL_SELECT: the spread front, or also each method's best
     verbose: bool = False  # every epoch's line on the console too (always in the log file)
     early_stop: EarlyStop = EarlyStop()  # stop trials part-way (study/early_stop.py)
+    # the equal-budget comparison: k trials per choice of the space's ``method`` (enqueued
+    # round-robin as partial points when the study is created; study/session.py), or None
+    trials_per_method: int | None = None
 
     @property
     def directions(self) -> list[str]:
@@ -105,6 +108,7 @@ KNOWN_KEYS = frozenset(
         "verbose",
         "claims",
         "early_stop",
+        "trials_per_method",
     }
 )
 
@@ -142,6 +146,12 @@ def _check_ranges(raw: dict) -> None:
         "heartbeat_s": raw.get("heartbeat_s", 30) >= 1,
         "grace_s": raw.get("grace_s", 200) > raw.get("heartbeat_s", 30),
         "storage_retry_s": raw.get("storage_retry_s", 120) >= 0,
+        "trials_per_method": raw.get("trials_per_method") is None
+        or (
+            isinstance(raw["trials_per_method"], int)
+            and not isinstance(raw["trials_per_method"], bool)
+            and raw["trials_per_method"] >= 1
+        ),
     }
     for key, ok in checks.items():
         if not ok:
@@ -202,4 +212,5 @@ def parse_settings(node: DictConfig) -> StudySettings:
         log_models=str(raw.get("log_models", "none")),
         verbose=bool(raw.get("verbose", False)),
         early_stop=parse_early_stop(raw.get("early_stop")),
+        trials_per_method=raw.get("trials_per_method"),
     )

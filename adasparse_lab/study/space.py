@@ -12,17 +12,20 @@ and ``path`` (default: the name) the config path it sets:
   applied as ``<path>=<choice>`` at compose time.
 - ``band``: ``centre: [lo, hi]`` and ``width: [lo, hi]``; samples ``<key>.centre`` and
   ``<key>.width`` and sets ``schedule.r_min`` / ``schedule.r_max``.
+- any value entry (float, int, categorical without overrides, band) may add ``when: {<key>:
+  [choices]}``: it is sampled only when the compose-time entry ``<key>`` chose one of them
+  (``band: {..., when: {method: [fusion, magnitude]}}``: no target band for the dense model).
 
 Compose-time entries are sampled first; then value entries are sampled only where their path
 exists in the composed config (a conditional space: ``pruner.gate.eps`` is not sampled for a
-gate without eps).
+gate without eps), and where their ``when`` holds.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -47,6 +50,7 @@ class Param:
     overrides: dict[str, list[str]] = field(default_factory=dict)
     centre: tuple[float, float] | None = None
     width: tuple[float, float] | None = None
+    when: dict[str, tuple] = field(default_factory=dict)  # sampled only for these choices
 
     @property
     def at_compose(self) -> bool:
@@ -63,6 +67,23 @@ def _range(key: str, name: str, value: Any) -> tuple[float, float]:
 
 
 def parse_param(key: str, spec: Mapping[str, Any]) -> Param:
+    param = _parse_param(key, {k: v for k, v in spec.items() if k != "when"})
+    when = spec.get("when")
+    if when is None:
+        return param
+    if param.at_compose:
+        raise ConfigError(f"study.space.{key}.when: only value entries can be conditional")
+    if not isinstance(when, Mapping) or not when:
+        raise ConfigError(f"study.space.{key}.when must be {{<entry>: [choices]}}, got {when!r}")
+    conditions = {}
+    for entry, choices in when.items():
+        if not isinstance(choices, (list, tuple)) or not choices:
+            raise ConfigError(f"study.space.{key}.when.{entry} must be a non-empty list")
+        conditions[str(entry)] = tuple(choices)
+    return replace(param, when=conditions)
+
+
+def _parse_param(key: str, spec: Mapping[str, Any]) -> Param:
     kind = spec.get("type")
     allowed = {
         "float": {"low", "high", "log", "step"},
@@ -117,7 +138,31 @@ def parse_space(space: Mapping[str, Any] | DictConfig) -> list[Param]:
         space = OmegaConf.to_container(space, resolve=True)  # type: ignore[assignment]
     if not space:
         raise ConfigError("study.space is empty: give at least one parameter")
-    return [parse_param(str(k), v) for k, v in space.items()]  # type: ignore[union-attr]
+    params = [parse_param(str(k), v) for k, v in space.items()]  # type: ignore[union-attr]
+    by_key = {p.key: p for p in params}
+    for p in params:
+        for entry, choices in p.when.items():
+            other = by_key.get(entry)
+            if other is None or not other.at_compose:
+                raise ConfigError(
+                    f"study.space.{p.key}.when.{entry}: not a compose-time entry of the space "
+                    "(a group, or a categorical with overrides)"
+                )
+            # a choice, or one that has overrides (a study run with fewer of its choices)
+            unknown = [
+                c for c in choices if c not in other.choices and str(c) not in other.overrides
+            ]
+            if unknown:
+                raise ConfigError(
+                    f"study.space.{p.key}.when.{entry}: {unknown} not among its choices "
+                    f"{list(other.choices)}"
+                )
+    return params
+
+
+def applies(p: Param, chosen: Mapping[str, Any]) -> bool:
+    """Whether ``p`` is sampled given the compose-time choices ``chosen`` ({key: choice})."""
+    return all(chosen.get(entry) in choices for entry, choices in p.when.items())
 
 
 def compose_overrides(params: list[Param], trial: optuna.Trial) -> list[str]:
@@ -133,8 +178,9 @@ def compose_overrides(params: list[Param], trial: optuna.Trial) -> list[str]:
 
 def apply_values(params: list[Param], trial: optuna.Trial, cfg: DictConfig) -> None:
     """Sample the value parameters whose path exists in ``cfg`` and write them into it."""
+    chosen = dict(trial.params)  # the compose-time choices, sampled first
     for p in params:
-        if p.at_compose:
+        if p.at_compose or not applies(p, chosen):
             continue
         if p.type == "band":
             centre = trial.suggest_float(f"{p.key}.centre", *p.centre)  # type: ignore[misc]
@@ -179,6 +225,7 @@ def validate(
         return copy.deepcopy(composed[extra])
 
     variants: list[tuple[str, ...]] = [()]
+    owners: list[tuple[str, Any]] = [("", None)]  # the (entry, choice) each variant composes
     for p in params:
         if not p.at_compose:
             continue
@@ -193,17 +240,20 @@ def validate(
                     f"study.space.{p.key}: choice {choice!r} does not compose: {err}"
                 ) from None
             variants.append(extra)
+            owners.append((p.key, choice))
     for p in params:
         if p.at_compose or p.type == "band":
             continue
         found = [
             v
-            for v in variants
-            if OmegaConf.select(get(v), p.path, default=_MISSING) is not _MISSING
+            for v, (entry, choice) in zip(variants, owners)
+            if (not p.when or choice in p.when.get(entry, ()))
+            and OmegaConf.select(get(v), p.path, default=_MISSING) is not _MISSING
         ]
         if not found:
             raise ConfigError(
-                f"study.space.{p.key}: unknown parameter path {p.path!r} (not in the composed config)"
+                f"study.space.{p.key}: unknown parameter path {p.path!r} (not in the composed config"
+                + (f" of its when: {p.when})" if p.when else ")")
             )
         if p.type not in ("float", "int"):
             continue
@@ -245,3 +295,57 @@ def check_enqueue(params: list[Param], points: tuple[dict, ...]) -> None:
                 continue
             if not lo <= value <= hi:  # type: ignore[operator]
                 raise ConfigError(f"study.enqueue[{i}].{name}={value} is outside [{lo}, {hi}]")
+
+
+METHOD = "method"  # the space entry whose choices are the methods of an equal-budget study
+
+
+def method_points(
+    params: list[Param],
+    per_method: int,
+    n_trials: int,
+    enqueue: tuple[dict, ...] = (),
+    extra: str = "",
+) -> list[dict]:
+    """``study.trials_per_method``: the partial points ``{method: m}`` that give each choice
+    of the space's ``method`` entry (a categorical with ``overrides``) ``per_method`` trials,
+    round-robin over the choices; the sampler fills in every other parameter of each. The
+    ``study.enqueue`` points count towards their method's trials (each must name its method),
+    so they and the returned points are ``n_trials`` = ``per_method`` x the methods. Fails
+    naming the key, before any training, when the space or the budget does not allow it;
+    ``extra``: other settings that do not combine with it (named in the error)."""
+    key = "study.trials_per_method"
+    found = [p for p in params if p.key == METHOD]
+    if not found or found[0].type != "categorical" or not found[0].overrides:
+        raise ConfigError(
+            f"{key}={per_method} needs a categorical study.space.{METHOD} entry with "
+            "overrides (one Hydra override list per method)"
+        )
+    if extra:
+        raise ConfigError(f"{key}={per_method} does not combine with {extra}")
+    methods = list(found[0].choices)
+    if n_trials != per_method * len(methods):
+        raise ConfigError(
+            f"study.n_trials={n_trials} must be {key} ({per_method}) x the "
+            f"{len(methods)} methods of study.space.{METHOD} = {per_method * len(methods)}"
+        )
+    taken = dict.fromkeys(methods, 0)
+    for i, point in enumerate(enqueue):
+        if point.get(METHOD) not in taken:
+            raise ConfigError(
+                f"study.enqueue[{i}].{METHOD}: with {key} every enqueued point names its "
+                f"method (one of {methods}), and counts towards its trials"
+            )
+        taken[point[METHOD]] += 1
+    over = [m for m, n in taken.items() if n > per_method]
+    if over:
+        raise ConfigError(
+            f"study.enqueue: more than {key}={per_method} points for method(s) {over}"
+        )
+    points = []
+    for _ in range(per_method):
+        for m in methods:
+            if taken[m] < per_method:
+                taken[m] += 1
+                points.append({METHOD: m})
+    return points

@@ -291,7 +291,10 @@ class TrialRunner:
     def ask(self, study: optuna.Study) -> optuna.Trial:
         """A new trial of this worker, from a sampler seeded for this ask (its parameters are
         sampled later, when composed)."""
-        study.sampler = self.sampler(len(study.get_trials(deepcopy=False)))
+        trials = study.get_trials(deepcopy=False)
+        if self.ctx.settings.trials_per_method:  # every point is queued at the start: count
+            trials = [t for t in trials if t.state != TrialState.WAITING]  # asks, not the queue
+        study.sampler = self.sampler(len(trials))
         trial = study.ask()
         self.stop_heartbeat()
         # Optuna's heartbeat (RDB storage only): beats until the trial is told; a worker that
@@ -340,6 +343,11 @@ class TrialRunner:
             if complete + running >= s.n_trials:  # the rest is running in other workers
                 time.sleep(s.poll_s)
                 continue
+            if s.trials_per_method and not study.get_trials(False, states=(TrialState.WAITING,)):
+                if running:  # each method's points are taken: one may yet be queued again
+                    time.sleep(s.poll_s)
+                    continue
+                return True  # every point ran: a failed one is its method's flag, not resampled
             trial = self.ask(study)
             if self._surplus(study, trial):
                 continue
