@@ -101,3 +101,15 @@ def test_verdicts_name_the_planted_winner_and_leave_twins_indistinguishable():
     assert calls[("twin", "dense")] == SAME
     assert calls[("twin", "better")] == WORSE
     assert est["better"].low > est["dense"].mean
+
+
+def test_when_the_best_is_the_baseline_each_method_is_compared_once():
+    """The douban comparison study picked dense as the best on validation: every method was
+    compared with dense twice, and the Holm family counted each comparison twice."""
+    results = {
+        "dense": {s: 0.70 + 0.001 * s for s in range(5)},
+        "a": {s: 0.69 + 0.002 * s for s in range(5)},
+        "b": {s: 0.71 - 0.001 * s for s in range(5)},
+    }
+    _, family = verdicts(results, "dense", best="dense")
+    assert sorted((c.method, c.against) for c in family) == [("a", "dense"), ("b", "dense")]

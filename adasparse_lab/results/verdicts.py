@@ -121,7 +121,8 @@ def verdicts(
         if m != baseline and baseline in results
     ]
     # (the best against the baseline is already in the family, the other way round)
-    family += [
-        paired(m, results[m], best, results[best]) for m in results if m not in (best, baseline)
-    ]
+    if best != baseline:  # (else the family above is already every method against it)
+        family += [
+            paired(m, results[m], best, results[best]) for m in results if m not in (best, baseline)
+        ]
     return est, decide(family, alpha)
