@@ -48,8 +48,16 @@ def _run(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def planted(tmp_path_factory):
+def planted(planted_study):
     """The matched-cost table of the planted study at the dense model's cost (ratio 1)."""
+    return _run(
+        "adasparse_lab.study.matched", "study=planted", f"studies={planted_study}/studies", "at=1"
+    )
+
+
+@pytest.fixture(scope="module")
+def planted_study(tmp_path_factory):
+    """The folder of the planted study (a grid of the three methods x 5 seeds)."""
     tmp = tmp_path_factory.mktemp("planted")
     _run(
         "adasparse_lab.sweep",
@@ -70,7 +78,7 @@ def planted(tmp_path_factory):
         f"paths.reports={tmp}/reports",
         f"paths.cache={tmp}/cache",
     )
-    return _run("adasparse_lab.study.matched", "study=planted", f"studies={tmp}/studies", "at=1")
+    return tmp
 
 
 def _verdict(text: str, method: str, against: str) -> tuple[float, str, int]:
@@ -95,3 +103,18 @@ def test_the_same_method_under_two_names_is_indistinguishable(planted):
     assert (verdict, n) == (SAME, 5), planted
     assert diff == 0.0  # the same training, seed for seed
     assert "budget" not in planted  # every method had its 5 trials: nothing flagged
+
+
+def test_per_domain_the_planted_winner_gains_and_the_twin_moves_nowhere(planted_study):
+    """Which domains gain or lose beyond seed noise (paired by seed, Holm over the domains)."""
+    text = _run(
+        "adasparse_lab.study.matched",
+        "study=planted",
+        f"studies={planted_study}/studies",
+        "per_method=true",
+    )
+    twin = re.search(r"^  dense_twin: (.*)$", text, re.MULTILINE)
+    long = re.search(r"^  dense_long: (.*)$", text, re.MULTILINE)
+    assert twin and long, text
+    assert twin[1] == "no domain differs beyond seed noise (6 domains, 5 paired seeds)"
+    assert long[1].startswith("gains in d") and "loses in" not in long[1], long[1]

@@ -36,7 +36,15 @@ from adasparse_lab.errors import ConfigError
 from adasparse_lab.results.budgets import Budget, budget_flags, method_budgets
 from adasparse_lab.results.collect import StudyInfo, collect
 from adasparse_lab.results.runs import RUN_METRICS
-from adasparse_lab.results.verdicts import UNKNOWN, Comparison, decide, verdicts
+from adasparse_lab.results.verdicts import (
+    BETTER,
+    UNKNOWN,
+    WORSE,
+    Comparison,
+    decide,
+    paired,
+    verdicts,
+)
 
 # cost objective (an MLflow metric name) -> its column in results.runs' runs table
 COST_COLUMNS = {RUN_METRICS[c]: c for c in ("flops_ratio", "latency_ratio")}
@@ -51,6 +59,7 @@ class Cell:
     val: list[float] = field(default_factory=list)  # validation mean per-domain AUC per seed
     domains: dict[str, list[float]] = field(default_factory=dict)  # test AUC per seed
     seeds: list[int | None] = field(default_factory=list)  # each run's seed (None: unknown)
+    domain_seeds: dict[str, dict[int, float]] = field(default_factory=dict)  # {d: {seed: auc}}
     budget: Budget | None = None  # its method's trials (None: not a searched method, the reference)
     flag: str = ""  # why its method's budget is not the others' ('': it is)
 
@@ -162,6 +171,8 @@ def _add(
     cell.val.append(math.nan if run["auc"] is None else run["auc"])
     for domain, auc in domain_aucs.items():
         cell.domains.setdefault(domain, []).append(auc)
+        if seed is not None:  # (the first run of a seed, as by_seed)
+            cell.domain_seeds.setdefault(domain, {}).setdefault(seed, auc)
 
 
 def measured(cells: list[Cell]) -> list[Cell]:
@@ -217,7 +228,48 @@ def format_per_method(cells: list[Cell], cost: str) -> str:
             "Each method's best against dense and against the best (validation):",
             *verdict,
         ]
+    if dense:
+        lines += ["", *format_domain_verdicts(chosen, dense[0])]
     return "\n".join(lines + ([""] + absent if absent else []))
+
+
+def format_domain_verdicts(chosen: list[Cell], dense: Cell) -> list[str]:
+    """Per method, the domains where it gains or loses against the dense model beyond seed
+    noise: each domain's test AUC paired by seed, Holm-corrected over the method's domains
+    (results/verdicts.py)."""
+    lines = [
+        "Per domain, each method against dense (test AUC paired by seed, Holm over its domains):"
+    ]
+    for c in chosen:
+        if c.method == "dense":
+            continue
+        if c.flag:
+            lines.append(f"  {c.method}: not an equal-budget comparison ({c.flag})")
+            continue
+        family = decide(
+            [
+                paired(d, seeds, "dense", dense.domain_seeds[d])
+                for d, seeds in sorted(c.domain_seeds.items())
+                if d in dense.domain_seeds
+            ]
+        )
+        if not any(v.n >= 2 for v in family):
+            lines.append(f"  {c.method}: fewer than 2 paired seeds, no verdict")
+            continue
+        moved = {
+            word: ", ".join(
+                f"{v.method} {v.diff:+.4f} [{v.low:+.4f}, {v.high:+.4f}]"
+                for v in family
+                if v.verdict == verdict
+            )  # fmt: skip
+            for word, verdict in (("gains in", BETTER), ("loses in", WORSE))
+        }
+        said = "; ".join(f"{word} {where}" for word, where in moved.items() if where)
+        lines.append(
+            f"  {c.method}: {said or 'no domain differs beyond seed noise'} "
+            f"({len(family)} domains, {max(v.n for v in family)} paired seeds)"
+        )
+    return lines
 
 
 def nearest(cells: list[Cell], anchor: float, tolerance: float) -> dict[str, Cell]:
