@@ -118,3 +118,24 @@ def test_per_domain_the_planted_winner_gains_and_the_twin_moves_nowhere(planted_
     assert twin and long, text
     assert twin[1] == "no domain differs beyond seed noise (6 domains, 5 paired seeds)"
     assert long[1].startswith("gains in d") and "loses in" not in long[1], long[1]
+
+
+def test_the_report_opens_with_the_verdicts(planted_study, tmp_path):
+    """The report's first section is the verdicts: each method's best, the paired verdicts, the
+    per-domain gains and the methods at each cost level: the numbers the matched command prints."""
+    import html
+
+    from adasparse_lab.report.build import build
+
+    info = build(["planted"], None, tmp_path, studies_dir=planted_study / "studies")
+    page = html.unescape(info.path.read_text())
+    sections = re.findall(r"<section[^>]* id=['\"]([a-z]+)['\"]", page)
+    assert sections[:2] == ["summary", "verdicts"], sections  # (summary: the headline)
+    printed = _run(
+        "adasparse_lab.study.matched", "study=planted", f"studies={planted_study}/studies",
+        "per_method=true",
+    )  # fmt: skip
+    long_line = re.search(r"^\s+(dense_long vs dense: .*)$", printed, re.MULTILINE)[1]
+    assert long_line in page and ": better (5 paired seeds)" in long_line
+    assert "dense_twin: no domain differs beyond seed noise" in page
+    assert "at ratio ~0.5" in page

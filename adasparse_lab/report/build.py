@@ -27,6 +27,7 @@ from adasparse_lab.report.sections import (
     search_section,
     structure_section,
     trials_section,
+    verdicts_section,
 )
 from adasparse_lab.results.collect import ReportData, collect
 
@@ -59,6 +60,7 @@ def version(name: str) -> str:
 
 def make_sections(data: ReportData, color_by: str | None = "method") -> list[Section]:
     parts = [
+        verdicts_section(data),
         claims_section(data),
         pareto_section(data, color_by),
         domains_section(data),

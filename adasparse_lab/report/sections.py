@@ -10,6 +10,7 @@ import platform
 from collections.abc import Iterator
 from functools import partial
 
+import numpy as np
 import polars as pl
 
 from adasparse_lab.report.diagnostics import diagnostics
@@ -37,6 +38,16 @@ from adasparse_lab.report.style import fmt
 from adasparse_lab.results.claims import HELD, NOT_HELD, ClaimResult, study_claims
 from adasparse_lab.results.collect import ReportData, StudyInfo, reference_domains
 from adasparse_lab.results.keep import structure_order
+from adasparse_lab.results.matched import (
+    COST_COLUMNS,
+    MATCHED_AT,
+    collect_cells,
+    format_domain_verdicts,
+    format_matched,
+    format_verdicts,
+    mean_sd,
+    per_method,
+)
 from adasparse_lab.results.tables import (
     band_varies,
     completed,
@@ -54,6 +65,17 @@ NO_POINTS = "no completed trial with both a validation AUC and a FLOPs ratio yet
 NO_DOMAIN_POINTS = "no per-domain AUC and FLOPs stored in MLflow for completed trials yet"
 NO_KEEP = "no keep probabilities stored for front trials"
 TEXT = {  # section id -> (title, how to read it), in page order
+    "verdicts": (
+        "Verdicts: which method is best, beyond seed noise",
+        "Each method's best trial on validation, re-trained over seeds and tested: test AUC (mean "
+        "± sd over its seeds) at its cost. Below the table, each method against the dense model "
+        "and against the best method (chosen on validation), paired by seed, with the 95% "
+        "interval of the difference and a Holm correction over the comparisons: better, "
+        "indistinguishable or worse; then, per method, the domains where it gains or loses "
+        "against the dense model beyond seed noise, and the methods ranked near each cost level. "
+        "A method whose budget differs from the others' (fewer trials, failed or pruned) is "
+        "flagged and not compared. The same text: python -m adasparse_lab.study.matched.",
+    ),
     "claims": (
         "The paper's claims against this run",
         "Each claim the paper makes, measured on this study's trials (test split): the effect is "
@@ -182,6 +204,53 @@ def claims_section(data: ReportData) -> Section | None:
             arms = table_html(ARM_COLUMNS, arms)
             blocks.append(Block(title=f"{prefix}arms", html=arms))
     return section("claims", blocks) if blocks else None
+
+
+VERDICT_COLUMNS = [
+    ("method", "method", "text"),
+    ("cost", "cost ratio", "num", ".3f"),
+    ("test_auc", "test AUC (mean ± sd)", "num"),
+    ("seeds", "runs", "num"),
+    ("setting", "setting", "text"),
+]
+
+
+def verdicts_section(data: ReportData) -> Section | None:
+    """Per study with several methods: each method's best on validation, the paired verdicts
+    against dense and the best method, per-domain gains and losses, and the methods at each
+    cost level (results/matched.py, the numbers ``python -m adasparse_lab.study.matched``
+    prints)."""
+    blocks = []
+    for info, prefix in per_study(data):
+        cost = info.objectives[-1]["name"] if info.objectives else ""
+        if cost not in COST_COLUMNS:
+            continue
+        cells = collect_cells(info, cost)
+        chosen = per_method(cells)
+        if len({c.method for c in chosen}) < 2:
+            continue
+        rows = [
+            {
+                "method": f"{c.method} {c.flag_text()}".rstrip(),
+                "cost": c.cost_mean,
+                "test_auc": (mean_sd(c.auc), float(np.mean(c.auc))),
+                "seeds": len(c.auc),
+                "setting": c.params,
+            }
+            for c in chosen
+        ]
+        dense = [c for c in chosen if c.method == "dense"]
+        lines = format_verdicts(chosen, dense)
+        if dense:
+            lines += ["", *format_domain_verdicts(chosen, dense[0])]
+        lines += ["", format_matched(cells, MATCHED_AT, cost)]
+        text = f"<pre class='verdicts'>{html.escape(chr(10).join(lines))}</pre>"
+        blocks.append(
+            Block(
+                title=f"{prefix}each method's best", html=table_html(VERDICT_COLUMNS, rows) + text
+            )
+        )
+    return section("verdicts", blocks) if blocks else None
 
 
 def pareto_section(data: ReportData, color_by: str | None) -> Section:

@@ -25,17 +25,15 @@ from adasparse_lab.export.build import log_front_models
 from adasparse_lab.report.build import BuildInfo, build
 from adasparse_lab.results.collect import ReportData, collect
 from adasparse_lab.results.front import hypervolume_history, study_front
+from adasparse_lab.results.matched import MATCHED_AT, collect_cells, format_matched
 from adasparse_lab.results.pareto_table import format_pareto, pareto_table, reference_metrics
 from adasparse_lab.store.claims import Claims
 from adasparse_lab.store.tracking import Tracker, runs_url
 from adasparse_lab.study.claims import claims_text
-from adasparse_lab.study.matched import collect_cells, format_matched
 from adasparse_lab.study.reevaluation import ExtraRuns, reeval_targets
 from adasparse_lab.study.session import StudyContext
 from adasparse_lab.study.settings import StudySettings
 from adasparse_lab.study.trials import TrialRunner
-
-MATCHED_AT = (0.5, 0.8)  # FLOPs (or latency) ratios at which methods are ranked
 
 
 @dataclass
