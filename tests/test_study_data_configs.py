@@ -55,6 +55,7 @@ def test_first_trial_of_every_study_runs_on_real_data(shared, study, data):
         *data_overrides(data, shared),
         f"study.name={name}",
         "study.n_trials=1",
+        "++study.trials_per_method=null",  # the comparison study as a plain one: one trial
         "study.reference=false",
         "study.reeval.max_trials=0",
         "train.epochs=1",
