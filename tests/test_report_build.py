@@ -25,6 +25,7 @@ from adasparse_lab.results.fronts import mark_front
 
 SECTIONS = [
     "summary",
+    "verdicts",  # the real study's methods (pruner forms) against the dense reference
     "pareto",
     "domains",
     "structure",
