@@ -100,6 +100,14 @@ TINY_RUN = [
     "latency.repeats=1",
     "latency.budget_s=0.1",
 ]
+# Small synthetic data for real studies in tests: 6,000 rows over 6 domains in 2 groups, the
+# largest domain 8 times the smallest.
+SIX_DOMAINS = [
+    "synthetic.n_rows=6000",
+    "data.source.n_domains=6",
+    "data.source.n_groups=2",
+    "data.source.size_ratio=8.0",
+]
 REAL_OVERRIDES = [
     "+study=quick",
     f"study.name={REAL_STUDY}",
@@ -108,10 +116,7 @@ REAL_OVERRIDES = [
     "study.reeval.max_trials=2",
     "study.poll_s=0.1",
     "study.flops_budget=1.3",
-    "synthetic.n_rows=6000",
-    "data.source.n_domains=6",
-    "data.source.n_groups=2",
-    "data.source.size_ratio=8.0",
+    *SIX_DOMAINS,
     *TINY_RUN,
 ]
 

@@ -16,6 +16,23 @@ from adasparse_lab.errors import StoreError
 REQUIRED = os.environ.get("ADASPARSE_REQUIRE_SERVICES") == "1"
 
 
+def http_status(url: str, user: str | None = None, password: str | None = None) -> int:
+    """The HTTP status of GET ``url``, with basic authentication when ``user`` is given."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url)
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
 def unavailable(reason: str) -> None:
     if REQUIRED:
         pytest.fail(f"ADASPARSE_REQUIRE_SERVICES=1 but {reason}", pytrace=False)

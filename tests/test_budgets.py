@@ -19,7 +19,7 @@ from adasparse_lab.results.collect import collect
 from adasparse_lab.results.verdicts import BETTER, SAME, WORSE
 from adasparse_lab.study.matched import collect_cells, format_matched, format_per_method, main
 from adasparse_lab.sweep import run_study
-from tests.conftest import CONF, TINY_RUN
+from tests.conftest import CONF, SIX_DOMAINS, TINY_RUN
 
 pytestmark = pytest.mark.slow
 
@@ -44,10 +44,7 @@ def unequal_study(tmp_path_factory):
         "study.space.target.choices=[t40]",
         "study.n_trials=5",
         "study.poll_s=0.1",
-        "synthetic.n_rows=6000",
-        "data.source.n_domains=6",
-        "data.source.n_groups=2",
-        "data.source.size_ratio=8.0",
+        *SIX_DOMAINS,
         *TINY_RUN,
         f"paths.studies={tmp}/studies",
         f"paths.reports={tmp}/reports",

@@ -23,7 +23,7 @@ from adasparse_lab.study.matched import (
     main,
 )
 from adasparse_lab.sweep import run_study
-from tests.conftest import CONF, TINY_RUN
+from tests.conftest import CONF, SIX_DOMAINS, TINY_RUN
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +37,7 @@ SMALL = [
     "study.poll_s=0.1",
     "study.space.lr.low=0.005",  # 19 steps of a tiny tower: a rate that learns something
     "study.space.lr.high=0.02",
-    "synthetic.n_rows=6000",
-    "data.source.n_domains=6",
-    "data.source.n_groups=2",
-    "data.source.size_ratio=8.0",
+    *SIX_DOMAINS,
     *TINY_RUN,
 ]
 

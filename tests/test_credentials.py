@@ -26,7 +26,7 @@ from adasparse_lab.config import (
 )
 from adasparse_lab.errors import StoreError
 from tests.conftest import CONF, TINY_RUN
-from tests.services import unavailable
+from tests.services import http_status, unavailable
 
 SECRET = "Pw7xQz9Secret"  # 12+ characters: MLflow's basic-auth refuses shorter
 USER = "alice"
@@ -234,22 +234,6 @@ def test_a_study_writes_no_password_anywhere(secured, tmp_path):
         assert _database_hits(services.postgres.url(db), [SECRET, basic.decode()]) == [], db
 
 
-def _get(url: str, user: str | None = None, password: str | None = None) -> int:
-    """The HTTP status of GET ``url``, with basic authentication when ``user`` is given."""
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(url)
-    if user is not None:
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as err:
-        return err.code
-
-
 @pytest.mark.slow
 @pytest.mark.services
 def test_the_tracking_server_with_authentication_refuses_an_unauthenticated_client(
@@ -263,11 +247,11 @@ def test_the_tracking_server_with_authentication_refuses_an_unauthenticated_clie
 
     services, _ = secured
     search = f"{services.tracking}/api/2.0/mlflow/experiments/search?max_results=10"
-    assert _get(search) == 401
-    assert _get(search, USER, "wrong-password-123") == 401
-    assert _get(search, "mallory", SECRET) == 401
-    assert _get(search, USER, SECRET) == 200
-    assert _get(f"{services.tracking}/health") == 200  # the liveness probe stays open
+    assert http_status(search) == 401
+    assert http_status(search, USER, "wrong-password-123") == 401
+    assert http_status(search, "mallory", SECRET) == 401
+    assert http_status(search, USER, SECRET) == 200
+    assert http_status(f"{services.tracking}/health") == 200  # the liveness probe stays open
     for var in HIDDEN[1:]:
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(MlflowException, match="401|[Uu]nauthori[sz]ed|credentials"):
@@ -325,7 +309,7 @@ def test_a_study_runs_on_the_authenticated_server_with_credentials_from_the_envi
     run_url = (
         f"{services.tracking}/api/2.0/mlflow/runs/get?run_id={done[0].user_attrs['mlflow_run_id']}"
     )
-    assert _get(run_url) == 401 and _get(run_url, USER, SECRET) == 200
+    assert http_status(run_url) == 401 and http_status(run_url, USER, SECRET) == 200
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
     with pytest.raises(MlflowException):
         client.get_run(done[0].user_attrs["mlflow_run_id"])

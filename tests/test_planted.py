@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from adasparse_lab.results.verdicts import BETTER, SAME
-from tests.conftest import ROOT, TINY_RUN
+from tests.conftest import ROOT, SIX_DOMAINS, TINY_RUN
 
 pytestmark = pytest.mark.slow
 
@@ -69,10 +69,7 @@ def planted_study(tmp_path_factory):
         "study.space.seed.choices=[0,1,2,3,4]",
         "study.n_trials=15",
         "study.poll_s=0.1",
-        "synthetic.n_rows=6000",
-        "data.source.n_domains=6",
-        "data.source.n_groups=2",
-        "data.source.size_ratio=8.0",
+        *SIX_DOMAINS,
         *TINY_RUN,
         f"paths.studies={tmp}/studies",
         f"paths.reports={tmp}/reports",

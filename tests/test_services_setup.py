@@ -274,22 +274,11 @@ def test_services_with_auth_refuse_a_stranger_and_stop_without_a_trace():
     server answers 401 without the credentials or with a wrong password, 200 with them; the
     password is in no file of the services' folder and not printed; SIGTERM stops both and
     removes the folder, the auth database and its config included."""
-    import base64
-    import urllib.error
-    import urllib.request
 
     from tests.test_several_machines import start_services
 
     def status(url: str, password: str | None) -> int:
-        request = urllib.request.Request(url)
-        if password is not None:
-            token = base64.b64encode(f"{ADMIN}:{password}".encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status
-        except urllib.error.HTTPError as err:
-            return err.code
+        return fixture.http_status(url, None if password is None else ADMIN, password)
 
     credentials = {"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": ADMIN_SECRET}
     proc, settings = start_services("--auth", env=credentials)
