@@ -245,16 +245,15 @@ def test_make_services_asks_for_authentication_when_the_credentials_are_set():
     if shutil.which("make") is None:
         pytest.skip("no make")
 
-    # (an in-process study of another test may have handed a password to the environment)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME", "PGPASSWORD")
-    }
+    # (an in-process study of another test may have handed a password to the environment;
+    # under ``make test`` the outer make's level would add "make[1]: Leaving directory" lines)
+    dropped = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME", "PGPASSWORD")
+    dropped += ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
 
     def dry_run(*assignments: str) -> str:
         done = subprocess.run(
-            ["make", "-n", "services", *assignments],
+            ["make", "-n", "--no-print-directory", "services", *assignments],
             cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
