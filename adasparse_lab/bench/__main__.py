@@ -15,6 +15,7 @@ python -m adasparse_lab.bench --only gpu           # CUDA vs CPU training, bf16 
 python -m adasparse_lab.bench --only domains         # 100 and 1,000 domains: report, browser, overhead
 python -m adasparse_lab.bench --only search          # main study plain vs early stopping, 3 seeds
 python -m adasparse_lab.bench --only layout          # 1 worker x 2 threads vs 2 workers x 1 thread
+python -m adasparse_lab.bench --only compile --threads 1  # train.compile: torch.compile vs eager
 python -m adasparse_lab.bench --only recipe          # training-recipe ablation: test AUC, 3 seeds
 python -m adasparse_lab.bench --only recipe --recipe-data douban --recipe-models dnn
 python -m adasparse_lab.bench --only peer           # our DNN, DCNv2, MMoE vs FuxiCTR's (pip install .[peer])
@@ -37,6 +38,7 @@ from pathlib import Path
 import torch
 
 from adasparse_lab.bench import recipe
+from adasparse_lab.bench.compile import format_compile, run_compile_bench
 from adasparse_lab.bench.domains import format_domains, run_domains_bench
 from adasparse_lab.bench.export import ExportBenchConfig, format_export, run_export_bench
 from adasparse_lab.bench.gpu import (
@@ -88,7 +90,7 @@ from adasparse_lab.bench.throughput import TrainBenchConfig, run_train_bench
 
 SECTIONS = (
     "train", "serve", "prep", "study", "methods", "step", "scale", "export", "models", "gpu",
-    "domains", "search", "layout", "recipe", "peer",
+    "domains", "search", "layout", "recipe", "peer", "compile",
 )  # fmt: skip
 
 
@@ -110,7 +112,7 @@ def _add_general_flags(p: argparse.ArgumentParser) -> None:
         "--only",
         action="append",
         choices=SECTIONS,
-        help="run only this section (repeatable); default: all but scale, models, gpu, domains, search, layout, recipe and peer",
+        help="run only this section (repeatable); default: all but scale, models, gpu, domains, search, layout, recipe, peer and compile",
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
@@ -364,6 +366,20 @@ def run_step_section(args: argparse.Namespace) -> dict | None:
     return {"config": asdict(cfg), "rows_per_s": rows_per_s, "ratios": step_ratios(step)}
 
 
+def run_compile_section(args: argparse.Namespace) -> dict | None:
+    """train.compile against eager (a compile costs minutes): only with ``--only compile``."""
+    if not _asked(args, "compile"):
+        return None
+    cfg = _timed(args, StepBenchConfig, args.step_rows, args.repeats)
+    r = run_compile_bench(cfg)
+    _show(format_compile(r, torch.get_num_threads()))
+    rows_per_s = {v: [t.samples_per_s for t in ts] for v, ts in r.timings.timings.items()}
+    return {
+        "config": asdict(cfg), "rows_per_s": rows_per_s, "first_pass_s": r.first_pass_s,
+        "compile_s": r.compile_s, "steady_ratio": r.steady_ratio, "choice": r.choice,
+    }  # fmt: skip
+
+
 def run_domains(args: argparse.Namespace) -> list | None:
     """The many-domains section (a study and a report per domain count): only with
     ``--only domains``."""
@@ -484,6 +500,7 @@ def main(argv: list[str] | None = None) -> dict:
     train, serve, prep, study, methods = run_sections(args)
     models = run_models_section(args)
     step = run_step_section(args)
+    compiled = run_compile_section(args)
     scale = run_scale(args)
     gpu = run_gpu(args)
     domains = run_domains(args)
@@ -499,6 +516,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Each section that ran adds its JSON part, in this order; one that did not run adds none.
     parts = {
         "step": step,
+        "compile": compiled,
         "export": None if exported is None else asdict(exported),
         "study": None if study is None else study.as_dict(),
         "methods": None if methods is None else asdict(methods) | {"ratios": methods.summary()},

@@ -170,11 +170,15 @@ def loader_epoch(
     return Timing(rows, time.perf_counter() - t0)
 
 
-def fit_epoch(model: AdaSparseModel, data: PreparedData, cfg: TrainBenchConfig) -> Timing:
-    """One epoch of ``trainer.fit`` with the regulariser and schedules of a real run."""
+def fit_epoch(
+    model: AdaSparseModel, data: PreparedData, cfg: TrainBenchConfig, compile: bool = False
+) -> Timing:
+    """One epoch of ``trainer.fit`` with the regulariser and schedules of a real run
+    (``compile``: train.compile, the training forward through torch.compile)."""
     settings = TrainSettings(
-        epochs=1, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, device="cpu", progress=False
-    )
+        epochs=1, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, device="cpu",
+        progress=False, compile=compile,
+    )  # fmt: skip
     result = fit(model, data, settings, default_regularizer(), default_schedule())
     rows = len(data.splits["train"])
     return Timing(rows, rows / result.history[0].samples_per_s)

@@ -60,6 +60,9 @@ class TrainSettings:
     # A fit given a checkpoint file saves at epoch ends and this often within an epoch
     # (run/checkpoint.py); None: no checkpoints.
     checkpoint_every_s: float | None = 600.0
+    # torch.compile the training forward. Off: on CPU it lost on both counts (bench --only
+    # compile: slower steps after a compile that costs minutes of a trial of seconds).
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size"):
@@ -86,6 +89,8 @@ class TrainSettings:
             raise ConfigError(
                 f"train.device={self.device!r}; choose one of ['auto', 'cpu', 'cuda']"
             )
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"train.compile={self.compile!r} must be true or false")
         if self.autocast not in AUTOCAST:
             raise ConfigError(
                 f"train.autocast={self.autocast!r}; choose one of {list(AUTOCAST)} (null: fp32)"
@@ -177,6 +182,7 @@ class Loop:
     total_steps: int
     generator: torch.Generator
     regularised: bool  # learned masks that can zero neurons: the only ones a penalty can move
+    forward: Callable  # the training forward: the model itself, or torch.compile of it
     rungs: list[tuple[int, int, float]] = field(
         default_factory=list
     )  # (step, index, fraction) ahead
@@ -226,7 +232,7 @@ def _train_step(loop: Loop, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     mask_band = schedule.band(max(progress, done_at)) if final else band
     loop.model.before_step(progress, mask_band, final)  # alpha annealing, or a rival's masks
     with loop.settings.autocast_context(loop.device):
-        out = loop.model(batch.cat, batch.dense)
+        out = loop.forward(batch.cat, batch.dense)
     loss = F.binary_cross_entropy_with_logits(out.logits.float(), batch.label)
     # Static masks have no gradient and scaling never zeroes: the regulariser applies to
     # learned pruners that can zero neurons only (Loop.regularised).
@@ -549,4 +555,6 @@ def _start(
         total_steps=settings.epochs * n_batches(train, settings.batch_size),
         generator=torch.Generator().manual_seed(settings.seed),
         regularised=model.learns_masks and model.masks_zero,
+        # the same parameters: saving, evaluating and masking go through ``model`` itself
+        forward=torch.compile(model) if settings.compile else model,
     )

@@ -41,6 +41,7 @@ RESUMABLE = (
     "study.early_stop",  # rung records are keyed by their fraction: any mix compares like with like
     "train.progress",
     "train.checkpoint_every_s",  # how often a fit saves, not what it computes
+    "train.compile",  # how the step runs: the same values within float tolerance
     "paths.",
     "tracking.",
     "hydra.",
