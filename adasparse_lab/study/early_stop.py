@@ -5,7 +5,7 @@ Optuna's pruners are single-objective (``trial.report`` raises in a multi-object
 the rule lives here, with its records in the study's own storage:
 
 - **Rungs** are fractions of a trial's training budget counted in rows seen (epochs x train
-  rows): ``min_fraction``, ``min_fraction * eta``, ... below 1, e.g. 1/9 and 1/3 with eta=3.
+  rows): ``min_fraction``, ``min_fraction * eta``, ... below 1: 1/27, 1/9 and 1/3 by default.
   A one-epoch study on a big table still stops early, mid-epoch.
 - At a rung the trial validates once (run/fit.py) and stores its objective values as the user
   attribute ``rung@<fraction>``. The cost objective is the trial's **projected final cost**
@@ -47,7 +47,7 @@ class EarlyStop:
 
     kind: str = "none"
     eta: int = 3
-    min_fraction: float = 1 / 9
+    min_fraction: float = 1 / 27
 
     @property
     def fractions(self) -> tuple[float, ...]:
@@ -75,7 +75,7 @@ def parse_early_stop(raw: Mapping | None) -> EarlyStop:
     eta = raw.get("eta", 3)
     if not isinstance(eta, int) or eta < 2:
         raise ConfigError(f"study.early_stop.eta={eta!r} must be an integer >= 2")
-    fraction = raw.get("min_fraction", 1 / 9)
+    fraction = raw.get("min_fraction", 1 / 27)
     if not 0 < fraction < 1:
         raise ConfigError(f"study.early_stop.min_fraction={fraction!r} must be in (0, 1)")
     return EarlyStop(str(kind), eta, float(fraction))
