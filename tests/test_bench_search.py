@@ -54,3 +54,25 @@ def test_layout_compares_the_best_of_each_layout():
         ("2 workers x 1 thread", point(480.0)),
     ]
     assert "2 workers x 1 thread / 1 worker x 2 threads = 1.19x" in format_layout(points)
+
+
+def test_the_search_overrides_reach_both_runs_and_the_header(tmp_path):
+    """``--search-overrides`` go last, so they win over the bench's own settings, and the
+    composed study has them (the 1/9 comparison of docs/benchmarks.md)."""
+    from hydra import compose, initialize_config_dir
+
+    from adasparse_lab.bench.search import overrides
+    from adasparse_lab.bench.workload import CONF
+
+    extra = ("study.early_stop.min_fraction=0.1111",)
+    for mode in ("none", "moasha"):
+        args = overrides("sparsity", mode, 0, 20, "synthetic", str(tmp_path), extra)
+        assert args[-1] == extra[0]
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=args)
+        assert cfg.study.early_stop.min_fraction == 0.1111
+        assert cfg.study.early_stop.kind == mode
+    runs = [_run("none", 0, [10], [0.5]), _run("moasha", 0, [5], [0.5])]
+    assert "+study=sparsity on synthetic with study.early_stop.min_fraction=0.1111:" in (
+        format_search(runs, "sparsity", "synthetic", extra)
+    )

@@ -209,6 +209,13 @@ def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--search-data", default="synthetic", help="search section: a data config (douban, ...)"
     )
+    p.add_argument(
+        "--search-overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="search section: Hydra overrides for both runs (study.early_stop.min_fraction=0.1111)",
+    )
     r = recipe.RecipeBenchConfig()
     p.add_argument("--recipe-data", default=r.data, help="recipe section: a data config")
     _count_flag(p, "--recipe-rows", r.rows, "recipe section: synthetic rows")
@@ -418,9 +425,13 @@ def run_search(args: argparse.Namespace) -> dict | None:
     if not _asked(args, "search"):
         return None
     runs = run_search_bench(
-        args.search_study, tuple(args.search_seeds), args.search_trials, args.search_data
+        args.search_study,
+        tuple(args.search_seeds),
+        args.search_trials,
+        args.search_data,
+        tuple(args.search_overrides),
     )
-    _show(format_search(runs, args.search_study, args.search_data))
+    _show(format_search(runs, args.search_study, args.search_data, args.search_overrides))
     return as_json(runs)
 
 

@@ -51,20 +51,23 @@ class SearchRun:
         return None
 
 
-def overrides(study: str, mode: str, seed: int, n_trials: int, data: str, tmp: str) -> list[str]:
-    """The shipped study, minus its end (no reference, no re-evaluation, no model logging)."""
+def overrides(
+    study: str, mode: str, seed: int, n_trials: int, data: str, tmp: str, extra=()
+) -> list[str]:
+    """The shipped study, minus its end (no reference, no re-evaluation, no model logging),
+    with the bench's ``extra`` overrides last."""
     out = [
         f"+study={study}", f"study.name=search-{mode}-{seed}", f"study.sampler.seed={seed}",
         f"study.n_trials={n_trials}", f"study.early_stop.kind={mode}", "study.reference=false",
         "study.reeval.max_trials=0", "study.log_models=none", "train.progress=false",
         f"paths.studies={tmp}/studies", f"paths.reports={tmp}/reports", f"paths.cache={tmp}/cache",
     ]  # fmt: skip
-    return out + data_overrides(data)
+    return out + data_overrides(data) + list(extra)
 
 
-def run_search(study: str, mode: str, seed: int, n_trials: int, data: str) -> SearchRun:
+def run_search(study: str, mode: str, seed: int, n_trials: int, data: str, extra=()) -> SearchRun:
     with tempfile.TemporaryDirectory() as tmp:
-        args = overrides(study, mode, seed, n_trials, data, tmp)
+        args = overrides(study, mode, seed, n_trials, data, tmp, extra)
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             base = compose("config", overrides=args)
             runner = StudyRunner(base, lambda extra: compose("config", overrides=[*args, *extra]))
@@ -85,12 +88,16 @@ def run_search(study: str, mode: str, seed: int, n_trials: int, data: str) -> Se
 
 
 def run_search_bench(
-    study: str = "sparsity", seeds=(0, 1, 2), n_trials: int = 20, data: str = "synthetic"
+    study: str = "sparsity",
+    seeds=(0, 1, 2),
+    n_trials: int = 20,
+    data: str = "synthetic",
+    extra=(),
 ) -> list[SearchRun]:
     runs = []
     for seed in seeds:  # interleaved: both modes of a seed under the same machine load
         for mode in MODES:
-            runs.append(run_search(study, mode, seed, n_trials, data))
+            runs.append(run_search(study, mode, seed, n_trials, data, extra))
             print(format_run(runs[-1]), flush=True)
     return runs
 
@@ -119,9 +126,10 @@ def summary(runs: list[SearchRun]) -> dict:
     return {"share_by_seed": shares, "median_share": median if known else None}
 
 
-def format_search(runs: list[SearchRun], study: str, data: str) -> str:
+def format_search(runs: list[SearchRun], study: str, data: str, extra=()) -> str:
     s = summary(runs)
-    lines = [f"[11] search  +study={study} on {data}: plain vs early stopping (moasha)"]
+    also = f" with {' '.join(extra)}" if extra else ""
+    lines = [f"[11] search  +study={study} on {data}{also}: plain vs early stopping (moasha)"]
     lines += [format_run(r) for r in runs]
     for seed, share in s["share_by_seed"].items():
         text = "never" if share is None else f"at {100 * share:.0f}% of the plain run's CPU-s"
