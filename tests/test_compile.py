@@ -86,3 +86,12 @@ def test_the_compile_benchmark_charges_each_new_structure_its_recompile():
 def test_a_compiled_pass_faster_than_the_eager_one_costs_no_negative_compile():
     r = bench_result(eager=50_000, compiled=60_000, first=-0.5, new=-0.2)
     assert r.compile_s == 0.0 and r.recompile_s == 0.0
+
+
+def test_the_compile_benchmark_json_holds_both_sides_and_the_choice():
+    r = bench_result(eager=50_000, compiled=100_000, first=60.0, new=30.0)
+    out = r.as_json()
+    assert out["rows_per_s"] == {"eager": [50_000.0], "compiled": [100_000.0]}
+    assert out["compile_s"] == pytest.approx(60.0) and out["recompile_s"] == pytest.approx(30.0)
+    assert out["new_structure_s"] == {"eager": 1.0, "compiled": 31.0}
+    assert out["steady_ratio"] == pytest.approx(2.0) and out["choice"] is False

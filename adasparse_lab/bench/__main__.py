@@ -374,17 +374,14 @@ def run_step_section(args: argparse.Namespace) -> dict | None:
 
 
 def run_compile_section(args: argparse.Namespace) -> dict | None:
-    """train.compile against eager (a compile costs minutes): only with ``--only compile``."""
+    """train.compile against eager (it compiles for tens of seconds): only with ``--only
+    compile``."""
     if not _asked(args, "compile"):
         return None
     cfg = _timed(args, StepBenchConfig, args.step_rows, args.repeats)
-    r = run_compile_bench(cfg)
-    _show(format_compile(r, torch.get_num_threads()))
-    rows_per_s = {v: [t.samples_per_s for t in ts] for v, ts in r.timings.timings.items()}
-    return {
-        "config": asdict(cfg), "rows_per_s": rows_per_s, "first_pass_s": r.first_pass_s,
-        "compile_s": r.compile_s, "steady_ratio": r.steady_ratio, "choice": r.choice,
-    }  # fmt: skip
+    result = run_compile_bench(cfg)
+    _show(format_compile(result, torch.get_num_threads()))
+    return {"config": asdict(cfg)} | result.as_json()
 
 
 def run_domains(args: argparse.Namespace) -> list | None:

@@ -82,6 +82,15 @@ class CompileBenchResult:
         """train.compile's default by this run: the faster side for a main-study trial."""
         return self.trial_seconds("compiled") < self.trial_seconds("eager")
 
+    def as_json(self) -> dict:
+        rows = {v: [t.samples_per_s for t in ts] for v, ts in self.timings.timings.items()}
+        return {
+            "rows_per_s": rows, "first_pass_s": self.first_pass_s,
+            "new_structure_s": self.new_structure_s, "compile_s": self.compile_s,
+            "recompile_s": self.recompile_s, "steady_ratio": self.steady_ratio,
+            "choice": self.choice,
+        }  # fmt: skip
+
 
 def compile_runners(
     cfg: StepBenchConfig, rank: int | None = None
