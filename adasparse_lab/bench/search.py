@@ -12,6 +12,7 @@ run needed to reach the plain run's final hypervolume.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -52,7 +53,7 @@ class SearchRun:
 
 
 def overrides(
-    study: str, mode: str, seed: int, n_trials: int, data: str, tmp: str, extra=()
+    study: str, mode: str, seed: int, n_trials: int, data: str, tmp: str, extra: Sequence[str] = ()
 ) -> list[str]:
     """The shipped study, minus its end (no reference, no re-evaluation, no model logging),
     with the bench's ``extra`` overrides last."""
@@ -65,12 +66,14 @@ def overrides(
     return out + data_overrides(data) + list(extra)
 
 
-def run_search(study: str, mode: str, seed: int, n_trials: int, data: str, extra=()) -> SearchRun:
+def run_search(
+    study: str, mode: str, seed: int, n_trials: int, data: str, extra: Sequence[str] = ()
+) -> SearchRun:
     with tempfile.TemporaryDirectory() as tmp:
         args = overrides(study, mode, seed, n_trials, data, tmp, extra)
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             base = compose("config", overrides=args)
-            runner = StudyRunner(base, lambda extra: compose("config", overrides=[*args, *extra]))
+            runner = StudyRunner(base, lambda more: compose("config", overrides=[*args, *more]))
             outcome = runner.run()
         trials = outcome.study.get_trials()
         s = runner.settings
@@ -92,7 +95,7 @@ def run_search_bench(
     seeds=(0, 1, 2),
     n_trials: int = 20,
     data: str = "synthetic",
-    extra=(),
+    extra: Sequence[str] = (),
 ) -> list[SearchRun]:
     runs = []
     for seed in seeds:  # interleaved: both modes of a seed under the same machine load
@@ -126,7 +129,7 @@ def summary(runs: list[SearchRun]) -> dict:
     return {"share_by_seed": shares, "median_share": median if known else None}
 
 
-def format_search(runs: list[SearchRun], study: str, data: str, extra=()) -> str:
+def format_search(runs: list[SearchRun], study: str, data: str, extra: Sequence[str] = ()) -> str:
     s = summary(runs)
     also = f" with {' '.join(extra)}" if extra else ""
     lines = [f"[11] search  +study={study} on {data}{also}: plain vs early stopping (moasha)"]
