@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from adasparse_lab.bench.compile import TRIAL_ROWS, CompileBenchResult
+from adasparse_lab.bench.compile import CompileBenchResult, main_study_trial_rows
 from adasparse_lab.bench.step import StepBenchConfig
 from adasparse_lab.bench.throughput import Timing, TrainBenchResult
 from adasparse_lab.errors import ConfigError
@@ -76,8 +76,8 @@ def test_the_compile_benchmark_charges_each_new_structure_its_recompile():
     r = bench_result(eager=50_000, compiled=100_000, first=60.0, new=30.0)
     assert r.steady_ratio == pytest.approx(2.0)
     assert r.compile_s == pytest.approx(60.0) and r.recompile_s == pytest.approx(30.0)
-    assert r.trial_seconds("eager") == pytest.approx(TRIAL_ROWS / 50_000)
-    assert r.trial_seconds("compiled") == pytest.approx(30.0 + TRIAL_ROWS / 100_000)
+    assert r.trial_seconds("eager") == pytest.approx(640_000 / 50_000)
+    assert r.trial_seconds("compiled") == pytest.approx(30.0 + 640_000 / 100_000)
     assert not r.choice  # twice the rate does not pay back a 30 s recompile on 640k rows
     assert bench_result(eager=50_000, compiled=100_000, first=60.0, new=2.0).choice
     assert not bench_result(eager=50_000, compiled=40_000, first=0.0, new=0.0).choice
@@ -95,3 +95,8 @@ def test_the_compile_benchmark_json_holds_both_sides_and_the_choice():
     assert out["compile_s"] == pytest.approx(60.0) and out["recompile_s"] == pytest.approx(30.0)
     assert out["new_structure_s"] == {"eager": 1.0, "compiled": 31.0}
     assert out["steady_ratio"] == pytest.approx(2.0) and out["choice"] is False
+
+
+def test_a_main_study_trial_is_its_epochs_over_the_train_split():
+    """4 epochs x 80% of the 200,000 synthetic rows (conf/study/sparsity.yaml)."""
+    assert main_study_trial_rows() == 640_000 == bench_result(1, 1, 0, 0).trial_rows

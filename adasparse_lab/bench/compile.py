@@ -34,15 +34,23 @@ from adasparse_lab.bench.throughput import (
     paper_pruner,
     run_interleaved,
 )
-from adasparse_lab.bench.workload import build_model, synthetic_data, with_train_rows
+from adasparse_lab.bench.workload import CONF, build_model, synthetic_data, with_train_rows
 from adasparse_lab.data.prepared import PreparedData
 from adasparse_lab.run.fit import TrainSettings
 
 VARIANTS = {"eager": False, "compiled": True}
 LABELS = {"eager": "eager (train.compile=false)", "compiled": "torch.compile (train.compile=true)"}
-# Rows one trial of the main study trains: 4 epochs of the synthetic table's 160,000 train rows
-# (conf/study/sparsity.yaml, conf/data/synthetic.yaml): what a compile must pay itself back on.
-TRIAL_ROWS = 4 * 160_000
+
+
+def main_study_trial_rows() -> int:
+    """Rows one trial of the main study trains (epochs x the synthetic table's train split, as
+    conf/study/sparsity.yaml composes them): what a compile must pay itself back on."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["+study=sparsity"])
+    split = cfg.data.source.split
+    return round(cfg.train.epochs * cfg.synthetic.n_rows * (1 - split.val - split.test))
 
 
 @dataclass
@@ -51,6 +59,7 @@ class CompileBenchResult:
     first_pass_s: dict[str, float] = field(default_factory=dict)  # the process's first fit
     new_structure_s: dict[str, float] = field(default_factory=dict)  # a rank-16 pruner's fit
     first_pass_rows: int = 0
+    trial_rows: int = 640_000  # one main-study trial (main_study_trial_rows)
 
     @property
     def steady_ratio(self) -> float:
@@ -75,7 +84,7 @@ class CompileBenchResult:
         """One main-study trial with a structure new to its worker: the recompile, then its
         rows at the variant's best steady rate."""
         extra = self.recompile_s if variant == "compiled" else 0.0
-        return extra + TRIAL_ROWS / self.timings.best(variant)
+        return extra + self.trial_rows / self.timings.best(variant)
 
     @property
     def choice(self) -> bool:
@@ -129,7 +138,7 @@ def run_compile_bench(cfg: StepBenchConfig) -> CompileBenchResult:
         first = timed_passes(runners, warm)
         result = run_interleaved(cfg.as_train(), runners, warm, timed, "rows")  # warm once more
         new = timed_passes(compile_runners(cfg, rank=16), warm)
-    return CompileBenchResult(result, first, new, cfg.warmup_rows)
+    return CompileBenchResult(result, first, new, cfg.warmup_rows, main_study_trial_rows())
 
 
 def format_compile(r: CompileBenchResult, threads: int) -> str:
@@ -145,7 +154,7 @@ def format_compile(r: CompileBenchResult, threads: int) -> str:
         f"(recompile ~{r.recompile_s:.1f} s)",
         f"    steady state compiled / eager: {r.steady_ratio:.2f}x (best/best), "
         f"{r.timings.paired_ratio('compiled', 'eager'):.2f}x (median of same-repeat pairs)",
-        f"    a main-study trial with a new structure ({TRIAL_ROWS:,} rows): eager "
+        f"    a main-study trial with a new structure ({r.trial_rows:,} rows): eager "
         f"{r.trial_seconds('eager'):.1f} s, compiled {r.trial_seconds('compiled'):.1f} s",
         f"    choice: train.compile={'true' if r.choice else 'false'} "
         f"({'compiled' if r.choice else 'eager'} is faster here; the shipped default is "
