@@ -219,3 +219,18 @@ class SaveRedactedConfig(Callback):
         }
         for name, node in files.items():  # unresolved, as Hydra saves them
             write_atomic(folder / name, redact_text(OmegaConf.to_yaml(node)))
+
+
+DOMAIN_METRICS_MAX = 50  # conf/tracking/mlflow.yaml's default, for configs stored without it
+
+
+def domain_metrics_max(tracking: DictConfig) -> int:
+    """``tracking.domain_metrics_max``: the most domains a run logs per-domain MLflow metrics
+    for (store.tracking.Tracker.log_run_metrics); checked before any data is read."""
+    value = tracking.get("domain_metrics_max", DOMAIN_METRICS_MAX)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"tracking.domain_metrics_max={value!r} must be an integer >= 0 (the most domains "
+            "a run logs per-domain MLflow metrics for; above it they go to one artifact)"
+        )
+    return value

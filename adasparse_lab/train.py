@@ -14,7 +14,11 @@ from adasparse_lab.data.build import build_data
 from adasparse_lab.errors import ConfigError, DataError, StoreError
 from adasparse_lab.run.build import build_components
 from adasparse_lab.run.naming import model_name, pruner_form
-from adasparse_lab.run.outputs import epoch_logger, format_summary, write_outputs
+from adasparse_lab.run.outputs import (
+    epoch_logger,
+    format_summary,
+    write_outputs,
+)
 from adasparse_lab.run.pipeline import train_and_evaluate
 from adasparse_lab.store.tracking import flatten, tracker_from_config
 
@@ -36,7 +40,11 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         result = train_and_evaluate(
             cfg,
             data,
-            on_epoch=epoch_logger(tracker, run_id) if tracker else None,
+            on_epoch=(
+                epoch_logger(tracker, run_id, tracker.domains_as_metrics(data.n_domains))
+                if tracker
+                else None
+            ),
             components=components,
         )
     except BaseException:
@@ -45,7 +53,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         raise
     files = write_outputs(out_dir, cfg, result)
     if tracker is not None:
-        tracker.log_metrics(run_id, result.metrics)
+        files += tracker.log_run_metrics(run_id, result.metrics, data.domain_names, out_dir)
         tracker.log_artifacts(run_id, files)
         tracker.end_run(run_id)
     print(format_summary(result.domains, result.metrics))

@@ -115,7 +115,7 @@ def many_report(tmp_path_factory):
     from adasparse_lab.bench.domains import run_domains_study
 
     tmp = tmp_path_factory.mktemp("many")
-    base, outcome = run_domains_study(MANY, str(tmp), n_trials=2)
+    base, outcome = run_domains_study(MANY, str(tmp), n_trials=2, trial="tiny")
     return build([base.study.name], [outcome.storage_desc], tmp / "reports")
 
 

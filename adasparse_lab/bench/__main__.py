@@ -39,7 +39,7 @@ import torch
 
 from adasparse_lab.bench import recipe
 from adasparse_lab.bench.compile import format_compile, run_compile_bench
-from adasparse_lab.bench.domains import format_domains, run_domains_bench
+from adasparse_lab.bench.domains import ALL_AS_METRICS, format_domains, run_domains_bench
 from adasparse_lab.bench.export import ExportBenchConfig, format_export, run_export_bench
 from adasparse_lab.bench.gpu import (
     GpuBenchConfig,
@@ -200,6 +200,17 @@ def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
     _count_flag(p, "--gpu-epochs", g.auc_epochs, "gpu section: epochs of the fp32 and bf16 runs")
     p.add_argument(
         "--domain-counts", type=int, nargs="+", default=[100, 1000], help="domains section"
+    )
+    p.add_argument(
+        "--domains-trial",
+        choices=["main", "tiny"],
+        default="main",
+        help="domains section: the main study's trial, or a tiny one (a quick look)",
+    )
+    p.add_argument(
+        "--domains-baseline",
+        action="store_true",
+        help="domains section: each count also with every per-domain value an MLflow metric",
     )
     p.add_argument("--search-study", default="sparsity", help="search section: the shipped study")
     p.add_argument(
@@ -391,8 +402,17 @@ def run_domains(args: argparse.Namespace) -> list | None:
         return None
     results = []
     for n in args.domain_counts:  # each count's line as soon as it is measured
-        results.append(run_domains_bench(n))
+        results.append(run_domains_bench(n, trial=args.domains_trial))
         _show(format_domains(results[-1:]))
+        if args.domains_baseline:  # the same study, every per-domain value an MLflow metric
+            base = run_domains_bench(n, trial=args.domains_trial, extra=[ALL_AS_METRICS])
+            results.append(base)
+            _show(format_domains([base]))
+            _show(
+                f"    {n} domains: driver overhead {results[-2].overhead_s:.2f} s a trial with the"
+                f" per-domain artifact, {base.overhead_s:.2f} s with every value a metric"
+                f" ({base.overhead_s / max(results[-2].overhead_s, 1e-9):.1f}x)"
+            )
     return [r.as_dict() for r in results]
 
 

@@ -5,7 +5,9 @@ summary's (results.pareto_table) tables from it.
 
 Run tags (the sweep's contract): ``kind`` = study | trial | reeval | reference,
 ``trial_number``, ``seed``, ``method`` (absent in older studies: 'dense' for the reference).
-Metric keys use sanitised domain names (metrics.safe_name).
+Metric keys use sanitised domain names (metrics.safe_name). A run with more domains than
+``tracking.domain_metrics_max`` holds its per-domain values, under the same keys, in the
+artifact its ``domain_metrics`` tag names (store.tracking.Tracker.log_run_metrics).
 Costs and sparsity are read from the validation split (``val/flops/ratio``,
 ``val/sparsity/<domain>/l<k>``, ``val/sparsity/<domain>/overall``), like the objectives.
 ``latency_ratio``: the run's ``val/latency/ratio``; per domain, ``val/latency/b<b>/<domain>``
@@ -25,6 +27,7 @@ from urllib.parse import unquote, urlparse
 import polars as pl
 
 from adasparse_lab.metrics import safe_name
+from adasparse_lab.store.tracking import DOMAIN_METRICS_TAG
 
 log = logging.getLogger(__name__)
 RUN_KINDS = ("trial", "reeval", "reference")
@@ -137,10 +140,12 @@ def _domain_latency(m: dict[str, float], safe: str, b: int | None) -> float | No
     return None if value is None or not dense else value / dense
 
 
-def _domain_rows(kind: str, run, number, seed, names: dict[str, str]) -> tuple[list, list]:
-    """Per-domain and per-layer rows of one run; ``names`` maps safe names to domain names.
-    A domain the run logged no metric of has no row (a failed or unfinished run: all nulls)."""
-    m, run_id = run.data.metrics, run.info.run_id
+def _domain_rows(
+    kind: str, run_id: str, m: dict[str, float], number, seed, names: dict[str, str]
+) -> tuple[list, list]:
+    """Per-domain and per-layer rows of one run from its values ``m``; ``names`` maps safe
+    names to domain names. A domain the run logged no value of has no row (a failed or
+    unfinished run: all nulls)."""
     b = _latency_batch(m)
     values = [
         {column: m.get(key.format(safe)) for column, key in DOMAIN_METRICS.items()}
@@ -195,14 +200,29 @@ def read_runs(uri: str, experiment: str, domains: list[str] | None) -> RunTables
                 | {"method": tags.get("method", "dense" if kind == "reference" else None)}
                 | {column: m.get(key) for column, key in RUN_METRICS.items()}
             )
-            d_rows, l_rows = _domain_rows(kind, run, number, seed, safe_names)
+            out.handles[run.info.run_id] = run
+            m = m | _artifact_metrics(out, run)
+            d_rows, l_rows = _domain_rows(kind, run.info.run_id, m, number, seed, safe_names)
             domain_rows += d_rows
             layer_rows += l_rows
-            out.handles[run.info.run_id] = run
     out.runs = pl.DataFrame(rows, schema=RUN_SCHEMA)
     out.domains = pl.DataFrame(domain_rows, schema=DOMAIN_SCHEMA)
     out.layers = pl.DataFrame(layer_rows, schema=LAYER_SCHEMA)
     return out
+
+
+def _artifact_metrics(tables: RunTables, run) -> dict[str, float]:
+    """The per-domain values a run with many domains logged as an artifact instead of metrics
+    (store.tracking.Tracker.log_run_metrics), under their metric keys; {} for other runs."""
+    name = run.data.tags.get(DOMAIN_METRICS_TAG)
+    if not name:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="report-artifacts-") as tmp:
+        path = artifact_file(tables, run.info.run_id, name, Path(tmp))
+        if path is None:  # a run killed before it logged the file: its domains have no rows
+            return {}
+        frame = pl.read_parquet(path)
+    return dict(zip(frame["key"].to_list(), frame["value"].to_list()))
 
 
 def artifact_file(tables: RunTables, run_id: str, name: str, scratch: Path) -> Path | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-from adasparse_lab.config import instantiate
+from adasparse_lab.config import domain_metrics_max, instantiate
 from adasparse_lab.data import PreparedData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.models import Fields, PrunerSpec, StaticPruning
@@ -45,6 +45,8 @@ def build_components(cfg: DictConfig) -> Components:
     except TypeError as err:
         raise ConfigError(f"train: {err}") from None
     InitSettings.from_config(cfg.model.get("init"))  # a bad model.init fails before the data
+    if cfg.get("tracking") is not None and cfg.tracking.enabled:
+        domain_metrics_max(cfg.tracking)
     return Components(
         pruner=pruner,
         schedule=instantiate(cfg.schedule, "schedule"),

@@ -139,11 +139,11 @@ def write_outputs(out_dir: Path, cfg: DictConfig, result: RunResult) -> list[Pat
 EPOCH_DOMAIN_METRICS = ("auc", "logloss")  # per-domain learning curves, kept per epoch
 
 
-def logged_per_epoch(key: str) -> bool:
+def logged_per_epoch(key: str, domains: bool = True) -> bool:
     """Whether an epoch's val metric ``key`` goes to MLflow every epoch: every aggregate, and
-    each domain's AUC and log loss. A domain's sparsity per layer, FLOPs and oracle AUC (8 of
-    the 10 metrics a domain has per epoch with two masked layers) stay in the run's
-    metrics.json history and its final metrics: a 1,000-domain run would otherwise send
+    (with ``domains``) each domain's AUC and log loss. A domain's sparsity per layer, FLOPs and
+    oracle AUC (8 of the 10 metrics a domain has per epoch with two masked layers) stay in the
+    run's metrics.json history and its final values: a 1,000-domain run would otherwise send
     MLflow 8,000 rows per epoch."""
     parts = key.split("/")
     if len(parts) <= 2:
@@ -153,13 +153,14 @@ def logged_per_epoch(key: str) -> bool:
         return len(rest) == 1  # sparsity/overall, sparsity/l<k>
     if metric == "flops":
         return rest[0] in FLOPS_AGGREGATES
-    return metric in EPOCH_DOMAIN_METRICS
+    return domains and metric in EPOCH_DOMAIN_METRICS
 
 
-def epoch_logger(tracker, run_id: str):
-    """An on_epoch callback: an epoch's train and val metrics, every domain's included, in
-    batches of up to MAX_METRICS_PER_BATCH (store.tracking), under ``epoch/`` (step = epoch).
-    The un-prefixed names hold the selected model's final values only."""
+def epoch_logger(tracker, run_id: str, domains: bool = True):
+    """An on_epoch callback: an epoch's train and val metrics, in batches of up to
+    MAX_METRICS_PER_BATCH (store.tracking), under ``epoch/`` (step = epoch); each domain's AUC
+    and log loss too with ``domains`` (store.tracking.Tracker.domains_as_metrics). The un-prefixed names hold the
+    selected model's final values only."""
 
     def log_epoch(record: EpochRecord) -> None:
         values = {
@@ -170,7 +171,7 @@ def epoch_logger(tracker, run_id: str):
             "train/lambda_hat": record.lambda_hat,
             "train/band_lo": record.band[0],
             "train/band_hi": record.band[1],
-            **{k: v for k, v in record.val.items() if logged_per_epoch(k)},
+            **{k: v for k, v in record.val.items() if logged_per_epoch(k, domains)},
         }
         tracker.log_metrics(run_id, {f"epoch/{k}": v for k, v in values.items()}, step=record.epoch)
 

@@ -11,15 +11,43 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
-from adasparse_lab.config import redact_url, without_password
+from adasparse_lab.config import (
+    DOMAIN_METRICS_MAX,
+    domain_metrics_max,
+    redact_url,
+    without_password,
+)
 from adasparse_lab.metrics import safe_name
 from adasparse_lab.store.tracking_db import prepare_sqlite_store
 
 log = logging.getLogger(__name__)
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
+# A run with more domains than tracking.domain_metrics_max logs its aggregates as metrics and
+# every per-domain value in one artifact (columns key, value: the metric keys they would have
+# had), named by the run's tag; results.runs reads them back. MLflow's SQL store writes a
+# metric in about 0.4 ms, so 1,000 domains (about 20 values each) cost about 8 s a run.
+DOMAIN_METRICS_FILE = "domain_metrics.parquet"
+DOMAIN_METRICS_TAG = "domain_metrics"
+DOMAIN_METRICS_SCHEMA = {"key": pl.String, "value": pl.Float64}
+
+
+def domain_keys(keys: Iterable[str], domain_names: list[str]) -> set[str]:
+    """The keys that hold one domain's value: a run of their path segments after the first
+    (the split) is a domain's safe name ('val/auc/<d>', 'val/sparsity/<d>/l1', 'params/<d>',
+    'val/latency/b1024/<d>'); a safe name may itself contain '/'."""
+    names = {safe_name(d) for d in domain_names}
+    out = set()
+    for key in keys:
+        parts = key.split("/")
+        n = len(parts)
+        spans = ("/".join(parts[i:j]) for i in range(1, n) for j in range(i + 1, n + 1))
+        if any(span in names for span in spans):
+            out.add(key)
+    return out
 
 
 def flatten(cfg: Mapping | DictConfig, prefix: str = "") -> dict[str, str]:
@@ -89,7 +117,14 @@ def _client(uri: str):
 class Tracker:
     """One MLflow experiment; creates runs (optionally nested) and logs to them by id."""
 
-    def __init__(self, uri: str, artifact_root: str | None, experiment: str) -> None:
+    def __init__(
+        self,
+        uri: str,
+        artifact_root: str | None,
+        experiment: str,
+        domain_metrics_max: int = DOMAIN_METRICS_MAX,
+    ) -> None:
+        self.domain_metrics_max = domain_metrics_max
         uri = absolute_uri(uri)  # absolute: a recorded URI reads back from any folder
         self.uri = redact_url(uri)  # recorded with the study and printed: no password
         if uri.startswith(SQLITE):  # complete before any client sees it: kill-safe
@@ -138,6 +173,31 @@ class Tracker:
         for i in range(0, len(items), MAX_METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=items[i : i + MAX_METRICS_PER_BATCH])
 
+    def domains_as_metrics(self, n_domains: int) -> bool:
+        """Whether a run with ``n_domains`` logs its per-domain values as MLflow metrics."""
+        return n_domains <= self.domain_metrics_max
+
+    def log_run_metrics(
+        self, run_id: str, metrics: Mapping[str, float], domain_names: list[str], out_dir: Path
+    ) -> list[Path]:
+        """A run's final values. Up to ``domain_metrics_max`` domains every value is a metric.
+        Above it the aggregates are metrics and each domain's values go to
+        ``out_dir/DOMAIN_METRICS_FILE`` (key, value), named by the run's DOMAIN_METRICS_TAG;
+        results.runs reads them back under the same keys. Returns the file to log as an
+        artifact ([] when there is none)."""
+        if self.domains_as_metrics(len(domain_names)):
+            self.log_metrics(run_id, metrics)
+            return []
+        per_domain = domain_keys(metrics, domain_names)
+        keys = [k for k in metrics if k in per_domain]
+        values = [float(metrics[k]) for k in keys]
+        path = out_dir / DOMAIN_METRICS_FILE
+        frame = pl.DataFrame({"key": keys, "value": values}, schema=DOMAIN_METRICS_SCHEMA)
+        frame.write_parquet(path)
+        self.set_tags(run_id, {DOMAIN_METRICS_TAG: DOMAIN_METRICS_FILE})
+        self.log_metrics(run_id, {k: v for k, v in metrics.items() if k not in per_domain})
+        return [path]
+
     def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, str(v)[:5000])
@@ -156,7 +216,8 @@ class Tracker:
 def tracker_from_config(tracking_cfg: DictConfig, experiment: str) -> Tracker | None:
     if not tracking_cfg.enabled:
         return None
-    return Tracker(tracking_cfg.uri, tracking_cfg.artifact_root, experiment)
+    limit = domain_metrics_max(tracking_cfg)
+    return Tracker(tracking_cfg.uri, tracking_cfg.artifact_root, experiment, limit)
 
 
 # The MLflow UI (3.x) opens an experiment on its GenAI "Overview / Traces" page when the

@@ -22,7 +22,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab import machine
-from adasparse_lab.config import redacted
+from adasparse_lab.config import domain_metrics_max, redacted
 from adasparse_lab.data import PreparedData
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.run.build import build_components
@@ -204,7 +204,12 @@ class StudySession:
         tracking = self.ctx.base.tracking
         if not tracking.enabled:
             raise ConfigError("a study needs tracking=mlflow (every trial is an MLflow run)")
-        tracker = Tracker(tracking.uri, tracking.artifact_root, self.ctx.settings.name)
+        tracker = Tracker(
+            tracking.uri,
+            tracking.artifact_root,
+            self.ctx.settings.name,
+            domain_metrics_max(tracking),
+        )
         tag_experiment_kind(tracker)
         parent = self.wait_for_parent(study)
         if parent is None:  # elected: this worker makes (or takes over) the parent run

@@ -24,7 +24,11 @@ from adasparse_lab.run.build import build_components
 from adasparse_lab.run.checkpoint import FILE as CHECKPOINT_FILE
 from adasparse_lab.run.fit import RungCallback
 from adasparse_lab.run.naming import method_name, pruner_form
-from adasparse_lab.run.outputs import RunResult, epoch_logger, write_outputs
+from adasparse_lab.run.outputs import (
+    RunResult,
+    epoch_logger,
+    write_outputs,
+)
 from adasparse_lab.run.pipeline import train_and_evaluate
 from adasparse_lab.store.study_storage import Heartbeat, recover_stale
 from adasparse_lab.store.tracking import Tracker
@@ -80,7 +84,7 @@ class TrialRunner:
         ``on_rung``, at each of the study's rungs too (study/early_stop.py)."""
         components = build_components(cfg)
         data = self.data_for(cfg)  # prepared once per process, then shared by every trial
-        log_epoch = epoch_logger(tracker, run_id)
+        log_epoch = epoch_logger(tracker, run_id, tracker.domains_as_metrics(data.n_domains))
 
         def on_epoch(record) -> None:
             self.check_heartbeat()  # a trial whose heartbeat gave up stops at the next epoch
@@ -102,7 +106,7 @@ class TrialRunner:
         )
         self.last_fit_s = time.perf_counter() - t0  # fit + evaluate, per-epoch logging included
         files = write_outputs(out_dir, cfg, result)
-        tracker.log_metrics(run_id, result.metrics)
+        files += tracker.log_run_metrics(run_id, result.metrics, data.domain_names, out_dir)
         tracker.set_tags(run_id, {"data_key": result.data.key})  # the prepared store used
         tracker.log_artifacts(run_id, files)
         return result
