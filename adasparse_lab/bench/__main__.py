@@ -12,7 +12,8 @@ python -m adasparse_lab.bench --only step --threads 2   # AdaSparse kernel fast 
 python -m adasparse_lab.bench --only scale           # trials/hour by workers, PostgreSQL vs journal
 python -m adasparse_lab.bench --only export --threads 1   # exported bundle latency per domain
 python -m adasparse_lab.bench --only gpu           # CUDA vs CPU training, bf16 vs fp32 AUC, GPU serving
-python -m adasparse_lab.bench --only domains         # 100 and 1,000 domains: report, browser, overhead
+python -m adasparse_lab.bench --only domains         # 100 and 1,000 domains: report, browser, overhead (main-study trials;
+                                                     # --domains-baseline: also every per-domain value as an MLflow metric)
 python -m adasparse_lab.bench --only search          # main study plain vs early stopping, 3 seeds
 python -m adasparse_lab.bench --only layout          # 1 worker x 2 threads vs 2 workers x 1 thread
 python -m adasparse_lab.bench --only compile --threads 1  # train.compile: torch.compile vs eager
