@@ -120,7 +120,13 @@ def _recording_tracker(limit: int) -> Tracker:
     return tracker
 
 
-DOMAINS = ["d1", "d2", "a/b", "1"]  # a safe name may hold '/', or look like a number
+DOMAINS = [
+    "d1",
+    "d2",
+    "a/b",
+    "1",
+    "auc",
+]  # a safe name may hold "/", look like a number or a metric
 FINAL = {
     "val/mean_domain_auc": 0.7, "val/auc": 0.71, "val/sparsity/overall": 0.3,
     "val/sparsity/l1": 0.2, "val/flops/ratio": 0.4, "val/latency/dense_b256": 2.0,
@@ -139,7 +145,7 @@ def test_domain_keys_are_those_holding_one_domains_value():
 
 
 def test_above_the_limit_each_domains_values_go_to_one_artifact(tmp_path):
-    tracker = _recording_tracker(limit=3)  # 4 domains
+    tracker = _recording_tracker(limit=3)  # 5 domains
     files = tracker.log_run_metrics("run", FINAL | PER_DOMAIN, DOMAINS, tmp_path)
     assert files == [tmp_path / DOMAIN_METRICS_FILE]
     assert tracker.client.logged == FINAL  # only the aggregates are MLflow metrics
@@ -149,7 +155,7 @@ def test_above_the_limit_each_domains_values_go_to_one_artifact(tmp_path):
 
 
 def test_up_to_the_limit_every_value_is_a_metric(tmp_path):
-    tracker = _recording_tracker(limit=4)
+    tracker = _recording_tracker(limit=5)
     assert tracker.log_run_metrics("run", FINAL | PER_DOMAIN, DOMAINS, tmp_path) == []
     assert tracker.client.logged == FINAL | PER_DOMAIN and tracker.client.tags == {}
     assert not (tmp_path / DOMAIN_METRICS_FILE).exists()

@@ -36,15 +36,16 @@ DOMAIN_METRICS_SCHEMA = {"key": pl.String, "value": pl.Float64}
 
 
 def domain_keys(keys: Iterable[str], domain_names: list[str]) -> set[str]:
-    """The keys that hold one domain's value: a run of their path segments after the first
-    (the split) is a domain's safe name ('val/auc/<d>', 'val/sparsity/<d>/l1', 'params/<d>',
-    'val/latency/b1024/<d>'); a safe name may itself contain '/'."""
+    """The keys that hold one domain's value: a run of their path segments after the split and
+    the metric is a domain's safe name ('val/auc/<d>', 'val/sparsity/<d>/l1',
+    'val/latency/b1024/<d>'; 'params/<d>' has no split). A safe name may itself contain '/';
+    a domain named like a metric ('auc') leaves the aggregate ('val/auc') an aggregate."""
     names = {safe_name(d) for d in domain_names}
     out = set()
     for key in keys:
         parts = key.split("/")
-        n = len(parts)
-        spans = ("/".join(parts[i:j]) for i in range(1, n) for j in range(i + 1, n + 1))
+        n, first = len(parts), 1 if parts[0] == "params" else 2
+        spans = ("/".join(parts[i:j]) for i in range(first, n) for j in range(i + 1, n + 1))
         if any(span in names for span in spans):
             out.add(key)
     return out
