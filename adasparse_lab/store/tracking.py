@@ -184,13 +184,14 @@ class Tracker:
         """A run's final values. Up to ``domain_metrics_max`` domains every value is a metric.
         Above it the aggregates are metrics and each domain's values go to
         ``out_dir/DOMAIN_METRICS_FILE`` (key, value), named by the run's DOMAIN_METRICS_TAG;
-        results.runs reads them back under the same keys. Returns the file to log as an
-        artifact ([] when there is none)."""
+        results.runs reads them back under the same keys. An undefined (NaN) value is left
+        out, as log_metrics leaves it out. Returns the file to log as an artifact ([] when
+        there is none)."""
         if self.domains_as_metrics(len(domain_names)):
             self.log_metrics(run_id, metrics)
             return []
         per_domain = domain_keys(metrics, domain_names)
-        keys = [k for k in metrics if k in per_domain]
+        keys = [k for k in metrics if k in per_domain and metrics[k] == metrics[k]]  # no NaN
         values = [float(metrics[k]) for k in keys]
         path = out_dir / DOMAIN_METRICS_FILE
         frame = pl.DataFrame({"key": keys, "value": values}, schema=DOMAIN_METRICS_SCHEMA)
