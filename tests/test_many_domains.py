@@ -221,3 +221,32 @@ def test_a_study_above_the_limit_reads_back_every_domains_values(tmp_path):
         expected = {k for k in own if re.match(r"val/sparsity/.+/l\d+$", k)}
         assert layers.height == len(expected)
         assert len(expected) == (0 if run_id in dense else 2 * len(names))  # two masked layers
+
+
+@pytest.mark.slow  # MLflow's sqlite store: ~10 s
+def test_a_single_run_above_the_limit_logs_its_domains_in_one_artifact(make_cfg, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from adasparse_lab.train import run
+
+    cfg = make_cfg("tracking=mlflow", "tracking.domain_metrics_max=2")  # 12 synthetic domains
+    metrics = run(cfg, tmp_path / "out")
+    names = [
+        d["domain"] for d in json.loads((tmp_path / "out" / "metrics.json").read_text())["domains"]
+    ]
+    client = MlflowClient(cfg.tracking.uri)
+    (logged,) = client.search_runs([client.get_experiment_by_name(cfg.experiment).experiment_id])
+    assert logged.data.tags[DOMAIN_METRICS_TAG] == DOMAIN_METRICS_FILE and len(names) == 12
+    per_domain = domain_keys(metrics, names)
+    defined = {k: v for k, v in metrics.items() if v == v}
+    assert len(per_domain) > 12 * 10  # AUC, log loss, oracle, FLOPs, sparsity... per split
+    final = {k: v for k, v in logged.data.metrics.items() if not k.startswith("epoch/")}
+    assert final == {k: v for k, v in defined.items() if k not in per_domain}
+    path = client.download_artifacts(logged.info.run_id, DOMAIN_METRICS_FILE, str(tmp_path))
+    table = pl.read_parquet(path)
+    assert dict(zip(table["key"], table["value"])) == {
+        k: v for k, v in defined.items() if k in per_domain
+    }
+    history = client.get_metric_history(logged.info.run_id, "epoch/val/auc")
+    assert len(history) == cfg.train.epochs  # the epochs' aggregates only
+    assert not any(k.startswith("epoch/val/auc/") for k in logged.data.metrics)
