@@ -19,6 +19,7 @@ import polars as pl
 
 log = logging.getLogger(__name__)
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-./ ]")
+FLOPS_AGGREGATES = ("dense", "mean", "ratio")  # <split>/flops/<these> are not domains
 
 
 def safe_name(name: str) -> str:

@@ -53,7 +53,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         raise
     files = write_outputs(out_dir, cfg, result)
     if tracker is not None:
-        files += tracker.log_run_metrics(run_id, result.metrics, data.domain_names, out_dir)
+        tracker.log_run_metrics(run_id, result.metrics, data.domain_names, out_dir)
         tracker.log_artifacts(run_id, files)
         tracker.end_run(run_id)
     print(format_summary(result.domains, result.metrics))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -16,7 +18,12 @@ from hydra import compose, initialize_config_dir
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.metrics import safe_name
 from adasparse_lab.report.sections import picker_options
-from adasparse_lab.results.runs import artifact_file, read_runs
+from adasparse_lab.results.runs import (
+    RunTables,
+    artifact_file,
+    domain_artifact_metrics,
+    read_runs,
+)
 from adasparse_lab.results.tables import domain_picker_table, picker_means
 from adasparse_lab.run.build import build_components
 from adasparse_lab.run.fit import EpochRecord
@@ -104,13 +111,19 @@ class RecordingClient(CountingClient):
         super().__init__()
         self.logged: dict[str, float] = {}
         self.tags: dict[str, str] = {}
+        self.calls: list[str] = []  # the order of artifact, tag and metrics
 
     def log_batch(self, run_id, metrics=(), params=()):
         super().log_batch(run_id, metrics, params)
         self.logged |= {m.key: m.value for m in metrics}
+        self.calls.append("metrics")
 
     def set_tag(self, run_id, key, value):
         self.tags[key] = value
+        self.calls.append("tag")
+
+    def log_artifact(self, run_id, path):
+        self.calls.append(f"artifact {Path(path).name}")
 
 
 def _recording_tracker(limit: int) -> Tracker:
@@ -120,24 +133,26 @@ def _recording_tracker(limit: int) -> Tracker:
     return tracker
 
 
-DOMAINS = [
-    "d1",
-    "d2",
-    "a/b",
-    "1",
-    "auc",
-]  # a safe name may hold "/", look like a number or a metric
+# A safe name may hold "/", look like a number, or be called like a metric or an aggregate.
+DOMAINS = ["d1", "a/b", "1", "auc", "ratio", "overall", "l1", "dense", "network", "b256"]
 FINAL = {
-    "val/mean_domain_auc": 0.7, "val/auc": 0.71, "val/sparsity/overall": 0.3,
-    "val/sparsity/l1": 0.2, "val/flops/ratio": 0.4, "val/latency/dense_b256": 2.0,
-    "best_epoch": 1.0, "test/auc/1x": 0.5,  # '1x' is no domain
+    "val/mean_domain_auc": 0.7, "val/auc": 0.71, "val/gauc": 0.6, "val/sparsity/overall": 0.3,
+    "val/sparsity/l1": 0.2, "val/flops/ratio": 0.4, "val/flops/dense": 9.0,
+    "val/flops/mean": 3.0, "val/latency/ratio": 0.5, "val/latency/dense_b256": 2.0,
+    "val/latency/ratio_b256": 0.5, "params": 1e4, "params/network": 1e3, "best_epoch": 1.0,
+    "test/auc/1x": 0.5,  # '1x' is no domain
 }  # fmt: skip
 PER_DOMAIN = {
     f"{split}/{key}": 0.25
     for d in DOMAINS
     for split in ("val", "test")
-    for key in (f"auc/{d}", f"sparsity/{d}/l1", f"flops_ratio/{d}", f"latency/b256/{d}")
-} | {f"params/{d}": 100.0 for d in DOMAINS}
+    for key in (
+        f"auc/{d}", f"oracle_auc/{d}", f"sparsity/{d}/l1", f"sparsity/{d}/overall",
+        f"flops_ratio/{d}", f"latency/b256/{d}",
+    )
+} | {f"val/flops/{d}": 5.0 for d in DOMAINS if d not in ("ratio", "dense")} | {
+    f"params/{d}": 100.0 for d in DOMAINS if d != "network"
+}  # fmt: skip
 
 
 def test_domain_keys_are_those_holding_one_domains_value():
@@ -145,25 +160,65 @@ def test_domain_keys_are_those_holding_one_domains_value():
 
 
 def test_above_the_limit_each_domains_values_go_to_one_artifact(tmp_path):
-    tracker = _recording_tracker(limit=3)  # 5 domains
-    undefined = {"val/auc/d2": math.nan, "val/gauc": math.nan}  # e.g. a single-class domain
-    files = tracker.log_run_metrics("run", FINAL | PER_DOMAIN | undefined, DOMAINS, tmp_path)
-    assert files == [tmp_path / DOMAIN_METRICS_FILE]
+    tracker = _recording_tracker(limit=3)  # 10 domains
+    undefined = {"val/auc/d1": math.nan, "val/gauc": math.nan}  # e.g. a single-class domain
+    tracker.log_run_metrics("run", FINAL | PER_DOMAIN | undefined, DOMAINS, tmp_path)
     # Only the aggregates are MLflow metrics; an undefined value is left out on both sides, as
     # MLflow metrics leave it out (the report reads a missing value as null, not NaN).
-    assert tracker.client.logged == FINAL
+    assert tracker.client.logged == {k: v for k, v in FINAL.items() if k != "val/gauc"}
     assert tracker.client.tags == {DOMAIN_METRICS_TAG: DOMAIN_METRICS_FILE}
-    table = pl.read_parquet(files[0])
+    # The file is logged before the tag names it: a tagged run has its file.
+    assert tracker.client.calls == [f"artifact {DOMAIN_METRICS_FILE}", "tag", "metrics"]
+    table = pl.read_parquet(tmp_path / DOMAIN_METRICS_FILE)
     assert dict(zip(table["key"], table["value"])) == {
-        k: v for k, v in PER_DOMAIN.items() if k != "val/auc/d2"
+        k: v for k, v in PER_DOMAIN.items() if k != "val/auc/d1"
     }
 
 
 def test_up_to_the_limit_every_value_is_a_metric(tmp_path):
-    tracker = _recording_tracker(limit=5)
-    assert tracker.log_run_metrics("run", FINAL | PER_DOMAIN, DOMAINS, tmp_path) == []
+    tracker = _recording_tracker(limit=len(DOMAINS))
+    tracker.log_run_metrics("run", FINAL | PER_DOMAIN, DOMAINS, tmp_path)
     assert tracker.client.logged == FINAL | PER_DOMAIN and tracker.client.tags == {}
     assert not (tmp_path / DOMAIN_METRICS_FILE).exists()
+
+
+@dataclass
+class _Info:
+    run_id: str
+    status: str
+    artifact_uri: str
+
+
+@dataclass
+class _Data:
+    tags: dict
+
+
+@dataclass
+class _Run:
+    info: _Info
+    data: _Data
+
+
+def test_a_damaged_or_missing_domain_artifact_is_a_warning_not_an_error(tmp_path):
+    pl.DataFrame({"key": ["val/auc/d1"], "value": [0.6]}).write_parquet(tmp_path / "good.parquet")
+    (tmp_path / "cut.parquet").write_bytes(b"PAR1 cut short")
+    tables = RunTables(client=object())
+
+    def metrics(name, status="FINISHED"):
+        run = _Run(_Info(name, status, tmp_path.as_uri()), _Data({DOMAIN_METRICS_TAG: name}))
+        tables.handles[name] = run
+        return domain_artifact_metrics(tables, run)
+
+    assert metrics("good.parquet") == {"val/auc/d1": 0.6}
+    assert metrics("good.parquet", status="KILLED") == {}  # only finished runs are read
+    assert tables.warnings == []
+    assert metrics("cut.parquet") == {} and metrics("gone.parquet") == {}
+    assert len(tables.warnings) == 2
+    assert (
+        "run cut.parquet: its per-domain values (cut.parquet) cannot be read" in tables.warnings[0]
+    )
+    assert "FileNotFoundError" in tables.warnings[1]
 
 
 def test_above_the_limit_an_epoch_logs_only_aggregates():
@@ -242,6 +297,9 @@ def test_a_single_run_above_the_limit_logs_its_domains_in_one_artifact(make_cfg,
     assert len(per_domain) > 12 * 10  # AUC, log loss, oracle, FLOPs, sparsity... per split
     final = {k: v for k, v in logged.data.metrics.items() if not k.startswith("epoch/")}
     assert final == {k: v for k, v in defined.items() if k not in per_domain}
+    aggregates = ("val/mean_domain_auc", "val/flops/ratio", "val/sparsity/overall", "params")
+    assert all(final[k] == pytest.approx(metrics[k]) for k in (*aggregates, "params/network"))
+    assert not any(k.startswith(("val/auc/", "test/auc/", "params/d")) for k in final)
     path = client.download_artifacts(logged.info.run_id, DOMAIN_METRICS_FILE, str(tmp_path))
     table = pl.read_parquet(path)
     assert dict(zip(table["key"], table["value"])) == {

@@ -99,7 +99,7 @@ def study_overrides(n_domains: int, tmp: str, n_trials: int = 3, trial: str = "m
     rows = max(min_rows, 300 * n_domains)
     return [
         *trial_overrides, f"study.name=domains{n_domains}", f"study.n_trials={n_trials}",
-        "study.reeval.seeds=[1]", "study.reeval.max_trials=1", "study.poll_s=0.1",
+        "study.reeval.seeds=[1,2]", "study.reeval.max_trials=1", "study.poll_s=0.1",
         f"synthetic.n_rows={rows}", f"data.source.n_domains={n_domains}",
         f"data.source.n_groups={max(2, n_domains // 10)}", "data.source.size_ratio=20.0",
         "train.batch_size=1024", "train.device=cpu", "train.progress=false",

@@ -166,7 +166,8 @@ def _domain_rows(
 
 
 def discover_domains(runs: list) -> list[str]:
-    """Domain names from metric keys, for studies that did not store their domain list."""
+    """Domain names from metric keys, for studies that did not store their domain list (made
+    before the driver stored it, so before per-domain values could go to an artifact)."""
     return sorted(
         {k[len("val/auc/") :] for r in runs for k in r.data.metrics if k.startswith("val/auc/")}
     )
@@ -192,7 +193,8 @@ def read_runs(uri: str, experiment: str, domains: list[str] | None) -> RunTables
     rows, domain_rows, layer_rows = [], [], []
     for kind, runs in found.items():
         for run in runs:
-            tags, m = run.data.tags, run.data.metrics
+            out.handles[run.info.run_id] = run
+            tags, m = run.data.tags, run.data.metrics | domain_artifact_metrics(out, run)
             number, seed = _int_tag(tags, "trial_number"), _int_tag(tags, "seed")
             rows.append(
                 {"kind": kind, "run_id": run.info.run_id, "status": run.info.status}
@@ -200,8 +202,6 @@ def read_runs(uri: str, experiment: str, domains: list[str] | None) -> RunTables
                 | {"method": tags.get("method", "dense" if kind == "reference" else None)}
                 | {column: m.get(key) for column, key in RUN_METRICS.items()}
             )
-            out.handles[run.info.run_id] = run
-            m = m | _artifact_metrics(out, run)
             d_rows, l_rows = _domain_rows(kind, run.info.run_id, m, number, seed, safe_names)
             domain_rows += d_rows
             layer_rows += l_rows
@@ -211,17 +211,27 @@ def read_runs(uri: str, experiment: str, domains: list[str] | None) -> RunTables
     return out
 
 
-def _artifact_metrics(tables: RunTables, run) -> dict[str, float]:
-    """The per-domain values a run with many domains logged as an artifact instead of metrics
-    (store.tracking.Tracker.log_run_metrics), under their metric keys; {} for other runs."""
+def domain_artifact_metrics(tables: RunTables, run) -> dict[str, float]:
+    """The per-domain values a finished run with many domains logged as an artifact instead
+    of metrics (store.tracking.Tracker.log_run_metrics), under their metric keys; {} for
+    other runs. A file that cannot be read is a warning of the tables, not an error: the run's
+    domains have no rows."""
     name = run.data.tags.get(DOMAIN_METRICS_TAG)
-    if not name:
+    if not name or run.info.status != "FINISHED":
         return {}
+    run_id = run.info.run_id
     with tempfile.TemporaryDirectory(prefix="report-artifacts-") as tmp:
-        path = artifact_file(tables, run.info.run_id, name, Path(tmp))
-        if path is None:  # a run killed before it logged the file: its domains have no rows
+        path = artifact_file(tables, run_id, name, Path(tmp))
+        try:
+            if path is None:
+                raise FileNotFoundError(name)
+            frame = pl.read_parquet(path)
+        except Exception as err:  # a damaged file must not stop the report
+            tables.warnings.append(
+                f"run {run_id}: its per-domain values ({name}) cannot be read"
+                f" ({type(err).__name__}: {err}); its domains are left out"
+            )
             return {}
-        frame = pl.read_parquet(path)
     return dict(zip(frame["key"].to_list(), frame["value"].to_list()))
 
 

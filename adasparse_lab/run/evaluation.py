@@ -10,11 +10,10 @@ import torch
 
 from adasparse_lab.data.batches import iterate, split_to_device
 from adasparse_lab.data.prepared import PreparedData
-from adasparse_lab.metrics import EvalMetrics, evaluate_scores, safe_name
+from adasparse_lab.metrics import FLOPS_AGGREGATES, EvalMetrics, evaluate_scores, safe_name
 from adasparse_lab.models.base import MultiDomainModel, reference_flops
 
 log = logging.getLogger(__name__)
-FLOPS_AGGREGATES = ("dense", "mean", "ratio")  # <split>/flops/<these> are not domains
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from adasparse_lab.config import redacted
 from adasparse_lab.data import PreparedData
-from adasparse_lab.metrics import safe_name
+from adasparse_lab.metrics import FLOPS_AGGREGATES, safe_name
 from adasparse_lab.models.base import MultiDomainModel
-from adasparse_lab.run.evaluation import FLOPS_AGGREGATES, Evaluation
+from adasparse_lab.run.evaluation import Evaluation
 from adasparse_lab.run.fit import EpochRecord, FitResult
 
 

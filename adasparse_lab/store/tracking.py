@@ -20,7 +20,7 @@ from adasparse_lab.config import (
     redact_url,
     without_password,
 )
-from adasparse_lab.metrics import safe_name
+from adasparse_lab.metrics import FLOPS_AGGREGATES, safe_name
 from adasparse_lab.store.tracking_db import prepare_sqlite_store
 
 log = logging.getLogger(__name__)
@@ -36,19 +36,32 @@ DOMAIN_METRICS_SCHEMA = {"key": pl.String, "value": pl.Float64}
 
 
 def domain_keys(keys: Iterable[str], domain_names: list[str]) -> set[str]:
-    """The keys that hold one domain's value: a run of their path segments after the split and
-    the metric is a domain's safe name ('val/auc/<d>', 'val/sparsity/<d>/l1',
-    'val/latency/b1024/<d>'; 'params/<d>' has no split). A safe name may itself contain '/';
-    a domain named like a metric ('auc') leaves the aggregate ('val/auc') an aggregate."""
+    """The keys that hold one domain's value, by the shape of the names the run writes, the
+    domain ``<d>`` (its safe name, which may hold '/') in its fixed place: ``params/<d>``,
+    ``<split>/sparsity/<d>/overall|l<k>``, ``<split>/latency/b<b>/<d>`` and
+    ``<split>/<metric>/<d>`` for every other metric. An aggregate stays one whatever the
+    domains are called (a domain named 'ratio', 'overall', 'l1' or 'network')."""
     names = {safe_name(d) for d in domain_names}
-    out = set()
-    for key in keys:
-        parts = key.split("/")
-        n, first = len(parts), 1 if parts[0] == "params" else 2
-        spans = ("/".join(parts[i:j]) for i in range(first, n) for j in range(i + 1, n + 1))
-        if any(span in names for span in spans):
-            out.add(key)
-    return out
+    return {k for k in keys if _domain_of(k.split("/")) in names}
+
+
+def _domain_of(parts: list[str]) -> str | None:
+    """The span of a metric key's segments that would name its domain (None: an aggregate)."""
+    if parts[0] == "params":
+        rest = "/".join(parts[1:])
+        return None if rest in ("", "network") else rest
+    if len(parts) < 3:
+        return None
+    metric = parts[1]
+    if metric == "sparsity":  # <split>/sparsity/overall|l<k> are the split's
+        last = parts[-1]
+        per_layer = last == "overall" or (last[:1] == "l" and last[1:].isdigit())
+        return "/".join(parts[2:-1]) if len(parts) >= 4 and per_layer else None
+    if metric == "latency":  # <split>/latency/ratio, dense_b<b>, ... are the split's
+        timed = len(parts) >= 4 and parts[2][:1] == "b" and parts[2][1:].isdigit()
+        return "/".join(parts[3:]) if timed else None
+    rest = "/".join(parts[2:])
+    return None if metric == "flops" and rest in FLOPS_AGGREGATES else rest
 
 
 def flatten(cfg: Mapping | DictConfig, prefix: str = "") -> dict[str, str]:
@@ -180,25 +193,24 @@ class Tracker:
 
     def log_run_metrics(
         self, run_id: str, metrics: Mapping[str, float], domain_names: list[str], out_dir: Path
-    ) -> list[Path]:
+    ) -> None:
         """A run's final values. Up to ``domain_metrics_max`` domains every value is a metric.
-        Above it the aggregates are metrics and each domain's values go to
-        ``out_dir/DOMAIN_METRICS_FILE`` (key, value), named by the run's DOMAIN_METRICS_TAG;
-        results.runs reads them back under the same keys. An undefined (NaN) value is left
-        out, as log_metrics leaves it out. Returns the file to log as an artifact ([] when
-        there is none)."""
+        Above it the aggregates are metrics and each domain's values go to the artifact
+        ``DOMAIN_METRICS_FILE`` (key, value; written to ``out_dir``), logged before the run's
+        DOMAIN_METRICS_TAG names it: a tagged run has its file. results.runs reads them back
+        under the same keys. An undefined (NaN) value is left out, as log_metrics does."""
         if self.domains_as_metrics(len(domain_names)):
             self.log_metrics(run_id, metrics)
-            return []
+            return
         per_domain = domain_keys(metrics, domain_names)
         keys = [k for k in metrics if k in per_domain and metrics[k] == metrics[k]]  # no NaN
         values = [float(metrics[k]) for k in keys]
         path = out_dir / DOMAIN_METRICS_FILE
         frame = pl.DataFrame({"key": keys, "value": values}, schema=DOMAIN_METRICS_SCHEMA)
         frame.write_parquet(path)
+        self.client.log_artifact(run_id, str(path))
         self.set_tags(run_id, {DOMAIN_METRICS_TAG: DOMAIN_METRICS_FILE})
         self.log_metrics(run_id, {k: v for k, v in metrics.items() if k not in per_domain})
-        return [path]
 
     def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
         for k, v in tags.items():

@@ -89,7 +89,7 @@ class TrialRunner:
         def on_epoch(record) -> None:
             self.check_heartbeat()  # a trial whose heartbeat gave up stops at the next epoch
             t = time.perf_counter()
-            log_epoch(record)  # every per-domain metric of the epoch: a few MLflow batches
+            log_epoch(record)  # the epoch's metrics (outputs.epoch_logger): a few MLflow batches
             self.last_log_s += time.perf_counter() - t
 
         self.last_log_s = 0.0
@@ -106,7 +106,7 @@ class TrialRunner:
         )
         self.last_fit_s = time.perf_counter() - t0  # fit + evaluate, per-epoch logging included
         files = write_outputs(out_dir, cfg, result)
-        files += tracker.log_run_metrics(run_id, result.metrics, data.domain_names, out_dir)
+        tracker.log_run_metrics(run_id, result.metrics, data.domain_names, out_dir)
         tracker.set_tags(run_id, {"data_key": result.data.key})  # the prepared store used
         tracker.log_artifacts(run_id, files)
         return result
