@@ -218,3 +218,34 @@ def test_a_point_stopped_early_is_not_lost():
     assert requeue_lost(study) == []
     second = study.ask()
     assert duplicate_of(second, study.get_trials(deepcopy=False)).number == 0
+
+
+@pytest.mark.slow
+def test_a_study_whose_creator_was_killed_before_its_points_gets_them_on_resume(tmp_path):
+    """The creator makes the Optuna study, then enqueues its points: a kill in between (the
+    CI kill storm hit it) left a study without them, and every later worker sampled instead.
+    The next worker finishes the creation: the points are enqueued once, and run first."""
+    overrides = [
+        "+study=quick",
+        "study.n_trials=1",
+        "study.reference=false",
+        "study.reeval.max_trials=0",
+        "+study.enqueue=[{lr: 0.0042, band.centre: 0.2}]",
+        f"paths.studies={tmp_path}/studies",
+        f"paths.reports={tmp_path}/reports",
+        f"paths.cache={tmp_path}/cache",
+    ]
+    db = tmp_path / "studies" / "quick" / "optuna.db"
+    db.parent.mkdir(parents=True)
+    optuna.create_study(  # what a creator killed right after create_study leaves
+        storage=f"sqlite:///{db}", study_name="quick", directions=["maximize", "minimize"]
+    )
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        outcome = run_study(compose("config", overrides=overrides), overrides)
+    first = outcome.study.trials[0]
+    assert first.params["lr"] == 0.0042 and first.params["band.centre"] == 0.2
+    assert first.state == TrialState.COMPLETE and first.user_attrs["enqueued"] == 0
+    assert outcome.study.metric_names == ["val/mean_domain_auc", "val/flops/ratio"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):  # resumed again
+        again = run_study(compose("config", overrides=overrides), overrides)
+    assert [t.user_attrs.get("enqueued") for t in again.study.trials] == [0]  # not twice

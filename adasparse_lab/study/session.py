@@ -35,6 +35,7 @@ from adasparse_lab.study.proposals import proposal_seed
 from adasparse_lab.study.settings import StudySettings, parse_settings
 from adasparse_lab.study.space import Param
 
+CREATED = "created"  # user attr written last when a study is created (_finish_creation)
 log = logging.getLogger(__name__)
 Compose = Callable[[list[str]], DictConfig]
 
@@ -151,20 +152,36 @@ class StudySession:
         try:
             study = optuna.create_study(**kwargs)
         except optuna.exceptions.DuplicatedStudyError:
-            return self._resume(storage, kwargs["sampler"]), desc
+            study = self._resume(storage, kwargs["sampler"])
+            if not study.user_attrs.get(CREATED):  # its creator was killed part-way
+                self._finish_creation(study)
+            return study, desc
         study.set_user_attr("fingerprint", fingerprint(self.ctx.base))
         study.set_user_attr("creator", self.ctx.worker)
-        # Warm start: known settings first, then (study.trials_per_method) each method's share
-        # as partial points {method: m}, the sampler filling in the rest. Only here, when the
-        # study is created: a resume (above) enqueues nothing again. Each point has its own
-        # index, so a killed one is queued again once (study/enqueued.py) and two points of one
-        # method are two points, not copies of one.
+        self._finish_creation(study)
+        return study, desc
+
+    def _finish_creation(self, study: optuna.Study) -> None:
+        """The warm-start points and the metric names of a new study, then its CREATED mark,
+        written last: a study without it was left part-made by a creator killed after
+        create_study (the kill storm hit it: no point was ever enqueued), and the next worker
+        to open it finishes the job. Points already in the study are not enqueued again; two
+        workers finishing at once may both enqueue one, and the second copy is skipped when
+        it is run (study/enqueued.py, earlier_copy).
+
+        Warm start: known settings first, then (study.trials_per_method) each method's share
+        as partial points {method: m}, the sampler filling in the rest. Each point has its own
+        index, so a killed one is queued again once (study/enqueued.py) and two points of one
+        method are two points, not copies of one."""
+        s = self.ctx.settings
+        present = {t.user_attrs.get(ENQUEUED) for t in study.get_trials(deepcopy=False)}
         for index, point in enumerate([*s.enqueue, *self.method_points()]):
-            study.enqueue_trial(point, user_attrs={ENQUEUED: index})  # study/enqueued.py
+            if index not in present:
+                study.enqueue_trial(point, user_attrs={ENQUEUED: index})  # study/enqueued.py
         with warnings.catch_warnings():  # experimental since optuna 3.2, stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(s.metrics)
-        return study, desc
+        study.set_user_attr(CREATED, True)
 
     def _resume(self, storage, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
         s = self.ctx.settings
