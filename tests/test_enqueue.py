@@ -56,9 +56,9 @@ def test_every_shipped_enqueue_point_is_valid():
     check_enqueue(parse_space(cfg.study.space), tuple(cfg.study.enqueue))
 
 
-@pytest.mark.slow
-def test_a_new_study_tries_the_enqueued_point_first(tmp_path):
-    overrides = [
+def _one_point_study(tmp_path: Path) -> list[str]:
+    """A one-trial study whose one enqueued point leaves band.width to the sampler."""
+    return [
         "+study=quick",
         "study.n_trials=1",
         "study.reference=false",
@@ -68,6 +68,11 @@ def test_a_new_study_tries_the_enqueued_point_first(tmp_path):
         f"paths.reports={tmp_path}/reports",
         f"paths.cache={tmp_path}/cache",
     ]
+
+
+@pytest.mark.slow
+def test_a_new_study_tries_the_enqueued_point_first(tmp_path):
+    overrides = _one_point_study(tmp_path)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         outcome = run_study(compose("config", overrides=overrides), overrides)
     first = outcome.study.trials[0]
@@ -225,16 +230,7 @@ def test_a_study_whose_creator_was_killed_before_its_points_gets_them_on_resume(
     """The creator makes the Optuna study, then enqueues its points: a kill in between (the
     CI kill storm hit it) left a study without them, and every later worker sampled instead.
     The next worker finishes the creation: the points are enqueued once, and run first."""
-    overrides = [
-        "+study=quick",
-        "study.n_trials=1",
-        "study.reference=false",
-        "study.reeval.max_trials=0",
-        "+study.enqueue=[{lr: 0.0042, band.centre: 0.2}]",
-        f"paths.studies={tmp_path}/studies",
-        f"paths.reports={tmp_path}/reports",
-        f"paths.cache={tmp_path}/cache",
-    ]
+    overrides = _one_point_study(tmp_path)
     db = tmp_path / "studies" / "quick" / "optuna.db"
     db.parent.mkdir(parents=True)
     optuna.create_study(  # what a creator killed right after create_study leaves
