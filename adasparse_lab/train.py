@@ -14,11 +14,7 @@ from adasparse_lab.data.build import build_data
 from adasparse_lab.errors import ConfigError, DataError, StoreError
 from adasparse_lab.run.build import build_components
 from adasparse_lab.run.naming import model_name, pruner_form
-from adasparse_lab.run.outputs import (
-    epoch_logger,
-    format_summary,
-    write_outputs,
-)
+from adasparse_lab.run.outputs import epoch_logger, format_summary, write_outputs
 from adasparse_lab.run.pipeline import train_and_evaluate
 from adasparse_lab.store.tracking import flatten, tracker_from_config
 

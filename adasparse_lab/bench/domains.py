@@ -161,12 +161,14 @@ def run_domains_bench(
         mean_fit_s=sum(t.user_attrs["fit_s"] for t in done) / max(len(done), 1),
         mean_epoch_log_s=sum(t.user_attrs["epoch_log_s"] for t in done) / max(len(done), 1),
         trial_shares=[_share(t.user_attrs) for t in done],
-        domain_metrics=(
-            "MLflow metrics"
-            if n_domains <= domain_metrics_max(base.tracking)
-            else f"one artifact a run (tracking.domain_metrics_max={base.tracking.domain_metrics_max})"
-        ),
+        domain_metrics=_where_domains_go(n_domains, domain_metrics_max(base.tracking)),
     )
+
+
+def _where_domains_go(n_domains: int, limit: int) -> str:
+    if n_domains <= limit:
+        return "MLflow metrics"
+    return f"one artifact a run (tracking.domain_metrics_max={limit})"
 
 
 def _share(a: dict) -> float:

@@ -159,8 +159,8 @@ def logged_per_epoch(key: str, domains: bool = True) -> bool:
 def epoch_logger(tracker, run_id: str, domains: bool = True):
     """An on_epoch callback: an epoch's train and val metrics, in batches of up to
     MAX_METRICS_PER_BATCH (store.tracking), under ``epoch/`` (step = epoch); each domain's AUC
-    and log loss too with ``domains`` (store.tracking.Tracker.domains_as_metrics). The un-prefixed names hold the
-    selected model's final values only."""
+    and log loss too with ``domains`` (store.tracking.Tracker.domains_as_metrics). The
+    un-prefixed names hold the selected model's final values only."""
 
     def log_epoch(record: EpochRecord) -> None:
         values = {

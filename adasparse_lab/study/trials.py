@@ -24,11 +24,7 @@ from adasparse_lab.run.build import build_components
 from adasparse_lab.run.checkpoint import FILE as CHECKPOINT_FILE
 from adasparse_lab.run.fit import RungCallback
 from adasparse_lab.run.naming import method_name, pruner_form
-from adasparse_lab.run.outputs import (
-    RunResult,
-    epoch_logger,
-    write_outputs,
-)
+from adasparse_lab.run.outputs import RunResult, epoch_logger, write_outputs
 from adasparse_lab.run.pipeline import train_and_evaluate
 from adasparse_lab.store.study_storage import Heartbeat, recover_stale
 from adasparse_lab.store.tracking import Tracker
