@@ -31,6 +31,24 @@ def test_the_share_is_the_cpu_at_which_the_plain_final_hypervolume_is_reached():
     assert "median: 30% of the plain run's CPU-seconds" in text
 
 
+def test_equal_rows_is_where_a_budget_in_rows_would_have_ended_the_run():
+    """The early-stopped run counts COMPLETE trials; a budget=rows study of the same seed asks
+    the same trials and ends where their rows first reach n_trials (here 2: after the third
+    trial, 1 + 1/3 + 1)."""
+    plain = SearchRun("none", 0, 2, 0, 0, [10, 20], [0.3, 0.4], rows=[1, 2], n_trials=2)
+    early = SearchRun(
+        "moasha", 0, 3, 1, 0, [10, 13, 24, 34], [0.3, 0.3, 0.45, 0.5],
+        rows=[1, 1 + 1 / 3, 2 + 1 / 3, 3 + 1 / 3], n_trials=2,
+    )  # fmt: skip
+    assert early.at_equal_rows() == (24, 0.45)
+    at = summary([plain, early])["equal_rows_by_seed"][0]
+    assert at == {"cpu_share": 24 / 20, "hypervolume": 0.45, "plain_hypervolume": 0.4}
+    text = format_search([plain, early], "sparsity", "synthetic")
+    assert "spent 120% of the plain CPU-s for hypervolume 0.4500 against 0.4000 (+0.0500)" in text
+    short = SearchRun("moasha", 0, 1, 0, 0, [10], [0.3], rows=[1], n_trials=2)
+    assert short.at_equal_rows() is None  # stopped (a timeout) before its rows reached it
+
+
 def test_a_median_of_mostly_never_says_never():
     runs = [
         _run("none", 0, [10], [0.5]),
@@ -72,6 +90,7 @@ def test_the_search_overrides_reach_both_runs_and_the_header(tmp_path):
             cfg = compose("config", overrides=args)
         assert cfg.study.early_stop.min_fraction == 0.1111
         assert cfg.study.early_stop.kind == mode
+        assert cfg.study.early_stop.budget == "complete"  # the curve runs past equal rows
     runs = [_run("none", 0, [10], [0.5]), _run("moasha", 0, [5], [0.5])]
     assert "+study=sparsity on synthetic with study.early_stop.min_fraction=0.1111:" in (
         format_search(runs, "sparsity", "synthetic", extra)

@@ -90,9 +90,50 @@ def test_rungs_and_bad_settings_name_the_key():
         ({"kind": "moasha", "eta": 1}, "study.early_stop.eta"),
         ({"kind": "moasha", "min_fraction": 1.5}, "study.early_stop.min_fraction"),
         ({"kind": "moasha", "rungs": 3}, "study.early_stop: unknown key"),
+        ({"kind": "moasha", "budget": "epochs"}, "study.early_stop.budget"),
     ]:
         with pytest.raises(ConfigError, match=key):
             parse_early_stop(raw)
+
+
+def _told(study, values=None, pruned_at=None):
+    trial = study.ask()
+    if pruned_at is None:
+        study.tell(trial, values)
+    else:
+        trial.set_user_attr("pruned_at", pruned_at)
+        study.tell(trial, state=TrialState.PRUNED)
+
+
+def test_a_budget_in_rows_counts_a_stopped_trial_by_the_share_it_trained():
+    study = optuna.create_study(directions=AUC_FLOPS)
+    _told(study, [0.7, 0.5])
+    _told(study, pruned_at=0.037)
+    _told(study, pruned_at=0.3333)
+    _told(study, [0.72, 0.4])
+    failed = study.ask()
+    study.tell(failed, state=TrialState.FAIL)  # a failed trial spends nothing
+    running = study.ask()  # nor one still running
+    trials = study.get_trials()
+    rows = EarlyStop("moasha", budget="rows")
+    assert rows.spent(trials) == pytest.approx(2 + 0.037 + 0.3333)
+    assert EarlyStop("moasha").spent(trials) == 2  # budget=complete: COMPLETE trials only
+    assert EarlyStop("none", budget="rows").spent(trials) == 2  # no early stopping, no rungs
+    # below a trial number: what the trials before it spent (the surplus check of workers)
+    assert rows.spent(trials, below=3) == pytest.approx(1 + 0.037 + 0.3333)
+    assert running.number == 5 and rows.spent(trials, below=running.number) == rows.spent(trials)
+
+
+def test_the_progress_line_of_a_budget_in_rows_shows_what_is_spent():
+    from adasparse_lab.study.progress import Progress
+
+    study = optuna.create_study(directions=AUC_FLOPS)
+    _told(study, [0.7, 0.5])
+    _told(study, pruned_at=0.5)
+    progress = Progress(4, AUC_FLOPS, [0.5, 3.0], EarlyStop("moasha", budget="rows"))
+    line = progress.line(study.get_trials(), 1)
+    assert line.startswith("trial 1 PRUNED at 0.5 of its rows · 1 complete, 1 stopped · ")
+    assert "budget 1.5/4 trials' rows" in line and "about " in line
 
 
 def test_the_shipped_studies_parse_their_early_stop_setting():
@@ -254,3 +295,23 @@ def test_a_study_stops_a_dominated_trial_at_its_rung_and_resumes_with_its_record
     resumed = _run_study(tmp_path, "es", ["study.n_trials=3"]).study.get_trials()
     later = [t for t in resumed if t.number >= len(trials) and "rung@0.5/decision" in t.user_attrs]
     assert later and later[0].user_attrs["rung@0.5/decision"]["n"] == before + 1  # + its own
+
+
+@pytest.mark.slow
+def test_a_study_with_a_budget_in_rows_ends_when_its_trials_rows_reach_it(tmp_path, monkeypatch):
+    """study.early_stop.budget=rows: a trial stopped at half its rows spends half a trial, so
+    the study samples on until COMPLETE trials plus stopped shares reach study.n_trials, and
+    not one trial past it."""
+    real = early_stop.records_at
+    monkeypatch.setattr(
+        early_stop, "records_at", lambda trials, f: real(trials, f) | {-1: [0.99, 0.0]}
+    )
+    outcome = _run_study(tmp_path, "es_rows", ["study.early_stop.budget=rows"])
+    trials = outcome.study.get_trials()
+    states = [t.state for t in trials]
+    assert set(states) <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert TrialState.PRUNED in states  # the planted record stops the first trial
+    spent = [1.0 if t.state == TrialState.COMPLETE else t.user_attrs["pruned_at"] for t in trials]
+    assert sum(spent) >= 2 and sum(spent[:-1]) < 2  # it stopped as soon as the budget was spent
+    assert states.count(TrialState.COMPLETE) < 2  # fewer COMPLETE trials than budget=complete
+    assert outcome.done

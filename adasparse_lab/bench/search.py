@@ -5,6 +5,12 @@ evaluation and the trial's own bookkeeping: ``cpu_s``, process time, both thread
 the order the trials ended, and for each seed how much of the plain run's CPU the early-stopped
 run needed to reach the plain run's final hypervolume.
 
+The early-stopped run counts its budget in COMPLETE trials (``study.early_stop.budget=complete``),
+so it runs on past a plain study's compute. With one worker a ``budget=rows`` study asks the same
+trials in the same order and ends where the trials' rows first reach ``study.n_trials``, so its
+front is this run's at that point: printed too ("at equal rows"), with its share of the plain
+CPU and its hypervolume against the plain run's.
+
 ``python -m adasparse_lab.bench --only search`` (the main study, 3 seeds: about 40 min on 2 cores)
 ``python -m adasparse_lab.bench --only search --search-study quick --search-seeds 0 1``
 """
@@ -13,7 +19,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from hydra import compose, initialize_config_dir
@@ -22,6 +28,7 @@ from optuna.trial import TrialState
 from adasparse_lab.bench.workload import CONF, data_overrides
 from adasparse_lab.results.front import search_curve
 from adasparse_lab.study.driver import StudyRunner
+from adasparse_lab.study.early_stop import EarlyStop
 
 MODES = ("none", "moasha")
 
@@ -35,6 +42,8 @@ class SearchRun:
     failed: int
     cpu_s: list[float]  # cumulative, after each ended trial
     hypervolume: list[float]  # of the COMPLETE front, after each ended trial
+    rows: list[float] = field(default_factory=list)  # trials' rows spent, after each (budget=rows)
+    n_trials: int = 0
 
     @property
     def total_cpu_s(self) -> float:
@@ -43,6 +52,14 @@ class SearchRun:
     @property
     def final_hypervolume(self) -> float:
         return self.hypervolume[-1] if self.hypervolume else 0.0
+
+    def at_equal_rows(self) -> tuple[float, float] | None:
+        """(CPU-seconds, hypervolume) when the trials' rows first reached ``n_trials``: where a
+        ``study.early_stop.budget=rows`` study with the same seed ends (None: never reached)."""
+        for cpu, hv, rows in zip(self.cpu_s, self.hypervolume, self.rows):
+            if rows >= self.n_trials - 1e-9:
+                return cpu, hv
+        return None
 
     def cpu_to_reach(self, target: float) -> float | None:
         """CPU-seconds at which the hypervolume first reached ``target`` (None: never)."""
@@ -59,7 +76,8 @@ def overrides(
     with the bench's ``extra`` overrides last."""
     out = [
         f"+study={study}", f"study.name=search-{mode}-{seed}", f"study.sampler.seed={seed}",
-        f"study.n_trials={n_trials}", f"study.early_stop.kind={mode}", "study.reference=false",
+        f"study.n_trials={n_trials}", f"study.early_stop.kind={mode}",
+        "study.early_stop.budget=complete", "study.reference=false",
         "study.reeval.max_trials=0", "study.log_models=none", "train.progress=false",
         f"paths.studies={tmp}/studies", f"paths.reports={tmp}/reports", f"paths.cache={tmp}/cache",
     ]  # fmt: skip
@@ -79,6 +97,9 @@ def run_search(
         s = runner.settings
         steps = search_curve(trials, s.directions, s.hypervolume_reference)
     states = [t.state for t in trials]
+    rows = EarlyStop("moasha", budget="rows")  # what a budget=rows study counts
+    by_number = {t.number: t for t in trials}
+    spent = np.cumsum([rows.spent([by_number[number]]) for number, *_ in steps]).tolist()
     return SearchRun(
         mode=mode,
         seed=seed,
@@ -87,6 +108,8 @@ def run_search(
         failed=states.count(TrialState.FAIL),
         cpu_s=[cpu for _, _, cpu, _ in steps],
         hypervolume=[hv for _, _, _, hv in steps],
+        rows=spent,
+        n_trials=n_trials,
     )
 
 
@@ -108,9 +131,16 @@ def run_search_bench(
 def format_run(r: SearchRun) -> str:
     every = max(1, len(r.cpu_s) // 8)
     points = " ".join(f"{c:.0f}:{h:.4f}" for c, h in zip(r.cpu_s[::every], r.hypervolume[::every]))
+    equal = r.at_equal_rows() if r.mode != "none" else None
+    at_rows = (
+        f"; at equal rows ({r.n_trials} trials' worth) {equal[0]:.0f} CPU-s, "
+        f"hypervolume {equal[1]:.4f}"
+        if equal
+        else ""
+    )
     return (
         f"    seed {r.seed} {r.mode:<6}: {r.complete} complete, {r.pruned} pruned, {r.failed} failed;"
-        f" {r.total_cpu_s:.0f} CPU-s, final hypervolume {r.final_hypervolume:.4f}"
+        f" {r.total_cpu_s:.0f} CPU-s, final hypervolume {r.final_hypervolume:.4f}{at_rows}"
         f"   (CPU-s:hypervolume {points})"
     )
 
@@ -118,15 +148,25 @@ def format_run(r: SearchRun) -> str:
 def summary(runs: list[SearchRun]) -> dict:
     """Per seed: the share of the plain run's CPU-seconds the early-stopped run needed to reach
     the plain run's final hypervolume (None: it never did); the median over seeds."""
-    shares = {}
+    shares, equal_rows = {}, {}
     for seed in sorted({r.seed for r in runs}):
         plain = next(r for r in runs if r.seed == seed and r.mode == "none")
         early = next(r for r in runs if r.seed == seed and r.mode == "moasha")
         reached = early.cpu_to_reach(plain.final_hypervolume)
         shares[seed] = None if reached is None else reached / plain.total_cpu_s
+        at = early.at_equal_rows()
+        equal_rows[seed] = None if at is None else {
+            "cpu_share": at[0] / plain.total_cpu_s,
+            "hypervolume": at[1],
+            "plain_hypervolume": plain.final_hypervolume,
+        }  # fmt: skip
     known = [v for v in shares.values() if v is not None]
     median = float(np.median([v if v is not None else np.inf for v in shares.values()]))
-    return {"share_by_seed": shares, "median_share": median if known else None}
+    return {
+        "share_by_seed": shares,
+        "median_share": median if known else None,
+        "equal_rows_by_seed": equal_rows,
+    }
 
 
 def format_search(runs: list[SearchRun], study: str, data: str, extra: Sequence[str] = ()) -> str:
@@ -137,6 +177,15 @@ def format_search(runs: list[SearchRun], study: str, data: str, extra: Sequence[
     for seed, share in s["share_by_seed"].items():
         text = "never" if share is None else f"at {100 * share:.0f}% of the plain run's CPU-s"
         lines.append(f"    seed {seed}: early stopping reached the plain final hypervolume {text}")
+    for seed, at in s["equal_rows_by_seed"].items():
+        if at is None:
+            continue
+        diff = at["hypervolume"] - at["plain_hypervolume"]
+        lines.append(
+            f"    seed {seed}: at equal rows (study.early_stop.budget=rows) early stopping spent "
+            f"{100 * at['cpu_share']:.0f}% of the plain CPU-s for hypervolume "
+            f"{at['hypervolume']:.4f} against {at['plain_hypervolume']:.4f} ({diff:+.4f})"
+        )
     med = s["median_share"]
     lines.append(
         "    median: "

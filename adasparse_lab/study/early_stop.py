@@ -20,6 +20,12 @@ the rule lives here, with its records in the study's own storage:
   stops: PRUNED in Optuna and KILLED in MLflow, with the rung and the values that stopped it.
 - Asynchronous: nothing waits for a rung to fill; the decision is a pure function of the stored
   records, so any worker holding the same records makes the same one.
+- **The budget** (``budget``): ``complete`` (default) runs until ``study.n_trials`` trials are
+  COMPLETE, however many were stopped on the way, so a study spends more than without early
+  stopping and ends with a better front. ``rows`` counts each trial by the share of its rows it
+  trained (COMPLETE 1, stopped at a rung that rung's fraction), so ``study.n_trials`` is the
+  training a plain study of that many trials does, and early stopping spends it on more
+  parameter sets instead of finishing hopeless ones.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from adasparse_lab.errors import ConfigError
 from adasparse_lab.run.fit import Rung
 
 KINDS = ("none", "moasha")
+BUDGETS = ("complete", "rows")
 # Objectives that a rung ranks on the projected FLOPs ratio (a cost the trial will have).
 PROJECTED = ("val/flops/ratio", "val/latency/ratio")
 RECORD = "rung@"  # user attribute prefix of a rung record: rung@0.1111
@@ -42,12 +49,29 @@ RECORD = "rung@"  # user attribute prefix of a rung record: rung@0.1111
 
 @dataclass(frozen=True)
 class EarlyStop:
-    """``study.early_stop``: ``kind`` none | moasha, the reduction factor ``eta`` and the first
-    rung's fraction of the budget ``min_fraction``."""
+    """``study.early_stop``: ``kind`` none | moasha, the reduction factor ``eta``, the first
+    rung's fraction of the budget ``min_fraction``, and what ``study.n_trials`` counts
+    (``budget``: complete | rows)."""
 
     kind: str = "none"
     eta: int = 3
     min_fraction: float = 1 / 27
+    budget: str = "complete"
+
+    def spent(self, trials: Sequence[optuna.trial.FrozenTrial], below: int | None = None) -> float:
+        """The part of ``study.n_trials`` that ``trials`` (those numbered below ``below``, if
+        given) used: each COMPLETE trial 1, and under ``budget=rows`` each stopped one the
+        fraction of its rows it trained (its rung)."""
+        rows = self.kind != "none" and self.budget == "rows"
+        total = 0.0
+        for t in trials:
+            if below is not None and t.number >= below:
+                continue
+            if t.state == optuna.trial.TrialState.COMPLETE:
+                total += 1.0
+            elif rows and t.state == optuna.trial.TrialState.PRUNED:
+                total += float(t.user_attrs.get("pruned_at", 0.0))
+        return total
 
     @property
     def fractions(self) -> tuple[float, ...]:
@@ -64,10 +88,10 @@ class EarlyStop:
 def parse_early_stop(raw: Mapping | None) -> EarlyStop:
     """``study.early_stop`` (absent: none); every error names its key."""
     raw = dict(raw or {})
-    unknown = sorted(set(raw) - {"kind", "eta", "min_fraction"})
+    unknown = sorted(set(raw) - {"kind", "eta", "min_fraction", "budget"})
     if unknown:
         raise ConfigError(
-            f"study.early_stop: unknown key(s) {unknown}; known: kind, eta, min_fraction"
+            f"study.early_stop: unknown key(s) {unknown}; known: kind, eta, min_fraction, budget"
         )
     kind = raw.get("kind", "none")
     if kind not in KINDS:
@@ -78,7 +102,10 @@ def parse_early_stop(raw: Mapping | None) -> EarlyStop:
     fraction = raw.get("min_fraction", 1 / 27)
     if not 0 < fraction < 1:
         raise ConfigError(f"study.early_stop.min_fraction={fraction!r} must be in (0, 1)")
-    return EarlyStop(str(kind), eta, float(fraction))
+    budget = raw.get("budget", "complete")
+    if budget not in BUDGETS:
+        raise ConfigError(f"study.early_stop.budget={budget!r}; choose one of {list(BUDGETS)}")
+    return EarlyStop(str(kind), eta, float(fraction), str(budget))
 
 
 # -- the ranking -------------------------------------------------------------------------------

@@ -232,8 +232,15 @@ def _print_locations(
 ) -> None:
     s, tracker = outcome.settings, outcome.tracker
     uri = tracker.uri
+    trials = outcome.study.get_trials(deepcopy=False)
+    if s.early_stop.kind != "none" and s.early_stop.budget == "rows":
+        stopped = sum(t.state == TrialState.PRUNED for t in trials)
+        spent = f"{s.early_stop.spent(trials):.3g}/{s.n_trials} trials' rows spent"
+        done = f"{complete} trials complete, {stopped} stopped early ({spent})"
+    else:
+        done = f"{complete}/{s.n_trials} trials complete"
     print(
-        f"\nstudy {s.name!r}: {complete}/{s.n_trials} trials complete"
+        f"\nstudy {s.name!r}: {done}"
         + ("" if outcome.done else " (budget not reached: run the same command again to continue)")
     )
     print(f"  optuna storage : {redact_url(outcome.storage_desc)}")

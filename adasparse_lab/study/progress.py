@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import TrialState
 
 from adasparse_lab.results.front import hypervolume_2d, pareto_front
+from adasparse_lab.study.early_stop import EarlyStop
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +45,41 @@ class Progress:
     """The progress line of one worker."""
 
     def __init__(
-        self, n_trials: int, directions: Sequence[str], reference: Sequence[float] | None
+        self,
+        n_trials: int,
+        directions: Sequence[str],
+        reference: Sequence[float] | None,
+        early: EarlyStop | None = None,
     ) -> None:
         self.n_trials, self.directions, self.reference = n_trials, list(directions), reference
+        self.early = early or EarlyStop()
         self.started, self.finished = time.monotonic(), 0
+        self.spent_at_start: float | None = None
 
     def line(self, trials: Sequence[optuna.trial.FrozenTrial], number: int) -> str:
         """The line after trial ``number`` ended; ``trials``: the study's, read once."""
         self.finished += 1
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        spent = self.early.spent(trials)
+        if self.spent_at_start is None:  # a resumed study: its pace is this run's trials'
+            self.spent_at_start = self.early.spent(trials, below=number)
         elapsed = time.monotonic() - self.started
         state = trials[number].state.name
         if "pruned_at" in trials[number].user_attrs:  # early stopping (study/early_stop.py)
             state += f" at {trials[number].user_attrs['pruned_at']:.3g} of its rows"
-        parts = [
-            f"trial {number} {state}",
-            f"{complete}/{self.n_trials} complete",
-            f"{duration(elapsed)} elapsed",
-        ]
-        missing = max(self.n_trials - complete, 0)
+        parts = [f"trial {number} {state}"]
+        if self.early.kind != "none" and self.early.budget == "rows":
+            stopped = sum(t.state == TrialState.PRUNED for t in trials)
+            parts.append(f"{complete} complete, {stopped} stopped")
+            parts.append(f"budget {spent:.3g}/{self.n_trials} trials' rows")
+            pace = elapsed / max(spent - self.spent_at_start, 1e-9)  # seconds per trial's rows
+        else:
+            parts.append(f"{complete}/{self.n_trials} complete")
+            pace = elapsed / self.finished
+        parts.append(f"{duration(elapsed)} elapsed")
+        missing = max(self.n_trials - spent, 0)
         if missing:
-            parts.append(f"about {duration(elapsed / self.finished * missing)} left")
+            parts.append(f"about {duration(pace * missing)} left")
         if self.reference is not None and len(self.directions) == 2:
             # The front's hypervolume: the last point of the study's history (results.front).
             front = [t.values for t in pareto_front(trials, self.directions)]

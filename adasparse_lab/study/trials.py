@@ -29,7 +29,7 @@ from adasparse_lab.run.pipeline import train_and_evaluate
 from adasparse_lab.store.study_storage import Heartbeat, recover_stale
 from adasparse_lab.store.tracking import Tracker
 from adasparse_lab.study import space as space_mod
-from adasparse_lab.study.early_stop import RungJudge, TrialStopped
+from adasparse_lab.study.early_stop import EarlyStop, RungJudge, TrialStopped
 from adasparse_lab.study.enqueued import REQUEUE_OF, requeue_lost
 from adasparse_lab.study.progress import Progress
 from adasparse_lab.study.proposals import MAX_DUPLICATES, duplicate_of
@@ -324,23 +324,23 @@ class TrialRunner:
         """Run trials until the budget of COMPLETE trials is reached; True when it is, False
         when ``study.timeout_s`` ran out first."""
         s = self.ctx.settings
-        progress = Progress(s.n_trials, s.directions, self.ctx.hv_reference())
+        progress = Progress(s.n_trials, s.directions, self.ctx.hv_reference(), s.early_stop)
         while True:
             if failed := recover_stale(study, lambda t: fail_trial_run(tracker, t)):
                 requeue_lost(study, failed, self.resumable)  # only this worker failed them
-            complete, running, errors = _counts(study)
-            if complete >= s.n_trials:
+            spent, running, errors = _counts(study, s.early_stop)
+            if spent >= s.n_trials:
                 return True
             if s.timeout_s is not None and time.monotonic() - self._started > s.timeout_s:
                 log.info(
-                    "study.timeout_s=%s reached with %d/%d trials complete",
+                    "study.timeout_s=%s reached with %.4g/%d trials spent",
                     s.timeout_s,
-                    complete,
+                    spent,
                     s.n_trials,
                 )
                 return False
             self._raise_when_stuck(errors)
-            if complete + running >= s.n_trials:  # the rest is running in other workers
+            if spent + running >= s.n_trials:  # the rest is running in other workers
                 time.sleep(s.poll_s)
                 continue
             if s.trials_per_method and not study.get_trials(False, states=(TrialState.WAITING,)):
@@ -351,7 +351,7 @@ class TrialRunner:
             trial = self.ask(study)
             if self._surplus(study, trial):
                 continue
-            log.info("trial %d (%d/%d complete)", trial.number, complete, s.n_trials)
+            log.info("trial %d (%.4g/%d spent)", trial.number, spent, s.n_trials)
             try:
                 self.run_trial(study, trial, tracker, parent)
             finally:
@@ -376,10 +376,12 @@ class TrialRunner:
 
     def _surplus(self, study: optuna.Study, trial: optuna.Trial) -> bool:
         """Tell ``trial`` FAIL when another worker took the last slot of the budget at once."""
-        live = study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-        )
-        if sum(t.number < trial.number for t in live) < self.ctx.settings.n_trials:
+        trials = study.get_trials(deepcopy=False)
+        s = self.ctx.settings
+        before = s.early_stop.spent(trials, below=trial.number)  # COMPLETE (+ stopped shares)
+        live = (TrialState.RUNNING, TrialState.WAITING)
+        before += sum(t.number < trial.number and t.state in live for t in trials)
+        if before < s.n_trials:
             return False
         trial.set_user_attr("failure_kind", "surplus")
         trial.set_user_attr("fail_reason", "budget already taken by other workers")
@@ -388,17 +390,21 @@ class TrialRunner:
         return True
 
 
-def _counts(study: optuna.Study) -> tuple[int, int, list[optuna.trial.FrozenTrial]]:
-    """COMPLETE and RUNNING trials (WAITING: enqueued, not counted), and those failed by error."""
+def _counts(
+    study: optuna.Study, early: EarlyStop
+) -> tuple[float, int, list[optuna.trial.FrozenTrial]]:
+    """The budget spent (COMPLETE trials, and under ``study.early_stop.budget=rows`` the shares
+    of stopped ones), RUNNING trials (WAITING: enqueued, not counted), and those failed by
+    error."""
     trials = study.get_trials(deepcopy=False)
-    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    spent = early.spent(trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     errors = [
         t
         for t in trials
         if t.state == TrialState.FAIL and t.user_attrs.get("failure_kind") == "error"
     ]
-    return complete, running, errors
+    return spent, running, errors
 
 
 def _best_effort(call: Callable, *args) -> None:
