@@ -116,12 +116,29 @@ def test_a_budget_in_rows_counts_a_stopped_trial_by_the_share_it_trained():
     running = study.ask()  # nor one still running
     trials = study.get_trials()
     rows = EarlyStop("moasha", budget="rows")
-    assert rows.spent(trials) == pytest.approx(2 + 0.037 + 0.3333)
+    assert rows.spent(trials) == pytest.approx(2 + 1 / 27 + 1 / 3)  # the rungs' exact shares
     assert EarlyStop("moasha").spent(trials) == 2  # budget=complete: COMPLETE trials only
     assert EarlyStop("none", budget="rows").spent(trials) == 2  # no early stopping, no rungs
     # below a trial number: what the trials before it spent (the surplus check of workers)
-    assert rows.spent(trials, below=3) == pytest.approx(1 + 0.037 + 0.3333)
+    assert rows.spent(trials, below=3) == pytest.approx(1 + 1 / 27 + 1 / 3)
     assert running.number == 5 and rows.spent(trials, below=running.number) == rows.spent(trials)
+
+
+def test_stopped_trials_that_trained_a_whole_trials_rows_spend_a_whole_trial():
+    """The stored rung (0.3333, 0.037) is rounded; three trials stopped at 1/3 spend one trial,
+    not 0.9999 (a main study ran one trial past its budget: 20 shown, 19.99 counted)."""
+    rows = EarlyStop("moasha", budget="rows")
+    study = optuna.create_study(directions=AUC_FLOPS)
+    for _ in range(3):
+        _told(study, pruned_at=0.3333)
+    for _ in range(27):
+        _told(study, pruned_at=0.037)
+    assert rows.spent(study.get_trials(), below=3) >= 1
+    assert rows.spent(study.get_trials()) >= 2
+    # a rung of other settings (changed on resume) counts at its stored fraction
+    assert EarlyStop("moasha", eta=2, min_fraction=0.25, budget="rows").spent(
+        study.get_trials(), below=3
+    ) == pytest.approx(3 * 0.3333)
 
 
 def test_the_progress_line_of_a_budget_in_rows_shows_what_is_spent():

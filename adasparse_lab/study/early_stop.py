@@ -70,19 +70,30 @@ class EarlyStop:
             if t.state == optuna.trial.TrialState.COMPLETE:
                 total += 1.0
             elif rows and t.state == optuna.trial.TrialState.PRUNED:
-                total += float(t.user_attrs.get("pruned_at", 0.0))
-        return total
+                total += self.share(t.user_attrs.get("pruned_at", 0.0))
+        return round(total, 9)  # 27 x 1/27 sums to 0.99999999999: a whole trial
 
     @property
     def fractions(self) -> tuple[float, ...]:
-        """The rungs, as fractions of the budget (none for ``kind=none``)."""
+        """The rungs, as fractions of the budget (none for ``kind=none``), rounded to 4 digits:
+        the names of their records (``rung@0.1111``) and ``pruned_at``."""
+        return tuple(round(f, 4) for f in self._exact())
+
+    def _exact(self) -> list[float]:
         if self.kind == "none":
-            return ()
+            return []
         out, f = [], self.min_fraction
         while f < 1.0 - 1e-3:  # 1/9 * 9 rounds to 0.9999: the end, not a rung
-            out.append(round(f, 4))
+            out.append(f)
             f *= self.eta
-        return tuple(out)
+        return out
+
+    def share(self, pruned_at: float) -> float:
+        """The share of its rows a trial stopped at the rung ``pruned_at`` trained: the rung's
+        exact fraction (three trials stopped at 0.3333 spend one trial, not 0.9999), or the
+        stored value for a rung of other settings (changed on a resume)."""
+        exact = {round(f, 4): f for f in self._exact()}
+        return exact.get(round(float(pruned_at), 4), float(pruned_at))
 
 
 def parse_early_stop(raw: Mapping | None) -> EarlyStop:
