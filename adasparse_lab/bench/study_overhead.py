@@ -48,6 +48,7 @@ def run_study_bench(study: str = "sparsity", n_trials: int = 4) -> StudyBenchRes
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [
             f"+study={study}", f"study.n_trials={n_trials}", "study.reference=false",
+            "study.early_stop.kind=none",  # every trial to its end: the overhead of full trials
             "study.reeval.max_trials=0", f"paths.studies={tmp}/studies",
             f"paths.reports={tmp}/reports", f"paths.cache={tmp}/cache",
         ]  # fmt: skip
