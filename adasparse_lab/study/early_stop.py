@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import optuna
@@ -63,15 +64,15 @@ class EarlyStop:
         given) used: each COMPLETE trial 1, and under ``budget=rows`` each stopped one the
         fraction of its rows it trained (its rung)."""
         rows = self.kind != "none" and self.budget == "rows"
-        total = 0.0
+        total = Fraction(0)
         for t in trials:
             if below is not None and t.number >= below:
                 continue
             if t.state == optuna.trial.TrialState.COMPLETE:
-                total += 1.0
+                total += 1
             elif rows and t.state == optuna.trial.TrialState.PRUNED:
                 total += self.share(t.user_attrs.get("pruned_at", 0.0))
-        return round(total, 9)  # 27 x 1/27 sums to 0.99999999999: a whole trial
+        return float(total)  # summed exactly: 27 x 1/27 is a whole trial
 
     @property
     def fractions(self) -> tuple[float, ...]:
@@ -88,12 +89,15 @@ class EarlyStop:
             f *= self.eta
         return out
 
-    def share(self, pruned_at: float) -> float:
-        """The share of its rows a trial stopped at the rung ``pruned_at`` trained: the rung's
-        exact fraction (three trials stopped at 0.3333 spend one trial, not 0.9999), or the
-        stored value for a rung of other settings (changed on a resume)."""
-        exact = {round(f, 4): f for f in self._exact()}
-        return exact.get(round(float(pruned_at), 4), float(pruned_at))
+    def share(self, pruned_at: float) -> Fraction:
+        """The share of its rows a trial stopped at the rung ``pruned_at`` trained, as the
+        simple fraction the rung stands for: ``min_fraction`` (0.037037 in the shipped config)
+        is 1/27, the rungs 1/27 x eta^k, so that three trials stopped at 1/3 spend one trial,
+        not 0.9999 (a stored value of other settings, changed on a resume: its own fraction)."""
+        first = Fraction(self.min_fraction).limit_denominator(1000)
+        rungs = {round(f, 4): first * self.eta**k for k, f in enumerate(self._exact())}
+        stored = round(float(pruned_at), 4)
+        return rungs.get(stored, Fraction(stored).limit_denominator(1000))
 
 
 def parse_early_stop(raw: Mapping | None) -> EarlyStop:
