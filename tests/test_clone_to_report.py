@@ -37,6 +37,23 @@ def test_stages_are_timed_from_a_relative_source(tiny_repo, tmp_path, monkeypatc
     assert "clone to report of" in capsys.readouterr().out
 
 
+def test_the_commit_printed_is_the_one_cloned_not_the_sources_later_head(
+    tiny_repo, tmp_path, monkeypatch, capsys
+):
+    """A commit to the source while the study runs (10 minutes) must not relabel the result:
+    a measurement of 6216548 was printed as 071ebf6, committed meanwhile."""
+    git = ["git", "-C", str(tiny_repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    cloned = subprocess.run(
+        [*git[:3], "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    later = [*git, "commit", "-q", "--allow-empty", "-m", "later"]
+    study = ["sh", "-c", "mkdir -p reports/sparsity && touch reports/sparsity/report.html"]
+    monkeypatch.setattr(c2r, "STAGES", (("clone", None), ("setup", later), ("study", study)))
+    c2r.main(["--source", str(tiny_repo), "--json", str(tmp_path / "t.json")])
+    assert f"clone to report of {cloned} on " in capsys.readouterr().out
+    assert json.loads((tmp_path / "t.json").read_text())["commit"] == cloned
+
+
 def test_a_failing_stage_names_its_log_and_keeps_it(tiny_repo, monkeypatch):
     monkeypatch.setattr(c2r, "STAGES", (("clone", None), ("setup", ["false"])))
     with pytest.raises(SystemExit, match=r"`false` failed \(1\); its output: (.+\.log)") as err:

@@ -43,8 +43,15 @@ class StageFailed(RuntimeError):
     """A stage exited non-zero: the temporary folder is kept for its log."""
 
 
-def measure(source: Path, workdir: Path) -> dict[str, float]:
-    """Seconds per stage: clone ``source`` into ``workdir``, then make setup, make study."""
+def head(repo: Path) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+
+
+def measure(source: Path, workdir: Path) -> tuple[dict[str, float], str]:
+    """Seconds per stage: clone ``source`` into ``workdir``, then make setup, make study; and
+    the commit cloned (the source may move on during the study)."""
     clone = workdir / "adasparse-lab"
     seconds: dict[str, float] = {}
     with open(workdir / "clone_to_report.log", "w") as log:
@@ -55,10 +62,12 @@ def measure(source: Path, workdir: Path) -> dict[str, float]:
             else:
                 cwd = clone
             seconds[stage] = run_stage(cmd, cwd, log)
+            if stage == "clone":
+                commit = head(clone)
     seconds["total"] = sum(seconds.values())
     if not (clone / "reports" / "sparsity" / "report.html").exists():
         raise StageFailed(f"make study wrote no reports/sparsity/report.html; see {log.name}")
-    return seconds
+    return seconds, commit
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,23 +79,19 @@ def main(argv: list[str] | None = None) -> None:
     args.source = args.source.resolve()  # git clone runs in the temporary folder
     workdir = Path(tempfile.mkdtemp(prefix="clone_to_report_"))
     try:
-        seconds = measure(args.source, workdir)
+        seconds, commit = measure(args.source, workdir)
     except StageFailed as err:
         sys.exit(f"clone_to_report: {err}")  # workdir kept: the log is in it
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    commit = subprocess.run(
-        ["git", "-C", str(args.source), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
     print(f"\nclone to report of {commit} on {machine()}")
     for stage, s in seconds.items():
         print(f"  {stage:<6} {int(s // 60):>2} min {s % 60:4.1f} s")
     if args.keep:
         print(f"  clone kept in {workdir}")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "seconds": seconds}, indent=2))
+        result = {"machine": machine(), "commit": commit, "seconds": seconds}
+        args.json.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
