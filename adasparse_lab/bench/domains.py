@@ -81,9 +81,9 @@ class DomainsBenchResult:
 
 
 # The trial a study runs. "main": the main study's (+study=sparsity: its model, 4 epochs, at
-# least its 200,000 rows; every trial to its end), the size the overhead target is about; "tiny": a 16-8 tower trained
-# 2 epochs on at least 30,000 rows, for tests of the report (its overhead share is far larger:
-# the driver's fixed ~0.4 s a trial against a fit of under a second).
+# least its 200,000 rows; every trial run to its end), the size the overhead target is about;
+# "tiny": a 16-8 tower trained 2 epochs on at least 30,000 rows, for tests of the report (its
+# overhead share is far larger: the driver's fixed ~0.4 s a trial against a fit under a second).
 TRIALS = {
     "main": (200_000, ["+study=sparsity", "study.log_models=none", "study.early_stop.kind=none"]),
     "tiny": (30_000, [

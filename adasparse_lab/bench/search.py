@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from hydra import compose, initialize_config_dir
@@ -28,7 +28,6 @@ from optuna.trial import TrialState
 from adasparse_lab.bench.workload import CONF, data_overrides
 from adasparse_lab.results.front import search_curve
 from adasparse_lab.study.driver import StudyRunner
-from adasparse_lab.study.early_stop import EarlyStop
 
 MODES = ("none", "moasha")
 
@@ -97,7 +96,7 @@ def run_search(
         s = runner.settings
         steps = search_curve(trials, s.directions, s.hypervolume_reference)
     states = [t.state for t in trials]
-    rows = EarlyStop("moasha", budget="rows")  # what a budget=rows study counts
+    rows = replace(s.early_stop, budget="rows")  # what a budget=rows study would count
     by_number = {t.number: t for t in trials}
     spent = np.cumsum([rows.spent([by_number[number]]) for number, *_ in steps]).tolist()
     return SearchRun(

@@ -187,7 +187,8 @@ def export_stored(
         info,
     )
     trial.raw.frames["test"].head(EXAMPLE_ROWS).write_parquet(folder / "example.parquet")
-    check = check_bundle(Bundle(folder), trial)
+    bundle = Bundle(folder)
+    check = check_bundle(bundle, trial)
     if check.problems():
         raise ConfigError(
             f"the bundle in {folder} does not reproduce trial {trial.number} of "
@@ -206,5 +207,6 @@ def export_stored(
             trial.raw.frames["test"],
             register,
             trial.model,
+            bundle,
         )
     return result

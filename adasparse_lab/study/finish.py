@@ -235,7 +235,7 @@ def _print_locations(
     trials = outcome.study.get_trials(deepcopy=False)
     if s.early_stop.kind != "none" and s.early_stop.budget == "rows":
         stopped = sum(t.state == TrialState.PRUNED for t in trials)
-        spent = f"{s.early_stop.spent(trials):.3g}/{s.n_trials} trials' rows spent"
+        spent = f"{s.early_stop.spent(trials):.4g}/{s.n_trials} trials' rows spent"
         done = f"{complete} trials complete, {stopped} stopped early ({spent})"
     else:
         done = f"{complete}/{s.n_trials} trials complete"

@@ -71,7 +71,7 @@ class Progress:
         if self.early.kind != "none" and self.early.budget == "rows":
             stopped = sum(t.state == TrialState.PRUNED for t in trials)
             parts.append(f"{complete} complete, {stopped} stopped")
-            parts.append(f"budget {spent:.3g}/{self.n_trials} trials' rows")
+            parts.append(f"budget {spent:.4g}/{self.n_trials} trials' rows")  # 19.96, not 20
             pace = elapsed / max(spent - self.spent_at_start, 1e-9)  # seconds per trial's rows
         else:
             parts.append(f"{complete}/{self.n_trials} complete")
