@@ -59,11 +59,16 @@ class EarlyStop:
     min_fraction: float = 1 / 27
     budget: str = "complete"
 
+    @property
+    def counts_rows(self) -> bool:
+        """Whether ``study.n_trials`` counts trials' rows (early stopping on, ``budget=rows``)."""
+        return self.kind != "none" and self.budget == "rows"
+
     def spent(self, trials: Sequence[optuna.trial.FrozenTrial], below: int | None = None) -> float:
         """The part of ``study.n_trials`` that ``trials`` (those numbered below ``below``, if
         given) used: each COMPLETE trial 1, and under ``budget=rows`` each stopped one the
         fraction of its rows it trained (its rung)."""
-        rows = self.kind != "none" and self.budget == "rows"
+        rows = self.counts_rows
         total = Fraction(0)
         for t in trials:
             if below is not None and t.number >= below:

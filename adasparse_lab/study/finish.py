@@ -233,7 +233,7 @@ def _print_locations(
     s, tracker = outcome.settings, outcome.tracker
     uri = tracker.uri
     trials = outcome.study.get_trials(deepcopy=False)
-    if s.early_stop.kind != "none" and s.early_stop.budget == "rows":
+    if s.early_stop.counts_rows:
         stopped = sum(t.state == TrialState.PRUNED for t in trials)
         spent = f"{s.early_stop.spent(trials):.4g}/{s.n_trials} trials' rows spent"
         done = f"{complete} trials complete, {stopped} stopped early ({spent})"

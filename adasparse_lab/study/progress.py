@@ -68,7 +68,7 @@ class Progress:
         if "pruned_at" in trials[number].user_attrs:  # early stopping (study/early_stop.py)
             state += f" at {trials[number].user_attrs['pruned_at']:.3g} of its rows"
         parts = [f"trial {number} {state}"]
-        if self.early.kind != "none" and self.early.budget == "rows":
+        if self.early.counts_rows:
             stopped = sum(t.state == TrialState.PRUNED for t in trials)
             parts.append(f"{complete} complete, {stopped} stopped")
             parts.append(f"budget {spent:.4g}/{self.n_trials} trials' rows")  # 19.96, not 20
