@@ -19,9 +19,11 @@ from omegaconf import DictConfig
 
 from adasparse_lab.config import exit_with_error
 from adasparse_lab.errors import ConfigError, DataError, StoreError
+from adasparse_lab.machine import usable_cpus
 from adasparse_lab.study.driver import StudyFailedError, StudyRunner
 from adasparse_lab.study.finish import StudyOutcome, finish
 from adasparse_lab.study.progress import quiet_console
+from adasparse_lab.study.settings import StudySettings
 
 log = logging.getLogger("adasparse_lab.sweep")
 
@@ -32,11 +34,13 @@ log = logging.getLogger("adasparse_lab.sweep")
 SPAWNED_BY = "ADASPARSE_SPAWNED_BY"
 
 
-def spawn_workers(n: int, argv: list[str]) -> list[subprocess.Popen]:
-    """Start n extra worker processes running the same study (``study.workers=1`` each), with
-    indices 1..n: each seeds its sampler differently (this process is index 0)."""
-    own = ("study.workers=", "study.worker_index=")
+def spawn_workers(n: int, argv: list[str], threads: int | None) -> list[subprocess.Popen]:
+    """Start n extra worker processes running the same study (``study.workers=1`` each, with
+    this one's ``threads``), with indices 1..n: each seeds its sampler differently (this
+    process is index 0)."""
+    own = ("study.workers=", "study.worker_index=", "study.threads=")
     args = [a for a in argv if not a.startswith(own)] + ["study.workers=1"]
+    args += [f"study.threads={threads}"] if threads else []
     env = {**os.environ, SPAWNED_BY: str(os.getpid())}
     return [
         subprocess.Popen(
@@ -45,6 +49,23 @@ def spawn_workers(n: int, argv: list[str]) -> list[subprocess.Popen]:
         )
         for i in range(1, n + 1)
     ]
+
+
+def set_threads(settings: StudySettings, asked: object) -> None:
+    """This process's torch threads (``study.threads``), and the layout printed when the study
+    runs several workers or ``study.workers=auto`` (``asked``) chose it."""
+    import torch
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    if settings.workers > 1 or asked == "auto":
+        n = settings.workers
+        print(
+            f"study.workers={asked}: {n} worker process{'es' if n > 1 else ''} x "
+            f"{torch.get_num_threads()} torch thread{'s' if torch.get_num_threads() > 1 else ''}"
+            f" each on {usable_cpus()} usable CPU{'s' if usable_cpus() > 1 else ''}",
+            flush=True,
+        )
 
 
 def run_study(
@@ -59,8 +80,9 @@ def run_study(
 
     runner = StudyRunner(base, compose_trial)
     runner.validate()
+    set_threads(runner.settings, base.study.get("workers", 1))
     extra_workers = (
-        spawn_workers(runner.settings.workers - 1, argv or overrides)
+        spawn_workers(runner.settings.workers - 1, argv or overrides, runner.settings.threads)
         if runner.settings.workers > 1
         else []
     )

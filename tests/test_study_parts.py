@@ -4,6 +4,7 @@ re-evaluated. No training, no MLflow: an in-memory Optuna study and hand-made tr
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -148,3 +149,61 @@ def test_a_studys_compose_reads_the_yaml_once_per_overrides_and_hands_out_copies
     assert again == fresh  # the same config a fresh compose gives
     assert dense.pruner == dense_again.pruner != first.pruner
     assert dense is not dense_again
+
+
+# -- workers and threads (study.workers, study.threads) ---------------------------------------
+@pytest.mark.parametrize(
+    ("cpus", "study", "workers", "threads"),
+    [
+        (2, {}, 1, None),  # one worker: torch's own default, the shipped studies' numbers
+        (2, {"workers": "auto"}, 2, 1),  # one worker a usable CPU, one thread each
+        (1, {"workers": "auto"}, 1, None),
+        (8, {"workers": 2}, 2, 4),  # the CPUs shared out, none oversubscribed
+        (2, {"workers": 4}, 4, 1),  # more workers than CPUs: one thread each at least
+        (8, {"workers": 2, "threads": 1}, 2, 1),  # said outright
+        (8, {"threads": 3}, 1, 3),
+    ],
+)
+def test_workers_and_their_torch_threads_follow_the_usable_cpus(
+    monkeypatch, cpus, study, workers, threads
+):
+    """``study.workers=N`` started N processes at torch's default threads each (every CPU), so
+    2 workers on 2 CPUs ran 4 threads: ``study.threads=auto`` shares the usable CPUs out, and
+    ``study.workers=auto`` is one worker a CPU (the faster layout, docs/benchmarks.md)."""
+    from adasparse_lab import machine
+
+    monkeypatch.setattr(machine, "usable_cpus", lambda: cpus)
+    s = context(**study).settings
+    assert (s.workers, s.threads) == (workers, threads)
+
+
+@pytest.mark.parametrize(
+    ("study", "key"),
+    [
+        ({"workers": 0}, "study.workers=0"),
+        ({"workers": "many"}, "study.workers='many'"),
+        ({"workers": True}, "study.workers=True"),
+        ({"threads": 0}, "study.threads=0"),
+        ({"threads": "all"}, "study.threads='all'"),
+    ],
+)
+def test_bad_workers_or_threads_name_their_key(study, key):
+    from adasparse_lab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        context(**study)
+
+
+def test_the_workers_a_command_starts_get_its_threads_and_their_own_index(monkeypatch):
+    """The extra processes of ``study.workers=N`` run ``study.workers=1`` with the thread count
+    the first one chose (not torch's default) and indices 1..N-1."""
+    from adasparse_lab import sweep
+
+    started = []
+    monkeypatch.setattr(sweep.subprocess, "Popen", lambda cmd, env: started.append(cmd))
+    sweep.spawn_workers(2, ["+study=quick", "study.workers=auto", "study.threads=auto"], 1)
+    tails = [cmd[cmd.index("+study=quick") :] for cmd in started]
+    assert tails == [
+        ["+study=quick", "study.workers=1", "study.threads=1", f"study.worker_index={i}"]
+        for i in (1, 2)
+    ]

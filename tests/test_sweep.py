@@ -19,6 +19,7 @@ from optuna._hypervolume import compute_hypervolume
 from optuna.trial import TrialState
 
 from adasparse_lab.errors import ConfigError
+from adasparse_lab.machine import usable_cpus
 from adasparse_lab.results.front import hypervolume_2d, hypervolume_history, pareto_mask
 from adasparse_lab.sweep import run_study
 from tests.conftest import CONF, ROOT
@@ -335,6 +336,14 @@ def test_workers_of_one_command_end_the_study_once(tmp_path):
     assert (tmp_path / "reports" / "quick" / "report.html").stat().st_size > 1_000_000
     complete = [t for t in _trials(tmp_path, "journal") if t.state == TrialState.COMPLETE]
     assert len(complete) == 4
+    # The usable CPUs shared out (study.threads=auto): not torch's default (every CPU) in each.
+    threads = max(1, usable_cpus() // 2)
+    assert f"2 worker processes x {threads} torch thread" in done.stdout, done.stdout[:2000]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'studies' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("quick")
+    runs = client.search_runs([exp.experiment_id], "tags.kind = 'trial'", max_results=100)
+    by_worker = {(r.data.tags["worker"], r.data.tags["torch_threads"]) for r in runs}
+    assert {t for _, t in by_worker} == {str(threads)} and len(by_worker) == 2, by_worker
 
 
 @pytest.mark.slow

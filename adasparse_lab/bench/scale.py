@@ -54,6 +54,7 @@ def _run(
         cmd = [
             *(sys.executable, "-m", "adasparse_lab.sweep", f"+study={study}"),
             *(f"study.name={name}", f"study.workers={workers}", f"study.n_trials={n_trials}"),
+            f"study.threads={threads}",  # each worker's torch threads
             *("study.reference=false", "study.reeval.max_trials=0", "latency.enabled=false"),
             "study.early_stop.kind=none",  # trials per hour of trials run to their end
             *(f"paths.studies={tmp}/studies", f"paths.reports={tmp}/reports"),

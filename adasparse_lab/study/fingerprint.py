@@ -22,6 +22,7 @@ from adasparse_lab.store.tracking import flatten
 RESUMABLE = (
     "study.n_trials",
     "study.workers",
+    "study.threads",  # how trials run, like study.workers (1 and 2 threads: other floats)
     "study.worker_index",
     "study.timeout_s",
     "study.max_failures",

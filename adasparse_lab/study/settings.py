@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
+from adasparse_lab import machine
 from adasparse_lab.errors import ConfigError
 from adasparse_lab.results.claims import study_plan
 from adasparse_lab.store.study_storage import MAX_BACKOFF_S
@@ -50,6 +51,7 @@ class StudySettings:
     log_models: str = "none"  # LOG_MODELS
     reeval_select: str = "front"  # REEVAL_SELECT: the spread front, or also each method's best
     verbose: bool = False  # every epoch's line on the console too (always in the log file)
+    threads: int | None = None  # torch threads of each worker process (None: torch's default)
     early_stop: EarlyStop = EarlyStop()  # stop trials part-way (study/early_stop.py)
     # the equal-budget comparison: k trials per choice of the space's ``method`` (enqueued
     # round-robin as partial points when the study is created; study/session.py), or None
@@ -86,6 +88,7 @@ KNOWN_KEYS = frozenset(
         "name",
         "storage",
         "workers",
+        "threads",
         "worker_index",
         "n_trials",
         "timeout_s",
@@ -140,7 +143,6 @@ def _check_ranges(raw: dict) -> None:
     """Counts and durations: budgets at least one, a grace period longer than a heartbeat."""
     checks = {
         "n_trials": raw.get("n_trials", 0) >= 1,
-        "workers": raw.get("workers", 1) >= 1,
         "worker_index": raw.get("worker_index", 0) >= 0,
         "max_failures": raw.get("max_failures", 1) >= 1,
         "heartbeat_s": raw.get("heartbeat_s", 30) >= 1,
@@ -156,6 +158,29 @@ def _check_ranges(raw: dict) -> None:
     for key, ok in checks.items():
         if not ok:
             raise ConfigError(f"study.{key}={raw.get(key)!r} is out of range")
+
+
+def _count(raw: dict, key: str, default) -> int | str:
+    """``study.<key>``: an integer >= 1 or ``auto`` (returned as it is)."""
+    value = raw.get(key, default)
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ConfigError(f"study.{key}={value!r}: give a count >= 1 or auto")
+
+
+def workers_and_threads(raw: dict) -> tuple[int, int | None]:
+    """``study.workers`` and ``study.threads`` resolved on this machine. ``workers=auto``: one
+    worker process a usable CPU (2 workers x 1 thread ran 1.33x the trials per hour of 1 x 2
+    on 2 cores: docs/benchmarks.md, layout). ``threads=auto``: torch's default (every CPU) for
+    one worker, the usable CPUs shared out between several, at least one each, so that N
+    workers do not run N x CPUs threads. None: torch's default, left as it is."""
+    cpus = max(1, machine.usable_cpus())
+    workers = _count(raw, "workers", 1)
+    workers = cpus if workers == "auto" else workers
+    threads = _count(raw, "threads", "auto")
+    if threads == "auto":
+        threads = None if workers == 1 else max(1, cpus // workers)
+    return workers, threads
 
 
 def _check_choices(raw: dict, n_objectives: int) -> None:
@@ -187,10 +212,12 @@ def parse_settings(node: DictConfig) -> StudySettings:
     _check_choices(raw, len(objectives))
     study_plan(raw)  # study.claims names arms of the space (what the report measures)
     reeval, hv_ref = raw.get("reeval") or {}, raw.get("hypervolume_reference")
+    workers, threads = workers_and_threads(raw)
     return StudySettings(
         name=str(raw["name"]),
         storage=str(raw.get("storage", "auto")),
-        workers=int(raw.get("workers", 1)),
+        workers=workers,
+        threads=threads,
         n_trials=int(raw["n_trials"]),
         timeout_s=raw.get("timeout_s"),
         max_failures=int(raw.get("max_failures", 5)),

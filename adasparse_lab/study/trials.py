@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+import torch
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
 
@@ -173,6 +174,7 @@ class TrialRunner:
             "method": method,
             "trial_number": str(trial.number),
             "worker": self.ctx.worker,
+            "torch_threads": str(torch.get_num_threads()),  # 1 and 2 threads train differently
             "overrides": " ".join(overrides),
         }
         run_id = tracker.start_run(f"trial-{trial.number}", parent, tags=tags)
