@@ -59,11 +59,11 @@ def set_threads(settings: StudySettings, asked: object) -> None:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     if settings.workers > 1 or asked == "auto":
-        n = settings.workers
+        workers, threads, cpus = settings.workers, torch.get_num_threads(), usable_cpus()
         print(
-            f"study.workers={asked}: {n} worker process{'es' if n > 1 else ''} x "
-            f"{torch.get_num_threads()} torch thread{'s' if torch.get_num_threads() > 1 else ''}"
-            f" each on {usable_cpus()} usable CPU{'s' if usable_cpus() > 1 else ''}",
+            f"study.workers={asked}: {workers} worker process{'es' * (workers > 1)} x "
+            f"{threads} torch thread{'s' * (threads > 1)} each on {cpus} usable "
+            f"CPU{'s' * (cpus > 1)}",
             flush=True,
         )
 

@@ -170,8 +170,8 @@ def _count(raw: dict, key: str, default) -> int | str:
 
 def workers_and_threads(raw: dict) -> tuple[int, int | None]:
     """``study.workers`` and ``study.threads`` resolved on this machine. ``workers=auto``: one
-    worker process a usable CPU (2 workers x 1 thread ran 1.33x the trials per hour of 1 x 2
-    on 2 cores: docs/benchmarks.md, layout). ``threads=auto``: torch's default (every CPU) for
+    worker process a usable CPU (2 workers x 1 thread ran 1.33-1.35x the trials per hour of
+    1 x 2 on 2 cores: docs/benchmarks.md, layout). ``threads=auto``: torch's default (every CPU) for
     one worker, the usable CPUs shared out between several, at least one each, so that N
     workers do not run N x CPUs threads. None: torch's default, left as it is."""
     cpus = max(1, machine.usable_cpus())
