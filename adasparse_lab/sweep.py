@@ -34,17 +34,20 @@ log = logging.getLogger("adasparse_lab.sweep")
 SPAWNED_BY = "ADASPARSE_SPAWNED_BY"
 
 
-def spawn_workers(n: int, argv: list[str], threads: int | None) -> list[subprocess.Popen]:
+def spawn_workers(
+    n: int, argv: list[str], threads: int | None, first: int = 0
+) -> list[subprocess.Popen]:
     """Start n extra worker processes running the same study (``study.workers=1`` each, with
-    this one's ``threads``), with indices 1..n: each seeds its sampler differently (this
-    process is index 0)."""
+    this one's ``threads``), with indices ``first`` + 1..n, where ``first`` is this process's
+    ``study.worker_index``: each seeds its sampler differently, on this machine and on
+    machines given their own ranges of indices (docs/cluster.md)."""
     own = ("study.workers=", "study.worker_index=", "study.threads=")
     args = [a for a in argv if not a.startswith(own)] + ["study.workers=1"]
     args += [f"study.threads={threads}"] if threads else []
     env = {**os.environ, SPAWNED_BY: str(os.getpid())}
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "adasparse_lab.sweep", *args, f"study.worker_index={i}"],
+            [sys.executable, "-m", "adasparse_lab.sweep", *args, f"study.worker_index={first + i}"],
             env=env,
         )
         for i in range(1, n + 1)
@@ -82,7 +85,12 @@ def run_study(
     runner.validate()
     set_threads(runner.settings, base.study.get("workers", 1))
     extra_workers = (
-        spawn_workers(runner.settings.workers - 1, argv or overrides, runner.settings.threads)
+        spawn_workers(
+            runner.settings.workers - 1,
+            argv or overrides,
+            runner.settings.threads,
+            runner.settings.worker_index,
+        )
         if runner.settings.workers > 1
         else []
     )

@@ -194,16 +194,20 @@ def test_bad_workers_or_threads_name_their_key(study, key):
         context(**study)
 
 
-def test_the_workers_a_command_starts_get_its_threads_and_their_own_index(monkeypatch):
+@pytest.mark.parametrize("first", [0, 8])
+def test_the_workers_a_command_starts_get_its_threads_and_their_own_index(monkeypatch, first):
     """The extra processes of ``study.workers=N`` run ``study.workers=1`` with the thread count
-    the first one chose (not torch's default) and indices 1..N-1."""
+    the first one chose (not torch's default) and the indices after the first one's: on the
+    machine given ``study.worker_index=8`` (docs/cluster.md: one range a machine) 9 and 10,
+    not the 1 and 2 of machine 0's workers, which seed the same proposals."""
     from adasparse_lab import sweep
 
     started = []
     monkeypatch.setattr(sweep.subprocess, "Popen", lambda cmd, env: started.append(cmd))
-    sweep.spawn_workers(2, ["+study=quick", "study.workers=auto", "study.threads=auto"], 1)
+    argv = ["+study=quick", "study.workers=auto", "study.threads=auto"]
+    sweep.spawn_workers(2, [*argv, f"study.worker_index={first}"], 1, first)
     tails = [cmd[cmd.index("+study=quick") :] for cmd in started]
     assert tails == [
-        ["+study=quick", "study.workers=1", "study.threads=1", f"study.worker_index={i}"]
+        ["+study=quick", "study.workers=1", "study.threads=1", f"study.worker_index={first + i}"]
         for i in (1, 2)
     ]
