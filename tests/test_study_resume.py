@@ -156,6 +156,7 @@ def test_settings_of_a_run_may_change_on_resume(tmp_path, hydra_ctx):
         tmp_path,
         "study.n_trials=9",
         "study.workers=3",
+        "study.threads=1",
         "study.worker_index=2",
         "study.timeout_s=60",
         "study.poll_s=5",
