@@ -15,6 +15,7 @@ python -m adasparse_lab.bench --only gpu           # CUDA vs CPU training, bf16 
 python -m adasparse_lab.bench --only domains         # 100 and 1,000 domains: report, browser, overhead (main-study trials;
                                                      # --domains-baseline: also every per-domain value as an MLflow metric)
 python -m adasparse_lab.bench --only search          # main study plain vs early stopping, 3 seeds
+                                                     # (--search-jobs 2: two seeds at once, a process each)
 python -m adasparse_lab.bench --only layout          # 1 worker x 2 threads vs 2 workers x 1 thread
 python -m adasparse_lab.bench --only compile --threads 1  # train.compile: torch.compile vs eager
 python -m adasparse_lab.bench --only recipe          # training-recipe ablation: test AUC, 3 seeds
@@ -228,6 +229,7 @@ def _add_step_scale_export_flags(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="search section: Hydra overrides for both runs (study.early_stop.min_fraction=0.1111)",
     )
+    _count_flag(p, "--search-jobs", 1, "search section: seeds run at once, each in its own process")
     r = recipe.RecipeBenchConfig()
     p.add_argument("--recipe-data", default=r.data, help="recipe section: a data config")
     _count_flag(p, "--recipe-rows", r.rows, "recipe section: synthetic rows")
@@ -448,6 +450,8 @@ def run_search(args: argparse.Namespace) -> dict | None:
         args.search_trials,
         args.search_data,
         tuple(args.search_overrides),
+        args.search_jobs,
+        args.threads,
     )
     _show(format_search(runs, args.search_study, args.search_data, args.search_overrides))
     return as_json(runs)

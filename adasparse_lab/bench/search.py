@@ -11,21 +11,32 @@ trials in the same order and ends where the trials' rows first reach ``study.n_t
 front is this run's at that point: printed too ("at equal rows"), with its share of the plain
 CPU and its hypervolume against the plain run's.
 
+Seeds run one after another in this process, or ``--search-jobs N`` at a time, each in its own
+process with ``--threads`` torch threads (default: the usable CPUs shared out, at least one
+each). The trials and their values are the same either way; the CPU-seconds of processes that
+share the cores read a few points higher than those of one process alone.
+
 ``python -m adasparse_lab.bench --only search`` (the main study, 3 seeds: about 40 min on 2 cores)
+``python -m adasparse_lab.bench --only search --search-jobs 2 --search-seeds 0 1 2 3 4 5``
 ``python -m adasparse_lab.bench --only search --search-study quick --search-seeds 0 1``
 """
 
 from __future__ import annotations
 
+import math
+import multiprocessing
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
+import torch
 from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
 from adasparse_lab.bench.workload import CONF, data_overrides
+from adasparse_lab.machine import usable_cpus
 from adasparse_lab.results.front import search_curve
 from adasparse_lab.study.driver import StudyRunner
 
@@ -118,11 +129,44 @@ def run_search_bench(
     n_trials: int = 20,
     data: str = "synthetic",
     extra: Sequence[str] = (),
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> list[SearchRun]:
+    """Both modes of every seed, in the order of ``seeds``: in this process, or ``jobs`` seeds at
+    a time in processes of their own with ``threads`` torch threads each (default: the usable
+    CPUs shared out, at least one)."""
+    if jobs <= 1:
+        runs = []
+        for seed in seeds:
+            runs += _seed_runs(study, seed, n_trials, data, tuple(extra))
+        return runs
+    threads = threads or max(1, usable_cpus() // jobs)
+    print(
+        f"    {jobs} seeds at a time, one process each, {threads} torch thread(s) each", flush=True
+    )
+    by_seed: dict[int, list[SearchRun]] = {}
+    context = multiprocessing.get_context("spawn")  # no forked torch or Hydra state
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=torch.set_num_threads,
+                             initargs=(threads,)) as pool:  # fmt: skip
+        pending = {
+            pool.submit(_seed_runs, study, seed, n_trials, data, tuple(extra), False): seed
+            for seed in seeds
+        }
+        for done in as_completed(pending):
+            by_seed[pending[done]] = done.result()
+            for run in by_seed[pending[done]]:
+                print(format_run(run), flush=True)
+    return [run for seed in seeds for run in by_seed[seed]]
+
+
+def _seed_runs(
+    study: str, seed: int, n_trials: int, data: str, extra: tuple[str, ...], show: bool = True
+) -> list[SearchRun]:
+    """One seed, plain then early-stopped: interleaved, so both run under the same load."""
     runs = []
-    for seed in seeds:  # interleaved: both modes of a seed under the same machine load
-        for mode in MODES:
-            runs.append(run_search(study, mode, seed, n_trials, data, extra))
+    for mode in MODES:
+        runs.append(run_search(study, mode, seed, n_trials, data, extra))
+        if show:
             print(format_run(runs[-1]), flush=True)
     return runs
 
@@ -146,7 +190,9 @@ def format_run(r: SearchRun) -> str:
 
 def summary(runs: list[SearchRun]) -> dict:
     """Per seed: the share of the plain run's CPU-seconds the early-stopped run needed to reach
-    the plain run's final hypervolume (None: it never did); the median over seeds."""
+    the plain run's final hypervolume (None: it never did), and where a ``budget=rows`` study
+    ends; over seeds: the median share and its quartiles, and how many seeds end higher at
+    equal rows with a two-sided sign test (a difference over seeds is a claim)."""
     shares, equal_rows = {}, {}
     for seed in sorted({r.seed for r in runs}):
         plain = next(r for r in runs if r.seed == seed and r.mode == "none")
@@ -159,13 +205,45 @@ def summary(runs: list[SearchRun]) -> dict:
             "hypervolume": at[1],
             "plain_hypervolume": plain.final_hypervolume,
         }  # fmt: skip
-    known = [v for v in shares.values() if v is not None]
-    median = float(np.median([v if v is not None else np.inf for v in shares.values()]))
+    values = np.array([v if v is not None else np.inf for v in shares.values()])
+    median = float(np.median(values))
+    quartiles = [float(np.quantile(values, q, method="nearest")) for q in (0.25, 0.75)]
     return {
         "share_by_seed": shares,
-        "median_share": median if known else None,
+        "median_share": median if any(v is not None for v in shares.values()) else None,
+        "share_quartiles": quartiles,
         "equal_rows_by_seed": equal_rows,
+        "equal_rows": _over_seeds([at for at in equal_rows.values() if at is not None]),
     }
+
+
+def _over_seeds(ends: list[dict]) -> dict | None:
+    """The early-stopped ends at equal rows against the plain finals, over seeds."""
+    if not ends:
+        return None
+    diffs = [at["hypervolume"] - at["plain_hypervolume"] for at in ends]
+    higher, lower = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    return {
+        "seeds": len(ends),
+        "higher": higher,
+        "lower": lower,
+        "sign_test_p": sign_test(higher, lower),
+        "median_difference": float(np.median(diffs)),
+        "median_cpu_share": float(np.median([at["cpu_share"] for at in ends])),
+    }
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test of ``wins`` against ``losses`` (ties left out)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def _percent(share: float | None) -> str:
+    return "never" if share is None or not np.isfinite(share) else f"{100 * share:.0f}%"
 
 
 def format_search(runs: list[SearchRun], study: str, data: str, extra: Sequence[str] = ()) -> str:
@@ -185,12 +263,21 @@ def format_search(runs: list[SearchRun], study: str, data: str, extra: Sequence[
             f"{100 * at['cpu_share']:.0f}% of the plain CPU-s for hypervolume "
             f"{at['hypervolume']:.4f} against {at['plain_hypervolume']:.4f} ({diff:+.4f})"
         )
-    med = s["median_share"]
+    spread = ""
+    if len(s["share_by_seed"]) >= 4:
+        low, high = s["share_quartiles"]
+        spread = f" (quartiles {_percent(low)} and {_percent(high)})"
     lines.append(
-        "    median: "
-        + ("never" if med is None or not np.isfinite(med) else f"{100 * med:.0f}%")
-        + " of the plain run's CPU-seconds (target <= 50%)"
+        f"    median: {_percent(s['median_share'])}{spread} of the plain run's CPU-seconds"
+        " (target <= 50%)"
     )
+    if (eq := s["equal_rows"]) and eq["seeds"] > 1:
+        lines.append(
+            f"    at equal rows: higher on {eq['higher']} of {eq['seeds']} seeds, lower on "
+            f"{eq['lower']} (two-sided sign test p = {eq['sign_test_p']:.3g}); median difference "
+            f"{eq['median_difference']:+.4f} for {100 * eq['median_cpu_share']:.0f}% of the "
+            "plain CPU-s"
+        )
     return "\n".join(lines)
 
 
