@@ -36,9 +36,9 @@ from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
 
 from adasparse_lab.bench.workload import CONF, data_overrides
-from adasparse_lab.machine import usable_cpus
 from adasparse_lab.results.front import search_curve
 from adasparse_lab.study.driver import StudyRunner
+from adasparse_lab.study.settings import workers_and_threads
 
 MODES = ("none", "moasha")
 
@@ -134,13 +134,13 @@ def run_search_bench(
 ) -> list[SearchRun]:
     """Both modes of every seed, in the order of ``seeds``: in this process, or ``jobs`` seeds at
     a time in processes of their own with ``threads`` torch threads each (default: the usable
-    CPUs shared out, at least one)."""
+    CPUs shared out as ``study.threads=auto`` shares them among workers)."""
     if jobs <= 1:
         runs = []
         for seed in seeds:
             runs += _seed_runs(study, seed, n_trials, data, tuple(extra))
         return runs
-    threads = threads or max(1, usable_cpus() // jobs)
+    _, threads = workers_and_threads({"workers": jobs, "threads": threads or "auto"})
     print(
         f"    {jobs} seeds at a time, one process each, {threads} torch thread(s) each", flush=True
     )
@@ -210,7 +210,7 @@ def summary(runs: list[SearchRun]) -> dict:
     quartiles = [float(np.quantile(values, q, method="nearest")) for q in (0.25, 0.75)]
     return {
         "share_by_seed": shares,
-        "median_share": median if any(v is not None for v in shares.values()) else None,
+        "median_share": median if np.isfinite(values).any() else None,
         "share_quartiles": quartiles,
         "equal_rows_by_seed": equal_rows,
         "equal_rows": _over_seeds([at for at in equal_rows.values() if at is not None]),
