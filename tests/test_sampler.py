@@ -1,4 +1,4 @@
-"""The study's sampler (study/sampler.py): TPE whose good set is sized by the COMPLETE trials."""
+"""The opt-in sampler (study/sampler.py): TPE whose good set is sized by the COMPLETE trials."""
 
 from __future__ import annotations
 
