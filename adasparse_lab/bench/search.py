@@ -23,7 +23,6 @@ share the cores read a few points higher than those of one process alone.
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import tempfile
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from optuna.trial import TrialState
+from scipy import stats
 
 from adasparse_lab.bench.workload import CONF, data_overrides
 from adasparse_lab.results.front import search_curve
@@ -235,11 +235,9 @@ def _over_seeds(ends: list[dict]) -> dict | None:
 
 def sign_test(wins: int, losses: int) -> float:
     """Two-sided exact sign test of ``wins`` against ``losses`` (ties left out)."""
-    n = wins + losses
-    if n == 0:
+    if wins + losses == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    return float(stats.binomtest(wins, wins + losses, 0.5).pvalue)
 
 
 def _percent(share: float | None) -> str:

@@ -51,8 +51,7 @@ class EarlyStopTPESampler(optuna.samplers.TPESampler):
                 "trials; use _target_=optuna.samplers.TPESampler for a gamma of your own"
             )
         super().__init__(**kwargs)
-        self._complete = 0
-        self._single = True
+        self._complete, self._single, self._counted_for = 0, True, -1
         # Optuna deprecated its ``gamma`` argument (4.9) but still reads the attribute in
         # ``_sample``; tests/test_sampler.py fails if a release stops reading it.
         self._gamma = self._good_set_size
@@ -61,14 +60,18 @@ class EarlyStopTPESampler(optuna.samplers.TPESampler):
         k = math.ceil(GOOD_FRACTION * self._complete)
         return min(n, min(k, GOOD_CAP_SINGLE) if self._single else k)
 
-    def _count(self, study: optuna.Study) -> None:
+    def _count(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Count the COMPLETE trials once per asked trial, not once per parameter."""
+        if self._counted_for == trial.number:
+            return
+        self._counted_for = trial.number
         self._complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         self._single = len(study.directions) == 1
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        self._count(study)
+        self._count(study, trial)
         return super().sample_relative(study, trial, search_space)
 
     def sample_independent(
@@ -78,5 +81,5 @@ class EarlyStopTPESampler(optuna.samplers.TPESampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        self._count(study)
+        self._count(study, trial)
         return super().sample_independent(study, trial, param_name, param_distribution)
